@@ -1,0 +1,28 @@
+# trajstream developer entry points. Everything runs from a fresh clone: the venv lives in
+# .venv, Kafka jars in kafka/lib (both git-ignored).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: venv test demo lint bench kafka-jars kafka-up kafka-down clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "trajstream: Python >= 3.11 is required (found $$($(PYTHON) --version))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+lint: venv
+	$(VENV)/bin/ruff check stream model simulator tests bench
+
+test: venv kafka-jars
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) kafka/lib .kafka .run

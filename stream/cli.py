@@ -1,0 +1,90 @@
+"""The ``trajstream`` command: a thin dispatcher over the subcommands of each package.
+
+Subcommands are imported only when invoked, so ``trajstream --help`` and the simulator start
+without paying for a TensorFlow import.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+import click
+
+from stream.errors import TrajstreamError
+
+# name -> "module:attribute" of a click command
+_COMMANDS = {
+    "simulate": ("simulator.cli:simulate", "Generate traffic and publish positions."),
+    "replay": ("simulator.cli:replay", "Publish a recorded positions file to Kafka."),
+    "process": ("stream.commands:process", "Run the stream processor."),
+    "alerts": ("stream.commands:alerts", "Print collision alerts from a Kafka topic."),
+    "demo": ("stream.commands:demo", "Simulator and processor in one process, no broker."),
+    "model": ("model.cli:model", "Train and evaluate the LSTM trajectory model."),
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in _COMMANDS:
+            return None
+        target, _ = _COMMANDS[cmd_name]
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, help_) for name, (_, help_) in _COMMANDS.items()])
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--log-level",
+    default="INFO",
+    envvar="TRAJSTREAM_LOG_LEVEL",
+    show_default=True,
+    show_envvar=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="Logging verbosity (logs go to stderr).",
+)
+def cli(log_level: str) -> None:
+    """trajstream: real-time trajectory prediction and collision alerts on Apache Kafka.
+
+    Every option can also be set with the TRAJSTREAM_* environment variable shown in each
+    subcommand's --help.
+    """
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one clear error line and a non-zero exit instead of a traceback."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        cli.main(args=argv, prog_name="trajstream", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("trajstream: aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except TrajstreamError as exc:
+        click.echo(f"trajstream: error: {exc}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
