@@ -1,0 +1,193 @@
+"""Batched kinematic estimation: speed, heading, yaw rate and acceleration per vehicle.
+
+Raw GPS positions are noisy (tenths of a metre), so finite differences of successive fixes
+make a parked car look like it moves at walking pace. Speed and heading therefore come from
+the message when the vehicle reports them (as fleets do, from odometry and GNSS), and
+otherwise from a least-squares line through the vehicle's last few fixes, with a dead band
+scaled to the fit's own uncertainty. Heading is kept when the vehicle is (nearly) still, since
+the heading of a stationary fix is meaningless.
+
+All state lives in slot-indexed numpy arrays owned by :class:`KinematicsTracker`; the stream's
+state store allocates the slots. Everything runs on event time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+WINDOW = 12  # fixes kept per vehicle for the position-based velocity fit
+WINDOW_S = 1.5  # only fixes this recent take part in the fit
+STILL_SPEED_MPS = 0.5  # below this a heading is not updated from motion
+_YAW_TAU_S = 0.4
+_ACCEL_TAU_S = 0.4
+_HEADING_TAU_S = 0.15
+_MAX_YAW_RATE = 1.0  # rad/s; tighter than any road vehicle can turn at speed
+
+
+@dataclass(frozen=True, slots=True)
+class Kinematics:
+    """Estimated motion of a batch of n vehicles at their latest fix (all arrays shape (n,)).
+
+    ``x``/``y`` are the latest observed position, ``prev_x``/``prev_y`` the previous one (equal
+    to the latest when ``first``), ``dt`` the event time since the previous fix (0 when
+    ``first``). Angles in radians counter-clockwise from +x, speeds in m/s.
+    """
+
+    ts: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    prev_x: np.ndarray
+    prev_y: np.ndarray
+    dt: np.ndarray
+    speed: np.ndarray
+    heading: np.ndarray
+    yaw_rate: np.ndarray
+    accel: np.ndarray
+    first: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.ts.shape[0])
+
+    def take(self, index: np.ndarray) -> Kinematics:
+        """The subset of vehicles at ``index`` (indices or boolean mask)."""
+        return Kinematics(**{f: getattr(self, f)[index] for f in self.__slots__})
+
+
+def _wrap(angle: np.ndarray) -> np.ndarray:
+    return (angle + np.pi) % (2.0 * np.pi) - np.pi
+
+
+class KinematicsTracker:
+    """Per-slot kinematic state, grown on demand; ``update`` is vectorised over a batch.
+
+    ``gps_sigma_m`` is the assumed position noise; it sets the dead band under which a
+    position-derived speed is treated as zero.
+    """
+
+    def __init__(self, capacity: int = 1024, *, gps_sigma_m: float = 0.3) -> None:
+        self.gps_sigma_m = gps_sigma_m
+        self.capacity = 0
+        self._alloc(capacity)
+
+    def _alloc(self, capacity: int) -> None:
+        def grow(old: np.ndarray | None, shape: tuple[int, ...], fill: float) -> np.ndarray:
+            new = np.full(shape, fill, dtype=np.float64)
+            if old is not None:
+                new[: old.shape[0]] = old
+            return new
+
+        g = self.__dict__.get
+        self.ts = grow(g("ts"), (capacity,), np.nan)
+        self.x = grow(g("x"), (capacity,), 0.0)
+        self.y = grow(g("y"), (capacity,), 0.0)
+        self.speed = grow(g("speed"), (capacity,), 0.0)
+        self.heading = grow(g("heading"), (capacity,), 0.0)
+        self.yaw_rate = grow(g("yaw_rate"), (capacity,), 0.0)
+        self.accel = grow(g("accel"), (capacity,), 0.0)
+        self.hist_t = grow(g("hist_t"), (capacity, WINDOW), np.nan)
+        self.hist_x = grow(g("hist_x"), (capacity, WINDOW), 0.0)
+        self.hist_y = grow(g("hist_y"), (capacity, WINDOW), 0.0)
+        self.capacity = capacity
+
+    def ensure_capacity(self, capacity: int) -> None:
+        if capacity > self.capacity:
+            self._alloc(max(capacity, 2 * self.capacity))
+
+    def reset(self, slots: np.ndarray) -> None:
+        """Forget the motion history of ``slots`` (new vehicle, eviction or a long gap)."""
+        self.ts[slots] = np.nan
+        self.speed[slots] = 0.0
+        self.heading[slots] = 0.0
+        self.yaw_rate[slots] = 0.0
+        self.accel[slots] = 0.0
+        self.hist_t[slots] = np.nan
+
+    def update(
+        self,
+        slots: np.ndarray,
+        ts: np.ndarray,
+        x: np.ndarray,
+        y: np.ndarray,
+        speed: np.ndarray,
+        heading: np.ndarray,
+    ) -> Kinematics:
+        """Advance ``slots`` (unique) by one fix each; ``speed``/``heading`` are NaN when absent.
+
+        The caller guarantees ``ts`` is later than each slot's previous fix.
+        """
+        prev_ts = self.ts[slots]
+        first = np.isnan(prev_ts)
+        dt = np.where(first, 0.0, ts - np.where(first, ts, prev_ts))
+        prev_x = np.where(first, x, self.x[slots])
+        prev_y = np.where(first, y, self.y[slots])
+        prev_speed = self.speed[slots]
+        prev_heading = self.heading[slots]
+
+        # Ring buffer of recent fixes, newest last.
+        ht = np.roll(self.hist_t[slots], -1, axis=1)
+        hx = np.roll(self.hist_x[slots], -1, axis=1)
+        hy = np.roll(self.hist_y[slots], -1, axis=1)
+        ht[:, -1], hx[:, -1], hy[:, -1] = ts, x, y
+        self.hist_t[slots], self.hist_x[slots], self.hist_y[slots] = ht, hx, hy
+        fit_vx, fit_vy, fit_sigma = self._fit_velocity(ts, ht, hx, hy)
+
+        # Speed: reported, else fitted with a dead band of ~3 sigma of the fit.
+        fit_speed = np.hypot(fit_vx, fit_vy)
+        moving = fit_speed > np.maximum(STILL_SPEED_MPS, 3.0 * fit_sigma)
+        est_speed = np.where(moving, fit_speed, 0.0)
+        has_speed = np.isfinite(speed)
+        new_speed = np.where(has_speed, np.abs(np.nan_to_num(speed)), est_speed)
+
+        # Heading: reported (smoothed), else direction of the fitted velocity while moving.
+        fit_heading = np.arctan2(fit_vy, fit_vx)
+        has_heading = np.isfinite(heading)
+        target = np.where(has_heading, np.nan_to_num(heading), fit_heading)
+        usable = has_heading | moving
+        k_head = np.where(first, 1.0, 1.0 - np.exp(-dt / _HEADING_TAU_S))
+        new_heading = np.where(
+            usable,
+            _wrap(prev_heading + k_head * _wrap(target - prev_heading)),
+            prev_heading,
+        )
+        new_heading = np.where(first & ~usable, 0.0, new_heading)
+
+        safe_dt = np.where(dt > 0, dt, 1.0)
+        turning = (~first) & (new_speed > 1.0) & (prev_speed > 1.0)
+        inst_yaw = np.where(turning, _wrap(new_heading - prev_heading) / safe_dt, 0.0)
+        inst_yaw = np.clip(inst_yaw, -_MAX_YAW_RATE, _MAX_YAW_RATE)
+        k_yaw = np.where(first, 1.0, 1.0 - np.exp(-dt / _YAW_TAU_S))
+        new_yaw = self.yaw_rate[slots] + k_yaw * (inst_yaw - self.yaw_rate[slots])
+
+        inst_acc = np.where(first, 0.0, (new_speed - prev_speed) / safe_dt)
+        k_acc = np.where(first, 1.0, 1.0 - np.exp(-dt / _ACCEL_TAU_S))
+        new_acc = self.accel[slots] + k_acc * (np.clip(inst_acc, -12.0, 8.0) - self.accel[slots])
+
+        self.ts[slots], self.x[slots], self.y[slots] = ts, x, y
+        self.speed[slots], self.heading[slots] = new_speed, new_heading
+        self.yaw_rate[slots], self.accel[slots] = new_yaw, new_acc
+        return Kinematics(
+            ts=ts, x=x, y=y, prev_x=prev_x, prev_y=prev_y, dt=dt, speed=new_speed,
+            heading=new_heading, yaw_rate=new_yaw, accel=new_acc, first=first,
+        )
+
+    def _fit_velocity(
+        self, now: np.ndarray, ht: np.ndarray, hx: np.ndarray, hy: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Least-squares velocity over recent fixes and the standard error of its speed."""
+        age = now[:, None] - ht
+        w = (np.isfinite(ht) & (age <= WINDOW_S)).astype(np.float64)
+        n = w.sum(axis=1)
+        t = np.where(w > 0, -age, 0.0)
+        tm = (w * t).sum(axis=1) / np.maximum(n, 1.0)
+        dtm = (t - tm[:, None]) * w
+        sxx = (dtm * dtm).sum(axis=1)
+        ok = (n >= 3) & (sxx > 1e-6)
+        safe = np.where(ok, sxx, 1.0)
+        xm = (w * hx).sum(axis=1) / np.maximum(n, 1.0)
+        ym = (w * hy).sum(axis=1) / np.maximum(n, 1.0)
+        vx = np.where(ok, (dtm * (hx - xm[:, None])).sum(axis=1) / safe, 0.0)
+        vy = np.where(ok, (dtm * (hy - ym[:, None])).sum(axis=1) / safe, 0.0)
+        sigma = np.where(ok, self.gps_sigma_m / np.sqrt(safe), np.inf)
+        return vx, vy, sigma
