@@ -24,5 +24,22 @@ lint: venv
 test: venv kafka-jars
 	$(PY) -m pytest -q
 
+# A single-node KRaft broker from the Maven jars (kafka/broker.py; needs java and mvn).
+KAFKA_STAMP := kafka/lib/.resolved
+KAFKA_PORT ?= 9092
+KAFKA_CONTROLLER_PORT ?= 9093
+
+kafka-jars: $(KAFKA_STAMP)
+
+$(KAFKA_STAMP): kafka/pom.xml
+	@$(PYTHON) kafka/broker.py jars >/dev/null
+
+kafka-up: kafka-jars
+	@$(PYTHON) kafka/broker.py start --port $(KAFKA_PORT) \
+	  --controller-port $(KAFKA_CONTROLLER_PORT) --dir .kafka
+
+kafka-down:
+	@$(PYTHON) kafka/broker.py stop --dir .kafka
+
 clean:
 	rm -rf $(VENV) kafka/lib .kafka .run
