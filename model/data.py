@@ -1,0 +1,224 @@
+"""Positions files -> what the processor would see, fix by fix.
+
+Training and evaluation both start from the positions contract (a JSONL file, one position
+object per line) and replay it the way the processor does: records are put in event-time
+order with the engine's lateness rule, duplicates and stale fixes are dropped, each vehicle's
+motion comes from the same :class:`~model.kinematics.KinematicsTracker`, advanced in batched
+steps (one per event-time tick and per fix within it), and the state resets after a long gap.
+That keeps the features the network is trained on identical to the ones it is served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from model.kinematics import Kinematics, KinematicsTracker
+from stream.errors import ConfigError
+
+TICK_S = 0.2  # the engine's risk interval: the predictor runs once per tick
+ALLOWED_LATENESS_S = 0.5  # engine default
+RESET_GAP_S = 5.0  # a vehicle silent for longer starts over (tracker and LSTM state)
+MAX_TARGET_GAP_S = 0.6  # longer gaps between fixes make an interpolated target unreliable
+
+
+@dataclass(frozen=True)
+class Positions:
+    """Columnar position records; ``vehicle`` indexes ``ids``. speed/heading NaN when absent."""
+
+    ids: tuple[str, ...]
+    vehicle: np.ndarray
+    ts: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    speed: np.ndarray
+    heading: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.ts.shape[0])
+
+    def take(self, index: np.ndarray) -> Positions:
+        return Positions(
+            self.ids, self.vehicle[index], self.ts[index], self.x[index], self.y[index],
+            self.speed[index], self.heading[index],
+        )
+
+
+def _num(v: object) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ValueError("not a number")
+    f = float(v)
+    if not np.isfinite(f):
+        raise ValueError("not finite")
+    return f
+
+
+def parse_positions(lines: Iterable[bytes | str]) -> tuple[Positions, int]:
+    """Parse position JSON objects (x/y form); returns (positions in input order, n skipped).
+
+    Lines that are not valid x/y positions are skipped, as the processor would reject them.
+    """
+    ids: dict[str, int] = {}
+    cols: list[tuple[int, float, float, float, float, float]] = []
+    skipped = 0
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            rec = orjson.loads(line)
+            vid = rec["vehicle_id"]
+            if not isinstance(vid, str) or not vid:
+                raise ValueError("vehicle_id")
+            ts, x, y = _num(rec["ts"]), _num(rec["x"]), _num(rec["y"])
+            sp = rec.get("speed")
+            hd = rec.get("heading")
+            speed = _num(sp) if sp is not None else np.nan
+            heading = _num(hd) if hd is not None else np.nan
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            skipped += 1
+            continue
+        cols.append((ids.setdefault(vid, len(ids)), ts, x, y, speed, heading))
+    arr = np.array(cols, dtype=np.float64).reshape(-1, 6)
+    pos = Positions(
+        ids=tuple(ids), vehicle=arr[:, 0].astype(np.int64), ts=arr[:, 1], x=arr[:, 2],
+        y=arr[:, 3], speed=arr[:, 4], heading=arr[:, 5],
+    )
+    return pos, skipped
+
+
+def read_positions(path: str | Path) -> tuple[Positions, int]:
+    try:
+        with open(path, "rb") as fh:
+            return parse_positions(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read positions file {path}: {exc}") from exc
+
+
+def event_time_order(
+    pos: Positions, allowed_lateness_s: float = ALLOWED_LATENESS_S
+) -> Positions:
+    """Records the engine would process, sorted by event time.
+
+    Arrival order is the input order. A record more than ``allowed_lateness_s`` behind the
+    newest event time seen before it is late; a record at or before its vehicle's newest
+    accepted time (duplicates included) is stale. Both are dropped.
+    """
+    if len(pos) == 0:
+        return pos
+    newest_before = np.maximum.accumulate(np.concatenate([[-np.inf], pos.ts[:-1]]))
+    on_time = pos.ts >= newest_before - allowed_lateness_s
+    idx = np.flatnonzero(on_time)
+    # stale: per vehicle, in arrival order, ts must exceed every earlier accepted ts
+    order = idx[np.lexsort((np.arange(idx.size), pos.vehicle[idx]))]
+    veh, ts = pos.vehicle[order], pos.ts[order]
+    keep = np.ones(order.size, dtype=bool)
+    starts = np.flatnonzero(np.r_[True, veh[1:] != veh[:-1]])
+    ends = np.r_[starts[1:], order.size]
+    for s, e in zip(starts, ends, strict=True):
+        run = ts[s:e]
+        prior_max = np.maximum.accumulate(np.r_[-np.inf, run[:-1]])
+        keep[s:e] = run > prior_max
+    kept = order[keep]
+    kept = kept[np.argsort(pos.ts[kept], kind="stable")]
+    return pos.take(kept)
+
+
+@dataclass(frozen=True)
+class Replay:
+    """Event-time-ordered positions with the tracker's output for every record.
+
+    ``groups`` lists record indices per batched step in processing order (each vehicle at
+    most once per group); ``segment`` numbers each vehicle's runs between resets.
+    """
+
+    pos: Positions
+    kin: Kinematics
+    groups: list[np.ndarray]
+    segment: np.ndarray
+
+
+def step_groups(pos: Positions, tick_s: float = TICK_S) -> list[np.ndarray]:
+    """Batches of records as the engine steps them: per tick, one sub-step per fix rank."""
+    n = len(pos)
+    if n == 0:
+        return []
+    tick = np.floor(pos.ts / tick_s).astype(np.int64)
+    by_vt = np.lexsort((pos.ts, tick, pos.vehicle))
+    key_v, key_t = pos.vehicle[by_vt], tick[by_vt]
+    new_run = np.r_[True, (key_v[1:] != key_v[:-1]) | (key_t[1:] != key_t[:-1])]
+    run_start = np.maximum.accumulate(np.where(new_run, np.arange(n), 0))
+    rank = np.empty(n, dtype=np.int64)
+    rank[by_vt] = np.arange(n) - run_start
+    order = np.lexsort((rank, tick))
+    gt, gr = tick[order], rank[order]
+    cuts = np.flatnonzero((gt[1:] != gt[:-1]) | (gr[1:] != gr[:-1])) + 1
+    return np.split(order, cuts)
+
+
+def replay(
+    pos: Positions,
+    *,
+    tick_s: float = TICK_S,
+    reset_gap_s: float = RESET_GAP_S,
+    gps_sigma_m: float = 0.3,
+) -> Replay:
+    """Run the kinematic tracker over event-time-ordered positions, batched like the engine."""
+    n = len(pos)
+    nveh = len(pos.ids)
+    tracker = KinematicsTracker(max(nveh, 1), gps_sigma_m=gps_sigma_m)
+    last_ts = np.full(max(nveh, 1), np.nan)
+    fields = {f: np.zeros(n) for f in Kinematics.__slots__ if f != "first"}
+    first = np.zeros(n, dtype=bool)
+    groups = step_groups(pos, tick_s)
+    for idx in groups:
+        slots = pos.vehicle[idx]
+        ts = pos.ts[idx]
+        gap = ts - last_ts[slots]
+        stale = gap > reset_gap_s
+        if stale.any():
+            tracker.reset(slots[stale])
+        kin = tracker.update(slots, ts, pos.x[idx], pos.y[idx], pos.speed[idx], pos.heading[idx])
+        last_ts[slots] = ts
+        for f, arr in fields.items():
+            arr[idx] = getattr(kin, f)
+        first[idx] = kin.first
+    # segments: a new one at every first fix, numbered in (vehicle, time) order
+    by_vt = np.lexsort((pos.ts, pos.vehicle))
+    seg_sorted = np.cumsum(first[by_vt]) - 1
+    segment = np.empty(n, dtype=np.int64)
+    segment[by_vt] = seg_sorted
+    return Replay(pos=pos, kin=Kinematics(first=first, **fields), groups=groups, segment=segment)
+
+
+def future_positions(
+    rep: Replay, offsets_s: np.ndarray, max_gap_s: float = MAX_TARGET_GAP_S
+) -> tuple[np.ndarray, np.ndarray]:
+    """Observed positions at ``ts + offsets_s`` per record, interpolated from the same
+    segment's later fixes: (targets (n, P, 2), valid (n,)).
+
+    A record's target is valid only if the segment covers the whole horizon with no gap between
+    fixes longer than ``max_gap_s`` (a gap would make the interpolation a guess).
+    """
+    pos = rep.pos
+    n, p = len(pos), offsets_s.size
+    targets = np.full((n, p, 2), np.nan)
+    valid = np.zeros(n, dtype=bool)
+    order = np.lexsort((pos.ts, rep.segment))
+    seg = rep.segment[order]
+    starts = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]])
+    ends = np.r_[starts[1:], n]
+    horizon = offsets_s[-1]
+    for s, e in zip(starts, ends, strict=True):
+        rows = order[s:e]
+        t, x, y = pos.ts[rows], pos.x[rows], pos.y[rows]
+        q = t[:, None] + offsets_s[None, :]
+        targets[rows, :, 0] = np.interp(q, t, x)
+        targets[rows, :, 1] = np.interp(q, t, y)
+        big = np.r_[0, np.cumsum(np.diff(t) > max_gap_s)]  # big gaps before each fix
+        k = np.minimum(np.searchsorted(t, t + horizon, side="left"), t.size - 1)
+        valid[rows] = (t + horizon <= t[-1] + 1e-9) & (big[k] == big)
+    return targets, valid
