@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import orjson
 
 from model.kinematics import Kinematics, KinematicsTracker
+from stream.codec import CodecConfig, decode_batch
 from stream.errors import ConfigError
 
 TICK_S = 0.2  # the engine's risk interval: the predictor runs once per tick
@@ -48,52 +48,29 @@ class Positions:
         )
 
 
-def _num(v: object) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise ValueError("not a number")
-    f = float(v)
-    if not np.isfinite(f):
-        raise ValueError("not finite")
-    return f
-
-
-def parse_positions(lines: Iterable[bytes | str]) -> tuple[Positions, int]:
-    """Parse position JSON objects (x/y form); returns (positions in input order, n skipped).
-
-    Lines that are not valid x/y positions are skipped, as the processor would reject them.
+def parse_positions(
+    lines: Iterable[bytes | str], codec: CodecConfig | None = None
+) -> tuple[Positions, int]:
+    """Decode position messages with the processor's codec: (valid positions in input
+    order, number rejected). Blank lines are ignored.
     """
-    ids: dict[str, int] = {}
-    cols: list[tuple[int, float, float, float, float, float]] = []
-    skipped = 0
-    for line in lines:
-        if not line.strip():
-            continue
-        try:
-            rec = orjson.loads(line)
-            vid = rec["vehicle_id"]
-            if not isinstance(vid, str) or not vid:
-                raise ValueError("vehicle_id")
-            ts, x, y = _num(rec["ts"]), _num(rec["x"]), _num(rec["y"])
-            sp = rec.get("speed")
-            hd = rec.get("heading")
-            speed = _num(sp) if sp is not None else np.nan
-            heading = _num(hd) if hd is not None else np.nan
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            skipped += 1
-            continue
-        cols.append((ids.setdefault(vid, len(ids)), ts, x, y, speed, heading))
-    arr = np.array(cols, dtype=np.float64).reshape(-1, 6)
+    values = [ln if isinstance(ln, bytes) else ln.encode() for ln in lines]
+    values = [v.strip() for v in values if v.strip()]
+    batch, rejected = decode_batch(None, values, codec or CodecConfig())
+    uniq, vehicle = np.unique(batch.vehicle_id.astype(str), return_inverse=True)
     pos = Positions(
-        ids=tuple(ids), vehicle=arr[:, 0].astype(np.int64), ts=arr[:, 1], x=arr[:, 2],
-        y=arr[:, 3], speed=arr[:, 4], heading=arr[:, 5],
+        ids=tuple(str(u) for u in uniq), vehicle=vehicle.astype(np.int64), ts=batch.ts,
+        x=batch.x, y=batch.y, speed=batch.speed, heading=batch.heading,
     )
-    return pos, skipped
+    return pos, len(rejected)
 
 
-def read_positions(path: str | Path) -> tuple[Positions, int]:
+def read_positions(
+    path: str | Path, codec: CodecConfig | None = None
+) -> tuple[Positions, int]:
     try:
         with open(path, "rb") as fh:
-            return parse_positions(fh)
+            return parse_positions(fh, codec)
     except OSError as exc:
         raise ConfigError(f"cannot read positions file {path}: {exc}") from exc
 

@@ -1,0 +1,162 @@
+"""``trajstream model train|evaluate``."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import tempfile
+from pathlib import Path
+
+import click
+
+from model import PREDICTORS, SHIPPED_WEIGHTS
+from model.predictors import PathSpec
+
+_DEFAULT_OUT = SHIPPED_WEIGHTS.parent
+
+
+def _opt(*names: str, env: str, **kw):  # noqa: ANN003, ANN202 - thin click.option wrapper
+    return click.option(*names, envvar=f"TRAJSTREAM_{env}", show_envvar=True,
+                        show_default=True, **kw)
+
+
+@click.group()
+def model() -> None:
+    """Train and evaluate the LSTM trajectory model."""
+
+
+@model.command()
+@_opt("--seed", env="MODEL_SEED", default=7, type=int,
+      help="Seed of everything: simulated data (train/val/test seeds derive from it) and "
+      "training.")
+@_opt("--out-dir", env="MODEL_OUT_DIR", default=str(_DEFAULT_OUT),
+      type=click.Path(file_okay=False, path_type=Path),
+      help="Where lstm.npz, MODEL_CARD.md, metrics.json and the plots are written.")
+@_opt("--data-dir", env="MODEL_DATA_DIR", default=None,
+      type=click.Path(file_okay=False, path_type=Path),
+      help="Keep (and reuse) the simulated JSONL files here; a temporary directory if unset.")
+@_opt("--train-files", env="MODEL_TRAIN_FILES", default=4, type=click.IntRange(1, 64),
+      help="Simulated training files, each with its own seed.")
+@_opt("--vehicles", env="MODEL_VEHICLES", default=60, type=click.IntRange(1),
+      help="Vehicles per simulated training file.")
+@_opt("--val-vehicles", env="MODEL_VAL_VEHICLES", default=60, type=click.IntRange(1),
+      help="Vehicles in the validation file.")
+@_opt("--test-vehicles", env="MODEL_TEST_VEHICLES", default=60, type=click.IntRange(1),
+      help="Vehicles in the held-out test file.")
+@_opt("--duration-s", env="MODEL_DURATION_S", default=300.0, type=click.FloatRange(10.0),
+      help="Simulated seconds per file.")
+@_opt("--train-data", env="MODEL_TRAIN_DATA", multiple=True,
+      type=click.Path(exists=True, dir_okay=False, path_type=Path),
+      help="Train on these positions files instead of simulating (repeatable; needs "
+      "--val-data and --test-data).")
+@_opt("--val-data", env="MODEL_VAL_DATA", multiple=True,
+      type=click.Path(exists=True, dir_okay=False, path_type=Path),
+      help="Validation positions files (with --train-data).")
+@_opt("--test-data", env="MODEL_TEST_DATA", multiple=True,
+      type=click.Path(exists=True, dir_okay=False, path_type=Path),
+      help="Test positions files (with --train-data).")
+@_opt("--units", env="MODEL_UNITS", default=48, type=click.IntRange(4, 512),
+      help="LSTM units (the per-vehicle state is 2 x units floats).")
+@_opt("--head-units", env="MODEL_HEAD_UNITS", default=64, type=click.IntRange(4, 1024),
+      help="Hidden units of the path head.")
+@_opt("--epochs", env="MODEL_EPOCHS", default=40, type=click.IntRange(1),
+      help="Maximum epochs (early stopping on validation RMSE usually ends sooner).")
+@_opt("--patience", env="MODEL_PATIENCE", default=5, type=click.IntRange(1),
+      help="Epochs without validation improvement before stopping.")
+@_opt("--batch-size", env="MODEL_BATCH_SIZE", default=64, type=click.IntRange(1),
+      help="Windows per training batch.")
+@_opt("--learning-rate", env="MODEL_LEARNING_RATE", default=2e-3,
+      type=click.FloatRange(0.0, min_open=True), help="Adam learning rate.")
+@_opt("--seq-len", env="MODEL_SEQ_LEN", default=64, type=click.IntRange(8),
+      help="Fixes per training window.")
+@_opt("--burn-in", env="MODEL_BURN_IN", default=16, type=click.IntRange(0),
+      help="Leading fixes of a mid-track window left out of the loss (state warm-up).")
+def train(
+    seed: int, out_dir: Path, data_dir: Path | None, train_files: int, vehicles: int,
+    val_vehicles: int, test_vehicles: int, duration_s: float, train_data: tuple[Path, ...],
+    val_data: tuple[Path, ...], test_data: tuple[Path, ...], units: int, head_units: int,
+    epochs: int, patience: int, batch_size: int, learning_rate: float, seq_len: int,
+    burn_in: int,
+) -> None:
+    """Simulate data, train the LSTM, and write weights, model card and plots.
+
+    Prints the test-set metrics as JSON (the same schema as `evaluate`).
+    """
+    from model.train import DataConfig, TrainConfig, run_training
+
+    if burn_in >= seq_len:
+        raise click.BadParameter(f"must be below --seq-len ({seq_len}), got {burn_in}",
+                                 param_hint="--burn-in")
+    given = [bool(train_data), bool(val_data), bool(test_data)]
+    if any(given) and not all(given):
+        raise click.UsageError("--train-data, --val-data and --test-data go together")
+    cfg = TrainConfig(seed=seed, units=units, head_units=head_units, seq_len=seq_len,
+                      burn_in=burn_in, batch_size=batch_size, epochs=epochs, patience=patience,
+                      learning_rate=learning_rate)
+    data = DataConfig(seed=seed, train_files=train_files, vehicles=vehicles,
+                      val_vehicles=val_vehicles, test_vehicles=test_vehicles,
+                      duration_s=duration_s)
+    files = None
+    if all(given):
+        files = {"train": list(train_data), "val": list(val_data), "test": list(test_data)}
+    ctx = click.get_current_context()
+    command = _reproducing_command(ctx)
+    with tempfile.TemporaryDirectory(prefix="trajstream-data-") as tmp:
+        info = run_training(cfg, data, out_dir, data_dir=data_dir or Path(tmp), files=files,
+                            command=command.strip())
+    click.echo(json.dumps(info["test"]))
+
+
+def _reproducing_command(ctx: click.Context) -> str:
+    """Every setting that changes the result, spelled out (not --out-dir/--data-dir)."""
+    parts = ["trajstream", "model", "train"]
+    skip = {"out_dir", "data_dir"}
+    if ctx.params.get("train_data"):
+        skip |= {"train_files", "vehicles", "val_vehicles", "test_vehicles", "duration_s"}
+    for param in ctx.command.params:
+        if param.name in skip or not isinstance(param, click.Option):
+            continue
+        value = ctx.params[param.name]
+        flag = param.opts[0]
+        for v in value if param.multiple else [value]:
+            parts += [flag, str(v)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+@model.command()
+@_opt("--data", env="MODEL_EVAL_DATA", required=True,
+      type=click.Path(exists=True, dir_okay=False, path_type=Path),
+      help="Positions file (JSONL, the vehicle-positions contract).")
+@_opt("--weights", env="MODEL_WEIGHTS", default=str(SHIPPED_WEIGHTS),
+      type=click.Path(exists=True, dir_okay=False, path_type=Path),
+      help="LSTM weights (.npz).")
+@_opt("--models", env="MODEL_EVAL_MODELS", default=",".join(PREDICTORS),
+      help="Comma-separated predictors to compare.")
+@_opt("--plots", env="MODEL_PLOTS_DIR", default=None,
+      type=click.Path(file_okay=False, path_type=Path),
+      help="Write error_by_horizon.png and examples.png here.")
+@_opt("--examples", env="MODEL_EXAMPLES", default=6, type=click.IntRange(0, 24),
+      help="Example trajectories in examples.png.")
+@_opt("--examples-seed", env="MODEL_EXAMPLES_SEED", default=0, type=int,
+      help="Seed for picking the example trajectories.")
+def evaluate(data: Path, weights: Path, models: str, plots: Path | None, examples: int,
+             examples_seed: int) -> None:
+    """Run the stateful step model over a positions file as the processor does and print
+    RMSE at 1-4 s, ADE and FDE (metres) per model as one JSON object.
+    """
+    from model import load_predictor
+    from model.evaluate import evaluate_positions, write_plots
+
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    bad = [m for m in names if m not in PREDICTORS]
+    if bad or not names:
+        raise click.BadParameter(
+            f"expected a comma-separated subset of {','.join(PREDICTORS)}, got {models!r}",
+            param_hint="--models")
+    spec = PathSpec()
+    preds = [load_predictor(n, spec, weights=weights) for n in names]
+    ev = evaluate_positions(data, preds, n_examples=examples if plots else 0,
+                            seed=examples_seed)
+    if plots is not None:
+        write_plots(ev, plots)
+    click.echo(json.dumps(ev.summary()))

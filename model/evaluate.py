@@ -1,0 +1,185 @@
+"""Offline accuracy of predictors on a positions file, stepped exactly as the processor does.
+
+Each predictor advances through the file in the engine's batched event-time steps (one tracker
+update and one predictor step per fix, all vehicles with a fix in the step together), its
+per-vehicle state kept in slot-indexed rows and zeroed on a vehicle's first fix or after a
+reset. Every prediction whose 4 s future is covered by the vehicle's later fixes is compared
+with the observed (interpolated) positions at ts + k * step_s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from model.data import Replay, event_time_order, future_positions, read_positions, replay
+from model.predictors import PathSpec, Predictor
+
+HORIZONS_S: tuple[int, ...] = (1, 2, 3, 4)
+
+
+@dataclass
+class Evaluation:
+    """Per-point Euclidean errors (n_valid, P) per predictor and a few example paths."""
+
+    spec: PathSpec
+    errors: dict[str, np.ndarray]
+    example_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    example_paths: dict[str, np.ndarray] = field(default_factory=dict)
+    example_targets: np.ndarray | None = None
+    example_history: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return int(next(iter(self.errors.values())).shape[0]) if self.errors else 0
+
+    def summary(self) -> dict:
+        """The evaluate command's JSON: RMSE at 1..4 s, ADE and FDE (metres) per model."""
+        models = {}
+        for name, err in self.errors.items():
+            rmse = {}
+            for h in HORIZONS_S:
+                k = int(round(h / self.spec.step_s)) - 1
+                if k < err.shape[1]:
+                    rmse[str(h)] = _r(np.sqrt(np.mean(err[:, k] ** 2)) if err.size else np.nan)
+            models[name] = {
+                "rmse": rmse,
+                "ade": _r(float(err.mean()) if err.size else np.nan),
+                "fde": _r(float(err[:, -1].mean()) if err.size else np.nan),
+            }
+        return {"models": models, "predictions": self.count}
+
+
+def _r(v: float) -> float | None:
+    return round(float(v), 4) if np.isfinite(v) else None
+
+
+def run_predictors(
+    rep: Replay,
+    predictors: Sequence[Predictor],
+    targets: np.ndarray,
+    valid: np.ndarray,
+    n_examples: int = 0,
+    seed: int = 0,
+) -> Evaluation:
+    """Step every predictor through the replay and collect errors against ``targets``."""
+    spec = predictors[0].spec
+    pos, kin = rep.pos, rep.kin
+    nveh = max(len(pos.ids), 1)
+    states = {p.name: np.zeros((nveh, p.state_dim), np.float32) for p in predictors}
+    out_row = np.cumsum(valid) - 1  # row of each valid record in the error arrays
+    errors = {p.name: np.zeros((int(valid.sum()), spec.points), np.float32) for p in predictors}
+    examples = _pick_examples(rep, valid, n_examples, seed)
+    ex_pos = {int(r): i for i, r in enumerate(examples)}
+    ex_paths = {p.name: np.zeros((examples.size, spec.points, 2)) for p in predictors}
+    for idx in rep.groups:
+        k = kin.take(idx)
+        slots = pos.vehicle[idx]
+        v = valid[idx]
+        hit = [(j, ex_pos[int(r)]) for j, r in enumerate(idx) if int(r) in ex_pos]
+        for p in predictors:
+            st = states[p.name]
+            rows = st[slots]
+            rows[k.first] = 0.0
+            paths, new_rows = p.step(k, rows)
+            st[slots] = new_rows
+            if v.any():
+                d = paths[v] - targets[idx[v]]
+                errors[p.name][out_row[idx[v]]] = np.hypot(d[..., 0], d[..., 1])
+            for j, e in hit:
+                ex_paths[p.name][e] = paths[j]
+    history = []
+    for r in examples:
+        same = (pos.vehicle == pos.vehicle[r]) & (rep.segment == rep.segment[r])
+        t = pos.ts[r]
+        past = same & (pos.ts <= t) & (pos.ts >= t - 3.0)
+        history.append(np.stack([pos.x[past], pos.y[past]], -1))
+    return Evaluation(
+        spec=spec, errors=errors, example_index=examples, example_paths=ex_paths,
+        example_targets=targets[examples] if examples.size else None, example_history=history,
+    )
+
+
+def _pick_examples(rep: Replay, valid: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Valid records, half of them in turns or speed changes (the interesting cases)."""
+    if n <= 0:
+        return np.zeros(0, np.int64)
+    rng = np.random.default_rng(seed)
+    moving = valid & (rep.kin.speed > 2.0) & ~rep.kin.first
+    busy = moving & ((np.abs(rep.kin.yaw_rate) > 0.1) | (np.abs(rep.kin.accel) > 1.0))
+    picks: list[int] = []
+    for pool, k in ((busy, n // 2), (moving, n)):
+        cand = np.setdiff1d(np.flatnonzero(pool), picks)
+        take = min(k - len(picks), cand.size)
+        if take > 0:
+            picks.extend(rng.choice(cand, take, replace=False).tolist())
+    return np.array(sorted(picks), dtype=np.int64)
+
+
+def evaluate_positions(
+    path: str | Path,
+    predictors: Sequence[Predictor],
+    n_examples: int = 0,
+    seed: int = 0,
+) -> Evaluation:
+    pos, _ = read_positions(path)
+    rep = replay(event_time_order(pos))
+    targets, valid = future_positions(rep, predictors[0].spec.offsets_s)
+    return run_predictors(rep, predictors, targets, valid, n_examples=n_examples, seed=seed)
+
+
+def write_plots(ev: Evaluation, out_dir: str | Path) -> list[Path]:
+    """error_by_horizon.png (RMSE per model over the horizon) and examples.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    colors = {"lstm": "tab:red", "cv": "tab:blue", "ctrv": "tab:green"}
+    files = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    offs = ev.spec.offsets_s
+    for name, err in ev.errors.items():
+        ax.plot(offs, np.sqrt(np.mean(err.astype(np.float64) ** 2, axis=0)), marker=".",
+                label=name, color=colors.get(name))
+    ax.set_xlabel("horizon (s)")
+    ax.set_ylabel("RMSE (m)")
+    ax.set_title(f"Prediction error by horizon ({ev.count} predictions)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    files.append(out / "error_by_horizon.png")
+    fig.savefig(files[-1], dpi=110)
+    plt.close(fig)
+
+    n = ev.example_index.size
+    if n and ev.example_targets is not None:
+        cols = min(3, n)
+        rows = (n + cols - 1) // cols
+        fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4 * rows), squeeze=False)
+        for i in range(n):
+            ax = axes[i // cols][i % cols]
+            hist = ev.example_history[i]
+            ax.plot(hist[:, 0], hist[:, 1], "k.", ms=3, label="observed (past 3 s)")
+            tgt = ev.example_targets[i]
+            ax.plot(tgt[:, 0], tgt[:, 1], "k-", lw=2, alpha=0.5, label="actual (next 4 s)")
+            for name, paths in ev.example_paths.items():
+                ax.plot(paths[i, :, 0], paths[i, :, 1], "-", color=colors.get(name), lw=1.2,
+                        label=name)
+            ax.set_aspect("equal", adjustable="datalim")
+            ax.grid(alpha=0.3)
+            if i == 0:
+                ax.legend(fontsize=7)
+        for j in range(n, rows * cols):
+            axes[j // cols][j % cols].axis("off")
+        fig.suptitle("Example predictions (x/y, metres)")
+        fig.tight_layout()
+        files.append(out / "examples.png")
+        fig.savefig(files[-1], dpi=110)
+        plt.close(fig)
+    return files
