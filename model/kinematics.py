@@ -84,6 +84,9 @@ class KinematicsTracker:
         self.y = grow(g("y"), (capacity,), 0.0)
         self.speed = grow(g("speed"), (capacity,), 0.0)
         self.heading = grow(g("heading"), (capacity,), 0.0)
+        # 1.0 once a heading has been observed or derived from motion; until then heading 0
+        # is a placeholder that must not be blended into (or differenced with) a real one.
+        self.heading_known = grow(g("heading_known"), (capacity,), 0.0)
         self.yaw_rate = grow(g("yaw_rate"), (capacity,), 0.0)
         self.accel = grow(g("accel"), (capacity,), 0.0)
         self.hist_t = grow(g("hist_t"), (capacity, WINDOW), np.nan)
@@ -100,6 +103,7 @@ class KinematicsTracker:
         self.ts[slots] = np.nan
         self.speed[slots] = 0.0
         self.heading[slots] = 0.0
+        self.heading_known[slots] = 0.0
         self.yaw_rate[slots] = 0.0
         self.accel[slots] = 0.0
         self.hist_t[slots] = np.nan
@@ -124,6 +128,7 @@ class KinematicsTracker:
         prev_y = np.where(first, y, self.y[slots])
         prev_speed = self.speed[slots]
         prev_heading = self.heading[slots]
+        prev_known = (self.heading_known[slots] > 0) & ~first
 
         # Ring buffer of recent fixes, newest last.
         ht = np.roll(self.hist_t[slots], -1, axis=1)
@@ -145,7 +150,7 @@ class KinematicsTracker:
         has_heading = np.isfinite(heading)
         target = np.where(has_heading, np.nan_to_num(heading), fit_heading)
         usable = has_heading | moving
-        k_head = np.where(first, 1.0, 1.0 - np.exp(-dt / _HEADING_TAU_S))
+        k_head = np.where(prev_known, 1.0 - np.exp(-dt / _HEADING_TAU_S), 1.0)
         new_heading = np.where(
             usable,
             _wrap(prev_heading + k_head * _wrap(target - prev_heading)),
@@ -154,7 +159,7 @@ class KinematicsTracker:
         new_heading = np.where(first & ~usable, 0.0, new_heading)
 
         safe_dt = np.where(dt > 0, dt, 1.0)
-        turning = (~first) & (new_speed > 1.0) & (prev_speed > 1.0)
+        turning = prev_known & (new_speed > 1.0) & (prev_speed > 1.0)
         inst_yaw = np.where(turning, _wrap(new_heading - prev_heading) / safe_dt, 0.0)
         inst_yaw = np.clip(inst_yaw, -_MAX_YAW_RATE, _MAX_YAW_RATE)
         k_yaw = np.where(first, 1.0, 1.0 - np.exp(-dt / _YAW_TAU_S))
@@ -166,6 +171,7 @@ class KinematicsTracker:
 
         self.ts[slots], self.x[slots], self.y[slots] = ts, x, y
         self.speed[slots], self.heading[slots] = new_speed, new_heading
+        self.heading_known[slots] = (prev_known | usable).astype(np.float64)
         self.yaw_rate[slots], self.accel[slots] = new_yaw, new_acc
         return Kinematics(
             ts=ts, x=x, y=y, prev_x=prev_x, prev_y=prev_y, dt=dt, speed=new_speed,

@@ -1,0 +1,74 @@
+"""Vehicle-frame features: invariant to where the track is and which way it points."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+
+from model.data import event_time_order, parse_positions, replay
+from model.features import cv_local, raw_features, to_local, to_world
+from model.synthetic import synthetic_records
+
+
+def _positions(seed: int = 3, report_motion: bool = True):
+    recs = synthetic_records(seed, vehicles=5, duration_s=20.0, report_motion=report_motion)
+    pos, rejected = parse_positions(orjson.dumps(r) for r in recs)
+    assert rejected == 0
+    return event_time_order(pos)
+
+
+def _moved(pos, angle: float, shift: tuple[float, float]):
+    c, s = np.cos(angle), np.sin(angle)
+    heading = (pos.heading + angle + np.pi) % (2 * np.pi) - np.pi
+    return type(pos)(
+        pos.ids, pos.vehicle, pos.ts, c * pos.x - s * pos.y + shift[0],
+        s * pos.x + c * pos.y + shift[1], pos.speed, heading,
+    )
+
+
+@pytest.mark.parametrize("report_motion", [True, False])
+@pytest.mark.parametrize(("angle", "shift"), [(0.0, (500.0, -300.0)), (2.1, (0.0, 0.0)),
+                                              (-1.3, (-2500.0, 1200.0))])
+def test_features_invariant_to_translation_and_rotation(report_motion, angle, shift):
+    pos = _positions(report_motion=report_motion)
+    rep = replay(pos)
+    base = raw_features(rep.kin)
+    moved = raw_features(replay(_moved(pos, angle, shift)).kin)
+    assert np.isfinite(base).all()
+    assert np.abs(base).max() > 1.0  # the tracks actually move
+    # Without reported headings a vehicle has no frame until it is seen moving; from then
+    # on (and always when headings are reported) the features do not depend on the frame.
+    known = np.ones(len(pos), dtype=bool)
+    if not report_motion:
+        for v in range(len(pos.ids)):
+            rows = np.flatnonzero(pos.vehicle == v)  # time order
+            known[rows] = np.cumsum(rep.kin.speed[rows] > 0) > 0
+    assert known.mean() > 0.8
+    np.testing.assert_allclose(moved[known], base[known], atol=1e-6)
+
+
+def test_local_frame_round_trip_and_cv():
+    rng = np.random.default_rng(0)
+    n, p = 7, 20
+    x, y = rng.uniform(-1e3, 1e3, (2, n))
+    heading = rng.uniform(-np.pi, np.pi, n)
+    pts = rng.normal(0, 50, (n, p, 2)) + np.stack([x, y], -1)[:, None]
+    np.testing.assert_allclose(to_world(x, y, heading, to_local(x, y, heading, pts)), pts,
+                               atol=1e-9)
+    # CV in the vehicle frame, rotated back, is the straight line along the heading
+    speed = rng.uniform(0, 30, n)
+    offs = 0.2 * np.arange(1, p + 1)
+    world = to_world(x, y, heading, cv_local(speed, offs))
+    expect_x = x[:, None] + speed[:, None] * np.cos(heading)[:, None] * offs
+    np.testing.assert_allclose(world[..., 0], expect_x, atol=1e-9)
+
+
+def test_first_fix_features():
+    pos = _positions()
+    rep = replay(pos)
+    f = raw_features(rep.kin)
+    first = rep.kin.first
+    assert first.sum() == len(pos.ids)  # one first fix per vehicle, no resets in 20 s
+    np.testing.assert_array_equal(f[first][:, [0, 1, 2, 7]], 0.0)  # no displacement, dt 0
+    assert (f[first][:, 6] == 1).all() and (f[~first][:, 6] == 0).all()
