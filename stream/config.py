@@ -1,0 +1,220 @@
+"""The processor's configuration: frozen, typed, validated once at start-up.
+
+Two objects: :class:`EngineConfig` holds everything the pure core needs (event-time rules,
+horizon, risk and episode settings) and :class:`ProcessorConfig` adds where records come from
+and where outputs go. Both raise :class:`~stream.errors.ConfigError` on a contradiction, so a
+bad combination stops the command with one line instead of misbehaving later.
+
+Defaults (also the CLI defaults, see ``trajstream process --help``) live here as constants.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from model.predictors import PathSpec
+from stream.errors import ConfigError
+
+__all__ = [
+    "DEFAULTS",
+    "EngineConfig",
+    "PredictorName",
+    "ProcessorConfig",
+    "SourceKind",
+]
+
+SourceKind = Literal["kafka", "file", "memory"]
+PredictorName = Literal["lstm", "cv", "ctrv"]
+PREDICTORS: tuple[str, ...] = ("lstm", "cv", "ctrv")
+
+
+@dataclass(frozen=True)
+class _Defaults:
+    bootstrap: str = "127.0.0.1:9092"
+    positions_topic: str = "vehicle-positions"
+    alerts_topic: str = "collision-alerts"
+    predictions_topic: str = "trajectory-predictions"
+    group: str = "trajstream-processor"
+    predictor: str = "lstm"
+    max_batch_records: int = 5000
+    max_batch_wait_ms: int = 100
+    commit_interval_s: float = 1.0
+    metrics_port: int = 9100
+
+
+DEFAULTS = _Defaults()
+
+
+def _finite_pos(name: str, value: float, *, allow_zero: bool = False) -> None:
+    ok = math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name} must be a finite number {bound}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Event-time rules of the core (see stream/engine.py for how they interact).
+
+    - ``allowed_lateness_s``: how far behind the newest event time a record may arrive and
+      still be used; also how long results wait for stragglers (latency vs completeness).
+    - ``risk_interval_s``: risk is assessed at event times that are multiples of this.
+    - ``stale_after_s``: a vehicle takes part in risk only if its last fix is this recent.
+    - ``ttl_s``: a vehicle silent this long (event time) is forgotten; bounds memory.
+    - ``reset_gap_s``: a gap this long between two fixes restarts the vehicle's motion state.
+    - ``max_future_s``: a record this far ahead of the stream (newest event time seen and
+      the batch's median) is dropped ``future``, so one wrong clock cannot stall everyone.
+    - ``error_anchor_interval_s``: one prediction per vehicle per interval is kept and
+      scored against the positions observed 1-4 s later (online prediction error).
+    - ``risk`` / ``episodes``: ``stream.risk.RiskConfig`` / ``stream.episodes.EpisodeConfig``;
+      ``None`` means their defaults.
+    """
+
+    horizon_s: float = 4.0
+    step_s: float = 0.2
+    allowed_lateness_s: float = 0.5
+    risk_interval_s: float = 0.2
+    stale_after_s: float = 1.0
+    ttl_s: float = 30.0
+    reset_gap_s: float = 5.0
+    max_future_s: float = 30.0
+    error_anchor_interval_s: float = 1.0
+    gps_sigma_m: float = 0.3
+    emit_predictions: bool = False
+    risk: Any = None
+    episodes: Any = None
+
+    def __post_init__(self) -> None:
+        for name in ("horizon_s", "step_s", "risk_interval_s", "stale_after_s", "ttl_s",
+                     "reset_gap_s", "max_future_s", "error_anchor_interval_s", "gps_sigma_m"):
+            _finite_pos(name, float(getattr(self, name)))
+        _finite_pos("allowed_lateness_s", float(self.allowed_lateness_s), allow_zero=True)
+        ratio = self.horizon_s / self.step_s
+        if abs(ratio - round(ratio)) > 1e-6:
+            raise ConfigError(
+                f"horizon_s ({self.horizon_s}) must be a multiple of step_s ({self.step_s})"
+            )
+        if self.stale_after_s < self.risk_interval_s:
+            raise ConfigError(
+                f"stale_after_s ({self.stale_after_s}) must be >= risk_interval_s "
+                f"({self.risk_interval_s}), or vehicles drop out of risk between two ticks"
+            )
+        if self.reset_gap_s > self.ttl_s:
+            raise ConfigError(
+                f"reset_gap_s ({self.reset_gap_s}) must be <= ttl_s ({self.ttl_s})"
+            )
+        if self.ttl_s <= self.allowed_lateness_s + self.risk_interval_s:
+            raise ConfigError(
+                f"ttl_s ({self.ttl_s}) must exceed allowed_lateness_s + risk_interval_s"
+            )
+        warn = getattr(self.risk, "warning_ttc_s", None)
+        crit = getattr(self.risk, "critical_ttc_s", None)
+        if warn is not None and crit is not None and not warn > crit:
+            raise ConfigError(
+                f"warning_ttc_s ({warn}) must be greater than critical_ttc_s ({crit})"
+            )
+        if warn is not None and warn > self.horizon_s:
+            raise ConfigError(
+                f"warning_ttc_s ({warn}) must be <= horizon_s ({self.horizon_s}): risk "
+                f"cannot be seen beyond the predicted path"
+            )
+
+    @property
+    def spec(self) -> PathSpec:
+        return PathSpec(horizon_s=self.horizon_s, step_s=self.step_s)
+
+
+@dataclass(frozen=True)
+class ProcessorConfig:
+    """Where records come from, where outputs go, and the loop's batching.
+
+    Exactly one source: ``kafka`` (``bootstrap`` + ``positions_topic``), ``file``
+    (``input_path``, read to the end) or ``memory`` (the demo's in-process queue). Outputs
+    follow the source: Kafka topics for Kafka, JSONL files (``-`` = stdout) otherwise.
+    ``max_batch_records`` / ``max_batch_wait_ms`` trade latency for throughput: a batch
+    closes at whichever comes first. ``kafka_config`` is passed to the Kafka client as is.
+    """
+
+    source: SourceKind
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    codec: Any = None  # stream.codec.CodecConfig; None = defaults
+    predictor: PredictorName = "cv"
+    # Kafka
+    bootstrap: str | None = None
+    positions_topic: str = DEFAULTS.positions_topic
+    alerts_topic: str | None = DEFAULTS.alerts_topic
+    predictions_topic: str | None = None
+    dlq_topic: str | None = None
+    group: str = DEFAULTS.group
+    kafka_client: str | None = None
+    kafka_config: Mapping[str, str] = field(default_factory=dict)
+    from_beginning: bool = True
+    until_end: bool = False
+    # files
+    input_path: str | None = None
+    alerts_out: str | None = None
+    predictions_out: str | None = None
+    dlq_out: str | None = None
+    # loop
+    max_batch_records: int = DEFAULTS.max_batch_records
+    max_batch_wait_ms: int = DEFAULTS.max_batch_wait_ms
+    commit_interval_s: float = DEFAULTS.commit_interval_s
+    metrics_port: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.predictor not in PREDICTORS:
+            raise ConfigError(
+                f"unknown predictor {self.predictor!r}: expected one of {', '.join(PREDICTORS)}"
+            )
+        if self.source == "kafka":
+            if not self.bootstrap:
+                raise ConfigError("the Kafka source needs --bootstrap HOST:PORT")
+            if self.input_path:
+                raise ConfigError("give either --input (file) or --bootstrap (Kafka), not both")
+            if not self.positions_topic:
+                raise ConfigError("--positions-topic must not be empty")
+            if not self.group:
+                raise ConfigError("--group must not be empty")
+            if self.alerts_out or self.predictions_out or self.dlq_out:
+                raise ConfigError(
+                    "--alerts-out/--predictions-out/--dlq-out are for file input; with Kafka "
+                    "use --alerts-topic/--predictions-topic/--dlq-topic"
+                )
+            topics = [t for t in (self.alerts_topic, self.predictions_topic, self.dlq_topic) if t]
+            if self.positions_topic in topics:
+                raise ConfigError(
+                    f"output topic {self.positions_topic!r} is also the positions topic"
+                )
+            if len(set(topics)) != len(topics):
+                raise ConfigError(f"output topics must differ, got {topics}")
+        elif self.source == "file":
+            if not self.input_path:
+                raise ConfigError("no source: give --bootstrap HOST:PORT or --input FILE.jsonl")
+            if not self.alerts_out:
+                raise ConfigError("file input needs --alerts-out FILE.jsonl (or - for stdout)")
+            if self.predictions_topic or self.dlq_topic or self.until_end:
+                raise ConfigError(
+                    "--predictions-topic/--dlq-topic/--until-end are for Kafka; with file "
+                    "input use --predictions-out/--dlq-out"
+                )
+            outs = [p for p in (self.alerts_out, self.predictions_out, self.dlq_out)
+                    if p and p != "-"]
+            if self.input_path in outs:
+                raise ConfigError(f"output file {self.input_path!r} is also the input")
+            if len(set(outs)) != len(outs):
+                raise ConfigError(f"output files must differ, got {outs}")
+        elif self.source != "memory":
+            raise ConfigError(f"unknown source {self.source!r}")
+        if self.max_batch_records < 1:
+            raise ConfigError(f"max_batch_records must be >= 1, got {self.max_batch_records}")
+        if self.max_batch_wait_ms < 0:
+            raise ConfigError(f"max_batch_wait_ms must be >= 0, got {self.max_batch_wait_ms}")
+        _finite_pos("commit_interval_s", float(self.commit_interval_s), allow_zero=True)
+        if self.metrics_port is not None and not 0 <= self.metrics_port < 65536:
+            raise ConfigError(f"metrics port must be in 0..65535, got {self.metrics_port}")
+        wanted = bool(self.predictions_topic or self.predictions_out)
+        if wanted != self.engine.emit_predictions:
+            object.__setattr__(self, "engine", replace(self.engine, emit_predictions=wanted))

@@ -1,0 +1,207 @@
+"""Per-vehicle state in slot-indexed numpy arrays.
+
+Each vehicle id owns a slot (dict id -> slot, free list); everything about the vehicle lives
+in row ``slot`` of preallocated arrays that double when full: last event time, size, the
+kinematic estimator's state, the predictor's recurrent state and the latest predicted path.
+Batched code gathers rows with one fancy index instead of touching per-vehicle objects.
+
+All time is event time. Vehicles silent for ``ttl`` are evicted (memory stays bounded); a
+vehicle whose next fix comes after a gap longer than ``reset_gap_s`` starts over (its motion
+history and recurrent state say nothing about where it is now).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from model.kinematics import Kinematics, KinematicsTracker
+
+__all__ = ["StateStore"]
+
+
+class StateStore:
+    """Slots, growable arrays and the per-vehicle rules (gap reset, TTL eviction).
+
+    Slot allocation is deterministic: the free list is last-in first-out and allocation
+    follows the order ids are presented in, so the same sequence of calls gives the same
+    layout (the engine relies on this for batch-independent results).
+    """
+
+    def __init__(
+        self,
+        capacity: int = 1024,
+        *,
+        state_dim: int = 0,
+        points: int = 20,
+        reset_gap_s: float = 5.0,
+        gps_sigma_m: float = 0.3,
+    ) -> None:
+        self.state_dim = int(state_dim)
+        self.points = int(points)
+        self.reset_gap_s = float(reset_gap_s)
+        self.kin = KinematicsTracker(max(capacity, 1), gps_sigma_m=gps_sigma_m)
+        self._slot: dict[str, int] = {}
+        self._free: list[int] = []
+        self.ids: list[str | None] = []
+        self.high = 0  # slots [0, high) have been used at least once
+        self.capacity = 0
+        self.resets = 0  # gap resets since start
+        self.evictions = 0
+        self._alloc(max(capacity, 1))
+
+    # -- storage -------------------------------------------------------------------------
+
+    def _alloc(self, capacity: int) -> None:
+        def grow(name: str, shape: tuple[int, ...], fill: float, dtype: type) -> None:
+            new = np.full(shape, fill, dtype=dtype)
+            old = self.__dict__.get(name)
+            if old is not None:
+                new[: old.shape[0]] = old
+            setattr(self, name, new)
+
+        grow("used", (capacity,), False, bool)
+        grow("last_ts", (capacity,), np.nan, np.float64)
+        grow("since_ts", (capacity,), np.nan, np.float64)  # first fix of the current track
+        grow("fixes", (capacity,), 0, np.int64)  # fixes since the track started
+        grow("length", (capacity,), 4.5, np.float64)
+        grow("width", (capacity,), 1.8, np.float64)
+        grow("rec", (capacity, self.state_dim), 0.0, np.float32)
+        grow("path", (capacity, self.points, 2), np.nan, np.float64)
+        grow("path_ts", (capacity,), np.nan, np.float64)
+        self.ids.extend([None] * (capacity - len(self.ids)))
+        self.kin.ensure_capacity(capacity)
+        self.capacity = capacity
+
+    def __len__(self) -> int:
+        """Vehicles currently holding a slot."""
+        return len(self._slot)
+
+    def __contains__(self, vehicle_id: object) -> bool:
+        return vehicle_id in self._slot
+
+    def slot_of(self, vehicle_id: str) -> int | None:
+        return self._slot.get(vehicle_id)
+
+    def lookup(self, ids: Sequence[str]) -> np.ndarray:
+        """Slots of ``ids`` (-1 for unknown ones), without allocating."""
+        get = self._slot.get
+        return np.fromiter((get(v, -1) for v in ids), dtype=np.int64, count=len(ids))
+
+    def slots_for(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Slots of ``ids``, allocating (in order) for unknown ones.
+
+        Returns ``(slots, new)`` where ``new`` marks the rows that allocated a slot; a
+        repeated unknown id allocates once, at its first occurrence.
+        """
+        get = self._slot.get
+        slots = [get(v, -1) for v in ids]
+        new = np.zeros(len(slots), dtype=bool)
+        if -1 in slots:
+            for i, s in enumerate(slots):
+                if s == -1:
+                    v = ids[i]
+                    s = get(v, -1)
+                    if s == -1:
+                        s = self._new_slot(v)
+                        new[i] = True
+                    slots[i] = s
+        return np.asarray(slots, dtype=np.int64), new
+
+    def _new_slot(self, vehicle_id: str) -> int:
+        if self._free:
+            s = self._free.pop()
+        else:
+            if self.high >= self.capacity:
+                self._alloc(2 * self.capacity)
+            s = self.high
+            self.high += 1
+        self._slot[vehicle_id] = s
+        self.ids[s] = vehicle_id
+        self.used[s] = True
+        self._clear(np.array([s]))
+        return s
+
+    def _clear(self, slots: np.ndarray) -> None:
+        """Forget the track of ``slots`` (kinematics, recurrent state, path)."""
+        self.kin.reset(slots)
+        self.last_ts[slots] = np.nan
+        self.since_ts[slots] = np.nan
+        self.fixes[slots] = 0
+        self.rec[slots] = 0.0
+        self.path[slots] = np.nan
+        self.path_ts[slots] = np.nan
+
+    # -- updates -------------------------------------------------------------------------
+
+    def update(
+        self,
+        slots: np.ndarray,
+        ts: np.ndarray,
+        x: np.ndarray,
+        y: np.ndarray,
+        speed: np.ndarray,
+        heading: np.ndarray,
+        length: np.ndarray,
+        width: np.ndarray,
+    ) -> tuple[Kinematics, np.ndarray]:
+        """Apply one fix to each of ``slots`` (unique, each ``ts`` after the slot's last).
+
+        Returns the kinematics and a mask of the rows whose track (re)started here: a new
+        vehicle or a gap longer than ``reset_gap_s``. Their recurrent state is zero.
+        """
+        prev = self.last_ts[slots]
+        gap = ts - prev > self.reset_gap_s  # False for NaN (new track)
+        started = np.isnan(prev) | gap
+        if gap.any():
+            self._clear(slots[gap])
+            self.resets += int(gap.sum())
+        kin = self.kin.update(slots, ts, x, y, speed, heading)
+        self.last_ts[slots] = ts
+        self.since_ts[slots] = np.where(started, ts, self.since_ts[slots])
+        self.fixes[slots] = np.where(started, 1, self.fixes[slots] + 1)
+        self.length[slots] = length
+        self.width[slots] = width
+        return kin, started
+
+    def set_prediction(
+        self, slots: np.ndarray, ts: np.ndarray, paths: np.ndarray, state: np.ndarray | None
+    ) -> None:
+        """Store the predictor's output for ``slots``: the path made at ``ts`` and new state."""
+        self.path[slots] = paths
+        self.path_ts[slots] = ts
+        if state is not None and self.state_dim:
+            self.rec[slots] = state
+
+    # -- queries and eviction --------------------------------------------------------------
+
+    def active(self, since_ts: float) -> np.ndarray:
+        """Slots (ascending) whose last fix is later than ``since_ts``."""
+        h = self.high
+        with np.errstate(invalid="ignore"):
+            return np.flatnonzero(self.last_ts[:h] > since_ts)
+
+    def evict(self, before_ts: float) -> tuple[list[str], np.ndarray]:
+        """Free every vehicle whose last fix is at or before ``before_ts``.
+
+        Returns the evicted ids and their (now free) slots, ascending.
+        """
+        h = self.high
+        with np.errstate(invalid="ignore"):
+            slots = np.flatnonzero(self.used[:h] & (self.last_ts[:h] <= before_ts))
+        if slots.size == 0:
+            return [], slots
+        ids: list[str] = []
+        for s in slots.tolist():
+            v = self.ids[s]
+            assert v is not None
+            ids.append(v)
+            del self._slot[v]
+            self.ids[s] = None
+        self.used[slots] = False
+        self._clear(slots)
+        # Reversed so that pop() hands out the lowest freed slot first.
+        self._free.extend(reversed(slots.tolist()))
+        self.evictions += len(ids)
+        return ids, slots
