@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shutil
@@ -288,7 +287,8 @@ def test_app_services_run_the_cli_configured_by_its_envvars(
 
 
 def test_topics_service_creates_every_topic_the_processor_uses(compose: dict[str, Any]) -> None:
-    topics = dict(spec.rsplit(":", 1) for spec in _env(compose["services"]["topics"])["TOPICS"].split())
+    specs = _env(compose["services"]["topics"])["TOPICS"].split()
+    topics = dict(spec.rsplit(":", 1) for spec in specs)
     env = _env(compose["services"]["processor"])
     for var in ("TRAJSTREAM_POSITIONS_TOPIC", "TRAJSTREAM_ALERTS_TOPIC",
                 "TRAJSTREAM_PREDICTIONS_TOPIC", "TRAJSTREAM_DLQ_TOPIC"):  # fmt: skip
