@@ -20,7 +20,7 @@ _COMMANDS = {
     "simulate": ("simulator.cli:simulate", "Generate traffic and publish positions."),
     "replay": ("simulator.cli:replay", "Publish a recorded positions file to Kafka."),
     "process": ("stream.commands:process", "Run the stream processor."),
-    "alerts": ("stream.commands:alerts", "Print collision alerts from a Kafka topic."),
+    "alerts": ("stream.alerts_cli:alerts", "Print collision alerts from a Kafka topic."),
     "demo": ("stream.commands:demo", "Simulator and processor in one process, no broker."),
     "model": ("model.cli:model", "Train and evaluate the LSTM trajectory model."),
 }

@@ -1,0 +1,263 @@
+"""``trajstream alerts``: follow the collision-alert topic on a terminal or as JSON lines.
+
+Reads with ``isolation.level=read_committed`` so that, once the processor publishes in
+exactly-once mode, aborted (never-committed) alerts are not shown. Joins a throwaway
+consumer group unless ``--group`` is given, and never commits offsets: watching alerts does
+not move anybody's position.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+import orjson
+
+__all__ = ["alerts", "format_alert"]
+
+_SEVERITY_STYLE = {
+    "critical": {"fg": "red", "bold": True},
+    "warning": {"fg": "yellow", "bold": True},
+}
+_POLL_TIMEOUT_S = 0.5
+_MAX_POLL_RECORDS = 500
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    f = float(v)
+    return f if math.isfinite(f) else None
+
+
+def _clock(ts: Any) -> str:
+    t = _num(ts)
+    if t is None:
+        return "??:??:??.???"
+    try:
+        dt = datetime.fromtimestamp(t, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return "??:??:??.???"
+    return dt.strftime("%H:%M:%S.") + f"{dt.microsecond // 1000:03d}"
+
+
+def _fmt(v: Any, spec: str, unit: str) -> str:
+    f = _num(v)
+    return "?" if f is None else f"{f:{spec}} {unit}"
+
+
+def format_alert(alert: dict[str, Any], color: bool | None = None) -> str:
+    """One readable line for an alert (DESIGN's ``trajstream.alert/v1``).
+
+    ``12:30:05.200 CRITICAL veh-12 <> veh-40  ttc 1.2 s  min 0.8 m  at (123.4, -56.7)``:
+    event time in UTC, severity, the pair, time to contact, predicted minimum distance and
+    where the closest approach happens (local x/y, metres). Missing or malformed fields show
+    as ``?`` rather than failing. ``color=None`` colours the severity when stdout is a tty.
+    """
+    if color is None:
+        color = sys.stdout.isatty()
+    severity = str(alert.get("severity", "?"))
+    label = f"{severity.upper():<8}"
+    if color and severity in _SEVERITY_STYLE:
+        label = click.style(label, **_SEVERITY_STYLE[severity])
+    a = alert.get("vehicle_a", "?")
+    b = alert.get("vehicle_b", "?")
+    ca = alert.get("closest_approach")
+    where = "?"
+    if isinstance(ca, dict):
+        x, y = _num(ca.get("x")), _num(ca.get("y"))
+        if x is not None and y is not None:
+            where = f"({x:.1f}, {y:.1f})"
+    return (
+        f"{_clock(alert.get('ts'))} {label} {a} <> {b}  "
+        f"ttc {_fmt(alert.get('ttc'), '.1f', 's')}  "
+        f"min {_fmt(alert.get('min_distance'), '.1f', 'm')}  at {where}"
+    )
+
+
+def _kafka_client_choices() -> list[str]:
+    # Same spellings as stream.kafka.CLIENTS, without importing the adapter for --help.
+    return ["confluent", "kafka-python"]
+
+
+@click.command("alerts")
+@click.option(
+    "--bootstrap",
+    default="127.0.0.1:9092",
+    envvar="TRAJSTREAM_BOOTSTRAP",
+    show_default=True,
+    show_envvar=True,
+    help="Kafka bootstrap servers, HOST:PORT[,HOST:PORT...].",
+)
+@click.option(
+    "--topic",
+    default="collision-alerts",
+    envvar="TRAJSTREAM_ALERTS_TOPIC",
+    show_default=True,
+    show_envvar=True,
+    help="Topic the processor publishes alerts to.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    default=False,
+    envvar="TRAJSTREAM_ALERTS_JSON",
+    show_default=True,
+    show_envvar=True,
+    help="Print each alert as one JSON line (the message value) instead of a readable line.",
+)
+@click.option(
+    "--from-beginning",
+    is_flag=True,
+    default=False,
+    envvar="TRAJSTREAM_ALERTS_FROM_BEGINNING",
+    show_default=True,
+    show_envvar=True,
+    help="Start at the oldest retained alert instead of only new ones "
+    "(for a --group with committed offsets, those win).",
+)
+@click.option(
+    "--idle-timeout",
+    "idle_timeout_s",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=None,
+    envvar="TRAJSTREAM_ALERTS_IDLE_TIMEOUT",
+    show_default="run until interrupted",
+    show_envvar=True,
+    help="Exit (status 0) after this many seconds without a new alert, counted from when "
+    "the subscription is live.",
+)
+@click.option(
+    "--group",
+    default=None,
+    envvar="TRAJSTREAM_ALERTS_GROUP",
+    show_default="a throwaway group",
+    show_envvar=True,
+    help="Consumer group id; offsets are never committed.",
+)
+@click.option(
+    "--kafka-client",
+    type=click.Choice(_kafka_client_choices()),
+    default=None,
+    envvar="TRAJSTREAM_KAFKA_CLIENT",
+    show_default="confluent when installed",
+    show_envvar=True,
+    help="Kafka client library.",
+)
+@click.option(
+    "--connect-timeout",
+    "connect_timeout_s",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=10.0,
+    envvar="TRAJSTREAM_CONNECT_TIMEOUT",
+    show_default=True,
+    show_envvar=True,
+    help="Seconds to wait for the broker at start-up before giving up.",
+)
+def alerts(
+    bootstrap: str,
+    topic: str,
+    as_json: bool,
+    from_beginning: bool,
+    idle_timeout_s: float | None,
+    group: str | None,
+    kafka_client: str | None,
+    connect_timeout_s: float,
+) -> None:
+    """Subscribe to the alert topic and print alerts as they come.
+
+    One line per alert: event time (UTC), severity, vehicle pair, time to contact, predicted
+    minimum distance and location of the closest approach. With --json, the alert messages
+    themselves, one per line (for jq and scripts).
+    """
+    from stream.kafka import make_consumer, resolve_client, wait_until_ready
+
+    if not topic.strip():
+        raise click.BadParameter("must not be empty", param_hint="--topic")
+    client = resolve_client(kafka_client)
+    wait_until_ready(bootstrap, timeout_s=connect_timeout_s)
+    consumer = make_consumer(
+        bootstrap,
+        [topic],
+        group=group or None,
+        client=client,
+        from_beginning=from_beginning,
+        config={"isolation.level": "read_committed"},
+    )
+    status = sys.stderr.isatty()
+    if status:
+        click.echo(
+            f"trajstream: following {topic!r} at {bootstrap} "
+            f"({'from the beginning' if from_beginning else 'new alerts'}; Ctrl-C to stop)",
+            err=True,
+        )
+    color = sys.stdout.isatty()
+    shown = 0
+    # The idle clock starts once partitions are assigned (joining the group takes a few
+    # seconds); a topic that never gets assigned still ends after connect + idle timeouts.
+    start = time.monotonic()
+    last: float | None = None
+    try:
+        while True:
+            wait = _POLL_TIMEOUT_S
+            if idle_timeout_s is not None:
+                if last is None and consumer.assignment():
+                    last = time.monotonic()
+                if last is None:
+                    deadline = start + connect_timeout_s + idle_timeout_s
+                else:
+                    deadline = last + idle_timeout_s
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                wait = min(wait, left)
+            records = consumer.poll(_MAX_POLL_RECORDS, wait)
+            if not records:
+                continue
+            last = time.monotonic()
+            lines = []
+            for r in records:
+                line = _render(r, as_json, color)
+                if line is not None:
+                    lines.append(line)
+            if lines:
+                shown += len(lines)
+                _write(lines)
+    except BrokenPipeError:  # `trajstream alerts | head`: the reader is gone, so are we
+        # Point stdout at /dev/null so the interpreter's final flush does not complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = False
+    finally:
+        consumer.close()
+    if status:
+        click.echo(f"trajstream: {shown} alert(s)", err=True)
+
+
+def _render(record: Any, as_json: bool, color: bool) -> str | None:
+    value = record.value
+    try:
+        alert = orjson.loads(value) if value is not None else None
+    except orjson.JSONDecodeError:
+        alert = None
+    if not isinstance(alert, dict):
+        click.echo(
+            f"trajstream: skipping a non-alert message at {record.topic}[{record.partition}]"
+            f"@{record.offset}",
+            err=True,
+        )
+        return None
+    if as_json:
+        return orjson.dumps(alert).decode()
+    return format_alert(alert, color=color)
+
+
+def _write(lines: list[str]) -> None:
+    out = sys.stdout
+    out.write("\n".join(lines) + "\n")
+    out.flush()

@@ -1,0 +1,214 @@
+"""`trajstream alerts` against a real broker, run as the user runs it (a subprocess)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from stream.alerts_cli import format_alert
+from stream.kafka import create_topics, make_producer
+
+REPO = Path(__file__).resolve().parents[2]
+TRAJSTREAM = str(Path(sys.executable).parent / "trajstream")
+TS0 = 1764081000.0  # 2025-11-25 14:30:00 UTC
+
+
+def alert(i: int, severity: str = "warning") -> dict:
+    a, b = f"veh-{i}", f"veh-{i + 100}"
+    return {
+        "schema": "trajstream.alert/v1",
+        "alert_id": f"id-{i}",
+        "vehicle_a": a,
+        "vehicle_b": b,
+        "severity": severity,
+        "ts": TS0 + i * 1.25,
+        "ttc": 0.5 + i,
+        "min_distance": 0.25 * i,
+        "closest_approach": {"ts": TS0 + i * 1.25 + 0.5 + i, "x": 10.0 * i, "y": -5.0 * i},
+    }
+
+
+def run_alerts(*args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAJSTREAM_")}
+    return subprocess.run(
+        [TRAJSTREAM, "alerts", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env=env,
+        cwd=REPO,
+    )
+
+
+def publish(bootstrap: str, topic: str, alerts: list[dict]) -> None:
+    create_topics(bootstrap, [topic])
+    producer = make_producer(bootstrap)
+    try:
+        for a in alerts:
+            producer.send(topic, orjson.dumps(a), key=f"{a['vehicle_a']}|{a['vehicle_b']}".encode())
+        producer.flush()
+    finally:
+        producer.close()
+
+
+@pytest.fixture
+def published(kafka_bootstrap: str, new_topic: Callable[[str], str]) -> tuple[str, list[dict]]:
+    topic = new_topic("alerts")
+    alerts = [alert(1, "warning"), alert(2, "critical"), alert(3, "warning")]
+    publish(kafka_bootstrap, topic, alerts)
+    return topic, alerts
+
+
+def test_readable_lines(
+    kafka_bootstrap: str, published: tuple[str, list[dict]], kafka_client: str
+) -> None:
+    topic, alerts = published
+    res = run_alerts(
+        "--bootstrap", kafka_bootstrap, "--topic", topic, "--from-beginning",
+        "--idle-timeout", "3", "--kafka-client", kafka_client,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines == [format_alert(a, color=False) for a in alerts]
+    assert "\x1b[" not in res.stdout  # no colour when stdout is not a terminal
+    # spot-check the rendering itself, independent of format_alert
+    assert lines[1].startswith("14:30:02.500 CRITICAL veh-2 <> veh-102")
+    assert "ttc 2.5 s" in lines[1] and "min 0.5 m" in lines[1] and "(20.0, -10.0)" in lines[1]
+
+
+def test_json_lines(kafka_bootstrap: str, published: tuple[str, list[dict]]) -> None:
+    topic, alerts = published
+    res = run_alerts(
+        "--bootstrap", kafka_bootstrap, "--topic", topic, "--from-beginning",
+        "--idle-timeout", "3", "--json",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert [orjson.loads(line) for line in res.stdout.splitlines()] == alerts
+
+
+def test_envvars_and_non_alert_messages_skipped(
+    kafka_bootstrap: str, new_topic: Callable[[str], str]
+) -> None:
+    topic = new_topic("alerts")
+    publish(kafka_bootstrap, topic, [alert(1)])
+    producer = make_producer(kafka_bootstrap)
+    producer.send(topic, b"not json")
+    producer.send(topic, orjson.dumps(alert(4, "critical")))
+    producer.flush()
+    producer.close()
+    env = {
+        "TRAJSTREAM_BOOTSTRAP": kafka_bootstrap,
+        "TRAJSTREAM_ALERTS_TOPIC": topic,
+        "TRAJSTREAM_ALERTS_FROM_BEGINNING": "1",
+        "TRAJSTREAM_ALERTS_IDLE_TIMEOUT": "3",
+        "TRAJSTREAM_ALERTS_JSON": "true",
+    }
+    res = subprocess.run(
+        [TRAJSTREAM, "alerts"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+        cwd=REPO,
+    )
+    assert res.returncode == 0, res.stderr
+    assert [orjson.loads(line)["alert_id"] for line in res.stdout.splitlines()] == ["id-1", "id-4"]
+    assert "skipping a non-alert message" in res.stderr
+
+
+def test_without_from_beginning_only_new_alerts(
+    kafka_bootstrap: str, published: tuple[str, list[dict]]
+) -> None:
+    """Old alerts are skipped; alerts published while it runs are shown."""
+    topic, old = published
+    proc = subprocess.Popen(
+        [TRAJSTREAM, "alerts", "--bootstrap", kafka_bootstrap, "--topic", topic,
+         "--idle-timeout", "3", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("TRAJSTREAM_")},
+    )  # fmt: skip
+    producer = make_producer(kafka_bootstrap)
+    new_ids = []
+    try:
+        # Keep publishing until well past the time it takes to join the group.
+        for i in range(10, 26):
+            producer.send(topic, orjson.dumps(alert(i)))
+            producer.flush()
+            new_ids.append(f"id-{i}")
+            time.sleep(0.5)
+    finally:
+        producer.close()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    seen = [orjson.loads(line)["alert_id"] for line in out.splitlines()]
+    assert seen, "no alert published while running was shown"
+    assert not {a["alert_id"] for a in old} & set(seen)
+    assert seen == new_ids[-len(seen) :]  # a contiguous tail, ending with the last one
+
+
+def test_read_committed_hides_aborted_alerts(
+    kafka_bootstrap: str, new_topic: Callable[[str], str], kafka_client: str
+) -> None:
+    from confluent_kafka import Producer
+
+    topic = new_topic("alerts")
+    create_topics(kafka_bootstrap, [topic])
+    p = Producer(
+        {"bootstrap.servers": kafka_bootstrap, "transactional.id": f"{topic}-tx", "linger.ms": 0}
+    )
+    p.init_transactions(30)
+    p.begin_transaction()
+    p.produce(topic, orjson.dumps(alert(1)))
+    p.abort_transaction(30)
+    p.begin_transaction()
+    p.produce(topic, orjson.dumps(alert(2, "critical")))
+    p.commit_transaction(30)
+    res = run_alerts(
+        "--bootstrap", kafka_bootstrap, "--topic", topic, "--from-beginning",
+        "--idle-timeout", "3", "--json", "--kafka-client", kafka_client,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert [orjson.loads(line)["alert_id"] for line in res.stdout.splitlines()] == ["id-2"]
+
+
+def test_unreachable_broker_one_error_line() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    res = run_alerts(
+        "--bootstrap", f"127.0.0.1:{port}", "--topic", "x", "--connect-timeout", "1",
+        timeout_s=30,
+    )  # fmt: skip
+    assert res.returncode != 0
+    assert res.stdout == ""
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1, res.stderr
+    assert err[0].startswith("trajstream: error:") and f"127.0.0.1:{port}" in err[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--bootstrap", "no-port-here"], "bootstrap"),
+        (["--idle-timeout", "0"], "--idle-timeout"),
+        (["--kafka-client", "librdkafka2"], "--kafka-client"),
+        (["--topic", " "], "--topic"),
+    ],
+)
+def test_bad_options_one_clear_error(args: list[str], needle: str) -> None:
+    res = run_alerts(*args, "--connect-timeout", "1", timeout_s=30)
+    assert res.returncode != 0
+    assert res.stdout == ""
+    assert needle in res.stderr
+    assert "Traceback" not in res.stderr

@@ -1,0 +1,61 @@
+"""stream.alerts_cli.format_alert: one readable line, robust to odd alert contents."""
+
+from __future__ import annotations
+
+import click
+
+from stream.alerts_cli import format_alert
+
+ALERT = {
+    "schema": "trajstream.alert/v1",
+    "alert_id": "x",
+    "vehicle_a": "veh-12",
+    "vehicle_b": "veh-40",
+    "severity": "critical",
+    "ts": 1764081005.2,  # 2025-11-25 14:30:05.200 UTC
+    "ttc": 1.24,
+    "min_distance": 0.84,
+    "closest_approach": {"ts": 1764081006.44, "x": 123.44, "y": -56.66},
+}
+
+
+def test_plain_line() -> None:
+    assert format_alert(ALERT, color=False) == (
+        "14:30:05.200 CRITICAL veh-12 <> veh-40  ttc 1.2 s  min 0.8 m  at (123.4, -56.7)"
+    )
+
+
+def test_warning_padded_like_critical() -> None:
+    line = format_alert({**ALERT, "severity": "warning"}, color=False)
+    assert line.startswith("14:30:05.200 WARNING  veh-12")
+
+
+def test_milliseconds_truncated_not_rounded_past_the_second() -> None:
+    line = format_alert({**ALERT, "ts": 1764081005.9996}, color=False)
+    assert line.startswith("14:30:05.999 ")
+
+
+def test_colour_only_on_severity() -> None:
+    line = format_alert(ALERT, color=True)
+    assert "\x1b[" in line
+    assert click.unstyle(line) == format_alert(ALERT, color=False)
+    assert line.index("\x1b[") > line.index("14:30:05.200")
+    warn = format_alert({**ALERT, "severity": "warning"}, color=True)
+    assert warn != line and click.unstyle(warn).split()[1] == "WARNING"
+
+
+def test_missing_and_malformed_fields_do_not_raise() -> None:
+    assert format_alert({}, color=True) == "??:??:??.??? ?        ? <> ?  ttc ?  min ?  at ?"
+    odd = {
+        **ALERT,
+        "ts": "yesterday",
+        "ttc": None,
+        "min_distance": True,
+        "closest_approach": {"x": "a"},
+        "severity": "panic",
+    }
+    line = format_alert(odd, color=True)
+    assert "\x1b[" not in line  # unknown severity: no colour
+    assert line.startswith("??:??:??.??? PANIC")
+    assert "ttc ?  min ?  at" in line and line.endswith("at ?")
+    assert format_alert({**ALERT, "ts": 1e300}, color=False).startswith("??:??:??.???")
