@@ -20,10 +20,7 @@ import orjson
 
 __all__ = ["alerts", "format_alert"]
 
-_SEVERITY_STYLE = {
-    "critical": {"fg": "red", "bold": True},
-    "warning": {"fg": "yellow", "bold": True},
-}
+_SEVERITY_COLOUR = {"critical": "red", "warning": "yellow"}
 _POLL_TIMEOUT_S = 0.5
 _MAX_POLL_RECORDS = 500
 
@@ -63,8 +60,8 @@ def format_alert(alert: dict[str, Any], color: bool | None = None) -> str:
         color = sys.stdout.isatty()
     severity = str(alert.get("severity", "?"))
     label = f"{severity.upper():<8}"
-    if color and severity in _SEVERITY_STYLE:
-        label = click.style(label, **_SEVERITY_STYLE[severity])
+    if color and severity in _SEVERITY_COLOUR:
+        label = click.style(label, fg=_SEVERITY_COLOUR[severity], bold=True)
     a = alert.get("vehicle_a", "?")
     b = alert.get("vehicle_b", "?")
     ca = alert.get("closest_approach")
