@@ -260,6 +260,7 @@ def decode_batch(
     reject = rejections.append
     max_bytes = cfg.max_message_bytes
     max_id = cfg.max_vehicle_id_chars
+    has_origin = cfg.has_origin
     loads = orjson.loads
     JSONDecodeError = orjson.JSONDecodeError  # noqa: N806
     num = (float, int)
@@ -303,7 +304,12 @@ def decode_batch(
         hd = get("heading")
         ln = get("length")
         wd = get("width")
-        if (
+        geo = False
+        if x is None and y is None and has_origin:
+            x = get("lat")
+            y = get("lon")
+            geo = True
+        if not (
             type(vid) is str
             and 0 < len(vid) <= max_id
             and type(ts) in num
@@ -316,8 +322,6 @@ def decode_batch(
             and vid.isprintable()
             and "|" not in vid
         ):
-            geo = False
-        else:
             try:
                 vid, ts, x, y, geo, sp, hd, ln, wd = _slow_fields(d, cfg)
             except _Reject as r:

@@ -464,3 +464,8 @@ def test_encode_then_decode() -> None:
     value = encode_json(msg(speed=np.float32(2.5)))
     batch, rej = decode_batch([b"veh-1"], [value], CFG)
     assert rej == [] and batch.speed[0] == 2.5
+
+
+def test_no_position_at_all_with_origin_configured() -> None:
+    r = rejected(msg(x=_DROP, y=_DROP), cfg=GEO)
+    assert r.reason == "missing_field" and "x" in r.detail
