@@ -1,0 +1,462 @@
+"""The processor's pure core: positions in, alerts and predictions out, no I/O.
+
+Results depend only on the records and their arrival order, never on how the records were
+cut into micro-batches or how fast they came. That is what makes a file replay, a Kafka
+replay and a live run agree, and it rests on four rules, all on event time:
+
+1. **Arrival checks, per record in arrival order.** A record is dropped ``future`` when it is
+   more than ``max_future_s`` ahead of both the newest event time accepted so far and the
+   wall clock, so one wrong clock cannot stall everyone (the wall clock only matters for
+   data stamped in the future; replays of recorded data never depend on it); ``late`` when
+   its tick was already released (see 2) by the watermark as it stood at that record; and
+   ``stale`` when it is at or before an earlier record of the same vehicle (duplicates,
+   out-of-order fixes, replays after a restart).
+2. **Watermark.** ``M - allowed_lateness_s``, M the newest event time seen. Accepted records
+   wait in a buffer; tick k (the event-time interval ``((k-1)*dt, k*dt]``, dt =
+   ``risk_interval_s``) is released once the watermark has passed its end, after which
+   nothing can be accepted for it any more.
+3. **Ticks.** Released records are applied tick by tick in event-time order. Within a tick a
+   vehicle with several fixes gets one sub-step per fix; each sub-step runs the kinematic
+   update and one batched predictor call for the vehicles in it (never per message). Then
+   risk is assessed at ``t = k*dt`` over every vehicle updated within ``stale_after_s``, and
+   the episode tracker turns conflicts into alerts.
+4. **Deterministic state layout.** Vehicle slots are allocated when a tick applies their
+   first fix and freed by TTL eviction on tick times, so the same released sequence gives
+   the same slots and the same fleet order.
+
+Online prediction error (stream/online_error.py) is scored on the same sub-steps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from model.kinematics import Kinematics
+from model.predictors import Predictor, constant_velocity_paths
+from stream.codec import PositionBatch, encode_json
+from stream.config import EngineConfig
+from stream.errors import ConfigError
+from stream.online_error import OnlineError
+from stream.state import StateStore
+
+__all__ = ["DROP_REASONS", "Engine", "Outputs"]
+
+DROP_REASONS: tuple[str, ...] = ("stale", "late", "future")
+_COLS = ("ts", "x", "y", "speed", "heading", "length", "width")
+
+
+@dataclass
+class Outputs:
+    """Messages produced by one call: (key, value) pairs ready for the sinks, in order."""
+
+    alerts: list[tuple[bytes, bytes]] = field(default_factory=list)
+    predictions: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    def extend(self, other: Outputs) -> None:
+        self.alerts.extend(other.alerts)
+        self.predictions.extend(other.predictions)
+
+
+class _Pending:
+    """Accepted records waiting for their tick, columnar (arrival order)."""
+
+    def __init__(self) -> None:
+        self.cols: dict[str, np.ndarray] = {c: np.empty(0) for c in _COLS}
+        self.ids = np.empty(0, dtype=object)
+        self.tick = np.empty(0, dtype=np.int64)
+        self.seq = np.empty(0, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return int(self.tick.shape[0])
+
+    def append(self, batch: PositionBatch, rows: np.ndarray, tick: np.ndarray, seq: np.ndarray
+               ) -> None:
+        for c in _COLS:
+            self.cols[c] = np.concatenate([self.cols[c], getattr(batch, c)[rows]])
+        self.ids = np.concatenate([self.ids, batch.vehicle_id[rows]])
+        self.tick = np.concatenate([self.tick, tick])
+        self.seq = np.concatenate([self.seq, seq])
+
+    def pop_until(self, k: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """Remove the records of ticks <= k; returned sorted by (event time, arrival)."""
+        sel = self.tick <= k
+        keep = ~sel
+        out = {c: v[sel] for c, v in self.cols.items()}
+        ids, tick = self.ids[sel], self.tick[sel]
+        self.cols = {c: v[keep] for c, v in self.cols.items()}
+        self.ids, self.tick, self.seq = self.ids[keep], self.tick[keep], self.seq[keep]
+        order = np.argsort(out["ts"], kind="stable")
+        return {c: v[order] for c, v in out.items()}, ids[order], tick[order]
+
+
+class Engine:
+    """Event-time stream core (see the module docstring for the rules).
+
+    ``process`` takes one decoded micro-batch and returns what became final because of it;
+    ``flush`` releases everything still buffered (end of input). ``seq0`` numbers the records
+    of a batch (``seq0 + batch.index``) so the caller can tell, via :attr:`min_pending_seq`,
+    which input records still wait in the buffer and must not be committed yet.
+    """
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        predictor: Predictor,
+        metrics: Any = None,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        from stream import episodes, risk
+
+        spec = config.spec
+        if predictor.spec.points != spec.points or abs(predictor.spec.step_s - spec.step_s) > 1e-9:
+            raise ConfigError(
+                f"predictor {predictor.name!r} predicts {predictor.spec.points} points every "
+                f"{predictor.spec.step_s} s; the engine is configured for {spec.points} every "
+                f"{spec.step_s} s"
+            )
+        self.config = config
+        self.spec = spec
+        self.predictor = predictor
+        self.metrics = metrics
+        self._wall = wall_clock
+        self._risk = risk
+        self._risk_cfg = config.risk if config.risk is not None else risk.RiskConfig()
+        ep_cfg = config.episodes if config.episodes is not None else episodes.EpisodeConfig()
+        self._episodes = episodes
+        self.tracker = episodes.EpisodeTracker(ep_cfg)
+        self.store = StateStore(
+            1024,
+            state_dim=predictor.state_dim,
+            points=spec.points,
+            reset_gap_s=config.reset_gap_s,
+            gps_sigma_m=config.gps_sigma_m,
+        )
+        models = [predictor.name] + (["cv"] if predictor.name != "cv" else [])
+        self.errors = OnlineError(
+            spec, models, capacity=1024, anchor_interval_s=config.error_anchor_interval_s
+        )
+        self._offsets = spec.offsets_s
+        self._dt = float(config.risk_interval_s)
+        self._pending = _Pending()
+        self._seen: dict[str, float] = {}  # newest accepted event time per vehicle
+        self._next_prune = -math.inf
+        self._max_ts = -math.inf  # newest event time accepted (M)
+        self._done: int | None = None  # last released tick
+        self._next_evict = -math.inf
+        self.newest_applied_ts = -math.inf  # newest event time applied to the state
+        self.stats: dict[str, int] = {
+            "records": 0, "accepted": 0, "stale": 0, "late": 0, "future": 0, "ticks": 0,
+            "warning": 0, "critical": 0, "evicted": 0, "predictions": 0,
+        }  # fmt: skip
+        self._drop_counters = None
+        if metrics is not None:
+            self._drop_counters = {
+                r: metrics.positions_dropped.labels(reason=r) for r in DROP_REASONS
+            }
+
+    # -- public ----------------------------------------------------------------------------
+
+    @property
+    def min_pending_seq(self) -> int | None:
+        """Smallest ``seq`` of a record still buffered (None when nothing waits)."""
+        return int(self._pending.seq.min()) if len(self._pending) else None
+
+    @property
+    def watermark_tick(self) -> int | None:
+        return self._done
+
+    def process(self, batch: PositionBatch, seq0: int = 0) -> Outputs:
+        """Admit one micro-batch and release every tick the watermark now allows."""
+        n = len(batch)
+        if n == 0:
+            return Outputs()
+        self.stats["records"] += n
+        accepted = self._admit(batch, seq0)
+        if accepted.size:
+            self._pending.append(
+                batch, accepted, self._tick_of(batch.ts[accepted]), seq0 + batch.index[accepted]
+            )
+        self._prune_seen()
+        upto = self._tick_of_scalar(self._max_ts - self.config.allowed_lateness_s) - 1
+        return self._release(upto)
+
+    def flush(self) -> Outputs:
+        """Release every buffered record (end of input)."""
+        if not len(self._pending):
+            return Outputs()
+        return self._release(int(self._pending.tick.max()))
+
+    # -- arrival ---------------------------------------------------------------------------
+
+    def _tick_of(self, ts: np.ndarray) -> np.ndarray:
+        # -inf (nothing seen yet) maps to a very early tick instead of an invalid cast
+        return np.ceil(np.maximum(ts, -1e17) / self._dt).astype(np.int64)
+
+    def _tick_of_scalar(self, ts: float) -> int:
+        if not math.isfinite(ts):
+            return -(2**62)
+        return int(math.ceil(ts / self._dt))
+
+    def _admit(self, batch: PositionBatch, seq0: int) -> np.ndarray:
+        """Arrival checks (future, late, stale); returns the accepted row indices."""
+        cfg = self.config
+        ts = batch.ts
+        n = ts.shape[0]
+        # future: far ahead of both the stream so far and the wall clock
+        future = ts > max(self._max_ts, self._wall()) + cfg.max_future_s
+        good_ts = np.where(future, -np.inf, ts)
+        running = np.maximum.accumulate(good_ts)
+        np.maximum(running, self._max_ts, out=running)
+        # late: the record's tick was already released by the watermark at its arrival
+        wm_tick = self._tick_of(running - cfg.allowed_lateness_s) - 1
+        if self._done is not None:
+            np.maximum(wm_tick, self._done, out=wm_tick)
+        late = ~future & (self._tick_of(ts) <= wm_tick)
+        if n:
+            self._max_ts = max(self._max_ts, float(running[-1]))
+        cand = np.flatnonzero(~future & ~late)
+        stale_rows = self._stale(batch, cand)
+        n_stale = int(stale_rows.sum())
+        accepted = cand[~stale_rows] if n_stale else cand
+        n_future, n_late = int(future.sum()), int(late.sum())
+        self._count_drops(n_stale, n_late, n_future)
+        self.stats["accepted"] += int(accepted.size)
+        return accepted
+
+    def _stale(self, batch: PositionBatch, rows: np.ndarray) -> np.ndarray:
+        """For ``rows`` (arrival order): at or before an earlier fix of the same vehicle."""
+        m = rows.size
+        if m == 0:
+            return np.zeros(0, dtype=bool)
+        ids = batch.vehicle_id[rows]
+        ts = batch.ts[rows]
+        groups: dict[str, int] = {}
+        setdefault = groups.setdefault
+        gid = np.fromiter((setdefault(v, len(groups)) for v in ids), dtype=np.int64, count=m)
+        names = list(groups)
+        seen = self._seen.get
+        carry = np.fromiter((seen(v, -math.inf) for v in names), dtype=np.float64,
+                            count=len(names))
+        # Exact per-vehicle running maximum via ranks: key = group * (U + 1) + rank(ts).
+        uniq, inv = np.unique(np.concatenate([ts, carry]), return_inverse=True)
+        width = uniq.size + 1
+        r_ts, r_carry = inv[:m] + 1, inv[m:] + 1
+        order = np.argsort(gid, kind="stable")
+        g = gid[order]
+        base = g * width
+        key = base + r_ts[order]
+        start = np.ones(m, dtype=bool)
+        start[1:] = g[1:] != g[:-1]
+        prev = np.empty(m, dtype=np.int64)
+        prev[1:] = key[:-1]
+        prev[start] = base[start] + r_carry[g[start]]
+        prev_max = np.maximum.accumulate(prev)
+        stale_sorted = key <= prev_max
+        stale = np.empty(m, dtype=bool)
+        stale[order] = stale_sorted
+        # newest event time per vehicle after this batch (ranks start at 1)
+        ends = np.flatnonzero(np.r_[start[1:], True])
+        newest = uniq[np.maximum(key, prev_max)[ends] - base[ends] - 1]
+        self._seen.update(zip([names[i] for i in g[ends].tolist()], newest.tolist(),
+                              strict=True))
+        return stale
+
+    def _prune_seen(self) -> None:
+        if self._max_ts < self._next_prune:
+            return
+        horizon = self._max_ts - self.config.ttl_s
+        if self._seen:
+            self._seen = {v: t for v, t in self._seen.items() if t > horizon}
+        self._next_prune = self._max_ts + self.config.ttl_s / 4
+
+    def _count_drops(self, stale: int, late: int, future: int) -> None:
+        self.stats["stale"] += stale
+        self.stats["late"] += late
+        self.stats["future"] += future
+        if self._drop_counters is not None:
+            for reason, k in (("stale", stale), ("late", late), ("future", future)):
+                if k:
+                    self._drop_counters[reason].inc(k)
+
+    # -- ticks -----------------------------------------------------------------------------
+
+    def _release(self, upto: int) -> Outputs:
+        out = Outputs()
+        if self._done is not None and upto <= self._done:
+            return out
+        recs, ids, ticks = self._pending.pop_until(upto)
+        k = self._done + 1 if self._done is not None else None
+        bounds_k = ticks
+        i, m = 0, ticks.shape[0]
+        dt = self._dt
+        stale_after = self.config.stale_after_s
+        while True:
+            next_rec_tick = int(bounds_k[i]) if i < m else None
+            if k is None:
+                if next_rec_tick is None:
+                    break
+                k = next_rec_tick
+            if k > upto:
+                break
+            t = k * dt
+            # Skip ticks with nothing to do: no records and nobody recent enough for risk.
+            if (next_rec_tick is None or next_rec_tick > k) and not (
+                self.newest_applied_ts > t - stale_after
+            ):
+                if next_rec_tick is None:
+                    k = upto + 1
+                    break
+                k = next_rec_tick
+                continue
+            j = i
+            if next_rec_tick == k:
+                j = int(np.searchsorted(bounds_k, k, side="right"))
+                self._apply({c: v[i:j] for c, v in recs.items()}, ids[i:j], out)
+            i = j
+            self._evict(t)
+            self._assess(t, stale_after, out)
+            self.stats["ticks"] += 1
+            k += 1
+        self._done = upto
+        if self.metrics is not None:
+            self.metrics.active_vehicles.set(len(self.store))
+        return out
+
+    def _apply(self, recs: dict[str, np.ndarray], ids: np.ndarray, out: Outputs) -> None:
+        """Apply one tick's records (sorted by event time): one sub-step per fix rank."""
+        store = self.store
+        slots, new = store.slots_for(ids)
+        self.errors.ensure_capacity(store.capacity)
+        if new.any():
+            self.errors.reset(slots[new])
+        m = slots.size
+        order = np.argsort(slots, kind="stable")
+        s_sorted = slots[order]
+        start = np.ones(m, dtype=bool)
+        start[1:] = s_sorted[1:] != s_sorted[:-1]
+        start_pos = np.maximum.accumulate(np.where(start, np.arange(m), 0))
+        rank = np.empty(m, dtype=np.int64)
+        rank[order] = np.arange(m) - start_pos
+        last = np.empty(m, dtype=bool)
+        last[order] = np.r_[start[1:], True]
+        top = int(rank.max())
+        for r in range(top + 1):
+            rows = np.flatnonzero(rank == r) if top else np.arange(m)
+            self._substep(slots[rows], {c: v[rows] for c, v in recs.items()}, ids[rows],
+                          last[rows], out)
+
+    def _substep(self, slots: np.ndarray, rec: dict[str, np.ndarray], ids: np.ndarray,
+                 last: np.ndarray, out: Outputs) -> None:
+        store, pred = self.store, self.predictor
+        ts = rec["ts"]
+        kin, started = store.update(slots, ts, rec["x"], rec["y"], rec["speed"], rec["heading"],
+                                    rec["length"], rec["width"])
+        self.newest_applied_ts = max(self.newest_applied_ts, float(ts.max()))
+        if started.any():
+            self.errors.reset(slots[started])
+        for model, horizon, errs in self.errors.observe(slots, ts, kin.x, kin.y, kin.dt):
+            if self.metrics is not None:
+                self.metrics.observe_prediction_errors(model, horizon, errs)
+        # Stateless predictors only need the last fix of each vehicle in the tick.
+        if pred.state_dim == 0 and not last.all():
+            rows = np.flatnonzero(last)
+            if rows.size == 0:
+                return
+            slots, kin, ts, ids = slots[rows], kin.take(rows), ts[rows], ids[rows]
+            last = np.ones(rows.size, dtype=bool)
+        state = store.rec[slots] if pred.state_dim else np.zeros((slots.size, 0), np.float32)
+        t0 = time.perf_counter()
+        paths, new_state = pred.step(kin, state)
+        if self.metrics is not None:
+            self.metrics.inference_seconds.observe(time.perf_counter() - t0)
+        store.set_prediction(slots, ts, paths, new_state)
+        # Anchors for the online error: at most one per vehicle per interval, on last fixes.
+        due = self.errors.due(slots, ts) & last & ~kin.first
+        if due.any():
+            d = np.flatnonzero(due)
+            model_paths = [paths[d]]
+            if len(self.errors.models) > 1:
+                model_paths.append(constant_velocity_paths(kin.take(d), self._offsets))
+            self.errors.add(slots[d], ts[d], model_paths)
+        if self.config.emit_predictions:
+            self._predictions(ids, kin, paths, last, out)
+
+    def _predictions(self, ids: np.ndarray, kin: Kinematics, paths: np.ndarray,
+                     last: np.ndarray, out: Outputs) -> None:
+        name, step = self.predictor.name, self.spec.step_s
+        pts = np.round(paths, 2)
+        append = out.predictions.append
+        for r in np.flatnonzero(last).tolist():
+            v = ids[r]
+            append((v.encode(), encode_json({
+                "vehicle_id": v, "ts": float(kin.ts[r]), "model": name, "dt": step,
+                "points": pts[r],
+            })))
+        self.stats["predictions"] += int(last.sum())
+
+    def _evict(self, t: float) -> None:
+        if t < self._next_evict:
+            return
+        ids, slots = self.store.evict(t - self.config.ttl_s)
+        if ids:
+            self.errors.reset(slots)
+            self.tracker.forget(ids)
+            self.stats["evicted"] += len(ids)
+        self._next_evict = t + min(1.0, self.config.ttl_s / 4)
+
+    def _assess(self, t: float, stale_after: float, out: Outputs) -> None:
+        store = self.store
+        act = store.active(t - stale_after)
+        kin = store.kin
+        fleet = self._risk.Fleet(
+            ts=store.last_ts[act], x=kin.x[act], y=kin.y[act], speed=kin.speed[act],
+            heading=kin.heading[act], yaw_rate=kin.yaw_rate[act], accel=kin.accel[act],
+            length=store.length[act], width=store.width[act], paths=store.path[act],
+        )
+        t0 = time.perf_counter()
+        conflicts = self._risk.assess(t, fleet, self.spec, self._risk_cfg)
+        if self.metrics is not None:
+            self.metrics.risk_seconds.observe(time.perf_counter() - t0)
+        # Pairs ordered by vehicle id, touching only the conflict rows (not the whole fleet).
+        ids = store.ids
+        pairs: list[tuple[str, str]] = []
+        rows: list[tuple[int, int]] = []
+        for ia, ib in zip(conflicts.a.tolist(), conflicts.b.tolist(), strict=True):
+            va, vb = ids[act[ia]], ids[act[ib]]
+            assert va is not None and vb is not None
+            if va < vb:
+                pairs.append((va, vb))
+                rows.append((ia, ib))
+            else:
+                pairs.append((vb, va))
+                rows.append((ib, ia))
+        decisions = self.tracker.update(t, pairs, conflicts)
+        if not decisions:
+            return
+        make = self._episodes.alert_message
+        for d in decisions:
+            ia, ib = rows[d.conflict]
+            msg = make(d, fleet, ia, ib, self.spec, self.predictor.name)
+            sev = msg["severity"]
+            self.stats[sev] += 1
+            if self.metrics is not None:
+                self.metrics.alerts.labels(severity=sev).inc()
+            out.alerts.append((self._episodes.alert_key(d.vehicle_a, d.vehicle_b),
+                               encode_json(msg)))
+
+    def summary(self) -> dict[str, Any]:
+        """Counters and the mean online prediction error so far (for logs and the demo)."""
+        return {
+            **self.stats,
+            "vehicles": len(self.store),
+            "resets": self.store.resets,
+            "pending": len(self._pending),
+            "error_m": self.errors.mean_m(),
+        }
