@@ -1,0 +1,128 @@
+"""Replay like the engine, future targets, metrics, and the `model evaluate` command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from model.cli import model as model_cli
+from model.data import (
+    Positions,
+    event_time_order,
+    future_positions,
+    parse_positions,
+    replay,
+    step_groups,
+)
+from model.evaluate import run_predictors
+from model.predictors import ConstantTurnRate, ConstantVelocity, PathSpec
+from model.synthetic import synthetic_records
+
+T0 = 1_764_081_000.0
+
+
+def _pos(rows: list[tuple[str, float, float, float]]) -> Positions:
+    lines = [orjson.dumps({"vehicle_id": v, "ts": T0 + float(t), "x": float(x), "y": float(y)})
+             for v, t, x, y in rows]
+    return parse_positions(lines)[0]
+
+
+def test_event_time_order_drops_late_and_stale():
+    pos = _pos([
+        ("a", 1.0, 0, 0), ("b", 1.1, 0, 0), ("a", 2.0, 1, 0),
+        ("b", 1.6, 0, 1),  # 0.4 s behind the newest: within lateness, kept
+        ("a", 1.4, 5, 5),  # 0.6 s behind: late, dropped
+        ("a", 2.0, 9, 9),  # duplicate time: stale
+        ("b", 1.5, 7, 7),  # before b's newest accepted (1.6): stale
+        ("a", 2.2, 2, 0),
+    ])
+    out = event_time_order(pos)
+    got = [(out.ids[v], round(t - T0, 3)) for v, t in zip(out.vehicle, out.ts, strict=True)]
+    assert got == [("a", 1.0), ("b", 1.1), ("b", 1.6), ("a", 2.0), ("a", 2.2)]
+
+
+def test_step_groups_one_fix_per_vehicle_in_time_order():
+    recs = synthetic_records(5, vehicles=7, duration_s=8.0, rate_hz=14.0)
+    pos = event_time_order(parse_positions(orjson.dumps(r) for r in recs)[0])
+    groups = step_groups(pos)
+    seen = np.concatenate(groups)
+    assert np.array_equal(np.sort(seen), np.arange(len(pos)))
+    last = {}
+    for g in groups:
+        veh = pos.vehicle[g]
+        assert np.unique(veh).size == veh.size
+        for v, t in zip(veh.tolist(), pos.ts[g].tolist(), strict=True):
+            assert t > last.get(v, -np.inf)
+            last[v] = t
+    assert len(groups) < len(pos) / 3  # actually batched
+
+
+def test_future_positions_interpolate_and_mask_gaps():
+    spec = PathSpec()
+    t = np.round(np.arange(0.0, 14.0, 0.1), 3)
+    t = t[(t < 6.0) | (t > 6.8)]  # a 1.0 s gap between the fixes at 5.9 and 6.9
+    rows = [("a", float(ti), 3.0 * ti, -1.0 * ti) for ti in t]
+    rep = replay(event_time_order(_pos(rows)))
+    tg, valid = future_positions(rep, spec.offsets_s)
+    ts = rep.pos.ts - T0
+    expect_valid = (ts + 4.0 <= ts.max() + 1e-9) & ~((ts + 4.0 > 5.9 + 1e-6) & (ts < 6.9 - 1e-6))
+    assert expect_valid[ts < 5].any() and expect_valid[ts > 6].any()
+    np.testing.assert_array_equal(valid, expect_valid)
+    q = ts[valid][:, None] + spec.offsets_s
+    np.testing.assert_allclose(tg[valid][..., 0], 3.0 * q, atol=1e-6)
+    np.testing.assert_allclose(tg[valid][..., 1], -1.0 * q, atol=1e-6)
+
+
+def test_metrics_zero_for_cv_on_straight_noise_free_track():
+    t = np.round(np.arange(0.0, 12.0, 0.1), 3)
+    rows = [(v, float(ti), 10.0 * ti + 100 * k, 2.0 * ti) for k, v in enumerate("abc") for ti in t]
+    rows.sort(key=lambda r: r[1])
+    speed, heading = float(np.hypot(10, 2)), float(np.arctan2(2, 10))
+    lines = [orjson.dumps({"vehicle_id": v, "ts": T0 + ti, "x": float(x), "y": float(y),
+                           "speed": speed, "heading": heading}) for v, ti, x, y in rows]
+    rep = replay(event_time_order(parse_positions(lines)[0]))
+    spec = PathSpec()
+    tg, valid = future_positions(rep, spec.offsets_s)
+    ev = run_predictors(rep, [ConstantVelocity(spec), ConstantTurnRate(spec)], tg, valid)
+    s = ev.summary()
+    assert s["predictions"] == int(valid.sum()) > 200
+    for name in ("cv", "ctrv"):
+        assert s["models"][name]["fde"] < 1e-3
+        assert s["models"][name]["rmse"]["4"] < 1e-3
+
+
+@pytest.fixture(scope="module")
+def small_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("eval") / "positions.jsonl"
+    recs = synthetic_records(21, vehicles=6, duration_s=20.0)
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in recs) + b"not json\n")
+    return path
+
+
+def test_evaluate_command_prints_schema_and_plots(small_file, tmp_path):
+    res = CliRunner().invoke(model_cli, ["evaluate", "--data", str(small_file), "--plots",
+                                         str(tmp_path / "plots"), "--examples", "3"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert set(out) == {"models", "predictions"}
+    assert out["predictions"] > 100
+    assert set(out["models"]) == {"lstm", "cv", "ctrv"}
+    for m in out["models"].values():
+        assert set(m) == {"rmse", "ade", "fde"}
+        assert set(m["rmse"]) == {"1", "2", "3", "4"}
+        assert all(v > 0 for v in m["rmse"].values())
+        assert m["rmse"]["1"] < m["rmse"]["4"]
+    assert out["models"]["lstm"]["fde"] != out["models"]["cv"]["fde"]
+    for png in ("error_by_horizon.png", "examples.png"):
+        assert (tmp_path / "plots" / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_command_rejects_bad_models(small_file):
+    res = CliRunner().invoke(model_cli, ["evaluate", "--data", str(small_file), "--models",
+                                         "cv,gru"])
+    assert res.exit_code != 0
+    assert "--models" in res.output

@@ -1,0 +1,144 @@
+"""The streaming step equals the Keras sequence model it was trained as (the parity test),
+and load_predictor serves the shipped weights."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import orjson
+import pytest
+
+from model import SHIPPED_WEIGHTS, load_predictor
+from model.data import event_time_order, parse_positions, replay
+from model.features import cv_local, raw_features, to_world
+from model.kinematics import Kinematics
+from model.predictors import PathSpec
+from model.runtime import BUCKETS, LstmPredictor, bucket_size
+from model.synthetic import synthetic_records
+from model.weights_io import LstmWeights
+from stream.errors import ConfigError
+
+T = 60  # fixes per vehicle in the parity sequences
+
+
+@pytest.fixture(scope="module")
+def weights() -> LstmWeights:
+    return LstmWeights.load(SHIPPED_WEIGHTS)
+
+
+@pytest.fixture(scope="module")
+def sequences():
+    """Kinematics of 6 vehicles over their first T fixes, as (T,) list of batches of 6."""
+    recs = synthetic_records(11, vehicles=6, duration_s=10.0)
+    rep = replay(event_time_order(parse_positions(orjson.dumps(r) for r in recs)[0]))
+    rows = [np.flatnonzero(rep.pos.vehicle == v)[:T] for v in range(6)]
+    assert all(r.size == T for r in rows)
+    return [rep.kin.take(np.array([r[t] for r in rows])) for t in range(T)]
+
+
+def _keras_outputs(weights: LstmWeights, steps: list[Kinematics]) -> tuple[np.ndarray, ...]:
+    import keras
+
+    from model.network import keras_from_weights
+
+    model = keras_from_weights(weights)
+    feats = np.stack([raw_features(k) for k in steps], axis=1)  # (B, T, F)
+    norm = ((feats - weights.feat_mean) / weights.feat_std).astype(np.float32)
+    out = np.asarray(model(norm))
+    # final (h, c) from the same layers, for the state parity
+    rnn = model.get_layer("lstm")
+    seq = keras.layers.RNN(rnn.cell, return_state=True)
+    _, h, c = seq(norm)
+    return out, np.asarray(h), np.asarray(c)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "tf", "tf-xla"])
+def test_step_matches_keras_sequence(weights, sequences, backend):
+    """One fix at a time through the runtime == the Keras RNN over the whole sequence.
+
+    Compared in the network's own output units (the last Dense layer, before the fixed
+    per-point metre scale) and on h/c at 1e-5; absolute paths at 0.1 mm.
+    """
+    pred = LstmPredictor(weights, backend=backend)
+    p = weights.config.points
+    u = weights.config.units
+    seq_out, seq_h, seq_c = _keras_outputs(weights, sequences)
+    state = np.zeros((6, pred.state_dim), np.float32)
+    for t, kin in enumerate(sequences):
+        out, _ = pred.core(raw_features(kin), state)
+        np.testing.assert_allclose(out / weights.out_scale, seq_out[:, t] / weights.out_scale,
+                                   rtol=0, atol=1e-5, err_msg=f"step {t}")
+        paths, state = pred.step(kin, state)
+        local = cv_local(kin.speed, pred.spec.offsets_s) + seq_out[:, t, : 2 * p].reshape(-1, p, 2)
+        expect = to_world(kin.x, kin.y, kin.heading, local)
+        np.testing.assert_allclose(paths, expect, rtol=0, atol=1e-4, err_msg=f"step {t}")
+    np.testing.assert_allclose(state[:, :u], seq_h, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(state[:, u:], seq_c, rtol=0, atol=1e-5)
+    assert np.abs(seq_out).max() > 0.1  # a non-trivial network, not zeros compared with zeros
+
+
+def test_backends_agree_across_buckets(weights):
+    rng = np.random.default_rng(0)
+    ref = LstmPredictor(weights, backend="numpy")
+    tf_pred = LstmPredictor(weights, backend="tf")
+    for n in (1, 63, 65, BUCKETS[-1] + 5):
+        x = rng.normal(0, 2, (n, weights.config.n_features)).astype(np.float32)
+        s = rng.normal(0, 0.5, (n, ref.state_dim)).astype(np.float32)
+        a_out, a_s = ref.core(x, s)
+        b_out, b_s = tf_pred.core(x, s)
+        assert b_out.shape == a_out.shape and b_s.shape == a_s.shape
+        np.testing.assert_allclose(b_out, a_out, atol=2e-5)
+        np.testing.assert_allclose(b_s, a_s, atol=2e-5)
+    assert [bucket_size(n) for n in (1, 64, 65, 1024, 1025, 10**5)] == [
+        64, 64, 256, 1024, 4096, BUCKETS[-1]]
+
+
+def test_first_fix_ignores_incoming_state(weights, sequences):
+    pred = load_predictor("lstm")
+    kin = sequences[0]
+    assert kin.first.all()
+    a, sa = pred.step(kin, np.zeros((6, pred.state_dim), np.float32))
+    b, sb = pred.step(kin, np.full((6, pred.state_dim), 3.0, np.float32))
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(sa, sb)
+
+
+def test_load_predictor_shipped_weights(sequences):
+    pred = load_predictor("lstm")
+    assert pred.name == "lstm"
+    assert pred.state_dim == 2 * pred.weights.config.units
+    state = np.zeros((6, pred.state_dim), np.float32)
+    for kin in sequences[:20]:
+        paths, state = pred.step(kin, state)
+        assert paths.shape == (6, 20, 2) and state.shape == (6, pred.state_dim)
+        assert np.isfinite(paths).all() and np.isfinite(state).all()
+        # the first point is within a few metres of CV: a sane model, not noise
+        cv = load_predictor("cv").step(kin, np.zeros((6, 0)))[0]
+        assert np.abs(paths[:, 0] - cv[:, 0]).max() < 5.0
+    _, _, sigma = pred.step_full(sequences[-1], state)
+    assert sigma.shape == (6, 20) and (sigma > 0).all()
+    assert load_predictor("cv").name == "cv" and load_predictor("ctrv").state_dim == 0
+
+
+def test_load_predictor_errors(tmp_path):
+    with pytest.raises(ConfigError, match="unknown predictor"):
+        load_predictor("gru")
+    with pytest.raises(ConfigError, match="20 points every 0.2 s"):
+        load_predictor("lstm", PathSpec(horizon_s=3.0))
+    bad = tmp_path / "w.npz"
+    bad.write_bytes(b"not an npz")
+    with pytest.raises(ConfigError, match="cannot load LSTM weights"):
+        load_predictor("lstm", weights=bad)
+
+
+def test_baselines_and_numpy_lstm_do_not_import_tensorflow():
+    code = (
+        "import sys, numpy as np; from model import load_predictor;"
+        "[load_predictor(n) for n in ('cv', 'ctrv', 'lstm')];"
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["False", "False"]
