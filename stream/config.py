@@ -65,8 +65,8 @@ class EngineConfig:
     - ``stale_after_s``: a vehicle takes part in risk only if its last fix is this recent.
     - ``ttl_s``: a vehicle silent this long (event time) is forgotten; bounds memory.
     - ``reset_gap_s``: a gap this long between two fixes restarts the vehicle's motion state.
-    - ``max_future_s``: a record this far ahead of the stream (newest event time seen and
-      the batch's median) is dropped ``future``, so one wrong clock cannot stall everyone.
+    - ``max_future_s``: a record this far ahead of both the newest event time seen and the
+      wall clock is dropped ``future``, so one wrong clock cannot stall everyone.
     - ``error_anchor_interval_s``: one prediction per vehicle per interval is kept and
       scored against the positions observed 1-4 s later (online prediction error).
     - ``risk`` / ``episodes``: ``stream.risk.RiskConfig`` / ``stream.episodes.EpisodeConfig``;

@@ -1,0 +1,410 @@
+"""``trajstream process`` and ``trajstream demo``.
+
+Both build a :class:`~stream.config.ProcessorConfig` from flags (or ``TRAJSTREAM_*``
+environment variables), fail at start-up on anything contradictory, and run the micro-batch
+loop of stream/app.py. ``demo`` runs the simulator in a thread, paced to real time, feeding
+the processor over an in-process queue: no broker needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+import orjson
+
+from stream.config import DEFAULTS, EngineConfig, ProcessorConfig
+from stream.errors import ConfigError
+
+__all__ = ["demo", "process"]
+
+log = logging.getLogger("stream.commands")
+
+_DEFAULT_PREDICTOR = "lstm"
+
+
+def _opt(*names: str, env: str, **kw: Any) -> Callable[[Any], Any]:
+    return click.option(*names, envvar=f"TRAJSTREAM_{env}", show_envvar=True,
+                        show_default=True, **kw)
+
+
+_POS_FLOAT = click.FloatRange(min=0.0, min_open=True)
+
+
+def _engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by process and demo: predictor, event-time rules, risk, episodes."""
+    opts = [
+        _opt("--predictor", env="PREDICTOR", default=_DEFAULT_PREDICTOR,
+             type=click.Choice(["lstm", "cv", "ctrv"]),
+             help="Trajectory predictor: the shipped LSTM, constant velocity or constant turn "
+                  "rate. The CV baseline always runs alongside for the online error metric."),
+        _opt("--horizon-s", env="HORIZON_S", default=4.0, type=_POS_FLOAT,
+             help="Prediction horizon (s)."),
+        _opt("--step-s", env="STEP_S", default=0.2, type=_POS_FLOAT,
+             help="Spacing of predicted points (s); the horizon must be a multiple of it."),
+        _opt("--allowed-lateness-s", env="ALLOWED_LATENESS_S", default=0.5,
+             type=click.FloatRange(min=0.0),
+             help="How far behind the newest event time a record may arrive and still count; "
+                  "results wait this long for stragglers (latency vs completeness)."),
+        _opt("--risk-interval-s", env="RISK_INTERVAL_S", default=0.2, type=_POS_FLOAT,
+             help="Risk is assessed at event times that are multiples of this."),
+        _opt("--stale-after-s", env="STALE_AFTER_S", default=1.0, type=_POS_FLOAT,
+             help="A vehicle takes part in risk only if its last fix is at most this old."),
+        _opt("--ttl-s", env="TTL_S", default=30.0, type=_POS_FLOAT,
+             help="A vehicle silent this long (event time) is forgotten."),
+        _opt("--reset-gap-s", env="RESET_GAP_S", default=5.0, type=_POS_FLOAT,
+             help="A gap this long between two fixes restarts the vehicle's motion state."),
+        _opt("--max-future-s", env="MAX_FUTURE_S", default=30.0, type=_POS_FLOAT,
+             help="Records further than this ahead of both the stream and the wall clock are "
+                  "dropped (a wrong clock must not stall everyone)."),
+        _opt("--critical-ttc-s", env="CRITICAL_TTC_S", default=1.5, type=_POS_FLOAT,
+             help="Predicted contact within this many seconds is critical."),
+        _opt("--warning-ttc-s", env="WARNING_TTC_S", default=3.0, type=_POS_FLOAT,
+             help="Predicted contact within this many seconds is a warning; must exceed "
+                  "--critical-ttc-s."),
+        _opt("--margin-m", env="MARGIN_M", default=0.25, type=click.FloatRange(min=0.0),
+             help="Footprints closer than this count as contact (m)."),
+        _opt("--clear-after-s", env="CLEAR_AFTER_S", default=2.0,
+             type=click.FloatRange(min=0.0),
+             help="Risk-free event time that closes an alert episode (s)."),
+        _opt("--confirm-ticks", env="CONFIRM_TICKS", default=2, type=click.IntRange(min=1),
+             help="Consecutive assessments a conflict must persist before its first alert."),
+        _opt("--max-batch-records", env="MAX_BATCH_RECORDS", default=DEFAULTS.max_batch_records,
+             type=click.IntRange(min=1),
+             help="A micro-batch closes at this many records (throughput vs latency)..."),
+        _opt("--max-batch-wait-ms", env="MAX_BATCH_WAIT_MS", default=DEFAULTS.max_batch_wait_ms,
+             type=click.IntRange(min=0),
+             help="...or after waiting this long for records, whichever comes first."),
+        _opt("--metrics-port", env="METRICS_PORT", default=DEFAULTS.metrics_port,
+             type=click.IntRange(0, 65535),
+             help="Serve Prometheus metrics on this port (0 = off)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _engine_config(kw: dict[str, Any]) -> EngineConfig:
+    from stream.episodes import EpisodeConfig
+    from stream.risk import RiskConfig
+
+    if not kw["warning_ttc_s"] > kw["critical_ttc_s"]:
+        raise click.BadParameter(
+            f"must be greater than --critical-ttc-s ({kw['critical_ttc_s']}), got "
+            f"{kw['warning_ttc_s']}", param_hint="--warning-ttc-s")
+    risk = RiskConfig(critical_ttc_s=kw["critical_ttc_s"], warning_ttc_s=kw["warning_ttc_s"],
+                      margin_m=kw["margin_m"])
+    episodes = EpisodeConfig(clear_after_s=kw["clear_after_s"], confirm_ticks=kw["confirm_ticks"])
+    return EngineConfig(
+        horizon_s=kw["horizon_s"], step_s=kw["step_s"],
+        allowed_lateness_s=kw["allowed_lateness_s"], risk_interval_s=kw["risk_interval_s"],
+        stale_after_s=kw["stale_after_s"], ttl_s=kw["ttl_s"], reset_gap_s=kw["reset_gap_s"],
+        max_future_s=kw["max_future_s"], risk=risk, episodes=episodes,
+    )
+
+
+def _kafka_options(values: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values:
+        for part in item.split():
+            key, sep, value = part.partition("=")
+            if not sep or not key:
+                raise click.BadParameter(f"expected KEY=VALUE, got {part!r}",
+                                         param_hint="--kafka-option")
+            out[key] = value
+    return out
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """SIGTERM/SIGINT set the returned event (finish the batch, flush, commit, exit 0);
+    a second SIGINT aborts at once."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        log.info("received %s: finishing the current batch", signal.Signals(signum).name)
+        stop.set()
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _serve_metrics(port: int, metrics: Any) -> Any:
+    if not port:
+        return None
+    from stream.metrics import serve
+
+    try:
+        server = serve(port, metrics.registry)
+    except OSError as exc:
+        log.warning("metrics not served: port %d unavailable (%s)", port, exc.strerror)
+        return None
+    log.info("metrics on http://127.0.0.1:%d/metrics", port)
+    return server
+
+
+def _codec(origin_lat: float | None, origin_lon: float | None, max_message_bytes: int) -> Any:
+    from stream.codec import CodecConfig
+
+    return CodecConfig(origin_lat=origin_lat, origin_lon=origin_lon,
+                       max_message_bytes=max_message_bytes)
+
+
+@click.command("process")
+@_opt("--bootstrap", env="BOOTSTRAP", default=None,
+      help=f"Kafka bootstrap servers HOST:PORT[,...] (e.g. {DEFAULTS.bootstrap}); selects "
+           "the Kafka source.")
+@_opt("--positions-topic", env="POSITIONS_TOPIC", default=DEFAULTS.positions_topic,
+      help="Topic of position messages (key = vehicle_id).")
+@_opt("--alerts-topic", env="ALERTS_TOPIC", default=DEFAULTS.alerts_topic,
+      help="Topic the collision alerts are published to.")
+@_opt("--predictions-topic", env="PREDICTIONS_TOPIC", default=None,
+      help="Also publish every vehicle's predicted path here (one per vehicle per tick).")
+@_opt("--dlq-topic", env="DLQ_TOPIC", default=None,
+      help="Dead-letter topic for rejected records (with the reason); off when not given.")
+@_opt("--group", env="GROUP", default=DEFAULTS.group, help="Kafka consumer group.")
+@_opt("--kafka-client", env="KAFKA_CLIENT", default=None,
+      type=click.Choice(["confluent", "kafka-python"]),
+      help="Kafka client library [default: confluent when installed, else kafka-python].")
+@_opt("--kafka-option", "kafka_option", env="KAFKA_OPTIONS", multiple=True, default=(),
+      metavar="KEY=VALUE",
+      help="Raw Kafka client setting (librdkafka names, e.g. fetch.max.bytes=1048576); "
+           "repeatable; the variable takes space-separated pairs.")
+@_opt("--from-beginning/--from-latest", "from_beginning", env="FROM_BEGINNING", default=True,
+      help="Where a consumer group without committed offsets starts.")
+@_opt("--until-end", env="UNTIL_END", is_flag=True, default=False,
+      help="Kafka: stop once the end of the positions topic is reached (lag 0), assess the "
+           "last ticks as at the end of a file, exit 0.")
+@_opt("--input", "input_path", env="INPUT", default=None, metavar="FILE.jsonl",
+      help="Read positions from a JSONL file (- = stdin) to the end, then exit 0; selects the "
+           "file source.")
+@_opt("--alerts-out", env="ALERTS_OUT", default=None, metavar="FILE.jsonl",
+      help="File input: write alerts here as JSON lines (- = stdout).")
+@_opt("--predictions-out", env="PREDICTIONS_OUT", default=None, metavar="FILE.jsonl",
+      help="File input: write predicted paths here as JSON lines.")
+@_opt("--dlq-out", env="DLQ_OUT", default=None, metavar="FILE.jsonl",
+      help="File input: write dead letters (rejected records with the reason) here.")
+@_opt("--commit-interval-s", env="COMMIT_INTERVAL_S", default=DEFAULTS.commit_interval_s,
+      type=click.FloatRange(min=0.0),
+      help="Flush outputs and commit offsets at most this often (0 = every batch).")
+@_opt("--origin-lat", env="ORIGIN_LAT", default=None, type=float,
+      help="Latitude of the local frame's origin; enables lat/lon messages.")
+@_opt("--origin-lon", env="ORIGIN_LON", default=None, type=float,
+      help="Longitude of the local frame's origin.")
+@_opt("--max-message-bytes", env="MAX_MESSAGE_BYTES", default=4096, type=click.IntRange(min=1),
+      help="Larger position messages are rejected.")
+@_engine_options
+def process(**kw: Any) -> None:
+    """Run the stream processor: positions in, collision alerts out.
+
+    Kafka: --bootstrap HOST:PORT (topics and group have defaults). Files: --input
+    positions.jsonl --alerts-out alerts.jsonl, read to the end. Both give the same alerts
+    for the same records. SIGTERM/SIGINT finish the current batch, flush, commit and exit 0.
+    """
+    from stream.app import Processor, build_io, load_predictor
+    from stream.metrics import Metrics
+
+    source = "file" if kw["input_path"] else "kafka" if kw["bootstrap"] else None
+    if source is None:
+        raise click.UsageError(
+            "no source: give --bootstrap HOST:PORT (Kafka) or --input FILE.jsonl")
+    engine = _engine_config(kw)
+    is_file = source == "file"
+    cfg = ProcessorConfig(
+        source=source, engine=engine,
+        codec=_codec(kw["origin_lat"], kw["origin_lon"], kw["max_message_bytes"]),
+        predictor=kw["predictor"], bootstrap=kw["bootstrap"],
+        positions_topic=kw["positions_topic"],
+        alerts_topic=None if is_file else kw["alerts_topic"],
+        predictions_topic=kw["predictions_topic"], dlq_topic=kw["dlq_topic"],
+        group=kw["group"], kafka_client=kw["kafka_client"],
+        kafka_config=_kafka_options(kw["kafka_option"]),
+        from_beginning=kw["from_beginning"], until_end=kw["until_end"],
+        input_path=kw["input_path"], alerts_out=kw["alerts_out"],
+        predictions_out=kw["predictions_out"], dlq_out=kw["dlq_out"],
+        max_batch_records=kw["max_batch_records"], max_batch_wait_ms=kw["max_batch_wait_ms"],
+        commit_interval_s=kw["commit_interval_s"], metrics_port=kw["metrics_port"],
+    )
+    predictor = load_predictor(cfg.predictor, engine.spec)
+    metrics = Metrics()
+    io = build_io(cfg)
+    metrics.set_build_info(predictor.name, io.kafka_client)
+    server = _serve_metrics(kw["metrics_port"], metrics)
+    proc = Processor(cfg, io, predictor, metrics)
+    where = (f"{cfg.input_path}" if is_file else
+             f"{cfg.positions_topic} at {cfg.bootstrap} (group {cfg.group}, {io.kafka_client})")
+    log.info("processing %s with the %s predictor", where, predictor.name)
+    try:
+        with _stop_on_signals() as stop:
+            summary = proc.run(stop)
+    finally:
+        if server is not None:
+            server.shutdown()
+    log.info("done: %s", _summary_line(summary))
+
+
+def _summary_line(s: dict[str, Any]) -> str:
+    return (f"{s['consumed']} records in {s.get('elapsed_s', 0.0):.1f} s "
+            f"({s.get('records_per_s', 0.0):.0f}/s); alerts {s['warning']} warning, "
+            f"{s['critical']} critical; dropped {s['stale']} stale, {s['late']} late, "
+            f"{s['future']} future; {s['rejected']} rejected")
+
+
+# -- demo --------------------------------------------------------------------------------
+
+
+def _pace_simulation(sim_cfg: Any, q: queue.Queue[Any], stop: threading.Event, speed: float,
+                     truth: list[dict[str, Any]], first_seen: dict[bytes, float],
+                     errors: list[BaseException]) -> None:
+    """Producer thread: simulator ticks onto the queue at ``speed`` x real time."""
+    from simulator import iter_ticks
+    from stream.sources import END
+
+    start_wall = time.monotonic()
+    ts0: float | None = None
+    try:
+        for tick in iter_ticks(sim_cfg):
+            if stop.is_set():
+                break
+            if ts0 is None:
+                ts0 = tick.ts
+            due = start_wall + (tick.ts - ts0) / speed
+            delay = due - time.monotonic()
+            if delay > 0 and stop.wait(delay):
+                break
+            for k, _ in tick.messages:
+                if k is not None and k not in first_seen:
+                    first_seen[k] = tick.ts
+            truth.extend(tick.truth)
+            msgs = list(tick.messages)
+            while not stop.is_set():
+                try:
+                    q.put(msgs, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+    except BaseException as exc:  # surfaced by the main thread
+        errors.append(exc)
+    finally:
+        while True:  # END lets the processor finish; not needed once stopping anyway
+            try:
+                q.put(END, timeout=0.2)
+                break
+            except queue.Full:
+                if stop.is_set():
+                    break
+
+
+@click.command("demo")
+@_opt("--vehicles", env="VEHICLES", default=150, type=click.IntRange(min=2),
+      help="Vehicles in the simulated city.")
+@_opt("--duration", env="DURATION", default=0.0, type=click.FloatRange(min=0.0),
+      help="Simulated seconds to run (0 = until Ctrl-C).")
+@_opt("--speed", env="SPEED", default=1.0, type=click.FloatRange(min=0.0, min_open=True),
+      help="Replay speed: 1 = real time, 2 = twice as fast.")
+@_opt("--seed", env="SEED", default=0, type=int, help="Simulator seed (same seed, same run).")
+@_opt("--reckless", env="RECKLESS", default=0.1, type=click.FloatRange(0.0, 1.0),
+      help="Fraction of reckless drivers (0 = collision-free traffic).")
+@_opt("--json", "as_json", env="DEMO_JSON", is_flag=True, default=False,
+      help="Print alerts as JSON lines instead of one readable line each.")
+@_engine_options
+def demo(**kw: Any) -> None:
+    """Simulator and processor in one process over an in-process queue (no broker).
+
+    Alerts print live; metrics are served on --metrics-port; Ctrl-C (or --duration) ends the
+    run with a summary of alerts against the simulator's ground truth.
+    """
+    from simulator import SimConfig
+    from stream.alerts_cli import format_alert
+    from stream.app import IO, Processor, load_predictor
+    from stream.groundtruth import match_collisions
+    from stream.metrics import Metrics
+    from stream.sinks import CallbackSink
+    from stream.sources import MemorySource
+
+    engine = _engine_config(kw)
+    duration = kw["duration"] or 10.0 * 365 * 86400  # "forever"
+    try:
+        sim_cfg = SimConfig(vehicles=kw["vehicles"], duration_s=duration, seed=kw["seed"],
+                            reckless_fraction=kw["reckless"])
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    cfg = ProcessorConfig(source="memory", engine=engine, predictor=kw["predictor"],
+                          max_batch_records=kw["max_batch_records"],
+                          max_batch_wait_ms=kw["max_batch_wait_ms"],
+                          metrics_port=kw["metrics_port"])
+    predictor = load_predictor(cfg.predictor, engine.spec)
+    metrics = Metrics()
+    metrics.set_build_info(predictor.name, "none")
+    server = _serve_metrics(kw["metrics_port"], metrics)
+
+    as_json = kw["as_json"]
+    color = sys.stdout.isatty()
+    alerts: list[dict[str, Any]] = []
+
+    def show(key: bytes | None, value: bytes) -> None:
+        alert = orjson.loads(value)
+        alerts.append(alert)
+        line = value.decode() if as_json else format_alert(alert, color=color)
+        click.echo(line)
+
+    q: queue.Queue[Any] = queue.Queue(maxsize=64)
+    truth: list[dict[str, Any]] = []
+    first_seen: dict[bytes, float] = {}
+    errors: list[BaseException] = []
+    io = IO(MemorySource(q, topic="demo"), CallbackSink(show))
+    proc = Processor(cfg, io, predictor, metrics)
+    click.echo(
+        f"trajstream demo: {kw['vehicles']} vehicles, {kw['reckless']:.0%} reckless, "
+        f"{kw['speed']:g}x real time, predictor {predictor.name}"
+        + (f", metrics on :{kw['metrics_port']}" if server is not None else "")
+        + (" (Ctrl-C to stop)" if not kw["duration"] else ""),
+        err=True,
+    )
+    t0 = time.monotonic()
+    try:
+        with _stop_on_signals() as stop:
+            producer = threading.Thread(
+                target=_pace_simulation, name="simulator", daemon=True,
+                args=(sim_cfg, q, stop, kw["speed"], truth, first_seen, errors),
+            )
+            producer.start()
+            summary = proc.run(stop)
+            stop.set()
+            producer.join(timeout=5.0)
+    finally:
+        if server is not None:
+            server.shutdown()
+    if errors:
+        raise errors[0]
+    seen = {k.decode(errors="replace"): t for k, t in first_seen.items()}
+    report = match_collisions(alerts, truth, seen or None)
+    elapsed = time.monotonic() - t0
+    errs = summary["error_m"]
+    err_text = ", ".join(
+        f"{m} {errs[(m, h)]:.2f}/{errs[(m, '4')]:.2f} m"
+        for m, h in ((m, "1") for m in dict.fromkeys(k[0] for k in errs))
+        if (m, "4") in errs and not math.isnan(errs[(m, h)])
+    )
+    click.echo(
+        f"\nsummary: {summary['consumed']} positions in {elapsed:.0f} s, "
+        f"{summary['vehicles']} vehicles tracked; alerts {summary['warning']} warning, "
+        f"{summary['critical']} critical; {report.describe()}"
+        + (f"; prediction error at 1 s / 4 s: {err_text}" if err_text else ""),
+        err=True,
+    )

@@ -1,0 +1,120 @@
+"""Where outputs go: a Kafka topic, a JSONL file, a list in memory, or a callback.
+
+Every sink is asynchronous-or-buffered on ``send`` and durable after ``flush``; the loop
+flushes all sinks before it commits input offsets, which is what makes delivery
+at-least-once.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import IO, Any, Protocol
+
+from stream.errors import ConfigError
+
+__all__ = ["CallbackSink", "JsonlSink", "KafkaSink", "MemorySink", "Sink", "TeeSink"]
+
+
+class Sink(Protocol):
+    def send(self, key: bytes | None, value: bytes) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class KafkaSink:
+    """One topic on a (possibly shared) producer; ``close`` closes the producer only when
+    this sink owns it."""
+
+    def __init__(self, producer: Any, topic: str, *, owns_producer: bool = False) -> None:
+        self.topic = topic
+        self._p = producer
+        self._send = producer.send
+        self._owns = owns_producer
+
+    def send(self, key: bytes | None, value: bytes) -> None:
+        self._send(self.topic, value, key)
+
+    def flush(self) -> None:
+        self._p.flush()
+
+    def close(self) -> None:
+        if self._owns:
+            self._p.close()
+
+
+class JsonlSink:
+    """Values one per line (``-`` = stdout); keys are not written (alerts carry their pair)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._own = path != "-"
+        try:
+            self._f: IO[bytes] = open(path, "wb") if self._own else sys.stdout.buffer  # noqa: SIM115
+        except OSError as exc:
+            raise ConfigError(f"cannot write {path}: {exc.strerror}") from exc
+        self._write = self._f.write
+
+    def send(self, key: bytes | None, value: bytes) -> None:
+        self._write(value + b"\n")
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.flush()
+        if self._own:
+            self._f.close()
+
+
+class MemorySink:
+    """Collects ``(key, value)`` pairs in :attr:`messages` (tests, the demo)."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[bytes | None, bytes]] = []
+
+    def send(self, key: bytes | None, value: bytes) -> None:
+        self.messages.append((key, value))
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class CallbackSink:
+    """Calls ``fn(key, value)`` for each message (the demo prints alerts this way)."""
+
+    def __init__(self, fn: Callable[[bytes | None, bytes], None]) -> None:
+        self._fn = fn
+
+    def send(self, key: bytes | None, value: bytes) -> None:
+        self._fn(key, value)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class TeeSink:
+    """Sends every message to each of ``sinks``."""
+
+    def __init__(self, *sinks: Sink) -> None:
+        self.sinks = sinks
+
+    def send(self, key: bytes | None, value: bytes) -> None:
+        for s in self.sinks:
+            s.send(key, value)
+
+    def flush(self) -> None:
+        for s in self.sinks:
+            s.flush()
+
+    def close(self) -> None:
+        for s in self.sinks:
+            s.close()

@@ -1,0 +1,231 @@
+"""Where position records come from: Kafka, a JSONL file, or an in-process queue (demo).
+
+A source hands out micro-batches (:class:`RecordBatch`, columnar: keys and values as lists)
+numbered by a running sequence, so the loop can say which records are fully processed:
+``commit(done_before)`` makes every record with ``seq < done_before`` durable (``None``: all
+handed out). For Kafka that becomes, per partition, the offset of the first record not yet
+done; records still waiting in the engine's buffer are therefore read again after a crash
+(at-least-once), and replays are harmless because the engine drops them as stale.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import sys
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import islice
+from typing import IO, Any, Protocol
+
+import numpy as np
+
+from stream.errors import ConfigError
+
+__all__ = [
+    "END",
+    "FileSource",
+    "KafkaSource",
+    "MemorySource",
+    "RecordBatch",
+    "Source",
+]
+
+log = logging.getLogger("stream.sources")
+
+END = object()  # put on a MemorySource's queue to end the stream
+
+
+@dataclass(frozen=True, slots=True)
+class RecordBatch:
+    """One poll's records, in order; record i has sequence number ``seq0 + i``.
+
+    ``keys`` is None when the source has no keys (files, memory queue of bare values).
+    ``partitions``/``offsets`` are None for sources without them.
+    """
+
+    keys: Sequence[bytes | None] | None
+    values: Sequence[bytes | None]
+    topic: str
+    seq0: int
+    partitions: np.ndarray | None = None
+    offsets: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+class Source(Protocol):
+    topic: str
+    exhausted: bool  # no more records will come (file at EOF, demo finished, --until-end)
+
+    def poll(self, max_records: int, timeout_s: float) -> RecordBatch: ...
+
+    def commit(self, done_before: int | None) -> None: ...
+
+    def lag(self) -> int | None: ...
+
+    def close(self) -> None: ...
+
+
+class _Seq:
+    def __init__(self) -> None:
+        self.next = 0
+
+    def take(self, n: int) -> int:
+        s = self.next
+        self.next += n
+        return s
+
+
+class FileSource:
+    """A JSONL positions file (``-`` = stdin), read to the end; blank lines are skipped."""
+
+    def __init__(self, path: str) -> None:
+        self.topic = path
+        self.exhausted = False
+        self._seq = _Seq()
+        self._own = path != "-"
+        try:
+            self._f: IO[bytes] = open(path, "rb") if self._own else sys.stdin.buffer  # noqa: SIM115
+        except OSError as exc:
+            raise ConfigError(f"cannot read --input {path}: {exc.strerror}") from exc
+
+    def poll(self, max_records: int, timeout_s: float = 0.0) -> RecordBatch:
+        raw = list(islice(self._f, max_records))
+        if len(raw) < max_records:
+            self.exhausted = True
+        values = [v for v in (r.rstrip(b"\r\n") for r in raw) if v]
+        return RecordBatch(None, values, self.topic, self._seq.take(len(values)))
+
+    def commit(self, done_before: int | None) -> None:
+        """Nothing to commit: a file is read from the start every time."""
+
+    def lag(self) -> int | None:
+        return None
+
+    def close(self) -> None:
+        if self._own:
+            self._f.close()
+
+
+class MemorySource:
+    """An in-process queue (the demo). Items: ``(key, value)`` pairs, lists of them, or
+    :data:`END`."""
+
+    def __init__(self, q: queue.Queue[Any], topic: str = "memory") -> None:
+        self.topic = topic
+        self._end = False
+        self._q = q
+        self._seq = _Seq()
+        self._carry: list[tuple[bytes | None, bytes]] = []
+
+    def poll(self, max_records: int, timeout_s: float) -> RecordBatch:
+        items = self._carry
+        self._carry = []
+        if not items and not self._end:
+            with contextlib.suppress(queue.Empty):
+                self._take(self._q.get(timeout=max(timeout_s, 0.0)), items)
+        while len(items) < max_records and not self._end:
+            try:
+                self._take(self._q.get_nowait(), items)
+            except queue.Empty:
+                break
+        if len(items) > max_records:
+            self._carry = items[max_records:]
+            items = items[:max_records]
+        keys = [k for k, _ in items]
+        values = [v for _, v in items]
+        return RecordBatch(keys, values, self.topic, self._seq.take(len(values)))
+
+    def _take(self, item: Any, into: list[tuple[bytes | None, bytes]]) -> None:
+        if item is END:
+            self._end = True
+        elif isinstance(item, list):
+            into.extend(item)
+        else:
+            into.append(item)
+
+    @property
+    def exhausted(self) -> bool:
+        """END was seen and everything before it handed out."""
+        return self._end and not self._carry
+
+    def commit(self, done_before: int | None) -> None:
+        """Nothing to commit in memory."""
+
+    def lag(self) -> int | None:
+        return self._q.qsize() + len(self._carry)
+
+    def close(self) -> None:
+        pass
+
+
+class KafkaSource:
+    """The positions topic through the stream.kafka adapter (auto-commit off).
+
+    With ``until_end`` the source reports ``exhausted`` once a poll comes back empty while
+    partitions are assigned and the consumer lag is zero: drain what is there, then stop.
+    """
+
+    def __init__(
+        self,
+        consumer: Any,
+        topic: str,
+        *,
+        until_end: bool = False,
+    ) -> None:
+        self.topic = topic
+        self.exhausted = False
+        self._c = consumer
+        self._seq = _Seq()
+        self._until_end = until_end
+        self._out: deque[tuple[int, np.ndarray, np.ndarray]] = deque()
+        self._committed: dict[int, int] = {}
+
+    def poll(self, max_records: int, timeout_s: float) -> RecordBatch:
+        recs = self._c.poll(max_records, timeout_s)
+        n = len(recs)
+        seq0 = self._seq.take(n)
+        if n == 0:
+            if self._until_end and self._c.assignment() and self._c.lag() == 0:
+                self.exhausted = True
+            return RecordBatch([], [], self.topic, seq0)
+        keys = [r.key for r in recs]
+        values = [r.value for r in recs]
+        parts = np.fromiter((r.partition for r in recs), dtype=np.int64, count=n)
+        offs = np.fromiter((r.offset for r in recs), dtype=np.int64, count=n)
+        self._out.append((seq0, parts, offs))
+        return RecordBatch(keys, values, self.topic, seq0, parts, offs)
+
+    def commit(self, done_before: int | None) -> None:
+        """Commit, per partition, up to the first record not done (``seq >= done_before``)."""
+        upto: dict[int, int] = {}
+        while self._out:
+            seq0, parts, offs = self._out[0]
+            end = seq0 + parts.shape[0]
+            whole = done_before is None or end <= done_before
+            k = parts.shape[0] if whole else max(done_before - seq0, 0)  # type: ignore[operator]
+            if k:
+                p, o = parts[:k], offs[:k]
+                for part in np.unique(p).tolist():
+                    upto[part] = max(upto.get(part, -1), int(o[p == part].max()) + 1)
+            if not whole:
+                break
+            self._out.popleft()
+        # Partitions with a not-done record must not move past it, even if later batches
+        # hold done records of theirs: commit stops at the first pending batch above.
+        offsets = {(self.topic, p): o for p, o in upto.items() if self._committed.get(p) != o}
+        if not offsets:
+            return
+        self._c.commit(offsets)
+        for (_, p), o in offsets.items():
+            self._committed[p] = o
+
+    def lag(self) -> int | None:
+        return self._c.lag()
+
+    def close(self) -> None:
+        self._c.close()
