@@ -1,0 +1,191 @@
+"""The micro-batch loop over file and memory sources; config validation; the process CLI."""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+from pathlib import Path
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from model.predictors import ConstantVelocity, PathSpec
+from stream.app import IO, Processor, build_io
+from stream.config import EngineConfig, ProcessorConfig
+from stream.errors import ConfigError
+from stream.metrics import Metrics
+from stream.sinks import MemorySink
+from stream.sources import END, FileSource, MemorySource
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_engine import crossing_traffic, run  # noqa: E402
+
+BAD = [
+    b"not json at all",
+    b'{"vehicle_id": "x", "ts": "yesterday", "x": 1, "y": 2}',
+    b'{"vehicle_id": "x", "ts": 1764081000.0, "x": NaN, "y": 2}',
+    b"[1, 2, 3]",
+    b'{"vehicle_id": "", "ts": 1764081000.0, "x": 1, "y": 2}',
+    b"\xff\xfe\x00garbage",
+    b'{"ts": 1764081000.0, "x": 1, "y": 2}',
+]
+
+
+def _write(path: Path, values: list[bytes]) -> None:
+    path.write_bytes(b"\n".join(values) + b"\n")
+
+
+def _file_run(tmp_path: Path, values: list[bytes], **kw) -> tuple[list[bytes], dict, Path]:
+    src = tmp_path / "positions.jsonl"
+    _write(src, values)
+    cfg = ProcessorConfig(source="file", input_path=str(src),
+                          alerts_out=str(tmp_path / "alerts.jsonl"),
+                          dlq_out=str(tmp_path / "dlq.jsonl"), predictor="cv", **kw)
+    proc = Processor(cfg, build_io(cfg), ConstantVelocity(PathSpec()), Metrics())
+    summary = proc.run()
+    lines = (tmp_path / "alerts.jsonl").read_bytes().splitlines()
+    return lines, summary, tmp_path / "dlq.jsonl"
+
+
+def test_file_path_equals_the_engine_and_batch_size_does_not_matter(tmp_path: Path):
+    values = crossing_traffic(seed=5, disorder_s=0.2, duplicates=0.02)
+    expected = [v for _, v in run(values, None)[0]]
+    assert expected
+    for n in (3, 17, 4096):
+        lines, summary, _ = _file_run(tmp_path, values, max_batch_records=n)
+        assert lines == expected
+        assert summary["consumed"] == len(values)
+
+
+def test_bad_input_is_counted_dead_lettered_and_changes_nothing_else(tmp_path: Path):
+    values = crossing_traffic(seed=2, disorder_s=0.1)
+    good, _, _ = _file_run(tmp_path, values, max_batch_records=100)
+    mixed: list[bytes] = []
+    for i, v in enumerate(values):
+        mixed.append(v)
+        if i % 50 == 0:
+            mixed.append(BAD[(i // 50) % len(BAD)])
+    n_bad = len(mixed) - len(values)
+    lines, summary, dlq = _file_run(tmp_path, mixed, max_batch_records=100)
+    assert lines == good
+    assert summary["rejected"] == n_bad
+    letters = [orjson.loads(x) for x in dlq.read_bytes().splitlines()]
+    assert len(letters) == n_bad
+    assert {d["reason"] for d in letters} >= {"not_json", "wrong_type", "not_finite",
+                                              "not_object", "missing_field"}
+
+
+def test_blank_lines_are_skipped_and_empty_file_works(tmp_path: Path):
+    lines, summary, _ = _file_run(tmp_path, [b"", b"  "])
+    assert lines == [] and summary["rejected"] == 1  # whitespace-only line is not JSON
+    src = FileSource(str(tmp_path / "positions.jsonl"))
+    assert len(src.poll(10)) == 1 and src.exhausted
+
+
+def test_memory_source_and_stop_event():
+    values = crossing_traffic(seed=1)
+    q: queue.Queue = queue.Queue()
+    for i in range(0, len(values), 97):
+        q.put([(None, v) for v in values[i: i + 97]])
+    q.put(END)
+    sink = MemorySink()
+    cfg = ProcessorConfig(source="memory", predictor="cv", max_batch_records=50)
+    proc = Processor(cfg, IO(MemorySource(q), sink), ConstantVelocity(PathSpec()))
+    summary = proc.run()
+    assert [v for _, v in sink.messages] == [v for _, v in run(values, None)[0]]
+    assert summary["consumed"] == len(values)
+    # a set stop event ends the loop without waiting for input
+    stop = threading.Event()
+    stop.set()
+    idle = Processor(cfg, IO(MemorySource(queue.Queue()), MemorySink()),
+                     ConstantVelocity(PathSpec()))
+    assert idle.run(stop)["consumed"] == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(source="file"), "no source"),
+        (dict(source="file", input_path="a.jsonl"), "--alerts-out"),
+        (dict(source="file", input_path="a.jsonl", alerts_out="a.jsonl"), "also the input"),
+        (dict(source="kafka"), "--bootstrap"),
+        (dict(source="kafka", bootstrap="h:1", input_path="x"), "not both"),
+        (dict(source="kafka", bootstrap="h:1", alerts_topic="vehicle-positions"), "positions"),
+        (dict(source="kafka", bootstrap="h:1", dlq_topic="collision-alerts"), "differ"),
+        (dict(source="memory", predictor="nn"), "unknown predictor"),
+        (dict(source="memory", max_batch_records=0), "max_batch_records"),
+    ],
+)
+def test_processor_config_contradictions(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        ProcessorConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(horizon_s=4.0, step_s=0.3), "multiple"),
+        (dict(stale_after_s=0.1, risk_interval_s=0.2), "stale_after_s"),
+        (dict(reset_gap_s=60.0, ttl_s=30.0), "reset_gap_s"),
+        (dict(allowed_lateness_s=-1.0), "allowed_lateness_s"),
+        (dict(step_s=float("nan")), "step_s"),
+    ],
+)
+def test_engine_config_contradictions(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        EngineConfig(**kwargs)
+
+
+def test_engine_config_checks_risk_thresholds():
+    class Risk:
+        warning_ttc_s = 1.0
+        critical_ttc_s = 1.5
+
+    with pytest.raises(ConfigError, match="warning_ttc_s"):
+        EngineConfig(risk=Risk())
+
+
+def test_predictions_follow_the_outputs():
+    cfg = ProcessorConfig(source="file", input_path="a", alerts_out="b", predictions_out="c")
+    assert cfg.engine.emit_predictions
+    assert not ProcessorConfig(source="memory").engine.emit_predictions
+
+
+def test_process_cli_errors_and_file_run(tmp_path: Path):
+    from stream.commands import process
+
+    runner = CliRunner()
+    r = runner.invoke(process, ["--metrics-port", "0"])
+    assert r.exit_code == 2 and "no source" in r.output
+    r = runner.invoke(process, ["--input", "x.jsonl", "--alerts-out", "y.jsonl",
+                                "--warning-ttc-s", "1", "--critical-ttc-s", "2"])
+    assert r.exit_code == 2 and "--warning-ttc-s" in r.output
+    r = runner.invoke(process, ["--input", "x.jsonl", "--alerts-out", "y.jsonl", "--step-s",
+                                "0.3", "--metrics-port", "0", "--predictor", "cv"])
+    assert r.exit_code == 1 and isinstance(r.exception, ConfigError)
+    src = tmp_path / "in.jsonl"
+    _write(src, crossing_traffic(seed=4))
+    out = tmp_path / "out.jsonl"
+    r = runner.invoke(process, ["--input", str(src), "--alerts-out", str(out), "--predictor",
+                                "cv", "--metrics-port", "0", "--max-batch-records", "333"],
+                      env={"TRAJSTREAM_MAX_BATCH_RECORDS": "7"})
+    assert r.exit_code == 0, r.output
+    got = [orjson.loads(x)["severity"] for x in out.read_bytes().splitlines()]
+    assert got == ["warning", "critical"]
+
+
+def test_process_reads_environment_variables(tmp_path: Path):
+    from stream.commands import process
+
+    src = tmp_path / "in.jsonl"
+    _write(src, crossing_traffic(seed=4))
+    out = tmp_path / "out.jsonl"
+    env = {"TRAJSTREAM_INPUT": str(src), "TRAJSTREAM_ALERTS_OUT": str(out),
+           "TRAJSTREAM_PREDICTOR": "cv", "TRAJSTREAM_METRICS_PORT": "0",
+           "TRAJSTREAM_WARNING_TTC_S": "2.0"}
+    r = CliRunner().invoke(process, [], env=env)
+    assert r.exit_code == 0, r.output
+    alerts = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+    assert alerts and all(a["ttc"] <= 2.0 for a in alerts)
