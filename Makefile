@@ -24,6 +24,11 @@ lint: venv
 test: venv kafka-jars
 	$(PY) -m pytest -q
 
+# Simulator + processor in one process, no broker; alerts print live, metrics on :9100.
+# Options via TRAJSTREAM_* variables, e.g. `TRAJSTREAM_SPEED=5 make demo`.
+demo: venv
+	$(VENV)/bin/trajstream demo
+
 # A single-node KRaft broker from the Maven jars (kafka/broker.py; needs java and mvn).
 KAFKA_STAMP := kafka/lib/.resolved
 KAFKA_PORT ?= 9092
