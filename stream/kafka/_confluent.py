@@ -1,0 +1,353 @@
+"""The confluent-kafka (librdkafka) implementation of the adapter: the fast path."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_INVALID,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from stream.errors import ConfigError, KafkaUnavailable
+from stream.kafka import Record
+from stream.kafka._common import WATERMARK_CACHE_S, throwaway_group, unreachable
+
+log = logging.getLogger("stream.kafka")
+# librdkafka's own log lines (connection refused, ...) go here instead of raw stderr.
+lib_log = logging.getLogger("stream.kafka.librdkafka")
+
+_PRODUCER_DEFAULTS: dict[str, Any] = {
+    # The Java/kafka-python partitioner, so a key lands on the same partition whichever
+    # client produced it (librdkafka's default hashes with CRC32).
+    "partitioner": "murmur2_random",
+    "linger.ms": 10,
+    "batch.num.messages": 10_000,
+    "compression.type": "lz4",
+    "acks": "all",
+    "message.timeout.ms": 120_000,
+    "queue.buffering.max.messages": 500_000,
+}
+_CONSUMER_DEFAULTS: dict[str, Any] = {
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    "enable.partition.eof": False,
+    "allow.auto.create.topics": True,
+    "fetch.wait.max.ms": 100,
+}
+_POLL_EVERY = 1024  # serve delivery reports every this many sends
+
+
+def _build(cls: type[Any], conf: dict[str, Any], what: str) -> Any:
+    try:
+        return cls(conf)
+    except (KafkaException, ValueError, TypeError) as exc:
+        raise ConfigError(f"invalid confluent-kafka {what} setting: {exc}") from exc
+
+
+class _RateLimitedLog:
+    """Passes on one line per (level, kind) every ``every_s``; repeats go to DEBUG.
+
+    librdkafka reports an unreachable broker on every reconnect attempt, both as a log line
+    and through error_cb; a down broker must not flood the logs.
+    """
+
+    def __init__(self, logger: logging.Logger, every_s: float = 30.0) -> None:
+        self._logger = logger
+        self._every_s = every_s
+        self._last: dict[tuple[int, str], float] = {}
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        kind = str(args[0]) if args else msg[:40]
+        now = time.monotonic()
+        last = self._last.get((level, kind))
+        if level >= logging.WARNING and (last is None or now - last >= self._every_s):
+            self._last[(level, kind)] = now
+            self._logger.log(level, msg, *args)
+        else:
+            self._logger.debug(msg, *args)
+
+    def error(self, err: KafkaError) -> None:
+        level = logging.ERROR if err.fatal() else logging.WARNING
+        self.log(level, "kafka client: %s (%s)", err.name(), err.str())
+
+
+def _base(bootstrap: str) -> dict[str, Any]:
+    limited = _RateLimitedLog(log)
+    return {
+        "bootstrap.servers": bootstrap,
+        "logger": _RateLimitedLog(lib_log),
+        "error_cb": limited.error,
+    }
+
+
+class ConfluentProducer:
+    def __init__(self, bootstrap: str, config: dict[str, Any]) -> None:
+        self._bootstrap = bootstrap
+        self._fatal: KafkaError | None = None
+        self._failed = 0
+        self._first_failure: str = ""
+        self._stuck = False  # a flush timed out: close() does not wait again
+        conf = {
+            **_base(bootstrap),
+            **_PRODUCER_DEFAULTS,
+            **config,
+            # Delivery reports only for failures: no per-message Python callback.
+            "delivery.report.only.error": True,
+            "on_delivery": self._on_delivery,
+        }
+        self._log_error = conf["error_cb"]
+        conf["error_cb"] = self._on_error
+        self._timeout_s = float(conf.get("message.timeout.ms", 300_000)) / 1000.0
+        self._p: Producer = _build(Producer, conf, "producer")
+        self._produce = self._p.produce
+        self._sent = 0
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._failed += 1
+            if not self._first_failure:
+                self._first_failure = f"{err.str()} (topic {msg.topic()})"
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self._fatal = err
+        self._log_error(err)
+
+    def _check(self) -> None:
+        if self._fatal is not None:
+            raise KafkaUnavailable(f"Kafka producer failed fatally: {self._fatal.str()}")
+        if self._failed:
+            raise KafkaUnavailable(
+                f"{self._failed} message(s) could not be delivered to Kafka at "
+                f"{self._bootstrap}; first: {self._first_failure}"
+            )
+
+    def send(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+        try:
+            self._produce(topic, value, key)
+        except BufferError:
+            self._wait_for_room(topic, value, key)
+        except KafkaException as exc:
+            raise KafkaUnavailable(f"cannot send to {topic}: {exc}") from exc
+        self._sent += 1
+        if self._sent % _POLL_EVERY == 0:
+            self._p.poll(0)
+            self._check()
+
+    def _wait_for_room(self, topic: str, value: bytes, key: bytes | None) -> None:
+        """The local queue is full: serve the network until there is room (or give up)."""
+        deadline = time.monotonic() + self._timeout_s
+        while True:
+            self._p.poll(0.05)
+            self._check()
+            try:
+                self._produce(topic, value, key)
+                return
+            except BufferError:
+                if time.monotonic() > deadline:
+                    raise unreachable(
+                        self._bootstrap, f"send queue still full after {self._timeout_s:g} s"
+                    ) from None
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        left = self._p.flush(timeout_s)
+        self._check()
+        if left:
+            self._stuck = True
+            raise unreachable(
+                self._bootstrap, f"{left} message(s) still undelivered after {timeout_s:g} s"
+            )
+
+    def close(self) -> None:
+        broken = self._stuck or self._fatal is not None or self._failed
+        left = self._p.flush(0.0 if broken else 5.0)
+        if left:  # close() itself would wait for them until message.timeout.ms
+            log.warning("closing Kafka producer: dropping %d undelivered message(s)", left)
+            self._p.purge()
+            self._p.poll(0)
+        self._p.close()
+
+
+class ConfluentConsumer:
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: list[str],
+        group: str | None,
+        from_beginning: bool,
+        config: dict[str, Any],
+    ) -> None:
+        self._bootstrap = bootstrap
+        conf = {
+            **_base(bootstrap),
+            **_CONSUMER_DEFAULTS,
+            "group.id": group or throwaway_group(),
+            "auto.offset.reset": "earliest" if from_beginning else "latest",
+            **config,
+        }
+        self._from_beginning = str(conf["auto.offset.reset"]) in ("earliest", "smallest",
+                                                                     "beginning")
+        self._c: Consumer = _build(Consumer, conf, "consumer")
+        self._consume = self._c.consume
+        # Watermarks and start offsets looked up at the broker, with the time of the lookup.
+        self._queried: dict[tuple[str, int], tuple[float, int]] = {}
+        self._start: dict[tuple[str, int], int] = {}
+        # The later rebalance issue passes on_assign/on_revoke here.
+        self._c.subscribe(topics)
+
+    def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        try:
+            msgs = self._consume(num_messages=max_records, timeout=timeout_s)
+        except KafkaException as exc:
+            raise KafkaUnavailable(f"Kafka consumer failed: {exc}") from exc
+        out: list[Record] = []
+        append = out.append
+        for m in msgs:
+            err = m.error()
+            if err is None:
+                append(Record(m.topic(), m.partition(), m.offset(), m.key(), m.value(),
+                              m.timestamp()[1]))
+            elif err.fatal():
+                raise KafkaUnavailable(f"Kafka consumer failed fatally: {err.str()}")
+            elif err.code() != KafkaError._PARTITION_EOF:
+                log.warning("kafka consumer: %s", err)
+        return out
+
+    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        if not offsets:  # an empty list would commit the current positions instead
+            return
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        try:
+            result = self._c.commit(offsets=tps, asynchronous=False)
+        except KafkaException as exc:
+            raise KafkaUnavailable(f"offset commit failed: {exc}") from exc
+        for tp in result or ():
+            if tp.error is not None:
+                raise KafkaUnavailable(f"offset commit failed for {tp.topic}[{tp.partition}]: "
+                                       f"{tp.error}")
+
+    def assignment(self) -> list[tuple[str, int]]:
+        return sorted((tp.topic, tp.partition) for tp in self._c.assignment())
+
+    def lag(self) -> int | None:
+        parts = self._c.assignment()
+        if not parts:
+            return None
+        total = 0
+        try:
+            positions = self._c.position(parts)
+            for tp in positions:
+                key = (tp.topic, tp.partition)
+                high = self._high(tp)
+                if high is None:
+                    return None
+                pos = tp.offset if tp.offset >= 0 else self._start_offset(tp, high)
+                if pos is None:
+                    return None
+                total += max(high - pos, 0)
+                if tp.offset >= 0:
+                    self._start.pop(key, None)
+        except KafkaException as exc:
+            log.debug("lag unavailable: %s", exc)
+            return None
+        return total
+
+    def _high(self, tp: TopicPartition) -> int | None:
+        """High watermark: from the last fetch response, else a broker query cached ~1 s."""
+        cached = self._c.get_watermark_offsets(tp, cached=True)
+        if cached is not None and cached[1] >= 0:
+            return int(cached[1])
+        key = (tp.topic, tp.partition)
+        hit = self._queried.get(key)
+        if hit is not None and time.monotonic() - hit[0] < WATERMARK_CACHE_S:
+            return hit[1]
+        wm = self._c.get_watermark_offsets(tp, timeout=1.0)
+        if wm is None:
+            return None
+        self._queried[key] = (time.monotonic(), int(wm[1]))
+        return int(wm[1])
+
+    def _start_offset(self, tp: TopicPartition, high: int) -> int | None:
+        """Where consumption of a not-yet-read partition starts: committed, else the reset."""
+        key = (tp.topic, tp.partition)
+        if key not in self._start:
+            got = self._c.committed([TopicPartition(tp.topic, tp.partition)], timeout=1.0)
+            offset = got[0].offset if got else OFFSET_INVALID
+            if offset < 0:
+                if not self._from_beginning:
+                    return high
+                wm = self._c.get_watermark_offsets(tp, timeout=1.0)
+                if wm is None:
+                    return None
+                offset = int(wm[0])
+            self._start[key] = offset
+        return self._start[key]
+
+    def close(self) -> None:
+        self._c.close()
+
+
+def create_topics(
+    bootstrap: str, topics: list[str], partitions: int, config: dict[str, str]
+) -> None:
+    admin: AdminClient = _build(AdminClient, _base(bootstrap), "admin")
+    existing = _list_topics(admin, bootstrap)
+    new = [NewTopic(t, num_partitions=partitions, config=config) for t in topics
+           if t not in existing]
+    if new:
+        futures = admin.create_topics(new, request_timeout=15.0)
+        for topic, fut in futures.items():
+            try:
+                fut.result(timeout=20.0)
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    continue
+                if err.code() in (KafkaError.INVALID_CONFIG, KafkaError.INVALID_PARTITIONS,
+                                  KafkaError.TOPIC_EXCEPTION,
+                                  KafkaError.INVALID_REPLICATION_FACTOR):
+                    raise ConfigError(f"cannot create topic {topic!r}: {err.str()}") from exc
+                raise KafkaUnavailable(f"cannot create topic {topic!r}: {err.str()}") from exc
+    # Creation is acknowledged by the controller; wait until the broker serves the topics.
+    deadline = time.monotonic() + 15.0
+    while True:
+        existing = _list_topics(admin, bootstrap)
+        if all(t in existing for t in topics):
+            break
+        if time.monotonic() > deadline:
+            raise KafkaUnavailable(f"topics {topics} were created but never showed up")
+        time.sleep(0.05)
+    for t in topics:
+        if t not in (n.topic for n in new) and existing[t] != partitions:
+            log.info("topic %s exists with %d partition(s); %d asked, left as is",
+                     t, existing[t], partitions)
+
+
+def _list_topics(admin: AdminClient, bootstrap: str) -> dict[str, int]:
+    try:
+        md = admin.list_topics(timeout=10.0)
+    except KafkaException as exc:
+        raise unreachable(bootstrap, str(exc)) from exc
+    return {name: len(t.partitions) for name, t in md.topics.items()
+            if t.error is None and t.partitions}
+
+
+def metadata_ok(bootstrap: str, timeout_s: float) -> bool:
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap,
+                            "logger": _RateLimitedLog(lib_log, every_s=1e9),
+                            "error_cb": lambda err: None}
+    admin = AdminClient(conf)
+    try:
+        admin.list_topics(timeout=timeout_s)
+    except KafkaException:
+        return False
+    return True

@@ -1,0 +1,303 @@
+"""The kafka-python implementation of the adapter: pure Python, slower, always installable."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import errors as kerr
+from kafka.admin import NewTopic
+from kafka.structs import OffsetAndMetadata
+
+from stream.errors import ConfigError, KafkaUnavailable
+from stream.kafka import Record
+from stream.kafka._common import WATERMARK_CACHE_S, throwaway_group, unreachable
+
+log = logging.getLogger("stream.kafka")
+
+# kafka-python logs every reconnect attempt at ERROR and rebalance chatter at WARNING. The
+# adapter reports an unreachable broker as KafkaUnavailable, so keep the library to real
+# errors and its connection layers (kafka.net in 3.x, kafka.conn/client_async in 2.x)
+# silent. A level the application already set is left alone.
+for _name, _level in (("kafka", logging.ERROR), ("kafka.net", logging.CRITICAL),
+                      ("kafka.conn", logging.CRITICAL),
+                      ("kafka.client_async", logging.CRITICAL)):
+    if logging.getLogger(_name).level == logging.NOTSET:
+        logging.getLogger(_name).setLevel(_level)
+
+_PRODUCER_DEFAULTS: dict[str, Any] = {
+    "linger_ms": 10,
+    "batch_size": 256 * 1024,
+    "acks": "all",
+    "max_block_ms": 30_000,
+}
+_CONSUMER_DEFAULTS: dict[str, Any] = {
+    "enable_auto_commit": False,
+    "fetch_max_wait_ms": 100,
+}
+# librdkafka names that are not just kafka-python's name with dots for underscores.
+_RENAMES = {
+    "compression.codec": "compression_type",
+    "message.max.bytes": "max_request_size",
+    "queue.buffering.max.ms": "linger_ms",
+    "fetch.wait.max.ms": "fetch_max_wait_ms",
+    "sasl.mechanisms": "sasl_mechanism",
+    "sasl.username": "sasl_plain_username",
+    "sasl.password": "sasl_plain_password",
+    "ssl.ca.location": "ssl_cafile",
+    "ssl.certificate.location": "ssl_certfile",
+    "ssl.key.location": "ssl_keyfile",
+}
+_IGNORED = {"bootstrap.servers", "bootstrap_servers"}
+
+
+def translate(config: Mapping[str, Any], known: Mapping[str, Any]) -> dict[str, Any]:
+    """confluent-style settings -> kafka-python keywords; unknown ones are a ConfigError.
+
+    String values from the environment or the CLI ("10", "true") become the int or bool
+    kafka-python expects when its default has that type.
+    """
+    out: dict[str, Any] = {}
+    for name, value in config.items():
+        if name in _IGNORED:
+            continue
+        key = _RENAMES.get(name, name.replace(".", "_"))
+        if key not in known:
+            raise ConfigError(
+                f"kafka-python has no setting {name!r}; Kafka client settings are "
+                f"client-specific (use --kafka-client confluent for librdkafka settings)"
+            )
+        default = known[key]
+        if isinstance(value, str):
+            if isinstance(default, bool):
+                if value.lower() not in ("true", "false"):
+                    raise ConfigError(f"Kafka setting {name!r} must be true or false, got "
+                                      f"{value!r}")
+                value = value.lower() == "true"
+            elif isinstance(default, int) or key == "acks":
+                try:
+                    value = int(value)
+                except ValueError:
+                    if key != "acks":
+                        raise ConfigError(
+                            f"Kafka setting {name!r} must be an integer, got {value!r}"
+                        ) from None
+        out[key] = value
+    return out
+
+
+def _build(cls: type[Any], bootstrap: str, conf: dict[str, Any], *topics: str) -> Any:
+    try:
+        return cls(*topics, bootstrap_servers=bootstrap.split(","), **conf)
+    except (kerr.KafkaConfigurationError, TypeError, ValueError, AssertionError) as exc:
+        raise ConfigError(f"invalid kafka-python setting: {exc}") from exc
+    except kerr.KafkaError as exc:  # NoBrokersAvailable (2.x), bootstrap timeouts (3.x)
+        raise unreachable(bootstrap, str(exc) or type(exc).__name__) from exc
+
+
+class KafkaPythonProducer:
+    def __init__(self, bootstrap: str, config: dict[str, Any]) -> None:
+        self._bootstrap = bootstrap
+        conf = {**_PRODUCER_DEFAULTS, **translate(config, KafkaProducer.DEFAULT_CONFIG)}
+        self._p: KafkaProducer = _build(KafkaProducer, bootstrap, conf)
+        self._send = self._p.send
+        self._failed = 0
+        self._first_failure = ""
+
+    def _on_error(self, exc: BaseException) -> None:
+        self._failed += 1
+        if not self._first_failure:
+            self._first_failure = f"{type(exc).__name__}: {exc}"
+
+    def _check(self) -> None:
+        if self._failed:
+            raise KafkaUnavailable(
+                f"{self._failed} message(s) could not be delivered to Kafka at "
+                f"{self._bootstrap}; first: {self._first_failure}"
+            )
+
+    def send(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+        if self._failed:
+            self._check()
+        try:
+            self._send(topic, value=value, key=key).add_errback(self._on_error)
+        except kerr.KafkaTimeoutError as exc:
+            raise unreachable(self._bootstrap, f"send blocked too long: {exc}") from exc
+        except kerr.KafkaError as exc:
+            raise KafkaUnavailable(f"cannot send to {topic}: {exc}") from exc
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        try:
+            self._p.flush(timeout=timeout_s)
+        except kerr.KafkaTimeoutError as exc:
+            self._check()
+            raise unreachable(
+                self._bootstrap, f"messages still undelivered after {timeout_s:g} s"
+            ) from exc
+        self._check()
+
+    def close(self) -> None:
+        self._p.close(timeout=5.0)
+
+
+class KafkaPythonConsumer:
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: list[str],
+        group: str | None,
+        from_beginning: bool,
+        config: dict[str, Any],
+    ) -> None:
+        self._bootstrap = bootstrap
+        conf = {
+            **_CONSUMER_DEFAULTS,
+            "group_id": group or throwaway_group(),
+            "auto_offset_reset": "earliest" if from_beginning else "latest",
+            **translate(config, KafkaConsumer.DEFAULT_CONFIG),
+        }
+        self._c: KafkaConsumer = _build(KafkaConsumer, bootstrap, conf)
+        self._queried: dict[TopicPartition, tuple[float, int]] = {}
+        # The later rebalance issue passes a ConsumerRebalanceListener here.
+        self._c.subscribe(topics)
+
+    def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        try:
+            batches = self._c.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        except kerr.KafkaError as exc:
+            if getattr(exc, "retriable", False):
+                log.warning("kafka consumer: %s", exc)
+                return []
+            raise KafkaUnavailable(f"Kafka consumer failed: {exc}") from exc
+        out: list[Record] = []
+        for records in batches.values():
+            out.extend(
+                Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
+                for r in records
+            )
+        return out
+
+    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        if not offsets:  # commit() without offsets would commit the current positions
+            return
+        to_commit = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+                     for (t, p), o in offsets.items()}
+        try:
+            self._c.commit(to_commit)
+        except kerr.KafkaError as exc:
+            raise KafkaUnavailable(f"offset commit failed: {exc}") from exc
+
+    def assignment(self) -> list[tuple[str, int]]:
+        return sorted((tp.topic, tp.partition) for tp in self._c.assignment())
+
+    def lag(self) -> int | None:
+        parts = self._c.assignment()
+        if not parts:
+            return None
+        total = 0
+        try:
+            for tp in parts:
+                high = self._c.highwater(tp)
+                if high is None:
+                    high = self._queried_high(tp)
+                pos = self._c.position(tp, timeout_ms=1000)
+                if high is None or pos is None:
+                    return None
+                total += max(high - pos, 0)
+        except kerr.KafkaError as exc:
+            log.debug("lag unavailable: %s", exc)
+            return None
+        return total
+
+    def _queried_high(self, tp: TopicPartition) -> int | None:
+        hit = self._queried.get(tp)
+        if hit is not None and time.monotonic() - hit[0] < WATERMARK_CACHE_S:
+            return hit[1]
+        ends = self._c.end_offsets([tp], timeout_ms=1000)
+        if tp not in ends:
+            return None
+        self._queried[tp] = (time.monotonic(), int(ends[tp]))
+        return int(ends[tp])
+
+    def close(self) -> None:
+        self._c.close(autocommit=False)
+
+
+def _admin(bootstrap: str) -> KafkaAdminClient:
+    admin: KafkaAdminClient = _build(KafkaAdminClient, bootstrap, {"request_timeout_ms": 15_000})
+    return admin
+
+
+def create_topics(
+    bootstrap: str, topics: list[str], partitions: int, config: dict[str, str]
+) -> None:
+    admin = _admin(bootstrap)
+    try:
+        existing = _partition_counts(admin, topics)
+        created = []
+        for topic in topics:
+            if topic in existing:
+                if existing[topic] != partitions:
+                    log.info("topic %s exists with %d partition(s); %d asked, left as is",
+                             topic, existing[topic], partitions)
+                continue
+            new = NewTopic(topic, num_partitions=partitions, replication_factor=-1,
+                           topic_configs=dict(config))
+            try:
+                admin.create_topics([new], timeout_ms=15_000)
+            except kerr.TopicAlreadyExistsError:
+                continue
+            except (kerr.InvalidConfigurationError, kerr.InvalidPartitionsError,
+                    kerr.InvalidTopicError, kerr.InvalidReplicationFactorError) as exc:
+                raise ConfigError(f"cannot create topic {topic!r}: {exc}") from exc
+            except kerr.KafkaError as exc:
+                raise KafkaUnavailable(f"cannot create topic {topic!r}: {exc}") from exc
+            created.append(topic)
+        # Creation is acknowledged by the controller; wait until the broker serves them.
+        deadline = time.monotonic() + 15.0
+        while created and not set(created) <= _topic_names(admin):
+            if time.monotonic() > deadline:
+                raise KafkaUnavailable(f"topics {created} were created but never showed up")
+            time.sleep(0.05)
+    finally:
+        admin.close()
+
+
+def _topic_names(admin: KafkaAdminClient) -> set[str]:
+    try:
+        return set(admin.list_topics())
+    except kerr.KafkaError as exc:
+        raise KafkaUnavailable(f"cannot list topics: {exc}") from exc
+
+
+def _partition_counts(admin: KafkaAdminClient, topics: list[str]) -> dict[str, int]:
+    """Partition counts of those of ``topics`` that exist (a Metadata request naming a
+    missing topic could auto-create it, so only existing ones are described)."""
+    topics = sorted(set(topics) & _topic_names(admin))
+    if not topics:
+        return {}
+    try:
+        described = admin.describe_topics(topics)
+    except kerr.KafkaError as exc:
+        raise KafkaUnavailable(f"cannot describe topics {topics}: {exc}") from exc
+    return {d.get("name", d.get("topic")): len(d["partitions"]) for d in described
+            if d.get("error_code", 0) == 0 and d.get("partitions")}
+
+
+def metadata_ok(bootstrap: str, timeout_s: float) -> bool:
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","),
+                                 request_timeout_ms=int(timeout_s * 1000),
+                                 bootstrap_timeout_ms=int(timeout_s * 1000))
+    except kerr.KafkaError:
+        return False
+    try:
+        admin.list_topics()
+    except kerr.KafkaError:
+        return False
+    finally:
+        admin.close()
+    return True
