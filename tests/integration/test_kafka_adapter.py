@@ -1,0 +1,244 @@
+"""stream.kafka against a real broker, once per client (confluent-kafka and kafka-python)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+
+import pytest
+from confluent_kafka.admin import AdminClient, ConfigResource
+
+from stream.errors import ConfigError, KafkaUnavailable
+from stream.kafka import (
+    Consumer,
+    Record,
+    create_topics,
+    make_consumer,
+    make_producer,
+    wait_until_ready,
+)
+
+OTHER = {"confluent": "kafka-python", "kafka-python": "confluent"}
+
+
+def _poll_until(consumer: Consumer, n: int, timeout_s: float = 30.0) -> list[Record]:
+    """Exactly ``n`` records (never more: later polls ask only for what is missing)."""
+    got: list[Record] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < n and time.monotonic() < deadline:
+        got.extend(consumer.poll(n - len(got), 0.5))
+    assert len(got) == n, f"expected {n} records within {timeout_s} s, got {len(got)}"
+    return got
+
+
+def _produce(bootstrap: str, client: str, topic: str, n: int, *, start: int = 0) -> None:
+    producer = make_producer(bootstrap, client=client)
+    try:
+        for i in range(start, start + n):
+            producer.send(topic, f"value-{i}".encode(), key=f"veh-{i % 7}".encode())
+        producer.flush(30.0)
+    finally:
+        producer.close()
+
+
+def test_round_trip_with_keys(kafka_bootstrap: str, kafka_client: str, topic_name: str) -> None:
+    create_topics(kafka_bootstrap, [topic_name], partitions=3, client=kafka_client)
+    producer = make_producer(kafka_bootstrap, client=kafka_client)
+    sent = {(f"veh-{i % 7}".encode(), f"value-{i}".encode()) for i in range(60)}
+    before_ms = int(time.time() * 1000) - 60_000
+    for key, value in sorted(sent, key=lambda kv: int(kv[1].split(b"-")[1])):
+        producer.send(topic_name, value, key=key)
+    producer.send(topic_name, b"no-key")
+    producer.flush()
+    producer.close()
+
+    consumer = make_consumer(kafka_bootstrap, [topic_name], group=None, client=kafka_client)
+    try:
+        got = _poll_until(consumer, 61)
+        assert consumer.poll(10, 0.5) == []
+    finally:
+        consumer.close()
+
+    assert {(r.key, r.value) for r in got if r.key is not None} == sent
+    assert [r.value for r in got if r.key is None] == [b"no-key"]
+    assert {r.topic for r in got} == {topic_name}
+    assert all(before_ms < r.timestamp_ms < before_ms + 120_000 for r in got)
+    partition_of: dict[bytes | None, set[int]] = {}
+    for r in got:
+        partition_of.setdefault(r.key, set()).add(r.partition)
+    assert all(len(p) == 1 for p in partition_of.values()), "a key spread over partitions"
+    for p in {r.partition for r in got}:  # offsets dense and ordered within a partition
+        offsets = [r.offset for r in got if r.partition == p]
+        assert offsets == list(range(len(offsets)))
+        values = [int(r.value.split(b"-")[1]) for r in got if r.partition == p and r.key]
+        assert values == sorted(values)
+
+
+def test_both_clients_put_a_key_on_the_same_partition(
+    kafka_bootstrap: str, kafka_client: str, topic_name: str
+) -> None:
+    create_topics(kafka_bootstrap, [topic_name], partitions=4, client=kafka_client)
+    _produce(kafka_bootstrap, kafka_client, topic_name, 28)
+    _produce(kafka_bootstrap, OTHER[kafka_client], topic_name, 28, start=28)
+    consumer = make_consumer(kafka_bootstrap, [topic_name], group=None, client=kafka_client)
+    try:
+        got = _poll_until(consumer, 56)
+    finally:
+        consumer.close()
+    partitions: dict[bytes | None, set[int]] = {}
+    for r in got:
+        partitions.setdefault(r.key, set()).add(r.partition)
+    assert len(partitions) == 7
+    assert all(len(p) == 1 for p in partitions.values()), partitions
+    assert len({next(iter(p)) for p in partitions.values()}) > 1  # keys do spread
+
+
+def test_commit_then_same_group_resumes_after_committed_offset(
+    kafka_bootstrap: str, kafka_client: str, topic_name: str
+) -> None:
+    _produce(kafka_bootstrap, kafka_client, topic_name, 20)
+    group = f"g-{topic_name}"
+    first = make_consumer(kafka_bootstrap, [topic_name], group=group, client=kafka_client)
+    try:
+        got = _poll_until(first, 12)
+        first.commit({(topic_name, 0): got[11].offset + 1})
+        first.commit({})  # nothing to commit: must not commit the current position
+    finally:
+        first.close()
+
+    second = make_consumer(kafka_bootstrap, [topic_name], group=group, client=kafka_client)
+    try:
+        rest = _poll_until(second, 8)
+        assert second.poll(10, 0.5) == []
+        assert second.assignment() == [(topic_name, 0)]
+    finally:
+        second.close()
+    assert [r.offset for r in rest] == list(range(12, 20))
+    assert [r.value for r in rest] == [f"value-{i}".encode() for i in range(12, 20)]
+
+
+def test_from_beginning_false_skips_the_backlog(
+    kafka_bootstrap: str, kafka_client: str, topic_name: str
+) -> None:
+    _produce(kafka_bootstrap, kafka_client, topic_name, 5)
+    consumer = make_consumer(
+        kafka_bootstrap, [topic_name], group=None, client=kafka_client, from_beginning=False
+    )
+    producer = make_producer(kafka_bootstrap, client=kafka_client)
+    try:
+        # "latest" is resolved asynchronously after assignment: send probes until one
+        # arrives, so the consumer is known to be live before the real messages go out.
+        got: list[Record] = []
+        deadline = time.monotonic() + 30
+        while not got and time.monotonic() < deadline:
+            producer.send(topic_name, b"probe")
+            producer.flush()
+            got = consumer.poll(10, 0.5)
+        producer.send(topic_name, b"after-1")
+        producer.send(topic_name, b"after-2")
+        producer.flush()
+        while b"after-2" not in [r.value for r in got] and time.monotonic() < deadline:
+            got.extend(consumer.poll(10, 0.5))
+    finally:
+        producer.close()
+        consumer.close()
+    values = [r.value for r in got]
+    assert values[-2:] == [b"after-1", b"after-2"]
+    assert set(values[:-2]) == {b"probe"}, values
+
+
+def test_lag_reports_the_backlog(kafka_bootstrap: str, kafka_client: str, topic_name: str) -> None:
+    create_topics(kafka_bootstrap, [topic_name], partitions=2, client=kafka_client)
+    _produce(kafka_bootstrap, kafka_client, topic_name, 100)
+    consumer = make_consumer(kafka_bootstrap, [topic_name], group=None, client=kafka_client)
+    try:
+        _poll_until(consumer, 40)
+        assert len(consumer.assignment()) == 2
+        assert consumer.lag() == 60
+        _poll_until(consumer, 60)
+        assert consumer.lag() == 0
+    finally:
+        consumer.close()
+
+
+def test_lag_after_resuming_from_a_commit(
+    kafka_bootstrap: str, kafka_client: str, topic_name: str
+) -> None:
+    _produce(kafka_bootstrap, kafka_client, topic_name, 30)
+    group = f"g-{topic_name}"
+    first = make_consumer(kafka_bootstrap, [topic_name], group=group, client=kafka_client)
+    try:
+        _poll_until(first, 1)
+        first.commit({(topic_name, 0): 10})
+    finally:
+        first.close()
+    second = make_consumer(kafka_bootstrap, [topic_name], group=group, client=kafka_client)
+    try:
+        got = _poll_until(second, 1)
+        assert got[0].offset == 10
+        assert second.lag() == 19
+    finally:
+        second.close()
+
+
+def test_create_topics_is_idempotent_and_sets_partitions_and_config(
+    kafka_bootstrap: str, kafka_client: str, new_topic: Callable[[str], str]
+) -> None:
+    a, b = new_topic("a"), new_topic("b")
+    config = {"cleanup.policy": "compact"}
+    create_topics(kafka_bootstrap, [a, b], partitions=3, config=config, client=kafka_client)
+    create_topics(kafka_bootstrap, [a, b], partitions=3, config=config, client=kafka_client)
+    create_topics(kafka_bootstrap, [a], partitions=5, client=kafka_client)  # left as is
+
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    topics = admin.list_topics(timeout=10).topics
+    assert len(topics[a].partitions) == 3
+    assert len(topics[b].partitions) == 3
+    resource = ConfigResource(ConfigResource.Type.TOPIC, b)
+    described = admin.describe_configs([resource])[resource].result(timeout=10)
+    assert described["cleanup.policy"].value == "compact"
+
+
+def test_create_topics_rejects_a_bad_topic_config(
+    kafka_bootstrap: str, kafka_client: str, topic_name: str
+) -> None:
+    with pytest.raises(ConfigError, match=topic_name):
+        create_topics(kafka_bootstrap, [topic_name], config={"cleanup.policy": "sideways"},
+                      client=kafka_client)
+
+
+def test_wait_until_ready_returns_for_a_live_broker(
+    kafka_bootstrap: str, kafka_client: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRAJSTREAM_KAFKA_CLIENT", kafka_client)
+    wait_until_ready(kafka_bootstrap, timeout_s=10.0)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_wait_until_ready_fails_fast_on_a_closed_port() -> None:
+    bootstrap = f"127.0.0.1:{_closed_port()}"
+    started = time.monotonic()
+    with pytest.raises(KafkaUnavailable, match=f"cannot reach Kafka at {bootstrap}"):
+        wait_until_ready(bootstrap, timeout_s=1.0)
+    assert time.monotonic() - started < 3.0
+
+
+def test_producer_reports_an_unreachable_broker(kafka_client: str) -> None:
+    bootstrap = f"127.0.0.1:{_closed_port()}"
+    # kafka-python blocks in its constructor and send; bound those waits for the test.
+    config = {"bootstrap.timeout.ms": 1000} if kafka_client == "kafka-python" else {}
+    started = time.monotonic()
+    with pytest.raises(KafkaUnavailable, match="cannot reach Kafka"):
+        producer = make_producer(bootstrap, client=kafka_client, config=config)
+        try:
+            producer.send("nowhere", b"x")
+            producer.flush(1.0)
+        finally:
+            producer.close()
+    assert time.monotonic() - started < 10.0

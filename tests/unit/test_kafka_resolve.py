@@ -1,0 +1,132 @@
+"""Choosing the Kafka client and checking its settings; no broker involved."""
+
+from __future__ import annotations
+
+import pytest
+
+import stream.kafka as sk
+from stream.errors import ConfigError
+from stream.kafka._common import parse_bootstrap
+from stream.kafka._kafkapython import translate
+
+# A port nothing listens on: constructors below must fail on settings before any I/O.
+NOWHERE = "127.0.0.1:1"
+
+
+@pytest.fixture(autouse=True)
+def _no_client_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(sk.CLIENT_ENVVAR, raising=False)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("confluent", "confluent"),
+        ("confluent-kafka", "confluent"),
+        ("Confluent_Kafka", "confluent"),
+        ("kafka-python", "kafka-python"),
+        (" KAFKA_PYTHON ", "kafka-python"),
+    ],
+)
+def test_names_and_aliases(name: str, expected: str) -> None:
+    assert sk.resolve_client(name) == expected
+
+
+def test_none_prefers_confluent_when_importable() -> None:
+    assert sk.resolve_client(None) == "confluent"
+    assert sk.resolve_client("") == "confluent"
+
+
+def test_none_falls_back_to_kafka_python_without_confluent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sk, "_importable", lambda client: client != "confluent")
+    assert sk.resolve_client(None) == "kafka-python"
+    with pytest.raises(ConfigError, match="pip install confluent-kafka"):
+        sk.resolve_client("confluent")
+
+
+def test_environment_variable_decides_when_no_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(sk.CLIENT_ENVVAR, "kafka-python")
+    assert sk.resolve_client(None) == "kafka-python"
+    assert sk.resolve_client("confluent") == "confluent"  # an explicit name wins
+
+
+@pytest.mark.parametrize("name", ["librdkafka", "aiokafka", "kafka python"])
+def test_unknown_name_is_a_config_error_naming_the_choices(name: str) -> None:
+    with pytest.raises(ConfigError, match="expected one of confluent, kafka-python") as info:
+        sk.resolve_client(name)
+    assert repr(name) in str(info.value)
+
+
+def test_unknown_name_from_the_environment_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(sk.CLIENT_ENVVAR, "java")
+    with pytest.raises(ConfigError, match="'java'"):
+        sk.resolve_client(None)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("localhost:9092", [("localhost", 9092)]),
+        ("a:1, b:2", [("a", 1), ("b", 2)]),
+        ("[::1]:9092", [("::1", 9092)]),
+    ],
+)
+def test_parse_bootstrap(text: str, expected: list[tuple[str, int]]) -> None:
+    assert parse_bootstrap(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "localhost", ":9092", "host:port", "a:1,,b:2", "h:70000"])
+def test_parse_bootstrap_rejects(text: str) -> None:
+    with pytest.raises(ConfigError, match="bootstrap"):
+        parse_bootstrap(text)
+
+
+def test_translate_dotted_names_renames_and_string_values() -> None:
+    known = {"linger_ms": 0, "acks": 1, "enable_idempotence": False, "compression_type": None,
+             "client_id": "x"}
+    got = translate(
+        {"linger.ms": "20", "acks": "all", "enable.idempotence": "true",
+         "compression.codec": "gzip", "client.id": "me", "bootstrap.servers": "ignored:1"},
+        known,
+    )
+    assert got == {"linger_ms": 20, "acks": "all", "enable_idempotence": True,
+                   "compression_type": "gzip", "client_id": "me"}
+    assert translate({"acks": "-1"}, known) == {"acks": -1}
+
+
+@pytest.mark.parametrize(
+    ("config", "match"),
+    [
+        ({"queue.buffering.max.kbytes": 10}, "client-specific"),
+        ({"linger.ms": "soon"}, "integer"),
+        ({"enable.idempotence": "yes"}, "true or false"),
+    ],
+)
+def test_translate_rejects(config: dict[str, object], match: str) -> None:
+    known = {"linger_ms": 0, "enable_idempotence": False}
+    with pytest.raises(ConfigError, match=match):
+        translate(config, known)
+
+
+@pytest.mark.parametrize("client", sk.CLIENTS)
+def test_unknown_setting_fails_at_start_up(client: str) -> None:
+    with pytest.raises(ConfigError):
+        sk.make_producer(NOWHERE, client=client, config={"no.such.setting": 1})
+    with pytest.raises(ConfigError):
+        sk.make_consumer(NOWHERE, ["t"], group="g", client=client,
+                         config={"no.such.setting": 1})
+
+
+def test_factories_check_their_arguments_before_connecting() -> None:
+    with pytest.raises(ConfigError, match="bootstrap"):
+        sk.make_producer("no-port")
+    with pytest.raises(ConfigError, match="topics"):
+        sk.make_consumer(NOWHERE, [], group=None)
+    with pytest.raises(ConfigError, match="topics"):
+        sk.make_consumer(NOWHERE, "positions", group=None)
+    with pytest.raises(ConfigError, match="partitions"):
+        sk.create_topics(NOWHERE, ["t"], partitions=0)
