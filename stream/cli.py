@@ -68,6 +68,10 @@ def cli(log_level: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one clear error line and a non-zero exit instead of a traceback."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # numpy is not imported yet: keep BLAS single-threaded. The processor's matmuls are small
+    # (hundreds of rows); OpenBLAS threads cost more than they give and spin on busy CPUs
+    # (LSTM step 4x the CPU time with 2 threads on the 2-core reference machine).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
         cli.main(args=argv, prog_name="trajstream", standalone_mode=False)
     except click.exceptions.Abort:
