@@ -53,8 +53,10 @@ class SimConfig:
 
         if self.vehicles < 1:
             raise bad("vehicles", ">= 1", self.vehicles)
-        for name in ("duration_s", "warmup_s", "gps_sigma_m", "jitter_s", "late_max_s",
-                     "crash_hold_s", "near_miss_gap_m"):
+        if math.isnan(self.duration_s) or self.duration_s < 0:
+            raise bad("duration_s", ">= 0 (inf runs until stopped)", self.duration_s)
+        for name in ("warmup_s", "gps_sigma_m", "jitter_s", "late_max_s", "crash_hold_s",
+                     "near_miss_gap_m"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise bad(name, "a finite number >= 0", value)
@@ -85,7 +87,10 @@ class SimConfig:
         return 1.0 / self.hz
 
     @property
-    def n_ticks(self) -> int:
+    def n_ticks(self) -> int | None:
+        """Ticks to publish; None for a run without end (``duration_s`` inf)."""
+        if math.isinf(self.duration_s):
+            return None
         return int(round(self.duration_s * self.hz))
 
     def world_config(self) -> WorldConfig:

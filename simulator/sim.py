@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -26,8 +27,10 @@ class Tick:
 
 
 def iter_ticks(config: SimConfig) -> Iterator[Tick]:
-    """Run the simulation: ``config.n_ticks`` ticks at ``config.hz`` after an unpublished
-    warm-up that lets queues form; deterministic for a given config (seed included)."""
+    """Run the simulation: ``config.n_ticks`` ticks (endless if None) at ``config.hz`` after
+    an unpublished warm-up that lets queues form; deterministic for a given config (seed
+    included). The last tick also carries what was still held back: late messages and open
+    near-miss episodes."""
     engine_seed, sensor_seed = np.random.SeedSequence(config.seed).spawn(2)
     engine = Engine(config, np.random.default_rng(engine_seed))
     for _ in range(int(round(config.warmup_s * config.hz))):
@@ -36,8 +39,9 @@ def iter_ticks(config: SimConfig) -> Iterator[Tick]:
     truth = TruthTracker(near_miss_gap_m=config.near_miss_gap_m,
                          release_gap_m=config.near_miss_gap_m + 0.5)
     sensors = Sensors(config, np.random.default_rng(sensor_seed))
-    last = config.n_ticks - 1
-    for k in range(config.n_ticks):
+    last = -1 if config.n_ticks is None else config.n_ticks - 1
+    ticks = itertools.count() if config.n_ticks is None else range(config.n_ticks)
+    for k in ticks:
         r = engine.step()
         ts = round(config.start_ts + k * config.dt_s, 6)
         vx, vy = r.speed * np.cos(r.heading), r.speed * np.sin(r.heading)

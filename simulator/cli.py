@@ -1,0 +1,228 @@
+"""``trajstream simulate`` and ``trajstream replay``."""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from simulator.config import DEFAULT_START_TS, SimConfig
+from simulator.publish import JsonlSink, KafkaSink, Pacer, Progress, ReplayFile, Sink
+from stream.errors import ConfigError
+
+_FRACTION = click.FloatRange(0.0, 1.0)
+_NON_NEGATIVE = click.FloatRange(min=0.0)
+
+
+def _opt(*names: str, env: str, **kw: Any) -> Callable[[Any], Any]:
+    return click.option(*names, envvar=f"TRAJSTREAM_{env}", show_envvar=True,
+                        show_default=True, **kw)
+
+
+def _kafka_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    opts = [
+        _opt("--topic", env="POSITIONS_TOPIC", default="vehicle-positions",
+             help="Kafka topic of the positions (keyed by vehicle_id)."),
+        _opt("--kafka-client", env="KAFKA_CLIENT", default=None,
+             type=click.Choice(["confluent", "kafka-python"]),
+             help="Kafka client library [default: confluent-kafka when installed]."),
+        _opt("--kafka-timeout", env="KAFKA_TIMEOUT_S", default=10.0, type=_NON_NEGATIVE,
+             help="Seconds to wait for the broker at start-up before giving up."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+@contextmanager
+def _stop_on_sigterm() -> Iterator[threading.Event]:
+    """SIGTERM (docker stop) ends the run cleanly: what was produced is flushed."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    old = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@_opt("--vehicles", env="VEHICLES", default=200, type=click.IntRange(min=1),
+      help="Vehicles present at any time (those that leave are replaced).")
+@_opt("--duration", env="DURATION", default=60.0, type=_NON_NEGATIVE,
+      help="Simulated seconds to publish; 0 runs until stopped.")
+@_opt("--hz", env="HZ", default=10.0, type=click.FloatRange(0.0, 1000.0, min_open=True),
+      help="Position updates per vehicle and second.")
+@_opt("--seed", env="SEED", default=0, type=click.IntRange(min=0),
+      help="Random seed; the same seed and options give byte-identical output.")
+@_opt("--reckless", env="RECKLESS", default=SimConfig.reckless_fraction, type=_FRACTION,
+      help="Fraction of reckless drivers (red lights, no yielding, distraction, cut-ins, "
+           "drifting); 0 gives collision-free traffic.")
+@_opt("--gps-sigma", env="GPS_SIGMA_M", default=SimConfig.gps_sigma_m, type=_NON_NEGATIVE,
+      help="GPS noise, standard deviation per axis (m).")
+@_opt("--drop-rate", env="DROP_RATE", default=SimConfig.drop_rate,
+      type=click.FloatRange(0.0, 1.0, max_open=True), help="Fraction of messages lost.")
+@_opt("--jitter", env="JITTER_S", default=SimConfig.jitter_s, type=_NON_NEGATIVE,
+      help="Timestamp jitter, uniform within +- this (s); under half a tick.")
+@_opt("--late-fraction", env="LATE_FRACTION", default=SimConfig.late_fraction, type=_FRACTION,
+      help="Fraction of messages published late, after newer ones (out of order).")
+@_opt("--duplicate-fraction", env="DUPLICATE_FRACTION", default=SimConfig.duplicate_fraction,
+      type=_FRACTION, help="Fraction of messages published twice.")
+@_opt("--clean", env="CLEAN", is_flag=True, default=False,
+      help="No sensor effects: exact positions, every tick, in order.")
+@_opt("--positions-only", env="POSITIONS_ONLY", is_flag=True, default=False,
+      help="Omit speed and heading (the processor then estimates them).")
+@_opt("--out", env="SIM_OUT", default=None, type=click.Path(dir_okay=False, allow_dash=True),
+      help="Write positions to this JSONL file ('-' for stdout) instead of Kafka.")
+@_opt("--bootstrap", env="BOOTSTRAP", default=None, metavar="HOST:PORT",
+      help="Kafka bootstrap servers to publish to.")
+@_kafka_options
+@_opt("--truth", env="SIM_TRUTH", default=None, type=click.Path(dir_okay=False),
+      help="Write ground truth (every collision and near miss) to this JSONL file.")
+@_opt("--pace/--no-pace", env="PACE", default=True,
+      help="Publish in real time, or as fast as possible (event times are the same).")
+@_opt("--start-ts", env="START_TS", default=DEFAULT_START_TS, type=_NON_NEGATIVE,
+      help="Event time of the first tick (s since the epoch).")
+@_opt("--grid", env="SIM_GRID", default=0, type=click.IntRange(0, 60),
+      help="Junctions per side of the city grid; 0 sizes it for --vehicles.")
+@_opt("--lanes", env="SIM_LANES", default=2, type=click.IntRange(1, 4),
+      help="Lanes per direction.")
+def simulate(**kw: Any) -> None:
+    """Generate city traffic and publish vehicle positions to Kafka or a JSONL file.
+
+    A grid of signalised junctions; drivers follow the IDM, queue, turn and change lanes; a
+    fraction of reckless drivers causes real near misses and collisions, recorded with
+    --truth. Sensor realism (GPS noise, drops, jitter, late and duplicate messages) is on
+    unless --clean.
+    """
+    ctx = click.get_current_context()
+    out, bootstrap = kw["out"], kw["bootstrap"]
+    if out is not None and bootstrap is not None:
+        if ctx.get_parameter_source("bootstrap") is click.core.ParameterSource.ENVIRONMENT:
+            bootstrap = None  # an explicit --out wins over the environment's broker
+        else:
+            raise click.UsageError("give either --out FILE or --bootstrap HOST:PORT, not both")
+    if out is None and bootstrap is None:
+        raise click.UsageError("give --out FILE or --bootstrap HOST:PORT (or "
+                               "TRAJSTREAM_BOOTSTRAP)")
+    duration = kw["duration"] if kw["duration"] > 0 else math.inf
+    try:
+        config = SimConfig(
+            vehicles=kw["vehicles"], duration_s=duration, hz=kw["hz"], seed=kw["seed"],
+            reckless_fraction=kw["reckless"], gps_sigma_m=kw["gps_sigma"],
+            drop_rate=kw["drop_rate"], jitter_s=kw["jitter"], late_fraction=kw["late_fraction"],
+            duplicate_fraction=kw["duplicate_fraction"], clean=kw["clean"],
+            positions_only=kw["positions_only"], start_ts=kw["start_ts"], grid_n=kw["grid"],
+            lanes=kw["lanes"],
+        )
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    truth_sink = JsonlSink(kw["truth"]) if kw["truth"] else None
+    sink: Sink
+    if out is not None:
+        sink = JsonlSink(out)
+    else:
+        sink = KafkaSink(bootstrap, kw["topic"], client=kw["kafka_client"],
+                         ready_timeout_s=kw["kafka_timeout"])
+    run_simulation(config, sink, truth_sink, pace=kw["pace"])
+
+
+def run_simulation(config: SimConfig, sink: Sink, truth_sink: Sink | None = None, *,
+                   pace: bool = True, progress: Progress | None = None) -> dict[str, int]:
+    """Publish a whole run; returns message and event counts. Closes the sinks."""
+    from simulator import iter_ticks
+
+    progress = progress or Progress("simulate")
+    pacer = Pacer() if pace else None
+    counts = {"messages": 0, "collisions": 0, "near_misses": 0}
+    try:
+        with _stop_on_sigterm() as stop:
+            for tick in iter_ticks(config):
+                if stop.is_set():
+                    break
+                if pacer is not None:
+                    pacer.wait(tick.ts)
+                sink.write(tick.messages)
+                counts["messages"] += len(tick.messages)
+                if tick.truth:
+                    for event in tick.truth:
+                        key = "collisions" if event["type"] == "collision" else "near_misses"
+                        counts[key] += 1
+                    if truth_sink is not None:
+                        truth_sink.write([(b"", orjson.dumps(e)) for e in tick.truth])
+                progress.update(len(tick.messages), vehicles=tick.vehicles,
+                                collisions=counts["collisions"],
+                                near_misses=counts["near_misses"])
+    finally:
+        progress.close()
+        try:
+            sink.close()
+        finally:
+            if truth_sink is not None:
+                truth_sink.close()
+    return counts
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_opt("--bootstrap", env="BOOTSTRAP", required=True, metavar="HOST:PORT",
+      help="Kafka bootstrap servers to publish to.")
+@_kafka_options
+@_opt("--speed", env="SPEED", default=1.0,
+      type=click.FloatRange(0.0, 1e6, min_open=True),
+      help="Replay this many times faster than the recorded event times.")
+@_opt("--pace/--no-pace", env="PACE", default=True,
+      help="Pace by the recorded event times, or publish as fast as possible.")
+def replay(file: Path, bootstrap: str, topic: str, kafka_client: str | None,
+           kafka_timeout: float, speed: float, pace: bool) -> None:
+    """Publish a recorded positions JSONL file to Kafka, keyed by vehicle_id.
+
+    Lines are published byte for byte in file order; malformed lines are skipped and
+    counted.
+    """
+    sink = KafkaSink(bootstrap, topic, client=kafka_client, ready_timeout_s=kafka_timeout)
+    records = ReplayFile(file)
+    published = replay_records(records, sink, Pacer(speed) if pace else None)
+    click.echo(f"trajstream replay: published {published} messages to {topic}; "
+               f"skipped {records.malformed} malformed lines", err=True)
+
+
+def replay_records(records: ReplayFile, sink: Sink, pacer: Pacer | None,
+                   batch: int = 500) -> int:
+    """Send every record (in batches when unpaced); returns how many. Closes the sink."""
+    progress = Progress("replay")
+    sent = 0
+    pending: list[tuple[bytes, bytes]] = []
+    try:
+        with _stop_on_sigterm() as stop:
+            for ts, key, value in records:
+                if stop.is_set():
+                    break
+                if pacer is not None:
+                    pacer.wait(ts)
+                    sink.write([(key, value)])
+                    sent += 1
+                    progress.update(1, malformed=records.malformed)
+                    continue
+                pending.append((key, value))
+                if len(pending) >= batch:
+                    sink.write(pending)
+                    sent += len(pending)
+                    progress.update(len(pending), malformed=records.malformed)
+                    pending = []
+            sink.write(pending)
+            sent += len(pending)
+    finally:
+        progress.close()
+        sink.close()
+    return sent
+

@@ -1,0 +1,171 @@
+"""Where positions go (a JSONL file or a Kafka topic), pacing, progress, and replay input.
+
+Sinks take batches of (key, value) messages; the Kafka sink keys every message by vehicle id
+so one vehicle's positions stay in order within its partition.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Protocol
+
+import orjson
+
+from simulator.messages import Message
+from stream.errors import ConfigError
+
+
+class Sink(Protocol):
+    def write(self, messages: list[Message]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class JsonlSink:
+    """One JSON value per line; ``-`` is standard output."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path == "-":
+            self._file: IO[bytes] = sys.stdout.buffer
+            self._owned = False
+        else:
+            try:
+                self._file = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+            except OSError as exc:
+                raise ConfigError(f"cannot write {self.path}: {exc.strerror}") from exc
+            self._owned = True
+
+    def write(self, messages: list[Message]) -> None:
+        if messages:
+            self._file.write(b"\n".join(v for _, v in messages) + b"\n")
+
+    def close(self) -> None:
+        if self._owned:
+            self._file.close()
+        else:
+            self._file.flush()
+
+
+class KafkaSink:
+    """Messages to ``topic`` keyed by vehicle id, through the project's Kafka adapter."""
+
+    def __init__(self, bootstrap: str, topic: str, *, client: str | None = None,
+                 ready_timeout_s: float = 10.0) -> None:
+        from stream import kafka
+
+        kafka.wait_until_ready(bootstrap, timeout_s=ready_timeout_s)
+        kafka.create_topics(bootstrap, [topic], client=client)
+        self.topic = topic
+        self._producer = kafka.make_producer(bootstrap, client=client)
+
+    def write(self, messages: list[Message]) -> None:
+        send, topic = self._producer.send, self.topic
+        for key, value in messages:
+            send(topic, value, key)
+
+    def close(self) -> None:
+        try:
+            self._producer.flush()
+        finally:
+            self._producer.close()
+
+
+class Pacer:
+    """Sleeps so that event time advances ``speed`` times as fast as the wall clock.
+
+    The first event time seen is aligned with now; an event time behind schedule (a late
+    message, a slow consumer) returns at once, so the pace never drifts but never bursts.
+    """
+
+    def __init__(self, speed: float = 1.0, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if not speed > 0 or not math.isfinite(speed):
+            raise ConfigError(f"speed must be a finite number > 0, got {speed!r}")
+        self.speed = speed
+        self._clock, self._sleep = clock, sleep
+        self._origin: tuple[float, float] | None = None
+
+    def wait(self, event_ts: float) -> None:
+        now = self._clock()
+        if self._origin is None:
+            self._origin = (event_ts, now)
+            return
+        ts0, wall0 = self._origin
+        delay = wall0 + (event_ts - ts0) / self.speed - now
+        if delay > 0.0005:
+            self._sleep(delay)
+
+
+class Progress:
+    """A live status line on a terminal (rate, vehicles, conflicts); silent otherwise."""
+
+    def __init__(self, label: str, stream: IO[str] | None = None, interval_s: float = 0.5,
+                 enabled: bool | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.label = label
+        self.interval_s = interval_s
+        self.messages = 0
+        self._t0 = self._last = time.monotonic()
+        self._last_count = 0
+        self._shown = False
+
+    def update(self, messages: int, **fields: object) -> None:
+        self.messages += messages
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self._last < self.interval_s:
+            return
+        rate = (self.messages - self._last_count) / (now - self._last)
+        self._last, self._last_count = now, self.messages
+        extra = "  ".join(f"{v} {k.replace('_', ' ')}" for k, v in fields.items())
+        line = f"\r{self.label}: {self.messages:,} msgs  {rate:,.0f} msg/s  {extra}"
+        self.stream.write(line[:200] + "\x1b[K")
+        self.stream.flush()
+        self._shown = True
+
+    def close(self) -> None:
+        if self._shown:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class ReplayFile:
+    """Records of a positions JSONL file: (event time, key, the line's exact bytes).
+
+    A line that is not a JSON object with a non-empty string ``vehicle_id`` and a finite
+    numeric ``ts`` is skipped and counted in ``malformed``; blank lines are ignored.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.malformed = 0
+
+    def __iter__(self) -> Iterator[tuple[float, bytes, bytes]]:
+        try:
+            f = self.path.open("rb")
+        except OSError as exc:
+            raise ConfigError(f"cannot read {self.path}: {exc.strerror}") from exc
+        loads = orjson.loads
+        with f:
+            for raw in f:
+                line = raw.rstrip(b"\r\n")
+                if not line.strip():
+                    continue
+                try:
+                    rec = loads(line)
+                    vid, ts = rec["vehicle_id"], rec["ts"]
+                    ok = (isinstance(vid, str) and vid != "" and isinstance(ts, int | float)
+                          and not isinstance(ts, bool) and math.isfinite(ts))
+                except (orjson.JSONDecodeError, TypeError, KeyError):
+                    ok = False
+                if not ok:
+                    self.malformed += 1
+                    continue
+                yield float(ts), vid.encode(), line
