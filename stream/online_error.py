@@ -70,6 +70,7 @@ class OnlineError:
             setattr(self, name, new)
 
         grow("anchor_ts", (capacity, r), np.nan, np.float64)
+        grow("next_due", (capacity,), np.inf, np.float64)  # earliest unscored target time
         grow("last_anchor_ts", (capacity,), -np.inf, np.float64)
         grow("head", (capacity,), 0, np.int64)
         grow("scored", (capacity, r, h), False, bool)
@@ -84,6 +85,12 @@ class OnlineError:
         self.anchor_ts[slots] = np.nan
         self.last_anchor_ts[slots] = -np.inf
         self.scored[slots] = False
+        self.next_due[slots] = np.inf
+
+    def _refresh_due(self, slots: np.ndarray) -> None:
+        target = self.anchor_ts[slots][:, :, None] + self.horizons_s
+        target = np.where(self.scored[slots] | np.isnan(target), np.inf, target)
+        self.next_due[slots] = target.min(axis=(1, 2))
 
     def observe(
         self, slots: np.ndarray, ts: np.ndarray, x: np.ndarray, y: np.ndarray, dt: np.ndarray
@@ -95,19 +102,25 @@ class OnlineError:
         """
         if slots.size == 0 or not self.horizons:
             return []
-        tol = np.minimum(0.5 * dt, self.max_tolerance_s) + _EPS_S
-        ats = self.anchor_ts[slots]  # (n, R)
-        target = ats[:, :, None] + self.horizons_s  # (n, R, H)
+        # Only vehicles with a target due by now need the full (rows, R, H) check.
+        near = np.flatnonzero(ts >= self.next_due[slots] - self.max_tolerance_s - _EPS_S)
+        if near.size == 0:
+            return []
+        slots, ts, x, y, dt = slots[near], ts[near], x[near], y[near], dt[near]
+        tol = (np.minimum(0.5 * dt, self.max_tolerance_s) + _EPS_S)[:, None, None]
+        target = self.anchor_ts[slots][:, :, None] + self.horizons_s  # (n, R, H)
+        open_ = ~self.scored[slots]
         with np.errstate(invalid="ignore"):
-            hit = np.abs(ts[:, None, None] - target) <= tol[:, None, None]
+            hit = (np.abs(ts[:, None, None] - target) <= tol) & open_
+            passed = (ts[:, None, None] - target > tol) & open_  # missed for good
         hit &= (dt > 0)[:, None, None]
-        hit &= ~self.scored[slots]
+        self.scored[slots] |= hit | passed
+        self._refresh_due(slots)
         rows = np.flatnonzero(hit.any(axis=(1, 2)))
         if rows.size == 0:
             return []
         hit = hit[rows]
         rs = slots[rows]
-        self.scored[rs] |= hit
         pred = self.pred[rs]  # (k, M, R, H, 2)
         dx = pred[..., 0] - x[rows, None, None, None]
         dy = pred[..., 1] - y[rows, None, None, None]
@@ -140,6 +153,7 @@ class OnlineError:
         self.scored[slots, pos] = False
         for mi, p in enumerate(paths):
             self.pred[slots, mi, pos] = p[:, self.point_index]
+        self._refresh_due(slots)
 
     def mean_m(self) -> dict[tuple[str, str], float]:
         """Mean error so far per (model, horizon); NaN where nothing was scored yet."""
