@@ -131,15 +131,17 @@ class Engine:
         return int(self.st["vid"].shape[0])
 
     def _initial_fill(self) -> None:
-        """Scatter the target number of vehicles over the link lanes, standing still."""
+        """Spread the target number of vehicles evenly (with jitter) over the link lanes,
+        standing still; the warm-up turns this into traffic."""
         w, n = self.world, self.config.vehicles
         links = w.link_segs
         usable = np.maximum(w.seg_length[links] - 40.0, 0.0)
-        seg = self.rng.choice(links, size=n, p=usable / usable.sum())
-        s = 10.0 + self.rng.uniform(0.0, 1.0, n) * (w.seg_length[seg] - 40.0)
-        order = np.lexsort((s, seg))
-        seg, s = seg[order], s[order]
-        too_close = np.r_[False, (seg[1:] == seg[:-1]) & (s[1:] - s[:-1] < 10.0)]
+        ends = np.cumsum(usable)
+        u = (np.arange(n) + self.rng.uniform(0.0, 0.5, n)) * (ends[-1] / n)
+        k = np.minimum(np.searchsorted(ends, u, side="right"), links.shape[0] - 1)
+        s = 10.0 + u - (ends[k] - usable[k])
+        seg = links[k]
+        too_close = np.r_[False, (seg[1:] == seg[:-1]) & (s[1:] - s[:-1] < 7.0)]
         self._add(seg[~too_close], s[~too_close], np.zeros(int((~too_close).sum())))
 
     def _add(self, seg: np.ndarray, s: np.ndarray, v: np.ndarray) -> None:
