@@ -1,0 +1,160 @@
+"""`trajstream simulate` and `trajstream replay` against a real broker, with both clients."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+
+from stream.kafka import Record, create_topics, make_consumer
+
+REPO = Path(__file__).resolve().parents[2]
+TRAJSTREAM = str(REPO / ".venv" / "bin" / "trajstream")
+SCHEMA = {"vehicle_id": str, "ts": float, "x": float, "y": float, "speed": float,
+          "heading": float}
+
+
+def _run(*args: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAJSTREAM_")}
+    return subprocess.run([TRAJSTREAM, *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, check=False)
+
+
+def _consume(bootstrap: str, client: str, topic: str, n: int,
+             timeout_s: float = 60.0) -> list[Record]:
+    """Every record of the topic, expecting exactly ``n``."""
+    consumer = make_consumer(bootstrap, [topic], group=None, client=client)
+    got: list[Record] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(got) < n and time.monotonic() < deadline:
+            got.extend(consumer.poll(min(5000, n - len(got)), 0.5))
+        assert len(got) == n, f"expected {n} records, got {len(got)}"
+        assert consumer.poll(100, 1.0) == [], "more records than published"
+    finally:
+        consumer.close()
+    return got
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def test_simulate_publishes_keyed_positions_and_collisions_happen(
+    kafka_bootstrap: str, kafka_client: str, topic_name: str, tmp_path: Path
+) -> None:
+    create_topics(kafka_bootstrap, [topic_name], partitions=3, client=kafka_client)
+    common = ["--vehicles", "150", "--duration", "60", "--seed", "2", "--clean", "--no-pace"]
+    truth = tmp_path / "truth.jsonl"
+    res = _run("simulate", *common, "--bootstrap", kafka_bootstrap, "--topic", topic_name,
+               "--kafka-client", kafka_client, "--truth", str(truth))
+    assert res.returncode == 0, res.stderr
+    assert "msg/s" not in res.stderr and "\r" not in res.stderr, "no progress line off a tty"
+    reference = tmp_path / "positions.jsonl"  # the same run, to a file: same bytes
+    res = _run("simulate", *common, "--out", str(reference))
+    assert res.returncode == 0, res.stderr
+    expected = reference.read_bytes().splitlines()
+
+    got = _consume(kafka_bootstrap, kafka_client, topic_name, len(expected))
+    assert Counter(r.value for r in got) == Counter(expected)
+    last_ts: dict[bytes, float] = {}
+    for r in got:
+        rec = orjson.loads(r.value)
+        assert r.key == rec["vehicle_id"].encode()
+        assert set(rec) - {"length", "width"} == set(SCHEMA)
+        assert all(_number(rec[k]) for k in SCHEMA if k != "vehicle_id")
+        assert r.key is not None and rec["ts"] > last_ts.get(r.key, 0.0), "per-vehicle order"
+        last_ts[r.key] = rec["ts"]
+    events = [orjson.loads(line) for line in truth.read_bytes().splitlines()]
+    collisions = [e for e in events if e["type"] == "collision"]
+    assert len(collisions) >= 1, events
+    ids = {r.key for r in got}
+    assert all(e["vehicle_a"].encode() in ids and e["vehicle_b"].encode() in ids
+               for e in events)
+
+
+def test_replay_reads_back_identical_and_counts_malformed_lines(
+    kafka_bootstrap: str, kafka_client: str, topic_name: str, tmp_path: Path
+) -> None:
+    recorded = tmp_path / "recorded.jsonl"
+    res = _run("simulate", "--vehicles", "40", "--duration", "10", "--seed", "9", "--no-pace",
+               "--late-fraction", "0.05", "--duplicate-fraction", "0.02", "--out",
+               str(recorded))
+    assert res.returncode == 0, res.stderr
+    lines = recorded.read_bytes().splitlines()
+    bad = [b"garbage", b'{"vehicle_id": "veh-1"}', b"[1,2,3]", b'{"ts": 1, "x": 2}']
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_bytes(b"\n".join(lines[:100] + bad[:2] + lines[100:] + bad[2:]) + b"\n")
+
+    res = _run("replay", str(mixed), "--bootstrap", kafka_bootstrap, "--topic", topic_name,
+               "--kafka-client", kafka_client, "--no-pace")
+    assert res.returncode == 0, res.stderr
+    assert f"published {len(lines)} messages" in res.stderr
+    assert "skipped 4 malformed lines" in res.stderr
+
+    got = _consume(kafka_bootstrap, kafka_client, topic_name, len(lines))
+    assert [r.value for r in got] == lines, "one partition: same bytes, same order"
+    assert [r.key for r in got] == [orjson.loads(v)["vehicle_id"].encode() for v in lines]
+
+
+def test_replay_is_paced_by_event_time(kafka_bootstrap: str, topic_name: str,
+                                       tmp_path: Path) -> None:
+    path = tmp_path / "two-seconds.jsonl"
+    path.write_bytes(b"".join(
+        orjson.dumps({"vehicle_id": f"veh-{k % 3}", "ts": 1000.0 + k * 0.1, "x": k, "y": 0})
+        + b"\n" for k in range(21)))
+    started = time.monotonic()
+    res = _run("replay", str(path), "--bootstrap", kafka_bootstrap, "--topic", topic_name,
+               "--speed", "2")
+    elapsed = time.monotonic() - started
+    assert res.returncode == 0, res.stderr
+    assert "published 21 messages" in res.stderr
+    unpaced = time.monotonic()
+    assert _run("replay", str(path), "--bootstrap", kafka_bootstrap, "--topic", topic_name,
+                "--no-pace").returncode == 0
+    assert elapsed >= 1.0 + 0.8 * (time.monotonic() - unpaced) - 0.1, \
+        "2 s of event time at --speed 2 takes at least 1 s more than unpaced"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["simulate", "--vehicles", "-5", "--out", "-"], "--vehicles"),
+        (["simulate", "--hz", "0", "--out", "-"], "--hz"),
+        (["simulate", "--duration", "-1", "--out", "-"], "--duration"),
+        (["simulate", "--reckless", "1.5", "--out", "-"], "--reckless"),
+        (["simulate", "--duration", "1"], "--out FILE or --bootstrap"),
+        (["simulate", "--out", "/nonexistent-dir/x.jsonl"], "cannot write"),
+        (["simulate", "--jitter", "0.2", "--out", "-"], "jitter"),
+        (["replay", "/nonexistent-file.jsonl", "--bootstrap", "127.0.0.1:9"], "does not exist"),
+        (["simulate", "--bootstrap", "127.0.0.1:{port}", "--kafka-timeout", "2"],
+         "cannot reach Kafka"),
+        (["replay", "{file}", "--bootstrap", "127.0.0.1:{port}", "--kafka-timeout", "2"],
+         "cannot reach Kafka"),
+    ],
+)
+def test_bad_input_is_one_clear_error_line(args: list[str], says: str, tmp_path: Path) -> None:
+    file = tmp_path / "p.jsonl"
+    file.write_text('{"vehicle_id":"veh-1","ts":1.0,"x":0,"y":0}\n')
+    port = str(_free_port())
+    res = _run(*[a.replace("{port}", port).replace("{file}", str(file)) for a in args],
+               timeout=60)
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    error_lines = [ln for ln in res.stderr.splitlines()
+                   if ln.startswith(("Error:", "trajstream: error:"))]
+    assert len(error_lines) == 1, res.stderr
+    assert says in error_lines[0], res.stderr
+    assert res.stdout == ""
