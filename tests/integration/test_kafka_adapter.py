@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -242,3 +243,22 @@ def test_producer_reports_an_unreachable_broker(kafka_client: str) -> None:
         finally:
             producer.close()
     assert time.monotonic() - started < 10.0
+
+
+def test_flush_raises_when_the_broker_rejects_a_message(
+    kafka_bootstrap: str, kafka_client: str, topic_name: str
+) -> None:
+    create_topics(kafka_bootstrap, [topic_name], config={"max.message.bytes": "1024"},
+                  client=kafka_client)
+    producer = make_producer(kafka_bootstrap, client=kafka_client)
+    try:
+        producer.send(topic_name, b"small")
+        producer.flush()
+        producer.send(topic_name, os.urandom(4096))  # random: compression cannot shrink it
+        with pytest.raises(KafkaUnavailable, match="could not be delivered"):
+            producer.flush(10.0)
+        with pytest.raises(KafkaUnavailable):  # the loss is sticky, never silent
+            producer.send(topic_name, b"after")
+            producer.flush(10.0)
+    finally:
+        producer.close()
