@@ -21,8 +21,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from model.predictors import PathSpec, Predictor
-from stream.codec import CodecConfig, decode_batch
+from stream.codec import CodecConfig, PositionBatch, decode_batch
 from stream.config import ProcessorConfig
 from stream.deadletter import RejectPolicy
 from stream.engine import Engine, Outputs
@@ -143,6 +145,8 @@ class Processor:
         cfg, io, m, eng = self.config, self.io, self.metrics, self.engine
         source = io.source
         poll, decode, codec = source.poll, decode_batch, self.codec
+        blocking = source.blocking
+        empty, no_parts = PositionBatch.empty(), np.empty(0, dtype=np.int64)
         process, handle_rejects = eng.process, self.rejects.handle
         max_records, wait_s = cfg.max_batch_records, cfg.max_batch_wait_ms / 1000.0
         consumed, batch_size, batch_secs = m.positions_consumed, m.batch_size, m.batch_seconds
@@ -164,14 +168,19 @@ class Processor:
                     m.kafka_errors.labels(kind="consume").inc()
                     raise
                 n = len(rb)
+                held = blocking()
                 if n:
                     consumed.inc(n)
                     batch, rejections = decode(rb.keys, rb.values, codec)
                     if rejections:
                         handle_rejects(rejections, rb.keys, rb.values, rb.topic)
-                    emit(process(batch, rb.seq0))
+                    parts = None if rb.partitions is None else rb.partitions[batch.index]
+                    emit(process(batch, rb.seq0, partitions=parts, blocking=held))
                     self.batches += 1
                     self.records += n
+                elif held is not None:
+                    # partitions may have caught up: the watermark can move without records
+                    emit(process(empty, rb.seq0, partitions=no_parts, blocking=held))
                 finished = source.exhausted
                 if finished:
                     emit(eng.flush())

@@ -67,6 +67,9 @@ class EngineConfig:
     - ``reset_gap_s``: a gap this long between two fixes restarts the vehicle's motion state.
     - ``max_future_s``: a record this far ahead of both the newest event time seen and the
       wall clock is dropped ``future``, so one wrong clock cannot stall everyone.
+    - ``max_partition_skew_s``: when catching up on several partitions, the watermark waits
+      for a partition that still has records to deliver, unless it trails the newest by more
+      than this (bounds the records held back in memory).
     - ``error_anchor_interval_s``: one prediction per vehicle per interval is kept and
       scored against the positions observed 1-4 s later (online prediction error).
     - ``risk`` / ``episodes``: ``stream.risk.RiskConfig`` / ``stream.episodes.EpisodeConfig``;
@@ -81,6 +84,7 @@ class EngineConfig:
     ttl_s: float = 30.0
     reset_gap_s: float = 5.0
     max_future_s: float = 30.0
+    max_partition_skew_s: float = 300.0
     error_anchor_interval_s: float = 1.0
     gps_sigma_m: float = 0.3
     emit_predictions: bool = False
@@ -89,7 +93,8 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         for name in ("horizon_s", "step_s", "risk_interval_s", "stale_after_s", "ttl_s",
-                     "reset_gap_s", "max_future_s", "error_anchor_interval_s", "gps_sigma_m"):
+                     "reset_gap_s", "max_future_s", "max_partition_skew_s",
+                     "error_anchor_interval_s", "gps_sigma_m"):
             _finite_pos(name, float(getattr(self, name)))
         _finite_pos("allowed_lateness_s", float(self.allowed_lateness_s), allow_zero=True)
         ratio = self.horizon_s / self.step_s

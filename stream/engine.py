@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,6 +148,8 @@ class Engine:
         self._seen: dict[str, float] = {}  # newest accepted event time per vehicle
         self._next_prune = -math.inf
         self._max_ts = -math.inf  # newest event time accepted (M)
+        self._part_max: dict[int, float] = {}  # the same per input partition
+        self._watermark_s = -math.inf  # where the watermark stands, before lateness
         self._done: int | None = None  # last released tick
         self._next_evict = -math.inf
         self.newest_applied_ts = -math.inf  # newest event time applied to the state
@@ -172,19 +174,32 @@ class Engine:
     def watermark_tick(self) -> int | None:
         return self._done
 
-    def process(self, batch: PositionBatch, seq0: int = 0) -> Outputs:
-        """Admit one micro-batch and release every tick the watermark now allows."""
+    def process(
+        self,
+        batch: PositionBatch,
+        seq0: int = 0,
+        *,
+        partitions: np.ndarray | None = None,
+        blocking: Collection[int] | None = None,
+    ) -> Outputs:
+        """Admit one micro-batch and release every tick the watermark now allows.
+
+        ``partitions`` (per row of ``batch``) and ``blocking`` (partitions that still have
+        records to deliver, e.g. Kafka partitions with consumer lag) let a consumer catching
+        up on several partitions at once hold the watermark at the slowest of them instead
+        of dropping everything the others have overtaken. Without them the input is one
+        ordered stream.
+        """
         n = len(batch)
-        if n == 0:
-            return Outputs()
         self.stats["records"] += n
-        accepted = self._admit(batch, seq0)
+        held = set(blocking) if blocking and partitions is not None else set()
+        accepted = self._admit(batch, partitions, held)
         if accepted.size:
             self._pending.append(
                 batch, accepted, self._tick_of(batch.ts[accepted]), seq0 + batch.index[accepted]
             )
         self._prune_seen()
-        upto = self._tick_of_scalar(self._max_ts - self.config.allowed_lateness_s) - 1
+        upto = self._tick_of_scalar(self._watermark_s - self.config.allowed_lateness_s) - 1
         return self._release(upto)
 
     def flush(self) -> Outputs:
@@ -204,7 +219,9 @@ class Engine:
             return -(2**62)
         return int(math.ceil(ts / self._dt))
 
-    def _admit(self, batch: PositionBatch, seq0: int) -> np.ndarray:
+    def _admit(
+        self, batch: PositionBatch, partitions: np.ndarray | None, blocking: set[int]
+    ) -> np.ndarray:
         """Arrival checks (future, late, stale); returns the accepted row indices."""
         cfg = self.config
         ts = batch.ts
@@ -212,10 +229,11 @@ class Engine:
         # future: far ahead of both the stream so far and the wall clock
         future = ts > max(self._max_ts, self._wall()) + cfg.max_future_s
         good_ts = np.where(future, -np.inf, ts)
-        running = np.maximum.accumulate(good_ts)
+        running = np.maximum.accumulate(good_ts) if n else good_ts
         np.maximum(running, self._max_ts, out=running)
+        watermark = self._partition_watermarks(good_ts, running, partitions, blocking)
         # late: the record's tick was already released by the watermark at its arrival
-        wm_tick = self._tick_of(running - cfg.allowed_lateness_s) - 1
+        wm_tick = self._tick_of(watermark - cfg.allowed_lateness_s) - 1
         if self._done is not None:
             np.maximum(wm_tick, self._done, out=wm_tick)
         late = ~future & (self._tick_of(ts) <= wm_tick)
@@ -229,6 +247,50 @@ class Engine:
         self._count_drops(n_stale, n_late, n_future)
         self.stats["accepted"] += int(accepted.size)
         return accepted
+
+    def _partition_watermarks(
+        self, good_ts: np.ndarray, running: np.ndarray, partitions: np.ndarray | None,
+        blocking: set[int],
+    ) -> np.ndarray:
+        """Event time the watermark stands at for each record (before lateness).
+
+        The newest event time seen, held back to the newest of each blocking partition (-inf
+        for one not seen yet) unless that partition trails by more than
+        ``max_partition_skew_s``, which bounds the records held in memory. Also sets
+        ``self._watermark_s``, where it stands after the batch.
+        """
+        part_max = self._part_max
+        n = good_ts.shape[0]
+        present = np.unique(partitions).tolist() if partitions is not None and n else []
+        # A partition delivering records in this batch holds them to its own order even if
+        # this poll drained it (it no longer shows lag).
+        holding = blocking.union(present)
+        carry = {p: part_max.get(p, -math.inf) for p in holding}
+        for p in present:
+            top = float(good_ts[partitions == p].max())  # type: ignore[index]
+            if top > part_max.get(p, -math.inf):
+                part_max[p] = top
+        end = max(self._max_ts, float(running[-1])) if n else self._max_ts
+        w_end = end
+        skew = self.config.max_partition_skew_s
+        for p in blocking:
+            m = part_max.get(p, -math.inf)
+            if m == -math.inf or m >= end - skew:
+                w_end = min(w_end, m)
+        self._watermark_s = w_end
+        if not holding or not n:
+            return running
+        wm = running.copy()
+        for p in sorted(holding):
+            mine = partitions == p if partitions is not None else None
+            if mine is not None and mine.any():
+                run_p = np.maximum.accumulate(np.where(mine, good_ts, -np.inf))
+                np.maximum(run_p, carry[p], out=run_p)
+            else:
+                run_p = np.full(n, carry[p])
+            holds = (run_p == -np.inf) | (run_p >= running - skew)
+            np.minimum(wm, np.where(holds, run_p, np.inf), out=wm)
+        return wm
 
     def _stale(self, batch: PositionBatch, rows: np.ndarray) -> np.ndarray:
         """For ``rows`` (arrival order): at or before an earlier fix of the same vehicle."""

@@ -67,6 +67,10 @@ class Source(Protocol):
 
     def lag(self) -> int | None: ...
 
+    def blocking(self) -> set[int] | None:
+        """Partitions that still have records to deliver (None: a single ordered stream)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -104,6 +108,9 @@ class FileSource:
         """Nothing to commit: a file is read from the start every time."""
 
     def lag(self) -> int | None:
+        return None
+
+    def blocking(self) -> set[int] | None:
         return None
 
     def close(self) -> None:
@@ -158,6 +165,9 @@ class MemorySource:
 
     def lag(self) -> int | None:
         return self._q.qsize() + len(self._carry)
+
+    def blocking(self) -> set[int] | None:
+        return None
 
     def close(self) -> None:
         pass
@@ -226,6 +236,13 @@ class KafkaSource:
 
     def lag(self) -> int | None:
         return self._c.lag()
+
+    def blocking(self) -> set[int] | None:
+        """Partitions with consumer lag: the engine's watermark waits for them."""
+        lags = self._c.lags()
+        if lags is None:
+            return set()
+        return {p for (t, p), n in lags.items() if n > 0 and t == self.topic}
 
     def close(self) -> None:
         self._c.close()
