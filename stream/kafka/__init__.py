@@ -107,6 +107,14 @@ class Consumer(Protocol):
         """
         ...
 
+    def lags(self) -> dict[tuple[str, int], int] | None:
+        """:meth:`lag` per assigned (topic, partition); None when :meth:`lag` would be None.
+
+        The processor holds its event-time watermark back for partitions that still have
+        records to deliver (catching up on several partitions at once).
+        """
+        ...
+
     def assignment(self) -> list[tuple[str, int]]:
         """The (topic, partition) pairs this consumer currently owns, sorted."""
         ...

@@ -239,10 +239,14 @@ class ConfluentConsumer:
         return sorted((tp.topic, tp.partition) for tp in self._c.assignment())
 
     def lag(self) -> int | None:
+        lags = self.lags()
+        return None if lags is None else sum(lags.values())
+
+    def lags(self) -> dict[tuple[str, int], int] | None:
         parts = self._c.assignment()
         if not parts:
             return None
-        total = 0
+        out: dict[tuple[str, int], int] = {}
         try:
             positions = self._c.position(parts)
             for tp in positions:
@@ -253,13 +257,13 @@ class ConfluentConsumer:
                 pos = tp.offset if tp.offset >= 0 else self._start_offset(tp, high)
                 if pos is None:
                     return None
-                total += max(high - pos, 0)
+                out[key] = max(high - pos, 0)
                 if tp.offset >= 0:
                     self._start.pop(key, None)
         except KafkaException as exc:
             log.debug("lag unavailable: %s", exc)
             return None
-        return total
+        return out
 
     def _high(self, tp: TopicPartition) -> int | None:
         """High watermark: from the last fetch response, else a broker query cached ~1 s."""
