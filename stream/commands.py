@@ -66,6 +66,10 @@ def _engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
         _opt("--max-future-s", env="MAX_FUTURE_S", default=30.0, type=_POS_FLOAT,
              help="Records further than this ahead of both the stream and the wall clock are "
                   "dropped (a wrong clock must not stall everyone)."),
+        _opt("--max-partition-skew-s", env="MAX_PARTITION_SKEW_S", default=300.0,
+             type=_POS_FLOAT,
+             help="Catching up on several Kafka partitions, the watermark waits for the "
+                  "slowest one with records left, unless it trails by more than this (s)."),
         _opt("--critical-ttc-s", env="CRITICAL_TTC_S", default=1.5, type=_POS_FLOAT,
              help="Predicted contact within this many seconds is critical."),
         _opt("--warning-ttc-s", env="WARNING_TTC_S", default=3.0, type=_POS_FLOAT,
@@ -108,7 +112,8 @@ def _engine_config(kw: dict[str, Any]) -> EngineConfig:
         horizon_s=kw["horizon_s"], step_s=kw["step_s"],
         allowed_lateness_s=kw["allowed_lateness_s"], risk_interval_s=kw["risk_interval_s"],
         stale_after_s=kw["stale_after_s"], ttl_s=kw["ttl_s"], reset_gap_s=kw["reset_gap_s"],
-        max_future_s=kw["max_future_s"], risk=risk, episodes=episodes,
+        max_future_s=kw["max_future_s"], max_partition_skew_s=kw["max_partition_skew_s"],
+        risk=risk, episodes=episodes,
     )
 
 
