@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,10 @@ def plot_history(history: dict[str, list[float]], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _para(text: str, indent: str = "") -> str:
+    return textwrap.fill(text, width=92, subsequent_indent=indent, break_on_hyphens=False)
 
 
 def _table(summary: dict) -> list[str]:
@@ -60,10 +65,13 @@ def write_model_card(path: Path, info: dict) -> Path:
     lines = [
         "# Model card: trajstream LSTM trajectory predictor",
         "",
-        "Predicts each vehicle's next 4 s of motion (a point every 0.2 s) from its stream of",
-        "position messages, one recurrent step per message, in the vehicle's own frame, as a",
-        "residual over constant velocity. Shipped as `lstm.npz` (plain float32 arrays; loaded by",
-        "`model.load_predictor(\"lstm\")`, no TensorFlow needed for the default numpy step).",
+        _para(
+            "Predicts each vehicle's next 4 s of motion (a point every 0.2 s) from its stream "
+            "of position messages, one recurrent step per message, in the vehicle's own frame, "
+            "as a residual over constant velocity. Shipped as `lstm.npz` (plain float32 "
+            "arrays; loaded by `model.load_predictor(\"lstm\")`; the default numpy step needs "
+            "no TensorFlow)."
+        ),
         "",
         "## Reproduce",
         "",
@@ -77,40 +85,48 @@ def write_model_card(path: Path, info: dict) -> Path:
         "",
         "## Data",
         "",
-        "Positions files from the simulator (`trajstream simulate --no-pace`), the positions",
-        "contract as JSONL, replayed exactly as the processor sees them (codec validation, "
-        "event-time",
-        "order with 0.5 s allowed lateness, stale fixes dropped, the same `KinematicsTracker`, "
-        "state",
-        "reset after a 5 s gap). Targets: the vehicle's later observed (noisy) fixes,",
-        "interpolated at ts + k * 0.2 s; predictions whose 4 s future has a gap > 0.6 s between",
-        "fixes are left out of loss and metrics.",
+        _para(
+            "Positions files from the simulator (`trajstream simulate --no-pace`; city grid "
+            "with signals, queues, turns, lane changes and reckless drivers; GPS noise, drops, "
+            "jitter, late and duplicate messages), in the positions contract as JSONL, "
+            "replayed exactly as the processor sees them: codec validation, event-time order "
+            "with 0.5 s allowed lateness, stale fixes dropped, the same `KinematicsTracker`, "
+            "state reset after a 5 s gap. Targets: the vehicle's later observed (noisy) fixes, "
+            "interpolated at ts + k * 0.2 s; predictions whose 4 s future has a gap > 0.6 s "
+            "between fixes are left out of loss and metrics. Each split has its own seeds."
+        ),
         "",
-        "| split | seeds | files | vehicles per file | duration (s) | records | scored |",
+        "| split | variant | seed | vehicles | duration (s) | records | scored |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for split in ("train", "val", "test"):
-        d = info["data"][split]
+    for f in info["files"]:
         lines.append(
-            f"| {split} | {', '.join(map(str, d['seeds'])) or '-'} | {d['files']} | "
-            f"{d['vehicles'] or '-'} | {d['duration_s'] or '-'} | {d['records']} | {d['valid']} |"
+            f"| {f['split']} | {f['variant']} | {f['seed'] if f['seed'] is not None else '-'} | "
+            f"{f['vehicles'] or '-'} | {f['duration_s'] or '-'} | {f['records']} | "
+            f"{f['scored']} |"
         )
     lines += [
         "",
+        _para("Variants (simulator options): " + "; ".join(
+            f"`{name}`: {' '.join(args) or 'simulator defaults'}" for name, args in
+            info.get("variants", {}).items()) + ". Train \"scored\" counts the steps in the "
+            "loss (burn-in excluded); val/test count the predictions compared with the observed "
+            "future."),
+        "",
         "## Network",
         "",
-        f"- Inputs per fix ({len(info['features'])}): {', '.join(info['features'])}; "
-        "displacements",
-        "  rotated into the current heading frame (translation and rotation invariant), `dt` "
-        "explicit",
-        "  (irregular sampling). Normalised with training-set mean/std.",
-        f"- `LSTMCell({net['units']})` (state per vehicle = h and c = {2 * net['units']} "
-        f"floats) -> Dense({net['head_units']}, relu)",
-        f"  over [h, features] -> Dense({3 * net['points']}): {net['points']} x/y residuals "
-        "over",
-        f"  constant velocity plus {net['points']} log-sigmas (a 1-sigma position uncertainty "
-        "per point,",
-        "  trained with a Gaussian NLL on detached errors so it does not bias the mean).",
+        _para(
+            f"- Inputs per fix ({len(info['features'])}): {', '.join(info['features'])}; "
+            "displacements rotated into the current heading frame (translation and rotation "
+            "invariant), `dt` explicit (irregular sampling). Normalised with training-set "
+            "mean/std.", indent="  "),
+        _para(
+            f"- `LSTMCell({net['units']})` (state per vehicle = h and c = {2 * net['units']} "
+            f"floats) -> Dense({net['head_units']}, relu) over [h, features] -> "
+            f"Dense({3 * net['points']}): {net['points']} x/y residuals over constant velocity "
+            f"plus {net['points']} log-sigmas (a 1-sigma position uncertainty per point, "
+            "trained with a Gaussian NLL on detached errors so it does not bias the mean).",
+            indent="  "),
         f"- {info['parameters']} parameters.",
         "",
         "## Settings",
@@ -130,6 +146,16 @@ def write_model_card(path: Path, info: dict) -> Path:
         "",
         *_table(val),
         "",
+    ]
+    for split, summary in info.get("extra_tests", {}).items():
+        lines += [
+            f"Extra held-out set `{split}` ({summary['predictions']} predictions; not part of "
+            "the acceptance):",
+            "",
+            *_table(summary),
+            "",
+        ]
+    lines += [
         "## Acceptance",
         "",
         f"- LSTM RMSE at 4 s / CV RMSE at 4 s = **{acc['ratio_4s']:.3f}** (target <= 0.65)",

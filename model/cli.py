@@ -35,16 +35,18 @@ def model() -> None:
 @_opt("--data-dir", env="MODEL_DATA_DIR", default=None,
       type=click.Path(file_okay=False, path_type=Path),
       help="Keep (and reuse) the simulated JSONL files here; a temporary directory if unset.")
-@_opt("--train-files", env="MODEL_TRAIN_FILES", default=4, type=click.IntRange(1, 64),
+@_opt("--train-files", env="MODEL_TRAIN_FILES", default=6, type=click.IntRange(1, 64),
       help="Simulated training files, each with its own seed.")
-@_opt("--vehicles", env="MODEL_VEHICLES", default=60, type=click.IntRange(1),
+@_opt("--vehicles", env="MODEL_VEHICLES", default=80, type=click.IntRange(1),
       help="Vehicles per simulated training file.")
-@_opt("--val-vehicles", env="MODEL_VAL_VEHICLES", default=60, type=click.IntRange(1),
+@_opt("--val-vehicles", env="MODEL_VAL_VEHICLES", default=80, type=click.IntRange(1),
       help="Vehicles in the validation file.")
-@_opt("--test-vehicles", env="MODEL_TEST_VEHICLES", default=60, type=click.IntRange(1),
-      help="Vehicles in the held-out test file.")
-@_opt("--duration-s", env="MODEL_DURATION_S", default=300.0, type=click.FloatRange(10.0),
-      help="Simulated seconds per file.")
+@_opt("--test-vehicles", env="MODEL_TEST_VEHICLES", default=100, type=click.IntRange(1),
+      help="Vehicles in each held-out test file.")
+@_opt("--duration-s", env="MODEL_DURATION_S", default=250.0, type=click.FloatRange(10.0),
+      help="Simulated seconds per training and validation file.")
+@_opt("--test-duration-s", env="MODEL_TEST_DURATION_S", default=300.0,
+      type=click.FloatRange(10.0), help="Simulated seconds per test file.")
 @_opt("--train-data", env="MODEL_TRAIN_DATA", multiple=True,
       type=click.Path(exists=True, dir_okay=False, path_type=Path),
       help="Train on these positions files instead of simulating (repeatable; needs "
@@ -73,7 +75,8 @@ def model() -> None:
       help="Leading fixes of a mid-track window left out of the loss (state warm-up).")
 def train(
     seed: int, out_dir: Path, data_dir: Path | None, train_files: int, vehicles: int,
-    val_vehicles: int, test_vehicles: int, duration_s: float, train_data: tuple[Path, ...],
+    val_vehicles: int, test_vehicles: int, duration_s: float, test_duration_s: float,
+    train_data: tuple[Path, ...],
     val_data: tuple[Path, ...], test_data: tuple[Path, ...], units: int, head_units: int,
     epochs: int, patience: int, batch_size: int, learning_rate: float, seq_len: int,
     burn_in: int,
@@ -95,7 +98,7 @@ def train(
                       learning_rate=learning_rate)
     data = DataConfig(seed=seed, train_files=train_files, vehicles=vehicles,
                       val_vehicles=val_vehicles, test_vehicles=test_vehicles,
-                      duration_s=duration_s)
+                      duration_s=duration_s, test_duration_s=test_duration_s)
     files = None
     if all(given):
         files = {"train": list(train_data), "val": list(val_data), "test": list(test_data)}
@@ -112,7 +115,8 @@ def _reproducing_command(ctx: click.Context) -> str:
     parts = ["trajstream", "model", "train"]
     skip = {"out_dir", "data_dir"}
     if ctx.params.get("train_data"):
-        skip |= {"train_files", "vehicles", "val_vehicles", "test_vehicles", "duration_s"}
+        skip |= {"train_files", "vehicles", "val_vehicles", "test_vehicles", "duration_s",
+                 "test_duration_s"}
     for param in ctx.command.params:
         if param.name in skip or not isinstance(param, click.Option):
             continue

@@ -203,36 +203,86 @@ def fit(
     return weights, history
 
 
+# Simulator settings of the training files, cycled: half at the simulator's defaults (what the
+# processor sees in the demo), the rest widen the input distribution: no reported speed or
+# heading, sparser and noisier fixes with more gaps, more lanes and reckless drivers.
+TRAIN_VARIANTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("default", ()),
+    ("positions-only", ("--positions-only",)),
+    ("default", ()),
+    ("sparse-noisy", ("--hz", "5", "--gps-sigma", "0.5", "--drop-rate", "0.05")),
+    ("default", ()),
+    ("aggressive", ("--reckless", "0.3", "--lanes", "3")),
+)
+# Extra held-out sets, reported in the model card next to the default test set.
+TEST_VARIANTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("positions-only", ("--positions-only",)),
+    ("sparse-noisy", ("--hz", "5", "--gps-sigma", "0.5", "--drop-rate", "0.05")),
+)
+
+
+@dataclass(frozen=True)
+class SimFile:
+    """One simulated positions file: which split, seed and simulator options."""
+
+    split: str
+    seed: int
+    vehicles: int
+    duration_s: float
+    variant: str = "default"
+    args: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        tag = self.split if self.split.endswith(self.variant) else f"{self.split}-{self.variant}"
+        return f"{tag}-seed{self.seed}-v{self.vehicles}-d{self.duration_s:g}.jsonl"
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Simulated data: separate seeds for train, validation and test, derived from ``seed``."""
 
     seed: int = 7
-    train_files: int = 4
-    vehicles: int = 60
-    duration_s: float = 300.0
-    val_vehicles: int = 60
-    test_vehicles: int = 60
+    train_files: int = 6
+    vehicles: int = 80
+    duration_s: float = 250.0
+    val_vehicles: int = 80
+    test_vehicles: int = 100
+    test_duration_s: float = 300.0
 
-    def seeds(self) -> dict[str, list[int]]:
+    def plan(self) -> list[SimFile]:
         base = 1000 * self.seed
-        return {
-            "train": [base + 1 + i for i in range(self.train_files)],
-            "val": [base + 500],
-            "test": [base + 900],
-        }
+        files = [
+            SimFile("train", base + 1 + i, self.vehicles, self.duration_s,
+                    *TRAIN_VARIANTS[i % len(TRAIN_VARIANTS)])
+            for i in range(self.train_files)
+        ]
+        files.append(SimFile("val", base + 500, self.val_vehicles, self.duration_s))
+        files.append(SimFile("test", base + 900, self.test_vehicles, self.test_duration_s))
+        files += [
+            SimFile(f"test-{name}", base + 901 + i, self.test_vehicles, self.test_duration_s,
+                    name, args)
+            for i, (name, args) in enumerate(TEST_VARIANTS)
+        ]
+        return files
 
 
-def simulate_file(path: Path, seed: int, vehicles: int, duration_s: float) -> Path:
-    """Write a positions JSONL file with the simulator CLI (the positions contract)."""
+def simulate_file(path: Path, f: SimFile) -> Path:
+    """Write a positions JSONL file with the simulator CLI (the positions contract).
+
+    The child gets no TRAJSTREAM_* variables, so the data depend on the plan alone.
+    """
+    import os
     import subprocess
 
     tmp = path.with_suffix(".partial")
     cmd = [
         sys.executable, "-m", "stream.cli", "simulate", "--out", str(tmp), "--no-pace",
-        "--seed", str(seed), "--vehicles", str(vehicles), "--duration", f"{duration_s:g}",
+        "--seed", str(f.seed), "--vehicles", str(f.vehicles), "--duration", f"{f.duration_s:g}",
+        *f.args,
     ]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAJSTREAM_")}
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if res.returncode != 0 or not tmp.exists():
         from stream.errors import TrajstreamError
 
@@ -244,27 +294,18 @@ def simulate_file(path: Path, seed: int, vehicles: int, duration_s: float) -> Pa
 
 
 def simulate_datasets(data: DataConfig, data_dir: Path) -> dict[str, list[Path]]:
-    """Generate (or reuse, when already present) the train/val/test positions files."""
+    """Generate (or reuse, when already present) the positions files of every split."""
     from concurrent.futures import ThreadPoolExecutor
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    jobs: dict[str, list[tuple[Path, int, int]]] = {}
-    for split, seeds in data.seeds().items():
-        n = {"train": data.vehicles, "val": data.val_vehicles, "test": data.test_vehicles}[split]
-        jobs[split] = [
-            (data_dir / f"{split}-seed{s}-v{n}-d{data.duration_s:g}.jsonl", s, n) for s in seeds
-        ]
-    todo = [j for js in jobs.values() for j in js if not j[0].exists()]
+    plan = data.plan()
+    todo = [f for f in plan if not (data_dir / f.name).exists()]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        list(pool.map(lambda j: simulate_file(j[0], j[1], j[2], data.duration_s), todo))
-    return {split: [j[0] for j in js] for split, js in jobs.items()}
-
-
-def _load_split(paths: Sequence[Path], spec: PathSpec, cfg: TrainConfig) -> tuple[
-    Windows, list[Replay]
-]:
-    reps = [replay_file(p) for p in paths]
-    return concat_windows([make_windows(r, spec, cfg.seq_len, cfg.burn_in) for r in reps]), reps
+        list(pool.map(lambda f: simulate_file(data_dir / f.name, f), todo))
+    files: dict[str, list[Path]] = {}
+    for f in plan:
+        files.setdefault(f.split, []).append(data_dir / f.name)
+    return files
 
 
 def run_training(
@@ -279,46 +320,74 @@ def run_training(
 ) -> dict:
     """Simulate (unless ``files`` are given), train, evaluate on val/test, write weights,
     metrics, plots and the model card into ``out_dir``. Returns the test summary and more.
+
+    ``files`` maps split -> positions files: "train", "val", "test" and optionally extra
+    held-out sets named "test-<variant>", reported next to the test set.
     """
     import os
     import platform
 
     from model.card import acceptance, plot_history, write_model_card
-    from model.evaluate import run_predictors, write_plots
+    from model.evaluate import Evaluation, run_predictors, write_plots
     from model.predictors import ConstantTurnRate, ConstantVelocity
     from model.runtime import LstmPredictor
 
     t_start = time.monotonic()
     spec = PathSpec()
+    plan = {f.name: f for f in data.plan()}
     simulated = files is None
     if files is None:
         log.info("simulating train/val/test data into %s", data_dir)
         files = simulate_datasets(data, data_dir)
     log.info("replaying positions and building windows")
-    train_w, train_reps = _load_split(files["train"], spec, cfg)
-    val_w, val_reps = _load_split(files["val"], spec, cfg)
-    log.info("train: %d windows (%d valid steps), val: %d windows", len(train_w.features),
+    rows: list[dict] = []
+
+    def describe(split: str, path: Path, rep: Replay, scored: int) -> None:
+        f = plan.get(path.name) if simulated else None
+        rows.append({
+            "split": split, "file": path.name, "variant": f.variant if f else "-",
+            "seed": f.seed if f else None, "vehicles": f.vehicles if f else None,
+            "duration_s": f.duration_s if f else None, "records": len(rep.pos),
+            "scored": scored,
+        })
+
+    parts = []
+    for path in files["train"]:
+        rep = replay_file(path)
+        parts.append(make_windows(rep, spec, cfg.seq_len, cfg.burn_in))
+        describe("train", path, rep, parts[-1].n_valid)
+    train_w = concat_windows(parts)
+    del parts
+    val_reps = [replay_file(p) for p in files["val"]]
+    val_w = concat_windows([make_windows(r, spec, cfg.seq_len, cfg.burn_in) for r in val_reps])
+    log.info("train: %d windows (%d scored steps), val: %d windows", len(train_w.features),
              train_w.n_valid, len(val_w.features))
     t_fit = time.monotonic()
     weights, history = fit(train_w, val_w, cfg, spec, progress=progress)
     train_s = time.monotonic() - t_fit
+    del train_w, val_w
 
     predictors = [LstmPredictor(weights, spec), ConstantVelocity(spec), ConstantTurnRate(spec)]
 
-    def evaluate(reps: list[Replay], n_examples: int = 0):  # noqa: ANN202
+    def evaluate(split: str, paths: list[Path], reps: list[Replay] | None = None,
+                 n_examples: int = 0) -> Evaluation:
         evs = []
-        for i, rep in enumerate(reps):
+        for i, path in enumerate(paths):
+            rep = reps[i] if reps else replay_file(path)
             tg, valid = future_positions(rep, spec.offsets_s)
             evs.append(run_predictors(rep, predictors, tg, valid,
                                       n_examples=n_examples if i == 0 else 0, seed=cfg.seed))
+            describe(split, path, rep, evs[-1].count)
         merged = evs[0]
         merged.errors = {k: np.concatenate([e.errors[k] for e in evs]) for k in merged.errors}
         return merged
 
-    val_ev = evaluate(val_reps)
-    test_reps = [replay_file(p) for p in files["test"]]
-    test_ev = evaluate(test_reps, n_examples=6)
+    log.info("evaluating (stateful replay) on the validation and test sets")
+    val_ev = evaluate("val", files["val"], val_reps)
+    test_ev = evaluate("test", files["test"], n_examples=6)
     test, val = test_ev.summary(), val_ev.summary()
+    extra = {split: evaluate(split, paths).summary()
+             for split, paths in files.items() if split.startswith("test-")}
 
     out_dir.mkdir(parents=True, exist_ok=True)
     best = int(np.argmin(history["val_rmse_m"])) + 1
@@ -327,17 +396,6 @@ def run_training(
     weights.save(out_dir / "lstm.npz")
     plot_history(history, out_dir / "training_curves.png")
     write_plots(test_ev, out_dir)
-
-    def split_info(split: str, reps: list[Replay], w: Windows | None, ev=None) -> dict:  # noqa: ANN001
-        seeds = data.seeds()[split] if simulated else []
-        n_veh = {"train": data.vehicles, "val": data.val_vehicles, "test": data.test_vehicles}
-        return {
-            "seeds": seeds, "files": len(files[split]),
-            "vehicles": n_veh[split] if simulated else None,
-            "duration_s": data.duration_s if simulated else None,
-            "records": sum(len(r.pos) for r in reps),
-            "valid": w.n_valid if w is not None else ev.count,
-        }
 
     n_params = int(sum(np.asarray(getattr(weights, a)).size for a in (
         "kernel", "recurrent", "bias", "hidden_w", "hidden_b", "out_w", "out_b")))
@@ -348,25 +406,23 @@ def run_training(
         "epochs_run": len(history["val_rmse_m"]),
         "best_epoch": best,
         "host": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
-        "data": {
-            "train": split_info("train", train_reps, train_w),
-            "val": split_info("val", val_reps, None, val_ev),
-            "test": split_info("test", test_reps, None, test_ev),
-        },
+        "files": rows,
         "features": list(FEATURES),
         "network": asdict(weights.config),
         "parameters": n_params,
         "train_config": asdict(cfg),
-        "data_config": asdict(data) if simulated else {"files": {
-            k: [str(p) for p in v] for k, v in files.items()}},
+        "data_config": asdict(data) if simulated else None,
+        "variants": dict(TRAIN_VARIANTS + TEST_VARIANTS) if simulated else {},
         "test": test,
         "val": val,
+        "extra_tests": extra,
         "history": history,
         "acceptance": acceptance(test),
     }
     (out_dir / "metrics.json").write_text(json.dumps(
-        {k: info[k] for k in ("command", "test", "val", "acceptance", "history", "epochs_run",
-                              "best_epoch", "train_seconds", "total_seconds")}, indent=2))
+        {k: info[k] for k in ("command", "test", "val", "extra_tests", "acceptance", "history",
+                              "epochs_run", "best_epoch", "train_seconds", "total_seconds")},
+        indent=2))
     write_model_card(out_dir / "MODEL_CARD.md", info)
     log.info("test: %s", json.dumps(test))
     return info

@@ -97,9 +97,13 @@ def test_metrics_zero_for_cv_on_straight_noise_free_track():
 
 @pytest.fixture(scope="module")
 def small_file(tmp_path_factory):
+    """A small simulator run in the positions contract (plus a line the codec rejects)."""
+    from simulator import SimConfig, iter_ticks
+
     path = tmp_path_factory.mktemp("eval") / "positions.jsonl"
-    recs = synthetic_records(21, vehicles=6, duration_s=20.0)
-    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in recs) + b"not json\n")
+    cfg = SimConfig(seed=21, vehicles=12, duration_s=20.0, warmup_s=5.0)
+    lines = [value for tick in iter_ticks(cfg) for _, value in tick.messages]
+    path.write_bytes(b"\n".join(lines) + b"\nnot json\n")
     return path
 
 
