@@ -16,12 +16,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
+import math
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
+import sys
 import tempfile
+import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +51,7 @@ DASHBOARD_PROVIDERS = GRAFANA_DIR / "provisioning" / "dashboards" / "trajstream.
 DOCKERFILE = DEPLOY / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 
+TRAJSTREAM = str(Path(sys.executable).parent / "trajstream")
 TEST_PASSWORD = "test-only-password"
 # Grafana's built-in interval variables, as Grafana would expand them for this stack
 # (scrape interval 5 s = the datasource's timeInterval; $__rate_interval = 4 x 5 s).
@@ -255,6 +265,24 @@ def _envvars(cmd: click.Command) -> dict[str, click.Parameter]:
     return out
 
 
+SHELL_LAUNCH = re.compile(r'^((?:[A-Z_]+=(?:"[^"]*"|\S+)\s+)*)exec trajstream (\S+)$')
+
+
+def _invocation(svc: dict[str, Any]) -> tuple[str, list[str], set[str]]:
+    """(subcommand, its arguments, variables set by a launch script) of an app service.
+
+    Either the image's entrypoint (`trajstream`) with the service's command, or a
+    `sh -c 'VAR=... exec trajstream SUBCOMMAND'` that computes a setting at start-up.
+    """
+    if "entrypoint" not in svc:
+        return svc["command"][0], list(svc["command"][1:]), set()
+    assert svc["entrypoint"] == ["/bin/sh", "-c"] and len(svc["command"]) == 1
+    m = SHELL_LAUNCH.match(svc["command"][0].strip())
+    assert m, f"unexpected launch script: {svc['command'][0]!r}"
+    assigned = set(re.findall(r"([A-Z_]+)=", m.group(1)))
+    return m.group(2), [], assigned
+
+
 @pytest.mark.parametrize(
     ("service", "command", "required"),
     [
@@ -267,23 +295,43 @@ def _envvars(cmd: click.Command) -> dict[str, click.Parameter]:
                 "TRAJSTREAM_METRICS_PORT", "TRAJSTREAM_PREDICTOR", "TRAJSTREAM_KAFKA_CLIENT",
             },
         ),
-        ("simulator", "simulate", {"TRAJSTREAM_BOOTSTRAP", "TRAJSTREAM_POSITIONS_TOPIC"}),
+        (
+            "simulator",
+            "simulate",
+            {"TRAJSTREAM_BOOTSTRAP", "TRAJSTREAM_POSITIONS_TOPIC", "TRAJSTREAM_DURATION",
+             "TRAJSTREAM_START_TS"},
+        ),
     ],
 )  # fmt: skip
 def test_app_services_run_the_cli_configured_by_its_envvars(
     compose: dict[str, Any], service: str, command: str, required: set[str]
 ) -> None:
-    """Each TRAJSTREAM_* variable is a real envvar of the command, with a valid value."""
+    """Only TRAJSTREAM_* variables configure the app, each a real envvar of the command, with
+    a valid value; no option is passed on the command line."""
     svc = compose["services"][service]
-    assert svc["command"] == [command]
+    subcommand, args, assigned = _invocation(svc)
+    assert subcommand == command and args == []
     env = _env(svc)
-    assert required <= set(env), required - set(env)
+    assert required <= set(env) | assigned, required - set(env) - assigned
     params = _envvars(_command(command))
     ctx = click.Context(_command(command))
+    for var in assigned:
+        assert var in params, f"{service}: {var} is not an envvar of `trajstream {command}`"
     for var, value in env.items():
         assert var in params, f"{service}: {var} is not an envvar of `trajstream {command}`"
         param = params[var]
         param.type_cast_value(ctx, value)  # raises click.BadParameter when invalid
+
+
+def test_simulator_runs_forever_in_event_time_now(compose: dict[str, Any]) -> None:
+    """Compose's simulator never stops and stamps positions with the current time."""
+    svc = compose["services"]["simulator"]
+    assert float(_env(svc)["TRAJSTREAM_DURATION"]) == 0
+    script = svc["command"][0].replace("$$", "$")
+    env = _clean_env(PATH=f"{Path(TRAJSTREAM).parent}:{os.environ['PATH']}")
+    probe = script.replace("exec trajstream simulate", "exec printenv TRAJSTREAM_START_TS")
+    done = subprocess.run(["/bin/sh", "-c", probe], env=env, capture_output=True, text=True)
+    assert abs(float(done.stdout) - time.time()) < 5
 
 
 def test_topics_service_creates_every_topic_the_processor_uses(compose: dict[str, Any]) -> None:
@@ -565,3 +613,418 @@ def test_dashboard_and_rules_use_only_metrics_the_processor_exports() -> None:
     used = set(METRIC_RE.findall("\n".join(q for _, q in _dashboard_queries())))
     used |= set(METRIC_RE.findall("\n".join(r["expr"] for r in _alert_rules())))
     assert used and used <= exported, used - exported
+
+
+# --------------------------------------------------------------------------- live stack
+#
+# Everything below runs the compose services natively. Only addresses change: a service name
+# becomes 127.0.0.1 and each container port a free local port; paths inside images become
+# local stand-ins. Commands and every other setting come from the resolved compose file.
+
+WARMUP_TIMEOUT_S = 240.0
+MIN_SCRAPES = 6  # >= 30 s of 5 s scrapes: every 20 s rate window holds several samples
+BAD_MESSAGES = [  # injected through the host listener; each has one rejection reason
+    (b"veh-bad-1", b"this is not json"),
+    (b"veh-bad-2", b'["an", "array"]'),
+    (b"veh-bad-3", b'{"vehicle_id": "veh-bad-3", "ts": 1764081000.0}'),
+]
+TOPICS_SHIM = '''\
+#!{python}
+"""Stand-in for the image's kafka-topics.sh: the same flags, through librdkafka's admin API."""
+import argparse, sys
+from confluent_kafka.admin import AdminClient, NewTopic
+p = argparse.ArgumentParser(prog="kafka-topics.sh")
+p.add_argument("--bootstrap-server", required=True)
+p.add_argument("--create", action="store_true")
+p.add_argument("--describe", action="store_true")
+p.add_argument("--if-not-exists", action="store_true")
+p.add_argument("--topic")
+p.add_argument("--partitions", type=int)
+p.add_argument("--replication-factor", type=int)
+a = p.parse_args()
+admin = AdminClient({{"bootstrap.servers": a.bootstrap_server}})
+if a.create:
+    fut = admin.create_topics([NewTopic(a.topic, a.partitions, a.replication_factor)])[a.topic]
+    try:
+        fut.result(30)
+        print(f"Created topic {{a.topic}}.")
+    except Exception as exc:
+        if not (a.if_not_exists and "TOPIC_ALREADY_EXISTS" in str(exc)):
+            sys.exit(f"Error while executing topic command : {{exc}}")
+elif a.describe:
+    for name, t in sorted(admin.list_topics(timeout=30).topics.items()):
+        if not name.startswith("__"):
+            print(f"Topic: {{name}}\\tPartitionCount: {{len(t.partitions)}}")
+else:
+    sys.exit("kafka-topics.sh: one of --create, --describe is required")
+'''
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class _Stack:
+    """The processes of the native stack; stopped in reverse order of start."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.ports: dict[str, int] = {}  # "service:container port" -> local port
+        self.info: dict[str, Any] = {}
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = (self.root / f"{name}.log").open("wb")
+        proc = subprocess.Popen(
+            argv, env=env, cwd=self.root, stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+        )  # fmt: skip
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def log(self, name: str, lines: int = 40) -> str:
+        path = self.root / f"{name}.log"
+        text = path.read_text(errors="replace").splitlines() if path.exists() else []
+        tail = [ln if len(ln) <= 240 else ln[:240] + " ..." for ln in text[-lines:]]
+        return f"--- {name}.log (last {lines} lines)\n" + "\n".join(tail)
+
+    def logs(self) -> str:
+        return "\n".join(self.log(n, 5 if n == "alerts" else 40) for n in self.procs)
+
+    def alive(self, name: str) -> bool:
+        return self.procs[name].poll() is None
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> None:
+        proc = self.procs[name]
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+    def stop_all(self) -> None:
+        for name in reversed(list(self.procs)):
+            self.stop(name)
+
+    def address(self, service: str, port: str | int) -> str:
+        key = f"{service}:{port}"
+        if key not in self.ports:
+            self.ports[key] = _free_port()
+        return f"127.0.0.1:{self.ports[key]}"
+
+    def rewrite_local(self, text: str, service: str) -> str:
+        """`127.0.0.1:port` or `localhost:port` inside `service` -> its local stand-in."""
+        pattern = r"\b(?:127\.0\.0\.1|localhost):(\d+)\b"
+        return re.sub(pattern, lambda m: self.address(service, m.group(1)), text)
+
+    def rewrite(self, text: str, services: set[str]) -> str:
+        """`service:port` -> the local address standing in for it."""
+        pattern = r"\b(" + "|".join(map(re.escape, sorted(services))) + r"):(\d+)\b"
+        return re.sub(pattern, lambda m: self.address(m.group(1), m.group(2)), text)
+
+
+def _start_kafka(stack: _Stack, svc: dict[str, Any]) -> None:
+    """The compose `kafka` service, configured by the image's own code: KafkaDockerWrapper
+    turns the KAFKA_* environment into server.properties and formats the storage with
+    CLUSTER_ID, then the broker starts from that file."""
+    broker_mod = _load_broker_module()
+    broker_mod.ensure_jars(quiet=True)
+    java = _tool("java", "openjdk-17-jre-headless")
+    env = _env(svc)
+    root = stack.root / "kafka"
+    dirs = {d: root / d for d in ("default", "mounted", "final", "data", "logs")}
+    for d in dirs.values():
+        d.mkdir(parents=True)
+
+    def listener(spec: str) -> str:
+        name, rest = spec.split("://")
+        host, port = rest.rsplit(":", 1)
+        local = stack.address("kafka", port)
+        return f"{name}://{'localhost:' + local.split(':')[1] if host == 'localhost' else local}"
+
+    for key in ("KAFKA_LISTENERS", "KAFKA_ADVERTISED_LISTENERS"):
+        env[key] = ",".join(listener(s) for s in env[key].split(","))
+    env["KAFKA_CONTROLLER_QUORUM_VOTERS"] = stack.rewrite(
+        env["KAFKA_CONTROLLER_QUORUM_VOTERS"], {"kafka"}
+    )
+    env["KAFKA_LOG_DIRS"] = str(dirs["data"])
+    heap = env.get("KAFKA_HEAP_OPTS", "-Xmx512m").split()
+    base = {"PATH": os.environ["PATH"], "HOME": str(root)}
+    classpath = f"{broker_mod.LIB_DIR}/*"
+    done = subprocess.run(
+        [java, "-cp", classpath, "kafka.docker.KafkaDockerWrapper", "setup",
+         "--default-configs-dir", str(dirs["default"]),
+         "--mounted-configs-dir", str(dirs["mounted"]),
+         "--final-configs-dir", str(dirs["final"])],
+        env={**base, **env}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, (
+        f"the image's configuration step failed:\n{done.stdout}{done.stderr}"
+    )
+    stack.info["kafka_properties"] = (dirs["final"] / "server.properties").read_text()
+    stack.start(
+        "kafka",
+        [java, *heap, "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
+         f"-Dlog4j2.configurationFile={dirs['final'] / 'log4j2.yaml'}",
+         f"-Dkafka.logs.dir={dirs['logs']}", "-cp", classpath, "kafka.Kafka",
+         str(dirs["final"] / "server.properties")],
+        base,
+    )  # fmt: skip
+    advertised = dict(_listener(x) for x in _env(svc)["KAFKA_ADVERTISED_LISTENERS"].split(","))
+    by_host = {host: port for host, port in advertised.values()}
+    stack.info["kafka_internal"] = stack.address("kafka", by_host["kafka"])
+    stack.info["kafka_host"] = (
+        "localhost:" + stack.address("kafka", by_host["localhost"]).split(":")[1]
+    )
+    port = int(stack.info["kafka_internal"].split(":")[1])
+    deadline = time.monotonic() + 90
+    while not broker_mod.broker_ready("127.0.0.1", port):
+        assert stack.alive("kafka"), stack.log("kafka")
+        assert time.monotonic() < deadline, "broker not ready in 90 s\n" + stack.log("kafka")
+        time.sleep(0.3)
+
+
+def _load_broker_module() -> Any:
+    from tests.conftest import _load_broker_module as load
+
+    return load()
+
+
+def _run_topics(stack: _Stack, svc: dict[str, Any]) -> None:
+    """The compose `topics` one-shot: its own script and environment, with the image's
+    kafka-topics.sh replaced by a stand-in taking the same flags."""
+    bin_dir = stack.root / "kafka-bin"
+    bin_dir.mkdir()
+    shim = bin_dir / "kafka-topics.sh"
+    shim.write_text(TOPICS_SHIM.format(python=sys.executable))
+    shim.chmod(0o755)
+    env = _env(svc)
+    env["BOOTSTRAP"] = stack.rewrite(env["BOOTSTRAP"], {"kafka"})
+    env["KAFKA_BIN"] = str(bin_dir)
+    argv = [*svc["entrypoint"], *(c.replace("$$", "$") for c in svc["command"])]
+    done = subprocess.run(
+        argv, env={"PATH": os.environ["PATH"], **env}, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, f"topics service failed:\n{done.stdout}{done.stderr}"
+    stack.info["topics_output"] = done.stdout
+
+
+def _app_env(stack: _Stack, name: str, svc: dict[str, Any], services: set[str]) -> dict[str, str]:
+    env = {k: stack.rewrite(v, services) for k, v in _env(svc).items()}
+    if "TRAJSTREAM_METRICS_PORT" in env:  # a port of this container
+        port = env["TRAJSTREAM_METRICS_PORT"]
+        env["TRAJSTREAM_METRICS_PORT"] = stack.address(name, port).split(":")[1]
+    path = f"{Path(TRAJSTREAM).parent}:{os.environ['PATH']}"
+    return _clean_env(PYTHONUNBUFFERED="1", PATH=path, **env)
+
+
+def _app_argv(svc: dict[str, Any]) -> list[str]:
+    """What the container runs: the image's entrypoint (the trajstream CLI) with the
+    service's command, or the service's own entrypoint (a launch script finding trajstream on
+    PATH, as in the image)."""
+    if "entrypoint" in svc:
+        return [*svc["entrypoint"], *(c.replace("$$", "$") for c in svc["command"])]
+    entry = next(i for i in _dockerfile_instructions() if i.startswith("ENTRYPOINT "))
+    assert json.loads(entry.split(None, 1)[1]) == ["trajstream"]
+    return [TRAJSTREAM, *svc["command"]]
+
+
+def _healthcheck_argv(stack: _Stack, svc: dict[str, Any], name: str) -> list[str]:
+    """The compose health check of `name`, run natively (its `python` is ours)."""
+    test = [stack.rewrite_local(a, name) for a in svc["healthcheck"]["test"]]
+    kind, *argv = test
+    assert kind == "CMD"
+    return [sys.executable if a == "python" else a for a in argv]
+
+
+def _http_json(url: str, timeout_s: float = 10.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        return json.loads(resp.read())
+
+
+def _prom_query(stack: _Stack, expr: str) -> list[dict[str, Any]]:
+    url = f"http://{stack.info['prometheus']}/api/v1/query?" + urllib.parse.urlencode(
+        {"query": expr}
+    )
+    body = _http_json(url)
+    assert body["status"] == "success", f"{expr}: {body}"
+    return list(body["data"]["result"])
+
+
+def _prom_value(stack: _Stack, expr: str) -> float:
+    result = _prom_query(stack, expr)
+    return float(result[0]["value"][1]) if result else math.nan
+
+
+def _start_prometheus(stack: _Stack, svc: dict[str, Any]) -> None:
+    """A real Prometheus with the project's configuration, only its targets rewritten."""
+    prometheus = _tool("prometheus", "prometheus")
+    root = stack.root / "prometheus"
+    (root / "data").mkdir(parents=True)
+    config = _load_yaml(PROM_CONFIG)
+    services = set(stack.info["services"]) | {"localhost"}
+    for job in config["scrape_configs"]:
+        for sc in job.get("static_configs", []):
+            sc["targets"] = [
+                stack.address("prometheus", "9090") if t == "localhost:9090"
+                else stack.rewrite(t, services)
+                for t in sc["targets"]
+            ]  # fmt: skip
+    (root / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    for rule_file in config.get("rule_files", []):
+        shutil.copy(PROM_DIR / rule_file, root / rule_file)
+    listen = stack.address("prometheus", "9090")
+    stack.info["prometheus"] = listen
+    stack.info["prometheus_config"] = config
+    flags = [f for f in svc["command"] if not f.startswith(("--config.file", "--storage.tsdb.path",
+                                                             "--web.console"))]  # fmt: skip
+    stack.start(
+        "prometheus",
+        [prometheus, f"--config.file={root / 'prometheus.yml'}",
+         f"--storage.tsdb.path={root / 'data'}", f"--web.listen-address={listen}", *flags],
+        _clean_env(),
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while True:
+        url = f"http://{listen}/-/ready"
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as resp:
+            if resp.status == 200:
+                return
+        assert stack.alive("prometheus"), stack.log("prometheus")
+        assert time.monotonic() < deadline, "Prometheus not ready\n" + stack.log("prometheus")
+        time.sleep(0.5)
+
+
+def _wait(stack: _Stack, what: str, ok: Any, timeout_s: float, watch: tuple[str, ...]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with contextlib.suppress(OSError, AssertionError, KeyError, IndexError, ValueError):
+            if ok():
+                return
+        for name in watch:
+            assert stack.alive(name), f"{name} exited while waiting for {what}\n{stack.logs()}"
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}\n{stack.logs()}", pytrace=False)
+        time.sleep(1.0)
+
+
+@pytest.fixture(scope="module")
+def live_stack(compose: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Any:
+    services = compose["services"]
+    stack = _Stack(tmp_path_factory.mktemp("stack"))
+    stack.info["services"] = sorted(services)
+    names = set(services)
+    try:
+        _start_kafka(stack, services["kafka"])
+        _run_topics(stack, services["topics"])
+        # processor, then (once its health check passes) the simulator, as compose orders them
+        stack.start("processor", _app_argv(services["processor"]),
+                    _app_env(stack, "processor", services["processor"], names))  # fmt: skip
+        health = _healthcheck_argv(stack, services["processor"], "processor")
+        _wait(stack, "the processor's health check",
+              lambda: subprocess.run(health, capture_output=True, timeout=20).returncode == 0,
+              120, ("processor",))  # fmt: skip
+        _start_prometheus(stack, services["prometheus"])
+        # A user on the host subscribes to alerts through the host listener (README step 2).
+        stack.start("alerts", [TRAJSTREAM, "alerts", "--bootstrap", stack.info["kafka_host"],
+                               "--json"], _clean_env(PYTHONUNBUFFERED="1"))  # fmt: skip
+        stack.start("simulator", _app_argv(services["simulator"]),
+                    _app_env(stack, "simulator", services["simulator"], names))  # fmt: skip
+        _inject_bad_messages(stack, _env(services["processor"])["TRAJSTREAM_POSITIONS_TOPIC"])
+        watch = ("kafka", "processor", "simulator", "prometheus")
+        job = 'job="trajstream-processor"'
+        _wait(stack, "positions consumed and scraped",
+              lambda: _prom_value(stack, f"trajstream_positions_consumed_total{{{job}}}") > 0,
+              WARMUP_TIMEOUT_S, watch)  # fmt: skip
+        _wait(stack, "online prediction errors of both models",
+              lambda: len(_prom_query(stack, "sum by (model) (trajstream_prediction_error_meters"
+                                             "_count) > 0")) >= 2,
+              WARMUP_TIMEOUT_S, watch)  # fmt: skip
+        _wait(stack, f"{MIN_SCRAPES} more scrapes and a rule evaluation",
+              lambda: _prom_value(stack, f"count_over_time(up{{{job}}}[1m])") >= MIN_SCRAPES
+              and _rules_evaluated(stack), WARMUP_TIMEOUT_S, watch)  # fmt: skip
+        yield stack
+    finally:
+        stack.stop_all()
+
+
+def _rules_evaluated(stack: _Stack) -> bool:
+    groups = _http_json(f"http://{stack.info['prometheus']}/api/v1/rules")["data"]["groups"]
+    return bool(groups) and all(
+        not r["lastEvaluation"].startswith("0001") for g in groups for r in g["rules"]
+    )
+
+
+def _inject_bad_messages(stack: _Stack, topic: str) -> None:
+    from stream.kafka import make_producer
+
+    producer = make_producer(stack.info["kafka_host"])
+    try:
+        for key, value in BAD_MESSAGES:
+            producer.send(topic, value, key=key)
+        producer.flush()
+    finally:
+        producer.close()
+
+
+def test_live_kafka_config_from_compose(live_stack: _Stack) -> None:
+    props = live_stack.info["kafka_properties"]
+    assert "process.roles=broker,controller" in props
+    assert "controller.quorum.voters=1@127.0.0.1:" in props
+    created = live_stack.info["topics_output"]
+    assert "PartitionCount: 6" in created  # the positions topic, partitioned
+
+
+def test_live_every_dashboard_query_returns_data(live_stack: _Stack) -> None:
+    failures = []
+    for title, expr in _dashboard_queries():
+        result = _prom_query(live_stack, expr)
+        values = [float(r["value"][1]) for r in result]
+        print(f"{title}: {[round(v, 4) for v in values][:8]}")
+        if not values:
+            failures.append(f"{title}: no data for {expr}")
+        elif not any(math.isfinite(v) for v in values):
+            failures.append(f"{title}: only NaN/Inf for {expr}: {values}")
+    assert not failures, "\n".join(failures)
+
+
+def test_live_alert_rules_evaluate_and_stay_quiet(live_stack: _Stack) -> None:
+    url = f"http://{live_stack.info['prometheus']}/api/v1/rules"
+    rules = [r for g in _http_json(url)["data"]["groups"] for r in g["rules"]]
+    assert {r["name"] for r in rules} == {r["alert"] for r in _alert_rules()}
+    for r in rules:
+        assert r["health"] == "ok", f"{r['name']}: {r.get('lastError')}"
+        assert r["state"] == "inactive", f"{r['name']} is {r['state']} on healthy traffic"
+    for rule in _alert_rules():
+        assert _prom_query(live_stack, rule["expr"]) == [], f"{rule['alert']} condition holds"
+    names = set(
+        _http_json(f"http://{live_stack.info['prometheus']}/api/v1/label/__name__/values")["data"]
+    )
+    used = set(METRIC_RE.findall("\n".join(r["expr"] for r in _alert_rules())))
+    assert used <= names, f"alert rules watch metrics nobody exports: {used - names}"
+
+
+def test_live_rejections_counted_and_alerts_reach_the_host(live_stack: _Stack) -> None:
+    rejected = _prom_query(live_stack, "sum by (reason) (trajstream_positions_rejected_total) > 0")
+    reasons = {r["metric"]["reason"] for r in rejected}
+    assert {"not_json", "not_object", "missing_field"} <= reasons, reasons
+    published = _prom_value(live_stack, "sum(trajstream_alerts_total)")
+    time.sleep(3.0)  # let the subscriber catch up with what was published before
+    live_stack.stop("alerts", signal.SIGINT)
+    lines = (live_stack.root / "alerts.log").read_text().splitlines()
+    alerts = [json.loads(ln) for ln in lines if ln.startswith("{")]
+    if published > 0:
+        assert alerts, f"{published} alerts published, none seen on the host\n{lines[-20:]}"
+        assert all(a["schema"] == "trajstream.alert/v1" for a in alerts)
+    for name in ("kafka", "processor", "simulator", "prometheus"):
+        assert live_stack.alive(name), live_stack.log(name)
