@@ -1,0 +1,279 @@
+"""End to end on the real broker: simulator -> Kafka -> `trajstream process` -> alert topic.
+
+Each test runs the real commands as subprocesses on its own topics. Figures (lead times,
+alert rate) are printed; run with ``-s`` (or ``-rP``) to see them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from stream.groundtruth import match_collisions
+from stream.kafka import create_topics, make_consumer, make_producer
+
+pytestmark = pytest.mark.slow
+
+SIM = ["--vehicles", "150", "--duration", "90", "--seed", "7", "--reckless", "0.2"]
+MIN_HISTORY_S = 3.0
+MAX_ALERTS_PER_VEHICLE_HOUR = 40.0  # collision-free traffic; measured ~25 (see report)
+MAX_CRITICAL_PER_VEHICLE_HOUR = 3.0
+WATERMARK_DELAY_S = 0.5 + 0.2  # default allowed lateness + risk interval
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAJSTREAM_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def trajstream(*args: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "stream.cli", "--log-level", "WARNING", *args],
+        env=_env(), capture_output=True, text=True, timeout=timeout,
+    )
+    assert proc.returncode == 0, f"trajstream {' '.join(args)} failed:\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def read_topic(bootstrap: str, topic: str, client: str = "confluent",
+               timeout_s: float = 60.0) -> list[Any]:
+    """Every record of ``topic`` (read to the end)."""
+    consumer = make_consumer(bootstrap, [topic], group=None, client=client)
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            recs = consumer.poll(2000, 0.5)
+            out.extend(recs)
+            if not recs and consumer.assignment() and consumer.lag() == 0:
+                return out
+    finally:
+        consumer.close()
+    raise AssertionError(f"could not read {topic} to its end within {timeout_s} s")
+
+
+def first_seen(path: Path) -> dict[str, float]:
+    seen: dict[str, float] = {}
+    for line in path.read_bytes().splitlines():
+        d = orjson.loads(line)
+        seen.setdefault(d["vehicle_id"], d["ts"])
+    return seen
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The simulated run as files (the simulator is deterministic: the same options publish
+    the same records to Kafka)."""
+    d = tmp_path_factory.mktemp("sim")
+    trajstream("simulate", *SIM, "--no-pace", "--out", str(d / "positions.jsonl"),
+               "--truth", str(d / "truth.jsonl"))
+    trajstream("process", "--input", str(d / "positions.jsonl"), "--alerts-out",
+               str(d / "alerts.jsonl"), "--metrics-port", "0")
+    return {"positions": d / "positions.jsonl", "truth": d / "truth.jsonl",
+            "alerts": d / "alerts.jsonl", "dir": d}
+
+
+def _describe_leads(report: Any) -> str:
+    leads = sorted(report.leads_s)
+    return ("lead times (s, alert event time to contact): "
+            + ", ".join(f"{x:.1f}" for x in leads)
+            + f"\n  counting the watermark delay ({WATERMARK_DELAY_S:.1f} s): "
+            + ", ".join(f"{x - WATERMARK_DELAY_S:.1f}" for x in leads))
+
+
+def test_every_collision_is_alerted_before_contact_through_kafka(
+    kafka_bootstrap: str, new_topic: Callable[[str], str], recorded: dict[str, Path]
+):
+    positions, alerts = new_topic("positions"), new_topic("alerts")
+    create_topics(kafka_bootstrap, [positions], partitions=3)
+    trajstream("simulate", *SIM, "--no-pace", "--bootstrap", kafka_bootstrap,
+               "--topic", positions)
+    proc = trajstream("process", "--bootstrap", kafka_bootstrap, "--positions-topic", positions,
+                      "--alerts-topic", alerts, "--group", new_topic("group"), "--until-end",
+                      "--metrics-port", "0")
+    got = [orjson.loads(r.value) for r in read_topic(kafka_bootstrap, alerts)]
+    for r in got:
+        assert r["schema"] == "trajstream.alert/v1"
+    truth = [orjson.loads(x) for x in recorded["truth"].read_bytes().splitlines()]
+    report = match_collisions(got, truth, first_seen(recorded["positions"]), MIN_HISTORY_S)
+    print(f"\n[e2e] {len(got)} alerts; {report.describe()}\n  {_describe_leads(report)}")
+    assert len(report.eligible) >= 5, "the scenario should contain collisions"
+    assert not report.missed, (
+        f"collisions not alerted before contact: {report.missed}\n{proc.stderr[-2000:]}")
+
+
+def test_collision_free_traffic_alert_rate_is_bounded(tmp_path: Path):
+    pos, truth, out = tmp_path / "p.jsonl", tmp_path / "t.jsonl", tmp_path / "a.jsonl"
+    trajstream("simulate", "--vehicles", "150", "--duration", "90", "--seed", "8",
+               "--reckless", "0", "--no-pace", "--out", str(pos), "--truth", str(truth))
+    events = [orjson.loads(x) for x in truth.read_bytes().splitlines()]
+    assert not [e for e in events if e["type"] == "collision"]
+    trajstream("process", "--input", str(pos), "--alerts-out", str(out), "--metrics-port", "0")
+    alerts = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+    n_pos = sum(1 for _ in pos.open("rb"))
+    vehicle_hours = n_pos / 10.0 / 3600.0  # 10 Hz
+    rate = len(alerts) / vehicle_hours
+    critical = sum(a["severity"] == "critical" for a in alerts) / vehicle_hours
+    print(f"\n[e2e] collision-free traffic: {len(alerts)} alerts in {vehicle_hours:.2f} "
+          f"vehicle-hours = {rate:.1f} per vehicle-hour ({critical:.1f} critical)")
+    assert rate <= MAX_ALERTS_PER_VEHICLE_HOUR
+    assert critical <= MAX_CRITICAL_PER_VEHICLE_HOUR
+
+
+def test_kafka_path_and_file_path_give_identical_alerts(
+    kafka_bootstrap: str, new_topic: Callable[[str], str], recorded: dict[str, Path],
+    kafka_client: str,
+):
+    positions, alerts = new_topic("positions"), new_topic("alerts")
+    create_topics(kafka_bootstrap, [positions, alerts], partitions=1)
+    trajstream("replay", str(recorded["positions"]), "--bootstrap", kafka_bootstrap,
+               "--topic", positions, "--no-pace")
+    trajstream("process", "--bootstrap", kafka_bootstrap, "--positions-topic", positions,
+               "--alerts-topic", alerts, "--group", new_topic("group"), "--until-end",
+               "--kafka-client", kafka_client, "--metrics-port", "0")
+    via_kafka = [r.value for r in read_topic(kafka_bootstrap, alerts)]
+    via_file = recorded["alerts"].read_bytes().splitlines()
+    assert via_file
+    assert via_kafka == via_file
+    keys = [r.key for r in read_topic(kafka_bootstrap, alerts)]
+    for k, v in zip(keys, via_kafka, strict=True):
+        d = orjson.loads(v)
+        assert k == f"{d['vehicle_a']}|{d['vehicle_b']}".encode()
+
+
+BAD_RECORDS: list[tuple[bytes | None, bytes]] = [
+    (b"veh-x", b"{not json"),
+    (b"veh-x", b'{"vehicle_id": "veh-x", "ts": "soon", "x": 1, "y": 2}'),
+    (b"veh-x", b'{"vehicle_id": "veh-x", "ts": 1764547230.0, "x": NaN, "y": 2}'),
+    (b"veh-1", b'{"vehicle_id": "veh-x", "ts": 1764547230.0, "x": 1, "y": 2}'),  # key mismatch
+    (b"", b'{"vehicle_id": "veh-x", "ts": 1764547230.0, "x": 1, "y": 2}'),  # empty key
+    (b"veh-x", b"\xff\xfe\xfd"),
+    (b"veh-x", b'["an", "array"]'),
+    (b"veh-x", b'{"vehicle_id": "veh-x", "ts": 1764547230.0, "x": 1e12, "y": 2}'),
+    (b"veh-x", b"x" * 5000),
+]
+
+
+def test_bad_input_is_dead_lettered_and_changes_no_alert(
+    kafka_bootstrap: str, new_topic: Callable[[str], str], recorded: dict[str, Path]
+):
+    positions, alerts, dlq = new_topic("positions"), new_topic("alerts"), new_topic("dlq")
+    create_topics(kafka_bootstrap, [positions, alerts, dlq], partitions=1)
+    producer = make_producer(kafka_bootstrap)
+    n_bad = 0
+    future = time.time() + 3600 * 24 * 365
+    for i, line in enumerate(recorded["positions"].read_bytes().splitlines()):
+        producer.send(positions, line, orjson.loads(line)["vehicle_id"].encode())
+        if i % 997 == 0:
+            key, value = BAD_RECORDS[(i // 997) % len(BAD_RECORDS)]
+            producer.send(positions, value, key)
+            n_bad += 1
+        if i % 20011 == 0:  # valid but a year ahead: dropped, never stalls the stream
+            msg = orjson.dumps({"vehicle_id": "veh-clock", "ts": future, "x": 0.0, "y": 0.0})
+            producer.send(positions, msg, b"veh-clock")
+    producer.flush()
+    producer.close()
+    trajstream("process", "--bootstrap", kafka_bootstrap, "--positions-topic", positions,
+               "--alerts-topic", alerts, "--dlq-topic", dlq, "--group", new_topic("group"),
+               "--until-end", "--metrics-port", "0")
+    assert [r.value for r in read_topic(kafka_bootstrap, alerts)] == \
+        recorded["alerts"].read_bytes().splitlines()
+    letters = read_topic(kafka_bootstrap, dlq)
+    assert len(letters) == n_bad
+    reasons = {orjson.loads(r.value)["reason"] for r in letters}
+    assert reasons == {"not_json", "wrong_type", "not_finite", "key_mismatch", "empty_key",
+                       "not_object", "out_of_range", "oversized"}
+    for r in letters:
+        env = orjson.loads(r.value)
+        assert env["topic"] == positions and env["detail"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _metrics(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def test_sigterm_finishes_cleanly_with_metrics_and_commits_what_is_done(
+    kafka_bootstrap: str, new_topic: Callable[[str], str], recorded: dict[str, Path]
+):
+    positions, alerts, group = new_topic("positions"), new_topic("alerts"), new_topic("group")
+    create_topics(kafka_bootstrap, [positions, alerts], partitions=1)
+    trajstream("replay", str(recorded["positions"]), "--bootstrap", kafka_bootstrap,
+               "--topic", positions, "--no-pace")
+    n = sum(1 for _ in recorded["positions"].open("rb"))
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream.cli", "process", "--bootstrap", kafka_bootstrap,
+         "--positions-topic", positions, "--alerts-topic", alerts, "--group", group,
+         "--metrics-port", str(port), "--commit-interval-s", "0.2"],
+        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        m: dict[str, float] = {}
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            try:
+                m = _metrics(port)
+            except OSError:
+                continue
+            if m.get("trajstream_positions_consumed_total", 0) >= n and \
+                    m.get("trajstream_consumer_lag_records", -1) == 0:
+                break
+        else:
+            raise AssertionError(f"processor did not catch up: {m}")
+        assert m["trajstream_active_vehicles"] > 0
+        assert [k for k in m if k.startswith("trajstream_build_info")
+                and 'predictor="lstm"' in k and 'kafka_client="confluent"' in k]
+        for model in ("lstm", "cv"):
+            for h in ("1", "4"):
+                key = f'trajstream_prediction_error_meters_count{{horizon="{h}",model="{model}"}}'
+                assert m.get(key, 0) > 100, key
+        assert m['trajstream_alerts_total{severity="warning"}'] > 0
+        assert m["trajstream_event_time_lag_seconds"] > 0
+        time.sleep(0.5)  # one more commit interval
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # The group resumes after what was fully processed: near the end, never past it (the
+    # last records were still held back for stragglers and will be read again).
+    consumer = make_consumer(kafka_bootstrap, [positions], group=group)
+    try:
+        recs: list[Any] = []
+        for _ in range(40):
+            recs = consumer.poll(10, 0.5)
+            if recs:
+                break
+    finally:
+        consumer.close()
+    assert recs, "nothing left to re-read: records held back were committed"
+    resume = recs[0].offset
+    assert n - 2000 < resume < n
