@@ -134,6 +134,7 @@ class Processor:
         self.batches = 0
         self.records = 0
         self.batch_seconds: list[float] = []
+        self.first_record_at: float | None = None  # time.monotonic() of the first record
         self._keep_latencies = False
 
     def keep_batch_latencies(self) -> None:
@@ -170,6 +171,8 @@ class Processor:
                 n = len(rb)
                 held = blocking()
                 if n:
+                    if self.first_record_at is None:
+                        self.first_record_at = mono()
                     consumed.inc(n)
                     batch, rejections = decode(rb.keys, rb.values, codec)
                     if rejections:
