@@ -64,9 +64,8 @@ def build_io(config: ProcessorConfig) -> IO:
     """Source and sinks for a Kafka or file configuration (the memory source is the demo's)."""
     if config.source == "file":
         assert config.input_path and config.alerts_out
-        src = FileSource(config.input_path)
         return IO(
-            src,
+            FileSource(config.input_path),
             JsonlSink(config.alerts_out),
             JsonlSink(config.predictions_out) if config.predictions_out else None,
             JsonlSink(config.dlq_out) if config.dlq_out else None,
@@ -88,10 +87,10 @@ def build_io(config: ProcessorConfig) -> IO:
         config=dict(config.kafka_config),
     )
     producer = make_producer(config.bootstrap, client=client, config=dict(config.kafka_config))
-    src = KafkaSource(consumer, config.positions_topic, until_end=config.until_end)
+    source = KafkaSource(consumer, config.positions_topic, until_end=config.until_end)
     alerts: Sink = KafkaSink(producer, config.alerts_topic) if config.alerts_topic else _Null()
     return IO(
-        src,
+        source,
         alerts,
         KafkaSink(producer, config.predictions_topic) if config.predictions_topic else None,
         KafkaSink(producer, config.dlq_topic) if config.dlq_topic else None,

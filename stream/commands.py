@@ -22,7 +22,7 @@ from typing import Any
 import click
 import orjson
 
-from stream.config import DEFAULTS, EngineConfig, ProcessorConfig
+from stream.config import DEFAULTS, EngineConfig, ProcessorConfig, SourceKind
 from stream.errors import ConfigError
 
 __all__ = ["demo", "process"]
@@ -224,7 +224,8 @@ def process(**kw: Any) -> None:
     from stream.app import Processor, build_io, load_predictor
     from stream.metrics import Metrics
 
-    source = "file" if kw["input_path"] else "kafka" if kw["bootstrap"] else None
+    source: SourceKind | None = (
+        "file" if kw["input_path"] else "kafka" if kw["bootstrap"] else None)
     if source is None:
         raise click.UsageError(
             "no source: give --bootstrap HOST:PORT (Kafka) or --input FILE.jsonl")

@@ -60,19 +60,19 @@ def match_collisions(
     for a in alerts:
         first_alert.setdefault(_pair(a["vehicle_a"], a["vehicle_b"]), []).append(float(a["ts"]))
     report = CollisionReport()
-    for t in truth:
-        if t.get("type") != "collision":
+    for event in truth:
+        if event.get("type") != "collision":
             continue
-        a, b, ts = str(t["vehicle_a"]), str(t["vehicle_b"]), float(t["ts"])
+        va, vb, ts = str(event["vehicle_a"]), str(event["vehicle_b"]), float(event["ts"])
         if first_seen is not None:
-            seen = max(first_seen.get(a, ts), first_seen.get(b, ts))
+            seen = max(first_seen.get(va, ts), first_seen.get(vb, ts))
             if ts - seen < min_history_s:
-                report.too_short.append(dict(t))
+                report.too_short.append(dict(event))
                 continue
-        report.eligible.append(dict(t))
-        before = [x for x in first_alert.get(_pair(a, b), []) if 0.0 < ts - x <= max_lead_s]
+        report.eligible.append(dict(event))
+        before = [x for x in first_alert.get(_pair(va, vb), []) if 0.0 < ts - x <= max_lead_s]
         if before:
-            report.alerted.append((dict(t), ts - min(before)))
+            report.alerted.append((dict(event), ts - min(before)))
         else:
-            report.missed.append(dict(t))
+            report.missed.append(dict(event))
     return report

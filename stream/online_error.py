@@ -32,6 +32,13 @@ class OnlineError:
     beyond the path's horizon are left out.
     """
 
+    anchor_ts: np.ndarray  # (capacity, R) event time of each anchor (NaN: empty)
+    next_due: np.ndarray  # (capacity,) earliest unscored target time
+    last_anchor_ts: np.ndarray  # (capacity,)
+    head: np.ndarray  # (capacity,) anchors placed so far (ring position = head % R)
+    scored: np.ndarray  # (capacity, R, H) target scored or passed
+    pred: np.ndarray  # (capacity, M, R, H, 2) predicted points per model
+
     def __init__(
         self,
         spec: PathSpec,
@@ -63,7 +70,7 @@ class OnlineError:
         r, h, m = self.ring, len(self.horizons), len(self.models)
 
         def grow(name: str, shape: tuple[int, ...], fill: object, dtype: type) -> None:
-            new = np.full(shape, fill, dtype=dtype)
+            new: np.ndarray = np.full(shape, fill, dtype=dtype)
             old = self.__dict__.get(name)
             if old is not None:
                 new[: old.shape[0]] = old

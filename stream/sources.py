@@ -59,7 +59,11 @@ class RecordBatch:
 
 class Source(Protocol):
     topic: str
-    exhausted: bool  # no more records will come (file at EOF, demo finished, --until-end)
+
+    @property
+    def exhausted(self) -> bool:
+        """No more records will come (file at EOF, demo finished, Kafka --until-end)."""
+        ...
 
     def poll(self, max_records: int, timeout_s: float) -> RecordBatch: ...
 
@@ -219,9 +223,9 @@ class KafkaSource:
             whole = done_before is None or end <= done_before
             k = parts.shape[0] if whole else max(done_before - seq0, 0)  # type: ignore[operator]
             if k:
-                p, o = parts[:k], offs[:k]
-                for part in np.unique(p).tolist():
-                    upto[part] = max(upto.get(part, -1), int(o[p == part].max()) + 1)
+                ps, os_ = parts[:k], offs[:k]
+                for part in np.unique(ps).tolist():
+                    upto[part] = max(upto.get(part, -1), int(os_[ps == part].max()) + 1)
             if not whole:
                 break
             self._out.popleft()

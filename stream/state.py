@@ -29,6 +29,16 @@ class StateStore:
     layout (the engine relies on this for batch-independent results).
     """
 
+    used: np.ndarray  # (capacity,) bool: slot holds a vehicle
+    last_ts: np.ndarray  # event time of the latest fix (NaN: none)
+    since_ts: np.ndarray  # first fix of the current track
+    fixes: np.ndarray  # fixes since the track started
+    length: np.ndarray
+    width: np.ndarray
+    rec: np.ndarray  # (capacity, state_dim) float32 recurrent state
+    path: np.ndarray  # (capacity, points, 2) latest predicted path
+    path_ts: np.ndarray  # event time the path was predicted at
+
     def __init__(
         self,
         capacity: int = 1024,
@@ -55,7 +65,7 @@ class StateStore:
 
     def _alloc(self, capacity: int) -> None:
         def grow(name: str, shape: tuple[int, ...], fill: float, dtype: type) -> None:
-            new = np.full(shape, fill, dtype=dtype)
+            new: np.ndarray = np.full(shape, fill, dtype=dtype)
             old = self.__dict__.get(name)
             if old is not None:
                 new[: old.shape[0]] = old
@@ -84,12 +94,12 @@ class StateStore:
     def slot_of(self, vehicle_id: str) -> int | None:
         return self._slot.get(vehicle_id)
 
-    def lookup(self, ids: Sequence[str]) -> np.ndarray:
+    def lookup(self, ids: Sequence[str] | np.ndarray) -> np.ndarray:
         """Slots of ``ids`` (-1 for unknown ones), without allocating."""
         get = self._slot.get
         return np.fromiter((get(v, -1) for v in ids), dtype=np.int64, count=len(ids))
 
-    def slots_for(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def slots_for(self, ids: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Slots of ``ids``, allocating (in order) for unknown ones.
 
         Returns ``(slots, new)`` where ``new`` marks the rows that allocated a slot; a
