@@ -42,7 +42,7 @@ class JsonlSink:
 
     def write(self, messages: list[Message]) -> None:
         if messages:
-            self._file.write(b"\n".join(v for _, v in messages) + b"\n")
+            self._file.write(b"\n".join([v for _, v in messages]) + b"\n")
 
     def close(self) -> None:
         if self._owned:

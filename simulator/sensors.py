@@ -62,21 +62,19 @@ class Sensors:
                                 None if positions_only else hd[k], length[k], width[k])
         late = u[2][k] < cfg.late_fraction
         dup = u[3][k] < cfg.duplicate_fraction
-        out: list[Message] = []
-        if late.any() or dup.any():
-            delays = rng.integers(2, self._late_ticks + 1, k.shape[0])
-            dup_delays = rng.integers(0, MAX_DUPLICATE_DELAY_TICKS + 1, k.shape[0])
-            for j, msg in enumerate(msgs):
-                if late[j]:
-                    self._pending[tick + int(delays[j])].append(msg)
-                    self.delayed += 1
-                else:
-                    out.append(msg)
-                if dup[j]:
-                    self._pending[tick + int(dup_delays[j])].append(msg)
-                    self.duplicated += 1
-        else:
-            out = msgs
+        out = msgs
+        late_idx, dup_idx = np.flatnonzero(late), np.flatnonzero(dup)
+        if late_idx.shape[0] or dup_idx.shape[0]:
+            delays = rng.integers(2, self._late_ticks + 1, late_idx.shape[0])
+            dup_delays = rng.integers(0, MAX_DUPLICATE_DELAY_TICKS + 1, dup_idx.shape[0])
+            for j, d in zip(late_idx.tolist(), delays.tolist(), strict=True):
+                self._pending[tick + d].append(msgs[j])
+            for j, d in zip(dup_idx.tolist(), dup_delays.tolist(), strict=True):
+                self._pending[tick + d].append(msgs[j])
+            self.delayed += late_idx.shape[0]
+            self.duplicated += dup_idx.shape[0]
+            if late_idx.shape[0]:
+                out = [msgs[j] for j in np.flatnonzero(~late).tolist()]
         out.extend(self._pending.pop(tick, ()))
         return out
 

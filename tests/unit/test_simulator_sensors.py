@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from dataclasses import replace
 
@@ -98,15 +99,39 @@ def test_positions_only_omits_speed_and_heading() -> None:
             assert {"speed", "heading"}.isdisjoint(orjson.loads(v))
 
 
-def test_encoding_is_compact_and_names_odd_sizes_only() -> None:
+def test_encoding_is_fixed_point_and_names_odd_sizes_only() -> None:
     msgs = encode_positions(np.array([42, 7]), np.array([1764081000.1, 1764081000.1049]),
                             np.array([12.5, -0.001]), np.array([-3.2, 1.0]),
                             np.array([13.9, 0.0]), np.array([1.5708, -3.0]),
                             np.array([4.5, 5.3]), np.array([1.8, 2.0]))
-    assert msgs[0] == (b"veh-42", b'{"vehicle_id":"veh-42","ts":1764081000.1,"x":12.5,"y":-3.2,'
-                                  b'"speed":13.9,"heading":1.5708}')
-    assert msgs[1][1] == (b'{"vehicle_id":"veh-7","ts":1764081000.105,"x":0.0,"y":1.0,'
-                          b'"speed":0.0,"heading":-3.0,"length":5.3,"width":2.0}')
+    assert msgs[0] == (b"veh-42", b'{"vehicle_id":"veh-42","ts":1764081000.100,"x":12.50,'
+                                  b'"y":-3.20,"speed":13.90,"heading":1.5708}')
+    assert msgs[1] == (b"veh-7", b'{"vehicle_id":"veh-7","ts":1764081000.105,"x":0.00,'
+                                 b'"y":1.00,"speed":0.00,"heading":-3.0000,"length":5.30,'
+                                 b'"width":2.00}')
+
+
+def test_vectorised_encoding_equals_rounded_values() -> None:
+    """Parity with the obvious per-message encoding (round, then a JSON library)."""
+    rng = np.random.default_rng(5)
+    n = 3000
+    vid = rng.integers(0, 10**7, n)
+    cols = {"ts": (1.7e9 + rng.uniform(-1e6, 1e6, n), 3),
+            "x": (rng.choice([-1, 1], n) * 10.0 ** rng.uniform(-4, 5, n), 2),
+            "y": (np.where(rng.uniform(size=n) < 0.1, 0.0, rng.normal(0, 500, n)), 2),
+            "speed": (rng.uniform(0, 40, n), 2), "heading": (rng.uniform(-np.pi, np.pi, n), 4)}
+    length = np.where(rng.uniform(size=n) < 0.3, rng.uniform(3, 12, n), 4.5)
+    width = np.where(rng.uniform(size=n) < 0.3, rng.uniform(1.5, 2.6, n), 1.8)
+    msgs = encode_positions(vid, *(c[0] for c in cols.values()), length, width)
+    for k, (key, value) in enumerate(msgs):
+        rec = orjson.loads(value)
+        assert key == f"veh-{vid[k]}".encode() == rec["vehicle_id"].encode()
+        for name, (v, decimals) in cols.items():
+            assert abs(rec[name] - v[k]) <= 0.5 * 10.0**-decimals * (1 + 1e-9) + 1e-6
+            assert round(rec[name], decimals) == rec[name]
+        odd = length[k] != 4.5 or width[k] != 1.8
+        assert ("length" in rec) == odd and ("width" in rec) == odd
+        assert b" " not in value and re.search(rb":-0\.0*[,}]", value) is None  # no -0.00
 
 
 def test_late_messages_are_not_lost_at_the_end() -> None:
