@@ -59,7 +59,10 @@ WARNING = 1
 CRITICAL = 2
 SEVERITY_NAMES = {WARNING: "warning", CRITICAL: "critical"}
 
-_CHUNK_PAIRS = 16384  # exact check in chunks: bounds memory at any fleet size
+# Rows (vehicles or pairs) per block of (rows x samples) work. Whole-fleet temporaries of a
+# few MB are allocated by mmap and page-faulted on every numpy call, several times slower
+# than small blocks that malloc reuses; blocks also bound memory at any fleet size.
+_BLOCK = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,14 +72,14 @@ class RiskConfig:
     critical_ttc_s: float = 1.5
     warning_ttc_s: float = 3.0
     margin_m: float = 0.25  # gap below which footprints are in contact; << the 1.7 m lane gap
-    sample_step_s: float = 0.1  # resolution of the contact search (and of ttc)
+    sample_step_s: float = 0.2  # resolution of the contact search (and of ttc)
     max_speed_mps: float = 100.0  # path segments faster than this are clipped (bad predictor)
     still_speed_mps: float = 0.5
     min_closing_speed_mps: float = 1.0
     lane_width_m: float = 3.5
     parallel_tol_rad: float = 0.3
     lateral_heading_tol_rad: float = 0.04
-    lateral_speed_tol_mps: float = 1.0
+    lateral_speed_tol_mps: float = 1.2
     comfort_decel_mps2: float = 3.0
     standstill_gap_m: float = 1.0  # bumper gap a follower stops at, for the required braking
     brake_accel_mps2: float = 1.0  # decelerations above this re-time the path
@@ -183,22 +186,15 @@ class Conflicts:
 
 
 def footprints_overlap(
-    d: np.ndarray,
-    ua: np.ndarray,
-    half_la: np.ndarray,
-    half_wa: np.ndarray,
-    ub: np.ndarray,
-    half_lb: np.ndarray,
-    half_wb: np.ndarray,
+    dx: np.ndarray, dy: np.ndarray,
+    ax: np.ndarray, ay: np.ndarray, half_la: np.ndarray, half_wa: np.ndarray,
+    bx: np.ndarray, by: np.ndarray, half_lb: np.ndarray, half_wb: np.ndarray,
 ) -> np.ndarray:
-    """Separating-axis test of two rectangles; broadcasts over leading dimensions.
+    """Separating-axis test of two rectangles; broadcasts over all arguments.
 
-    ``d`` (..., 2) is centre b minus centre a, ``ua``/``ub`` (..., 2) unit heading vectors,
-    ``half_*`` half extents (...). True where the rectangles overlap (touching counts).
+    ``dx``/``dy`` is centre b minus centre a, ``ax``/``ay`` and ``bx``/``by`` the unit heading
+    vectors, ``half_*`` half extents. True where the rectangles overlap (touching counts).
     """
-    ax, ay = ua[..., 0], ua[..., 1]
-    bx, by = ub[..., 0], ub[..., 1]
-    dx, dy = d[..., 0], d[..., 1]
     c = np.abs(ax * bx + ay * by)
     s = np.abs(ax * by - ay * bx)
     sep = np.abs(dx * ax + dy * ay) > half_la + half_lb * c + half_wb * s
@@ -208,54 +204,88 @@ def footprints_overlap(
     return ~sep
 
 
-def sample_paths(
-    t: float, fleet: Fleet, spec: PathSpec, cfg: RiskConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """Positions and velocities (n, J, 2) at ``t + j * sample_step_s``, braking-aware.
+@dataclass(frozen=True, slots=True)
+class Samples:
+    """Each vehicle at the search samples ``t + j * sample_step_s``, arrays (n, J).
 
-    The fix is the path's point at ``ts_i``; samples before it (``ts_i > t``) stay at the fix.
+    ``x``/``y`` position, ``vx``/``vy`` velocity, ``ux``/``uy`` unit footprint heading.
     """
-    n, p = fleet.paths.shape[0], fleet.paths.shape[1]
-    step = spec.step_s
-    tau = cfg.sample_step_s * np.arange(cfg.samples)
-    start = np.stack([fleet.x, fleet.y], axis=-1)
-    seg = np.diff(np.concatenate([start[:, None, :], fleet.paths], axis=1), axis=1)  # (n,P,2)
-    seg_len = np.hypot(seg[..., 0], seg[..., 1])
-    limit = cfg.max_speed_mps * step
-    if np.any(seg_len > limit):  # an implausible path: clip its speed, keep its direction
-        scale = np.minimum(1.0, limit / np.maximum(seg_len, 1e-12))
-        seg = seg * scale[..., None]
-        seg_len = seg_len * scale
-    cum = np.concatenate([start[:, None, :], start[:, None, :] + np.cumsum(seg, axis=1)], axis=1)
 
-    since = np.maximum((t - fleet.ts)[:, None] + tau[None, :], 0.0)  # (n,J) time since fix
+    x: np.ndarray
+    y: np.ndarray
+    vx: np.ndarray
+    vy: np.ndarray
+    ux: np.ndarray
+    uy: np.ndarray
+
+
+def sample_paths(t: float, fleet: Fleet, spec: PathSpec, cfg: RiskConfig) -> Samples:
+    """Interpolate every path onto the common samples, braking-aware.
+
+    The fix is the path's point at ``ts_i``; samples before it (``ts_i > t``) stay at the fix;
+    past the path's end a vehicle continues along its last segment. The footprint heading is
+    the path tangent, or the reported heading where the path is slower than
+    ``still_speed_mps``.
+    """
+    n, j = len(fleet), cfg.samples
+    out = Samples(*(np.empty((n, j)) for _ in range(6)))
+    tau = cfg.sample_step_s * np.arange(j)
+    for s in range(0, n, _BLOCK):
+        _sample_block(t, fleet, slice(s, min(n, s + _BLOCK)), tau, spec, cfg, out)
+    return out
+
+
+def _sample_block(
+    t: float, fleet: Fleet, rows_: slice, tau: np.ndarray, spec: PathSpec, cfg: RiskConfig,
+    out: Samples,
+) -> None:
+    paths = fleet.paths[rows_]
+    n, p = paths.shape[0], paths.shape[1]
+    step = spec.step_s
+    px = np.concatenate([fleet.x[rows_, None], paths[..., 0]], axis=1)  # (n,P+1)
+    py = np.concatenate([fleet.y[rows_, None], paths[..., 1]], axis=1)
+    sx, sy = np.diff(px, axis=1), np.diff(py, axis=1)  # (n,P)
+    slen = np.hypot(sx, sy)
+    heading = fleet.heading[rows_]
+    moving = slen > cfg.still_speed_mps * step
+    safe = np.where(moving, slen, 1.0)
+    dirx = np.where(moving, sx / safe, np.cos(heading)[:, None])
+    diry = np.where(moving, sy / safe, np.sin(heading)[:, None])
+
+    since = np.maximum((t - fleet.ts[rows_])[:, None] + tau[None, :], 0.0)  # time since fix
     u = since / step
     k = np.minimum(u.astype(np.int64), p - 1)
     frac = u - k  # > 1 past the path end: continue along the last segment
-    rows = np.arange(n)[:, None]
-    s_k = seg[rows, k]  # (n,J,2)
-    pos = cum[rows, k] + frac[..., None] * s_k
-    vel = s_k / step
+    fi = np.arange(0, n * p, p)[:, None] + k
+    fp = fi + np.arange(n)[:, None]
+    sxk, syk = sx.ravel()[fi], sy.ravel()[fi]
+    x = px.ravel()[fp] + frac * sxk
+    y = py.ravel()[fp] + frac * syk
+    vx, vy = sxk / step, syk / step
+    ux, uy = dirx.ravel()[fi], diry.ravel()[fi]
 
-    braking = (fleet.accel < -cfg.brake_accel_mps2) & (fleet.speed > cfg.still_speed_mps)
+    speed, accel = fleet.speed[rows_], fleet.accel[rows_]
+    braking = (accel < -cfg.brake_accel_mps2) & (speed > cfg.still_speed_mps)
     if np.any(braking):
         bi = np.flatnonzero(braking)
-        pos[bi], vel[bi] = _retime_braking(
-            since[bi], u[bi], k[bi], frac[bi], cum[bi], seg[bi], seg_len[bi],
-            fleet.speed[bi], -fleet.accel[bi],
+        x[bi], y[bi], vx[bi], vy[bi], ux[bi], uy[bi] = _retime_braking(
+            since[bi], k[bi], frac[bi], px[bi], py[bi], sx[bi], sy[bi], slen[bi],
+            dirx[bi], diry[bi], speed[bi], -accel[bi],
         )
-    return pos, vel
+    out.x[rows_], out.y[rows_], out.vx[rows_], out.vy[rows_] = x, y, vx, vy
+    out.ux[rows_], out.uy[rows_] = ux, uy
 
 
 def _retime_braking(
-    since: np.ndarray, u: np.ndarray, k: np.ndarray, frac: np.ndarray, cum: np.ndarray,
-    seg: np.ndarray, seg_len: np.ndarray, speed: np.ndarray, decel: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
+    since: np.ndarray, k: np.ndarray, frac: np.ndarray, px: np.ndarray, py: np.ndarray,
+    sx: np.ndarray, sy: np.ndarray, slen: np.ndarray, dirx: np.ndarray, diry: np.ndarray,
+    speed: np.ndarray, decel: np.ndarray,
+) -> tuple[np.ndarray, ...]:
     """Move each vehicle along its predicted route no further than its braking allows."""
-    nb, p = seg_len.shape
-    arc = np.concatenate([np.zeros((nb, 1)), np.cumsum(seg_len, axis=1)], axis=1)  # (nb,P+1)
+    nb, p = slen.shape
+    arc = np.concatenate([np.zeros((nb, 1)), np.cumsum(slen, axis=1)], axis=1)  # (nb,P+1)
     rows = np.arange(nb)[:, None]
-    s_path = arc[rows, k] + frac * seg_len[rows, k]
+    s_path = arc[rows, k] + frac * slen[rows, k]
     t_stop = (speed / decel)[:, None]
     tt = np.minimum(since, t_stop)
     s_kin = speed[:, None] * tt - 0.5 * decel[:, None] * tt * tt
@@ -265,13 +295,13 @@ def _retime_braking(
     off = stride * np.arange(nb)
     q = np.searchsorted((arc + off[:, None]).ravel(), (s + off[:, None]).ravel(), side="right")
     q = np.clip(q.reshape(s.shape) - 1 - rows * (p + 1), 0, p - 1)
-    ln = seg_len[rows, q]
+    ln = slen[rows, q]
     f = np.where(ln > 0, (s - arc[rows, q]) / np.where(ln > 0, ln, 1.0), 0.0)
-    s_q = seg[rows, q]
-    pos = cum[rows, q] + f[..., None] * s_q
+    x = px[rows, q] + f * sx[rows, q]
+    y = py[rows, q] + f * sy[rows, q]
     v_now = np.maximum(speed[:, None] - decel[:, None] * since, 0.0)
-    dirn = s_q / np.where(ln > 0, ln, 1.0)[..., None]
-    return pos, dirn * v_now[..., None]
+    ux, uy = dirx[rows, q], diry[rows, q]
+    return x, y, ux * v_now, uy * v_now, ux, uy
 
 
 def candidate_pairs(lo: np.ndarray, hi: np.ndarray, cell_m: float) -> tuple[np.ndarray, np.ndarray]:
@@ -355,104 +385,158 @@ def assess(t: float, fleet: Fleet, spec: PathSpec, cfg: RiskConfig | None = None
     ox, oy = float(np.median(fleet.x)), float(np.median(fleet.y))
     local = Fleet(fleet.ts, fleet.x - ox, fleet.y - oy, fleet.speed, fleet.heading, yaw, accel,
                   length, width, fleet.paths - np.array([ox, oy]))
-    pos, vel = sample_paths(t, local, spec, cfg)
+    local = Fleet(*(getattr(local, f) for f in Fleet.__slots__[:-1]),
+                  paths=_clip_paths(local, spec, cfg))
 
-    half_margin = 0.5 * cfg.margin_m
-    radius = 0.5 * np.hypot(length, width) + half_margin
-    lo = pos.min(axis=1) - radius[:, None]
-    hi = pos.max(axis=1) + radius[:, None]
+    radius = 0.5 * np.hypot(length, width) + 0.5 * cfg.margin_m
+    lo, hi = _swept_boxes(t, local, spec, cfg)
+    lo -= radius[:, None]
+    hi += radius[:, None]
     cell = cfg.cell_m if cfg.cell_m is not None else _auto_cell(lo, hi)
     a, b = candidate_pairs(lo, hi, cell)
     still = fleet.speed < cfg.still_speed_mps
     moving = ~(still[a] & still[b])
     a, b = a[moving], b[moving]
-
-    parts = [
-        _exact(t, local, pos, vel, radius, a[s: s + _CHUNK_PAIRS], b[s: s + _CHUNK_PAIRS], cfg)
-        for s in range(0, a.shape[0], _CHUNK_PAIRS)
-    ]
-    parts = [p for p in parts if len(p)]
-    if not parts:
+    if a.shape[0] == 0:
         return Conflicts.empty()
-    c = Conflicts(*(np.concatenate([getattr(p, f) for p in parts])
-                    for f in Conflicts.__slots__))
+
+    # Sample only the vehicles that have a candidate.
+    need = np.zeros(len(local), dtype=bool)
+    need[a] = True
+    need[b] = True
+    sel = np.flatnonzero(need)
+    remap = np.full(len(local), -1, dtype=np.int64)
+    remap[sel] = np.arange(sel.shape[0])
+    sub = local.take(sel)
+    smp = sample_paths(t, sub, spec, cfg)
+    c = _exact(t, sub, smp, radius[sel], remap[a], remap[b], cfg)
     order = np.lexsort((c.b, c.a))
+    back = idx[sel]
     return Conflicts(
-        a=idx[c.a[order]], b=idx[c.b[order]], ttc=c.ttc[order],
+        a=back[c.a[order]], b=back[c.b[order]], ttc=c.ttc[order],
         min_distance=c.min_distance[order], cpa_t=c.cpa_t[order], cpa_x=c.cpa_x[order] + ox,
         cpa_y=c.cpa_y[order] + oy, severity=c.severity[order],
     )
 
 
+def _swept_boxes(
+    t: float, fleet: Fleet, spec: PathSpec, cfg: RiskConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bounding boxes (n, 2) of each vehicle's fix and path up to the end of the window.
+
+    Taken on the path points themselves (cheaper than on the samples, and a superset of
+    them); past the path's end the extrapolated end position is included.
+    """
+    p = fleet.paths.shape[1]
+    step = spec.step_s
+    u_end = np.maximum(t + (cfg.samples - 1) * cfg.sample_step_s - fleet.ts, 0.0) / step
+    k_last = np.minimum(np.ceil(u_end).astype(np.int64), p)  # last point index (0 = the fix)
+    px, py = fleet.paths[..., 0], fleet.paths[..., 1]
+    inside = np.arange(1, p + 1)[None, :] <= k_last[:, None]
+    lo = np.stack([np.minimum(fleet.x, np.where(inside, px, np.inf).min(axis=1)),
+                   np.minimum(fleet.y, np.where(inside, py, np.inf).min(axis=1))], axis=1)
+    hi = np.stack([np.maximum(fleet.x, np.where(inside, px, -np.inf).max(axis=1)),
+                   np.maximum(fleet.y, np.where(inside, py, -np.inf).max(axis=1))], axis=1)
+    beyond = np.flatnonzero(u_end > p)
+    if beyond.shape[0]:
+        prev = np.stack([fleet.x[beyond], fleet.y[beyond]], axis=1) if p == 1 else \
+            fleet.paths[beyond, p - 2]
+        last = fleet.paths[beyond, p - 1]
+        end = last + (u_end[beyond] - p)[:, None] * (last - prev)
+        lo[beyond] = np.minimum(lo[beyond], end)
+        hi[beyond] = np.maximum(hi[beyond], end)
+    return lo, hi
+
+
+def _clip_paths(fleet: Fleet, spec: PathSpec, cfg: RiskConfig) -> np.ndarray:
+    """Paths with every step no faster than ``max_speed_mps`` (a broken predictor must not
+    blow up the grid); direction kept. Returns the input array when nothing is clipped."""
+    start = np.stack([fleet.x, fleet.y], axis=-1)[:, None, :]
+    seg = np.diff(np.concatenate([start, fleet.paths], axis=1), axis=1)
+    slen = np.hypot(seg[..., 0], seg[..., 1])
+    limit = cfg.max_speed_mps * spec.step_s
+    bad = np.flatnonzero(np.any(slen > limit, axis=1))
+    if bad.shape[0] == 0:
+        return fleet.paths
+    scale = np.minimum(1.0, limit / np.maximum(slen[bad], 1e-12))
+    paths = fleet.paths.copy()
+    paths[bad] = start[bad] + np.cumsum(seg[bad] * scale[..., None], axis=1)
+    return paths
+
+
 def _exact(
-    t: float, fleet: Fleet, pos: np.ndarray, vel: np.ndarray, radius: np.ndarray,
-    a: np.ndarray, b: np.ndarray, cfg: RiskConfig,
+    t: float, fleet: Fleet, smp: Samples, radius: np.ndarray, a: np.ndarray, b: np.ndarray,
+    cfg: RiskConfig,
 ) -> Conflicts:
-    """Contact search and nuisance filters for one chunk of candidate pairs."""
+    """Contact search over candidate pairs, then the nuisance filters (module docstring)."""
+    # 1. Cheap prune: circumscribed circles must meet at some sample.
+    keep = []
+    for s in range(0, a.shape[0], _BLOCK):
+        ia, ib = a[s: s + _BLOCK], b[s: s + _BLOCK]
+        dx = smp.x[ib] - smp.x[ia]
+        dy = smp.y[ib] - smp.y[ia]
+        rr = radius[ia] + radius[ib]
+        keep.append(np.any(dx * dx + dy * dy < (rr * rr)[:, None], axis=1))
+    near = np.concatenate(keep)
+    a, b = a[near], b[near]
     if a.shape[0] == 0:
         return Conflicts.empty()
-    # Cheap prune: circumscribed circles must meet at some sample.
-    d = pos[b] - pos[a]  # (m,J,2)
-    dist = np.hypot(d[..., 0], d[..., 1])
-    near = np.any(dist < (radius[a] + radius[b])[:, None], axis=1)
-    if not np.any(near):
-        return Conflicts.empty()
-    a, b, d, dist = a[near], b[near], d[near], dist[near]
 
-    head = np.stack([np.cos(fleet.heading), np.sin(fleet.heading)], axis=-1)
-    ua, ub = _unit_heading(vel[a], head[a], cfg), _unit_heading(vel[b], head[b], cfg)
+    # 2. Footprint contact per sample, plain and laterally robust (see _contacts).
     hm = 0.5 * cfg.margin_m
-    la, wa = (0.5 * fleet.length[a] + hm)[:, None], (0.5 * fleet.width[a] + hm)[:, None]
-    lb, wb = (0.5 * fleet.length[b] + hm)[:, None], (0.5 * fleet.width[b] + hm)[:, None]
-    touch = footprints_overlap(d, ua, la, wa, ub, lb, wb)
-    hit = np.any(touch, axis=1)
-    if not np.any(hit):
-        return Conflicts.empty()
-    a, b, d, dist, touch = a[hit], b[hit], d[hit], dist[hit], touch[hit]
-    ua, ub, la, wa, lb, wb = ua[hit], ub[hit], la[hit], wa[hit], lb[hit], wb[hit]
-    frame = _PairFrame(fleet, a, b, d[:, 0], cfg)
-
-    # Near-parallel pairs that are not following in one lane (oncoming, or a lane apart): the
-    # contact must survive the lateral drift heading noise alone produces by then
-    # (tol * distance travelled), i.e. hold with boxes narrowed by it.
-    tau = cfg.sample_step_s * np.arange(d.shape[1])
-    rho = cfg.lateral_heading_tol_rad * np.hypot(fleet.speed[a], fleet.speed[b])[:, None] * tau
-    lateral = frame.parallel & ~frame.following
-    rho = np.where(lateral[:, None], 0.5 * rho, 0.0)
-    robust = footprints_overlap(d, ua, la, np.maximum(wa - rho, 0.0), ub, lb,
-                                np.maximum(wb - rho, 0.0))
-    m = a.shape[0]
-    r = np.arange(m)
-    jc = np.argmax(touch, axis=1)
-
-    # Closing speed along the line of centres at first contact.
-    dc = d[r, jc]
-    vrel = vel[b, jc] - vel[a, jc]
-    dn = np.hypot(dc[:, 0], dc[:, 1])
-    closing = np.where(
-        dn > 1e-6, -(dc[:, 0] * vrel[:, 0] + dc[:, 1] * vrel[:, 1]) / np.maximum(dn, 1e-6),
-        np.hypot(vrel[:, 0], vrel[:, 1]),
+    half_l, half_w = 0.5 * fleet.length + hm, 0.5 * fleet.width + hm
+    frame = _PairFrame(fleet, a, b, smp.x[b, 0] - smp.x[a, 0], smp.y[b, 0] - smp.y[a, 0], cfg)
+    lat_rate = np.where(
+        frame.parallel & ~frame.following,
+        0.5 * cfg.lateral_heading_tol_rad * np.hypot(fleet.speed[a], fleet.speed[b]), 0.0,
     )
-    keep = (closing >= cfg.min_closing_speed_mps) & np.any(robust, axis=1)
-    keep &= _plausible(fleet, a, b, frame, cfg)
+    parts = [_contacts(smp, a[s: s + _BLOCK], b[s: s + _BLOCK], half_l, half_w,
+                       lat_rate[s: s + _BLOCK], cfg) for s in range(0, a.shape[0], _BLOCK)]
+    hit, robust, jc, closing, dmin = (np.concatenate(x) for x in zip(*parts, strict=True))
 
-    a, b, jc, d, dist = a[keep], b[keep], jc[keep], d[keep], dist[keep]
-    r = np.arange(a.shape[0])
+    # 3. Nuisance filters on the pairs in contact.
+    keep_ = hit & robust & (closing >= cfg.min_closing_speed_mps)
+    keep_ &= _plausible(fleet, a, b, frame, cfg)
+    a, b, jc, dmin = a[keep_], b[keep_], jc[keep_], dmin[keep_]
     ttc = jc * cfg.sample_step_s
-    mid = 0.5 * (pos[a, jc] + pos[b, jc])
     return Conflicts(
-        a=a, b=b, ttc=ttc, min_distance=dist.min(axis=1), cpa_t=t + ttc,
-        cpa_x=mid[:, 0], cpa_y=mid[:, 1],
+        a=a, b=b, ttc=ttc, min_distance=dmin, cpa_t=t + ttc,
+        cpa_x=0.5 * (smp.x[a, jc] + smp.x[b, jc]), cpa_y=0.5 * (smp.y[a, jc] + smp.y[b, jc]),
         severity=np.where(ttc < cfg.critical_ttc_s, CRITICAL, WARNING).astype(np.int8),
     )
 
 
-def _unit_heading(vel: np.ndarray, head: np.ndarray, cfg: RiskConfig) -> np.ndarray:
-    """Direction of travel along the path; the reported heading when (nearly) still."""
-    sp = np.hypot(vel[..., 0], vel[..., 1])
-    moving = sp > cfg.still_speed_mps
-    return np.where(moving[..., None], vel / np.where(moving, sp, 1.0)[..., None],
-                    head[:, None, :])
+def _contacts(
+    smp: Samples, a: np.ndarray, b: np.ndarray, half_l: np.ndarray, half_w: np.ndarray,
+    lat_rate: np.ndarray, cfg: RiskConfig,
+) -> tuple[np.ndarray, ...]:
+    """Per pair: any contact, any robust contact, first contact sample, closing speed there,
+    least centre distance.
+
+    Robust contact holds with both boxes narrowed by ``lat_rate * tau``: near-parallel pairs
+    not following in one lane (oncoming, or a lane apart) must collide even after the lateral
+    drift heading noise alone produces by then (tol * distance travelled).
+    """
+    dx = smp.x[b] - smp.x[a]
+    dy = smp.y[b] - smp.y[a]
+    ax, ay, bx, by = smp.ux[a], smp.uy[a], smp.ux[b], smp.uy[b]
+    la, wa = half_l[a][:, None], half_w[a][:, None]
+    lb, wb = half_l[b][:, None], half_w[b][:, None]
+    touch = footprints_overlap(dx, dy, ax, ay, la, wa, bx, by, lb, wb)
+    shrink = lat_rate[:, None] * (cfg.sample_step_s * np.arange(dx.shape[1]))[None, :]
+    robust = footprints_overlap(dx, dy, ax, ay, la, np.maximum(wa - shrink, 0.0), bx, by, lb,
+                                np.maximum(wb - shrink, 0.0))
+    r = np.arange(a.shape[0])
+    jc = np.argmax(touch, axis=1)
+    # Closing speed along the line of centres at first contact.
+    cx, cy = dx[r, jc], dy[r, jc]
+    rvx = smp.vx[b, jc] - smp.vx[a, jc]
+    rvy = smp.vy[b, jc] - smp.vy[a, jc]
+    dn = np.hypot(cx, cy)
+    closing = np.where(dn > 1e-6, -(cx * rvx + cy * rvy) / np.maximum(dn, 1e-6),
+                       np.hypot(rvx, rvy))
+    dmin = np.sqrt(np.min(dx * dx + dy * dy, axis=1))
+    return touch.any(axis=1), robust.any(axis=1), jc, closing, dmin
 
 
 def _lateral_tol(va: np.ndarray, vb: np.ndarray, cfg: RiskConfig) -> np.ndarray:
@@ -464,7 +548,8 @@ class _PairFrame:
     """Relative geometry of pairs at time t: direction classes and the pair's own axes."""
 
     def __init__(
-        self, fleet: Fleet, a: np.ndarray, b: np.ndarray, d0: np.ndarray, cfg: RiskConfig
+        self, fleet: Fleet, a: np.ndarray, b: np.ndarray, dx0: np.ndarray, dy0: np.ndarray,
+        cfg: RiskConfig,
     ) -> None:
         ha, hb = fleet.heading[a], fleet.heading[b]
         dh = np.angle(np.exp(1j * (hb - ha)))
@@ -475,10 +560,12 @@ class _PairFrame:
         # Axis: mean direction of travel (b's heading flipped when oncoming).
         self.axis = ha + 0.5 * np.where(self.opposite, np.angle(np.exp(1j * (dh - np.pi))), dh)
         ux, uy = np.cos(self.axis), np.sin(self.axis)
-        self.lon = d0[:, 0] * ux + d0[:, 1] * uy
-        self.lat = -d0[:, 0] * uy + d0[:, 1] * ux
+        self.lon = dx0 * ux + dy0 * uy
+        self.lat = -dx0 * uy + dy0 * ux
         self.other_lane = np.abs(self.lat) >= 0.5 * cfg.lane_width_m
-        self.following = self.same & ~self.other_lane
+        # one fully ahead of the other in the same lane
+        ahead = np.abs(self.lon) > 0.5 * (fleet.length[a] + fleet.length[b])
+        self.following = self.same & ~self.other_lane & ahead
 
 
 def _plausible(
