@@ -41,7 +41,7 @@ class DriverModel:
     headway_s: float = 1.2
     min_gap_m: float = 2.0
     turn_lateral_mps2: float = 2.5
-    stop_margin_m: float = 1.0
+    stop_margin_m: float = 2.0  # front bumper to the junction zone when stopped
     stop_brake_start_mps2: float = 1.5  # start braking for a stop line at this deceleration
     commit_decel_mps2: float = 3.0  # cannot stop comfortably: go through (yellow dilemma)
     yield_gap_s: float = 6.5  # left turners need oncoming traffic this far away
@@ -53,10 +53,13 @@ class DriverModel:
     reckless_speed_factor: float = 1.2
     reckless_headway_s: float = 0.7
     reckless_accel_mps2: float = 2.5
-    p_run_red: float = 0.6  # per signalised approach
-    p_no_yield: float = 0.6  # per left turn
-    p_distracted: float = 0.5  # per approach: ignores a slower leader until late
-    react_ttc_s: tuple[float, float] = (0.3, 1.1)  # time-to-collision at which they wake up
+    p_run_red: float = 0.8  # per signalised approach
+    p_no_yield: float = 0.8  # per left turn
+    p_distracted: float = 0.3  # per approach: ignores a slower leader until late
+    # they wake up when stopping short of the leader (at a gap drawn from stop_gap_m) would
+    # take wake_decel_mps2; above max_decel_mps2 that is too late: a collision
+    wake_decel_mps2: tuple[float, float] = (6.0, 12.0)
+    stop_gap_m: tuple[float, float] = (0.2, 1.5)
     cut_in_rate_hz: float = 0.15
     cut_in_decel_mps2: float = 7.0  # what they accept to impose on the new follower
     p_brake_check: float = 0.6
@@ -80,11 +83,13 @@ class StepResult:
     pairs: ClosePairs
 
 
-_FLOAT_COLS = ("s", "v", "lat_lc", "lc_p", "lc_sign", "lc_dur", "drift", "drift_v",
-               "drift_until", "react_ttc", "brake_until", "brake_decel", "crash_until", "lc_len",
-               "length", "width", "v0", "a_max", "headway", "lat_prev", "turn_factor")
+_FLOAT_COLS = ("s", "v", "lat_lc", "lc_p", "lc_sign", "lc_dur", "lc_len", "drift", "drift_v",
+               "drift_until", "wake_decel", "stop_gap", "brake_until", "brake_decel",
+               "crash_until", "length", "width", "v0", "a_max", "headway", "lat_prev",
+               "turn_factor")
 _INT_COLS = ("vid", "seg", "turn")
-_BOOL_COLS = ("committed", "run_red", "no_yield", "distract_armed", "distracted", "crashed",
+_BOOL_COLS = ("committed", "run_red", "no_yield", "distract_armed", "distracted", "panic",
+              "crashed",
               "reckless")
 
 
@@ -109,8 +114,8 @@ class Engine:
         self.rng = rng
         wc = config.world_config()
         self.world = World(wc, rng.uniform(0.0, wc.cycle_s, wc.grid_n ** 2))
-        self.dt = config.dt_s
-        self._tick = -int(round(config.warmup_s * config.hz))
+        self.dt = config.dt_s / config.substeps
+        self._tick = -self.warmup_steps
         self.t = self._tick * self.dt  # simulation time; output starts after the warm-up
         self.behaviours_on = False  # reckless behaviour starts with the output, not the warm-up
         self._next_id = 1
@@ -125,6 +130,10 @@ class Engine:
         self._initial_fill()
 
     # ------------------------------------------------------------------ population
+
+    @property
+    def warmup_steps(self) -> int:
+        return int(round(self.config.warmup_s / self.dt))
 
     @property
     def n(self) -> int:
@@ -187,6 +196,7 @@ class Engine:
         st["turn"][idx] = np.where(signalised, turn, STRAIGHT)
         st["committed"][idx] = False
         st["distracted"][idx] = False
+        st["panic"][idx] = False
         u = rng.uniform(0.0, 1.0, (3, k))
         r = st["reckless"][idx] & signalised
         st["run_red"][idx] = r & (u[0] < m.p_run_red)
@@ -202,7 +212,8 @@ class Engine:
     # ------------------------------------------------------------------ the tick
 
     def step(self) -> StepResult:
-        """Advance one tick; returns the state at the new time ``self.t``."""
+        """Advance ``dt`` (one tick, or a part of it when the tick is longer than 0.1 s);
+        returns the state at the new time ``self.t``."""
         st = self.st
         self._tick += 1
         self.t = t = self._tick * self.dt
@@ -262,13 +273,14 @@ class Engine:
         arc_limit = self._vturn[seg] * st["turn_factor"]
         v0 = np.where(w.seg_arc[seg], np.minimum(v0, arc_limit), v0)
         dv = v - lead_v
-        if self.behaviours_on:
-            self._distraction(on_link, gap, dv)
+        need = self._distraction(on_link, gap, dv) if self.behaviours_on else None
         a_follow = idm_accel(v, v0, gap, dv, st["a_max"], m.comfort_decel_mps2, st["headway"],
                              m.min_gap_m)
         a_free = idm_accel(v, v0, np.full(self.n, np.inf), dv, st["a_max"],
                            m.comfort_decel_mps2, st["headway"], m.min_gap_m)
         acc = np.where(st["distracted"], a_free, a_follow)
+        if need is not None:
+            acc = np.where(st["panic"], -np.minimum(need, m.max_decel_mps2), acc)
         # slow down for the turn ahead
         d_end = w.seg_length[seg] - s
         v_turn = self._vturn[own_move] * st["turn_factor"]
@@ -283,20 +295,29 @@ class Engine:
         acc[st["crashed"]] = 0.0
         return acc
 
-    def _distraction(self, on_link: np.ndarray, gap: np.ndarray, dv: np.ndarray) -> None:
-        """Armed reckless drivers closing fast on a slower leader stop paying attention
-        and wake up at a short time-to-collision (then brake as hard as they can)."""
+    def _distraction(self, on_link: np.ndarray, gap: np.ndarray, dv: np.ndarray) -> np.ndarray:
+        """Armed reckless drivers closing fast on a slower leader stop paying attention; they
+        wake up late and brake hard to stop just short of it (a near miss), or cannot.
+
+        Returns the deceleration that stops each driver at its chosen gap (panic braking).
+        """
         st, m = self.st, self.model
         start = st["distract_armed"] & on_link & (gap < 80.0) & (gap > 15.0) & (dv > 4.0)
         idx = np.flatnonzero(start)
         if idx.shape[0]:
             st["distract_armed"][idx] = False
             st["distracted"][idx] = True
-            st["react_ttc"][idx] = self.rng.uniform(*m.react_ttc_s, idx.shape[0])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ttc = gap / np.maximum(dv, 1e-3)
-        wake = st["distracted"] & ((dv <= 0.5) | ~np.isfinite(gap) | (ttc < st["react_ttc"]))
-        st["distracted"][wake] = False
+            st["wake_decel"][idx] = self.rng.uniform(*m.wake_decel_mps2, idx.shape[0])
+            st["stop_gap"][idx] = self.rng.uniform(*m.stop_gap_m, idx.shape[0])
+        closing = np.maximum(dv, 0.0)
+        with np.errstate(invalid="ignore"):
+            need = closing * closing / (2.0 * np.maximum(gap - st["stop_gap"], 0.05))
+        lost = ~np.isfinite(gap) | (dv <= 0.5)
+        wake = st["distracted"] & ~lost & (need >= st["wake_decel"])
+        st["distracted"] &= ~(lost | wake)
+        st["panic"] |= wake
+        st["panic"] &= np.isfinite(gap) & (dv > 0.1)
+        return need
 
     def _stop_lines(self, signal: np.ndarray, on_link: np.ndarray, own_move: np.ndarray,
                     occ: _Occupancy) -> np.ndarray:
@@ -543,6 +564,7 @@ class Engine:
         st["v"][hit] = 0.0
         st["drift_v"][hit] = 0.0
         st["distracted"][hit] = False
+        st["panic"][hit] = False
 
 
 class _Occupancy:

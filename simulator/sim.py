@@ -33,7 +33,7 @@ def iter_ticks(config: SimConfig) -> Iterator[Tick]:
     near-miss episodes."""
     engine_seed, sensor_seed = np.random.SeedSequence(config.seed).spawn(2)
     engine = Engine(config, np.random.default_rng(engine_seed))
-    for _ in range(int(round(config.warmup_s * config.hz))):
+    for _ in range(engine.warmup_steps):
         engine.step()
     engine.behaviours_on = True
     truth = TruthTracker(near_miss_gap_m=config.near_miss_gap_m,
@@ -41,11 +41,15 @@ def iter_ticks(config: SimConfig) -> Iterator[Tick]:
     sensors = Sensors(config, np.random.default_rng(sensor_seed))
     last = -1 if config.n_ticks is None else config.n_ticks - 1
     ticks = itertools.count() if config.n_ticks is None else range(config.n_ticks)
+    sub = config.substeps
     for k in ticks:
-        r = engine.step()
         ts = round(config.start_ts + k * config.dt_s, 6)
-        vx, vy = r.speed * np.cos(r.heading), r.speed * np.sin(r.heading)
-        events = truth.update(ts, r.vid, r.pairs, r.x, r.y, vx, vy)
+        events: list[dict] = []
+        for j in range(sub):  # contacts are checked at every physics step
+            r = engine.step()
+            vx, vy = r.speed * np.cos(r.heading), r.speed * np.sin(r.heading)
+            t_sub = ts if j == sub - 1 else round(ts - (sub - 1 - j) * engine.dt, 6)
+            events += truth.update(t_sub, r.vid, r.pairs, r.x, r.y, vx, vy)
         messages = sensors.observe(k, ts, r.vid, r.x, r.y, r.speed, r.heading, r.length,
                                    r.width)
         if k == last:

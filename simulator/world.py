@@ -6,8 +6,8 @@ junction movements (straight, or a quarter-circle arc for a turn, inside the jun
 Segments are rows of numpy tables so the engine looks up geometry for all vehicles at once.
 
 Geometry: right-hand traffic, lane 0 is the innermost lane (next to the centre line), lanes are
-``lane_width_m`` apart. A junction zone is the square of half-size ``zone_half_m`` = lanes x lane
-width + a corner allowance around each crossing; every movement starts and ends on its edge,
+``lane_width_m`` apart. A junction zone is the square of half-size ``zone_half_m`` (lanes x lane
+width + a corner allowance) around each crossing; every movement starts and ends on its edge,
 so outside the zones vehicles are always in a lane. Left turns go from lane 0 to lane 0, right
 turns from the curb lane to the curb lane, straight movements keep their lane.
 
@@ -46,7 +46,8 @@ class WorldConfig:
 
     @property
     def zone_half_m(self) -> float:
-        return self.lanes * self.lane_width_m + self.corner_m
+        # at least 10 m: opposing left turns then pass each other with room to spare
+        return max(self.lanes * self.lane_width_m + self.corner_m, 10.0)
 
     @property
     def cycle_s(self) -> float:

@@ -1,0 +1,414 @@
+"""Risk: footprints, time alignment, time to contact, the grid, nuisance filters, and
+hand-built noisy traffic (ordinary cases that must stay silent, dangerous ones that must not)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from model.kinematics import Kinematics
+from model.predictors import PathSpec, constant_velocity_paths
+from stream.errors import ConfigError
+from stream.risk import (
+    CRITICAL,
+    WARNING,
+    Fleet,
+    RiskConfig,
+    assess,
+    candidate_pairs,
+    footprints_overlap,
+)
+from tests.unit import risk_scenarios as sc
+
+SPEC = PathSpec()
+T = sc.T0
+
+
+def cv_fleet(rows: list[dict], spec: PathSpec = SPEC) -> Fleet:
+    """Vehicles with constant-velocity paths; keys x, y, v, h and optional ts, acc, l, w."""
+    n = len(rows)
+    col = {k: np.array([float(r.get(k, d)) for r in rows]) for k, d in
+           (("x", 0), ("y", 0), ("v", 0), ("h", 0), ("ts", T), ("acc", 0), ("l", 4.5),
+            ("w", 1.8))}
+    kin = Kinematics(ts=col["ts"], x=col["x"], y=col["y"], prev_x=col["x"], prev_y=col["y"],
+                     dt=np.zeros(n), speed=col["v"], heading=col["h"], yaw_rate=np.zeros(n),
+                     accel=col["acc"], first=np.zeros(n, bool))
+    return Fleet.from_kinematics(kin, constant_velocity_paths(kin, spec.offsets_s),
+                                 col["l"], col["w"])
+
+
+def pairs_of(c) -> list[tuple[int, int]]:
+    return list(zip(c.a.tolist(), c.b.tolist(), strict=True))
+
+
+# ---- footprints ----------------------------------------------------------------------------
+
+def _overlap(d, ha, hb, la=2.25, wa=0.9, lb=2.25, wb=0.9) -> bool:
+    return bool(footprints_overlap(np.float64(d[0]), np.float64(d[1]), math.cos(ha),
+                                   math.sin(ha), la, wa, math.cos(hb), math.sin(hb), lb, wb))
+
+
+def test_footprints_side_by_side_and_in_line() -> None:
+    assert not _overlap((0.0, 3.5), 0.0, 0.0)  # adjacent lanes, 1.7 m apart
+    assert not _overlap((0.0, 1.81), 0.0, 0.0)
+    assert _overlap((0.0, 1.79), 0.0, 0.0)
+    assert _overlap((4.49, 0.0), 0.0, 0.0) and not _overlap((4.51, 0.0), 0.0, 0.0)
+    assert _overlap((4.49, 0.0), 0.0, math.pi)  # oncoming nose to nose
+
+
+def test_footprints_are_oriented_boxes_not_circles() -> None:
+    # T-bone: b's side is 2.25 + 0.9 from a's centre along a's heading
+    assert _overlap((3.1, 0.0), 0.0, math.pi / 2)
+    assert not _overlap((3.2, 0.0), 0.0, math.pi / 2)
+    # Corner to corner: circumscribed circles (r 2.42) overlap, the boxes do not.
+    assert not _overlap((3.3, 3.3), 0.0, 0.0)
+
+
+def _corners(cx: float, cy: float, h: float, hl: float, hw: float) -> np.ndarray:
+    u, n = np.array([math.cos(h), math.sin(h)]), np.array([-math.sin(h), math.cos(h)])
+    return np.array([[cx, cy] + su * hl * u + sn * hw * n
+                     for su, sn in ((1, 1), (-1, 1), (-1, -1), (1, -1))])
+
+
+def _polygons_intersect(p: np.ndarray, q: np.ndarray) -> bool:
+    """Reference: convex polygons intersect iff an edge crosses or a vertex is inside."""
+    def inside(pt, poly):
+        cross = [np.cross(poly[(i + 1) % 4] - poly[i], pt - poly[i]) for i in range(4)]
+        return all(c >= 0 for c in cross) or all(c <= 0 for c in cross)
+
+    def crosses(a1, a2, b1, b2):
+        d1, d2 = np.cross(a2 - a1, b1 - a1), np.cross(a2 - a1, b2 - a1)
+        d3, d4 = np.cross(b2 - b1, a1 - b1), np.cross(b2 - b1, a2 - b1)
+        return d1 * d2 < 0 and d3 * d4 < 0
+
+    if any(inside(v, q) for v in p) or any(inside(v, p) for v in q):
+        return True
+    return any(crosses(p[i], p[(i + 1) % 4], q[j], q[(j + 1) % 4])
+               for i in range(4) for j in range(4))
+
+
+def test_footprints_match_a_polygon_reference() -> None:
+    rng = np.random.default_rng(11)
+    n = 400
+    d = rng.uniform(-7, 7, (n, 2))
+    ha, hb = rng.uniform(-np.pi, np.pi, n), rng.uniform(-np.pi, np.pi, n)
+    la, lb = rng.uniform(1.5, 6.0, n), rng.uniform(1.5, 6.0, n)
+    wa, wb = rng.uniform(0.5, 1.3, n), rng.uniform(0.5, 1.3, n)
+    got = footprints_overlap(d[:, 0], d[:, 1], np.cos(ha), np.sin(ha), la, wa, np.cos(hb),
+                             np.sin(hb), lb, wb)
+    want = [_polygons_intersect(_corners(0, 0, ha[i], la[i], wa[i]),
+                                _corners(d[i, 0], d[i, 1], hb[i], lb[i], wb[i]))
+            for i in range(n)]
+    assert got.tolist() == want
+    assert 50 < sum(want) < n - 50
+
+
+def test_footprints_broadcast_over_samples() -> None:
+    dx = np.array([[10.0, 5.0, 4.0, 0.0]])
+    got = footprints_overlap(dx, np.zeros_like(dx), 1.0, 0.0, 2.25, 0.9, 1.0, 0.0, 2.25, 0.9)
+    assert got.tolist() == [[False, False, True, True]]
+
+
+# ---- configuration ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kw", [
+    {"critical_ttc_s": 3.5}, {"warning_ttc_s": 0.0}, {"margin_m": -0.1},
+    {"sample_step_s": float("nan")}, {"cell_m": 0.0}, {"parallel_tol_rad": 2.0},
+    {"max_speed_mps": float("inf")},
+])
+def test_config_rejects_bad_values(kw: dict) -> None:
+    with pytest.raises(ConfigError):
+        RiskConfig(**kw)
+
+
+# ---- time to contact, closest approach, time alignment -----------------------------------
+
+def test_head_on_ttc_closest_approach_and_severity() -> None:
+    fleet = cv_fleet([dict(x=0, y=0, v=20, h=0), dict(x=60, y=0, v=20, h=math.pi)])
+    c = assess(T, fleet, SPEC)
+    assert pairs_of(c) == [(0, 1)]
+    # bumpers (plus the 0.25 m margin) meet when 60 - 40 t = 4.75
+    assert c.ttc[0] == pytest.approx(1.38125)
+    assert c.severity[0] == CRITICAL
+    assert c.cpa_t[0] == pytest.approx(T + 1.38125)
+    assert (c.cpa_x[0], c.cpa_y[0]) == (pytest.approx(30.0), pytest.approx(0.0))
+    assert c.min_distance[0] == pytest.approx(0.0, abs=1e-9)  # the predicted paths cross
+    relaxed = assess(T, fleet, SPEC, RiskConfig(critical_ttc_s=1.0))
+    assert relaxed.severity.tolist() == [WARNING]
+
+
+def test_contacts_beyond_the_warning_horizon_are_not_conflicts() -> None:
+    # crossing: b's side reaches a's nose about 4.26 s from now
+    fleet = cv_fleet([dict(x=0, y=-63, v=14, h=math.pi / 2), dict(x=-63, y=0, v=14, h=0)])
+    assert len(assess(T, fleet, SPEC)) == 0
+    c = assess(T, fleet, SPEC, RiskConfig(warning_ttc_s=5.0, critical_ttc_s=1.5))
+    assert len(c) == 1 and 4.0 < c.ttc[0] < 4.5
+
+
+def test_paths_are_aligned_to_the_assessment_time() -> None:
+    base = assess(T, cv_fleet([dict(x=0, y=0, v=20, h=0), dict(x=60, y=0, v=20, h=math.pi)]),
+                  SPEC)
+    # b's last fix is 0.3 s old, 6 m further back on the same line: same motion, same answer
+    old = cv_fleet([dict(x=0, y=0, v=20, h=0), dict(x=66, y=0, v=20, h=math.pi, ts=T - 0.3)])
+    c = assess(T, old, SPEC)
+    assert c.ttc.tolist() == [pytest.approx(base.ttc[0])]
+    assert c.cpa_x[0] == pytest.approx(base.cpa_x[0])
+    # without alignment (pretending the fix is current) the contact would be later
+    late = assess(T, cv_fleet([dict(x=0, y=0, v=20, h=0), dict(x=66, y=0, v=20, h=math.pi)]),
+                  SPEC)
+    assert late.ttc[0] > base.ttc[0]
+
+
+def test_path_end_is_extrapolated_for_stale_fixes() -> None:
+    spec = PathSpec(horizon_s=2.0, step_s=0.2)
+    fleet = cv_fleet([dict(x=0, y=0, v=10, h=0, ts=T - 1.0),
+                      dict(x=62, y=0, v=10, h=math.pi, ts=T - 1.0)], spec)
+    c = assess(T, fleet, spec)  # paths end at T + 1 s; centres 42 m apart at T
+    assert c.ttc.tolist() == [pytest.approx((42 - 4.75) / 20)]
+
+
+def test_crossing_paths_ttc() -> None:
+    # a northbound and b eastbound, both reach the junction centre 2.5 s from now
+    fleet = cv_fleet([dict(x=0, y=-35, v=14, h=math.pi / 2), dict(x=-35, y=0, v=14, h=0)])
+    c = assess(T, fleet, SPEC)
+    assert pairs_of(c) == [(0, 1)]
+    # a's nose meets b's side (0.9 + 2.25 + margin from the centre) about 0.24 s before
+    # b's side (0.9 + 0.125 from its centre line) meets a's nose (2.25 + 0.125 ahead)
+    assert c.ttc[0] == pytest.approx((35 - 0.9 - 2.25 - 0.25) / 14)
+    assert c.severity[0] == WARNING
+
+
+def test_near_misses_are_not_conflicts() -> None:
+    # crossing with 1.5 s separation; parallel paths 3.5 m apart, opposite directions
+    fleet = cv_fleet([dict(x=0, y=-35, v=14, h=math.pi / 2), dict(x=-56, y=0, v=14, h=0),
+                      dict(x=500, y=0, v=14, h=0), dict(x=560, y=3.5, v=14, h=math.pi)])
+    assert len(assess(T, fleet, SPEC)) == 0
+
+
+def test_large_coordinates_give_the_same_answer() -> None:
+    rows = [dict(x=0, y=-35, v=14, h=math.pi / 2), dict(x=-35, y=0, v=14, h=0),
+            dict(x=0, y=0, v=20, h=0.0), dict(x=60, y=0.3, v=20, h=math.pi)]
+    rows[2:] = [dict(r, x=r["x"] + 300) for r in rows[2:]]
+    near = assess(T, cv_fleet(rows), SPEC)
+    far = assess(T, cv_fleet([dict(r, x=r["x"] + 612_345.0, y=r["y"] - 401_234.0)
+                              for r in rows]), SPEC)
+    assert pairs_of(far) == pairs_of(near) and len(near) == 2
+    np.testing.assert_allclose(far.ttc, near.ttc, rtol=1e-9)
+    np.testing.assert_allclose(far.cpa_x - 612_345.0, near.cpa_x, atol=1e-6)
+
+
+def test_invalid_vehicles_are_left_out_and_indices_kept() -> None:
+    fleet = cv_fleet([dict(x=500, y=0), dict(x=0, y=-35, v=14, h=math.pi / 2),
+                      dict(x=1, y=1, v=3), dict(x=-35, y=0, v=14, h=0)])
+    paths = fleet.paths.copy()
+    paths[2, 5] = np.nan
+    speed = fleet.speed.copy()
+    speed[0] = np.nan
+    broken = Fleet(**{**{f: getattr(fleet, f) for f in Fleet.__slots__}, "paths": paths,
+                      "speed": speed})
+    c = assess(T, broken, SPEC)
+    assert pairs_of(c) == [(1, 3)]
+    assert len(assess(T, broken.take(np.array([0, 2])), SPEC)) == 0
+    assert len(assess(T, broken.take(np.array([1])), SPEC)) == 0
+
+
+def test_implausible_paths_are_clipped_not_exploded() -> None:
+    fleet = cv_fleet([dict(x=0, y=0, v=10, h=0), dict(x=200, y=0, v=0)])
+    paths = fleet.paths.copy()
+    paths[0, :, 0] = np.linspace(5_000, 100_000, SPEC.points)  # a 25 km/s "prediction"
+    c = assess(T, Fleet(**{**{f: getattr(fleet, f) for f in Fleet.__slots__},
+                           "paths": paths}), SPEC)
+    assert len(c) == 0  # at most 100 m/s x 3 s: it can still not reach b at 200 m
+
+
+# ---- the grid --------------------------------------------------------------------------------
+
+def test_candidate_pairs_equal_brute_force_box_overlap() -> None:
+    rng = np.random.default_rng(7)
+    for n, cell in [(300, 7.0), (300, 40.0), (60, 1.0), (2, 10.0)]:
+        lo = rng.uniform(0, 300, (n, 2))
+        hi = lo + rng.exponential(12, (n, 2))
+        a, b = candidate_pairs(lo, hi, cell)
+        got = set(zip(a.tolist(), b.tolist(), strict=True))
+        assert len(got) == a.shape[0]  # no duplicates
+        want = {(i, j) for i, j in itertools.combinations(range(n), 2)
+                if np.all(lo[i] <= hi[j]) and np.all(lo[j] <= hi[i])}
+        assert got == want
+
+
+def random_city(n: int, seed: int) -> Fleet:
+    rng = np.random.default_rng(seed)
+    side = math.sqrt(n * 900.0)
+    return cv_fleet([dict(x=x, y=y, v=v, h=h, ts=T - age, acc=acc) for x, y, v, h, age, acc in
+                     zip(rng.uniform(0, side, n), rng.uniform(0, side, n),
+                         rng.choice([0.0, 5.0, 14.0], n), rng.uniform(-np.pi, np.pi, n),
+                         rng.uniform(0, 0.3, n), rng.normal(-0.5, 1.5, n), strict=True)])
+
+
+def test_assess_does_not_depend_on_the_cell_size() -> None:
+    fleet = random_city(600, 1)
+    ref = assess(T, fleet, SPEC, RiskConfig(cell_m=500.0))  # one cell: every pair checked
+    assert len(ref) >= 5
+    for cell in (3.0, 25.0, None):
+        c = assess(T, fleet, SPEC, RiskConfig(cell_m=cell))
+        assert pairs_of(c) == pairs_of(ref)
+        assert c.ttc.tolist() == ref.ttc.tolist()
+    assert np.all(ref.a < ref.b)
+    order = np.lexsort((ref.b, ref.a))
+    assert np.array_equal(order, np.arange(len(ref)))
+
+
+# ---- nuisance filters and braking awareness (exact inputs) ---------------------------------
+
+def test_still_pairs_never_conflict_even_overlapping() -> None:
+    fleet = cv_fleet([dict(x=0, y=0, v=0.2, h=0), dict(x=4.0, y=0.3, v=0.0, h=0.1)])
+    assert len(assess(T, fleet, SPEC)) == 0
+
+
+def test_following_needs_more_than_a_comfortable_stop() -> None:
+    leader = dict(x=100, y=0, v=0, h=0)
+    # 14 m/s, 60 m behind a stopped car: contact within 3 s? no (4.0 s)
+    # 14 m/s, 38 m bumper gap: contact at 2.7 s, but a 2.7 m/s^2 stop still fits
+    assert len(assess(T, cv_fleet([leader, dict(x=100 - 4.5 - 38, v=14)]), SPEC)) == 0
+    # 28 m gap: 3.6 m/s^2 needed -> warning
+    c = assess(T, cv_fleet([leader, dict(x=100 - 4.5 - 28, v=14)]), SPEC)
+    assert c.severity.tolist() == [WARNING]
+    # already braking at 4 m/s^2 for it: fine (and the path is re-timed to stop short)
+    assert len(assess(T, cv_fleet([leader, dict(x=100 - 4.5 - 28, v=14, acc=-4)]), SPEC)) == 0
+    # braking, but too gently: still a conflict
+    c = assess(T, cv_fleet([leader, dict(x=100 - 4.5 - 28, v=14, acc=-1.5)]), SPEC)
+    assert len(c) == 1
+
+
+def test_braking_leader_is_seen_by_its_follower() -> None:
+    # same speed, 12 m gap: constant velocity sees no contact, but the leader brakes at 7 m/s^2
+    rows = [dict(x=16.5, y=0, v=14, h=0, acc=-7.0), dict(x=0, y=0, v=14, h=0)]
+    c = assess(T, cv_fleet(rows), SPEC)
+    assert pairs_of(c) == [(0, 1)] and c.ttc[0] < 2.5
+    assert len(assess(T, cv_fleet([dict(rows[0], acc=0.0), rows[1]]), SPEC)) == 0
+
+
+def test_adjacent_lane_needs_lateral_closing_beyond_heading_noise() -> None:
+    # side by side 3.5 m apart, headings converging by 0.03 rad each: paths touch in ~3 s
+    quiet = [dict(x=0, y=0, v=14, h=0.03), dict(x=0, y=3.5, v=14, h=-0.03)]
+    assert len(assess(T, cv_fleet(quiet), SPEC)) == 0
+    # a real cut-in: 2 m/s sideways
+    cut = [dict(x=0, y=0, v=14, h=0.0), dict(x=2, y=3.5, v=14, h=-math.atan2(2, 14))]
+    c = assess(T, cv_fleet(cut), SPEC)
+    assert pairs_of(c) == [(0, 1)] and c.ttc[0] < 1.5
+
+
+def test_oncoming_in_own_lane_vs_wrong_way() -> None:
+    # 80 m apart, each heading 0.02 rad towards the other's lane: predicted paths touch
+    passing = [dict(x=0, y=0, v=14, h=0.02), dict(x=80, y=3.5, v=14, h=math.pi + 0.02)]
+    assert len(assess(T, cv_fleet(passing), SPEC)) == 0
+    wrong_way = [dict(x=0, y=0, v=14, h=0.0), dict(x=60, y=0.3, v=14, h=math.pi)]
+    c = assess(T, cv_fleet(wrong_way), SPEC)
+    assert pairs_of(c) == [(0, 1)] and c.severity[0] == WARNING
+
+
+# ---- noisy, hand-built traffic through the real estimator, predictor and episodes ----------
+
+SEEDS = range(8)
+PREDICTORS = ("cv", "ctrv")
+
+
+def side_by_side(v: float = 14.0, dv: float = 0.0):
+    return [sc.straight(0, 0, 0, v), sc.straight(0, 3.5, 0, v + dv)]
+
+
+def oncoming(v: float = 14.0):
+    return [sc.straight(0, 0, 0, v), sc.straight(200, 3.5, math.pi, v),
+            sc.straight(-30, 0, 0, v), sc.straight(240, 3.5, math.pi, v)]
+
+
+def queue():
+    return [sc.straight(-6.5 * i, 0, 0, 0.0) for i in range(5)]
+
+
+def braking_behind_stopped(v: float = 14.0, decel: float = 2.5, gap: float = 3.0):
+    lead_x = 100.0
+    t_brake = (lead_x - 4.5 - gap - sc.stop_distance(v, decel)) / v
+    return [sc.straight(lead_x, 0, 0, 0.0), sc.brake_to_stop(0, 0, 0, v, t_brake, decel)]
+
+
+def braking_behind_braking(v: float = 14.0, decel: float = 2.5):
+    # the leader stops for a light, the follower (1.4 s behind) reacts 0.8 s later
+    return [sc.brake_to_stop(20 + 4.5, 0, 0, v, 3.0, decel),
+            sc.brake_to_stop(0, 0, 0, v, 3.8, decel)]
+
+
+ORDINARY = {
+    "side_by_side": (side_by_side(), 15.0),
+    "side_by_side_25mps": (side_by_side(25.0), 15.0),
+    "overtaking": (side_by_side(14.0, 2.0), 15.0),
+    "oncoming": (oncoming(), 16.0),
+    "oncoming_25mps": (oncoming(25.0), 10.0),
+    "queue_at_standstill": (queue(), 10.0),
+    "braking_behind_stopped": (braking_behind_stopped(), 13.0),
+    "braking_harder_behind_stopped": (braking_behind_stopped(decel=3.0, gap=2.0), 13.0),
+    "braking_behind_braking": (braking_behind_braking(), 13.0),
+}
+
+
+@pytest.mark.parametrize("predictor", PREDICTORS)
+@pytest.mark.parametrize("name", list(ORDINARY))
+def test_ordinary_traffic_never_alerts(name: str, predictor: str) -> None:
+    trajs, duration = ORDINARY[name]
+    for seed in SEEDS:
+        run = sc.run(trajs, duration, seed=seed, predictor=predictor)
+        assert run.alerts == [], (seed, [(a.ts - T, a.severity, a.ttc) for a in run.alerts])
+
+
+@pytest.mark.parametrize("predictor", PREDICTORS)
+@pytest.mark.parametrize("name", ["side_by_side", "oncoming", "queue_at_standstill"])
+def test_ordinary_traffic_never_alerts_from_positions_only(name: str, predictor: str) -> None:
+    trajs, duration = ORDINARY[name]
+    for seed in SEEDS:
+        run = sc.run(trajs, duration, seed=seed, predictor=predictor, reported=False,
+                     warmup_s=1.0)
+        assert run.alerts == [], (seed, [(a.ts - T, a.severity, a.ttc) for a in run.alerts])
+
+
+def red_light_runner(v: float = 14.0, t_meet: float = 6.0):
+    return [sc.straight(0, -v * t_meet, math.pi / 2, v), sc.straight(-v * t_meet, 0, 0, v)]
+
+
+def first_contact(trajs, duration: float) -> float:
+    """True time (since T0) the real footprints first touch."""
+    t = np.arange(0.0, duration, 0.01)
+    states = [f(t) for f in trajs]
+    (xa, ya, _, ha), (xb, yb, _, hb) = states
+    touch = footprints_overlap(xb - xa, yb - ya, np.cos(ha), np.sin(ha), 2.25, 0.9,
+                               np.cos(hb), np.sin(hb), 2.25, 0.9)
+    return float(t[np.argmax(touch)])
+
+
+DANGEROUS = {
+    # name: (trajectories, duration, minimum warning lead time in s)
+    "red_light_runner": (red_light_runner(), 7.0, 2.0),
+    "red_light_runner_10mps": (red_light_runner(10.0), 7.0, 2.0),
+    "not_braking_for_a_queue": ([sc.straight(100, 0, 0, 0.0), sc.straight(0, 0, 0, 14.0)],
+                                7.5, 1.5),
+}
+
+
+@pytest.mark.parametrize("predictor", PREDICTORS)
+@pytest.mark.parametrize("name", list(DANGEROUS))
+def test_dangerous_traffic_alerts_in_time(name: str, predictor: str) -> None:
+    trajs, duration, lead = DANGEROUS[name]
+    contact = first_contact(trajs, duration)
+    leads = []
+    for seed in range(5):
+        run = sc.run(trajs, duration, seed=seed, predictor=predictor)
+        assert run.alerts, seed
+        first = run.alerts[0]
+        leads.append(contact - (first.ts - T))
+        critical = [a for a in run.alerts if a.severity == CRITICAL]
+        assert critical and critical[0].ts - T < contact, seed
+        assert len(run.alerts) <= 2  # one episode: warning, then critical
+    assert np.median(leads) >= lead, leads
+    assert min(leads) >= lead - 0.6, leads
