@@ -72,7 +72,7 @@ def _stop_on_sigterm() -> Iterator[threading.Event]:
 @_opt("--drop-rate", env="DROP_RATE", default=SimConfig.drop_rate,
       type=click.FloatRange(0.0, 1.0, max_open=True), help="Fraction of messages lost.")
 @_opt("--jitter", env="JITTER_S", default=SimConfig.jitter_s, type=_NON_NEGATIVE,
-      help="Timestamp jitter, uniform within +- this (s); under half a tick.")
+      help="Timestamp jitter, uniform within +- this (s).")
 @_opt("--late-fraction", env="LATE_FRACTION", default=SimConfig.late_fraction, type=_FRACTION,
       help="Fraction of messages published late, after newer ones (out of order).")
 @_opt("--duplicate-fraction", env="DUPLICATE_FRACTION", default=SimConfig.duplicate_fraction,

@@ -111,7 +111,7 @@ class Progress:
         self.label = label
         self.interval_s = interval_s
         self.messages = 0
-        self._t0 = self._last = time.monotonic()
+        self._last = time.monotonic()
         self._last_count = 0
         self._shown = False
 
@@ -120,6 +120,9 @@ class Progress:
         if not self.enabled:
             return
         now = time.monotonic()
+        if self._last_count == 0:  # the first batch (after any warm-up) starts the clock
+            self._last, self._last_count = now, self.messages
+            return
         if now - self._last < self.interval_s:
             return
         rate = (self.messages - self._last_count) / (now - self._last)

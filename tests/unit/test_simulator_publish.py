@@ -85,7 +85,9 @@ def test_progress_line_only_when_enabled() -> None:
     loud = io.StringIO()
     p = Progress("simulate", stream=loud, interval_s=0.0, enabled=True)
     p.update(10, vehicles=5, near_misses=2)
+    assert loud.getvalue() == "", "the first batch only starts the rate clock"
+    p.update(10, vehicles=5, near_misses=2)
     p.close()
     text = loud.getvalue()
-    assert text.startswith("\rsimulate: 10 msgs") and "5 vehicles" in text
+    assert text.startswith("\rsimulate: 20 msgs") and "5 vehicles" in text
     assert "2 near misses" in text and text.endswith("\n")
