@@ -64,35 +64,57 @@ class Outputs:
 
 
 class _Pending:
-    """Accepted records waiting for their tick, columnar (arrival order)."""
+    """Accepted records waiting for their tick, columnar, as a list of per-batch chunks.
+
+    Appending is O(batch) (no concatenation with what already waits: while a slow partition
+    holds the watermark, many batches can pile up); chunks are merged only on release.
+    """
+
+    _FIELDS = (*_COLS, "ids", "tick", "seq")
 
     def __init__(self) -> None:
-        self.cols: dict[str, np.ndarray] = {c: np.empty(0) for c in _COLS}
-        self.ids = np.empty(0, dtype=object)
-        self.tick = np.empty(0, dtype=np.int64)
-        self.seq = np.empty(0, dtype=np.int64)
+        self.chunks: list[dict[str, np.ndarray]] = []
+        self.size = 0
+        self.min_tick: int | None = None
 
     def __len__(self) -> int:
-        return int(self.tick.shape[0])
+        return self.size
 
     def append(self, batch: PositionBatch, rows: np.ndarray, tick: np.ndarray, seq: np.ndarray
                ) -> None:
-        for c in _COLS:
-            self.cols[c] = np.concatenate([self.cols[c], getattr(batch, c)[rows]])
-        self.ids = np.concatenate([self.ids, batch.vehicle_id[rows]])
-        self.tick = np.concatenate([self.tick, tick])
-        self.seq = np.concatenate([self.seq, seq])
+        chunk = {c: getattr(batch, c)[rows] for c in _COLS}
+        chunk["ids"] = batch.vehicle_id[rows]
+        chunk["tick"] = tick
+        chunk["seq"] = seq
+        self.chunks.append(chunk)
+        self.size += int(tick.shape[0])
+        low = int(tick.min())
+        self.min_tick = low if self.min_tick is None else min(self.min_tick, low)
+
+    def min_seq(self) -> int | None:
+        return min(int(c["seq"].min()) for c in self.chunks) if self.size else None
+
+    def max_tick(self) -> int:
+        return max(int(c["tick"].max()) for c in self.chunks)
 
     def pop_until(self, k: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """Remove the records of ticks <= k; returned sorted by (event time, arrival)."""
-        sel = self.tick <= k
+        if self.min_tick is None or self.min_tick > k:
+            out = {c: np.empty(0) for c in _COLS}
+            return out, np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
+        if len(self.chunks) == 1:
+            merged = self.chunks[0]
+        else:
+            merged = {f: np.concatenate([c[f] for c in self.chunks]) for f in self._FIELDS}
+        sel = merged["tick"] <= k
         keep = ~sel
-        out = {c: v[sel] for c, v in self.cols.items()}
-        ids, tick = self.ids[sel], self.tick[sel]
-        self.cols = {c: v[keep] for c, v in self.cols.items()}
-        self.ids, self.tick, self.seq = self.ids[keep], self.tick[keep], self.seq[keep]
-        order = np.argsort(out["ts"], kind="stable")
-        return {c: v[order] for c, v in out.items()}, ids[order], tick[order]
+        rest = {f: v[keep] for f, v in merged.items()}
+        self.size = int(rest["tick"].shape[0])
+        self.chunks = [rest] if self.size else []
+        self.min_tick = int(rest["tick"].min()) if self.size else None
+        order = np.argsort(merged["ts"][sel], kind="stable")
+        out = {c: merged[c][sel][order] for c in _COLS}
+        return out, merged["ids"][sel][order], merged["tick"][sel][order]
 
 
 class Engine:
@@ -168,7 +190,7 @@ class Engine:
     @property
     def min_pending_seq(self) -> int | None:
         """Smallest ``seq`` of a record still buffered (None when nothing waits)."""
-        return int(self._pending.seq.min()) if len(self._pending) else None
+        return self._pending.min_seq()
 
     @property
     def watermark_tick(self) -> int | None:
@@ -206,7 +228,7 @@ class Engine:
         """Release every buffered record (end of input)."""
         if not len(self._pending):
             return Outputs()
-        return self._release(int(self._pending.tick.max()))
+        return self._release(self._pending.max_tick())
 
     # -- arrival ---------------------------------------------------------------------------
 
