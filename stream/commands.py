@@ -29,7 +29,7 @@ __all__ = ["demo", "process"]
 
 log = logging.getLogger("stream.commands")
 
-_DEFAULT_PREDICTOR = "lstm"
+_DEFAULT_PREDICTOR = DEFAULTS.predictor
 
 
 def _opt(*names: str, env: str, **kw: Any) -> Callable[[Any], Any]:

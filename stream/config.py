@@ -146,7 +146,7 @@ class ProcessorConfig:
     source: SourceKind
     engine: EngineConfig = field(default_factory=EngineConfig)
     codec: Any = None  # stream.codec.CodecConfig; None = defaults
-    predictor: PredictorName = "cv"
+    predictor: PredictorName = "lstm"
     # Kafka
     bootstrap: str | None = None
     positions_topic: str = DEFAULTS.positions_topic

@@ -189,3 +189,17 @@ def test_process_reads_environment_variables(tmp_path: Path):
     assert r.exit_code == 0, r.output
     alerts = [orjson.loads(x) for x in out.read_bytes().splitlines()]
     assert alerts and all(a["ttc"] <= 2.0 for a in alerts)
+
+
+def test_demo_runs_the_simulator_through_the_processor_and_summarises():
+    from stream.commands import demo
+
+    r = CliRunner().invoke(demo, ["--duration", "20", "--speed", "1000", "--vehicles", "60",
+                                  "--reckless", "0.3", "--metrics-port", "0", "--predictor",
+                                  "cv", "--json"])
+    assert r.exit_code == 0, r.output
+    out = r.stdout
+    alerts = [orjson.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert all(a["schema"] == "trajstream.alert/v1" for a in alerts)
+    assert "summary:" in r.stderr and "positions in" in r.stderr
+    assert "prediction error at 1 s / 4 s: cv" in r.stderr
