@@ -628,7 +628,7 @@ def test_dashboard_and_rules_use_only_metrics_the_processor_exports() -> None:
 # becomes 127.0.0.1 and each container port a free local port; paths inside images become
 # local stand-ins. Commands and every other setting come from the resolved compose file.
 
-WARMUP_TIMEOUT_S = 240.0
+WARMUP_TIMEOUT_S = 150.0
 MIN_SCRAPES = 6  # >= 30 s of 5 s scrapes: every 20 s rate window holds several samples
 BAD_MESSAGES = [  # injected through the host listener; each has one rejection reason
     (b"veh-bad-1", b"this is not json"),
