@@ -568,9 +568,9 @@ class Engine:
 
 
 class _Occupancy:
-    """Who is where this tick: vehicles (and the lane they still overlap while changing
-    lanes or drifting) sorted by (segment, s), with per-segment rear-most occupants and the
-    per-junction counts the stop-line rules need."""
+    """Who is where this tick: vehicles (and the neighbouring lane they lean into while
+    changing lanes or drifting) sorted by (segment, s), with per-segment rear-most occupants
+    and the per-junction counts the stop-line rules need."""
 
     def __init__(self, eng: Engine, on_link: np.ndarray, own_move: np.ndarray,
                  signal: np.ndarray) -> None:
@@ -579,7 +579,9 @@ class _Occupancy:
         n = eng.n
         seg, s, v = st["seg"], st["s"], st["v"]
         lat = st["lat_lc"] + st["drift"]
-        intrude = 0.5 * (w.config.lane_width_m - st["width"])
+        # off the lane centre by more than 0.3 m: followers in that neighbouring lane treat
+        # the vehicle as theirs too, so nobody squeezes past a half-finished lane change
+        intrude = 0.3
         sh_l = np.flatnonzero(on_link & (lat > intrude) & (w.seg_left[seg] < w.n_seg))
         sh_r = np.flatnonzero(on_link & (lat < -intrude) & (w.seg_right[seg] < w.n_seg))
         o_vi = np.concatenate([np.arange(n), sh_l, sh_r])

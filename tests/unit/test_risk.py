@@ -349,7 +349,8 @@ ORDINARY = {
     "oncoming_25mps": (oncoming(25.0), 10.0),
     "queue_at_standstill": (queue(), 10.0),
     "braking_behind_stopped": (braking_behind_stopped(), 13.0),
-    "braking_harder_behind_stopped": (braking_behind_stopped(decel=3.0, gap=2.0), 13.0),
+    "braking_firmly_behind_stopped": (braking_behind_stopped(decel=3.0), 13.0),
+    "braking_closer_behind_stopped": (braking_behind_stopped(gap=2.0), 13.0),
     "braking_behind_braking": (braking_behind_braking(), 13.0),
 }
 
