@@ -109,8 +109,8 @@ class RiskConfig:
 
     @property
     def samples(self) -> int:
-        """Number of contact-search samples, at ``j * sample_step_s < warning_ttc_s``."""
-        return max(1, int(math.ceil(self.warning_ttc_s / self.sample_step_s - 1e-9)))
+        """Path samples ``j * sample_step_s`` from 0 up to (at least) ``warning_ttc_s``."""
+        return 1 + max(1, int(math.ceil(self.warning_ttc_s / self.sample_step_s - 1e-9)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -469,74 +469,123 @@ def _exact(
     cfg: RiskConfig,
 ) -> Conflicts:
     """Contact search over candidate pairs, then the nuisance filters (module docstring)."""
-    # 1. Cheap prune: circumscribed circles must meet at some sample.
-    keep = []
+    step = cfg.sample_step_s
+    # 1. Prune per interval between samples: circumscribed circles must meet there (motion
+    #    within the interval included). Only those (pair, interval) entries are searched.
+    pair_parts, int_parts, dmin_parts = [], [], []
     for s in range(0, a.shape[0], _BLOCK):
         ia, ib = a[s: s + _BLOCK], b[s: s + _BLOCK]
-        dx = smp.x[ib] - smp.x[ia]
-        dy = smp.y[ib] - smp.y[ia]
+        d2 = _closest_d2(smp.x[ib] - smp.x[ia], smp.y[ib] - smp.y[ia])
         rr = radius[ia] + radius[ib]
-        keep.append(np.any(dx * dx + dy * dy < (rr * rr)[:, None], axis=1))
-    near = np.concatenate(keep)
-    a, b = a[near], b[near]
-    if a.shape[0] == 0:
+        pi, ji = np.nonzero(d2 < (rr * rr)[:, None])
+        pair_parts.append(pi + s)
+        int_parts.append(ji)
+        dmin_parts.append(np.sqrt(d2.min(axis=1)))
+    pe, je = np.concatenate(pair_parts), np.concatenate(int_parts)  # pair-major, j ascending
+    if pe.shape[0] == 0:
+        return Conflicts.empty()
+    dmin_all = np.concatenate(dmin_parts)
+
+    # 2. Continuous footprint contact on those entries, plain and laterally robust.
+    ea, eb = a[pe], b[pe]
+    uniq = pe[np.concatenate([[True], pe[1:] != pe[:-1]])]  # pe is sorted
+    frame_all = _PairFrame(fleet, a[uniq], b[uniq], smp.x[b[uniq], 0] - smp.x[a[uniq], 0],
+                           smp.y[b[uniq], 0] - smp.y[a[uniq], 0], cfg)
+    lat_rate = np.zeros(a.shape[0])
+    lat_rate[uniq] = np.where(
+        frame_all.parallel & ~frame_all.following,
+        0.5 * cfg.lateral_heading_tol_rad * np.hypot(fleet.speed[a[uniq]], fleet.speed[b[uniq]]),
+        0.0,
+    )
+    hm = 0.5 * cfg.margin_m
+    la, wa = 0.5 * fleet.length[ea] + hm, 0.5 * fleet.width[ea] + hm
+    lb, wb = 0.5 * fleet.length[eb] + hm, 0.5 * fleet.width[eb] + hm
+    x0, y0 = smp.x[eb, je] - smp.x[ea, je], smp.y[eb, je] - smp.y[ea, je]
+    x1, y1 = smp.x[eb, je + 1] - smp.x[ea, je + 1], smp.y[eb, je + 1] - smp.y[ea, je + 1]
+    ax, ay, bx, by = smp.ux[ea, je], smp.uy[ea, je], smp.ux[eb, je], smp.uy[eb, je]
+    hit, f = _contact_in_interval(x0, y0, x1, y1, ax, ay, la, wa, bx, by, lb, wb)
+    shrink = lat_rate[pe] * (step * je)
+    robust, _ = _contact_in_interval(x0, y0, x1, y1, ax, ay, la, np.maximum(wa - shrink, 0.0),
+                                     bx, by, lb, np.maximum(wb - shrink, 0.0))
+    toi = np.where(hit, (je + f) * step, np.inf)
+    horizon = cfg.warning_ttc_s
+    robust &= toi < horizon
+    # first contact per pair (entries are pair-major, so the first hit of each group)
+    order = np.lexsort((toi, pe))
+    pe_o, toi_o = pe[order], toi[order]
+    head = np.concatenate([[True], pe_o[1:] != pe_o[:-1]])
+    best = order[head & (toi_o < horizon)]
+    pairs_robust = np.zeros(a.shape[0], dtype=bool)
+    pairs_robust[pe[robust]] = True
+    best = best[pairs_robust[pe[best]]]
+    if best.shape[0] == 0:
         return Conflicts.empty()
 
-    # 2. Footprint contact per sample, plain and laterally robust (see _contacts).
-    hm = 0.5 * cfg.margin_m
-    half_l, half_w = 0.5 * fleet.length + hm, 0.5 * fleet.width + hm
-    frame = _PairFrame(fleet, a, b, smp.x[b, 0] - smp.x[a, 0], smp.y[b, 0] - smp.y[a, 0], cfg)
-    lat_rate = np.where(
-        frame.parallel & ~frame.following,
-        0.5 * cfg.lateral_heading_tol_rad * np.hypot(fleet.speed[a], fleet.speed[b]), 0.0,
-    )
-    parts = [_contacts(smp, a[s: s + _BLOCK], b[s: s + _BLOCK], half_l, half_w,
-                       lat_rate[s: s + _BLOCK], cfg) for s in range(0, a.shape[0], _BLOCK)]
-    hit, robust, jc, closing, dmin = (np.concatenate(x) for x in zip(*parts, strict=True))
-
-    # 3. Nuisance filters on the pairs in contact.
-    keep_ = hit & robust & (closing >= cfg.min_closing_speed_mps)
-    keep_ &= _plausible(fleet, a, b, frame, cfg)
-    a, b, jc, dmin = a[keep_], b[keep_], jc[keep_], dmin[keep_]
-    ttc = jc * cfg.sample_step_s
-    return Conflicts(
-        a=a, b=b, ttc=ttc, min_distance=dmin, cpa_t=t + ttc,
-        cpa_x=0.5 * (smp.x[a, jc] + smp.x[b, jc]), cpa_y=0.5 * (smp.y[a, jc] + smp.y[b, jc]),
-        severity=np.where(ttc < cfg.critical_ttc_s, CRITICAL, WARNING).astype(np.int8),
-    )
-
-
-def _contacts(
-    smp: Samples, a: np.ndarray, b: np.ndarray, half_l: np.ndarray, half_w: np.ndarray,
-    lat_rate: np.ndarray, cfg: RiskConfig,
-) -> tuple[np.ndarray, ...]:
-    """Per pair: any contact, any robust contact, first contact sample, closing speed there,
-    least centre distance.
-
-    Robust contact holds with both boxes narrowed by ``lat_rate * tau``: near-parallel pairs
-    not following in one lane (oncoming, or a lane apart) must collide even after the lateral
-    drift heading noise alone produces by then (tol * distance travelled).
-    """
-    dx = smp.x[b] - smp.x[a]
-    dy = smp.y[b] - smp.y[a]
-    ax, ay, bx, by = smp.ux[a], smp.uy[a], smp.ux[b], smp.uy[b]
-    la, wa = half_l[a][:, None], half_w[a][:, None]
-    lb, wb = half_l[b][:, None], half_w[b][:, None]
-    touch = footprints_overlap(dx, dy, ax, ay, la, wa, bx, by, lb, wb)
-    shrink = lat_rate[:, None] * (cfg.sample_step_s * np.arange(dx.shape[1]))[None, :]
-    robust = footprints_overlap(dx, dy, ax, ay, la, np.maximum(wa - shrink, 0.0), bx, by, lb,
-                                np.maximum(wb - shrink, 0.0))
-    r = np.arange(a.shape[0])
-    jc = np.argmax(touch, axis=1)
-    # Closing speed along the line of centres at first contact.
-    cx, cy = dx[r, jc], dy[r, jc]
-    rvx = smp.vx[b, jc] - smp.vx[a, jc]
-    rvy = smp.vy[b, jc] - smp.vy[a, jc]
+    # 3. Closing speed and midpoint at contact, then the nuisance filters.
+    pb, fb, jb = pe[best], f[best], je[best]
+    rvx, rvy = x1[best] - x0[best], y1[best] - y0[best]
+    cx, cy = x0[best] + fb * rvx, y0[best] + fb * rvy
+    rvx, rvy = rvx / step, rvy / step
     dn = np.hypot(cx, cy)
     closing = np.where(dn > 1e-6, -(cx * rvx + cy * rvy) / np.maximum(dn, 1e-6),
                        np.hypot(rvx, rvy))
-    dmin = np.sqrt(np.min(dx * dx + dy * dy, axis=1))
-    return touch.any(axis=1), robust.any(axis=1), jc, closing, dmin
+    a_c, b_c = a[pb], b[pb]
+    frame = _PairFrame(fleet, a_c, b_c, smp.x[b_c, 0] - smp.x[a_c, 0],
+                       smp.y[b_c, 0] - smp.y[a_c, 0], cfg)
+    keep = (closing >= cfg.min_closing_speed_mps) & _plausible(fleet, a_c, b_c, frame, cfg)
+    a_c, b_c, jb, fb = a_c[keep], b_c[keep], jb[keep], fb[keep]
+    ttc = toi[best][keep]
+    mx = 0.5 * (smp.x[a_c, jb] + smp.x[b_c, jb]
+                + fb * (smp.x[a_c, jb + 1] - smp.x[a_c, jb] + smp.x[b_c, jb + 1] - smp.x[b_c, jb]))
+    my = 0.5 * (smp.y[a_c, jb] + smp.y[b_c, jb]
+                + fb * (smp.y[a_c, jb + 1] - smp.y[a_c, jb] + smp.y[b_c, jb + 1] - smp.y[b_c, jb]))
+    return Conflicts(
+        a=a_c, b=b_c, ttc=ttc, min_distance=dmin_all[pb[keep]], cpa_t=t + ttc, cpa_x=mx,
+        cpa_y=my, severity=np.where(ttc < cfg.critical_ttc_s, CRITICAL, WARNING).astype(np.int8),
+    )
+
+
+def _closest_d2(dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """Least squared distance of the relative position over each interval between samples
+    (linear motion within an interval), shape (m, J - 1)."""
+    x0, y0 = dx[:, :-1], dy[:, :-1]
+    ex, ey = dx[:, 1:] - x0, dy[:, 1:] - y0
+    ee = ex * ex + ey * ey
+    f = np.clip(-(x0 * ex + y0 * ey) / np.where(ee > 0, ee, 1.0), 0.0, 1.0)
+    cx, cy = x0 + f * ex, y0 + f * ey
+    return cx * cx + cy * cy
+
+
+def _contact_in_interval(
+    x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray,
+    ax: np.ndarray, ay: np.ndarray, la: np.ndarray, wa: np.ndarray,
+    bx: np.ndarray, by: np.ndarray, lb: np.ndarray, wb: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Whether, and at which fraction of the interval, two rectangles first touch.
+
+    The offset b - a moves linearly from (x0, y0) to (x1, y1); headings are those at the
+    interval's start. In 2-D the four box axes are then the only separating axes, so contact
+    on [0, 1] is the intersection of the per-axis overlap intervals (continuous separating-
+    axis test): fast pairs cannot pass through each other between samples.
+    """
+    c = np.abs(ax * bx + ay * by)
+    s = np.abs(ax * by - ay * bx)
+    enter = np.zeros_like(x0)
+    leave = np.ones_like(x0)
+    for ex, ey, r in ((ax, ay, la + lb * c + wb * s), (-ay, ax, wa + lb * s + wb * c),
+                      (bx, by, lb + la * c + wa * s), (-by, bx, wb + la * s + wa * c)):
+        p0 = x0 * ex + y0 * ey
+        dp = x1 * ex + y1 * ey - p0
+        moving = np.abs(dp) > 1e-12
+        inv = 1.0 / np.where(moving, dp, 1.0)
+        s1, s2 = (-r - p0) * inv, (r - p0) * inv
+        inside = np.abs(p0) <= r
+        enter = np.maximum(enter, np.where(moving, np.minimum(s1, s2),
+                                           np.where(inside, 0.0, np.inf)))
+        leave = np.minimum(leave, np.where(moving, np.maximum(s1, s2),
+                                           np.where(inside, 1.0, -np.inf)))
+    hit = enter <= leave
+    return hit, np.where(hit, enter, 0.0)
 
 
 def _lateral_tol(va: np.ndarray, vb: np.ndarray, cfg: RiskConfig) -> np.ndarray:
