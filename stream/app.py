@@ -258,9 +258,10 @@ class Processor:
         s = self.engine.stats
         log.info(
             "%d records (%.0f/s), %d vehicles, alerts %d warning / %d critical, dropped "
-            "%d stale / %d late / %d future, %d rejected",
+            "%d stale / %d late / %d future / %d dense, %d rejected",
             self.records, self.records / max(elapsed_s, 1e-9), len(self.engine.store),
-            s["warning"], s["critical"], s["stale"], s["late"], s["future"], self.rejects.total,
+            s["warning"], s["critical"], s["stale"], s["late"], s["future"], s["dense"],
+            self.rejects.total,
         )
 
     def summary(self, elapsed_s: float | None = None) -> dict[str, Any]:

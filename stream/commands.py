@@ -70,6 +70,9 @@ def _engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
              type=_POS_FLOAT,
              help="Catching up on several Kafka partitions, the watermark waits for the "
                   "slowest one with records left, unless it trails by more than this (s)."),
+        _opt("--min-fix-interval-s", env="MIN_FIX_INTERVAL_S", default=0.01, type=_POS_FLOAT,
+             help="At most one fix per vehicle per this much event time is used; more are "
+                  "dropped (a flooding sender cannot slow everyone down)."),
         _opt("--critical-ttc-s", env="CRITICAL_TTC_S", default=1.5, type=_POS_FLOAT,
              help="Predicted contact within this many seconds is critical."),
         _opt("--warning-ttc-s", env="WARNING_TTC_S", default=3.0, type=_POS_FLOAT,
@@ -113,6 +116,7 @@ def _engine_config(kw: dict[str, Any]) -> EngineConfig:
         allowed_lateness_s=kw["allowed_lateness_s"], risk_interval_s=kw["risk_interval_s"],
         stale_after_s=kw["stale_after_s"], ttl_s=kw["ttl_s"], reset_gap_s=kw["reset_gap_s"],
         max_future_s=kw["max_future_s"], max_partition_skew_s=kw["max_partition_skew_s"],
+        min_fix_interval_s=kw["min_fix_interval_s"],
         risk=risk, episodes=episodes,
     )
 
@@ -268,7 +272,7 @@ def _summary_line(s: dict[str, Any]) -> str:
     return (f"{s['consumed']} records in {s.get('elapsed_s', 0.0):.1f} s "
             f"({s.get('records_per_s', 0.0):.0f}/s); alerts {s['warning']} warning, "
             f"{s['critical']} critical; dropped {s['stale']} stale, {s['late']} late, "
-            f"{s['future']} future; {s['rejected']} rejected")
+            f"{s['future']} future, {s['dense']} dense; {s['rejected']} rejected")
 
 
 # -- demo --------------------------------------------------------------------------------

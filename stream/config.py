@@ -70,6 +70,8 @@ class EngineConfig:
     - ``max_partition_skew_s``: when catching up on several partitions, the watermark waits
       for a partition that still has records to deliver, unless it trails the newest by more
       than this (bounds the records held back in memory).
+    - ``min_fix_interval_s``: at most one fix per vehicle per bucket of this much event time
+      is used (100 Hz by default); more is dropped ``dense``.
     - ``error_anchor_interval_s``: one prediction per vehicle per interval is kept and
       scored against the positions observed 1-4 s later (online prediction error).
     - ``risk`` / ``episodes``: ``stream.risk.RiskConfig`` / ``stream.episodes.EpisodeConfig``;
@@ -85,6 +87,7 @@ class EngineConfig:
     reset_gap_s: float = 5.0
     max_future_s: float = 30.0
     max_partition_skew_s: float = 300.0
+    min_fix_interval_s: float = 0.01
     error_anchor_interval_s: float = 1.0
     gps_sigma_m: float = 0.3
     emit_predictions: bool = False
@@ -93,7 +96,7 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         for name in ("horizon_s", "step_s", "risk_interval_s", "stale_after_s", "ttl_s",
-                     "reset_gap_s", "max_future_s", "max_partition_skew_s",
+                     "reset_gap_s", "max_future_s", "max_partition_skew_s", "min_fix_interval_s",
                      "error_anchor_interval_s", "gps_sigma_m"):
             _finite_pos(name, float(getattr(self, name)))
         _finite_pos("allowed_lateness_s", float(self.allowed_lateness_s), allow_zero=True)

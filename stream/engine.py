@@ -8,9 +8,11 @@ replay and a live run agree, and it rests on four rules, all on event time:
    more than ``max_future_s`` ahead of both the newest event time accepted so far and the
    wall clock, so one wrong clock cannot stall everyone (the wall clock only matters for
    data stamped in the future; replays of recorded data never depend on it); ``late`` when
-   its tick was already released (see 2) by the watermark as it stood at that record; and
+   its tick was already released (see 2) by the watermark as it stood at that record;
    ``stale`` when it is at or before an earlier record of the same vehicle (duplicates,
-   out-of-order fixes, replays after a restart).
+   out-of-order fixes, replays after a restart); ``dense`` when the vehicle already has a
+   fix in the same ``min_fix_interval_s`` bucket of event time (a flooding sender cannot
+   cost more than a bounded number of sub-steps).
 2. **Watermark.** ``M - allowed_lateness_s``, M the newest event time seen. Accepted records
    wait in a buffer; tick k (the event-time interval ``((k-1)*dt, k*dt]``, dt =
    ``risk_interval_s``) is released once the watermark has passed its end, after which
@@ -47,7 +49,7 @@ from stream.state import StateStore
 
 __all__ = ["DROP_REASONS", "Engine", "Outputs"]
 
-DROP_REASONS: tuple[str, ...] = ("stale", "late", "future")
+DROP_REASONS: tuple[str, ...] = ("stale", "late", "future", "dense")
 _COLS = ("ts", "x", "y", "speed", "heading", "length", "width")
 
 
@@ -176,7 +178,8 @@ class Engine:
         self._next_evict = -math.inf
         self.newest_applied_ts = -math.inf  # newest event time applied to the state
         self.stats: dict[str, int] = {
-            "records": 0, "accepted": 0, "stale": 0, "late": 0, "future": 0, "ticks": 0,
+            "records": 0, "accepted": 0, "stale": 0, "late": 0, "future": 0, "dense": 0,
+            "ticks": 0,
             "warning": 0, "critical": 0, "evicted": 0, "predictions": 0,
         }  # fmt: skip
         self._drop_counters = None
@@ -262,11 +265,11 @@ class Engine:
         if n:
             self._max_ts = max(self._max_ts, float(running[-1]))
         cand = np.flatnonzero(~future & ~late)
-        stale_rows = self._stale(batch, cand)
-        n_stale = int(stale_rows.sum())
-        accepted = cand[~stale_rows] if n_stale else cand
+        stale_rows, dense_rows = self._stale(batch, cand)
+        n_stale, n_dense = int(stale_rows.sum()), int(dense_rows.sum())
+        accepted = cand[~(stale_rows | dense_rows)] if n_stale or n_dense else cand
         n_future, n_late = int(future.sum()), int(late.sum())
-        self._count_drops(n_stale, n_late, n_future)
+        self._count_drops(n_stale, n_late, n_future, n_dense)
         self.stats["accepted"] += int(accepted.size)
         return accepted
 
@@ -314,11 +317,14 @@ class Engine:
             np.minimum(wm, np.where(holds, run_p, np.inf), out=wm)
         return wm
 
-    def _stale(self, batch: PositionBatch, rows: np.ndarray) -> np.ndarray:
-        """For ``rows`` (arrival order): at or before an earlier fix of the same vehicle."""
+    def _stale(self, batch: PositionBatch, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For ``rows`` (arrival order): ``stale``, at or before an earlier fix of the same
+        vehicle, and ``dense``, a second fix of the vehicle within one
+        ``min_fix_interval_s`` bucket of event time (caps the sub-steps a flooding sender
+        can cost)."""
         m = rows.size
         if m == 0:
-            return np.zeros(0, dtype=bool)
+            return np.zeros(0, dtype=bool), np.zeros(0, dtype=bool)
         ids = batch.vehicle_id[rows]
         ts = batch.ts[rows]
         groups: dict[str, int] = {}
@@ -345,12 +351,27 @@ class Engine:
         stale_sorted = key <= prev_max
         stale = np.empty(m, dtype=bool)
         stale[order] = stale_sorted
+        # dense: same event-time bucket as the vehicle's previous newer-than-all fix
+        step = self.config.min_fix_interval_s
+        ts_sorted = ts[order]
+        bucket = np.floor(ts_sorted / step)
+        fresh = np.flatnonzero(~stale_sorted)
+        prev_bucket = np.empty(fresh.size)
+        if fresh.size:
+            prev_bucket[1:] = bucket[fresh[:-1]]
+            first = np.ones(fresh.size, dtype=bool)
+            first[1:] = g[fresh[1:]] != g[fresh[:-1]]
+            prev_bucket[first] = np.floor(carry[g[fresh[first]]] / step)
+        dense_sorted = np.zeros(m, dtype=bool)
+        dense_sorted[fresh] = bucket[fresh] == prev_bucket
+        dense = np.empty(m, dtype=bool)
+        dense[order] = dense_sorted
         # newest event time per vehicle after this batch (ranks start at 1)
         ends = np.flatnonzero(np.r_[start[1:], True])
         newest = uniq[np.maximum(key, prev_max)[ends] - base[ends] - 1]
         self._seen.update(zip([names[i] for i in g[ends].tolist()], newest.tolist(),
                               strict=True))
-        return stale
+        return stale, dense
 
     def _prune_seen(self) -> None:
         if self._max_ts < self._next_prune:
@@ -360,12 +381,14 @@ class Engine:
             self._seen = {v: t for v, t in self._seen.items() if t > horizon}
         self._next_prune = self._max_ts + self.config.ttl_s / 4
 
-    def _count_drops(self, stale: int, late: int, future: int) -> None:
+    def _count_drops(self, stale: int, late: int, future: int, dense: int) -> None:
         self.stats["stale"] += stale
         self.stats["late"] += late
         self.stats["future"] += future
+        self.stats["dense"] += dense
         if self._drop_counters is not None:
-            for reason, k in (("stale", stale), ("late", late), ("future", future)):
+            for reason, k in (("stale", stale), ("late", late), ("future", future),
+                              ("dense", dense)):
                 if k:
                     self._drop_counters[reason].inc(k)
 

@@ -322,3 +322,18 @@ def test_a_partition_trailing_beyond_the_skew_limit_stops_holding():
     eng.process(_batch(_positions([("b", T0 + 0.6, 0.0)])), 105,
                 partitions=np.ones(1, np.int64), blocking={1})
     assert eng.stats["late"] == 6
+
+
+def test_a_flooding_sender_is_capped_per_event_time_bucket():
+    pred = CountingPredictor(SPEC)
+    eng = Engine(EngineConfig(min_fix_interval_s=0.02), pred)
+    flood = [("spam", T0 + 0.001 * k, 0.01 * k) for k in range(1, 1001)]  # 1 kHz for 1 s
+    normal = [("ok", T0 + 0.1 * k, 0.1 * k) for k in range(1, 11)]
+    rows = sorted(flood + normal, key=lambda r: r[1])
+    for i in range(0, len(rows), 97):
+        eng.process(_batch(_positions(rows[i: i + 97])))
+    eng.flush()
+    assert 45 <= eng.stats["accepted"] - 10 <= 51  # one fix per 20 ms bucket for "spam"
+    assert eng.stats["dense"] == 1000 - (eng.stats["accepted"] - 10)
+    assert max(pred.calls) <= 2  # never more than the two vehicles per sub-step
+    assert len(pred.calls) <= 5 * 11 + 1  # sub-steps per tick bounded by the cap
