@@ -11,7 +11,7 @@ from stream.errors import ConfigError
 DEFAULT_START_TS = 1764547200.0  # 2025-12-01T00:00:00Z
 DEFAULT_LENGTH_M = 4.5
 DEFAULT_WIDTH_M = 1.8
-_TARGET_DENSITY_PER_LANE_KM = 25.0
+_TARGET_DENSITY_PER_LANE_KM = 20.0
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ class SimConfig:
 
     def world_config(self) -> WorldConfig:
         """The map: ``grid_n`` junctions per side, or the smallest grid that holds the
-        vehicles at about 25 per lane-km (moving traffic with queues at the signals)."""
+        vehicles at about 20 per lane-km (moving traffic with queues at the signals)."""
         stub = min(120.0, self.block_m)
         n = self.grid_n
         if n == 0:

@@ -26,7 +26,7 @@ import numpy as np
 
 from simulator.config import DEFAULT_LENGTH_M, DEFAULT_WIDTH_M, SimConfig
 from simulator.truth import ClosePairs, close_pairs
-from simulator.world import GREEN, LEFT, RIGHT, STRAIGHT, World
+from simulator.world import GREEN, LEFT, RIGHT, STRAIGHT, YELLOW, World
 
 _KEY_SCALE = 1e5  # sort key = segment * scale + s; links are far shorter than this
 
@@ -44,7 +44,7 @@ class DriverModel:
     stop_margin_m: float = 2.0  # front bumper to the junction zone when stopped
     stop_brake_start_mps2: float = 1.5  # start braking for a stop line at this deceleration
     commit_decel_mps2: float = 3.0  # cannot stop comfortably: go through (yellow dilemma)
-    yield_gap_s: float = 6.5  # left turners need oncoming traffic this far away
+    yield_gap_s: float = 5.5  # left turners need oncoming traffic this far away
     lane_change_s: float = 3.0
     lane_change_min_m: float = 15.0  # lateral motion is spread over at least this distance
     lane_change_safe_decel_mps2: float = 2.0
@@ -102,6 +102,14 @@ def idm_accel(v: np.ndarray, v0: np.ndarray, gap: np.ndarray, dv: np.ndarray,
     with np.errstate(invalid="ignore"):
         inter = np.where(np.isfinite(gap), (s_star / np.maximum(gap, 0.1)) ** 2, 0.0)
     return a_max * (free - inter)
+
+
+def arrival_time(d: np.ndarray, v: np.ndarray, accel: float, v_max: float) -> np.ndarray:
+    """Seconds to cover ``d`` from speed ``v``, accelerating at ``accel`` up to ``v_max``."""
+    v = np.minimum(v, v_max)
+    d_acc = (v_max * v_max - v * v) / (2.0 * accel)
+    t_acc = (-v + np.sqrt(v * v + 2.0 * accel * np.minimum(d, d_acc))) / accel
+    return t_acc + np.maximum(d - d_acc, 0.0) / v_max
 
 
 class Engine:
@@ -353,10 +361,13 @@ class Engine:
         turning_across = ~left & (occ.left_inside[oncoming] > 0)
         runner = st["run_red"][idx] & self.behaviours_on
         careless = st["no_yield"][idx] & self.behaviours_on
-        rule = ((sig != GREEN) & ~runner) | no_room | (left & threat & ~careless)
-        obstacle = ((cross_busy | wreck) & ~runner) | (turning_across & ~careless)
         d_line = w.seg_length[seg_i] - s[idx] - 0.5 * length[idx] - m.stop_margin_m
         vi = v[idx]
+        # a left turner waiting at the line may still go on yellow once oncoming traffic has
+        # stopped; cross traffic waits for it (it is inside the junction: cross_busy)
+        sneak = left & (sig == YELLOW) & (d_line < 3.0) & (vi < 3.0)
+        rule = ((sig != GREEN) & ~runner & ~sneak) | no_room | (left & threat & ~careless)
+        obstacle = ((cross_busy | wreck) & ~runner) | (turning_across & ~careless)
         b_req = vi * vi / (2.0 * np.maximum(d_line, 0.01))
         limit = np.where(obstacle, m.max_decel_mps2, m.commit_decel_mps2)
         stop = rule | obstacle
@@ -645,9 +656,8 @@ class _Occupancy:
         if cand.shape[0]:
             d = np.maximum(w.seg_length[seg[cand]] - st["s"][cand]
                            - 0.5 * st["length"][cand], 0.0)
-            v = st["v"][cand]
-            a = 1.5
-            np.minimum.at(threat, app[cand], (-v + np.sqrt(v * v + 2.0 * a * d)) / a)
+            np.minimum.at(threat, app[cand],
+                          arrival_time(d, st["v"][cand], 1.5, 1.1 * eng.config.speed_limit_mps))
         mseg = seg[movers]
         left_in = w.seg_turn[mseg] == LEFT
         threat[w.seg_approach[mseg[~left_in]]] = 0.0
