@@ -331,16 +331,16 @@ class Engine:
                     occ: _Occupancy) -> np.ndarray:
         """Deceleration needed to stop before the junction, inf where the driver may go.
 
-        Rules (signal not green, exit lane full, left turn with oncoming traffic too close)
-        are obeyed unless the driver can no longer stop comfortably: then they commit and go
-        (sticky per link, the yellow-light dilemma). Something physically in the way inside
-        the junction (cross traffic, a wreck, an oncoming left turner) makes them brake as
-        hard as needed; they go only if they cannot stop at all.
+        Rules (signal not green, exit lane full) are obeyed unless the driver can no longer
+        stop comfortably: then they commit and go (sticky per link, the yellow-light
+        dilemma). Conflicting traffic (cross traffic or a wreck inside the junction, an
+        oncoming left turner inside it, oncoming traffic too close for a left turn) makes
+        them brake as hard as needed, committed or not; they go only if they cannot stop.
         """
         st, w, m = self.st, self.world, self.model
         seg, s, v, length = st["seg"], st["s"], st["v"], st["length"]
         app = w.seg_approach[seg]
-        idx = np.flatnonzero(on_link & (app >= 0) & ~st["committed"] & ~st["crashed"])
+        idx = np.flatnonzero(on_link & (app >= 0) & ~st["crashed"])
         out = np.full(self.n, np.inf)
         if idx.shape[0] == 0:
             return out
@@ -366,14 +366,15 @@ class Engine:
         # a left turner waiting at the line may still go on yellow once oncoming traffic has
         # stopped; cross traffic waits for it (it is inside the junction: cross_busy)
         sneak = left & (sig == YELLOW) & (d_line < 3.0) & (vi < 3.0)
-        rule = ((sig != GREEN) & ~runner & ~sneak) | no_room | (left & threat & ~careless)
-        obstacle = ((cross_busy | wreck) & ~runner) | (turning_across & ~careless)
+        committed = st["committed"][idx] & (vi > 1.0)  # stopped anyway: the rules apply again
+        rule = (((sig != GREEN) & ~runner & ~sneak) | no_room) & ~committed
+        conflict = ((cross_busy | wreck) & ~runner) \
+            | ((turning_across | (left & threat)) & ~careless)
         b_req = vi * vi / (2.0 * np.maximum(d_line, 0.01))
-        limit = np.where(obstacle, m.max_decel_mps2, m.commit_decel_mps2)
-        stop = rule | obstacle
-        commit = stop & (b_req > limit) & (vi > 3.0)
-        st["committed"][idx[commit]] = True
-        stop &= ~commit
+        commit = rule & (b_req > m.commit_decel_mps2) & (vi > 3.0)
+        st["committed"][idx] = committed | commit
+        cannot_stop = (b_req > m.max_decel_mps2) & (vi > 3.0)
+        stop = (rule & ~commit) | (conflict & ~cannot_stop)
         a_free = st["a_max"][idx]
         a_stop = np.where(b_req >= m.stop_brake_start_mps2, -b_req, a_free)
         a_stop = np.where(d_line <= 0.05, -vi / self.dt, a_stop)
