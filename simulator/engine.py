@@ -87,10 +87,10 @@ _FLOAT_COLS = ("s", "v", "lat_lc", "lc_p", "lc_sign", "lc_dur", "lc_len", "drift
                "drift_until", "wake_decel", "stop_gap", "brake_until", "brake_decel",
                "crash_until", "length", "width", "v0", "a_max", "headway", "lat_prev",
                "turn_factor")
-_INT_COLS = ("vid", "seg", "turn")
+_INT_COLS = ("vid", "seg", "prev_seg", "turn")
 _BOOL_COLS = ("committed", "run_red", "no_yield", "distract_armed", "distracted", "panic",
-              "crashed",
-              "reckless")
+              "crashed", "reckless")
+_REAR_OVERHANG_M = 1.0  # rear bumper to rear axle
 
 
 def idm_accel(v: np.ndarray, v0: np.ndarray, gap: np.ndarray, dv: np.ndarray,
@@ -171,7 +171,7 @@ class Engine:
         new.update({name: np.zeros(k, dtype=bool) for name in _BOOL_COLS})
         new["vid"] = np.arange(self._next_id, self._next_id + k)
         self._next_id += k
-        new["seg"], new["s"], new["v"] = seg, s, v
+        new["seg"], new["prev_seg"], new["s"], new["v"] = seg, seg, s, v
         kind = rng.uniform(0.0, 1.0, k)
         new["length"] = np.select([kind < 0.1, kind < 0.2], [5.3, 3.9], DEFAULT_LENGTH_M)
         new["width"] = np.select([kind < 0.1, kind < 0.2], [2.0, 1.7], DEFAULT_WIDTH_M)
@@ -519,10 +519,12 @@ class Engine:
                 fits = self._lane_fits(w.seg_lane[seg])[into_move]
                 move = w.link_moves[ms, np.where(fits, st["turn"][into_move], STRAIGHT)]
                 st["s"][into_move] -= w.seg_length[ms]
+                st["prev_seg"][into_move] = ms
                 st["seg"][into_move] = move
             into_link = idx[~link]
             if into_link.shape[0]:
                 st["s"][into_link] -= w.seg_length[seg[into_link]]
+                st["prev_seg"][into_link] = seg[into_link]
                 st["seg"][into_link] = w.seg_next[seg[into_link]]
                 self._new_link(into_link)
         self._compact(~gone)
@@ -554,8 +556,19 @@ class Engine:
         self._add(np.sort(cand), np.zeros(cand.shape[0]), v[np.argsort(cand)])
 
     def _poses(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        st = self.st
-        x, y, h = self.world.pose(st["seg"], st["s"])
+        """Footprint centres and headings. ``s`` is the centre's distance along the lane, but
+        the body is placed as a car steers: its rear axle on the path and the body along the
+        path's tangent there, so a turning car's tail does not swing out into the next lane.
+        Just after a segment change the rear axle is still on the previous segment."""
+        st, w = self.st, self.world
+        ahead = np.maximum(0.5 * st["length"] - _REAR_OVERHANG_M, 0.0)  # axle to centre
+        s_axle = st["s"] - ahead
+        behind = (s_axle < 0.0) & (st["prev_seg"] != st["seg"])  # new vehicles: extrapolate
+        seg = np.where(behind, st["prev_seg"], st["seg"])
+        s_axle = np.where(behind, s_axle + w.seg_length[st["prev_seg"]], s_axle)
+        x, y, h = w.pose(seg, s_axle)
+        x = x + ahead * np.cos(h)
+        y = y + ahead * np.sin(h)
         lat = st["lat_lc"] + st["drift"]
         x = x - lat * np.sin(h)
         y = y + lat * np.cos(h)
