@@ -127,7 +127,13 @@ def write_model_card(path: Path, info: dict) -> Path:
             f"plus {net['points']} log-sigmas (a 1-sigma position uncertainty per point, "
             "trained with a Gaussian NLL on detached errors so it does not bias the mean).",
             indent="  "),
-        f"- {info['parameters']} parameters.",
+        f"- {info['parameters']} parameters. Size chosen by evaluation: see "
+        "`SIZE_SELECTION.md` (`bench/bench_model_size.py`).",
+        _para(
+            "- Serving: `model.runtime.LstmPredictor` steps all vehicles of a processor tick in "
+            "one batched call (numpy core by default; `tf.function` cores with fixed input "
+            "signature, optional XLA, bucket padding); `bench/bench_model.py` measures it.",
+            indent="  "),
         "",
         "## Settings",
         "",

@@ -329,7 +329,7 @@ def run_training(
 
     from model.card import acceptance, plot_history, write_model_card
     from model.evaluate import Evaluation, run_predictors, write_plots
-    from model.predictors import ConstantTurnRate, ConstantVelocity
+    from model.predictors import ConstantTurnRate, ConstantVelocity, Predictor
     from model.runtime import LstmPredictor
 
     t_start = time.monotonic()
@@ -367,7 +367,8 @@ def run_training(
     train_s = time.monotonic() - t_fit
     del train_w, val_w
 
-    predictors = [LstmPredictor(weights, spec), ConstantVelocity(spec), ConstantTurnRate(spec)]
+    predictors: list[Predictor] = [
+        LstmPredictor(weights, spec), ConstantVelocity(spec), ConstantTurnRate(spec)]
 
     def evaluate(split: str, paths: list[Path], reps: list[Replay] | None = None,
                  n_examples: int = 0) -> Evaluation:

@@ -61,9 +61,10 @@ class LstmWeights:
     meta: dict = field(default_factory=dict)
 
     def save(self, path: str | Path) -> None:
-        arrays = {name: np.asarray(getattr(self, name), np.float32) for name in _ARRAYS}
         header = {"format": FORMAT, "config": asdict(self.config), "meta": self.meta}
-        np.savez_compressed(path, header=np.array(json.dumps(header)), **arrays)
+        arrays: dict[str, np.ndarray] = {"header": np.array(json.dumps(header))}
+        arrays.update({name: np.asarray(getattr(self, name), np.float32) for name in _ARRAYS})
+        np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
 
     @staticmethod
     def load(path: str | Path) -> LstmWeights:

@@ -59,7 +59,7 @@ def test_step_matches_keras_sequence(weights, sequences, backend):
     """One fix at a time through the runtime == the Keras RNN over the whole sequence.
 
     Compared in the network's own output units (the last Dense layer, before the fixed
-    per-point metre scale) and on h/c at 1e-5; absolute paths at 0.1 mm.
+    per-point metre scale) and on h/c at 1e-5 (relative for c); absolute paths at 0.1 mm.
     """
     pred = LstmPredictor(weights, backend=backend)
     p = weights.config.points
@@ -75,7 +75,8 @@ def test_step_matches_keras_sequence(weights, sequences, backend):
         expect = to_world(kin.x, kin.y, kin.heading, local)
         np.testing.assert_allclose(paths, expect, rtol=0, atol=1e-4, err_msg=f"step {t}")
     np.testing.assert_allclose(state[:, :u], seq_h, rtol=0, atol=1e-5)
-    np.testing.assert_allclose(state[:, u:], seq_c, rtol=0, atol=1e-5)
+    # c is unbounded (tens in practice): same bound, relative to its size
+    np.testing.assert_allclose(state[:, u:], seq_c, rtol=1e-5, atol=1e-5)
     assert np.abs(seq_out).max() > 0.1  # a non-trivial network, not zeros compared with zeros
 
 
