@@ -4,12 +4,14 @@ The processor gathers the h/c rows of the vehicles in a micro-batch, calls :meth
 and scatters the new rows back; the model is never called per message. Two interchangeable
 cores compute the same function from the same weights:
 
-- ``numpy``: four small float32 matmuls plus elementwise gates. No per-call framework
-  overhead, so it wins at the batch sizes a processor tick produces (see bench/bench_model.py).
+- ``numpy``: one gate matmul over ``[x, h]``, one ``tanh`` over the gate block, three small
+  head matmuls, all float32 and in place where possible. No per-call framework overhead, so
+  it wins at the batch sizes a processor tick produces (see bench/bench_model.py).
 - ``tf``: a ``tf.function`` with a fixed input signature (optionally XLA-compiled), with
   batches padded to a few bucket sizes so it compiles at most once per bucket.
 
-Feature normalisation is folded into the first-layer weights at load time.
+Feature normalisation is folded into the first-layer weights at load time. The processor
+runs with single-threaded BLAS (stream/cli.py): these matmuls are too small to split.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Literal
 
 import numpy as np
 
-from model.features import N_FEATURES, cv_local, raw_features, to_world
+from model.features import N_FEATURES, raw_features
 from model.kinematics import Kinematics
 from model.predictors import PathSpec
 from model.weights_io import LstmWeights
@@ -38,57 +40,73 @@ def bucket_size(n: int) -> int:
 
 
 class _Folded:
-    """Weights rearranged for the step: normalisation folded in, gates ordered i, f, o, g."""
+    """Weights rearranged for the step.
+
+    - Feature normalisation is folded into the input weights.
+    - Input and recurrent kernels are stacked, so the gates are one matmul over ``[x, h]``.
+    - Gates are ordered i, f, o, g, and the sigmoid gates' columns are pre-scaled by 1/2:
+      sigmoid(v) = (tanh(v / 2) + 1) / 2, so one ``tanh`` over the whole gate block serves
+      all four gates (one transcendental pass over contiguous memory).
+    """
 
     def __init__(self, w: LstmWeights) -> None:
-        u, p = w.config.units, w.config.points
+        u, f = w.config.units, w.config.n_features
         inv_std = 1.0 / w.feat_std.astype(np.float64)
         shift = w.feat_mean.astype(np.float64) * inv_std
-        # Keras gate order is i, f, c(g), o; put the three sigmoid gates side by side.
         order = np.concatenate(
             [np.arange(0, u), np.arange(u, 2 * u), np.arange(3 * u, 4 * u), np.arange(2 * u, 3 * u)]
         )
         kernel = w.kernel.astype(np.float64)[:, order]
-        hid_x = w.hidden_w[u:].astype(np.float64)
         # x_norm = x * inv_std - shift, so x_norm @ K = x @ (inv_std * K) - shift @ K
-        wx = np.concatenate([kernel, hid_x], axis=1)
-        self.wx = (inv_std[:, None] * wx).astype(np.float32)  # (F, 4U + H)
-        bx = np.concatenate([w.bias.astype(np.float64)[order], w.hidden_b]) - shift @ wx
-        self.bx = bx.astype(np.float32)
-        self.wh = w.recurrent[:, order].astype(np.float32)  # (U, 4U)
+        recurrent = w.recurrent.astype(np.float64)[:, order]
+        gates = np.concatenate([inv_std[:, None] * kernel, recurrent])
+        gates_b = w.bias.astype(np.float64)[order] - shift @ kernel
+        gates[:, : 3 * u] *= 0.5
+        gates_b[: 3 * u] *= 0.5
+        self.w_gates = gates.astype(np.float32)  # (F + U, 4U)
+        self.b_gates = gates_b.astype(np.float32)
+        hid_x = w.hidden_w[u:].astype(np.float64)
+        self.hid_x = (inv_std[:, None] * hid_x).astype(np.float32)  # (F, H)
+        self.hid_b = (w.hidden_b.astype(np.float64) - shift @ hid_x).astype(np.float32)
         self.hid_h = w.hidden_w[:u].astype(np.float32)  # (U, H)
         scale = w.out_scale.astype(np.float64)
         self.wo = (w.out_w.astype(np.float64) * scale).astype(np.float32)  # (H, 3P)
         self.bo = (w.out_b.astype(np.float64) * scale).astype(np.float32)
         self.units = u
-        self.points = p
+        self.n_features = f
+        self.points = w.config.points
 
 
 def _numpy_core(
     fw: _Folded, x: np.ndarray, state: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    u = fw.units
-    h, c = state[:, :u], state[:, u:]
-    xz = x @ fw.wx
-    xz += fw.bx
-    z = xz[:, : 4 * u]
-    z += h @ fw.wh
-    gates = z[:, : 3 * u]
-    # sigmoid(v) = 0.5 * tanh(0.5 v) + 0.5: one transcendental, no overflow warnings
-    np.multiply(gates, 0.5, out=gates)
-    np.tanh(gates, out=gates)
-    gates *= 0.5
-    gates += 0.5
-    g = np.tanh(z[:, 3 * u :])
-    new_c = gates[:, u : 2 * u] * c
-    new_c += gates[:, :u] * g
-    new_h = gates[:, 2 * u :] * np.tanh(new_c)
-    hid = xz[:, 4 * u :]
-    hid += new_h @ fw.hid_h
+    u, f, n = fw.units, fw.n_features, x.shape[0]
+    xh = np.empty((n, f + u), np.float32)
+    xh[:, :f] = x
+    xh[:, f:] = state[:, :u]
+    t = xh @ fw.w_gates
+    t += fw.b_gates
+    np.tanh(t, out=t)  # i, f, o as tanh(v/2); g as tanh(v)
+    ti, tf_, to, g = t[:, :u], t[:, u : 2 * u], t[:, 2 * u : 3 * u], t[:, 3 * u :]
+    new = np.empty((n, 2 * u), np.float32)
+    h, c = new[:, :u], new[:, u:]
+    tf_ += 1.0
+    np.multiply(tf_, state[:, u:], out=c)  # 2 f c
+    ti += 1.0
+    ti *= g
+    c += ti  # 2 (f c + i g)
+    c *= 0.5
+    np.tanh(c, out=h)
+    to += 1.0
+    h *= to
+    h *= 0.5  # o tanh(c)
+    hid = x @ fw.hid_x
+    hid += h @ fw.hid_h
+    hid += fw.hid_b
     np.maximum(hid, 0.0, out=hid)
     out = hid @ fw.wo
     out += fw.bo
-    return out, np.concatenate([new_h, new_c], axis=1)
+    return out, new
 
 
 class _TfCore:
@@ -98,11 +116,12 @@ class _TfCore:
         import tensorflow as tf
 
         u = fw.units
-        consts = {k: tf.constant(getattr(fw, k)) for k in ("wx", "bx", "wh", "hid_h", "wo", "bo")}
+        names = ("w_gates", "b_gates", "hid_x", "hid_h", "hid_b", "wo", "bo")
+        k = {name: tf.constant(getattr(fw, name)) for name in names}
 
         @tf.function(
             input_signature=[
-                tf.TensorSpec([None, N_FEATURES], tf.float32),
+                tf.TensorSpec([None, fw.n_features], tf.float32),
                 tf.TensorSpec([None, 2 * u], tf.float32),
             ],
             jit_compile=xla,
@@ -110,18 +129,17 @@ class _TfCore:
         )
         def step(x, state):  # noqa: ANN001, ANN202
             h, c = state[:, :u], state[:, u:]
-            xz = tf.matmul(x, consts["wx"]) + consts["bx"]
-            z = xz[:, : 4 * u] + tf.matmul(h, consts["wh"])
-            gates = tf.sigmoid(z[:, : 3 * u])
-            g = tf.tanh(z[:, 3 * u :])
-            new_c = gates[:, u : 2 * u] * c + gates[:, :u] * g
-            new_h = gates[:, 2 * u :] * tf.tanh(new_c)
-            hid = tf.nn.relu(xz[:, 4 * u :] + tf.matmul(new_h, consts["hid_h"]))
-            out = tf.matmul(hid, consts["wo"]) + consts["bo"]
+            t = tf.tanh(tf.matmul(tf.concat([x, h], axis=1), k["w_gates"]) + k["b_gates"])
+            i = (t[:, :u] + 1.0) * 0.5
+            f = (t[:, u : 2 * u] + 1.0) * 0.5
+            o = (t[:, 2 * u : 3 * u] + 1.0) * 0.5
+            new_c = f * c + i * t[:, 3 * u :]
+            new_h = o * tf.tanh(new_c)
+            hid = tf.nn.relu(tf.matmul(x, k["hid_x"]) + tf.matmul(new_h, k["hid_h"]) + k["hid_b"])
+            out = tf.matmul(hid, k["wo"]) + k["bo"]
             return out, tf.concat([new_h, new_c], axis=1)
 
         self._step = step
-        self._u = u
 
     def __call__(self, x: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n = x.shape[0]
@@ -135,6 +153,24 @@ class _TfCore:
             state = np.concatenate([state, np.zeros((b - n, state.shape[1]), np.float32)])
         out, new_state = self._step(x, state)
         return out.numpy()[:n], new_state.numpy()[:n]
+
+
+def _world_paths(
+    kin: Kinematics, offsets_s: np.ndarray, res_fwd: np.ndarray, res_lat: np.ndarray
+) -> np.ndarray:
+    """CV in the vehicle frame plus the residual, rotated and offset to x/y (float64).
+
+    The same as ``to_world(x, y, heading, cv_local(speed, offsets) + residual)`` with fewer
+    temporaries.
+    """
+    c = np.cos(kin.heading)[:, None]
+    s = np.sin(kin.heading)[:, None]
+    fwd = kin.speed[:, None] * offsets_s + res_fwd
+    lat = res_lat.astype(np.float64)
+    paths = np.empty((fwd.shape[0], offsets_s.size, 2))
+    paths[..., 0] = kin.x[:, None] + c * fwd - s * lat
+    paths[..., 1] = kin.y[:, None] + s * fwd + c * lat
+    return paths
 
 
 class LstmPredictor:
@@ -187,9 +223,7 @@ class LstmPredictor:
             state[kin.first] = 0.0
         out, new_state = self.core(raw_features(kin), state)
         p = self._p
-        resid = out[:, : 2 * p].reshape(-1, p, 2)
-        local = cv_local(kin.speed, self._offsets) + resid
-        paths = to_world(kin.x, kin.y, kin.heading, local)
+        paths = _world_paths(kin, self._offsets, out[:, 0 : 2 * p : 2], out[:, 1 : 2 * p : 2])
         sigma = np.exp(np.clip(out[:, 2 * p :], -4.0, 4.0))
         return paths, new_state, sigma
 
