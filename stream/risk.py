@@ -1,45 +1,57 @@
 """Collision risk between predicted paths: grid candidates, footprint contact, time to contact.
 
-Pipeline of :func:`assess` at event time ``t`` (all vectorised, no per-pair Python):
+Pipeline of :func:`assess` at event time ``t`` (vectorised; no per-pair Python):
 
-1. **Common time frame.** Vehicle i's path point k is at ``ts_i + offsets[k]`` and its fix at
-   ``ts_i``; every path is interpolated onto the samples ``t + j * sample_step_s`` for
-   ``j * sample_step_s < warning_ttc_s`` (beyond the path end it continues along its last
-   segment). Contacts later than ``warning_ttc_s`` never raise an alert, so they are not looked
-   for.
+1. **Common time frame.** Vehicle i's fix is at ``ts_i`` and its path point k at
+   ``ts_i + offsets[k]``; every path is interpolated onto ``t + j * sample_step_s`` up to
+   ``warning_ttc_s`` (past the path's end a vehicle continues along its last segment). Later
+   contacts never raise an alert, so they are not looked for. Path steps faster than
+   ``max_speed_mps`` are clipped (a broken predictor must not blow up the grid).
 2. **Braking awareness.** A vehicle decelerating harder than ``brake_accel_mps2`` travels along
    its predicted route no further than its current deceleration allows (``v t - d t^2 / 2``,
    stopping at ``v^2 / 2d``). A predictor that already brakes is unaffected; constant velocity
-   no longer drives a braking follower into the car it is stopping behind, and a braking
-   leader comes back towards its follower.
-3. **Candidates.** Each vehicle's swept bounding box over the samples, grown by its footprint
-   radius and half the margin, is binned into a uniform grid; pairs sharing a cell whose boxes
-   overlap are candidates (kept in one cell only, so no sort-and-unique). Cost is linear in
-   vehicles for a given density, never quadratic.
-4. **Contact.** For each candidate and sample, heading-aligned rectangles (``length`` x
-   ``width``, heading from the path tangent, or the reported heading when slower than
-   ``still_speed_mps``), each grown by ``margin_m / 2`` on every side, are tested with the
-   separating-axis theorem. ``ttc`` is the first sample in contact; ``min_distance`` the least
-   centre-to-centre distance over the samples; the closest-approach point is the midpoint of
-   the two centres at contact.
-5. **Nuisance suppression**, as a forward-collision warner does it; constant-velocity
-   extrapolation of noisy fixes otherwise raises alerts for ordinary traffic:
+   no longer drives a braking follower into the car it stops behind, and a braking leader
+   comes back towards its follower.
+3. **Candidates.** Each vehicle's swept bounding box (fix and path points up to the window's
+   end, grown by its footprint radius and half the margin) is entered in a uniform grid;
+   pairs sharing a cell whose boxes overlap are candidates, each reported by one cell only.
+   Cost is linear in vehicles at a given density, never quadratic. Pairs of two still
+   vehicles are dropped here.
+4. **Contact.** Heading-aligned rectangles (``length`` x ``width``; heading from the path
+   tangent, or the reported heading when slower than ``still_speed_mps``), each grown by
+   ``margin_m / 2`` on every side. Between two samples the relative motion is linear, and a
+   continuous separating-axis test gives the exact time of first contact, so fast pairs
+   cannot pass through each other between samples. ``ttc`` is that time from ``t``;
+   ``min_distance`` the least centre-to-centre distance over the window; the closest-approach
+   point is the midpoint of the two centres at contact.
+5. **Nuisance suppression**, as a forward-collision warner does it: extrapolating noisy
+   fixes (by constant velocity, turn rate, or a learned model) otherwise raises alerts for
+   ordinary traffic.
 
-   - both vehicles still (queue, parking): never a conflict;
-   - closing speed along the line of centres at contact below ``min_closing_speed_mps``:
-     footprints touching by noise, creeping, not a collision course;
-   - near-parallel (same or opposite direction, within ``parallel_tol_rad``) and currently a
-     lane apart (lateral offset >= ``lane_width_m / 2``): vehicles keep their lanes unless
-     the measured lateral closing speed exceeds what heading noise explains,
-     ``lateral_heading_tol_rad * hypot(v_a, v_b)``. A 0.02-0.03 rad heading error grows to
-     more than the 1.7 m gap between side-by-side cars within 3 s at city speed;
-   - same direction, same lane (following): the follower must need more deceleration than
-     ``comfort_decel_mps2`` to stop behind the leader (leader's own braking included) and more
-     than it is already braking with. A driver calmly braking for a queue is not warned; one
-     who does not brake is warned once an ordinary stop no longer fits.
+   - *Robust contact.* By time tau a path may lie ``rho = c1 tau + c2 tau^2`` to either side
+     of its prediction: ``c1 = lateral_heading_tol_rad * v`` (0.02-0.03 rad heading errors
+     alone carry two cars at 14 m/s across the 1.7 m gap between adjacent lanes in 3 s),
+     and ``c2 = v * max(|yaw rate| - yaw_noise_rps, 0) / 2`` (a turning vehicle may end or
+     keep its turn). The contact must hold for every such lateral shift of both vehicles.
+     Pairs following in one lane are exempt: their contact is longitudinal.
+   - Closing speed along the line of centres at contact below ``min_closing_speed_mps``:
+     footprints touching by noise or creeping, not a collision course.
+   - Near-parallel (same or opposite direction within ``parallel_tol_rad``) and a lane apart
+     now (lateral offset >= ``lane_width_m / 2``): vehicles keep their lanes unless the
+     measured lateral closing speed exceeds what noise explains, ``max(lateral_speed_tol_mps,
+     lateral_heading_tol_rad * hypot(v_a, v_b))``.
+   - Following (same direction, same lane, one fully ahead): the follower must need more
+     deceleration than ``comfort_decel_mps2`` to stop ``standstill_gap_m`` behind the leader
+     (the leader's own braking included) and more than it brakes with already. A driver
+     calmly braking for a queue is not warned; one who does not brake is warned once an
+     ordinary stop no longer fits.
 
-   The episode tracker additionally requires a conflict to persist over consecutive
-   assessments (stream.episodes).
+   The episode tracker also requires a conflict to persist over consecutive assessments
+   (stream.episodes). Known limits: a slow sideways drift (< ``lateral_speed_tol_mps``) into
+   a neighbour is flagged late or not at all, and so is a fast head-on with a partial lateral
+   offset (heading noise hides which lane it is in until close); a lane change at low speed
+   next to oncoming traffic can still alert when the predictor carries the sideways motion
+   on across the centre line.
 """
 
 from __future__ import annotations
@@ -72,14 +84,15 @@ class RiskConfig:
     critical_ttc_s: float = 1.5
     warning_ttc_s: float = 3.0
     margin_m: float = 0.25  # gap below which footprints are in contact; << the 1.7 m lane gap
-    sample_step_s: float = 0.2  # resolution of the contact search (and of ttc)
+    sample_step_s: float = 0.2  # path samples; contact between them is found exactly
     max_speed_mps: float = 100.0  # path segments faster than this are clipped (bad predictor)
     still_speed_mps: float = 0.5
     min_closing_speed_mps: float = 1.0
     lane_width_m: float = 3.5
     parallel_tol_rad: float = 0.3
-    lateral_heading_tol_rad: float = 0.04
+    lateral_heading_tol_rad: float = 0.03
     lateral_speed_tol_mps: float = 1.2
+    yaw_noise_rps: float = 0.2  # yaw rates below this are estimation noise, not a turn
     comfort_decel_mps2: float = 3.0
     standstill_gap_m: float = 1.0  # bumper gap a follower stops at, for the required braking
     brake_accel_mps2: float = 1.0  # decelerations above this re-time the path
@@ -472,12 +485,16 @@ def _exact(
     step = cfg.sample_step_s
     # 1. Prune per interval between samples: circumscribed circles must meet there (motion
     #    within the interval included). Only those (pair, interval) entries are searched.
+    #    The radius grows by the lateral uncertainty of step 2 so shifted contacts are kept.
+    c1, c2 = _lateral_uncertainty(fleet, cfg)
+    tau = step * np.arange(1, smp.x.shape[1])  # interval ends
     pair_parts, int_parts, dmin_parts = [], [], []
     for s in range(0, a.shape[0], _BLOCK):
         ia, ib = a[s: s + _BLOCK], b[s: s + _BLOCK]
         d2 = _closest_d2(smp.x[ib] - smp.x[ia], smp.y[ib] - smp.y[ia])
-        rr = radius[ia] + radius[ib]
-        pi, ji = np.nonzero(d2 < (rr * rr)[:, None])
+        rr = ((radius[ia] + radius[ib])[:, None] + (c1[ia] + c1[ib])[:, None] * tau
+              + (c2[ia] + c2[ib])[:, None] * tau * tau)
+        pi, ji = np.nonzero(d2 < rr * rr)
         pair_parts.append(pi + s)
         int_parts.append(ji)
         dmin_parts.append(np.sqrt(d2.min(axis=1)))
@@ -491,12 +508,8 @@ def _exact(
     uniq = pe[np.concatenate([[True], pe[1:] != pe[:-1]])]  # pe is sorted
     frame_all = _PairFrame(fleet, a[uniq], b[uniq], smp.x[b[uniq], 0] - smp.x[a[uniq], 0],
                            smp.y[b[uniq], 0] - smp.y[a[uniq], 0], cfg)
-    lat_rate = np.zeros(a.shape[0])
-    lat_rate[uniq] = np.where(
-        frame_all.parallel & ~frame_all.following,
-        0.5 * cfg.lateral_heading_tol_rad * np.hypot(fleet.speed[a[uniq]], fleet.speed[b[uniq]]),
-        0.0,
-    )
+    robust_pair = np.zeros(a.shape[0], dtype=bool)
+    robust_pair[uniq] = ~frame_all.following
     hm = 0.5 * cfg.margin_m
     la, wa = 0.5 * fleet.length[ea] + hm, 0.5 * fleet.width[ea] + hm
     lb, wb = 0.5 * fleet.length[eb] + hm, 0.5 * fleet.width[eb] + hm
@@ -504,20 +517,36 @@ def _exact(
     x1, y1 = smp.x[eb, je + 1] - smp.x[ea, je + 1], smp.y[eb, je + 1] - smp.y[ea, je + 1]
     ax, ay, bx, by = smp.ux[ea, je], smp.uy[ea, je], smp.ux[eb, je], smp.uy[eb, je]
     hit, f = _contact_in_interval(x0, y0, x1, y1, ax, ay, la, wa, bx, by, lb, wb)
-    shrink = lat_rate[pe] * (step * je)
-    robust, _ = _contact_in_interval(x0, y0, x1, y1, ax, ay, la, np.maximum(wa - shrink, 0.0),
-                                     bx, by, lb, np.maximum(wb - shrink, 0.0))
+    # Robust contact: by time tau a path may lie up to rho(tau) to either side of where it is
+    # predicted (see _lateral_uncertainty). The contact must hold for every such lateral
+    # shift of both vehicles; by convexity, for the four extreme combinations. Following in
+    # one lane is exempt: there the contact is longitudinal.
+    use = robust_pair[pe]
+    t0, t1 = step * je, step * (je + 1)
+    ra0 = np.where(use, c1[ea] * t0 + c2[ea] * t0 * t0, 0.0)
+    ra1 = np.where(use, c1[ea] * t1 + c2[ea] * t1 * t1, 0.0)
+    rb0 = np.where(use, c1[eb] * t0 + c2[eb] * t0 * t0, 0.0)
+    rb1 = np.where(use, c1[eb] * t1 + c2[eb] * t1 * t1, 0.0)
+    robust_all = np.ones(a.shape[0], dtype=bool)
+    for sa, sb in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+        # offset b - a with a shifted by sa * ra along its left normal, b by sb * rb
+        sx0 = x0 - sb * rb0 * by + sa * ra0 * ay
+        sy0 = y0 + sb * rb0 * bx - sa * ra0 * ax
+        sx1 = x1 - sb * rb1 * by + sa * ra1 * ay
+        sy1 = y1 + sb * rb1 * bx - sa * ra1 * ax
+        h, fr = _contact_in_interval(sx0, sy0, sx1, sy1, ax, ay, la, wa, bx, by, lb, wb)
+        h &= (je + fr) * step < cfg.warning_ttc_s
+        pair_hit = np.zeros(a.shape[0], dtype=bool)
+        pair_hit[pe[h]] = True
+        robust_all &= pair_hit
     toi = np.where(hit, (je + f) * step, np.inf)
     horizon = cfg.warning_ttc_s
-    robust &= toi < horizon
     # first contact per pair (entries are pair-major, so the first hit of each group)
     order = np.lexsort((toi, pe))
     pe_o, toi_o = pe[order], toi[order]
     head = np.concatenate([[True], pe_o[1:] != pe_o[:-1]])
     best = order[head & (toi_o < horizon)]
-    pairs_robust = np.zeros(a.shape[0], dtype=bool)
-    pairs_robust[pe[robust]] = True
-    best = best[pairs_robust[pe[best]]]
+    best = best[robust_all[pe[best]]]
     if best.shape[0] == 0:
         return Conflicts.empty()
 
@@ -543,6 +572,18 @@ def _exact(
         a=a_c, b=b_c, ttc=ttc, min_distance=dmin_all[pb[keep]], cpa_t=t + ttc, cpa_x=mx,
         cpa_y=my, severity=np.where(ttc < cfg.critical_ttc_s, CRITICAL, WARNING).astype(np.int8),
     )
+
+
+def _lateral_uncertainty(fleet: Fleet, cfg: RiskConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Per vehicle, c1 and c2 of its path's lateral uncertainty rho(tau) = c1 tau + c2 tau^2.
+
+    c1: the heading is known to +-``lateral_heading_tol_rad``. c2: a vehicle turning faster
+    than ``yaw_noise_rps`` may end or keep its turn within the horizon, which moves it
+    sideways by up to v |omega| tau^2 / 2 from any single prediction.
+    """
+    v = fleet.speed
+    omega = np.maximum(np.abs(fleet.yaw_rate) - cfg.yaw_noise_rps, 0.0)
+    return cfg.lateral_heading_tol_rad * v, 0.5 * v * omega
 
 
 def _closest_d2(dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
@@ -645,11 +686,17 @@ def _plausible(
         dec_l = np.maximum(-fleet.accel[ld], 0.0)
         dec_l = np.where(v_l > cfg.still_speed_mps, dec_l, 0.0)
         rel = np.maximum(v_f - v_l, 0.0)
+        # Required deceleration (leader keeps its own): while both still move the gap is
+        # least at 2 gap / rel after the follower starts braking with dec_l + rel^2 / 2 gap;
+        # if the leader has stopped before that, the follower must stop within gap plus
+        # the leader's stopping distance instead.
         need_moving = dec_l + rel * rel / (2.0 * gap)
-        leader_stops = (v_l <= cfg.still_speed_mps) | (dec_l > 0)
         stop_l = np.where(dec_l > 0, v_l * v_l / (2.0 * np.maximum(dec_l, 1e-9)), 0.0)
-        need_stop = np.where(leader_stops, v_f * v_f / (2.0 * (gap + stop_l)), 0.0)
-        need = np.maximum(need_moving, need_stop)
+        need_stop = v_f * v_f / (2.0 * (gap + stop_l))
+        t_leader_stops = np.where(dec_l > 0, v_l / np.maximum(dec_l, 1e-9), np.inf)
+        t_least_gap = 2.0 * gap / np.maximum(rel, 1e-9)
+        leader_first = (v_l <= cfg.still_speed_mps) | (t_leader_stops < t_least_gap)
+        need = np.where(leader_first, need_stop, need_moving)
         dec_f = np.maximum(-fleet.accel[f], 0.0)
         follow_ok = (need >= cfg.comfort_decel_mps2) & (need > dec_f)
         keep &= np.where(follow, follow_ok, True)

@@ -28,13 +28,13 @@ T = sc.T0
 
 
 def cv_fleet(rows: list[dict], spec: PathSpec = SPEC) -> Fleet:
-    """Vehicles with constant-velocity paths; keys x, y, v, h and optional ts, acc, l, w."""
+    """Vehicles with constant-velocity paths; keys x, y, v, h and optional ts, acc, yaw, l, w."""
     n = len(rows)
     col = {k: np.array([float(r.get(k, d)) for r in rows]) for k, d in
-           (("x", 0), ("y", 0), ("v", 0), ("h", 0), ("ts", T), ("acc", 0), ("l", 4.5),
-            ("w", 1.8))}
+           (("x", 0), ("y", 0), ("v", 0), ("h", 0), ("ts", T), ("acc", 0), ("yaw", 0),
+            ("l", 4.5), ("w", 1.8))}
     kin = Kinematics(ts=col["ts"], x=col["x"], y=col["y"], prev_x=col["x"], prev_y=col["y"],
-                     dt=np.zeros(n), speed=col["v"], heading=col["h"], yaw_rate=np.zeros(n),
+                     dt=np.zeros(n), speed=col["v"], heading=col["h"], yaw_rate=col["yaw"],
                      accel=col["acc"], first=np.zeros(n, bool))
     return Fleet.from_kinematics(kin, constant_velocity_paths(kin, spec.offsets_s),
                                  col["l"], col["w"])
@@ -308,6 +308,28 @@ def test_oncoming_in_own_lane_vs_wrong_way() -> None:
     wrong_way = [dict(x=0, y=0, v=14, h=0.0), dict(x=60, y=0.3, v=14, h=math.pi)]
     c = assess(T, cv_fleet(wrong_way), SPEC)
     assert pairs_of(c) == [(0, 1)] and c.severity[0] == WARNING
+
+
+def test_turning_vehicle_passing_close_is_not_a_collision_course() -> None:
+    # mid-turn at 5 m/s, its tangent passes 1.5 m from the centre of a car waiting there
+    waiting = dict(x=0, y=0, v=0, h=0)
+    turning = dict(x=-6.17, y=6.04, v=5, h=-0.6, yaw=0.5)
+    assert len(assess(T, cv_fleet([waiting, turning]), SPEC)) == 0
+    # the same motion without a turn in progress is a collision course
+    c = assess(T, cv_fleet([waiting, dict(turning, yaw=0.0)]), SPEC)
+    assert pairs_of(c) == [(0, 1)] and c.ttc[0] == pytest.approx(1.0, abs=0.05)
+    # and a turning vehicle whose tangent goes through the other's centre, close by, too
+    c = assess(T, cv_fleet([waiting, dict(turning, x=-7.02, y=4.8)]), SPEC)
+    assert pairs_of(c) == [(0, 1)] and c.severity[0] == CRITICAL
+
+
+def test_leader_about_to_stop_needs_only_an_ordinary_stop() -> None:
+    # the leader (1.4 m/s) stops within 0.5 m; the follower has 18 m for an 8.4 m/s stop
+    rows = [dict(x=24, y=0, v=1.4, h=0, acc=-2.0), dict(x=0, y=0, v=8.4, h=0)]
+    assert len(assess(T, cv_fleet(rows), SPEC)) == 0
+    # ...but not with 9 m
+    c = assess(T, cv_fleet([dict(rows[0], x=15), rows[1]]), SPEC)
+    assert pairs_of(c) == [(0, 1)]
 
 
 # ---- noisy, hand-built traffic through the real estimator, predictor and episodes ----------
