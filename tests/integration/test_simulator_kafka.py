@@ -137,7 +137,7 @@ def _free_port() -> int:
         (["simulate", "--reckless", "1.5", "--out", "-"], "--reckless"),
         (["simulate", "--duration", "1"], "--out FILE or --bootstrap"),
         (["simulate", "--out", "/nonexistent-dir/x.jsonl"], "cannot write"),
-        (["simulate", "--jitter", "0.2", "--out", "-"], "jitter"),
+        (["simulate", "--drop-rate", "1", "--out", "-"], "--drop-rate"),
         (["replay", "/nonexistent-file.jsonl", "--bootstrap", "127.0.0.1:9"], "does not exist"),
         (["simulate", "--bootstrap", "127.0.0.1:{port}", "--kafka-timeout", "2"],
          "cannot reach Kafka"),
