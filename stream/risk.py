@@ -70,6 +70,7 @@ DEFAULT_WIDTH_M = 1.8
 WARNING = 1
 CRITICAL = 2
 SEVERITY_NAMES = {WARNING: "warning", CRITICAL: "critical"}
+_Num = np.ndarray | float
 
 # Rows (vehicles or pairs) per block of (rows x samples) work. Whole-fleet temporaries of a
 # few MB are allocated by mmap and page-faulted on every numpy call, several times slower
@@ -199,9 +200,8 @@ class Conflicts:
 
 
 def footprints_overlap(
-    dx: np.ndarray, dy: np.ndarray,
-    ax: np.ndarray, ay: np.ndarray, half_la: np.ndarray, half_wa: np.ndarray,
-    bx: np.ndarray, by: np.ndarray, half_lb: np.ndarray, half_wb: np.ndarray,
+    dx: _Num, dy: _Num, ax: _Num, ay: _Num, half_la: _Num, half_wa: _Num,
+    bx: _Num, by: _Num, half_lb: _Num, half_wb: _Num,
 ) -> np.ndarray:
     """Separating-axis test of two rectangles; broadcasts over all arguments.
 
@@ -211,10 +211,10 @@ def footprints_overlap(
     c = np.abs(ax * bx + ay * by)
     s = np.abs(ax * by - ay * bx)
     sep = np.abs(dx * ax + dy * ay) > half_la + half_lb * c + half_wb * s
-    sep |= np.abs(dy * ax - dx * ay) > half_wa + half_lb * s + half_wb * c
-    sep |= np.abs(dx * bx + dy * by) > half_lb + half_la * c + half_wa * s
-    sep |= np.abs(dy * bx - dx * by) > half_wb + half_la * s + half_wa * c
-    return ~sep
+    sep = sep | (np.abs(dy * ax - dx * ay) > half_wa + half_lb * s + half_wb * c)
+    sep = sep | (np.abs(dx * bx + dy * by) > half_lb + half_la * c + half_wa * s)
+    sep = sep | (np.abs(dy * bx - dx * by) > half_wb + half_la * s + half_wa * c)
+    return np.logical_not(sep)
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,15 +391,12 @@ def assess(t: float, fleet: Fleet, spec: PathSpec, cfg: RiskConfig | None = None
     length = np.where(np.isfinite(fleet.length) & (fleet.length > 0), fleet.length,
                       DEFAULT_LENGTH_M)
     width = np.where(np.isfinite(fleet.width) & (fleet.width > 0), fleet.width, DEFAULT_WIDTH_M)
-    fleet = Fleet(fleet.ts, fleet.x, fleet.y, fleet.speed, fleet.heading, yaw, accel, length,
-                  width, fleet.paths)
-
     # Work relative to a local origin: keeps float precision for large coordinates.
     ox, oy = float(np.median(fleet.x)), float(np.median(fleet.y))
     local = Fleet(fleet.ts, fleet.x - ox, fleet.y - oy, fleet.speed, fleet.heading, yaw, accel,
                   length, width, fleet.paths - np.array([ox, oy]))
-    local = Fleet(*(getattr(local, f) for f in Fleet.__slots__[:-1]),
-                  paths=_clip_paths(local, spec, cfg))
+    local = Fleet(local.ts, local.x, local.y, local.speed, local.heading, yaw, accel, length,
+                  width, _clip_paths(local, spec, cfg))
 
     radius = 0.5 * np.hypot(length, width) + 0.5 * cfg.margin_m
     lo, hi = _swept_boxes(t, local, spec, cfg)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pytest
@@ -27,7 +28,7 @@ SPEC = PathSpec()
 T = sc.T0
 
 
-def cv_fleet(rows: list[dict], spec: PathSpec = SPEC) -> Fleet:
+def cv_fleet(rows: Sequence[Mapping[str, float]], spec: PathSpec = SPEC) -> Fleet:
     """Vehicles with constant-velocity paths; keys x, y, v, h and optional ts, acc, yaw, l, w."""
     n = len(rows)
     col = {k: np.array([float(r.get(k, d)) for r in rows]) for k, d in
@@ -189,8 +190,9 @@ def test_near_misses_are_not_conflicts() -> None:
 
 
 def test_large_coordinates_give_the_same_answer() -> None:
-    rows = [dict(x=0, y=-35, v=14, h=math.pi / 2), dict(x=-35, y=0, v=14, h=0),
-            dict(x=0, y=0, v=20, h=0.0), dict(x=60, y=0.3, v=20, h=math.pi)]
+    rows: list[dict[str, float]] = [
+        dict(x=0, y=-35, v=14, h=math.pi / 2), dict(x=-35, y=0, v=14, h=0),
+        dict(x=0, y=0, v=20, h=0.0), dict(x=60, y=0.3, v=20, h=math.pi)]
     rows[2:] = [dict(r, x=r["x"] + 300) for r in rows[2:]]
     near = assess(T, cv_fleet(rows), SPEC)
     far = assess(T, cv_fleet([dict(r, x=r["x"] + 612_345.0, y=r["y"] - 401_234.0)
@@ -285,7 +287,8 @@ def test_following_needs_more_than_a_comfortable_stop() -> None:
 
 def test_braking_leader_is_seen_by_its_follower() -> None:
     # same speed, 12 m gap: constant velocity sees no contact, but the leader brakes at 7 m/s^2
-    rows = [dict(x=16.5, y=0, v=14, h=0, acc=-7.0), dict(x=0, y=0, v=14, h=0)]
+    rows: list[dict[str, float]] = [dict(x=16.5, y=0, v=14, h=0, acc=-7.0),
+                                    dict(x=0, y=0, v=14, h=0)]
     c = assess(T, cv_fleet(rows), SPEC)
     assert pairs_of(c) == [(0, 1)] and c.ttc[0] < 2.5
     assert len(assess(T, cv_fleet([dict(rows[0], acc=0.0), rows[1]]), SPEC)) == 0
