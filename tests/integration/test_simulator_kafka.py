@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -158,3 +159,36 @@ def test_bad_input_is_one_clear_error_line(args: list[str], says: str, tmp_path:
     assert len(error_lines) == 1, res.stderr
     assert says in error_lines[0], res.stderr
     assert res.stdout == ""
+
+
+def test_endless_simulation_stops_cleanly_on_sigterm(kafka_bootstrap: str, topic_name: str,
+                                                     tmp_path: Path) -> None:
+    """`--duration 0` (as docker compose runs it) publishes in real time until SIGTERM, then
+    flushes what it produced and exits 0."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAJSTREAM_")}
+    env.update(TRAJSTREAM_BOOTSTRAP=kafka_bootstrap, TRAJSTREAM_POSITIONS_TOPIC=topic_name,
+               TRAJSTREAM_VEHICLES="30", TRAJSTREAM_DURATION="0")
+    proc = subprocess.Popen([TRAJSTREAM, "simulate", "--clean"], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        consumer = make_consumer(kafka_bootstrap, [topic_name], group=None)
+        got: list[Record] = []
+        deadline = time.monotonic() + 60
+        while len(got) < 300 and time.monotonic() < deadline:  # 1 s of traffic
+            got.extend(consumer.poll(1000, 0.5))
+        assert len(got) >= 300, "an endless run should be publishing"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    time.sleep(1.0)
+    while batch := consumer.poll(5000, 1.0):
+        got.extend(batch)
+    consumer.close()
+    ts = [orjson.loads(r.value)["ts"] for r in got]
+    per_vehicle = Counter(r.key for r in got)
+    assert len(per_vehicle) >= 30
+    assert max(ts) - min(ts) < 30, "paced in real time, not as fast as possible"
