@@ -18,11 +18,12 @@ import numpy as np
 
 from model.kinematics import Kinematics, KinematicsTracker
 from stream.codec import CodecConfig, decode_batch
+from stream.config import EngineConfig
 from stream.errors import ConfigError
 
-TICK_S = 0.2  # the engine's risk interval: the predictor runs once per tick
-ALLOWED_LATENESS_S = 0.5  # engine default
-RESET_GAP_S = 5.0  # a vehicle silent for longer starts over (tracker and LSTM state)
+_ENGINE = EngineConfig()  # the processor's defaults
+TICK_S = _ENGINE.risk_interval_s  # the predictor runs once per tick (a sub-step per fix)
+RESET_GAP_S = _ENGINE.reset_gap_s  # a vehicle silent for longer starts over
 MAX_TARGET_GAP_S = 0.6  # longer gaps between fixes make an interpolated target unreliable
 
 
@@ -76,30 +77,40 @@ def read_positions(
 
 
 def event_time_order(
-    pos: Positions, allowed_lateness_s: float = ALLOWED_LATENESS_S
+    pos: Positions,
+    allowed_lateness_s: float = _ENGINE.allowed_lateness_s,
+    tick_s: float = _ENGINE.risk_interval_s,
+    min_fix_interval_s: float = _ENGINE.min_fix_interval_s,
 ) -> Positions:
-    """Records the engine would process, sorted by event time.
+    """The records the engine (stream/engine.py) applies, in the order it applies them.
 
-    Arrival order is the input order. A record more than ``allowed_lateness_s`` behind the
-    newest event time seen before it is late; a record at or before its vehicle's newest
-    accepted time (duplicates included) is stale. Both are dropped.
+    Input order is arrival order, one ordered stream. As in the engine: a record is *late*
+    when its tick ((k-1)*tick_s, k*tick_s] was already released by the watermark (newest
+    event time so far minus ``allowed_lateness_s``); *stale* when at or before an earlier
+    on-time record of its vehicle; *dense* when in the same ``min_fix_interval_s`` bucket as
+    the vehicle's previous fresh record. Those are dropped; the rest are sorted by event
+    time, ties in arrival order. (The engine's wall-clock ``future`` check never applies to
+    recorded data.)
     """
-    if len(pos) == 0:
+    n = len(pos)
+    if n == 0:
         return pos
-    newest_before = np.maximum.accumulate(np.concatenate([[-np.inf], pos.ts[:-1]]))
-    on_time = pos.ts >= newest_before - allowed_lateness_s
+    newest = np.maximum.accumulate(pos.ts)
+    released = np.ceil((newest - allowed_lateness_s) / tick_s) - 1
+    on_time = np.ceil(pos.ts / tick_s) > released
     idx = np.flatnonzero(on_time)
-    # stale: per vehicle, in arrival order, ts must exceed every earlier accepted ts
-    order = idx[np.lexsort((np.arange(idx.size), pos.vehicle[idx]))]
+    order = idx[np.lexsort((idx, pos.vehicle[idx]))]  # by vehicle, then arrival
     veh, ts = pos.vehicle[order], pos.ts[order]
-    keep = np.ones(order.size, dtype=bool)
+    keep = np.zeros(order.size, dtype=bool)
     starts = np.flatnonzero(np.r_[True, veh[1:] != veh[:-1]])
     ends = np.r_[starts[1:], order.size]
     for s, e in zip(starts, ends, strict=True):
         run = ts[s:e]
-        prior_max = np.maximum.accumulate(np.r_[-np.inf, run[:-1]])
-        keep[s:e] = run > prior_max
-    kept = order[keep]
+        fresh = np.flatnonzero(run > np.maximum.accumulate(np.r_[-np.inf, run[:-1]]))
+        bucket = np.floor(run[fresh] / min_fix_interval_s)
+        dense = np.r_[False, bucket[1:] == bucket[:-1]]
+        keep[s + fresh[~dense]] = True
+    kept = np.sort(order[keep])  # back to arrival order
     kept = kept[np.argsort(pos.ts[kept], kind="stable")]
     return pos.take(kept)
 
@@ -123,7 +134,7 @@ def step_groups(pos: Positions, tick_s: float = TICK_S) -> list[np.ndarray]:
     n = len(pos)
     if n == 0:
         return []
-    tick = np.floor(pos.ts / tick_s).astype(np.int64)
+    tick = np.ceil(pos.ts / tick_s).astype(np.int64)
     by_vt = np.lexsort((pos.ts, tick, pos.vehicle))
     key_v, key_t = pos.vehicle[by_vt], tick[by_vt]
     new_run = np.r_[True, (key_v[1:] != key_v[:-1]) | (key_t[1:] != key_t[:-1])]
@@ -141,7 +152,7 @@ def replay(
     *,
     tick_s: float = TICK_S,
     reset_gap_s: float = RESET_GAP_S,
-    gps_sigma_m: float = 0.3,
+    gps_sigma_m: float = _ENGINE.gps_sigma_m,
 ) -> Replay:
     """Run the kinematic tracker over event-time-ordered positions, batched like the engine."""
     n = len(pos)
