@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import urllib.request
 
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -94,7 +95,7 @@ def test_known_label_values_precreated() -> None:
     rejected = {s.labels["reason"] for s in fams["trajstream_positions_rejected"].samples}
     assert rejected == set(REASONS)
     dropped = {s.labels["reason"] for s in fams["trajstream_positions_dropped"].samples}
-    assert dropped == {"stale", "late"}
+    assert dropped == {"stale", "late", "future", "dense"}
     sev = {s.labels["severity"] for s in fams["trajstream_alerts"].samples}
     assert sev == {"warning", "critical"}
 
@@ -161,6 +162,26 @@ def test_observe_prediction_errors() -> None:
     assert h[("trajstream_prediction_error_meters_bucket", "0.1")] == 1
     assert h[("trajstream_prediction_error_meters_bucket", "50.0")] == 3
     assert h[("trajstream_prediction_error_meters_sum", None)] == pytest.approx(103.35)
+
+
+def test_batched_errors_equal_one_observe_each() -> None:
+    """The bucket counting shortcut gives exactly what per-value ``observe`` gives."""
+    errors = np.random.default_rng(3).exponential(4.0, size=500)
+    errors[:5] = [0.1, 0.2, 50.0, 50.0001, 0.0]  # on and around bucket bounds
+    batched, single = Metrics(), Metrics()
+    batched.observe_prediction_errors("cv", "3", errors)
+    child = single.prediction_error.labels(model="cv", horizon="3")
+    for e in errors:
+        child.observe(float(e))
+
+    def samples(m: Metrics) -> dict[tuple[str, str | None], float]:
+        fam = families(m)["trajstream_prediction_error_meters"]
+        kept = [s for s in fam.samples if "created" not in s.name]
+        return {(s.name, s.labels.get("le")): s.value for s in kept}
+
+    got, want = samples(batched), samples(single)
+    assert got.keys() == want.keys()
+    assert all(got[k] == pytest.approx(want[k]) for k in want)
 
 
 def test_serve_exposes_registry() -> None:
