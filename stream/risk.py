@@ -379,7 +379,7 @@ def assess(t: float, fleet: Fleet, spec: PathSpec, cfg: RiskConfig | None = None
     ok = (
         np.isfinite(fleet.ts) & np.isfinite(fleet.x) & np.isfinite(fleet.y)
         & np.isfinite(fleet.speed) & np.isfinite(fleet.heading)
-        & np.all(np.isfinite(fleet.paths), axis=(1, 2))
+        & np.isfinite(fleet.paths.sum(axis=(1, 2)))  # NaN or inf anywhere in the path
     )
     idx = np.flatnonzero(ok)
     if idx.shape[0] < 2:
@@ -461,16 +461,19 @@ def _swept_boxes(
 def _clip_paths(fleet: Fleet, spec: PathSpec, cfg: RiskConfig) -> np.ndarray:
     """Paths with every step no faster than ``max_speed_mps`` (a broken predictor must not
     blow up the grid); direction kept. Returns the input array when nothing is clipped."""
-    start = np.stack([fleet.x, fleet.y], axis=-1)[:, None, :]
-    seg = np.diff(np.concatenate([start, fleet.paths], axis=1), axis=1)
-    slen = np.hypot(seg[..., 0], seg[..., 1])
-    limit = cfg.max_speed_mps * spec.step_s
-    bad = np.flatnonzero(np.any(slen > limit, axis=1))
+    px, py = fleet.paths[..., 0], fleet.paths[..., 1]
+    limit2 = (cfg.max_speed_mps * spec.step_s) ** 2
+    step2 = np.diff(px, axis=1) ** 2 + np.diff(py, axis=1) ** 2
+    first2 = (px[:, 0] - fleet.x) ** 2 + (py[:, 0] - fleet.y) ** 2
+    bad = np.flatnonzero((first2 > limit2) | np.any(step2 > limit2, axis=1))
     if bad.shape[0] == 0:
         return fleet.paths
-    scale = np.minimum(1.0, limit / np.maximum(slen[bad], 1e-12))
+    start = np.stack([fleet.x[bad], fleet.y[bad]], axis=-1)[:, None, :]
+    seg = np.diff(np.concatenate([start, fleet.paths[bad]], axis=1), axis=1)
+    slen = np.hypot(seg[..., 0], seg[..., 1])
+    scale = np.minimum(1.0, np.sqrt(limit2) / np.maximum(slen, 1e-12))
     paths = fleet.paths.copy()
-    paths[bad] = start[bad] + np.cumsum(seg[bad] * scale[..., None], axis=1)
+    paths[bad] = start + np.cumsum(seg * scale[..., None], axis=1)
     return paths
 
 
@@ -500,50 +503,55 @@ def _exact(
         return Conflicts.empty()
     dmin_all = np.concatenate(dmin_parts)
 
-    # 2. Continuous footprint contact on those entries, plain and laterally robust.
+    # 2. Continuous footprint contact on those entries: first contact per pair.
+    n_s = smp.x.shape[1]
     ea, eb = a[pe], b[pe]
-    uniq = pe[np.concatenate([[True], pe[1:] != pe[:-1]])]  # pe is sorted
-    frame_all = _PairFrame(fleet, a[uniq], b[uniq], smp.x[b[uniq], 0] - smp.x[a[uniq], 0],
-                           smp.y[b[uniq], 0] - smp.y[a[uniq], 0], cfg)
-    robust_pair = np.zeros(a.shape[0], dtype=bool)
-    robust_pair[uniq] = ~frame_all.following
+    fa, fb_ = ea * n_s + je, eb * n_s + je  # flat sample indices of the interval starts
+    sx, sy, sux, suy = smp.x.ravel(), smp.y.ravel(), smp.ux.ravel(), smp.uy.ravel()
+    x0, y0 = sx[fb_] - sx[fa], sy[fb_] - sy[fa]
+    x1, y1 = sx[fb_ + 1] - sx[fa + 1], sy[fb_ + 1] - sy[fa + 1]
+    ax, ay, bx, by = sux[fa], suy[fa], sux[fb_], suy[fb_]
     hm = 0.5 * cfg.margin_m
     la, wa = 0.5 * fleet.length[ea] + hm, 0.5 * fleet.width[ea] + hm
     lb, wb = 0.5 * fleet.length[eb] + hm, 0.5 * fleet.width[eb] + hm
-    x0, y0 = smp.x[eb, je] - smp.x[ea, je], smp.y[eb, je] - smp.y[ea, je]
-    x1, y1 = smp.x[eb, je + 1] - smp.x[ea, je + 1], smp.y[eb, je + 1] - smp.y[ea, je + 1]
-    ax, ay, bx, by = smp.ux[ea, je], smp.uy[ea, je], smp.ux[eb, je], smp.uy[eb, je]
-    hit, f = _contact_in_interval(x0, y0, x1, y1, ax, ay, la, wa, bx, by, lb, wb)
+    hit, f = _contact_blocks(x0, y0, x1, y1, ax, ay, la, wa, bx, by, lb, wb)
+    horizon = cfg.warning_ttc_s
+    toi = np.where(hit, (je + f) * step, np.inf)
+    order = np.lexsort((toi, pe))  # per pair (pe is sorted), earliest contact first
+    pe_o = pe[order]
+    head = np.concatenate([[True], pe_o[1:] != pe_o[:-1]])
+    best = order[head & (toi[order] < horizon)]  # entry of each pair's first contact
+    if best.shape[0] == 0:
+        return Conflicts.empty()
+
     # Robust contact: by time tau a path may lie up to rho(tau) to either side of where it is
     # predicted (see _lateral_uncertainty). The contact must hold for every such lateral
     # shift of both vehicles; by convexity, for the four extreme combinations. Following in
     # one lane is exempt: there the contact is longitudinal.
-    use = robust_pair[pe]
-    t0, t1 = step * je, step * (je + 1)
-    ra0 = np.where(use, c1[ea] * t0 + c2[ea] * t0 * t0, 0.0)
-    ra1 = np.where(use, c1[ea] * t1 + c2[ea] * t1 * t1, 0.0)
-    rb0 = np.where(use, c1[eb] * t0 + c2[eb] * t0 * t0, 0.0)
-    rb1 = np.where(use, c1[eb] * t1 + c2[eb] * t1 * t1, 0.0)
-    robust_all = np.ones(a.shape[0], dtype=bool)
-    for sa, sb in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
-        # offset b - a with a shifted by sa * ra along its left normal, b by sb * rb
-        sx0 = x0 - sb * rb0 * by + sa * ra0 * ay
-        sy0 = y0 + sb * rb0 * bx - sa * ra0 * ax
-        sx1 = x1 - sb * rb1 * by + sa * ra1 * ay
-        sy1 = y1 + sb * rb1 * bx - sa * ra1 * ax
-        h, fr = _contact_in_interval(sx0, sy0, sx1, sy1, ax, ay, la, wa, bx, by, lb, wb)
-        h &= (je + fr) * step < cfg.warning_ttc_s
-        pair_hit = np.zeros(a.shape[0], dtype=bool)
-        pair_hit[pe[h]] = True
-        robust_all &= pair_hit
-    toi = np.where(hit, (je + f) * step, np.inf)
-    horizon = cfg.warning_ttc_s
-    # first contact per pair (entries are pair-major, so the first hit of each group)
-    order = np.lexsort((toi, pe))
-    pe_o, toi_o = pe[order], toi[order]
-    head = np.concatenate([[True], pe_o[1:] != pe_o[:-1]])
-    best = order[head & (toi_o < horizon)]
-    best = best[robust_all[pe[best]]]
+    pb = pe[best]
+    frame = _PairFrame(fleet, a[pb], b[pb], smp.x[b[pb], 0] - smp.x[a[pb], 0],
+                       smp.y[b[pb], 0] - smp.y[a[pb], 0], cfg)
+    check = np.zeros(a.shape[0], dtype=bool)
+    check[pb[~frame.following]] = True
+    e = np.flatnonzero(check[pe])
+    if e.shape[0]:
+        t0, t1 = step * je[e], step * (je[e] + 1)
+        ca, cb = ea[e], eb[e]
+        ra0, ra1 = c1[ca] * t0 + c2[ca] * t0 * t0, c1[ca] * t1 + c2[ca] * t1 * t1
+        rb0, rb1 = c1[cb] * t0 + c2[cb] * t0 * t0, c1[cb] * t1 + c2[cb] * t1 * t1
+        eax, eay, ebx, eby = ax[e], ay[e], bx[e], by[e]
+        for sa, sb in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+            # offset b - a with a shifted by sa * ra along its left normal, b by sb * rb
+            h, fr = _contact_blocks(
+                x0[e] - sb * rb0 * eby + sa * ra0 * eay, y0[e] + sb * rb0 * ebx - sa * ra0 * eax,
+                x1[e] - sb * rb1 * eby + sa * ra1 * eay, y1[e] + sb * rb1 * ebx - sa * ra1 * eax,
+                eax, eay, la[e], wa[e], ebx, eby, lb[e], wb[e])
+            h &= (je[e] + fr) * step < horizon
+            shifted_hit = np.zeros(a.shape[0], dtype=bool)
+            shifted_hit[pe[e][h]] = True
+            check &= shifted_hit
+    robust = frame.following | check[pb]
+    best, frame = best[robust], frame.take(robust)
     if best.shape[0] == 0:
         return Conflicts.empty()
 
@@ -556,8 +564,6 @@ def _exact(
     closing = np.where(dn > 1e-6, -(cx * rvx + cy * rvy) / np.maximum(dn, 1e-6),
                        np.hypot(rvx, rvy))
     a_c, b_c = a[pb], b[pb]
-    frame = _PairFrame(fleet, a_c, b_c, smp.x[b_c, 0] - smp.x[a_c, 0],
-                       smp.y[b_c, 0] - smp.y[a_c, 0], cfg)
     keep = (closing >= cfg.min_closing_speed_mps) & _plausible(fleet, a_c, b_c, frame, cfg)
     a_c, b_c, jb, fb = a_c[keep], b_c[keep], jb[keep], fb[keep]
     ttc = toi[best][keep]
@@ -592,6 +598,16 @@ def _closest_d2(dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
     f = np.clip(-(x0 * ex + y0 * ey) / np.where(ee > 0, ee, 1.0), 0.0, 1.0)
     cx, cy = x0 + f * ex, y0 + f * ey
     return cx * cx + cy * cy
+
+
+def _contact_blocks(*args: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_contact_in_interval` over 1-D entries in blocks (small temporaries)."""
+    n = args[0].shape[0]
+    if n <= _BLOCK * 16:
+        return _contact_in_interval(*args)
+    parts = [_contact_in_interval(*(x[s: s + _BLOCK * 16] for x in args))
+             for s in range(0, n, _BLOCK * 16)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def _contact_in_interval(
@@ -653,6 +669,11 @@ class _PairFrame:
         # one fully ahead of the other in the same lane
         ahead = np.abs(self.lon) > 0.5 * (fleet.length[a] + fleet.length[b])
         self.following = self.same & ~self.other_lane & ahead
+
+    def take(self, index: np.ndarray) -> _PairFrame:
+        out = object.__new__(_PairFrame)
+        out.__dict__.update({k: v[index] for k, v in self.__dict__.items()})
+        return out
 
 
 def _plausible(
