@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 import tempfile
 from pathlib import Path
 
@@ -160,7 +161,7 @@ def evaluate(data: Path, weights: Path, models: str, plots: Path | None, example
     spec = PathSpec()
     preds = [load_predictor(n, spec, weights=weights) for n in names]
     ev = evaluate_positions(data, preds, n_examples=examples if plots else 0,
-                            seed=examples_seed)
+                            seed=examples_seed, progress=sys.stderr.isatty())
     if plots is not None:
         write_plots(ev, plots)
     click.echo(json.dumps(ev.summary()))

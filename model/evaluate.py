@@ -9,6 +9,7 @@ with the observed (interpolated) positions at ts + k * step_s.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,7 @@ def run_predictors(
     valid: np.ndarray,
     n_examples: int = 0,
     seed: int = 0,
+    progress: bool = False,
 ) -> Evaluation:
     """Step every predictor through the replay and collect errors against ``targets``."""
     spec = predictors[0].spec
@@ -75,7 +77,12 @@ def run_predictors(
     examples = _pick_examples(rep, valid, n_examples, seed)
     ex_pos = {int(r): i for i, r in enumerate(examples)}
     ex_paths = {p.name: np.zeros((examples.size, spec.points, 2)) for p in predictors}
-    for idx in rep.groups:
+    groups = rep.groups
+    if progress:
+        from tqdm import tqdm
+
+        groups = tqdm(groups, desc="evaluating", unit="step", file=sys.stderr, leave=False)
+    for idx in groups:
         k = kin.take(idx)
         slots = pos.vehicle[idx]
         v = valid[idx]
@@ -124,11 +131,13 @@ def evaluate_positions(
     predictors: Sequence[Predictor],
     n_examples: int = 0,
     seed: int = 0,
+    progress: bool = False,
 ) -> Evaluation:
     pos, _ = read_positions(path)
     rep = replay(event_time_order(pos))
     targets, valid = future_positions(rep, predictors[0].spec.offsets_s)
-    return run_predictors(rep, predictors, targets, valid, n_examples=n_examples, seed=seed)
+    return run_predictors(rep, predictors, targets, valid, n_examples=n_examples, seed=seed,
+                          progress=progress)
 
 
 def write_plots(ev: Evaluation, out_dir: str | Path) -> list[Path]:
