@@ -195,6 +195,8 @@ def future_positions(
     n, p = len(pos), offsets_s.size
     targets = np.full((n, p, 2), np.nan)
     valid = np.zeros(n, dtype=bool)
+    if n == 0:
+        return targets, valid
     order = np.lexsort((pos.ts, rep.segment))
     seg = rep.segment[order]
     starts = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]])

@@ -18,6 +18,7 @@ import numpy as np
 
 from model.data import Replay, event_time_order, future_positions, read_positions, replay
 from model.predictors import PathSpec, Predictor
+from stream.errors import ConfigError
 
 HORIZONS_S: tuple[int, ...] = (1, 2, 3, 4)
 
@@ -133,7 +134,9 @@ def evaluate_positions(
     seed: int = 0,
     progress: bool = False,
 ) -> Evaluation:
-    pos, _ = read_positions(path)
+    pos, rejected = read_positions(path)
+    if len(pos) == 0:
+        raise ConfigError(f"{path}: no valid position records ({rejected} rejected)")
     rep = replay(event_time_order(pos))
     targets, valid = future_positions(rep, predictors[0].spec.offsets_s)
     return run_predictors(rep, predictors, targets, valid, n_examples=n_examples, seed=seed,
@@ -154,13 +157,19 @@ def write_plots(ev: Evaluation, out_dir: str | Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6, 4))
     offs = ev.spec.offsets_s
     for name, err in ev.errors.items():
+        if not err.size:
+            continue
         ax.plot(offs, np.sqrt(np.mean(err.astype(np.float64) ** 2, axis=0)), marker=".",
                 label=name, color=colors.get(name))
     ax.set_xlabel("horizon (s)")
     ax.set_ylabel("RMSE (m)")
     ax.set_title(f"Prediction error by horizon ({ev.count} predictions)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ev.count:
+        ax.legend()
+    else:
+        ax.text(0.5, 0.5, "no prediction with a covered 4 s future", ha="center",
+                transform=ax.transAxes)
     fig.tight_layout()
     files.append(out / "error_by_horizon.png")
     fig.savefig(files[-1], dpi=110)

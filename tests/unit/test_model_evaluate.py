@@ -199,3 +199,17 @@ def test_replay_steps_exactly_like_the_engine(small_file):
         st[k.first] = 0.0
         paths[idx], state[pos.vehicle[idx]] = lstm.step(k, st)
     np.testing.assert_allclose(e_paths, paths[rows], atol=1e-4)
+
+
+def test_evaluate_command_errors_and_short_files(tmp_path, small_file):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b"garbage\n{}\n")
+    res = CliRunner().invoke(model_cli, ["evaluate", "--data", str(bad)])
+    assert res.exit_code != 0 and "no valid position records (2 rejected)" in str(res.exception)
+    short = tmp_path / "short.jsonl"  # too short for any 4 s future: counts zero, no crash
+    short.write_bytes(b"\n".join(small_file.read_bytes().splitlines()[:40]) + b"\n")
+    res = CliRunner().invoke(model_cli, ["evaluate", "--data", str(short), "--plots",
+                                         str(tmp_path / "p")])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["predictions"] == 0 and out["models"]["lstm"]["fde"] is None
