@@ -31,7 +31,7 @@ class DriverModel:
     reckless_headway_s: float = 0.7
     reckless_accel_mps2: float = 2.5
     p_run_red: float = 0.8  # per signalised approach
-    p_no_yield: float = 0.8  # per left turn
+    p_no_yield: float = 0.25  # per left turn (turning paths are hard to predict: keep rare)
     p_distracted: float = 0.3  # per approach: ignores a slower leader until late
     # they wake up when stopping short of the leader (at a gap drawn from stop_gap_m) would
     # take wake_decel_mps2; above max_decel_mps2 that is too late: a collision

@@ -11,11 +11,12 @@ vehicles across segments; spawn replacements at the edges; compute poses and fin
 Ordinary drivers are collision-free by construction: cross directions never have green
 together and a junction is entered only when no cross traffic is inside it, left turns yield
 to oncoming traffic with a generous gap (and oncoming traffic waits for a left turner inside),
-lane changes need safe gaps, vehicles keep their lane and car-following gaps. Reckless drivers (``reckless_fraction``) break exactly one of these rules at a
-time, visibly and for seconds before any contact: run a red light, turn left across oncoming
-traffic, keep speed into a stopped queue while distracted, cut in with a small gap and brake,
-drift out of their lane. Footprints that overlap are collisions: both vehicles stop, stay for
-``crash_hold_s`` and are removed.
+lane changes need safe gaps, vehicles keep their lane and car-following gaps. Reckless
+drivers (``reckless_fraction``) break one of these rules at a time, mostly in ways visible
+for seconds before any contact: run a red light straight through, keep speed into a stopped
+queue while distracted, cut in with a small gap and brake, drift out of their lane, and
+sometimes turn left across oncoming traffic. Footprints that overlap are collisions: both
+vehicles stop, stay for ``crash_hold_s`` and are removed.
 """
 
 from __future__ import annotations
@@ -46,10 +47,10 @@ class StepResult:
     pairs: ClosePairs
 
 
-_FLOAT_COLS = ("s", "v", "lat_lc", "lc_p", "lc_sign", "lc_dur", "lc_len", "drift", "drift_v",
-               "drift_until", "wake_decel", "stop_gap", "brake_until", "brake_decel",
-               "crash_until", "length", "width", "v0", "a_max", "headway", "lat_prev",
-               "turn_factor")
+_FLOAT_COLS = ("s", "v", "acc", "x", "y", "hd", "lat_lc", "lc_p", "lc_sign", "lc_dur",
+               "lc_len", "drift", "drift_v", "drift_until", "wake_decel", "stop_gap",
+               "brake_until", "brake_decel", "crash_until", "length", "width", "v0", "a_max",
+               "headway", "lat_prev", "turn_factor")
 _INT_COLS = ("vid", "seg", "prev_seg", "turn")
 _BOOL_COLS = ("committed", "run_red", "no_yield", "distract_armed", "distracted", "panic",
               "crashed", "reckless")
@@ -151,7 +152,9 @@ class Engine:
         st["panic"][idx] = False
         u = rng.uniform(0.0, 1.0, (3, k))
         r = st["reckless"][idx] & signalised
-        st["run_red"][idx] = r & (u[0] < m.p_run_red)
+        runner = r & (u[0] < m.p_run_red)
+        st["run_red"][idx] = runner
+        st["turn"][idx[runner]] = STRAIGHT  # they rush straight through: a straight path
         st["no_yield"][idx] = r & (u[1] < m.p_no_yield)
         st["distract_armed"][idx] = r & (u[2] < m.p_distracted)
 
@@ -189,8 +192,8 @@ class Engine:
         own_move = self._own_move(on_link)
         signal = w.signal_state(t)
         occ = Occupancy(self, on_link, own_move, signal)
-        gap, lead_v = occ.leaders(own_move)
-        acc = self._accelerations(signal, on_link, own_move, occ, gap, lead_v)
+        gap, lead_v, lead = occ.leaders(own_move)
+        acc = self._accelerations(signal, on_link, own_move, occ, gap, lead_v, lead)
         if self.behaviours_on:
             self._start_drifts(t, on_link)
         self._lane_changes(t, on_link, occ, gap, lead_v)
@@ -218,14 +221,15 @@ class Engine:
         return w.link_moves[row, eff]
 
     def _accelerations(self, signal: np.ndarray, on_link: np.ndarray, own_move: np.ndarray,
-                       occ: Occupancy, gap: np.ndarray, lead_v: np.ndarray) -> np.ndarray:
+                       occ: Occupancy, gap: np.ndarray, lead_v: np.ndarray,
+                       lead: np.ndarray) -> np.ndarray:
         st, w, m = self.st, self.world, self.model
         seg, s, v = st["seg"], st["s"], st["v"]
         v0 = st["v0"]
         arc_limit = self._vturn[seg] * st["turn_factor"]
         v0 = np.where(w.seg_arc[seg], np.minimum(v0, arc_limit), v0)
         dv = v - lead_v
-        need = self._distraction(on_link, gap, dv) if self.behaviours_on else None
+        need = self._distraction(on_link, gap, lead_v, lead) if self.behaviours_on else None
         a_follow = idm_accel(v, v0, gap, dv, st["a_max"], m.comfort_decel_mps2, st["headway"],
                              m.min_gap_m)
         a_free = idm_accel(v, v0, np.full(self.n, np.inf), dv, st["a_max"],
@@ -241,19 +245,50 @@ class Engine:
         slow = on_link & (v > v_turn) & (b_turn >= 1.0)
         acc = np.where(slow, np.minimum(acc, -b_turn), acc)
         acc = np.minimum(acc, self._stop_lines(signal, on_link, own_move, occ))
+        wreck_gap = self._wreck_gaps()
+        if np.isfinite(wreck_gap).any():
+            acc = np.minimum(acc, idm_accel(v, v0, wreck_gap, v, st["a_max"],
+                                            m.comfort_decel_mps2, st["headway"], m.min_gap_m))
         braking = self.t < st["brake_until"]
         acc = np.where(braking, np.minimum(acc, -st["brake_decel"]), acc)
         acc = np.clip(acc, -m.max_decel_mps2, st["a_max"])
         acc[st["crashed"]] = 0.0
         return acc
 
-    def _distraction(self, on_link: np.ndarray, gap: np.ndarray, dv: np.ndarray) -> np.ndarray:
+    def _wreck_gaps(self) -> np.ndarray:
+        """Distance to a wreck in the way (inf if none): everyone sees a crash in front of
+        them, whatever lane or junction movement it stopped in. Wrecks are few, so this is a
+        small (vehicles x wrecks) computation on the last poses."""
+        st = self.st
+        gap = np.full(self.n, np.inf)
+        wrecks = np.flatnonzero(st["crashed"])
+        if wrecks.shape[0] == 0:
+            return gap
+        c, s = np.cos(st["hd"])[:, None], np.sin(st["hd"])[:, None]
+        dx = st["x"][wrecks][None, :] - st["x"][:, None]
+        dy = st["y"][wrecks][None, :] - st["y"][:, None]
+        along, across = dx * c + dy * s, dy * c - dx * s
+        rel = st["hd"][wrecks][None, :] - st["hd"][:, None]
+        hl, hw = 0.5 * st["length"][wrecks][None, :], 0.5 * st["width"][wrecks][None, :]
+        ext_along = hl * np.abs(np.cos(rel)) + hw * np.abs(np.sin(rel))
+        ext_across = hl * np.abs(np.sin(rel)) + hw * np.abs(np.cos(rel))
+        in_path = (along > 0) & (np.abs(across) < 0.5 * st["width"][:, None] + ext_across + 1.2)
+        g = np.where(in_path, along - 0.5 * st["length"][:, None] - ext_along, np.inf)
+        gap = np.maximum(g.min(axis=1), 0.0)
+        gap[st["crashed"]] = np.inf
+        return gap
+
+    def _distraction(self, on_link: np.ndarray, gap: np.ndarray, lead_v: np.ndarray,
+                     lead: np.ndarray) -> np.ndarray:
         """Armed reckless drivers closing fast on a slower leader stop paying attention; they
         wake up late and brake hard to stop just short of it (a near miss), or cannot.
 
-        Returns the deceleration that stops each driver at its chosen gap (panic braking).
+        Returns the deceleration that stops each driver at its chosen gap behind the leader,
+        behind the point where a braking leader will stop (panic braking).
         """
         st, m = self.st, self.model
+        v = st["v"]
+        dv = v - lead_v
         start = st["distract_armed"] & on_link & (gap < 80.0) & (gap > 15.0) & (dv > 4.0)
         idx = np.flatnonzero(start)
         if idx.shape[0]:
@@ -262,8 +297,12 @@ class Engine:
             st["wake_decel"][idx] = self.rng.uniform(*m.wake_decel_mps2, idx.shape[0])
             st["stop_gap"][idx] = self.rng.uniform(*m.stop_gap_m, idx.shape[0])
         closing = np.maximum(dv, 0.0)
-        with np.errstate(invalid="ignore"):
+        lead_acc = np.where(lead >= 0, st["acc"][np.maximum(lead, 0)], 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
             need = closing * closing / (2.0 * np.maximum(gap - st["stop_gap"], 0.05))
+            lead_stops_in = np.where(lead_acc < -0.5, lead_v * lead_v / (-2.0 * lead_acc), np.inf)
+            need_stop = v * v / (2.0 * np.maximum(gap + lead_stops_in - st["stop_gap"], 0.05))
+        need = np.maximum(need, need_stop)
         lost = ~np.isfinite(gap) | (dv <= 0.5)
         wake = st["distracted"] & ~lost & (need >= st["wake_decel"])
         st["distracted"] &= ~(lost | wake)
@@ -427,6 +466,7 @@ class Engine:
         stops = v_new < 0.0
         ds = np.where(stops, v * v / (2.0 * np.maximum(-acc, 1e-9)), v * dt + 0.5 * acc * dt * dt)
         st["v"] = np.maximum(v_new, 0.0)
+        st["acc"] = np.where(stops, 0.0, acc)
         ds = np.maximum(ds, 0.0)
         st["s"] = st["s"] + ds
         # lateral: lane-change profile (smoothstep over a distance, as steering allows) and drift
@@ -520,6 +560,7 @@ class Engine:
         st["lat_prev"] = lat
         heading = h + np.arctan2(lat_rate, np.maximum(st["v"], 1.0))
         heading = np.mod(heading + math.pi, 2 * math.pi) - math.pi
+        st["x"], st["y"], st["hd"] = x, y, heading
         return x, y, heading
 
     def _crash(self, pairs: ClosePairs, t: float) -> None:

@@ -101,8 +101,9 @@ class Occupancy:
         left_count = np.bincount(w.seg_approach[mseg[left_in]], minlength=n_app + 1)
         return threat, left_count
 
-    def leaders(self, own_move: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Bumper-to-bumper gap to the vehicle ahead (inf if none) and its speed."""
+    def leaders(self, own_move: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Bumper-to-bumper gap to the vehicle ahead (inf if none), its speed and index
+        (-1 if none)."""
         eng, w = self.eng, self.eng.world
         st = eng.st
         n = eng.n
@@ -146,7 +147,7 @@ class Occupancy:
         lead_v = st["v"].copy()
         gap[has] = dist[has] - 0.5 * (length[has] + length[lead[has]])
         lead_v[has] = st["v"][lead[has]]
-        return gap, lead_v
+        return gap, lead_v, lead
 
     def neighbours(self, tseg: np.ndarray, s: np.ndarray, length: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
