@@ -41,6 +41,7 @@ import numpy as np
 
 from model.kinematics import Kinematics
 from model.predictors import Predictor, constant_velocity_paths
+from stream.checkpoint import Checkpoint, VehicleState
 from stream.codec import PositionBatch, encode_json
 from stream.config import EngineConfig
 from stream.errors import ConfigError
@@ -72,7 +73,7 @@ class _Pending:
     holds the watermark, many batches can pile up); chunks are merged only on release.
     """
 
-    _FIELDS = (*_COLS, "ids", "tick", "seq")
+    _FIELDS = (*_COLS, "ids", "tick", "seq", "part")
 
     def __init__(self) -> None:
         self.chunks: list[dict[str, np.ndarray]] = []
@@ -82,12 +83,13 @@ class _Pending:
     def __len__(self) -> int:
         return self.size
 
-    def append(self, batch: PositionBatch, rows: np.ndarray, tick: np.ndarray, seq: np.ndarray
-               ) -> None:
+    def append(self, batch: PositionBatch, rows: np.ndarray, tick: np.ndarray, seq: np.ndarray,
+               part: np.ndarray) -> None:
         chunk = {c: getattr(batch, c)[rows] for c in _COLS}
         chunk["ids"] = batch.vehicle_id[rows]
         chunk["tick"] = tick
         chunk["seq"] = seq
+        chunk["part"] = part
         self.chunks.append(chunk)
         self.size += int(tick.shape[0])
         low = int(tick.min())
@@ -99,10 +101,27 @@ class _Pending:
     def max_tick(self) -> int:
         return max(int(c["tick"].max()) for c in self.chunks)
 
+    def drop_partitions(self, parts: Collection[int]) -> None:
+        """Forget the records that came from ``parts`` (revoked: the new owner re-reads)."""
+        if not self.size:
+            return
+        wanted = np.asarray(sorted(parts), dtype=np.int64)
+        chunks = []
+        for c in self.chunks:
+            keep = ~np.isin(c["part"], wanted)
+            if keep.any():
+                chunks.append({f: v[keep] for f, v in c.items()})
+        self.chunks = chunks
+        self.size = sum(int(c["tick"].shape[0]) for c in chunks)
+        self.min_tick = min(int(c["tick"].min()) for c in chunks) if chunks else None
+
     def pop_until(self, k: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-        """Remove the records of ticks <= k; returned sorted by (event time, arrival)."""
+        """Remove the records of ticks <= k; returned sorted by (event time, arrival).
+
+        The returned columns include ``part`` (the input partition, -1 when none)."""
         if self.min_tick is None or self.min_tick > k:
             out = {c: np.empty(0) for c in _COLS}
+            out["part"] = np.empty(0, dtype=np.int64)
             return out, np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
         if len(self.chunks) == 1:
             merged = self.chunks[0]
@@ -115,7 +134,7 @@ class _Pending:
         self.chunks = [rest] if self.size else []
         self.min_tick = int(rest["tick"].min()) if self.size else None
         order = np.argsort(merged["ts"][sel], kind="stable")
-        out = {c: merged[c][sel][order] for c in _COLS}
+        out = {c: merged[c][sel][order] for c in (*_COLS, "part")}
         return out, merged["ids"][sel][order], merged["tick"][sel][order]
 
 
@@ -220,8 +239,11 @@ class Engine:
         held = set(blocking) if blocking and partitions is not None else set()
         accepted = self._admit(batch, partitions, held)
         if accepted.size:
+            part = (partitions[accepted] if partitions is not None
+                    else np.full(accepted.size, -1, dtype=np.int64))
             self._pending.append(
-                batch, accepted, self._tick_of(batch.ts[accepted]), seq0 + batch.index[accepted]
+                batch, accepted, self._tick_of(batch.ts[accepted]), seq0 + batch.index[accepted],
+                part,
             )
         self._prune_seen()
         upto = self._tick_of_scalar(self._watermark_s - self.config.allowed_lateness_s) - 1
@@ -465,6 +487,7 @@ class Engine:
         ts = rec["ts"]
         kin, started = store.update(slots, ts, rec["x"], rec["y"], rec["speed"], rec["heading"],
                                     rec["length"], rec["width"])
+        store.partition[slots] = rec["part"]
         self.newest_applied_ts = max(self.newest_applied_ts, float(ts.max()))
         if started.any():
             self.errors.reset(slots[started])
@@ -557,6 +580,105 @@ class Engine:
                 self.metrics.alerts.labels(severity=sev).inc()
             out.alerts.append((self._episodes.alert_key(d.vehicle_a, d.vehicle_b),
                                encode_json(msg)))
+
+    # -- checkpoints (stream/checkpoint.py) --------------------------------------------------
+
+    def checkpoint(self) -> Checkpoint:
+        """What changed since the previous call, and the event-time position.
+
+        Taken at a commit point: everything handed to :meth:`process` so far is either
+        applied (in the state) or still buffered (read again after a restart).
+        """
+        store, tracker = self.store, self.tracker
+        slots, gone = store.take_changes()
+        changed = tracker.changed_vehicles()
+        if changed:
+            extra = store.lookup(sorted(changed))
+            slots = np.union1d(slots, extra[extra >= 0])
+        ids = [store.ids[s] for s in slots.tolist()]
+        eps = tracker.snapshot(ids) if changed or ids else {}
+        rows, rec = store.export_rows(slots)
+        parts = store.partition[slots].tolist()
+        vehicles = [
+            VehicleState(v, p, s, rows[i], rec[i], eps.get(v))  # type: ignore[arg-type]
+            for i, (v, p, s) in enumerate(zip(ids, parts, slots.tolist(), strict=True))
+        ]
+        meta = {
+            "done": self._done, "max_ts": self._max_ts, "part_max": dict(self._part_max),
+            "next_evict": self._next_evict, "newest": self.newest_applied_ts,
+            "prev_t": tracker.prev_t,
+        }
+        return Checkpoint(vehicles, gone, meta)
+
+    def restore(self, vehicles: list[VehicleState], metas: dict[int, dict[str, Any]]) -> None:
+        """Load states and event-time positions read back from the changelog.
+
+        A fresh engine takes the event-time position of the restored partitions (the
+        earliest released tick when they differ); a running one that gains partitions keeps
+        its own and only adds their vehicles and per-partition maxima.
+        """
+        store = self.store
+        if vehicles:
+            rows = np.stack([v.row for v in vehicles])
+            if rows.shape[1] != store.row_width():
+                raise ConfigError(
+                    f"the changelog holds state of another layout ({rows.shape[1]} values "
+                    f"per vehicle, this engine uses {store.row_width()}): a different "
+                    f"horizon/step? Use a new --changelog-topic or --group")
+            rec = np.stack([v.rec for v in vehicles])
+            if rec.shape[1] != store.state_dim:
+                raise ConfigError(
+                    f"the changelog holds predictor state of size {rec.shape[1]}, the "
+                    f"{self.predictor.name!r} predictor uses {store.state_dim}: restore "
+                    f"with the same --predictor, or use a new --changelog-topic/--group")
+            ids = [v.vehicle_id for v in vehicles]
+            slots = store.import_rows(ids, [v.slot for v in vehicles], rows, rec)
+            self.errors.ensure_capacity(store.capacity)
+            self.errors.reset(slots)
+            seen = self._seen
+            for v, t in zip(ids, store.last_ts[slots].tolist(), strict=True):
+                seen[v] = max(seen.get(v, -math.inf), t)
+            self.newest_applied_ts = max(self.newest_applied_ts,
+                                         float(np.nanmax(store.last_ts[slots])))
+            self.tracker.restore({v.vehicle_id: v.episodes or {} for v in vehicles})
+        if not metas:
+            return
+        for p, m in metas.items():
+            pm = m.get("part_max", -math.inf)
+            if pm > self._part_max.get(p, -math.inf):
+                self._part_max[p] = pm
+            self._max_ts = max(self._max_ts, m.get("max_ts", -math.inf))
+            self.newest_applied_ts = max(self.newest_applied_ts, m.get("newest", -math.inf))
+        if self._done is None:
+            done = [m for m in metas.values() if m.get("done") is not None]
+            if done:
+                first = min(done, key=lambda m: int(m["done"]))
+                self._done = int(first["done"])
+                self._next_evict = first.get("next_evict", -math.inf)
+                if first.get("prev_t") is not None:
+                    self.tracker.restore({}, prev_t=float(first["prev_t"]))
+        if self.metrics is not None:
+            self.metrics.active_vehicles.set(len(store))
+
+    def drop_partitions(self, parts: Collection[int]) -> list[str]:
+        """Forget the state and buffered records of ``parts`` (revoked); returns the ids.
+
+        Their changelog records stay: the partitions' new owner restores them.
+        """
+        store = self.store
+        h = store.high
+        wanted = np.asarray(sorted(parts), dtype=np.int64)
+        slots = np.flatnonzero(store.used[:h] & np.isin(store.partition[:h], wanted))
+        ids = store.drop(slots)
+        if ids:
+            self.errors.reset(slots)
+            self.tracker.forget(ids)
+            for v in ids:
+                self._seen.pop(v, None)
+        self._pending.drop_partitions(parts)
+        for p in parts:
+            self._part_max.pop(p, None)
+        return ids
 
     def summary(self) -> dict[str, Any]:
         """Counters and the mean online prediction error so far (for logs and the demo)."""

@@ -168,10 +168,12 @@ class EpisodeTracker:
             else:
                 pending[pair] = _Pending(last=t, count=count)
                 self._index(pair)
+                self._changed.add(a)
 
         for pair in [p for p in pending if p not in seen]:
             del pending[pair]
             self._unindex(pair)
+            self._changed.add(pair[0])
         closed = [p for p, e in episodes.items() if e.last < t and t - e.last >= cfg.clear_after_s]
         for pair in closed:
             del episodes[pair]
@@ -210,16 +212,18 @@ class EpisodeTracker:
             for pair in list(self._by_vehicle.get(v, ())):
                 if self._s.episodes.pop(pair, None) is not None:
                     self._changed.add(pair[0])
-                self._s.pending.pop(pair, None)
+                if self._s.pending.pop(pair, None) is not None:
+                    self._changed.add(pair[0])
                 self._unindex(pair)
 
     def snapshot(self, vehicle_ids: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
         """Open episodes as plain dicts per vehicle (the pair's lower id owns it).
 
-        ``{vehicle_a: {"episodes": {vehicle_b: {"start", "last", "severity"}}}}``; a vehicle
-        without open episodes is absent. Unconfirmed conflicts are not kept: after a restore
-        a conflict needs ``confirm_ticks`` fresh assessments, which only delays, never
-        duplicates.
+        ``{vehicle_a: {"episodes": {vehicle_b: {"start", "last", "severity"}}, "pending":
+        {vehicle_b: {"last", "count"}}}}``; a vehicle without open episodes or unconfirmed
+        conflicts is absent. Unconfirmed conflicts are kept too (with :attr:`prev_t`), so a
+        restored tracker confirms at the same tick, hence with the same ``alert_id``, as an
+        uninterrupted one (checkpoints, stream/checkpoint.py).
         """
         wanted = None if vehicle_ids is None else set(vehicle_ids)
         out: dict[str, dict[str, Any]] = {}
@@ -229,14 +233,38 @@ class EpisodeTracker:
             out.setdefault(a, {"episodes": {}})["episodes"][b] = {
                 "start": e.start, "last": e.last, "severity": e.severity,
             }
+        for (a, b), p in self._s.pending.items():
+            if wanted is not None and a not in wanted:
+                continue
+            out.setdefault(a, {"episodes": {}}).setdefault("pending", {})[b] = {
+                "last": p.last, "count": p.count,
+            }
         return out
 
-    def restore(self, states: Mapping[str, Mapping[str, Any]]) -> None:
-        """Load per-vehicle dicts from :meth:`snapshot`, replacing those vehicles' episodes."""
+    @property
+    def prev_t(self) -> float | None:
+        """Event time of the latest assessment (confirmation streaks continue from it)."""
+        return self._prev_t
+
+    def restore(self, states: Mapping[str, Mapping[str, Any]],
+                prev_t: float | None = None) -> None:
+        """Load per-vehicle dicts from :meth:`snapshot`, replacing those vehicles' episodes
+        and unconfirmed conflicts; ``prev_t`` (when given) is the latest assessment's time."""
+        if prev_t is not None:
+            self._prev_t = prev_t
         for a, st in states.items():
             for pair in [p for p in self._s.episodes if p[0] == a]:
                 del self._s.episodes[pair]
                 self._unindex(pair)
+            for pair in [p for p in self._s.pending if p[0] == a]:
+                del self._s.pending[pair]
+                self._unindex(pair)
+            for b, e in (st or {}).get("pending", {}).items():
+                pair = (str(a), str(b))
+                if not pair[0] < pair[1]:
+                    raise ValueError(f"pending pair must be ordered a < b, got {pair!r}")
+                self._s.pending[pair] = _Pending(last=float(e["last"]), count=int(e["count"]))
+                self._index(pair)
             for b, e in (st or {}).get("episodes", {}).items():
                 pair = (str(a), str(b))
                 if not pair[0] < pair[1]:

@@ -38,6 +38,8 @@ class StateStore:
     rec: np.ndarray  # (capacity, state_dim) float32 recurrent state
     path: np.ndarray  # (capacity, points, 2) latest predicted path
     path_ts: np.ndarray  # event time the path was predicted at
+    partition: np.ndarray  # (capacity,) int64 input partition of the latest fix (-1: none)
+    dirty: np.ndarray  # (capacity,) bool: changed since the last take_changes()
 
     def __init__(
         self,
@@ -59,6 +61,7 @@ class StateStore:
         self.capacity = 0
         self.resets = 0  # gap resets since start
         self.evictions = 0
+        self.evicted_log: list[tuple[str, int]] = []  # (id, partition) since take_changes()
         self._alloc(max(capacity, 1))
 
     # -- storage -------------------------------------------------------------------------
@@ -80,6 +83,8 @@ class StateStore:
         grow("rec", (capacity, self.state_dim), 0.0, np.float32)
         grow("path", (capacity, self.points, 2), np.nan, np.float64)
         grow("path_ts", (capacity,), np.nan, np.float64)
+        grow("partition", (capacity,), -1, np.int64)
+        grow("dirty", (capacity,), False, bool)
         self.ids.extend([None] * (capacity - len(self.ids)))
         self.kin.ensure_capacity(capacity)
         self.capacity = capacity
@@ -142,6 +147,8 @@ class StateStore:
         self.rec[slots] = 0.0
         self.path[slots] = np.nan
         self.path_ts[slots] = np.nan
+        self.partition[slots] = -1
+        self.dirty[slots] = False
 
     # -- updates -------------------------------------------------------------------------
 
@@ -173,6 +180,7 @@ class StateStore:
         self.fixes[slots] = np.where(started, 1, self.fixes[slots] + 1)
         self.length[slots] = length
         self.width[slots] = width
+        self.dirty[slots] = True
         return kin, started
 
     def set_prediction(
@@ -203,15 +211,121 @@ class StateStore:
         if slots.size == 0:
             return [], slots
         ids: list[str] = []
-        for s in slots.tolist():
+        parts = self.partition[slots].tolist()
+        for s, p in zip(slots.tolist(), parts, strict=True):
             v = self.ids[s]
             assert v is not None
             ids.append(v)
             del self._slot[v]
             self.ids[s] = None
+            self.evicted_log.append((v, int(p)))
         self.used[slots] = False
         self._clear(slots)
         # Reversed so that pop() hands out the lowest freed slot first.
         self._free.extend(reversed(slots.tolist()))
         self.evictions += len(ids)
         return ids, slots
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def row_width(self) -> int:
+        """Length of one exported float64 row (see :meth:`export_rows`)."""
+        return 7 + 2 * self.points + 8 + 3 * self.kin.hist_t.shape[1]
+
+    def export_rows(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Everything about ``slots`` as float64 rows plus their recurrent state (float32).
+
+        Bit-exact: restoring the rows with :meth:`import_rows` gives the same predictions.
+        """
+        k = self.kin
+        rows = np.concatenate([
+            np.stack([self.last_ts[slots], self.since_ts[slots],
+                      self.fixes[slots].astype(np.float64), self.length[slots],
+                      self.width[slots], self.path_ts[slots],
+                      self.partition[slots].astype(np.float64)], axis=1),
+            self.path[slots].reshape(slots.size, 2 * self.points),
+            np.stack([k.ts[slots], k.x[slots], k.y[slots], k.speed[slots], k.heading[slots],
+                      k.heading_known[slots], k.yaw_rate[slots], k.accel[slots]], axis=1),
+            k.hist_t[slots], k.hist_x[slots], k.hist_y[slots],
+        ], axis=1)
+        return rows, self.rec[slots].copy()
+
+    def import_rows(self, ids: Sequence[str], want_slots: Sequence[int], rows: np.ndarray,
+                    rec: np.ndarray) -> np.ndarray:
+        """Load exported rows, each into its recorded slot when that slot is free (the same
+        layout as before a restart), else into a new one. Replaces known ids' state.
+
+        Returns the slots used. Not marked dirty: the changelog already holds them.
+        """
+        slots = np.empty(len(ids), dtype=np.int64)
+        for i, (v, want) in enumerate(zip(ids, want_slots, strict=True)):
+            s = self._slot.get(v)
+            if s is None:
+                s = self._claim(v, int(want))
+            slots[i] = s
+        if not len(ids):
+            return slots
+        p, w = self.points, self.kin.hist_t.shape[1]
+        r = rows
+        self.last_ts[slots], self.since_ts[slots] = r[:, 0], r[:, 1]
+        self.fixes[slots] = r[:, 2].astype(np.int64)
+        self.length[slots], self.width[slots], self.path_ts[slots] = r[:, 3], r[:, 4], r[:, 5]
+        self.partition[slots] = r[:, 6].astype(np.int64)
+        o = 7
+        self.path[slots] = r[:, o:o + 2 * p].reshape(-1, p, 2)
+        o += 2 * p
+        k = self.kin
+        for j, name in enumerate(("ts", "x", "y", "speed", "heading", "heading_known",
+                                  "yaw_rate", "accel")):
+            getattr(k, name)[slots] = r[:, o + j]
+        o += 8
+        k.hist_t[slots] = r[:, o:o + w]
+        k.hist_x[slots] = r[:, o + w:o + 2 * w]
+        k.hist_y[slots] = r[:, o + 2 * w:o + 3 * w]
+        if self.state_dim:
+            self.rec[slots] = rec.reshape(len(ids), self.state_dim)
+        self.dirty[slots] = False
+        return slots
+
+    def _claim(self, vehicle_id: str, want: int) -> int:
+        """A slot for a restored vehicle: ``want`` when it is free, else a new one."""
+        if want < 0:
+            return self._new_slot(vehicle_id)
+        while want >= self.capacity:
+            self._alloc(2 * self.capacity)
+        if want >= self.high:
+            self._free.extend(reversed(range(self.high, want)))
+            self.high = want + 1
+        elif want in self._free:
+            self._free.remove(want)
+        else:
+            return self._new_slot(vehicle_id)
+        self._slot[vehicle_id] = want
+        self.ids[want] = vehicle_id
+        self.used[want] = True
+        self._clear(np.array([want]))
+        return want
+
+    def take_changes(self) -> tuple[np.ndarray, list[tuple[str, int]]]:
+        """Slots changed and (id, partition) evicted since the last call; clears both."""
+        h = self.high
+        slots = np.flatnonzero(self.dirty[:h] & self.used[:h])
+        self.dirty[:h] = False
+        gone, self.evicted_log = self.evicted_log, []
+        return slots, gone
+
+    def drop(self, slots: np.ndarray) -> list[str]:
+        """Forget ``slots`` without logging an eviction (partition revoked: the changelog
+        keeps their state for the new owner). Returns their ids."""
+        ids: list[str] = []
+        for s in slots.tolist():
+            v = self.ids[s]
+            if v is None:
+                continue
+            ids.append(v)
+            del self._slot[v]
+            self.ids[s] = None
+        self.used[slots] = False
+        self._clear(slots)
+        self._free.extend(reversed(slots.tolist()))
+        return ids
