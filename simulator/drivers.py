@@ -18,7 +18,7 @@ class DriverModel:
     headway_s: float = 1.2
     min_gap_m: float = 2.0
     turn_lateral_mps2: float = 2.5
-    stop_margin_m: float = 2.0  # front bumper to the junction zone when stopped
+    stop_margin_m: float = 3.0  # front bumper to the junction zone when stopped
     stop_brake_start_mps2: float = 1.5  # start braking for a stop line at this deceleration
     commit_decel_mps2: float = 3.0  # cannot stop comfortably: go through (yellow dilemma)
     yield_gap_s: float = 5.5  # left turners need oncoming traffic this far away

@@ -46,8 +46,9 @@ class WorldConfig:
 
     @property
     def zone_half_m(self) -> float:
-        # at least 10 m: opposing left turns then pass each other with room to spare
-        return max(self.lanes * self.lane_width_m + self.corner_m, 10.0)
+        # at least 12 m: opposing left turns pass each other, turning cars straighten out
+        # before they pass those waiting at the stop lines
+        return max(self.lanes * self.lane_width_m + self.corner_m, 12.0)
 
     @property
     def cycle_s(self) -> float:
