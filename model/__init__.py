@@ -1,13 +1,16 @@
 """Trajectory predictors: the LSTM (shipped weights) and the CV/CTRV physics baselines.
 
 ``load_predictor`` is the one entry point the processor needs. The LSTM's default numpy step
-needs no TensorFlow; ``backend="tf"``/``"tf-xla"`` imports it lazily.
+needs no TensorFlow; ``backend="tf"``/``"tf-xla"`` imports it lazily (XLA pays off only for
+very large fleets: see bench/bench_model.py). Without an explicit ``backend`` the
+``TRAJSTREAM_LSTM_BACKEND`` environment variable decides (default ``numpy``).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 from model.predictors import ConstantTurnRate, ConstantVelocity, PathSpec, Predictor
 from stream.errors import ConfigError
@@ -15,6 +18,7 @@ from stream.errors import ConfigError
 __all__ = ["PREDICTORS", "SHIPPED_WEIGHTS", "PathSpec", "Predictor", "load_predictor"]
 
 PREDICTORS: tuple[str, ...] = ("lstm", "cv", "ctrv")
+BACKENDS: tuple[str, ...] = ("numpy", "tf", "tf-xla")
 SHIPPED_WEIGHTS = Path(__file__).parent / "weights" / "lstm.npz"
 _DEFAULT_SPEC = PathSpec()
 
@@ -24,7 +28,7 @@ def load_predictor(
     spec: PathSpec = _DEFAULT_SPEC,
     *,
     weights: str | Path | None = None,
-    backend: Literal["numpy", "tf", "tf-xla"] = "numpy",
+    backend: Literal["numpy", "tf", "tf-xla"] | None = None,
 ) -> Predictor:
     """A ready predictor by name: "lstm" (``weights`` or the shipped ones), "cv" or "ctrv"."""
     if name == "cv":
@@ -32,8 +36,16 @@ def load_predictor(
     if name == "ctrv":
         return ConstantTurnRate(spec)
     if name == "lstm":
-        from model.runtime import LstmPredictor
+        from model.runtime import Backend, LstmPredictor
         from model.weights_io import LstmWeights
 
-        return LstmPredictor(LstmWeights.load(weights or SHIPPED_WEIGHTS), spec, backend=backend)
+        chosen = backend or os.environ.get("TRAJSTREAM_LSTM_BACKEND", "numpy")
+        if chosen not in BACKENDS:
+            raise ConfigError(
+                f"unknown LSTM backend {chosen!r} (TRAJSTREAM_LSTM_BACKEND); expected one of "
+                f"{', '.join(BACKENDS)}"
+            )
+        return LstmPredictor(
+            LstmWeights.load(weights or SHIPPED_WEIGHTS), spec, backend=cast(Backend, chosen)
+        )
     raise ConfigError(f"unknown predictor {name!r}; expected one of {', '.join(PREDICTORS)}")

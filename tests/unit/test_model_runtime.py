@@ -3,6 +3,7 @@ and load_predictor serves the shipped weights."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -134,12 +135,22 @@ def test_load_predictor_errors(tmp_path):
         load_predictor("lstm", weights=bad)
 
 
+def test_backend_from_environment(monkeypatch):
+    monkeypatch.setenv("TRAJSTREAM_LSTM_BACKEND", "tf")
+    assert load_predictor("lstm").backend == "tf"
+    assert load_predictor("lstm", backend="numpy").backend == "numpy"
+    monkeypatch.setenv("TRAJSTREAM_LSTM_BACKEND", "cuda")
+    with pytest.raises(ConfigError, match="unknown LSTM backend 'cuda'"):
+        load_predictor("lstm")
+
+
 def test_baselines_and_numpy_lstm_do_not_import_tensorflow():
     code = (
         "import sys, numpy as np; from model import load_predictor;"
         "[load_predictor(n) for n in ('cv', 'ctrv', 'lstm')];"
         "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     )
+    env = {k: v for k, v in os.environ.items() if k != "TRAJSTREAM_LSTM_BACKEND"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.split()
+                         check=True, env=env).stdout.split()
     assert out == ["False", "False"]
