@@ -14,7 +14,15 @@ import click
 import orjson
 
 from simulator.config import DEFAULT_START_TS, SimConfig
-from simulator.publish import JsonlSink, KafkaSink, Pacer, Progress, ReplayFile, Sink
+from simulator.publish import (
+    JsonlSink,
+    KafkaSink,
+    OutputClosed,
+    Pacer,
+    Progress,
+    ReplayFile,
+    Sink,
+)
 from stream.errors import ConfigError
 
 _FRACTION = click.FloatRange(0.0, 1.0)
@@ -162,6 +170,8 @@ def run_simulation(config: SimConfig, sink: Sink, truth_sink: Sink | None = None
                 progress.update(len(tick.messages), vehicles=tick.vehicles,
                                 collisions=counts["collisions"],
                                 near_misses=counts["near_misses"])
+    except OutputClosed:
+        pass  # `trajstream simulate --out - | head`: the reader has seen enough
     finally:
         progress.close()
         try:

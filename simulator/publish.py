@@ -7,6 +7,7 @@ so one vehicle's positions stay in order within its partition.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +17,11 @@ from typing import IO, Protocol
 import orjson
 
 from simulator.messages import Message
-from stream.errors import ConfigError
+from stream.errors import ConfigError, TrajstreamError
+
+
+class OutputClosed(Exception):
+    """The reader of standard output went away (``| head``): a normal end, not an error."""
 
 
 class Sink(Protocol):
@@ -42,13 +47,26 @@ class JsonlSink:
 
     def write(self, messages: list[Message]) -> None:
         if messages:
-            self._file.write(b"\n".join([v for _, v in messages]) + b"\n")
+            try:
+                self._file.write(b"\n".join([v for _, v in messages]) + b"\n")
+            except OSError as exc:
+                self._failed(exc)
 
     def close(self) -> None:
-        if self._owned:
-            self._file.close()
-        else:
-            self._file.flush()
+        try:
+            if self._owned:
+                self._file.close()
+            else:
+                self._file.flush()
+        except OSError as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: OSError) -> None:
+        if isinstance(exc, BrokenPipeError) and not self._owned:
+            # keep the interpreter's final flush of stdout from complaining as well
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise OutputClosed() from exc
+        raise TrajstreamError(f"cannot write {self.path}: {exc.strerror}") from exc
 
 
 class KafkaSink:

@@ -123,6 +123,19 @@ def test_replay_is_paced_by_event_time(kafka_bootstrap: str, topic_name: str,
         "2 s of event time at --speed 2 takes at least 1 s more than unpaced"
 
 
+def test_simulate_to_stdout_stops_quietly_when_the_reader_does() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAJSTREAM_")}
+    proc = subprocess.Popen([TRAJSTREAM, "simulate", "--vehicles", "50", "--duration", "60",
+                             "--no-pace", "--out", "-"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()  # like `| head -1`
+    _, err = proc.communicate(timeout=120)
+    assert orjson.loads(first)["vehicle_id"].startswith("veh-")
+    assert proc.returncode == 0 and err == b"", err
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from simulator.publish import JsonlSink, Pacer, Progress, ReplayFile
-from stream.errors import ConfigError
+from stream.errors import ConfigError, TrajstreamError
 
 
 class FakeClock:
@@ -91,3 +91,11 @@ def test_progress_line_only_when_enabled() -> None:
     text = loud.getvalue()
     assert text.startswith("\rsimulate: 20 msgs") and "5 vehicles" in text
     assert "2 near misses" in text and text.endswith("\n")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_jsonl_sink_full_disk_is_one_error_not_a_traceback() -> None:
+    sink = JsonlSink("/dev/full")
+    with pytest.raises(TrajstreamError, match="cannot write /dev/full: No space left"):
+        sink.write([(b"k", b"x" * 100_000)])
+        sink.close()
