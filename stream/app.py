@@ -10,6 +10,16 @@ nothing (at-least-once; replays are dropped as stale). A stop request (SIGTERM/S
 At the end of a finite input (file, demo, Kafka ``--until-end``) the engine is flushed so
 the last ticks are assessed too; a stop request does not flush the engine, since records it
 holds back will be read again after a restart.
+
+Fault tolerance (Kafka): at every commit point the engine's changes are written to the state
+changelog (stream/changelog.py, stream/checkpoint.py) before the offsets are committed, and
+restored when partitions are assigned (start-up, rebalance); state of revoked partitions is
+dropped after a last commit. With ``exactly_once`` the outputs, the changelog and the
+offsets are one Kafka transaction per commit interval. A broker outage is retried with
+exponential backoff (counted in ``trajstream_kafka_errors_total``, logged at a rate limit);
+after ``max_stall_s`` without a successful commit or poll the run raises
+:class:`Stalled` (exit 1) so an orchestrator restarts the process. Messages the producer
+gave up on cannot be retried in place: that raises at once, and the restart replays them.
 """
 
 from __future__ import annotations
@@ -33,12 +43,37 @@ from stream.metrics import Metrics
 from stream.sinks import JsonlSink, KafkaSink, Sink
 from stream.sources import FileSource, KafkaSource, Source
 
-__all__ = ["IO", "Processor", "build_io", "load_predictor"]
+__all__ = ["IO", "Processor", "Stalled", "build_io", "load_predictor"]
 
 log = logging.getLogger("stream.app")
 
 STATUS_INTERVAL_S = 30.0
 LAG_INTERVAL_S = 1.0
+BACKOFF_FIRST_S = 0.2
+BACKOFF_MAX_S = 5.0
+RETRY_LOG_INTERVAL_S = 10.0
+FLUSH_TIMEOUT_S = 10.0
+
+
+class Stalled(KafkaUnavailable):
+    """No progress (successful poll or commit) for ``max_stall_s``: exit, let it restart."""
+
+    retriable = False
+
+
+class _Rebalance:
+    """Forwards the consumer's assignment callbacks to the processor built after it."""
+
+    def __init__(self) -> None:
+        self.target: Any = None
+
+    def assigned(self, parts: list[tuple[str, int]]) -> None:
+        if self.target is not None:
+            self.target._on_assign(parts)
+
+    def revoked(self, parts: list[tuple[str, int]]) -> None:
+        if self.target is not None:
+            self.target._on_revoke(parts)
 
 
 def load_predictor(name: str, spec: PathSpec) -> Predictor:
@@ -58,6 +93,10 @@ class IO:
     dlq: Sink | None = None
     kafka_client: str = "none"
     closers: list[Any] = field(default_factory=list)
+    changelog: Any = None  # stream.changelog.Changelog
+    producer: Any = None  # the Kafka producer of every output (transactions)
+    rebalance: _Rebalance | None = None
+    exactly_once: bool = False
 
 
 def build_io(config: ProcessorConfig) -> IO:
@@ -72,23 +111,56 @@ def build_io(config: ProcessorConfig) -> IO:
         )
     if config.source != "kafka":
         raise ConfigError(f"build_io handles kafka and file sources, not {config.source!r}")
-    from stream.kafka import create_topics, make_consumer, make_producer, resolve_client
+    from stream.changelog import Changelog
+    from stream.kafka import (
+        create_topics,
+        make_consumer,
+        make_producer,
+        partition_count,
+        resolve_client,
+    )
 
     assert config.bootstrap
     client = resolve_client(config.kafka_client)
+    eos = config.exactly_once
     outputs = [t for t in (config.alerts_topic, config.predictions_topic, config.dlq_topic) if t]
     create_topics(config.bootstrap, outputs, client=client)
+    changelog_topic = config.changelog_name
+    n_parts = 0
+    if changelog_topic:
+        n_parts = partition_count(config.bootstrap, config.positions_topic, client=client) or 0
+        if not n_parts:
+            create_topics(config.bootstrap, [config.positions_topic], client=client)
+            n_parts = 1
+        create_topics(config.bootstrap, [changelog_topic], partitions=n_parts, client=client,
+                      config={"cleanup.policy": "compact"})
+        have = partition_count(config.bootstrap, changelog_topic, client=client)
+        if have != n_parts:
+            raise ConfigError(
+                f"changelog topic {changelog_topic!r} has {have} partition(s), the positions "
+                f"topic {n_parts}: they must match (use a new --changelog-topic)")
+    rebalance = _Rebalance()
+    consumer_conf = dict(config.kafka_config)
+    if eos:
+        consumer_conf.setdefault("isolation.level", "read_committed")
     consumer = make_consumer(
         config.bootstrap,
         [config.positions_topic],
         group=config.group,
         client=client,
         from_beginning=config.from_beginning,
-        config=dict(config.kafka_config),
+        config=consumer_conf,
+        on_assign=rebalance.assigned,
+        on_revoke=rebalance.revoked,
     )
-    producer = make_producer(config.bootstrap, client=client, config=dict(config.kafka_config))
+    producer = make_producer(
+        config.bootstrap, client=client, config=dict(config.kafka_config),
+        transactional_id=(config.transactional_id or f"{config.group}-tx") if eos else None,
+    )
     source = KafkaSource(consumer, config.positions_topic, until_end=config.until_end)
     alerts: Sink = KafkaSink(producer, config.alerts_topic) if config.alerts_topic else _Null()
+    changelog = Changelog(producer, changelog_topic, bootstrap=config.bootstrap, client=client,
+                          partitions=n_parts, read_committed=eos) if changelog_topic else None
     return IO(
         source,
         alerts,
@@ -96,6 +168,10 @@ def build_io(config: ProcessorConfig) -> IO:
         KafkaSink(producer, config.dlq_topic) if config.dlq_topic else None,
         kafka_client=client,
         closers=[producer.close],
+        changelog=changelog,
+        producer=producer,
+        rebalance=rebalance,
+        exactly_once=eos,
     )
 
 
@@ -135,6 +211,16 @@ class Processor:
         self.batch_seconds: list[float] = []
         self.first_record_at: float | None = None  # time.monotonic() of the first record
         self._keep_latencies = False
+        self.owned: set[int] = set()  # input partitions assigned (changelog meta goes there)
+        self.restored_vehicles = 0
+        self._closing = False
+        self._hook_error: BaseException | None = None
+        self._trouble_since: float | None = None  # first failure since the last success
+        self._backoff_s = 0.0
+        self._errors_unlogged = 0
+        self._next_error_log = 0.0
+        if io.rebalance is not None:
+            io.rebalance.target = self
 
     def keep_batch_latencies(self) -> None:
         """Record each batch's wall time in :attr:`batch_seconds` (benchmarks)."""
@@ -159,15 +245,24 @@ class Processor:
         next_lag = t_start
         next_status = t_start + STATUS_INTERVAL_S
         finished = False
+        committed = True
         try:
+            if io.exactly_once:
+                self._retrying("transactions", io.producer.init_transactions)
+                io.producer.begin_transaction()
             while not stop.is_set():
                 t0 = perf()
                 try:
                     rb = poll(max_records, wait_s)
-                except KafkaUnavailable:
-                    m.kafka_errors.labels(kind="consume").inc()
-                    raise
+                except KafkaUnavailable as exc:
+                    self._failed("consume", exc)
+                    stop.wait(self._backoff_s)
+                    continue
+                if self._hook_error is not None:
+                    raise self._hook_error
                 n = len(rb)
+                if n:
+                    self._succeeded()
                 held = blocking()
                 if n:
                     if self.first_record_at is None:
@@ -197,8 +292,8 @@ class Processor:
                         m.event_time_lag.set(wall() - newest)
                 now = mono()
                 if finished or now >= next_commit:
-                    self._commit()
-                    next_commit = now + commit_every
+                    committed = self._try_commit()
+                    next_commit = now + (commit_every if committed else self._backoff_s)
                 if now >= next_lag:
                     lag = source.lag()
                     if lag is not None:
@@ -207,11 +302,12 @@ class Processor:
                 if now >= next_status:
                     self._status(now - t_start)
                     next_status = now + STATUS_INTERVAL_S
-                if finished:
+                if finished and committed:
                     break
             if not finished:
                 self._commit()
         finally:
+            self._closing = True
             self._close()
         return self.summary(mono() - t_start)
 
@@ -226,9 +322,31 @@ class Processor:
                 send(k, v)
 
     def _commit(self) -> None:
-        """Flush every output, then mark what is fully processed as consumed."""
-        io = self.io
+        """Write the changelog, flush every output, then mark what is fully processed as
+        consumed (one transaction with ``exactly_once``)."""
+        io, eng = self.io, self.engine
+        done = eng.min_pending_seq
+        if io.changelog is not None:
+            io.changelog.write(eng.checkpoint(), self.owned)
+        if io.exactly_once:
+            source: Any = io.source
+            offsets = source.offsets(done)
+            try:
+                if offsets:
+                    io.producer.send_offsets_to_transaction(offsets, source.consumer)
+                io.producer.commit_transaction()
+            except KafkaUnavailable as exc:
+                # The engine already holds this interval's effects: only a restart from the
+                # last committed transaction (state restored from the changelog) is exact.
+                self.metrics.kafka_errors.labels(kind="commit").inc()
+                raise Stalled(f"exactly-once transaction failed, restart needed: {exc}"
+                              ) from exc
+            source.mark_committed(offsets)
+            io.producer.begin_transaction()
+            return
         try:
+            if io.producer is not None:
+                io.producer.flush(FLUSH_TIMEOUT_S)
             io.alerts.flush()
             if io.predictions is not None:
                 io.predictions.flush()
@@ -237,10 +355,96 @@ class Processor:
             self.metrics.kafka_errors.labels(kind="produce").inc()
             raise
         try:
-            io.source.commit(self.engine.min_pending_seq)
+            io.source.commit(done)
         except KafkaUnavailable:
             self.metrics.kafka_errors.labels(kind="commit").inc()
             raise
+
+    def _try_commit(self) -> bool:
+        """:meth:`_commit`, turning a retriable Kafka failure into a later retry."""
+        try:
+            self._commit()
+        except Stalled:
+            raise
+        except KafkaUnavailable as exc:
+            if not getattr(exc, "retriable", True):
+                raise
+            self._failed(None, exc)
+            return False
+        self._succeeded()
+        return True
+
+    def _failed(self, kind: str | None, exc: BaseException) -> None:
+        """Count, back off, log at a rate limit; raise Stalled after ``max_stall_s``."""
+        if kind is not None:
+            self.metrics.kafka_errors.labels(kind=kind).inc()
+        now = time.monotonic()
+        if self._trouble_since is None:
+            self._trouble_since = now
+        self._backoff_s = min(max(self._backoff_s * 2, BACKOFF_FIRST_S), BACKOFF_MAX_S)
+        self._errors_unlogged += 1
+        stalled = now - self._trouble_since
+        if now >= self._next_error_log:
+            log.warning("Kafka unavailable (%d failure(s), no progress for %.0f s, retrying "
+                        "every %.1f s): %s", self._errors_unlogged, stalled, self._backoff_s,
+                        exc)
+            self._errors_unlogged = 0
+            self._next_error_log = now + RETRY_LOG_INTERVAL_S
+        limit = self.config.max_stall_s
+        if stalled > limit:
+            raise Stalled(f"no progress for {stalled:.0f} s (--max-stall-s {limit:g}): {exc}")
+
+    def _succeeded(self) -> None:
+        if self._trouble_since is not None:
+            log.info("Kafka available again after %.1f s",
+                     time.monotonic() - self._trouble_since)
+        self._trouble_since = None
+        self._backoff_s = 0.0
+
+    def _retrying(self, what: str, fn: Any) -> None:
+        while True:
+            try:
+                fn()
+                self._succeeded()
+                return
+            except Stalled:
+                raise
+            except KafkaUnavailable as exc:
+                self._failed(None, exc)
+                time.sleep(self._backoff_s)
+
+    # -- rebalance (called inside poll) ------------------------------------------------------
+
+    def _on_assign(self, parts: list[tuple[str, int]]) -> None:
+        mine = {p for t, p in parts if t == self.io.source.topic}
+        new = mine - self.owned
+        try:
+            if new and self.io.changelog is not None:
+                vehicles, metas = self.io.changelog.restore(new)
+                self.engine.restore(vehicles, metas)
+                self.restored_vehicles += len(vehicles)
+        except BaseException as exc:  # raised after poll: some clients swallow callback errors
+            self._hook_error = exc
+            raise
+        self.owned |= new
+
+    def _on_revoke(self, parts: list[tuple[str, int]]) -> None:
+        mine = {p for t, p in parts if t == self.io.source.topic} & self.owned
+        if not mine:
+            return
+        if not self._closing:
+            try:
+                self._commit()
+            except KafkaUnavailable as exc:  # lost ownership: the new owner replays
+                log.warning("commit before giving up partitions %s failed: %s", sorted(mine),
+                            exc)
+        dropped = self.engine.drop_partitions(mine)
+        forget = getattr(self.io.source, "forget", None)
+        if forget is not None:
+            forget(mine)
+        self.owned -= mine
+        log.info("partitions %s revoked: dropped %d vehicle state(s)", sorted(mine),
+                 len(dropped))
 
     def _close(self) -> None:
         io = self.io

@@ -211,6 +211,21 @@ def _codec(origin_lat: float | None, origin_lon: float | None, max_message_bytes
 @_opt("--commit-interval-s", env="COMMIT_INTERVAL_S", default=DEFAULTS.commit_interval_s,
       type=click.FloatRange(min=0.0),
       help="Flush outputs and commit offsets at most this often (0 = every batch).")
+@_opt("--changelog/--no-changelog", "changelog", env="CHANGELOG", default=True,
+      help="Kafka: keep per-vehicle state (LSTM h/c, last fix, alert episodes) in a compacted "
+           "changelog topic, restored on start and on partition assignment.")
+@_opt("--changelog-topic", env="CHANGELOG_TOPIC", default=None,
+      help="State changelog topic [default: <group>-changelog]; created compacted with the "
+           "positions topic's partition count.")
+@_opt("--exactly-once", "exactly_once", env="EXACTLY_ONCE", is_flag=True, default=False,
+      help="Kafka transactions covering alerts, predictions, dead letters, the changelog and "
+           "the consumed offsets: read-committed consumers see no duplicate alert.")
+@_opt("--transactional-id", env="TRANSACTIONAL_ID", default=None,
+      help="--exactly-once: the producer's transactional id, stable across restarts of one "
+           "instance [default: <group>-tx].")
+@_opt("--max-stall-s", env="MAX_STALL_S", default=DEFAULTS.max_stall_s, type=_POS_FLOAT,
+      help="Retry an unreachable broker (with backoff) this long without progress, then exit "
+           "1 so an orchestrator restarts the processor.")
 @_opt("--origin-lat", env="ORIGIN_LAT", default=None, type=float,
       help="Latitude of the local frame's origin; enables lat/lon messages.")
 @_opt("--origin-lon", env="ORIGIN_LON", default=None, type=float,
@@ -249,6 +264,9 @@ def process(**kw: Any) -> None:
         predictions_out=kw["predictions_out"], dlq_out=kw["dlq_out"],
         max_batch_records=kw["max_batch_records"], max_batch_wait_ms=kw["max_batch_wait_ms"],
         commit_interval_s=kw["commit_interval_s"], metrics_port=kw["metrics_port"],
+        changelog=kw["changelog"], changelog_topic=kw["changelog_topic"],
+        exactly_once=kw["exactly_once"], transactional_id=kw["transactional_id"],
+        max_stall_s=kw["max_stall_s"],
     )
     predictor = load_predictor(cfg.predictor, engine.spec)
     metrics = Metrics()
@@ -258,7 +276,8 @@ def process(**kw: Any) -> None:
     proc = Processor(cfg, io, predictor, metrics)
     where = (f"{cfg.input_path}" if is_file else
              f"{cfg.positions_topic} at {cfg.bootstrap} (group {cfg.group}, {io.kafka_client})")
-    log.info("processing %s with the %s predictor", where, predictor.name)
+    log.info("processing %s with the %s predictor%s", where, predictor.name,
+             f", state changelog {cfg.changelog_name}" if cfg.changelog_name else "")
     try:
         with _stop_on_signals() as stop:
             summary = proc.run(stop)

@@ -43,6 +43,7 @@ class _Defaults:
     max_batch_wait_ms: int = 100
     commit_interval_s: float = 1.0
     metrics_port: int = 9100
+    max_stall_s: float = 120.0
 
 
 DEFAULTS = _Defaults()
@@ -144,6 +145,10 @@ class ProcessorConfig:
     follow the source: Kafka topics for Kafka, JSONL files (``-`` = stdout) otherwise.
     ``max_batch_records`` / ``max_batch_wait_ms`` trade latency for throughput: a batch
     closes at whichever comes first. ``kafka_config`` is passed to the Kafka client as is.
+    Fault tolerance (Kafka only): ``changelog`` keeps per-vehicle state in a compacted topic
+    (``changelog_topic``, default ``<group>-changelog``); ``exactly_once`` makes each commit
+    interval one Kafka transaction (outputs, changelog, offsets); ``max_stall_s`` is how long
+    the processor retries a broker it cannot reach before it exits non-zero.
     """
 
     source: SourceKind
@@ -171,6 +176,19 @@ class ProcessorConfig:
     max_batch_wait_ms: int = DEFAULTS.max_batch_wait_ms
     commit_interval_s: float = DEFAULTS.commit_interval_s
     metrics_port: int | None = None
+    # fault tolerance (Kafka)
+    changelog: bool = True
+    changelog_topic: str | None = None  # None: "<group>-changelog"
+    exactly_once: bool = False
+    transactional_id: str | None = None  # None: "<group>-tx"
+    max_stall_s: float = DEFAULTS.max_stall_s
+
+    @property
+    def changelog_name(self) -> str | None:
+        """The state changelog topic, or None without one (non-Kafka sources, disabled)."""
+        if self.source != "kafka" or not self.changelog:
+            return None
+        return self.changelog_topic or f"{self.group}-changelog"
 
     def __post_init__(self) -> None:
         if self.predictor not in PREDICTORS:
@@ -196,6 +214,12 @@ class ProcessorConfig:
                 raise ConfigError(
                     f"output topic {self.positions_topic!r} is also the positions topic"
                 )
+            if self.changelog_name:
+                topics.append(self.changelog_name)
+            if self.positions_topic in topics:
+                raise ConfigError(
+                    f"output topic {self.positions_topic!r} is also the positions topic"
+                )
             if len(set(topics)) != len(topics):
                 raise ConfigError(f"output topics must differ, got {topics}")
         elif self.source == "file":
@@ -216,6 +240,11 @@ class ProcessorConfig:
                 raise ConfigError(f"output files must differ, got {outs}")
         elif self.source != "memory":
             raise ConfigError(f"unknown source {self.source!r}")
+        if self.exactly_once and self.source != "kafka":
+            raise ConfigError("--exactly-once needs the Kafka source (--bootstrap)")
+        if self.exactly_once and not self.changelog:
+            raise ConfigError("--exactly-once needs the state changelog (drop --no-changelog)")
+        _finite_pos("max_stall_s", float(self.max_stall_s))
         if self.max_batch_records < 1:
             raise ConfigError(f"max_batch_records must be >= 1, got {self.max_batch_records}")
         if self.max_batch_wait_ms < 0:

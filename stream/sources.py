@@ -16,7 +16,7 @@ import queue
 import sys
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import IO, Any, Protocol
@@ -200,6 +200,7 @@ class KafkaSource:
         self._until_end = until_end
         self._out: deque[tuple[int, np.ndarray, np.ndarray]] = deque()
         self._committed: dict[int, int] = {}
+        self._uncommitted: dict[int, int] = {}
         self._blocking: set[int] = set()
         self._blocking_at = -float("inf")
 
@@ -218,9 +219,10 @@ class KafkaSource:
         self._out.append((seq0, parts, offs))
         return RecordBatch(keys, values, self.topic, seq0, parts, offs)
 
-    def commit(self, done_before: int | None) -> None:
-        """Commit, per partition, up to the first record not done (``seq >= done_before``)."""
-        upto: dict[int, int] = {}
+    def offsets(self, done_before: int | None) -> dict[tuple[str, int], int]:
+        """Per partition, the offset of the first record not done (``seq >= done_before``)
+        that is not committed yet, including earlier attempts that failed."""
+        upto = self._uncommitted
         while self._out:
             seq0, parts, offs = self._out[0]
             end = seq0 + parts.shape[0]
@@ -229,18 +231,47 @@ class KafkaSource:
             if k:
                 ps, os_ = parts[:k], offs[:k]
                 for part in np.unique(ps).tolist():
-                    upto[part] = max(upto.get(part, -1), int(os_[ps == part].max()) + 1)
+                    top = int(os_[ps == part].max())
+                    if top >= 0:  # -1: revoked (see forget)
+                        upto[part] = max(upto.get(part, -1), top + 1)
             if not whole:
                 break
             self._out.popleft()
         # Partitions with a not-done record must not move past it, even if later batches
         # hold done records of theirs: commit stops at the first pending batch above.
-        offsets = {(self.topic, p): o for p, o in upto.items() if self._committed.get(p) != o}
+        return {(self.topic, p): o for p, o in upto.items() if self._committed.get(p) != o}
+
+    def mark_committed(self, offsets: dict[tuple[str, int], int]) -> None:
+        """``offsets`` are durable (committed directly or in a transaction)."""
+        for (_, p), o in offsets.items():
+            self._committed[p] = o
+            if self._uncommitted.get(p) == o:
+                del self._uncommitted[p]
+
+    def commit(self, done_before: int | None) -> None:
+        """Commit, per partition, up to the first record not done (``seq >= done_before``)."""
+        offsets = self.offsets(done_before)
         if not offsets:
             return
         self._c.commit(offsets)
-        for (_, p), o in offsets.items():
-            self._committed[p] = o
+        self.mark_committed(offsets)
+
+    def forget(self, partitions: Collection[int]) -> None:
+        """Drop what is not committed of revoked ``partitions`` (their new owner re-reads)."""
+        gone = np.asarray(sorted(partitions), dtype=np.int64)
+        kept: deque[tuple[int, np.ndarray, np.ndarray]] = deque()
+        for seq0, parts, offs in self._out:
+            # Keep the row positions (seq numbers) intact: mark revoked rows with offset -1.
+            offs = np.where(np.isin(parts, gone), -1, offs)
+            kept.append((seq0, parts, offs))
+        self._out = kept
+        for p in partitions:
+            self._uncommitted.pop(p, None)
+            self._committed.pop(p, None)
+
+    @property
+    def consumer(self) -> Any:
+        return self._c
 
     def lag(self) -> int | None:
         return self._c.lag()

@@ -11,15 +11,17 @@ setting kafka-python does not have is a ConfigError at start-up. librdkafka-only
 therefore client-specific. Pass-through settings win over the adapter's defaults.
 
 Offsets are never committed automatically: callers commit after their outputs are flushed.
-Rebalance callbacks and transactions will arrive as keyword arguments of ``make_consumer``
-and ``make_producer``; nothing else here changes for them.
+Rebalance callbacks are keyword arguments of ``make_consumer`` (``on_assign``/``on_revoke``,
+called inside ``poll`` with the (topic, partition) list); a producer made with
+``transactional_id`` offers Kafka transactions (exactly-once: outputs and the consumer's
+offsets committed atomically). :func:`read_to_end` reads a (changelog) topic back.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple, Protocol
 
 from stream.errors import ConfigError, KafkaUnavailable
@@ -34,6 +36,8 @@ __all__ = [
     "create_topics",
     "make_consumer",
     "make_producer",
+    "partition_count",
+    "read_to_end",
     "resolve_client",
     "wait_until_ready",
 ]
@@ -67,8 +71,10 @@ class Record(NamedTuple):
 
 
 class Producer(Protocol):
-    def send(self, topic: str, value: bytes, key: bytes | None = None) -> None:
-        """Queue one message (asynchronous, batched).
+    def send(self, topic: str, value: bytes | None, key: bytes | None = None,
+             partition: int | None = None) -> None:
+        """Queue one message (asynchronous, batched); ``value=None`` is a tombstone and
+        ``partition`` overrides the key's partition.
 
         Raises KafkaUnavailable once the producer is broken: a fatal client error, or an
         earlier message that could not be delivered (so losses are never silent).
@@ -83,6 +89,19 @@ class Producer(Protocol):
     def close(self) -> None:
         """Deliver what can be delivered within a few seconds and release the client."""
         ...
+
+    # Transactions (only on a producer made with ``transactional_id``); failures raise
+    # KafkaUnavailable.
+    def init_transactions(self, timeout_s: float = 30.0) -> None: ...
+
+    def begin_transaction(self) -> None: ...
+
+    def send_offsets_to_transaction(self, offsets: dict[tuple[str, int], int],
+                                    consumer: Any, timeout_s: float = 30.0) -> None: ...
+
+    def commit_transaction(self, timeout_s: float = 30.0) -> None: ...
+
+    def abort_transaction(self, timeout_s: float = 30.0) -> None: ...
 
 
 class Consumer(Protocol):
@@ -119,6 +138,10 @@ class Consumer(Protocol):
         """The (topic, partition) pairs this consumer currently owns, sorted."""
         ...
 
+    def group_metadata(self) -> Any:
+        """The consumer's group metadata (for ``send_offsets_to_transaction``)."""
+        ...
+
     def close(self) -> None:
         """Leave the group (without committing) and release the client."""
         ...
@@ -153,17 +176,24 @@ def make_producer(
     *,
     client: str | None = None,
     config: Mapping[str, Any] | None = None,
+    transactional_id: str | None = None,
 ) -> Producer:
     """A producer tuned for throughput of small messages (linger ~10 ms, big batches,
-    acks=all). Raises ConfigError on a malformed bootstrap or an unknown setting."""
+    acks=all). Raises ConfigError on a malformed bootstrap or an unknown setting.
+
+    With ``transactional_id`` the producer is idempotent and transactional; call
+    ``init_transactions`` once before the first ``begin_transaction``."""
     _parse_bootstrap(bootstrap)
+    conf = dict(config or {})
+    if transactional_id:
+        conf["transactional.id"] = transactional_id
     if resolve_client(client) == "confluent":
         from stream.kafka._confluent import ConfluentProducer
 
-        return ConfluentProducer(bootstrap, dict(config or {}))
+        return ConfluentProducer(bootstrap, conf)
     from stream.kafka._kafkapython import KafkaPythonProducer
 
-    return KafkaPythonProducer(bootstrap, dict(config or {}))
+    return KafkaPythonProducer(bootstrap, conf)
 
 
 def make_consumer(
@@ -174,6 +204,8 @@ def make_consumer(
     client: str | None = None,
     from_beginning: bool = True,
     config: Mapping[str, Any] | None = None,
+    on_assign: Callable[[list[tuple[str, int]]], None] | None = None,
+    on_revoke: Callable[[list[tuple[str, int]]], None] | None = None,
 ) -> Consumer:
     """A consumer subscribed to ``topics`` with auto-commit off.
 
@@ -187,10 +219,31 @@ def make_consumer(
     if resolve_client(client) == "confluent":
         from stream.kafka._confluent import ConfluentConsumer
 
-        return ConfluentConsumer(bootstrap, list(topics), group, from_beginning, dict(config or {}))
+        return ConfluentConsumer(bootstrap, list(topics), group, from_beginning,
+                                 dict(config or {}), on_assign, on_revoke)
     from stream.kafka._kafkapython import KafkaPythonConsumer
 
-    return KafkaPythonConsumer(bootstrap, list(topics), group, from_beginning, dict(config or {}))
+    return KafkaPythonConsumer(bootstrap, list(topics), group, from_beginning,
+                               dict(config or {}), on_assign, on_revoke)
+
+
+def read_to_end(
+    bootstrap: str,
+    topic: str,
+    partitions: Sequence[int],
+    *,
+    client: str | None = None,
+    read_committed: bool = False,
+    timeout_s: float = 60.0,
+) -> list[tuple[bytes | None, bytes | None, int]]:
+    """``(key, value, partition)`` of every record of ``partitions`` of ``topic`` up to
+    their end as of the call, in log order per partition (restoring a changelog)."""
+    _parse_bootstrap(bootstrap)
+    if resolve_client(client) == "confluent":
+        from stream.kafka._confluent import read_to_end as impl
+    else:
+        from stream.kafka._kafkapython import read_to_end as impl
+    return impl(bootstrap, topic, list(partitions), read_committed, timeout_s)
 
 
 def create_topics(
@@ -216,6 +269,16 @@ def create_topics(
     else:
         from stream.kafka._kafkapython import create_topics as impl
     impl(bootstrap, list(topics), partitions, dict(config or {}))
+
+
+def partition_count(bootstrap: str, topic: str, *, client: str | None = None) -> int | None:
+    """Partitions of ``topic``; None when it does not exist."""
+    _parse_bootstrap(bootstrap)
+    if resolve_client(client) == "confluent":
+        from stream.kafka._confluent import partition_count as impl
+    else:
+        from stream.kafka._kafkapython import partition_count as impl
+    return impl(bootstrap, topic)
 
 
 def wait_until_ready(bootstrap: str, timeout_s: float = 10.0) -> None:

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from confluent_kafka import (
+    OFFSET_BEGINNING,
     OFFSET_INVALID,
     Consumer,
     KafkaError,
@@ -126,16 +127,22 @@ class ConfluentProducer:
         if self._fatal is not None:
             raise KafkaUnavailable(f"Kafka producer failed fatally: {self._fatal.str()}")
         if self._failed:
-            raise KafkaUnavailable(
+            exc = KafkaUnavailable(
                 f"{self._failed} message(s) could not be delivered to Kafka at "
                 f"{self._bootstrap}; first: {self._first_failure}"
             )
+            exc.retriable = False  # lost: only a replay from the committed offsets helps
+            raise exc
 
-    def send(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+    def send(self, topic: str, value: bytes | None, key: bytes | None = None,
+             partition: int | None = None) -> None:
         try:
-            self._produce(topic, value, key)
+            if partition is None:
+                self._produce(topic, value, key)
+            else:
+                self._p.produce(topic, value, key, partition=partition)
         except BufferError:
-            self._wait_for_room(topic, value, key)
+            self._wait_for_room(topic, value, key, partition)
         except KafkaException as exc:
             raise KafkaUnavailable(f"cannot send to {topic}: {exc}") from exc
         self._sent += 1
@@ -143,14 +150,16 @@ class ConfluentProducer:
             self._p.poll(0)
             self._check()
 
-    def _wait_for_room(self, topic: str, value: bytes, key: bytes | None) -> None:
+    def _wait_for_room(self, topic: str, value: bytes | None, key: bytes | None,
+                       partition: int | None) -> None:
         """The local queue is full: serve the network until there is room (or give up)."""
         deadline = time.monotonic() + self._timeout_s
         while True:
             self._p.poll(0.05)
             self._check()
             try:
-                self._produce(topic, value, key)
+                self._p.produce(topic, value, key, partition=-1 if partition is None
+                                else partition)
                 return
             except BufferError:
                 if time.monotonic() > deadline:
@@ -166,6 +175,37 @@ class ConfluentProducer:
             raise unreachable(
                 self._bootstrap, f"{left} message(s) still undelivered after {timeout_s:g} s"
             )
+
+    # -- transactions (exactly-once; needs transactional.id) -------------------------------
+
+    def init_transactions(self, timeout_s: float = 30.0) -> None:
+        """Register the transactional id, fencing (and aborting) an older producer's open
+        transaction."""
+        self._tx(self._p.init_transactions, timeout_s)
+
+    def begin_transaction(self) -> None:
+        self._tx(self._p.begin_transaction)
+
+    def send_offsets_to_transaction(self, offsets: dict[tuple[str, int], int],
+                                    consumer: Any, timeout_s: float = 30.0) -> None:
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        self._tx(self._p.send_offsets_to_transaction, tps, consumer.group_metadata(),
+                 timeout_s)
+
+    def commit_transaction(self, timeout_s: float = 30.0) -> None:
+        self._tx(self._p.commit_transaction, timeout_s)
+        self._check()
+
+    def abort_transaction(self, timeout_s: float = 30.0) -> None:
+        self._tx(self._p.abort_transaction, timeout_s)
+
+    def _tx(self, fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except KafkaException as exc:
+            err = exc.args[0]
+            raise KafkaUnavailable(f"Kafka transaction failed: {err.str()}"
+                                   + (" (fatal)" if err.fatal() else "")) from exc
 
     def close(self) -> None:
         broken = self._stuck or self._fatal is not None or self._failed
@@ -185,6 +225,8 @@ class ConfluentConsumer:
         group: str | None,
         from_beginning: bool,
         config: dict[str, Any],
+        on_assign: Any = None,
+        on_revoke: Any = None,
     ) -> None:
         self._bootstrap = bootstrap
         conf = {
@@ -201,8 +243,21 @@ class ConfluentConsumer:
         # Watermarks and start offsets looked up at the broker, with the time of the lookup.
         self._queried: dict[tuple[str, int], tuple[float, int]] = {}
         self._start: dict[tuple[str, int], int] = {}
-        # The later rebalance issue passes on_assign/on_revoke here.
-        self._c.subscribe(topics)
+        self._on_assign = on_assign
+        self._on_revoke = on_revoke
+        self._c.subscribe(topics, on_assign=self._assigned, on_revoke=self._revoked,
+                          on_lost=self._revoked)
+
+    def _assigned(self, consumer: Any, parts: list[TopicPartition]) -> None:
+        if self._on_assign is not None:
+            self._on_assign(sorted((tp.topic, tp.partition) for tp in parts))
+
+    def _revoked(self, consumer: Any, parts: list[TopicPartition]) -> None:
+        if self._on_revoke is not None:
+            self._on_revoke(sorted((tp.topic, tp.partition) for tp in parts))
+
+    def group_metadata(self) -> Any:
+        return self._c.consumer_group_metadata()
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         try:
@@ -355,3 +410,48 @@ def metadata_ok(bootstrap: str, timeout_s: float) -> bool:
     except KafkaException:
         return False
     return True
+
+
+def read_to_end(bootstrap: str, topic: str, partitions: list[int], read_committed: bool,
+                timeout_s: float) -> list[tuple[bytes | None, bytes | None, int]]:
+    """Every record of ``partitions`` of ``topic`` up to their current end, in log order."""
+    conf = {**_base(bootstrap), "group.id": throwaway_group(), "enable.auto.commit": False,
+            "enable.partition.eof": False,
+            "isolation.level": "read_committed" if read_committed else "read_uncommitted"}
+    c: Consumer = _build(Consumer, conf, "consumer")
+    out: list[tuple[bytes | None, bytes | None, int]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        ends: dict[int, int] = {}
+        for p in partitions:
+            try:
+                lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            except KafkaException as exc:
+                raise unreachable(bootstrap, f"changelog {topic}[{p}]: {exc}") from exc
+            if hi > lo:
+                ends[p] = hi
+        if not ends:
+            return out
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        left = set(ends)
+        while left:
+            if time.monotonic() > deadline:
+                raise unreachable(bootstrap, f"changelog {topic} not read within {timeout_s:g} s")
+            for m in c.consume(num_messages=10_000, timeout=0.2):
+                err = m.error()
+                if err is not None:
+                    if err.fatal():
+                        raise KafkaUnavailable(f"changelog read failed: {err.str()}")
+                    continue
+                out.append((m.key(), m.value(), m.partition()))
+            for tp in c.position([TopicPartition(topic, p) for p in left]):
+                if tp.offset >= ends[tp.partition]:
+                    left.discard(tp.partition)
+    finally:
+        c.close()
+    return out
+
+
+def partition_count(bootstrap: str, topic: str) -> int | None:
+    admin: AdminClient = _build(AdminClient, _base(bootstrap), "admin")
+    return _list_topics(admin, bootstrap).get(topic)

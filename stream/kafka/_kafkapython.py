@@ -7,7 +7,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import (
+    ConsumerRebalanceListener,
+    KafkaAdminClient,
+    KafkaConsumer,
+    KafkaProducer,
+    TopicPartition,
+)
 from kafka import errors as kerr
 from kafka.admin import NewTopic
 from kafka.structs import OffsetAndMetadata
@@ -127,14 +133,17 @@ class KafkaPythonProducer:
 
     def _check(self) -> None:
         if self._failed:
-            raise KafkaUnavailable(
+            exc = KafkaUnavailable(
                 f"{self._failed} message(s) could not be delivered to Kafka at "
                 f"{self._bootstrap}; first: {self._first_failure}"
             )
+            exc.retriable = False  # lost: only a replay from the committed offsets helps
+            raise exc
 
-    def send(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+    def send(self, topic: str, value: bytes | None, key: bytes | None = None,
+             partition: int | None = None) -> None:
         try:
-            self._pending.append(self._send(topic, value=value, key=key))
+            self._pending.append(self._send(topic, value=value, key=key, partition=partition))
         except kerr.KafkaTimeoutError as exc:
             raise unreachable(self._bootstrap, f"send blocked too long: {exc}") from exc
         except kerr.KafkaError as exc:
@@ -155,6 +164,34 @@ class KafkaPythonProducer:
         self._reap()
         self._check()
 
+    # -- transactions (exactly-once; needs transactional.id) -------------------------------
+
+    def init_transactions(self, timeout_s: float = 30.0) -> None:
+        self._tx(self._p.init_transactions)
+
+    def begin_transaction(self) -> None:
+        self._tx(self._p.begin_transaction)
+
+    def send_offsets_to_transaction(self, offsets: dict[tuple[str, int], int],
+                                    consumer: Any, timeout_s: float = 30.0) -> None:
+        tps = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+               for (t, p), o in offsets.items()}
+        self._tx(self._p.send_offsets_to_transaction, tps, consumer.group_metadata())
+
+    def commit_transaction(self, timeout_s: float = 30.0) -> None:
+        self._tx(self._p.commit_transaction)
+        self._reap()
+        self._check()
+
+    def abort_transaction(self, timeout_s: float = 30.0) -> None:
+        self._tx(self._p.abort_transaction)
+
+    def _tx(self, fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except kerr.KafkaError as exc:
+            raise KafkaUnavailable(f"Kafka transaction failed: {exc}") from exc
+
     def close(self) -> None:
         self._p.close(timeout=5.0)
 
@@ -167,6 +204,8 @@ class KafkaPythonConsumer:
         group: str | None,
         from_beginning: bool,
         config: dict[str, Any],
+        on_assign: Any = None,
+        on_revoke: Any = None,
     ) -> None:
         self._bootstrap = bootstrap
         conf = {
@@ -177,8 +216,23 @@ class KafkaPythonConsumer:
         }
         self._c: KafkaConsumer = _build(KafkaConsumer, bootstrap, conf)
         self._queried: dict[TopicPartition, tuple[float, int]] = {}
-        # The later rebalance issue passes a ConsumerRebalanceListener here.
-        self._c.subscribe(topics)
+        outer = self
+
+        class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+            def on_partitions_revoked(self, revoked: Any) -> None:
+                if outer._on_revoke is not None:
+                    outer._on_revoke(sorted((tp.topic, tp.partition) for tp in revoked))
+
+            def on_partitions_assigned(self, assigned: Any) -> None:
+                if outer._on_assign is not None:
+                    outer._on_assign(sorted((tp.topic, tp.partition) for tp in assigned))
+
+        self._on_assign = on_assign
+        self._on_revoke = on_revoke
+        self._c.subscribe(topics, listener=_Listener())
+
+    def group_metadata(self) -> Any:
+        return self._c.group_metadata()
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         try:
@@ -321,3 +375,45 @@ def metadata_ok(bootstrap: str, timeout_s: float) -> bool:
     finally:
         admin.close()
     return True
+
+
+def read_to_end(bootstrap: str, topic: str, partitions: list[int], read_committed: bool,
+                timeout_s: float) -> list[tuple[bytes | None, bytes | None, int]]:
+    """Every record of ``partitions`` of ``topic`` up to their current end, in log order."""
+    c: KafkaConsumer = _build(KafkaConsumer, bootstrap, {
+        "group_id": None, "enable_auto_commit": False,
+        "isolation_level": "read_committed" if read_committed else "read_uncommitted"})
+    out: list[tuple[bytes | None, bytes | None, int]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        tps = [TopicPartition(topic, p) for p in partitions]
+        try:
+            ends = c.end_offsets(tps)
+            starts = c.beginning_offsets(tps)
+        except kerr.KafkaError as exc:
+            raise unreachable(bootstrap, f"changelog {topic}: {exc}") from exc
+        tps = [tp for tp in tps if ends.get(tp, 0) > starts.get(tp, 0)]
+        if not tps:
+            return out
+        c.assign(tps)
+        c.seek_to_beginning(*tps)
+        left = set(tps)
+        while left:
+            if time.monotonic() > deadline:
+                raise unreachable(bootstrap, f"changelog {topic} not read within {timeout_s:g} s")
+            for recs in c.poll(timeout_ms=200, max_records=10_000).values():
+                out.extend((r.key, r.value, r.partition) for r in recs)
+            for tp in list(left):
+                if c.position(tp) >= ends[tp]:
+                    left.discard(tp)
+    finally:
+        c.close(autocommit=False)
+    return out
+
+
+def partition_count(bootstrap: str, topic: str) -> int | None:
+    admin = _admin(bootstrap)
+    try:
+        return _partition_counts(admin, [topic]).get(topic)
+    finally:
+        admin.close()

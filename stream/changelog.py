@@ -1,0 +1,73 @@
+"""The state changelog on Kafka: write checkpoints, read them back on partition assignment.
+
+Record layout and the recovery argument are in stream/checkpoint.py. The topic (default
+``<group>-changelog``) is compacted and has the positions topic's partition count; a
+vehicle's state goes to the partition number its positions come from, and every owned
+partition gets its own ``__meta__`` record, so restoring input partition p means reading
+changelog partition p from the beginning to its end.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Collection
+from typing import Any
+
+from stream import checkpoint as ck
+from stream.errors import ConfigError
+
+__all__ = ["Changelog"]
+
+log = logging.getLogger("stream.changelog")
+
+
+class Changelog:
+    """Writes :class:`~stream.checkpoint.Checkpoint` s with ``producer`` and restores them."""
+
+    def __init__(self, producer: Any, topic: str, *, bootstrap: str, client: str,
+                 partitions: int, read_committed: bool = False) -> None:
+        self.topic = topic
+        self.partitions = partitions
+        self._p = producer
+        self._bootstrap = bootstrap
+        self._client = client
+        self._read_committed = read_committed
+        self.records_written = 0
+
+    def write(self, cp: ck.Checkpoint, owned: Collection[int]) -> int:
+        """Queue the checkpoint's records (changed vehicles, tombstones, then one meta record
+        per owned partition); the caller flushes (or commits the transaction)."""
+        send, topic, n = self._p.send, self.topic, 0
+        for v in cp.vehicles:
+            if v.partition >= 0:
+                send(topic, ck.encode_vehicle(v), v.vehicle_id.encode(), v.partition)
+                n += 1
+        for vid, p in cp.tombstones:
+            if p >= 0:
+                send(topic, None, vid.encode(), p)
+                n += 1
+        for p in sorted(owned):
+            send(topic, ck.encode_meta(cp.meta, p), ck.META_KEY, p)
+            n += 1
+        self.records_written += n
+        return n
+
+    def restore(self, partitions: Collection[int]
+                ) -> tuple[list[ck.VehicleState], dict[int, dict[str, Any]]]:
+        """The latest state of the vehicles and the meta of ``partitions``."""
+        from stream.kafka import read_to_end
+
+        bad = [p for p in partitions if p >= self.partitions]
+        if bad:
+            raise ConfigError(
+                f"input partition(s) {bad} have no changelog partition: {self.topic} has "
+                f"{self.partitions}; the positions topic grew? Use a new --changelog-topic")
+        t0 = time.monotonic()
+        recs = read_to_end(self._bootstrap, self.topic, sorted(partitions), client=self._client,
+                           read_committed=self._read_committed)
+        vehicles, metas = ck.decode(recs)
+        log.info("restored %d vehicle state(s) of partition(s) %s from %d changelog record(s) "
+                 "in %.2f s", len(vehicles), sorted(partitions), len(recs),
+                 time.monotonic() - t0)
+        return vehicles, metas
