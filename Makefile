@@ -24,6 +24,13 @@ lint: venv
 test: venv kafka-jars
 	$(PY) -m pytest -q
 
+# Every benchmark under bench/, each printing its figures; the Kafka ones start their own
+# throwaway broker. Takes several minutes.
+bench: venv kafka-jars
+	@for script in bench/bench_*.py; do \
+	  echo "== $$script"; $(PY) $$script || exit 1; echo; \
+	done
+
 # Simulator + processor in one process, no broker; alerts print live, metrics on :9100.
 # Options via TRAJSTREAM_* variables, e.g. `TRAJSTREAM_SPEED=5 make demo`.
 demo: venv

@@ -2,7 +2,7 @@
 
 Prints records/s for batches of typical messages (x/y with speed and heading, as the
 simulator publishes them), without optional fields, with lat/lon, and with 1% bad records.
-Run: .venv/bin/python bench/codec_throughput.py [--records 10000] [--repeat 7]
+Run: .venv/bin/python bench/bench_codec.py [--records 10000] [--repeat 7]
 """
 
 from __future__ import annotations
