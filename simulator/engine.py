@@ -257,24 +257,28 @@ class Engine:
 
     def _wreck_gaps(self) -> np.ndarray:
         """Distance to a wreck in the way (inf if none): everyone sees a crash in front of
-        them, whatever lane or junction movement it stopped in. Wrecks are few, so this is a
-        small (vehicles x wrecks) computation on the last poses."""
+        them, whatever lane or junction movement it stopped in. Wrecks are few: candidates
+        are the (vehicle, wreck) pairs within 60 m, from the last poses."""
         st = self.st
         gap = np.full(self.n, np.inf)
         wrecks = np.flatnonzero(st["crashed"])
         if wrecks.shape[0] == 0:
             return gap
-        c, s = np.cos(st["hd"])[:, None], np.sin(st["hd"])[:, None]
-        dx = st["x"][wrecks][None, :] - st["x"][:, None]
-        dy = st["y"][wrecks][None, :] - st["y"][:, None]
+        x, y, hd = st["x"], st["y"], st["hd"]
+        dx = x[wrecks][None, :] - x[:, None]
+        dy = y[wrecks][None, :] - y[:, None]
+        i, k = np.nonzero(dx * dx + dy * dy < 60.0 * 60.0)
+        dx, dy, j = dx[i, k], dy[i, k], wrecks[k]
+        c, s = np.cos(hd[i]), np.sin(hd[i])
         along, across = dx * c + dy * s, dy * c - dx * s
-        rel = st["hd"][wrecks][None, :] - st["hd"][:, None]
-        hl, hw = 0.5 * st["length"][wrecks][None, :], 0.5 * st["width"][wrecks][None, :]
+        rel = hd[j] - hd[i]
+        hl, hw = 0.5 * st["length"][j], 0.5 * st["width"][j]
         ext_along = hl * np.abs(np.cos(rel)) + hw * np.abs(np.sin(rel))
         ext_across = hl * np.abs(np.sin(rel)) + hw * np.abs(np.cos(rel))
-        in_path = (along > 0) & (np.abs(across) < 0.5 * st["width"][:, None] + ext_across + 1.2)
-        g = np.where(in_path, along - 0.5 * st["length"][:, None] - ext_along, np.inf)
-        gap = np.maximum(g.min(axis=1), 0.0)
+        ahead = (along > 0) & (np.abs(across) < 0.5 * st["width"][i] + ext_across + 1.2)
+        i = i[ahead]
+        g = along[ahead] - 0.5 * st["length"][i] - ext_along[ahead]
+        np.minimum.at(gap, i, np.maximum(g, 0.0))
         gap[st["crashed"]] = np.inf
         return gap
 

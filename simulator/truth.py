@@ -55,7 +55,10 @@ def corners(x: np.ndarray, y: np.ndarray, heading: np.ndarray, length: np.ndarra
 
 
 def candidate_pairs(x: np.ndarray, y: np.ndarray, cell_m: float) -> tuple[np.ndarray, np.ndarray]:
-    """All index pairs (i < j by grid order, each once) in the same or adjacent grid cells."""
+    """All index pairs (each once, ``a < b``) in the same or adjacent grid cells.
+
+    Cell ranges come from a dense per-cell table (one bincount) when the map has at most a
+    few million cells, else from binary searches in the sorted cell keys."""
     n = x.shape[0]
     if n < 2:
         z = np.zeros(0, dtype=np.int64)
@@ -65,14 +68,25 @@ def candidate_pairs(x: np.ndarray, y: np.ndarray, cell_m: float) -> tuple[np.nda
     m = int(iy.max()) + 2
     key = ix * m + iy
     order = np.argsort(key, kind="stable")
-    sk = key[order]
     pos = np.empty(n, dtype=np.int64)
     pos[order] = np.arange(n)
+    n_cells = (int(ix.max()) + 2) * m
+    if n_cells <= 4_000_000:
+        count = np.bincount(key, minlength=n_cells)
+        first = np.cumsum(count) - count
+
+        def cell_range(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return first[k], first[k] + count[k]
+    else:
+        sk = key[order]
+
+        def cell_range(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return np.searchsorted(sk, k, side="left"), np.searchsorted(sk, k, side="right")
     a_parts, b_parts = [], []
     for dx, dy in _HALF_NEIGHBOURHOOD:
-        nk = key + dx * m + dy
-        hi = np.searchsorted(sk, nk, side="right")
-        lo = pos + 1 if (dx, dy) == (0, 0) else np.searchsorted(sk, nk, side="left")
+        lo, hi = cell_range(key + dx * m + dy)
+        if (dx, dy) == (0, 0):
+            lo = pos + 1  # later members of the own cell only
         counts = np.maximum(hi - lo, 0)
         total = int(counts.sum())
         if total == 0:
