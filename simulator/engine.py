@@ -120,7 +120,7 @@ class Engine:
         kind = rng.uniform(0.0, 1.0, k)
         new["length"] = np.select([kind < 0.1, kind < 0.2], [5.3, 3.9], DEFAULT_LENGTH_M)
         new["width"] = np.select([kind < 0.1, kind < 0.2], [2.0, 1.7], DEFAULT_WIDTH_M)
-        reckless: np.ndarray = rng.uniform(0.0, 1.0, k) < cfg.reckless_fraction
+        reckless = np.less(rng.uniform(0.0, 1.0, k), cfg.reckless_fraction)
         new["reckless"] = reckless
         factor = np.clip(rng.normal(1.0, 0.07, k), 0.85, 1.15)
         new["v0"] = cfg.speed_limit_mps * factor * np.where(reckless, m.reckless_speed_factor, 1.0)
