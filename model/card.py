@@ -79,9 +79,13 @@ def write_model_card(path: Path, info: dict) -> Path:
         info["command"],
         "```",
         "",
-        f"Trained in {info['train_seconds'] / 60:.1f} min ({info['epochs_run']} epochs, best "
-        f"epoch {info['best_epoch']}) on {info['host']}; the whole command (simulation, "
-        f"training, evaluation) took {info['total_seconds'] / 60:.1f} min.",
+        _para(
+            f"Trained in {info['train_seconds'] / 60:.1f} min ({info['epochs_run']} epochs, "
+            f"best epoch {info['best_epoch']}) on {info['host']}; the whole command "
+            f"(simulation, training, evaluation) took {info['total_seconds'] / 60:.1f} min. "
+            f"Code: {info.get('code_version', 'unknown')} (the simulated data depend on the "
+            "simulator's version; the same version and seed give byte-identical files)."
+        ),
         "",
         "## Data",
         "",

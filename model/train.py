@@ -308,6 +308,22 @@ def simulate_datasets(data: DataConfig, data_dir: Path) -> dict[str, list[Path]]
     return files
 
 
+def _code_version() -> str:
+    """The checkout's commit and whether simulator/ differs from it (the data depend on it)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, check=True,
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "simulator", "model"],
+                               cwd=root, check=True, capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"commit {head}" + (" with local changes in simulator/ or model/" if dirty.strip()
+                               else "")
+
+
 def run_training(
     cfg: TrainConfig,
     data: DataConfig,
@@ -334,6 +350,7 @@ def run_training(
 
     t_start = time.monotonic()
     spec = PathSpec()
+    code_version = _code_version()
     plan = {f.name: f for f in data.plan()}
     simulated = files is None
     if files is None:
@@ -402,6 +419,7 @@ def run_training(
         "kernel", "recurrent", "bias", "hidden_w", "hidden_b", "out_w", "out_b")))
     info = {
         "command": command,
+        "code_version": code_version,
         "train_seconds": train_s,
         "total_seconds": time.monotonic() - t_start,
         "epochs_run": len(history["val_rmse_m"]),
