@@ -44,6 +44,8 @@ class DriverModel:
     drift_rate_hz: float = 0.03
     drift_speed_mps: tuple[float, float] = (0.3, 0.6)
     drift_duration_s: tuple[float, float] = (2.5, 5.0)
+    # how far out of lane: close enough to neighbours for near misses, not for contact
+    drift_max_m: float = 1.2
 
 
 def idm_accel(v: np.ndarray, v0: np.ndarray, gap: np.ndarray, dv: np.ndarray,

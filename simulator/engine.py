@@ -252,7 +252,7 @@ class Engine:
         braking = self.t < st["brake_until"]
         acc = np.where(braking, np.minimum(acc, -st["brake_decel"]), acc)
         acc = np.clip(acc, -m.max_decel_mps2, st["a_max"])
-        acc[st["crashed"]] = 0.0
+        acc[st["crashed"]] = -10.0  # wrecks skid to a stop
         return acc
 
     def _wreck_gaps(self) -> np.ndarray:
@@ -369,6 +369,10 @@ class Engine:
         return out
 
     def _start_drifts(self, t: float, on_link: np.ndarray) -> None:
+        """Reckless drivers drifting out of lane: from the innermost lane over the centre
+        line towards oncoming traffic, from the others towards the kerb, never further than
+        ``drift_max_m``: near misses, not collisions (a slow sideways contact is not
+        something anyone could predict from positions)."""
         st, m, rng = self.st, self.model, self.rng
         cand = np.flatnonzero(st["reckless"] & on_link & (st["v"] > 5.0) & (st["lc_p"] >= 1.0)
                               & (st["drift"] == 0.0) & ~st["crashed"])
@@ -378,7 +382,7 @@ class Engine:
         if go.shape[0] == 0:
             return
         k = go.shape[0]
-        side = np.where(rng.uniform(0.0, 1.0, k) < 0.5, -1.0, 1.0)
+        side = np.where(self.world.seg_lane[st["seg"][go]] == 0, 1.0, -1.0)  # + is left
         st["drift_v"][go] = side * rng.uniform(*m.drift_speed_mps, k)
         st["drift_until"][go] = t + rng.uniform(*m.drift_duration_s, k)
         st["drift"][go] = 1e-6 * side
@@ -485,7 +489,7 @@ class Engine:
         back = np.sign(drift) * np.minimum(np.abs(drift), 0.8 * dt)
         drift = np.where(drifting, drift + st["drift_v"] * dt,
                          np.where(frozen, drift, drift - back))
-        st["drift"] = np.clip(drift, -w.config.lane_width_m, w.config.lane_width_m)
+        st["drift"] = np.clip(drift, -self.model.drift_max_m, self.model.drift_max_m)
         self._advance_segments()
 
     def _advance_segments(self) -> None:
@@ -575,7 +579,6 @@ class Engine:
         fresh = hit[~st["crashed"][hit]]
         st["crashed"][hit] = True
         st["crash_until"][fresh] = t + self.config.crash_hold_s
-        st["v"][hit] = 0.0
         st["drift_v"][hit] = 0.0
         st["distracted"][hit] = False
         st["panic"][hit] = False
