@@ -51,7 +51,8 @@ def test_simulate_publishes_keyed_positions_and_collisions_happen(
     kafka_bootstrap: str, kafka_client: str, topic_name: str, tmp_path: Path
 ) -> None:
     create_topics(kafka_bootstrap, [topic_name], partitions=3, client=kafka_client)
-    common = ["--vehicles", "120", "--duration", "45", "--seed", "7", "--clean", "--no-pace"]
+    common = ["--vehicles", "120", "--duration", "45", "--seed", "2", "--reckless", "0.2",
+              "--clean", "--no-pace"]
     truth = tmp_path / "truth.jsonl"
     res = _run("simulate", *common, "--bootstrap", kafka_bootstrap, "--topic", topic_name,
                "--kafka-client", kafka_client, "--truth", str(truth))
