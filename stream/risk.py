@@ -36,10 +36,14 @@ Pipeline of :func:`assess` at event time ``t`` (vectorised; no per-pair Python):
      Pairs following in one lane are exempt: their contact is longitudinal.
    - Closing speed along the line of centres at contact below ``min_closing_speed_mps``:
      footprints touching by noise or creeping, not a collision course.
-   - Near-parallel (same or opposite direction within ``parallel_tol_rad``) and a lane apart
-     now (lateral offset >= ``lane_width_m / 2``): vehicles keep their lanes unless the
-     measured lateral closing speed exceeds what noise explains, ``max(lateral_speed_tol_mps,
-     lateral_heading_tol_rad * hypot(v_a, v_b))``.
+   - Near-parallel (same or opposite direction within ``parallel_tol_rad``) and in another
+     lane now (footprints sideways apart by more than ``lane_gap_m``; adjacent lanes leave
+     ~1.7 m, so partly overlapping cars are never "in another lane"): vehicles keep their
+     lanes unless the measured lateral closing speed exceeds what noise explains,
+     ``max(lateral_speed_tol_mps, lateral_heading_tol_rad * hypot(v_a, v_b))`` (the floor
+     covers headings fitted to noisy fixes when none is reported). A driver drifting out of
+     lane at 0.3-0.6 m/s is therefore flagged only once the footprints are within
+     ``lane_gap_m`` sideways, i.e. about 1-2 s before contact.
    - Following (same direction, same lane, one fully ahead): the follower must need more
      deceleration than ``comfort_decel_mps2`` to stop ``standstill_gap_m`` behind the leader
      (the leader's own braking included) and more than it brakes with already. A driver
@@ -47,11 +51,12 @@ Pipeline of :func:`assess` at event time ``t`` (vectorised; no per-pair Python):
      ordinary stop no longer fits.
 
    The episode tracker also requires a conflict to persist over consecutive assessments
-   (stream.episodes). Known limits: a slow sideways drift (< ``lateral_speed_tol_mps``) into
-   a neighbour is flagged late or not at all, and so is a fast head-on with a partial lateral
-   offset (heading noise hides which lane it is in until close); a lane change at low speed
-   next to oncoming traffic can still alert when the predictor carries the sideways motion
-   on across the centre line.
+   (stream.episodes). Known limits: a slow sideways drift into a neighbour is flagged late
+   (once within ``lane_gap_m``; lead times 0.5-1.5 s in simulated traffic), and so
+   is a fast head-on with a partial lateral offset (heading noise hides which lane it is in
+   until close); a lane change that starts ~1 s before contact (a cut-in at low speed next
+   to a car) cannot be foreseen; a lane change at low speed next to oncoming traffic can
+   still alert when the predictor carries the sideways motion on across the centre line.
 """
 
 from __future__ import annotations
@@ -89,10 +94,10 @@ class RiskConfig:
     max_speed_mps: float = 100.0  # path segments faster than this are clipped (bad predictor)
     still_speed_mps: float = 0.5
     min_closing_speed_mps: float = 1.0
-    lane_width_m: float = 3.5
+    lane_gap_m: float = 0.5  # sideways gap beyond which a neighbour is in another lane
     parallel_tol_rad: float = 0.3
     lateral_heading_tol_rad: float = 0.03
-    lateral_speed_tol_mps: float = 1.2
+    lateral_speed_tol_mps: float = 1.2  # headings fitted to noisy fixes (no reported heading)
     yaw_noise_rps: float = 0.2  # yaw rates below this are estimation noise, not a turn
     comfort_decel_mps2: float = 3.0
     standstill_gap_m: float = 1.0  # bumper gap a follower stops at, for the required braking
@@ -107,7 +112,7 @@ class RiskConfig:
             if not math.isfinite(v) or v < 0:
                 raise ConfigError(f"risk {f.name} must be a finite number >= 0, got {v!r}")
         positive = ("critical_ttc_s", "warning_ttc_s", "sample_step_s", "max_speed_mps",
-                    "lane_width_m", "comfort_decel_mps2", "brake_accel_mps2")
+                    "comfort_decel_mps2", "brake_accel_mps2")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"risk {name} must be > 0, got {getattr(self, name)!r}")
@@ -665,7 +670,10 @@ class _PairFrame:
         ux, uy = np.cos(self.axis), np.sin(self.axis)
         self.lon = dx0 * ux + dy0 * uy
         self.lat = -dx0 * uy + dy0 * ux
-        self.other_lane = np.abs(self.lat) >= 0.5 * cfg.lane_width_m
+        # Another lane: sideways clear of each other by more than lane_gap_m now. Closer,
+        # the footprints (nearly) overlap sideways and a contact is longitudinal.
+        self.other_lane = np.abs(self.lat) >= (0.5 * (fleet.width[a] + fleet.width[b])
+                                               + cfg.margin_m + cfg.lane_gap_m)
         # one fully ahead of the other in the same lane
         ahead = np.abs(self.lon) > 0.5 * (fleet.length[a] + fleet.length[b])
         self.following = self.same & ~self.other_lane & ahead

@@ -8,6 +8,7 @@ event-time ticks every 0.2 s like the engine does, with the episode tracker on t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,6 +41,21 @@ def brake_to_stop(x0: float, y0: float, heading: float, speed: float, t_brake: f
         s = speed * np.minimum(t, t_brake) + speed * tb - 0.5 * decel * tb * tb
         v = np.where(t < t_brake, speed, np.maximum(speed - decel * (t - t_brake), 0.0))
         return (x0 + s * np.cos(heading), y0 + s * np.sin(heading), v, np.full_like(t, heading))
+    return f
+
+
+def drift(x0: float, y0: float, heading: float, speed: float, t_start: float,
+          lateral_mps: float) -> Trajectory:
+    """Straight, then from ``t_start`` drifting sideways (to the left when positive) at
+    ``lateral_mps`` while keeping ``speed`` along the lane: a driver leaving the lane."""
+    ux, uy = math.cos(heading), math.sin(heading)
+
+    def f(t: np.ndarray):
+        lat = lateral_mps * np.maximum(t - t_start, 0.0)
+        x = x0 + speed * ux * t - lat * uy
+        y = y0 + speed * uy * t + lat * ux
+        h = heading + np.where(t >= t_start, math.atan2(lateral_mps, speed), 0.0)
+        return x, y, np.full_like(t, math.hypot(speed, lateral_mps)), h
     return f
 
 

@@ -304,6 +304,16 @@ def test_adjacent_lane_needs_lateral_closing_beyond_heading_noise() -> None:
     assert pairs_of(c) == [(0, 1)] and c.ttc[0] < 1.5
 
 
+def test_partly_overlapping_neighbour_is_not_in_another_lane() -> None:
+    # 16 m/s towards a stopped car whose centre is 1.9 m to the side: the footprints overlap
+    # sideways (1.8 m wide + margin), so lane keeping cannot avoid the contact
+    rows = [dict(x=30, y=1.9, v=0, h=0), dict(x=0, y=0, v=16, h=0)]
+    c = assess(T, cv_fleet(rows), SPEC)
+    assert pairs_of(c) == [(0, 1)] and c.ttc[0] == pytest.approx((30 - 4.5 - 0.25) / 16, abs=0.05)
+    # a lane apart (3.5 m), the same approach passes by
+    assert len(assess(T, cv_fleet([dict(rows[0], y=3.5), rows[1]]), SPEC)) == 0
+
+
 def test_oncoming_in_own_lane_vs_wrong_way() -> None:
     # 80 m apart, each heading 0.02 rad towards the other's lane: predicted paths touch
     passing = [dict(x=0, y=0, v=14, h=0.02), dict(x=80, y=3.5, v=14, h=math.pi + 0.02)]
@@ -419,6 +429,10 @@ DANGEROUS = {
     "red_light_runner_10mps": (red_light_runner(10.0), 7.0, 2.0),
     "not_braking_for_a_queue": ([sc.straight(100, 0, 0, 0.0), sc.straight(0, 0, 0, 14.0)],
                                 7.5, 1.5),
+    # drifting out of lane at 0.5 m/s (below the lane filter's tolerance) into a car stopped
+    # in the next lane: flagged once sideways within lane_gap_m, ~0.5 s before contact
+    "drift_into_stopped_neighbour": ([sc.straight(30, 3.5, 0, 0.0),
+                                      sc.drift(0, 0, 0, 5.0, 2.0, 0.5)], 6.0, 0.5),
 }
 
 
