@@ -103,7 +103,7 @@ def main() -> None:
           f"{os.cpu_count()} CPUs, OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}; "
           "vehicle-steps/s (us per call)")
     rows: list[tuple[str, dict[int, tuple[float, float, float]]]] = []
-    for backend in ("numpy", "tf", "tf-xla"):
+    for backend in ("numpy", "tf", "tf-xla", "auto"):
         pred = LstmPredictor(weights, backend=backend)
         full: dict[int, tuple[float, float, float]] = {}
         core: dict[int, tuple[float, float, float]] = {}
@@ -127,7 +127,7 @@ def main() -> None:
     for label, sec in naive:
         print(f"{label:36s}{1 / sec:>12,.0f} ({sec * 1e6:>6.0f})   [batch 1, one call per message]")
     predict_rate = 1 / naive[0][1]
-    for i in (0, 2, 4):
+    for i in (0, 2, 4, 6):
         label, cells = rows[i]
         wall, cpu = cells[1024][1], cells[1024][2]
         print(f"{label} at batch 1024: {wall:,.0f} vehicle-steps/s wall, {cpu:,.0f} per CPU s "

@@ -1,9 +1,9 @@
 """Trajectory predictors: the LSTM (shipped weights) and the CV/CTRV physics baselines.
 
 ``load_predictor`` is the one entry point the processor needs. The LSTM's default numpy step
-needs no TensorFlow; ``backend="tf"``/``"tf-xla"`` imports it lazily (XLA pays off only for
-very large fleets: see bench/bench_model.py). Without an explicit ``backend`` the
-``TRAJSTREAM_LSTM_BACKEND`` environment variable decides (default ``numpy``).
+needs no TensorFlow; ``backend="tf"``/``"tf-xla"``/``"auto"`` import it lazily (XLA pays off
+only for batches of ~1000 vehicles and more: see bench/bench_model.py). Without an explicit
+``backend`` the ``TRAJSTREAM_LSTM_BACKEND`` environment variable decides (default ``numpy``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from stream.errors import ConfigError
 __all__ = ["PREDICTORS", "SHIPPED_WEIGHTS", "PathSpec", "Predictor", "load_predictor"]
 
 PREDICTORS: tuple[str, ...] = ("lstm", "cv", "ctrv")
-BACKENDS: tuple[str, ...] = ("numpy", "tf", "tf-xla")
+BACKENDS: tuple[str, ...] = ("numpy", "tf", "tf-xla", "auto")
 SHIPPED_WEIGHTS = Path(__file__).parent / "weights" / "lstm.npz"
 _DEFAULT_SPEC = PathSpec()
 
@@ -28,7 +28,7 @@ def load_predictor(
     spec: PathSpec = _DEFAULT_SPEC,
     *,
     weights: str | Path | None = None,
-    backend: Literal["numpy", "tf", "tf-xla"] | None = None,
+    backend: Literal["numpy", "tf", "tf-xla", "auto"] | None = None,
 ) -> Predictor:
     """A ready predictor by name: "lstm" (``weights`` or the shipped ones), "cv" or "ctrv"."""
     if name == "cv":

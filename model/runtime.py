@@ -8,7 +8,10 @@ cores compute the same function from the same weights:
   head matmuls, all float32 and in place where possible. No per-call framework overhead, so
   it wins at the batch sizes a processor tick produces (see bench/bench_model.py).
 - ``tf``: a ``tf.function`` with a fixed input signature (optionally XLA-compiled), with
-  batches padded to a few bucket sizes so it compiles at most once per bucket.
+  batches padded to a few bucket sizes so it compiles at most once per bucket. About 0.5 ms
+  per call, but XLA's fused elementwise pass is faster from ~1000 rows on.
+- ``auto``: numpy below ``AUTO_XLA_MIN_ROWS`` rows, XLA from there (buckets compiled at
+  construction, so no compile stalls mid-stream; imports TensorFlow).
 
 Feature normalisation is folded into the first-layer weights at load time. The processor
 runs with single-threaded BLAS (stream/cli.py): these matmuls are too small to split.
@@ -26,7 +29,8 @@ from model.predictors import PathSpec
 from model.weights_io import LstmWeights
 from stream.errors import ConfigError
 
-Backend = Literal["numpy", "tf", "tf-xla"]
+Backend = Literal["numpy", "tf", "tf-xla", "auto"]
+AUTO_XLA_MIN_ROWS = 512  # "auto": numpy below, XLA from here (where XLA measured faster)
 BUCKETS: tuple[int, ...] = (64, 256, 1024, 4096, 8192)
 _DEFAULT_SPEC = PathSpec()
 
@@ -206,8 +210,17 @@ class LstmPredictor:
             self._core = lambda x, s: _numpy_core(self._fw, x, s)
         elif backend in ("tf", "tf-xla"):
             self._core = _TfCore(self._fw, xla=backend == "tf-xla")
+        elif backend == "auto":
+            xla = _TfCore(self._fw, xla=True)
+            u, f = cfg.units, cfg.n_features
+            for b in BUCKETS:  # compile now, not in the middle of the stream
+                if b >= AUTO_XLA_MIN_ROWS:
+                    xla(np.zeros((b, f), np.float32), np.zeros((b, 2 * u), np.float32))
+            self._core = lambda x, s: (
+                xla(x, s) if x.shape[0] >= AUTO_XLA_MIN_ROWS else _numpy_core(self._fw, x, s))
         else:
-            raise ConfigError(f"unknown LSTM backend {backend!r}; expected numpy, tf or tf-xla")
+            raise ConfigError(
+                f"unknown LSTM backend {backend!r}; expected numpy, tf, tf-xla or auto")
 
     def core(self, features: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw network step on un-normalised features: (outputs (n, 3P), new state)."""
