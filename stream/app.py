@@ -221,6 +221,7 @@ class Processor:
         self._next_error_log = 0.0
         if io.rebalance is not None:
             io.rebalance.target = self
+        self.engine.store.log_evictions = io.changelog is not None  # tombstones
 
     def keep_batch_latencies(self) -> None:
         """Record each batch's wall time in :attr:`batch_seconds` (benchmarks)."""

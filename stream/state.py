@@ -61,7 +61,10 @@ class StateStore:
         self.capacity = 0
         self.resets = 0  # gap resets since start
         self.evictions = 0
-        self.evicted_log: list[tuple[str, int]] = []  # (id, partition) since take_changes()
+        # (id, partition) evicted since take_changes(), kept only with a changelog to write
+        # (log_evictions): otherwise it would grow with every id ever seen.
+        self.log_evictions = False
+        self.evicted_log: list[tuple[str, int]] = []
         self._alloc(max(capacity, 1))
 
     # -- storage -------------------------------------------------------------------------
@@ -218,7 +221,8 @@ class StateStore:
             ids.append(v)
             del self._slot[v]
             self.ids[s] = None
-            self.evicted_log.append((v, int(p)))
+            if self.log_evictions:
+                self.evicted_log.append((v, int(p)))
         self.used[slots] = False
         self._clear(slots)
         # Reversed so that pop() hands out the lowest freed slot first.
