@@ -618,6 +618,10 @@ class Engine:
         its own and only adds their vehicles and per-partition maxima.
         """
         store = self.store
+        # Fresh: nothing applied yet (an empty poll before the assignment may have moved the
+        # released tick to the "nothing seen" sentinel, which must not survive the restore).
+        fresh = self._done is None or (self.stats["ticks"] == 0 and not len(store)
+                                       and not len(self._pending))
         if vehicles:
             rows = np.stack([v.row for v in vehicles])
             if rows.shape[1] != store.row_width():
@@ -649,7 +653,7 @@ class Engine:
                 self._part_max[p] = pm
             self._max_ts = max(self._max_ts, m.get("max_ts", -math.inf))
             self.newest_applied_ts = max(self.newest_applied_ts, m.get("newest", -math.inf))
-        if self._done is None:
+        if fresh:
             done = [m for m in metas.values() if m.get("done") is not None]
             if done:
                 first = min(done, key=lambda m: int(m["done"]))

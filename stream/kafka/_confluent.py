@@ -105,6 +105,9 @@ class ConfluentProducer:
             "delivery.report.only.error": True,
             "on_delivery": self._on_delivery,
         }
+        if conf.get("transactional.id"):
+            # librdkafka requires message.timeout.ms <= transaction.timeout.ms.
+            conf.setdefault("transaction.timeout.ms", conf["message.timeout.ms"])
         self._log_error = conf["error_cb"]
         conf["error_cb"] = self._on_error
         self._timeout_s = float(conf.get("message.timeout.ms", 300_000)) / 1000.0
@@ -443,7 +446,7 @@ def read_to_end(bootstrap: str, topic: str, partitions: list[int], read_committe
                     if err.fatal():
                         raise KafkaUnavailable(f"changelog read failed: {err.str()}")
                     continue
-                out.append((m.key(), m.value(), m.partition()))
+                out.append((m.key(), m.value(), int(m.partition() or 0)))
             for tp in c.position([TopicPartition(topic, p) for p in left]):
                 if tp.offset >= ends[tp.partition]:
                     left.discard(tp.partition)
