@@ -12,7 +12,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,45 +21,12 @@ import numpy as np
 import orjson
 import pytest
 
-from stream.kafka import create_topics, make_consumer
+from stream.kafka import create_topics
+from tests.integration.cli import cli_cmd, cli_env, read_topic, trajstream
 
 pytestmark = pytest.mark.slow
 
 SIM = ["--vehicles", "70", "--duration", "45", "--seed", "11", "--reckless", "0.3"]
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAJSTREAM_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "stream.cli", "--log-level", "INFO", *args]
-
-
-def trajstream(*args: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(_cmd(*args), env=_env(), capture_output=True, text=True,
-                          timeout=timeout)
-    assert proc.returncode == 0, f"trajstream {' '.join(args)} failed:\n{proc.stderr[-3000:]}"
-    return proc
-
-
-def read_topic(bootstrap: str, topic: str, *, read_committed: bool = False,
-               timeout_s: float = 60.0) -> list[Any]:
-    conf = {"isolation.level": "read_committed"} if read_committed else {}
-    consumer = make_consumer(bootstrap, [topic], group=None, config=conf)
-    out: list[Any] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline:
-            recs = consumer.poll(5000, 0.5)
-            out.extend(recs)
-            if not recs and consumer.assignment() and consumer.lag() == 0:
-                return out
-    finally:
-        consumer.close()
-    raise AssertionError(f"could not read {topic} to its end within {timeout_s} s")
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +67,8 @@ def _crash_run(bootstrap: str, args: list[str], kills: int, rng: random.Random) 
     the end with --until-end. Returns the stderr of every run."""
     logs = []
     for _ in range(kills):
-        proc = subprocess.Popen(_cmd(*args), env=_env(), stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen(cli_cmd(*args, log_level="INFO"), env=cli_env(),
+                                stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
         try:
             # Wait until it processes (TF start-up takes a few seconds), then a random moment.
@@ -198,7 +165,8 @@ def test_broker_stop_and_restart_mid_stream_loses_no_alert(
                 "--alerts-topic", "alerts", "--group", "g", "--metrics-port", str(port),
                 "--commit-interval-s", "0.3", "--max-batch-records", "100",
                 "--max-stall-s", "90", "--until-end"]
-        proc = subprocess.Popen(_cmd(*args), env=_env(), stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen(cli_cmd(*args, log_level="INFO"), env=cli_env(),
+                                stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
         try:
             assert proc.stderr is not None

@@ -6,11 +6,9 @@ alert rate) are printed; run with ``-s`` (or ``-rP``) to see them.
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -22,6 +20,7 @@ import pytest
 
 from stream.groundtruth import match_collisions
 from stream.kafka import create_topics, make_consumer, make_producer
+from tests.integration.cli import cli_cmd, cli_env, read_topic, trajstream
 
 pytestmark = pytest.mark.slow
 
@@ -30,38 +29,6 @@ MIN_HISTORY_S = 3.0
 MAX_ALERTS_PER_VEHICLE_HOUR = 40.0  # collision-free traffic; measured ~25 (see report)
 MAX_CRITICAL_PER_VEHICLE_HOUR = 3.0
 WATERMARK_DELAY_S = 0.5 + 0.2  # default allowed lateness + risk interval
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAJSTREAM_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def trajstream(*args: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "--log-level", "WARNING", *args],
-        env=_env(), capture_output=True, text=True, timeout=timeout,
-    )
-    assert proc.returncode == 0, f"trajstream {' '.join(args)} failed:\n{proc.stderr[-3000:]}"
-    return proc
-
-
-def read_topic(bootstrap: str, topic: str, client: str = "confluent",
-               timeout_s: float = 60.0) -> list[Any]:
-    """Every record of ``topic`` (read to the end)."""
-    consumer = make_consumer(bootstrap, [topic], group=None, client=client)
-    out: list[Any] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline:
-            recs = consumer.poll(2000, 0.5)
-            out.extend(recs)
-            if not recs and consumer.assignment() and consumer.lag() == 0:
-                return out
-    finally:
-        consumer.close()
-    raise AssertionError(f"could not read {topic} to its end within {timeout_s} s")
 
 
 def first_seen(path: Path) -> dict[str, float]:
@@ -226,10 +193,10 @@ def test_sigterm_finishes_cleanly_with_metrics_and_commits_what_is_done(
     n = sum(1 for _ in recorded["positions"].open("rb"))
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stream.cli", "process", "--bootstrap", kafka_bootstrap,
-         "--positions-topic", positions, "--alerts-topic", alerts, "--group", group,
-         "--metrics-port", str(port), "--commit-interval-s", "0.2"],
-        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cli_cmd("process", "--bootstrap", kafka_bootstrap, "--positions-topic", positions,
+                "--alerts-topic", alerts, "--group", group, "--metrics-port", str(port),
+                "--commit-interval-s", "0.2"),
+        env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
         deadline = time.monotonic() + 120

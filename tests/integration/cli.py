@@ -1,0 +1,48 @@
+"""Helpers the end-to-end tests share: run `trajstream` as a user would, read a topic back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+from stream.kafka import make_consumer
+
+
+def cli_env() -> dict[str, str]:
+    """This environment without TRAJSTREAM_* settings, so only the test's flags count."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAJSTREAM_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def cli_cmd(*args: str, log_level: str = "WARNING") -> list[str]:
+    return [sys.executable, "-m", "stream.cli", "--log-level", log_level, *args]
+
+
+def trajstream(*args: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
+    """Run one command to completion; fail the test with its stderr when it exits non-zero."""
+    proc = subprocess.run(cli_cmd(*args), env=cli_env(), capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, f"trajstream {' '.join(args)} failed:\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def read_topic(bootstrap: str, topic: str, *, client: str = "confluent",
+               read_committed: bool = False, timeout_s: float = 60.0) -> list[Any]:
+    """Every record of ``topic``, read to its end."""
+    conf = {"isolation.level": "read_committed"} if read_committed else {}
+    consumer = make_consumer(bootstrap, [topic], group=None, client=client, config=conf)
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            recs = consumer.poll(5000, 0.5)
+            out.extend(recs)
+            if not recs and consumer.assignment() and consumer.lag() == 0:
+                return out
+    finally:
+        consumer.close()
+    raise AssertionError(f"could not read {topic} to its end within {timeout_s} s")
