@@ -45,12 +45,12 @@ from stream.checkpoint import Checkpoint, VehicleState
 from stream.codec import PositionBatch, encode_json
 from stream.config import EngineConfig
 from stream.errors import ConfigError
+from stream.metrics import DROP_REASONS
 from stream.online_error import OnlineError
 from stream.state import StateStore
 
-__all__ = ["DROP_REASONS", "Engine", "Outputs"]
+__all__ = ["Engine", "Outputs"]
 
-DROP_REASONS: tuple[str, ...] = ("stale", "late", "future", "dense")
 _COLS = ("ts", "x", "y", "speed", "heading", "length", "width")
 
 
