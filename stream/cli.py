@@ -77,8 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("trajstream: aborted", err=True)
         return 130
+    except click.UsageError as exc:
+        # One line, not click's three: the bad value and where to read about it.
+        command = exc.ctx.command_path if exc.ctx else "trajstream"
+        click.echo(f"trajstream: error: {exc.format_message()} (see '{command} --help')",
+                   err=True)
+        return exc.exit_code
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"trajstream: error: {exc.format_message()}", err=True)
         return exc.exit_code
     except TrajstreamError as exc:
         click.echo(f"trajstream: error: {exc}", err=True)

@@ -168,9 +168,8 @@ def test_bad_input_is_one_clear_error_line(args: list[str], says: str, tmp_path:
                timeout=60)
     assert res.returncode != 0
     assert "Traceback" not in res.stderr
-    error_lines = [ln for ln in res.stderr.splitlines()
-                   if ln.startswith(("Error:", "trajstream: error:"))]
-    assert len(error_lines) == 1, res.stderr
+    error_lines = res.stderr.splitlines()
+    assert len(error_lines) == 1 and error_lines[0].startswith("trajstream: error:"), res.stderr
     assert says in error_lines[0], res.stderr
     assert res.stdout == ""
 
