@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml
 
 lint: venv
 	$(VENV)/bin/ruff check stream model simulator tests bench
+	$(VENV)/bin/mypy stream model simulator
 
 test: venv kafka-jars
 	$(PY) -m pytest -q
