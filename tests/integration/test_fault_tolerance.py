@@ -197,6 +197,174 @@ def test_broker_stop_and_restart_mid_stream_loses_no_alert(
         broker.stop()
 
 
+def _own_broker(data_dir: Path) -> Any:
+    """A dedicated broker on free ports (the session's is never stopped)."""
+    from tests.conftest import _load_broker_module
+
+    if os.environ.get("TRAJSTREAM_TEST_BOOTSTRAP"):
+        pytest.skip("external broker: no dedicated broker to stop")
+    bm = _load_broker_module()
+    return bm.start_broker(bm.free_port(), bm.free_port(), data_dir, wait_s=90)
+
+
+def _wait_for(path: Path, text: str, proc: subprocess.Popen[Any], timeout_s: float) -> None:
+    """Until ``text`` appears in the log file ``path`` (fails if ``proc`` ends first)."""
+    deadline = time.monotonic() + timeout_s
+    while text not in path.read_text():
+        assert proc.poll() is None, f"ended before {text!r}:\n{path.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {text!r} in {timeout_s} s"
+        time.sleep(0.1)
+
+
+def test_broker_gone_for_good_exits_nonzero_after_max_stall_s(
+    tmp_path_factory: pytest.TempPathFactory, traffic: Path, tmp_path: Path
+):
+    """The broker never comes back: after --max-stall-s without progress the processor exits
+    1 with one clear line (so an orchestrator restarts it), not before, and without a
+    traceback. (That it rides out a shorter outage is the broker-restart test above.)
+
+    The stall clock starts at the first failed operation, and a flush waits up to
+    FLUSH_TIMEOUT_S (10 s) before it counts as failed: the exit comes max_stall_s plus up to
+    two flush timeouts after the broker went away."""
+    from stream.app import FLUSH_TIMEOUT_S
+
+    max_stall_s = 8.0
+    broker = _own_broker(tmp_path_factory.mktemp("kb"))
+    try:
+        b = broker.bootstrap
+        _publish(b, traffic, "positions")
+        args = ["process", "--bootstrap", b, "--positions-topic", "positions",
+                "--alerts-topic", "alerts", "--group", "g", "--metrics-port", "0",
+                "--predictor", "cv", "--commit-interval-s", "0.3",
+                "--max-batch-records", "100", "--max-stall-s", f"{max_stall_s:g}"]
+        log_path = tmp_path / "process.log"
+        with log_path.open("w") as log_file:
+            proc = subprocess.Popen(cli_cmd(*args, log_level="INFO"), env=cli_env(),
+                                    stdout=subprocess.DEVNULL, stderr=log_file, text=True)
+        try:
+            _wait_for(log_path, "restored ", proc, 120)
+            time.sleep(1.0)  # consume a little
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            t_down = time.monotonic()
+            broker.stop()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                raise AssertionError("still running 60 s after the broker went away:\n"
+                                     + log_path.read_text()[-3000:]) from None
+            took = time.monotonic() - t_down
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        err = log_path.read_text()
+        print(f"\n[stall] broker gone: exit {proc.returncode} after {took:.1f} s "
+              f"(--max-stall-s {max_stall_s:g})")
+        assert proc.returncode == 1, err[-3000:]
+        assert max_stall_s <= took <= max_stall_s + 2 * FLUSH_TIMEOUT_S + 15, err[-3000:]
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("trajstream: error: no progress for "), last
+        assert f"--max-stall-s {max_stall_s:g}" in last, last
+        assert "Traceback" not in err, err[-3000:]
+    finally:
+        broker.stop()
+
+
+SMALL = ["--vehicles", "60", "--duration", "30", "--seed", "11", "--reckless", "0.3"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known bug: the member that joins mid-stream drops most of its records as 'late' "
+    "(~4350 of ~6600; an uninterrupted run drops 122) and 3 of 12 same-partition alerts "
+    "are missing; remove this mark with the fix"))
+def test_rebalance_hands_partition_state_to_the_new_member(
+    kafka_bootstrap: str, new_topic: Callable[[str], str], tmp_path: Path
+):
+    """Processor A runs alone on a 4-partition topic; B joins the group mid-stream, so A's
+    partitions are revoked (A commits, drops their state) and split between the two (each
+    restores its share from the changelog); both drain to the end.
+
+    What must hold: every alert between two vehicles of the same partition (always one owner,
+    state handed over through the changelog) equals the uninterrupted run's, none missing,
+    none unexpected. Pairs across partitions are only seen together while one processor
+    owns both (the single-stage pipeline; see DESIGN.md "Scale-out plan"), so after the
+    split they may be missed: those alerts are only reported."""
+    path = tmp_path / "positions.jsonl"
+    trajstream("simulate", *SMALL, "--no-pace", "--out", str(path))
+    positions = new_topic("positions")
+    _publish(kafka_bootstrap, path, positions, partitions=4)
+    part_of = {r.key.decode(): r.partition for r in read_topic(kafka_bootstrap, positions)}
+    assert len(set(part_of.values())) == 4
+
+    def pairs(topic: str) -> dict[str, tuple[str, str]]:
+        out = {}
+        for r in read_topic(kafka_bootstrap, topic):
+            d = orjson.loads(r.value)
+            out[d["alert_id"]] = (d["vehicle_a"], d["vehicle_b"])
+        return out
+
+    def same_partition(alerts: dict[str, tuple[str, str]]) -> set[str]:
+        return {i for i, (a, b) in alerts.items() if part_of[a] == part_of[b]}
+
+    ref_alerts = new_topic("ref-alerts")
+    t0 = time.monotonic()
+    trajstream("process", "--bootstrap", kafka_bootstrap, "--positions-topic", positions,
+               "--alerts-topic", ref_alerts, "--group", new_topic("ref-group"),
+               "--metrics-port", "0", "--until-end")
+    ref_s = time.monotonic() - t0
+    ref = pairs(ref_alerts)
+    ref_same = same_partition(ref)
+    assert len(ref_same) >= 3, f"too few same-partition alerts to compare: {len(ref_same)}"
+
+    alerts = new_topic("alerts")
+    args = ["process", "--bootstrap", kafka_bootstrap, "--positions-topic", positions,
+            "--alerts-topic", alerts, "--group", new_topic("group"), "--metrics-port", "0",
+            "--kafka-option", "session.timeout.ms=6000", "--until-end",
+            # small batches, each committed: slow enough that B joins mid-stream
+            "--commit-interval-s", "0", "--max-batch-records", "20"]
+    logs = {name: tmp_path / f"{name}.log" for name in ("a", "b")}
+    procs: dict[str, subprocess.Popen[Any]] = {}
+    try:
+        for name in ("a", "b"):
+            with logs[name].open("w") as log_file:
+                procs[name] = subprocess.Popen(
+                    cli_cmd(*args, log_level="INFO"), env=cli_env(),
+                    stdout=subprocess.DEVNULL, stderr=log_file, text=True)
+            if name == "a":
+                _wait_for(logs["a"], "restored ", procs["a"], 120)
+        for name, proc in procs.items():
+            proc.wait(timeout=240)
+            assert proc.returncode == 0, f"{name}:\n{logs[name].read_text()[-3000:]}"
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    log_a, log_b = logs["a"].read_text(), logs["b"].read_text()
+
+    def numbers(log: str, word: str) -> list[int]:
+        return [int(line.split(word)[1].split()[0]) for line in log.splitlines()
+                if word in line]
+
+    restored_b, consumed = numbers(log_b, "restored "), {
+        name: numbers(log, "done: ") for name, log in (("a", log_a), ("b", log_b))}
+    # The hand-over happened mid-stream: B took state over and both consumed records.
+    assert restored_b and restored_b[0] > 0, log_b[-3000:]
+    assert consumed["a"][0] > 0 and consumed["b"][0] > 0, consumed
+    got = pairs(alerts)
+    got_same = same_partition(got)
+    missing, unexpected = ref_same - got_same, got_same - ref_same
+    cross_missing = (set(ref) - ref_same) - set(got)
+    print(f"\n[rebalance] reference run {ref_s:.1f} s, {len(ref)} alerts ({len(ref_same)} "
+          f"same-partition); A+B: {len(got)} alerts, same-partition {len(missing)} missing "
+          f"{len(unexpected)} unexpected; cross-partition {len(cross_missing)} missed, "
+          f"{len(set(got) - set(ref))} not in the reference; B restored {restored_b}, "
+          f"records consumed {consumed}")
+    detail = {i: (ref.get(i) or got.get(i), part_of[(ref.get(i) or got[i])[0]])
+              for i in missing | unexpected}
+    assert not missing and not unexpected, (detail, log_a[-2000:], log_b[-2000:])
+
+
 GARBAGE: list[bytes] = [
     b"{not json", b'{"vehicle_id": "veh-x", "ts": "soon", "x": 1, "y": 2}',
     b'{"vehicle_id": "veh-x", "ts": 1764547230.0, "x": NaN, "y": 2}', b"\xff\xfe\xfd",
