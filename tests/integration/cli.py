@@ -22,10 +22,11 @@ def cli_cmd(*args: str, log_level: str = "WARNING") -> list[str]:
     return [sys.executable, "-m", "stream.cli", "--log-level", log_level, *args]
 
 
-def trajstream(*args: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
+def trajstream(*args: str, timeout: float = 300.0,
+               log_level: str = "WARNING") -> subprocess.CompletedProcess[str]:
     """Run one command to completion; fail the test with its stderr when it exits non-zero."""
-    proc = subprocess.run(cli_cmd(*args), env=cli_env(), capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(cli_cmd(*args, log_level=log_level), env=cli_env(),
+                          capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"trajstream {' '.join(args)} failed:\n{proc.stderr[-3000:]}"
     return proc
 

@@ -90,7 +90,7 @@ def _crash_run(bootstrap: str, args: list[str], kills: int, rng: random.Random) 
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    logs.append(trajstream(*args, "--until-end").stderr)
+    logs.append(trajstream(*args, "--until-end", log_level="INFO").stderr)
     return logs
 
 
