@@ -14,10 +14,12 @@ holds back will be read again after a restart.
 Fault tolerance (Kafka): at every commit point the engine's changes are written to the state
 changelog (stream/changelog.py, stream/checkpoint.py) before the offsets are committed, and
 restored when partitions are assigned (start-up, rebalance); state of revoked partitions is
-dropped after a last commit. With ``exactly_once`` the outputs, the changelog and the
-offsets are one Kafka transaction per commit interval. A broker outage is retried with
-exponential backoff (counted in ``trajstream_kafka_errors_total``, logged at a rate limit);
-after ``max_stall_s`` without a successful commit or poll the run raises
+dropped after a last commit (the whole engine, event-time clock included, when all of them
+are revoked, so the next assignment restores like a restart). With ``exactly_once`` the
+outputs, the changelog and the offsets are one Kafka transaction per commit interval. A
+broker outage is retried with exponential backoff (counted in
+``trajstream_kafka_errors_total``, logged at a rate limit); after ``max_stall_s`` without a
+successful commit or poll the run raises
 :class:`Stalled` (exit 1) so an orchestrator restarts the process. Messages the producer
 gave up on cannot be retried in place: that raises at once, and the restart replays them.
 """
@@ -439,7 +441,11 @@ class Processor:
             except KafkaUnavailable as exc:  # lost ownership: the new owner replays
                 log.warning("commit before giving up partitions %s failed: %s", sorted(mine),
                             exc)
-        dropped = self.engine.drop_partitions(mine)
+        # All owned partitions revoked (librdkafka's default eager protocol revokes all at
+        # every rebalance): reset the whole engine, so the next assignment restores like a
+        # restart; only an incremental revoke keeps the rest.
+        everything = mine == self.owned
+        dropped = self.engine.reset() if everything else self.engine.drop_partitions(mine)
         forget = getattr(self.io.source, "forget", None)
         if forget is not None:
             forget(mine)

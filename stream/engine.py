@@ -196,6 +196,7 @@ class Engine:
         self._done: int | None = None  # last released tick
         self._next_evict = -math.inf
         self.newest_applied_ts = -math.inf  # newest event time applied to the state
+        self._ticks_at_reset = 0  # stats["ticks"] when the position was last reset
         self.stats: dict[str, int] = {
             "records": 0, "accepted": 0, "stale": 0, "late": 0, "future": 0, "dense": 0,
             "ticks": 0,
@@ -613,15 +614,16 @@ class Engine:
     def restore(self, vehicles: list[VehicleState], metas: dict[int, dict[str, Any]]) -> None:
         """Load states and event-time positions read back from the changelog.
 
-        A fresh engine takes the event-time position of the restored partitions (the
-        earliest released tick when they differ); a running one that gains partitions keeps
-        its own and only adds their vehicles and per-partition maxima.
+        A fresh engine (new, or after :meth:`reset`) takes the released tick of the restored
+        partitions (the earliest when they differ); a running one that gains partitions
+        keeps its own and only adds their vehicles.
         """
         store = self.store
-        # Fresh: nothing applied yet (an empty poll before the assignment may have moved the
-        # released tick to the "nothing seen" sentinel, which must not survive the restore).
-        fresh = self._done is None or (self.stats["ticks"] == 0 and not len(store)
-                                       and not len(self._pending))
+        # Fresh: nothing applied since start or :meth:`reset` (an empty poll before the
+        # assignment may have moved the released tick to the "nothing seen" sentinel, which
+        # must not survive the restore).
+        fresh = self._done is None or (self.stats["ticks"] == self._ticks_at_reset
+                                       and not len(store) and not len(self._pending))
         if vehicles:
             rows = np.stack([v.row for v in vehicles])
             if rows.shape[1] != store.row_width():
@@ -647,11 +649,11 @@ class Engine:
             self.tracker.restore({v.vehicle_id: v.episodes or {} for v in vehicles})
         if not metas:
             return
-        for p, m in metas.items():
-            pm = m.get("part_max", -math.inf)
-            if pm > self._part_max.get(p, -math.inf):
-                self._part_max[p] = pm
-            self._max_ts = max(self._max_ts, m.get("max_ts", -math.inf))
+        # The newest event times seen ("max_ts", "part_max") are NOT restored: they describe
+        # how far the previous owner had read, past the committed offsets, and the records in
+        # between are read again. Restored, they would put the watermark ahead of those
+        # records and drop the held-back ones as "late"; re-reading rebuilds them instead.
+        for m in metas.values():
             self.newest_applied_ts = max(self.newest_applied_ts, m.get("newest", -math.inf))
         if fresh:
             done = [m for m in metas.values() if m.get("done") is not None]
@@ -663,6 +665,36 @@ class Engine:
                     self.tracker.restore({}, prev_t=float(first["prev_t"]))
         if self.metrics is not None:
             self.metrics.active_vehicles.set(len(store))
+
+    def reset(self) -> list[str]:
+        """Forget every vehicle, buffered record and the event-time position (keeps the
+        counters); returns the dropped ids.
+
+        For a consumer that lost all its partitions (an eager rebalance revokes them all):
+        its next assignment is then restored like a restart, the released tick taken from
+        the changelog. Keeping the old clock instead would judge the re-read records against
+        a watermark that had moved past the committed offsets.
+        """
+        store = self.store
+        h = store.high
+        slots = np.flatnonzero(store.used[:h])
+        ids = store.drop(slots)
+        if ids:
+            self.errors.reset(slots)
+        self.tracker = self._episodes.EpisodeTracker(self.tracker.config)
+        self._pending = _Pending()
+        self._seen = {}
+        self._next_prune = -math.inf
+        self._max_ts = -math.inf
+        self._part_max = {}
+        self._watermark_s = -math.inf
+        self._done = None
+        self._next_evict = -math.inf
+        self.newest_applied_ts = -math.inf
+        self._ticks_at_reset = self.stats["ticks"]
+        if self.metrics is not None:
+            self.metrics.active_vehicles.set(len(store))
+        return ids
 
     def drop_partitions(self, parts: Collection[int]) -> list[str]:
         """Forget the state and buffered records of ``parts`` (revoked); returns the ids.

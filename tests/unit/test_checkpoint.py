@@ -72,8 +72,11 @@ def _roundtrip(cps: list[ck.Checkpoint]) -> tuple[list[ck.VehicleState], dict]:
     return ck.decode(recs)
 
 
+@pytest.mark.parametrize("reuse", [False, True], ids=["restart", "rebalance"])
 @pytest.mark.parametrize("cuts", [(3000,), (1500, 5200, 9000)])
-def test_restored_engine_equals_uninterrupted(traffic, cuts):
+def test_restored_engine_equals_uninterrupted(traffic, cuts, reuse):
+    """A restart (new engine) or an eager rebalance (the same engine, reset: every partition
+    was revoked) restores from the changelog and re-reads from the committed position."""
     ref: dict[str, list[bytes]] = {"alerts": [], "pred": []}
     eng = _engine()
     _run(eng, traffic, 0, len(traffic), 0, 700, ref)
@@ -92,7 +95,10 @@ def test_restored_engine_equals_uninterrupted(traffic, cuts):
         cps.append(eng.checkpoint())
         pending = eng.min_pending_seq
         start = stop if pending is None else pending  # the committed position
-        eng = _engine()  # crash: a new process restores from the changelog
+        if reuse:
+            eng.reset()  # all partitions revoked, then assigned again
+        else:
+            eng = _engine()  # crash: a new process restores from the changelog
         # an empty poll before the partitions are assigned (Kafka) must not matter
         eng.process(PositionBatch.empty(), 0, partitions=np.zeros(0, dtype=np.int64),
                     blocking=set())
