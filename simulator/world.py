@@ -184,12 +184,10 @@ class World:
         self.seg_length[n_seg] = 1e9
         self.seg_is_link = f["is_link"] > 0
         self.seg_lane = f["lane"].astype(np.int64)
-        self.seg_link = f["link"].astype(np.int64)
         self.seg_approach = f["approach"].astype(np.int64)
         self.seg_junction = f["junction"].astype(np.int64)
         self.seg_origin = f["origin"].astype(np.int64)
         self.seg_turn = f["turn"].astype(np.int64)
-        self.seg_dir = (np.round(f["h0"] / (math.pi / 2)).astype(np.int64)) % 4
         self.seg_next = np.full(n_seg + 1, n_seg, dtype=np.int64)
         for m, nxt in seg_next.items():
             self.seg_next[m] = nxt
@@ -208,12 +206,6 @@ class World:
         n_app = self.n_junctions * 4
         self.approach_group = np.arange(n_app) % 2  # 0: east-west, 1: north-south
         self.approach_oncoming = (np.arange(n_app) // 4) * 4 + (np.arange(n_app) % 4 + 2) % 4
-        # per approach: its link lanes (to find the lane heads of oncoming traffic)
-        app_lanes = np.full((n_app, nl), n_seg, dtype=np.int64)
-        for jid in range(self.n_junctions):
-            for d in range(4):
-                app_lanes[jid * 4 + d] = incoming(jid, d)
-        self.approach_lanes = app_lanes
         if signal_offsets_s is None:
             signal_offsets_s = np.zeros(self.n_junctions)
         self.signal_offsets_s = np.asarray(signal_offsets_s, dtype=float)

@@ -214,7 +214,6 @@ class Processor:
         self.first_record_at: float | None = None  # time.monotonic() of the first record
         self._keep_latencies = False
         self.owned: set[int] = set()  # input partitions assigned (changelog meta goes there)
-        self.restored_vehicles = 0
         self._closing = False
         self._hook_error: BaseException | None = None
         self._trouble_since: float | None = None  # first failure since the last success
@@ -425,7 +424,6 @@ class Processor:
             if new and self.io.changelog is not None:
                 vehicles, metas = self.io.changelog.restore(new)
                 self.engine.restore(vehicles, metas)
-                self.restored_vehicles += len(vehicles)
         except BaseException as exc:  # raised after poll: some clients swallow callback errors
             self._hook_error = exc
             raise

@@ -33,7 +33,6 @@ class Changelog:
         self._bootstrap = bootstrap
         self._client = client
         self._read_committed = read_committed
-        self.records_written = 0
 
     def write(self, cp: ck.Checkpoint, owned: Collection[int]) -> int:
         """Queue the checkpoint's records (changed vehicles, tombstones, then one meta record
@@ -50,7 +49,6 @@ class Changelog:
         for p in sorted(owned):
             send(topic, ck.encode_meta(cp.meta, p), ck.META_KEY, p)
             n += 1
-        self.records_written += n
         return n
 
     def restore(self, partitions: Collection[int]

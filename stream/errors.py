@@ -1,4 +1,5 @@
-"""The project's exceptions: one base, decode errors apart from processing errors."""
+"""The project's exceptions: one base; bad input is not an exception but a counted
+rejection with a reason (stream.codec.Rejection)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,6 @@ class TrajstreamError(Exception):
 
 class ConfigError(TrajstreamError):
     """A setting is unknown, out of range or contradicts another; raised at start-up."""
-
-
-class DecodeError(TrajstreamError):
-    """A message could not be turned into a valid position; ``reason`` is a bounded label."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
 
 
 class KafkaUnavailable(TrajstreamError):
