@@ -1,5 +1,5 @@
 # trajstream developer entry points. Everything runs from a fresh clone: the venv lives in
-# .venv, Kafka jars in kafka/lib (both git-ignored).
+# .venv, Kafka jars in broker/lib (both git-ignored).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -19,8 +19,8 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 lint: venv
-	$(VENV)/bin/ruff check stream model simulator tests bench
-	$(VENV)/bin/mypy stream model simulator
+	$(VENV)/bin/ruff check trajstream/*.py stream model simulator tests bench broker
+	$(VENV)/bin/mypy -p trajstream
 
 test: venv kafka-jars
 	$(PY) -m pytest -q
@@ -39,22 +39,22 @@ bench: venv kafka-jars
 demo: venv
 	$(VENV)/bin/trajstream demo
 
-# A single-node KRaft broker from the Maven jars (kafka/broker.py; needs java and mvn).
-KAFKA_STAMP := kafka/lib/.resolved
+# A single-node KRaft broker from the Maven jars (broker/broker.py; needs java and mvn).
+KAFKA_STAMP := broker/lib/.resolved
 KAFKA_PORT ?= 9092
 KAFKA_CONTROLLER_PORT ?= 9093
 
 kafka-jars: $(KAFKA_STAMP)
 
-$(KAFKA_STAMP): kafka/pom.xml
-	@$(PYTHON) kafka/broker.py jars >/dev/null
+$(KAFKA_STAMP): broker/pom.xml
+	@$(PYTHON) broker/broker.py jars >/dev/null
 
 kafka-up: kafka-jars
-	@$(PYTHON) kafka/broker.py start --port $(KAFKA_PORT) \
+	@$(PYTHON) broker/broker.py start --port $(KAFKA_PORT) \
 	  --controller-port $(KAFKA_CONTROLLER_PORT) --dir .kafka
 
 kafka-down:
-	@$(PYTHON) kafka/broker.py stop --dir .kafka
+	@$(PYTHON) broker/broker.py stop --dir .kafka
 
 clean:
-	rm -rf $(VENV) kafka/lib .kafka .run
+	rm -rf $(VENV) broker/lib .kafka .run

@@ -20,10 +20,10 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from model.predictors import ConstantVelocity, PathSpec  # noqa: E402
-from stream.codec import PositionBatch  # noqa: E402
-from stream.config import EngineConfig  # noqa: E402
-from stream.engine import Engine  # noqa: E402
+from trajstream.model.predictors import ConstantVelocity, PathSpec  # noqa: E402
+from trajstream.stream.codec import PositionBatch  # noqa: E402
+from trajstream.stream.config import EngineConfig  # noqa: E402
+from trajstream.stream.engine import Engine  # noqa: E402
 
 T0 = 1764547200.0
 

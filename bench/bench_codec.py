@@ -13,7 +13,7 @@ import time
 
 import orjson
 
-from stream.codec import CodecConfig, decode_batch
+from trajstream.stream.codec import CodecConfig, decode_batch
 
 
 def _messages(n: int, kind: str, rng: random.Random) -> tuple[list[bytes], list[bytes]]:

@@ -38,7 +38,7 @@ def _broker_module():  # kafka/broker.py (the `kafka` package name is kafka-pyth
 
 def run(*args: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAJSTREAM_")}
-    p = subprocess.run([sys.executable, "-m", "stream.cli", "--log-level", "INFO", *args],
+    p = subprocess.run([sys.executable, "-m", "trajstream", "--log-level", "INFO", *args],
                        env=env, capture_output=True, text=True, timeout=1800)
     if p.returncode != 0:
         raise SystemExit(f"failed: {' '.join(args)}\n{p.stderr[-3000:]}")

@@ -21,10 +21,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the processor runs (str
 
 import numpy as np  # noqa: E402
 
-from model import SHIPPED_WEIGHTS  # noqa: E402
-from model.kinematics import Kinematics  # noqa: E402
-from model.runtime import LstmPredictor  # noqa: E402
-from model.weights_io import LstmWeights  # noqa: E402
+from trajstream.model import SHIPPED_WEIGHTS  # noqa: E402
+from trajstream.model.kinematics import Kinematics  # noqa: E402
+from trajstream.model.runtime import LstmPredictor  # noqa: E402
+from trajstream.model.weights_io import LstmWeights  # noqa: E402
 
 BATCHES = (1, 64, 1024, 8192)
 
@@ -64,7 +64,7 @@ def _naive(weights: LstmWeights, calls: int) -> list[tuple[str, float]]:
     """Per-message Keras inference on a one-step stateful model (one vehicle per call)."""
     import keras
 
-    from model.network import keras_from_weights
+    from trajstream.model.network import keras_from_weights
 
     seq = keras_from_weights(weights)
     u, f = weights.config.units, weights.config.n_features

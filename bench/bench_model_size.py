@@ -22,11 +22,11 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as in the processor (strea
 
 import numpy as np  # noqa: E402
 
-from model.data import future_positions  # noqa: E402
-from model.evaluate import run_predictors  # noqa: E402
-from model.predictors import ConstantVelocity, PathSpec  # noqa: E402
-from model.runtime import LstmPredictor  # noqa: E402
-from model.train import (  # noqa: E402
+from trajstream.model.data import future_positions  # noqa: E402
+from trajstream.model.evaluate import run_predictors  # noqa: E402
+from trajstream.model.predictors import ConstantVelocity, PathSpec  # noqa: E402
+from trajstream.model.runtime import LstmPredictor  # noqa: E402
+from trajstream.model.train import (  # noqa: E402
     DataConfig,
     TrainConfig,
     concat_windows,

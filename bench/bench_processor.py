@@ -56,7 +56,7 @@ def _broker(tmp: Path) -> tuple[str, Any]:
 
 def _traffic(vehicles: int, seconds: float, seed: int) -> Path:
     """Positions of a simulated run as JSONL (cached): one line per message."""
-    from simulator import SimConfig, iter_ticks
+    from trajstream.simulator import SimConfig, iter_ticks
 
     path = CACHE / f"traffic-{vehicles}v-{seconds:g}s-seed{seed}.jsonl"
     if path.exists():
@@ -76,7 +76,7 @@ def _traffic(vehicles: int, seconds: float, seed: int) -> Path:
 def _fill(bootstrap: str, path: Path) -> tuple[str, int]:
     import orjson
 
-    from stream.kafka import create_topics, make_producer
+    from trajstream.stream.kafka import create_topics, make_producer
 
     topic = f"bench-positions-{uuid.uuid4().hex[:8]}"
     create_topics(bootstrap, [topic], partitions=PARTITIONS)
@@ -96,9 +96,9 @@ def _fill(bootstrap: str, path: Path) -> tuple[str, int]:
 
 def _drain(bootstrap: str, topic: str, predictor: str, client: str, max_batch: int,
            profile_dir: Path | None, label: str) -> dict[str, Any]:
-    from stream.app import Processor, build_io, load_predictor
-    from stream.config import ProcessorConfig
-    from stream.metrics import Metrics
+    from trajstream.stream.app import Processor, build_io, load_predictor
+    from trajstream.stream.config import ProcessorConfig
+    from trajstream.stream.metrics import Metrics
 
     cfg = ProcessorConfig(
         source="kafka", bootstrap=bootstrap, positions_topic=topic,

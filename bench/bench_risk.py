@@ -22,9 +22,9 @@ import time
 
 import numpy as np
 
-from model.predictors import PathSpec
-from stream import risk
-from stream.risk import Fleet, RiskConfig, assess
+from trajstream.model.predictors import PathSpec
+from trajstream.stream import risk
+from trajstream.stream.risk import Fleet, RiskConfig, assess
 
 BLOCK_M = 100.0
 LANE_OFFSET_M = 1.75

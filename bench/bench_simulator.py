@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from simulator import SimConfig, iter_ticks
-from simulator.engine import Engine
-from simulator.publish import JsonlSink, KafkaSink, Pacer
+from trajstream.simulator import SimConfig, iter_ticks
+from trajstream.simulator.engine import Engine
+from trajstream.simulator.publish import JsonlSink, KafkaSink, Pacer
 
 REPO = Path(__file__).resolve().parent.parent
 TTY = sys.stderr.isatty()

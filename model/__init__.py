@@ -12,12 +12,12 @@ import os
 from pathlib import Path
 from typing import Literal, cast
 
-from model.predictors import ConstantTurnRate, ConstantVelocity, PathSpec, Predictor
-from stream.errors import ConfigError
+from trajstream.contracts import PREDICTORS
+from trajstream.errors import ConfigError
+from trajstream.model.predictors import ConstantTurnRate, ConstantVelocity, PathSpec, Predictor
 
 __all__ = ["PREDICTORS", "SHIPPED_WEIGHTS", "PathSpec", "Predictor", "load_predictor"]
 
-PREDICTORS: tuple[str, ...] = ("lstm", "cv", "ctrv")
 BACKENDS: tuple[str, ...] = ("numpy", "tf", "tf-xla", "auto")
 SHIPPED_WEIGHTS = Path(__file__).parent / "weights" / "lstm.npz"
 _DEFAULT_SPEC = PathSpec()
@@ -36,8 +36,8 @@ def load_predictor(
     if name == "ctrv":
         return ConstantTurnRate(spec)
     if name == "lstm":
-        from model.runtime import Backend, LstmPredictor
-        from model.weights_io import LstmWeights
+        from trajstream.model.runtime import Backend, LstmPredictor
+        from trajstream.model.weights_io import LstmWeights
 
         chosen = backend or os.environ.get("TRAJSTREAM_LSTM_BACKEND", "numpy")
         if chosen not in BACKENDS:

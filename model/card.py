@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.evaluate import HORIZONS_S
+from trajstream.model.evaluate import HORIZONS_S
 
 
 def plot_history(history: dict[str, list[float]], path: Path) -> Path:

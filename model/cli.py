@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from model import PREDICTORS, SHIPPED_WEIGHTS
-from model.predictors import PathSpec
+from trajstream.model import PREDICTORS, SHIPPED_WEIGHTS
+from trajstream.model.predictors import PathSpec
 
 _DEFAULT_OUT = SHIPPED_WEIGHTS.parent
 
@@ -86,7 +86,7 @@ def train(
 
     Prints the test-set metrics as JSON (the same schema as `evaluate`).
     """
-    from model.train import DataConfig, TrainConfig, run_training
+    from trajstream.model.train import DataConfig, TrainConfig, run_training
 
     if burn_in >= seq_len:
         raise click.BadParameter(f"must be below --seq-len ({seq_len}), got {burn_in}",
@@ -149,8 +149,8 @@ def evaluate(data: Path, weights: Path, models: str, plots: Path | None, example
     """Run the stateful step model over a positions file as the processor does and print
     RMSE at 1-4 s, ADE and FDE (metres) per model as one JSON object.
     """
-    from model import load_predictor
-    from model.evaluate import evaluate_positions, write_plots
+    from trajstream.model import load_predictor
+    from trajstream.model.evaluate import evaluate_positions, write_plots
 
     names = [m.strip() for m in models.split(",") if m.strip()]
     bad = [m for m in names if m not in PREDICTORS]

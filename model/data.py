@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from model.kinematics import Kinematics, KinematicsTracker
-from stream.codec import CodecConfig, decode_batch
-from stream.config import EngineConfig
-from stream.errors import ConfigError
+from trajstream.errors import ConfigError
+from trajstream.model.kinematics import Kinematics, KinematicsTracker
+from trajstream.stream.codec import CodecConfig, decode_batch
+from trajstream.stream.config import EngineConfig
 
 _ENGINE = EngineConfig()  # the processor's defaults
 TICK_S = _ENGINE.risk_interval_s  # the predictor runs once per tick (a sub-step per fix)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from model.data import Replay, event_time_order, future_positions, read_positions, replay
-from model.predictors import PathSpec, Predictor
-from stream.errors import ConfigError
+from trajstream.errors import ConfigError
+from trajstream.model.data import Replay, event_time_order, future_positions, read_positions, replay
+from trajstream.model.predictors import PathSpec, Predictor
 
 HORIZONS_S: tuple[int, ...] = (1, 2, 3, 4)
 

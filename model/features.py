@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.kinematics import Kinematics
+from trajstream.model.kinematics import Kinematics
 
 FEATURES: tuple[str, ...] = (
     "disp_fwd_m",  # displacement since the previous fix, along the current heading

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from model.weights_io import LstmWeights, NetworkConfig
+from trajstream.model.weights_io import LstmWeights, NetworkConfig
 
 
 class FixedScale(keras.layers.Layer):

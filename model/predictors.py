@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from model.kinematics import Kinematics
+from trajstream.model.kinematics import Kinematics
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,11 +23,11 @@ from typing import Literal
 
 import numpy as np
 
-from model.features import N_FEATURES, raw_features
-from model.kinematics import Kinematics
-from model.predictors import PathSpec
-from model.weights_io import LstmWeights
-from stream.errors import ConfigError
+from trajstream.errors import ConfigError
+from trajstream.model.features import N_FEATURES, raw_features
+from trajstream.model.kinematics import Kinematics
+from trajstream.model.predictors import PathSpec
+from trajstream.model.weights_io import LstmWeights
 
 Backend = Literal["numpy", "tf", "tf-xla", "auto"]
 AUTO_XLA_MIN_ROWS = 512  # "auto": numpy below, XLA from here (where XLA measured faster)

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from model.data import Replay, event_time_order, future_positions, read_positions, replay
-from model.features import FEATURES, N_FEATURES, cv_local, raw_features, to_local
-from model.predictors import PathSpec
-from model.weights_io import LstmWeights, NetworkConfig
+from trajstream.model.data import Replay, event_time_order, future_positions, read_positions, replay
+from trajstream.model.features import FEATURES, N_FEATURES, cv_local, raw_features, to_local
+from trajstream.model.predictors import PathSpec
+from trajstream.model.weights_io import LstmWeights, NetworkConfig
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def fit(
     """Train the sequence model; returns the weights (best on validation) and the history."""
     import keras
 
-    from model.network import build_sequence_model, masked_losses, weights_from_keras
+    from trajstream.model.network import build_sequence_model, masked_losses, weights_from_keras
 
     keras.utils.set_random_seed(cfg.seed)
     net = NetworkConfig(units=cfg.units, head_units=cfg.head_units, n_features=N_FEATURES,
@@ -277,14 +277,14 @@ def simulate_file(path: Path, f: SimFile) -> Path:
 
     tmp = path.with_suffix(".partial")
     cmd = [
-        sys.executable, "-m", "stream.cli", "simulate", "--out", str(tmp), "--no-pace",
+        sys.executable, "-m", "trajstream", "simulate", "--out", str(tmp), "--no-pace",
         "--seed", str(f.seed), "--vehicles", str(f.vehicles), "--duration", f"{f.duration_s:g}",
         *f.args,
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAJSTREAM_")}
     res = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if res.returncode != 0 or not tmp.exists():
-        from stream.errors import TrajstreamError
+        from trajstream.errors import TrajstreamError
 
         raise TrajstreamError(
             f"simulator failed ({' '.join(cmd[2:])}): {res.stderr.strip()[-500:]}"
@@ -343,10 +343,10 @@ def run_training(
     import os
     import platform
 
-    from model.card import acceptance, plot_history, write_model_card
-    from model.evaluate import Evaluation, run_predictors, write_plots
-    from model.predictors import ConstantTurnRate, ConstantVelocity, Predictor
-    from model.runtime import LstmPredictor
+    from trajstream.model.card import acceptance, plot_history, write_model_card
+    from trajstream.model.evaluate import Evaluation, run_predictors, write_plots
+    from trajstream.model.predictors import ConstantTurnRate, ConstantVelocity, Predictor
+    from trajstream.model.runtime import LstmPredictor
 
     t_start = time.monotonic()
     spec = PathSpec()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stream.errors import ConfigError
+from trajstream.errors import ConfigError
 
 FORMAT = "trajstream.lstm/v1"
 

@@ -13,8 +13,10 @@ from typing import Any
 import click
 import orjson
 
-from simulator.config import DEFAULT_START_TS, SimConfig
-from simulator.publish import (
+from trajstream.contracts import POSITIONS_TOPIC
+from trajstream.errors import ConfigError
+from trajstream.simulator.config import DEFAULT_START_TS, SimConfig
+from trajstream.simulator.publish import (
     JsonlSink,
     KafkaSink,
     OutputClosed,
@@ -23,7 +25,6 @@ from simulator.publish import (
     ReplayFile,
     Sink,
 )
-from stream.errors import ConfigError
 
 _FRACTION = click.FloatRange(0.0, 1.0)
 _NON_NEGATIVE = click.FloatRange(min=0.0)
@@ -36,7 +37,7 @@ def _opt(*names: str, env: str, **kw: Any) -> Callable[[Any], Any]:
 
 def _kafka_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
-        _opt("--topic", env="POSITIONS_TOPIC", default="vehicle-positions",
+        _opt("--topic", env="POSITIONS_TOPIC", default=POSITIONS_TOPIC,
              help="Kafka topic of the positions (keyed by vehicle_id)."),
         _opt("--kafka-client", env="KAFKA_CLIENT", default=None,
              type=click.Choice(["confluent", "kafka-python"]),
@@ -147,7 +148,7 @@ def simulate(**kw: Any) -> None:
 def run_simulation(config: SimConfig, sink: Sink, truth_sink: Sink | None = None, *,
                    pace: bool = True, progress: Progress | None = None) -> dict[str, int]:
     """Publish a whole run; returns message and event counts. Closes the sinks."""
-    from simulator import iter_ticks
+    from trajstream.simulator import iter_ticks
 
     progress = progress or Progress("simulate")
     pacer = Pacer() if pace else None

@@ -5,12 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from simulator.world import WorldConfig, lane_km
-from stream.errors import ConfigError
+from trajstream.errors import ConfigError
+from trajstream.simulator.world import WorldConfig, lane_km
 
 DEFAULT_START_TS = 1764547200.0  # 2025-12-01T00:00:00Z
-DEFAULT_LENGTH_M = 4.5
-DEFAULT_WIDTH_M = 1.8
 _TARGET_DENSITY_PER_LANE_KM = 20.0
 
 

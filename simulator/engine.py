@@ -26,11 +26,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.config import DEFAULT_LENGTH_M, DEFAULT_WIDTH_M, SimConfig
-from simulator.drivers import DriverModel, idm_accel
-from simulator.occupancy import Occupancy
-from simulator.truth import ClosePairs, close_pairs
-from simulator.world import GREEN, LEFT, RIGHT, STRAIGHT, YELLOW, World
+from trajstream.contracts import DEFAULT_LENGTH_M, DEFAULT_WIDTH_M
+from trajstream.simulator.config import SimConfig
+from trajstream.simulator.drivers import DriverModel, idm_accel
+from trajstream.simulator.occupancy import Occupancy
+from trajstream.simulator.truth import ClosePairs, close_pairs
+from trajstream.simulator.world import GREEN, LEFT, RIGHT, STRAIGHT, YELLOW, World
 
 
 @dataclass(frozen=True)

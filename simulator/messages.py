@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulator.config import DEFAULT_LENGTH_M, DEFAULT_WIDTH_M
+from trajstream.contracts import DEFAULT_LENGTH_M, DEFAULT_WIDTH_M
 
 Message = tuple[bytes, bytes]
 

@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from simulator.drivers import arrival_time
-from simulator.world import GREEN, LEFT
+from trajstream.simulator.drivers import arrival_time
+from trajstream.simulator.world import GREEN, LEFT
 
 if TYPE_CHECKING:
-    from simulator.engine import Engine
+    from trajstream.simulator.engine import Engine
 
 _KEY_SCALE = 1e5  # sort key = segment * scale + s; links are far shorter than this
 

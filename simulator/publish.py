@@ -16,8 +16,8 @@ from typing import IO, Protocol
 
 import orjson
 
-from simulator.messages import Message
-from stream.errors import ConfigError, TrajstreamError
+from trajstream.errors import ConfigError, TrajstreamError
+from trajstream.simulator.messages import Message
 
 
 class OutputClosed(Exception):
@@ -74,7 +74,7 @@ class KafkaSink:
 
     def __init__(self, bootstrap: str, topic: str, *, client: str | None = None,
                  ready_timeout_s: float = 10.0) -> None:
-        from stream import kafka
+        from trajstream.stream import kafka
 
         kafka.wait_until_ready(bootstrap, timeout_s=ready_timeout_s)
         kafka.create_topics(bootstrap, [topic], client=client)

@@ -15,8 +15,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from simulator.config import SimConfig
-from simulator.messages import Message, encode_positions
+from trajstream.simulator.config import SimConfig
+from trajstream.simulator.messages import Message, encode_positions
 
 SPEED_SIGMA_MPS = 0.1
 HEADING_SIGMA_RAD = 0.02

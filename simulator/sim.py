@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.config import SimConfig
-from simulator.engine import Engine
-from simulator.messages import Message
-from simulator.sensors import Sensors
-from simulator.truth import TruthTracker
+from trajstream.simulator.config import SimConfig
+from trajstream.simulator.engine import Engine
+from trajstream.simulator.messages import Message
+from trajstream.simulator.sensors import Sensors
+from trajstream.simulator.truth import TruthTracker
 
 
 @dataclass(frozen=True)

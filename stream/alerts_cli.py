@@ -18,6 +18,8 @@ from typing import Any
 import click
 import orjson
 
+from trajstream.contracts import ALERTS_TOPIC
+
 __all__ = ["alerts", "format_alert"]
 
 _SEVERITY_COLOUR = {"critical": "red", "warning": "yellow"}
@@ -93,7 +95,7 @@ def _kafka_client_choices() -> list[str]:
 )
 @click.option(
     "--topic",
-    default="collision-alerts",
+    default=ALERTS_TOPIC,
     envvar="TRAJSTREAM_ALERTS_TOPIC",
     show_default=True,
     show_envvar=True,
@@ -173,7 +175,7 @@ def alerts(
     minimum distance and location of the closest approach. With --json, the alert messages
     themselves, one per line (for jq and scripts).
     """
-    from stream.kafka import make_consumer, resolve_client, wait_until_ready
+    from trajstream.stream.kafka import make_consumer, resolve_client, wait_until_ready
 
     if not topic.strip():
         raise click.BadParameter("must not be empty", param_hint="--topic")

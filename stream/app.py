@@ -35,19 +35,19 @@ from typing import Any
 
 import numpy as np
 
-from model.predictors import PathSpec, Predictor
-from stream.codec import CodecConfig, PositionBatch, decode_batch
-from stream.config import ProcessorConfig
-from stream.deadletter import RejectPolicy
-from stream.engine import Engine, Outputs
-from stream.errors import ConfigError, KafkaUnavailable
-from stream.metrics import Metrics
-from stream.sinks import JsonlSink, KafkaSink, Sink
-from stream.sources import FileSource, KafkaSource, Source
+from trajstream.errors import ConfigError, KafkaUnavailable
+from trajstream.model.predictors import PathSpec, Predictor
+from trajstream.stream.codec import CodecConfig, PositionBatch, decode_batch
+from trajstream.stream.config import ProcessorConfig
+from trajstream.stream.deadletter import RejectPolicy
+from trajstream.stream.engine import Engine, Outputs
+from trajstream.stream.metrics import Metrics
+from trajstream.stream.sinks import JsonlSink, KafkaSink, Sink
+from trajstream.stream.sources import FileSource, KafkaSource, Source
 
 __all__ = ["IO", "Processor", "Stalled", "build_io", "load_predictor"]
 
-log = logging.getLogger("stream.app")
+log = logging.getLogger("trajstream.stream.app")
 
 STATUS_INTERVAL_S = 30.0
 LAG_INTERVAL_S = 1.0
@@ -80,7 +80,7 @@ class _Rebalance:
 
 def load_predictor(name: str, spec: PathSpec) -> Predictor:
     """The named predictor ("lstm", "cv", "ctrv") for ``spec``."""
-    import model
+    from trajstream import model
 
     return model.load_predictor(name, spec)
 
@@ -113,8 +113,8 @@ def build_io(config: ProcessorConfig) -> IO:
         )
     if config.source != "kafka":
         raise ConfigError(f"build_io handles kafka and file sources, not {config.source!r}")
-    from stream.changelog import Changelog
-    from stream.kafka import (
+    from trajstream.stream.changelog import Changelog
+    from trajstream.stream.kafka import (
         create_topics,
         make_consumer,
         make_producer,

@@ -14,12 +14,12 @@ import time
 from collections.abc import Collection
 from typing import Any
 
-from stream import checkpoint as ck
-from stream.errors import ConfigError
+from trajstream.errors import ConfigError
+from trajstream.stream import checkpoint as ck
 
 __all__ = ["Changelog"]
 
-log = logging.getLogger("stream.changelog")
+log = logging.getLogger("trajstream.stream.changelog")
 
 
 class Changelog:
@@ -54,7 +54,7 @@ class Changelog:
     def restore(self, partitions: Collection[int]
                 ) -> tuple[list[ck.VehicleState], dict[int, dict[str, Any]]]:
         """The latest state of the vehicles and the meta of ``partitions``."""
-        from stream.kafka import read_to_end
+        from trajstream.stream.kafka import read_to_end
 
         bad = [p for p in partitions if p >= self.partitions]
         if bad:

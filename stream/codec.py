@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from trajstream.contracts import DEFAULT_LENGTH_M, DEFAULT_WIDTH_M
+
 __all__ = [
     "REASONS",
     "CodecConfig",
@@ -44,8 +46,6 @@ REASONS: tuple[str, ...] = (
     "key_mismatch",
 )
 
-DEFAULT_LENGTH_M = 4.5
-DEFAULT_WIDTH_M = 1.8
 EARTH_RADIUS_M = 6_371_008.8  # mean radius; the equirectangular projection is local anyway
 _TWO_PI = 2.0 * math.pi
 _NAN = math.nan
@@ -77,7 +77,7 @@ class CodecConfig:
     max_width_m: float = 6.0
 
     def __post_init__(self) -> None:
-        from stream.errors import ConfigError
+        from trajstream.errors import ConfigError
 
         if (self.origin_lat is None) != (self.origin_lon is None):
             raise ConfigError("origin_lat and origin_lon must be given together")

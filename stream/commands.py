@@ -22,12 +22,12 @@ from typing import Any
 import click
 import orjson
 
-from stream.config import DEFAULTS, EngineConfig, ProcessorConfig, SourceKind
-from stream.errors import ConfigError
+from trajstream.errors import ConfigError
+from trajstream.stream.config import DEFAULTS, EngineConfig, ProcessorConfig, SourceKind
 
 __all__ = ["demo", "process"]
 
-log = logging.getLogger("stream.commands")
+log = logging.getLogger("trajstream.stream.commands")
 
 _DEFAULT_PREDICTOR = DEFAULTS.predictor
 
@@ -101,8 +101,8 @@ def _engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _engine_config(kw: dict[str, Any]) -> EngineConfig:
-    from stream.episodes import EpisodeConfig
-    from stream.risk import RiskConfig
+    from trajstream.stream.episodes import EpisodeConfig
+    from trajstream.stream.risk import RiskConfig
 
     if not kw["warning_ttc_s"] > kw["critical_ttc_s"]:
         raise click.BadParameter(
@@ -156,7 +156,7 @@ def _stop_on_signals() -> Iterator[threading.Event]:
 def _serve_metrics(port: int, metrics: Any) -> Any:
     if not port:
         return None
-    from stream.metrics import serve
+    from trajstream.stream.metrics import serve
 
     try:
         server = serve(port, metrics.registry)
@@ -168,7 +168,7 @@ def _serve_metrics(port: int, metrics: Any) -> Any:
 
 
 def _codec(origin_lat: float | None, origin_lon: float | None, max_message_bytes: int) -> Any:
-    from stream.codec import CodecConfig
+    from trajstream.stream.codec import CodecConfig
 
     return CodecConfig(origin_lat=origin_lat, origin_lon=origin_lon,
                        max_message_bytes=max_message_bytes)
@@ -240,8 +240,8 @@ def process(**kw: Any) -> None:
     positions.jsonl --alerts-out alerts.jsonl, read to the end. Both give the same alerts
     for the same records. SIGTERM/SIGINT finish the current batch, flush, commit and exit 0.
     """
-    from stream.app import Processor, build_io, load_predictor
-    from stream.metrics import Metrics
+    from trajstream.stream.app import Processor, build_io, load_predictor
+    from trajstream.stream.metrics import Metrics
 
     source: SourceKind | None = (
         "file" if kw["input_path"] else "kafka" if kw["bootstrap"] else None)
@@ -301,8 +301,8 @@ def _pace_simulation(sim_cfg: Any, q: queue.Queue[Any], stop: threading.Event, s
                      truth: list[dict[str, Any]], first_seen: dict[bytes, float],
                      errors: list[BaseException]) -> None:
     """Producer thread: simulator ticks onto the queue at ``speed`` x real time."""
-    from simulator import iter_ticks
-    from stream.sources import END
+    from trajstream.simulator import iter_ticks
+    from trajstream.stream.sources import END
 
     start_wall = time.monotonic()
     ts0: float | None = None
@@ -358,13 +358,13 @@ def demo(**kw: Any) -> None:
     Alerts print live; metrics are served on --metrics-port; Ctrl-C (or --duration) ends the
     run with a summary of alerts against the simulator's ground truth.
     """
-    from simulator import SimConfig
-    from stream.alerts_cli import format_alert
-    from stream.app import IO, Processor, load_predictor
-    from stream.groundtruth import match_collisions
-    from stream.metrics import Metrics
-    from stream.sinks import CallbackSink
-    from stream.sources import MemorySource
+    from trajstream.simulator import SimConfig
+    from trajstream.stream.alerts_cli import format_alert
+    from trajstream.stream.app import IO, Processor, load_predictor
+    from trajstream.stream.groundtruth import match_collisions
+    from trajstream.stream.metrics import Metrics
+    from trajstream.stream.sinks import CallbackSink
+    from trajstream.stream.sources import MemorySource
 
     engine = _engine_config(kw)
     duration = kw["duration"] or 10.0 * 365 * 86400  # "forever"

@@ -15,8 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from model.predictors import PathSpec
-from stream.errors import ConfigError
+from trajstream.contracts import ALERTS_TOPIC, POSITIONS_TOPIC, PREDICTIONS_TOPIC
+from trajstream.errors import ConfigError
+from trajstream.model.predictors import PathSpec
 
 __all__ = [
     "DEFAULTS",
@@ -34,9 +35,9 @@ PREDICTORS: tuple[str, ...] = ("lstm", "cv", "ctrv")
 @dataclass(frozen=True)
 class _Defaults:
     bootstrap: str = "127.0.0.1:9092"
-    positions_topic: str = "vehicle-positions"
-    alerts_topic: str = "collision-alerts"
-    predictions_topic: str = "trajectory-predictions"
+    positions_topic: str = POSITIONS_TOPIC
+    alerts_topic: str = ALERTS_TOPIC
+    predictions_topic: str = PREDICTIONS_TOPIC
     group: str = "trajstream-processor"
     predictor: str = "lstm"
     max_batch_records: int = 5000

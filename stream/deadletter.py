@@ -25,12 +25,12 @@ from collections import Counter as _Tally
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from stream.codec import Rejection, encode_json
-from stream.metrics import Metrics
+from trajstream.stream.codec import Rejection, encode_json
+from trajstream.stream.metrics import Metrics
 
 __all__ = ["DeadLetterSink", "RejectPolicy", "envelope"]
 
-log = logging.getLogger("stream.deadletter")
+log = logging.getLogger("trajstream.stream.deadletter")
 
 DEFAULT_MAX_VALUE_BYTES = 64 * 1024
 

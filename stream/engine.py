@@ -39,15 +39,15 @@ from typing import Any
 
 import numpy as np
 
-from model.kinematics import Kinematics
-from model.predictors import Predictor, constant_velocity_paths
-from stream.checkpoint import Checkpoint, VehicleState
-from stream.codec import PositionBatch, encode_json
-from stream.config import EngineConfig
-from stream.errors import ConfigError
-from stream.metrics import DROP_REASONS
-from stream.online_error import OnlineError
-from stream.state import StateStore
+from trajstream.errors import ConfigError
+from trajstream.model.kinematics import Kinematics
+from trajstream.model.predictors import Predictor, constant_velocity_paths
+from trajstream.stream.checkpoint import Checkpoint, VehicleState
+from trajstream.stream.codec import PositionBatch, encode_json
+from trajstream.stream.config import EngineConfig
+from trajstream.stream.metrics import DROP_REASONS
+from trajstream.stream.online_error import OnlineError
+from trajstream.stream.state import StateStore
 
 __all__ = ["Engine", "Outputs"]
 
@@ -155,7 +155,7 @@ class Engine:
         *,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        from stream import episodes, risk
+        from trajstream.stream import episodes, risk
 
         spec = config.spec
         if predictor.spec.points != spec.points or abs(predictor.spec.step_s - spec.step_s) > 1e-9:

@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from model.predictors import PathSpec
-from stream.errors import ConfigError
-from stream.risk import SEVERITY_NAMES, Conflicts, Fleet
+from trajstream.contracts import ALERT_SCHEMA
+from trajstream.errors import ConfigError
+from trajstream.model.predictors import PathSpec
+from trajstream.stream.risk import SEVERITY_NAMES, Conflicts, Fleet
 
-SCHEMA = "trajstream.alert/v1"
+SCHEMA = ALERT_SCHEMA
 
 
 @dataclass(frozen=True, slots=True)

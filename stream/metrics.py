@@ -25,7 +25,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import start_http_server
 
-from stream.codec import REASONS
+from trajstream.stream.codec import REASONS
 
 __all__ = [
     "ALERT_SEVERITIES",

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from model.predictors import PathSpec
+from trajstream.model.predictors import PathSpec
 
 __all__ = ["OnlineError"]
 

@@ -66,12 +66,11 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from model.kinematics import Kinematics
-from model.predictors import PathSpec
-from stream.errors import ConfigError
+from trajstream.contracts import DEFAULT_LENGTH_M, DEFAULT_WIDTH_M
+from trajstream.errors import ConfigError
+from trajstream.model.kinematics import Kinematics
+from trajstream.model.predictors import PathSpec
 
-DEFAULT_LENGTH_M = 4.5
-DEFAULT_WIDTH_M = 1.8
 WARNING = 1
 CRITICAL = 2
 SEVERITY_NAMES = {WARNING: "warning", CRITICAL: "critical"}

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from typing import IO, Any, Protocol
 
-from stream.errors import ConfigError
+from trajstream.errors import ConfigError
 
 __all__ = ["CallbackSink", "JsonlSink", "KafkaSink", "MemorySink", "Sink", "TeeSink"]
 

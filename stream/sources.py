@@ -23,7 +23,7 @@ from typing import IO, Any, Protocol
 
 import numpy as np
 
-from stream.errors import ConfigError
+from trajstream.errors import ConfigError
 
 __all__ = [
     "END",
@@ -34,7 +34,7 @@ __all__ = [
     "Source",
 ]
 
-log = logging.getLogger("stream.sources")
+log = logging.getLogger("trajstream.stream.sources")
 
 END = object()  # put on a MemorySource's queue to end the stream
 BLOCKING_REFRESH_S = 0.05

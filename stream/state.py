@@ -16,7 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from model.kinematics import Kinematics, KinematicsTracker
+from trajstream.contracts import DEFAULT_LENGTH_M, DEFAULT_WIDTH_M
+from trajstream.model.kinematics import Kinematics, KinematicsTracker
 
 __all__ = ["StateStore"]
 
@@ -81,8 +82,8 @@ class StateStore:
         grow("last_ts", (capacity,), np.nan, np.float64)
         grow("since_ts", (capacity,), np.nan, np.float64)  # first fix of the current track
         grow("fixes", (capacity,), 0, np.int64)  # fixes since the track started
-        grow("length", (capacity,), 4.5, np.float64)
-        grow("width", (capacity,), 1.8, np.float64)
+        grow("length", (capacity,), DEFAULT_LENGTH_M, np.float64)
+        grow("width", (capacity,), DEFAULT_WIDTH_M, np.float64)
         grow("rec", (capacity, self.state_dim), 0.0, np.float32)
         grow("path", (capacity, self.points, 2), np.nan, np.float64)
         grow("path_ts", (capacity,), np.nan, np.float64)

@@ -24,11 +24,11 @@ BOOTSTRAP_ENVVAR = "TRAJSTREAM_TEST_BOOTSTRAP"
 
 
 def _load_broker_module() -> ModuleType:
-    """kafka/broker.py is a script, and `kafka` is kafka-python: load it under its own name."""
+    """broker/broker.py is a script, not a package: load it by path."""
     name = "trajstream_test_broker"
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "kafka" / "broker.py")
+    spec = importlib.util.spec_from_file_location(name, REPO / "broker" / "broker.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module

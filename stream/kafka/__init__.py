@@ -24,7 +24,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple, Protocol
 
-from stream.errors import ConfigError, KafkaUnavailable
+from trajstream.errors import ConfigError, KafkaUnavailable
 
 __all__ = [
     "CLIENTS",
@@ -188,10 +188,10 @@ def make_producer(
     if transactional_id:
         conf["transactional.id"] = transactional_id
     if resolve_client(client) == "confluent":
-        from stream.kafka._confluent import ConfluentProducer
+        from trajstream.stream.kafka._confluent import ConfluentProducer
 
         return ConfluentProducer(bootstrap, conf)
-    from stream.kafka._kafkapython import KafkaPythonProducer
+    from trajstream.stream.kafka._kafkapython import KafkaPythonProducer
 
     return KafkaPythonProducer(bootstrap, conf)
 
@@ -217,11 +217,11 @@ def make_consumer(
     if isinstance(topics, str) or not topics:
         raise ConfigError(f"make_consumer needs a non-empty list of topics, got {topics!r}")
     if resolve_client(client) == "confluent":
-        from stream.kafka._confluent import ConfluentConsumer
+        from trajstream.stream.kafka._confluent import ConfluentConsumer
 
         return ConfluentConsumer(bootstrap, list(topics), group, from_beginning,
                                  dict(config or {}), on_assign, on_revoke)
-    from stream.kafka._kafkapython import KafkaPythonConsumer
+    from trajstream.stream.kafka._kafkapython import KafkaPythonConsumer
 
     return KafkaPythonConsumer(bootstrap, list(topics), group, from_beginning,
                                dict(config or {}), on_assign, on_revoke)
@@ -240,9 +240,9 @@ def read_to_end(
     their end as of the call, in log order per partition (restoring a changelog)."""
     _parse_bootstrap(bootstrap)
     if resolve_client(client) == "confluent":
-        from stream.kafka._confluent import read_to_end as impl
+        from trajstream.stream.kafka._confluent import read_to_end as impl
     else:
-        from stream.kafka._kafkapython import read_to_end as impl
+        from trajstream.stream.kafka._kafkapython import read_to_end as impl
     return impl(bootstrap, topic, list(partitions), read_committed, timeout_s)
 
 
@@ -265,9 +265,9 @@ def create_topics(
     if not topics:
         return
     if resolve_client(client) == "confluent":
-        from stream.kafka._confluent import create_topics as impl
+        from trajstream.stream.kafka._confluent import create_topics as impl
     else:
-        from stream.kafka._kafkapython import create_topics as impl
+        from trajstream.stream.kafka._kafkapython import create_topics as impl
     impl(bootstrap, list(topics), partitions, dict(config or {}))
 
 
@@ -275,9 +275,9 @@ def partition_count(bootstrap: str, topic: str, *, client: str | None = None) ->
     """Partitions of ``topic``; None when it does not exist."""
     _parse_bootstrap(bootstrap)
     if resolve_client(client) == "confluent":
-        from stream.kafka._confluent import partition_count as impl
+        from trajstream.stream.kafka._confluent import partition_count as impl
     else:
-        from stream.kafka._kafkapython import partition_count as impl
+        from trajstream.stream.kafka._kafkapython import partition_count as impl
     return impl(bootstrap, topic)
 
 
@@ -287,12 +287,12 @@ def wait_until_ready(bootstrap: str, timeout_s: float = 10.0) -> None:
     Raises KafkaUnavailable("cannot reach Kafka at HOST:PORT ...") after ``timeout_s``; a
     closed port fails after ``timeout_s`` without any client log noise.
     """
-    from stream.kafka._common import wait_until_ready as impl
+    from trajstream.stream.kafka._common import wait_until_ready as impl
 
     impl(bootstrap, timeout_s, resolve_client(None))
 
 
 def _parse_bootstrap(bootstrap: str) -> list[tuple[str, int]]:
-    from stream.kafka._common import parse_bootstrap
+    from trajstream.stream.kafka._common import parse_bootstrap
 
     return parse_bootstrap(bootstrap)

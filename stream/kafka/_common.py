@@ -7,9 +7,9 @@ import socket
 import time
 import uuid
 
-from stream.errors import ConfigError, KafkaUnavailable
+from trajstream.errors import ConfigError, KafkaUnavailable
 
-log = logging.getLogger("stream.kafka")
+log = logging.getLogger("trajstream.stream.kafka")
 
 # Watermarks fetched from the broker for lag() are reused for this long.
 WATERMARK_CACHE_S = 1.0
@@ -68,7 +68,7 @@ def wait_until_ready(bootstrap: str, timeout_s: float, client: str) -> None:
 
 def _metadata_ok(bootstrap: str, timeout_s: float, client: str) -> bool:
     if client == "confluent":
-        from stream.kafka._confluent import metadata_ok
+        from trajstream.stream.kafka._confluent import metadata_ok
     else:
-        from stream.kafka._kafkapython import metadata_ok
+        from trajstream.stream.kafka._kafkapython import metadata_ok
     return metadata_ok(bootstrap, timeout_s)

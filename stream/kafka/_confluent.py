@@ -18,13 +18,13 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from stream.errors import ConfigError, KafkaUnavailable
-from stream.kafka import Record
-from stream.kafka._common import WATERMARK_CACHE_S, throwaway_group, unreachable
+from trajstream.errors import ConfigError, KafkaUnavailable
+from trajstream.stream.kafka import Record
+from trajstream.stream.kafka._common import WATERMARK_CACHE_S, throwaway_group, unreachable
 
-log = logging.getLogger("stream.kafka")
+log = logging.getLogger("trajstream.stream.kafka")
 # librdkafka's own log lines (connection refused, ...) go here instead of raw stderr.
-lib_log = logging.getLogger("stream.kafka.librdkafka")
+lib_log = logging.getLogger("trajstream.stream.kafka.librdkafka")
 
 _PRODUCER_DEFAULTS: dict[str, Any] = {
     # The Java/kafka-python partitioner, so a key lands on the same partition whichever

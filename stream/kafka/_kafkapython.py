@@ -18,11 +18,11 @@ from kafka import errors as kerr
 from kafka.admin import NewTopic
 from kafka.structs import OffsetAndMetadata
 
-from stream.errors import ConfigError, KafkaUnavailable
-from stream.kafka import Record
-from stream.kafka._common import WATERMARK_CACHE_S, throwaway_group, unreachable
+from trajstream.errors import ConfigError, KafkaUnavailable
+from trajstream.stream.kafka import Record
+from trajstream.stream.kafka._common import WATERMARK_CACHE_S, throwaway_group, unreachable
 
-log = logging.getLogger("stream.kafka")
+log = logging.getLogger("trajstream.stream.kafka")
 
 # kafka-python logs every reconnect attempt at ERROR and rebalance chatter at WARNING. The
 # adapter reports an unreachable broker as KafkaUnavailable, so keep the library to real

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from stream.kafka import make_consumer
+from trajstream.stream.kafka import make_consumer
 
 
 def cli_env() -> dict[str, str]:
@@ -19,7 +19,7 @@ def cli_env() -> dict[str, str]:
 
 
 def cli_cmd(*args: str, log_level: str = "WARNING") -> list[str]:
-    return [sys.executable, "-m", "stream.cli", "--log-level", log_level, *args]
+    return [sys.executable, "-m", "trajstream", "--log-level", log_level, *args]
 
 
 def trajstream(*args: str, timeout: float = 300.0,

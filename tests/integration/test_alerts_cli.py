@@ -12,8 +12,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.alerts_cli import format_alert
-from stream.kafka import create_topics, make_producer
+from trajstream.stream.alerts_cli import format_alert
+from trajstream.stream.kafka import create_topics, make_producer
 
 REPO = Path(__file__).resolve().parents[2]
 TRAJSTREAM = str(Path(sys.executable).parent / "trajstream")

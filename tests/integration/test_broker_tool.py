@@ -1,4 +1,4 @@
-"""kafka/broker.py: the test broker keeps its data over a restart; its CLI answers plainly."""
+"""broker/broker.py: the test broker keeps its data over a restart; its CLI answers plainly."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stream.kafka import Record, make_consumer, make_producer
+from trajstream.stream.kafka import Record, make_consumer, make_producer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,7 +47,7 @@ def test_restart_keeps_port_topics_and_committed_offsets(
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(REPO / "kafka" / "broker.py"), *args],
+    return subprocess.run([sys.executable, str(REPO / "broker" / "broker.py"), *args],
                           capture_output=True, text=True, timeout=60)
 
 

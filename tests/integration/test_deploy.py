@@ -248,7 +248,7 @@ def test_compose_starts_in_order_and_restarts(compose: dict[str, Any]) -> None:
 
 
 def _command(name: str) -> click.Command:
-    from stream.cli import cli
+    from trajstream.cli import cli
 
     cmd = cli.get_command(click.Context(cli), name)
     assert cmd is not None, f"trajstream has no `{name}` command"
@@ -256,7 +256,7 @@ def _command(name: str) -> click.Command:
 
 
 def _envvars(cmd: click.Command) -> dict[str, click.Parameter]:
-    from stream.cli import cli
+    from trajstream.cli import cli
 
     out = {}
     for p in [*cmd.params, *cli.params]:
@@ -608,7 +608,7 @@ def test_dashboard_shows_what_the_issue_asks_for() -> None:
 def test_dashboard_and_rules_use_only_metrics_the_processor_exports() -> None:
     from prometheus_client import CollectorRegistry
 
-    from stream.metrics import Metrics
+    from trajstream.stream.metrics import Metrics
 
     metrics = Metrics(CollectorRegistry())
     metrics.set_build_info("lstm", "confluent")
@@ -979,7 +979,7 @@ def _rules_evaluated(stack: _Stack) -> bool:
 
 
 def _inject_bad_messages(stack: _Stack, topic: str) -> None:
-    from stream.kafka import make_producer
+    from trajstream.stream.kafka import make_producer
 
     producer = make_producer(stack.info["kafka_host"])
     try:

@@ -21,8 +21,8 @@ import numpy as np
 import orjson
 import pytest
 
-from stream.kafka import create_topics
 from tests.integration.cli import cli_cmd, cli_env, read_topic, trajstream
+from trajstream.stream.kafka import create_topics
 
 pytestmark = pytest.mark.slow
 
@@ -226,7 +226,7 @@ def test_broker_gone_for_good_exits_nonzero_after_max_stall_s(
     The stall clock starts at the first failed operation, and a flush waits up to
     FLUSH_TIMEOUT_S (10 s) before it counts as failed: the exit comes max_stall_s plus up to
     two flush timeouts after the broker went away."""
-    from stream.app import FLUSH_TIMEOUT_S
+    from trajstream.stream.app import FLUSH_TIMEOUT_S
 
     max_stall_s = 8.0
     broker = _own_broker(tmp_path_factory.mktemp("kb"))

@@ -10,8 +10,8 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from stream.errors import ConfigError, KafkaUnavailable
-from stream.kafka import (
+from trajstream.errors import ConfigError, KafkaUnavailable
+from trajstream.stream.kafka import (
     Consumer,
     Record,
     create_topics,

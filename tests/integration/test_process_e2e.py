@@ -18,9 +18,9 @@ from typing import Any
 import orjson
 import pytest
 
-from stream.groundtruth import match_collisions
-from stream.kafka import create_topics, make_consumer, make_producer
 from tests.integration.cli import cli_cmd, cli_env, read_topic, trajstream
+from trajstream.stream.groundtruth import match_collisions
+from trajstream.stream.kafka import create_topics, make_consumer, make_producer
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.kafka import Record, create_topics, make_consumer
+from trajstream.stream.kafka import Record, create_topics, make_consumer
 
 REPO = Path(__file__).resolve().parents[2]
 TRAJSTREAM = str(REPO / ".venv" / "bin" / "trajstream")

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.kinematics import Kinematics, KinematicsTracker
-from model.predictors import ConstantTurnRate, ConstantVelocity, PathSpec
-from stream.episodes import AlertDecision, EpisodeConfig, EpisodeTracker, conflict_pairs
-from stream.risk import Fleet, RiskConfig, assess
+from trajstream.model.kinematics import Kinematics, KinematicsTracker
+from trajstream.model.predictors import ConstantTurnRate, ConstantVelocity, PathSpec
+from trajstream.stream.episodes import AlertDecision, EpisodeConfig, EpisodeTracker, conflict_pairs
+from trajstream.stream.risk import Fleet, RiskConfig, assess
 
 T0 = 1_764_081_000.0
 SPEC = PathSpec()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from stream.alerts_cli import format_alert
+from trajstream.stream.alerts_cli import format_alert
 
 ALERT = {
     "schema": "trajstream.alert/v1",

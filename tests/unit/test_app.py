@@ -11,13 +11,13 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from model.predictors import ConstantVelocity, PathSpec
-from stream.app import IO, Processor, build_io
-from stream.config import EngineConfig, ProcessorConfig
-from stream.errors import ConfigError
-from stream.metrics import Metrics
-from stream.sinks import MemorySink
-from stream.sources import END, FileSource, MemorySource
+from trajstream.errors import ConfigError
+from trajstream.model.predictors import ConstantVelocity, PathSpec
+from trajstream.stream.app import IO, Processor, build_io
+from trajstream.stream.config import EngineConfig, ProcessorConfig
+from trajstream.stream.metrics import Metrics
+from trajstream.stream.sinks import MemorySink
+from trajstream.stream.sources import END, FileSource, MemorySource
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_engine import crossing_traffic, run  # noqa: E402
@@ -154,7 +154,7 @@ def test_predictions_follow_the_outputs():
 
 
 def test_process_cli_errors_and_file_run(tmp_path: Path):
-    from stream.commands import process
+    from trajstream.stream.commands import process
 
     runner = CliRunner()
     r = runner.invoke(process, ["--metrics-port", "0"])
@@ -177,7 +177,7 @@ def test_process_cli_errors_and_file_run(tmp_path: Path):
 
 
 def test_process_reads_environment_variables(tmp_path: Path):
-    from stream.commands import process
+    from trajstream.stream.commands import process
 
     src = tmp_path / "in.jsonl"
     _write(src, crossing_traffic(seed=4))
@@ -192,7 +192,7 @@ def test_process_reads_environment_variables(tmp_path: Path):
 
 
 def test_demo_runs_the_simulator_through_the_processor_and_summarises():
-    from stream.commands import demo
+    from trajstream.stream.commands import demo
 
     r = CliRunner().invoke(demo, ["--duration", "20", "--speed", "1000", "--vehicles", "60",
                                   "--reckless", "0.3", "--metrics-port", "0", "--predictor",

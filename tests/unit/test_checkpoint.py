@@ -7,13 +7,13 @@ import numpy as np
 import orjson
 import pytest
 
-from model.kinematics import Kinematics
-from model.predictors import ConstantVelocity, PathSpec
-from simulator import SimConfig, iter_ticks
-from stream import checkpoint as ck
-from stream.codec import CodecConfig, PositionBatch, decode_batch
-from stream.config import EngineConfig
-from stream.engine import Engine
+from trajstream.model.kinematics import Kinematics
+from trajstream.model.predictors import ConstantVelocity, PathSpec
+from trajstream.simulator import SimConfig, iter_ticks
+from trajstream.stream import checkpoint as ck
+from trajstream.stream.codec import CodecConfig, PositionBatch, decode_batch
+from trajstream.stream.config import EngineConfig
+from trajstream.stream.engine import Engine
 
 SPEC = PathSpec()
 

@@ -8,7 +8,8 @@ import numpy as np
 import orjson
 import pytest
 
-from stream.codec import (
+from trajstream.errors import ConfigError
+from trajstream.stream.codec import (
     DEFAULT_LENGTH_M,
     DEFAULT_WIDTH_M,
     REASONS,
@@ -17,7 +18,6 @@ from stream.codec import (
     decode_batch,
     encode_json,
 )
-from stream.errors import ConfigError
 
 TS = 1764081000.25
 CFG = CodecConfig()

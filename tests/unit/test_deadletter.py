@@ -1,4 +1,4 @@
-"""stream.deadletter: counts by reason in the registry, envelopes, rate-limited logging."""
+"""trajstream.stream.deadletter: counts by reason in the registry, envelopes, rate-limited logging."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import logging
 import orjson
 import pytest
 
-from stream.codec import CodecConfig, Rejection, decode_batch
-from stream.deadletter import RejectPolicy, envelope
-from stream.metrics import Metrics
+from trajstream.stream.codec import CodecConfig, Rejection, decode_batch
+from trajstream.stream.deadletter import RejectPolicy, envelope
+from trajstream.stream.metrics import Metrics
 
 
 class ListSink:
@@ -132,10 +132,10 @@ def test_logging_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock()
     policy = RejectPolicy(Metrics(), None, log_interval_s=10.0, clock=clock)
     bad = [Rejection(0, "not_json", "boom")]
-    caplog.set_level(logging.WARNING, logger="stream.deadletter")
+    caplog.set_level(logging.WARNING, logger="trajstream.stream.deadletter")
 
     def lines() -> list[str]:
-        return [r.getMessage() for r in caplog.records if r.name == "stream.deadletter"]
+        return [r.getMessage() for r in caplog.records if r.name == "trajstream.stream.deadletter"]
 
     policy.handle(bad, None, [b"x"], "t")  # the first one is reported at once
     assert len(lines()) == 1 and "not_json=1" in lines()[0] and "boom" in lines()[0]

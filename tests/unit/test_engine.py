@@ -9,12 +9,12 @@ import numpy as np
 import orjson
 import pytest
 
-from model.kinematics import Kinematics
-from model.predictors import ConstantVelocity, PathSpec, constant_velocity_paths
-from stream.codec import CodecConfig, PositionBatch, decode_batch
-from stream.config import EngineConfig
-from stream.engine import Engine
-from stream.metrics import Metrics
+from trajstream.model.kinematics import Kinematics
+from trajstream.model.predictors import ConstantVelocity, PathSpec, constant_velocity_paths
+from trajstream.stream.codec import CodecConfig, PositionBatch, decode_batch
+from trajstream.stream.config import EngineConfig
+from trajstream.stream.engine import Engine
+from trajstream.stream.metrics import Metrics
 
 T0 = 1764081000.0
 FUTURE = time.time() + 1e7
@@ -258,7 +258,7 @@ def test_online_error_is_reported_for_active_and_cv_models():
 
 
 def test_predictor_spec_must_match():
-    from stream.errors import ConfigError
+    from trajstream.errors import ConfigError
 
     with pytest.raises(ConfigError):
         Engine(EngineConfig(horizon_s=3.0), ConstantVelocity(SPEC))

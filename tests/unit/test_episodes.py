@@ -9,8 +9,9 @@ import numpy as np
 import orjson
 import pytest
 
-from model.predictors import PathSpec
-from stream.episodes import (
+from trajstream.errors import ConfigError
+from trajstream.model.predictors import PathSpec
+from trajstream.stream.episodes import (
     SCHEMA,
     EpisodeConfig,
     EpisodeTracker,
@@ -19,8 +20,7 @@ from stream.episodes import (
     alert_message,
     conflict_pairs,
 )
-from stream.errors import ConfigError
-from stream.risk import CRITICAL, WARNING, Conflicts, Fleet
+from trajstream.stream.risk import CRITICAL, WARNING, Conflicts, Fleet
 
 T0 = 1_764_081_000.0
 DT = 0.2

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-import stream.kafka as sk
-from stream.errors import ConfigError
-from stream.kafka._common import parse_bootstrap
-from stream.kafka._kafkapython import translate
+import trajstream.stream.kafka as sk
+from trajstream.errors import ConfigError
+from trajstream.stream.kafka._common import parse_bootstrap
+from trajstream.stream.kafka._kafkapython import translate
 
 # A port nothing listens on: constructors below must fail on settings before any I/O.
 NOWHERE = "127.0.0.1:1"

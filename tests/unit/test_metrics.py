@@ -9,8 +9,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.codec import REASONS
-from stream.metrics import LABEL_NAMES, Metrics, serve
+from trajstream.stream.codec import REASONS
+from trajstream.stream.metrics import LABEL_NAMES, Metrics, serve
 
 # attribute -> (exported family name, type, label names), straight from STREAM_CONTRACTS.md
 CONTRACT = {

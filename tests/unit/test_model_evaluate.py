@@ -9,8 +9,8 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from model.cli import model as model_cli
-from model.data import (
+from trajstream.model.cli import model as model_cli
+from trajstream.model.data import (
     Positions,
     event_time_order,
     future_positions,
@@ -18,9 +18,9 @@ from model.data import (
     replay,
     step_groups,
 )
-from model.evaluate import run_predictors
-from model.predictors import ConstantTurnRate, ConstantVelocity, PathSpec
-from model.synthetic import synthetic_records
+from trajstream.model.evaluate import run_predictors
+from trajstream.model.predictors import ConstantTurnRate, ConstantVelocity, PathSpec
+from trajstream.model.synthetic import synthetic_records
 
 T0 = 1_764_081_000.0
 
@@ -98,7 +98,7 @@ def test_metrics_zero_for_cv_on_straight_noise_free_track():
 @pytest.fixture(scope="module")
 def small_file(tmp_path_factory):
     """A small simulator run in the positions contract (plus a line the codec rejects)."""
-    from simulator import SimConfig, iter_ticks
+    from trajstream.simulator import SimConfig, iter_ticks
 
     path = tmp_path_factory.mktemp("eval") / "positions.jsonl"
     cfg = SimConfig(seed=21, vehicles=12, duration_s=20.0, warmup_s=5.0)
@@ -149,10 +149,10 @@ class _Recorder:
 def test_replay_steps_exactly_like_the_engine(small_file):
     """The offline replay (evaluate, training features) == what stream.engine.Engine does:
     the same fixes applied, the same kinematics, the same LSTM state and paths."""
-    from model import load_predictor
-    from stream.codec import CodecConfig, decode_batch
-    from stream.config import EngineConfig
-    from stream.engine import Engine
+    from trajstream.model import load_predictor
+    from trajstream.stream.codec import CodecConfig, decode_batch
+    from trajstream.stream.config import EngineConfig
+    from trajstream.stream.engine import Engine
 
     lines = small_file.read_bytes().splitlines()
     # One vehicle's messages arrive ~0.5 s late, so the watermark (not only per-vehicle

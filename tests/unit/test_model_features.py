@@ -6,9 +6,9 @@ import numpy as np
 import orjson
 import pytest
 
-from model.data import event_time_order, parse_positions, replay
-from model.features import cv_local, raw_features, to_local, to_world
-from model.synthetic import synthetic_records
+from trajstream.model.data import event_time_order, parse_positions, replay
+from trajstream.model.features import cv_local, raw_features, to_local, to_world
+from trajstream.model.synthetic import synthetic_records
 
 
 def _positions(seed: int = 3, report_motion: bool = True):

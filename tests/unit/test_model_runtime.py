@@ -11,15 +11,15 @@ import numpy as np
 import orjson
 import pytest
 
-from model import SHIPPED_WEIGHTS, load_predictor
-from model.data import event_time_order, parse_positions, replay
-from model.features import cv_local, raw_features, to_world
-from model.kinematics import Kinematics
-from model.predictors import PathSpec
-from model.runtime import BUCKETS, LstmPredictor, bucket_size
-from model.synthetic import synthetic_records
-from model.weights_io import LstmWeights
-from stream.errors import ConfigError
+from trajstream.errors import ConfigError
+from trajstream.model import SHIPPED_WEIGHTS, load_predictor
+from trajstream.model.data import event_time_order, parse_positions, replay
+from trajstream.model.features import cv_local, raw_features, to_world
+from trajstream.model.kinematics import Kinematics
+from trajstream.model.predictors import PathSpec
+from trajstream.model.runtime import BUCKETS, LstmPredictor, bucket_size
+from trajstream.model.synthetic import synthetic_records
+from trajstream.model.weights_io import LstmWeights
 
 T = 60  # fixes per vehicle in the parity sequences
 
@@ -42,7 +42,7 @@ def sequences():
 def _keras_outputs(weights: LstmWeights, steps: list[Kinematics]) -> tuple[np.ndarray, ...]:
     import keras
 
-    from model.network import keras_from_weights
+    from trajstream.model.network import keras_from_weights
 
     model = keras_from_weights(weights)
     feats = np.stack([raw_features(k) for k in steps], axis=1)  # (B, T, F)

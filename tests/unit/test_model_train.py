@@ -9,13 +9,13 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from model.cli import model as model_cli
-from model.data import event_time_order, parse_positions, replay
-from model.predictors import PathSpec
-from model.runtime import LstmPredictor
-from model.synthetic import synthetic_records
-from model.train import TrainConfig, fit, make_windows
-from model.weights_io import LstmWeights
+from trajstream.model.cli import model as model_cli
+from trajstream.model.data import event_time_order, parse_positions, replay
+from trajstream.model.predictors import PathSpec
+from trajstream.model.runtime import LstmPredictor
+from trajstream.model.synthetic import synthetic_records
+from trajstream.model.train import TrainConfig, fit, make_windows
+from trajstream.model.weights_io import LstmWeights
 
 TINY = TrainConfig(seed=3, units=8, head_units=8, seq_len=24, burn_in=6, batch_size=32,
                    epochs=2, patience=2)

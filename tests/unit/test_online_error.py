@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
-from model.predictors import PathSpec
-from stream.online_error import OnlineError
+from trajstream.model.predictors import PathSpec
+from trajstream.stream.online_error import OnlineError
 
 SPEC = PathSpec(4.0, 0.2)
 

@@ -10,10 +10,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pytest
 
-from model.kinematics import Kinematics
-from model.predictors import PathSpec, constant_velocity_paths
-from stream.errors import ConfigError
-from stream.risk import (
+from tests.unit import risk_scenarios as sc
+from trajstream.errors import ConfigError
+from trajstream.model.kinematics import Kinematics
+from trajstream.model.predictors import PathSpec, constant_velocity_paths
+from trajstream.stream.risk import (
     CRITICAL,
     WARNING,
     Fleet,
@@ -22,7 +23,6 @@ from stream.risk import (
     candidate_pairs,
     footprints_overlap,
 )
-from tests.unit import risk_scenarios as sc
 
 SPEC = PathSpec()
 T = sc.T0

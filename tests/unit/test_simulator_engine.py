@@ -10,7 +10,7 @@ import numpy as np
 import orjson
 import pytest
 
-from simulator import SimConfig, Tick, iter_ticks
+from trajstream.simulator import SimConfig, Tick, iter_ticks
 
 CALM = SimConfig(vehicles=300, duration_s=150.0, seed=11, reckless_fraction=0.0, clean=True)
 RECKLESS = SimConfig(vehicles=200, duration_s=120.0, seed=5, clean=True)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from simulator.publish import JsonlSink, Pacer, Progress, ReplayFile
-from stream.errors import ConfigError, TrajstreamError
+from trajstream.errors import ConfigError, TrajstreamError
+from trajstream.simulator.publish import JsonlSink, Pacer, Progress, ReplayFile
 
 
 class FakeClock:

@@ -10,8 +10,8 @@ import numpy as np
 import orjson
 import pytest
 
-from simulator import SimConfig, iter_ticks
-from simulator.messages import encode_positions
+from trajstream.simulator import SimConfig, iter_ticks
+from trajstream.simulator.messages import encode_positions
 
 BASE = SimConfig(vehicles=120, duration_s=40.0, seed=21, warmup_s=10.0, gps_sigma_m=0.5,
                  drop_rate=0.1, jitter_s=0.03, late_fraction=0.05, duplicate_fraction=0.04)

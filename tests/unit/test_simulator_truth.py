@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from simulator.truth import TruthTracker, box_gap, candidate_pairs, close_pairs, corners
+from trajstream.simulator.truth import TruthTracker, box_gap, candidate_pairs, close_pairs, corners
 
 L, W = 4.5, 1.8
 

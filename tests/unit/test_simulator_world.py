@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from simulator.world import GREEN, LEFT, RIGHT, STRAIGHT, World, WorldConfig
+from trajstream.simulator.world import GREEN, LEFT, RIGHT, STRAIGHT, World, WorldConfig
 
 
 @pytest.fixture(scope="module", params=[1, 2, 3])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stream.state import StateStore
+from trajstream.stream.state import StateStore
 
 
 def _fix(store: StateStore, ids: list[str], ts: float | list[float], x: float = 0.0):

@@ -13,9 +13,9 @@ import sys
 
 import click
 
-from stream.errors import TrajstreamError
+from trajstream.errors import TrajstreamError
 
-# name -> "module:attribute" of a click command
+# name -> ("module:attribute" of a click command, one-line help)
 _COMMANDS = {
     "simulate": ("simulator.cli:simulate", "Generate traffic and publish positions."),
     "replay": ("simulator.cli:replay", "Publish a recorded positions file to Kafka."),
@@ -35,7 +35,7 @@ class _LazyGroup(click.Group):
             return None
         target, _ = _COMMANDS[cmd_name]
         module, attr = target.split(":")
-        return getattr(importlib.import_module(module), attr)
+        return getattr(importlib.import_module(f"trajstream.{module}"), attr)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Commands"):

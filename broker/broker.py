@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
-"""Run a single-node KRaft Apache Kafka broker from the Maven jars in kafka/lib.
+"""Run a single-node KRaft Apache Kafka broker from the Maven jars in broker/lib.
 
 For tests and local runs on a machine without Docker: one JVM that is both controller and
 broker, PLAINTEXT on 127.0.0.1, settings suited to tests (auto-created topics, replication
 factor 1, no initial rebalance delay). Stdlib only and free of project imports, so it runs
 from `make` with the system python3 and loads into pytest without the package installed.
 
-    python3 kafka/broker.py jars                      # resolve jars into kafka/lib (Maven)
-    python3 kafka/broker.py start [--port 9092] [--controller-port 9093] [--dir .kafka]
-    python3 kafka/broker.py status|stop [--dir .kafka]
+    python3 broker/broker.py jars                      # resolve jars into broker/lib (Maven)
+    python3 broker/broker.py start [--port 9092] [--controller-port 9093] [--dir .kafka]
+    python3 broker/broker.py status|stop [--dir .kafka]
 
 Importable: ``start_broker(port, controller_port, data_dir, wait_s)`` returns a
 :class:`Broker` handle with ``.bootstrap``, ``.stop()`` and ``.restart()`` (same data dir and
@@ -71,7 +71,7 @@ def _jars_present(lib_dir: Path) -> bool:
 
 
 def ensure_jars(lib_dir: Path = LIB_DIR, *, quiet: bool = False) -> Path:
-    """Resolve the broker jars from Maven Central unless kafka/lib matches kafka/pom.xml."""
+    """Resolve the broker jars from Maven Central unless broker/lib matches kafka/pom.xml."""
     digest = _pom_digest()
     stamped = STAMP.read_text().strip() if STAMP.exists() else ""
     if stamped == digest and _jars_present(lib_dir):
@@ -82,7 +82,7 @@ def ensure_jars(lib_dir: Path = LIB_DIR, *, quiet: bool = False) -> Path:
     if mvn is None:
         if _jars_present(lib_dir):  # placed by hand: use them as they are
             return lib_dir
-        _require("mvn", "Maven to fetch the Kafka jars into kafka/lib")
+        _require("mvn", "Maven to fetch the Kafka jars into broker/lib")
     lib_dir.mkdir(parents=True, exist_ok=True)
     for old in lib_dir.glob("*.jar"):  # a changed pom must not leave two versions on the path
         old.unlink()
@@ -115,7 +115,7 @@ def _cluster_id() -> str:
 
 def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:
     return f"""\
-# Written by kafka/broker.py on every start; edit the script, not this file.
+# Written by broker/broker.py on every start; edit the script, not this file.
 process.roles=broker,controller
 node.id={NODE_ID}
 controller.quorum.voters={NODE_ID}@{HOST}:{controller_port}
@@ -497,9 +497,9 @@ def start_broker(
 
 
 def _cli(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kafka/broker.py", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="broker/broker.py", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("jars", help="resolve the Kafka jars into kafka/lib with Maven")
+    sub.add_parser("jars", help="resolve the Kafka jars into broker/lib with Maven")
     start = sub.add_parser("start", help="start a broker in the background and wait for it")
     start.add_argument("--port", type=int, default=9092, help="PLAINTEXT port (default 9092)")
     start.add_argument("--controller-port", type=int, default=9093,
@@ -544,7 +544,7 @@ def _cli(argv: list[str] | None = None) -> int:
         print(f"process {running.pid} is up but {running.bootstrap} does not answer yet")
         return 1
     except BrokerError as exc:
-        print(f"kafka/broker.py: error: {exc}", file=sys.stderr)
+        print(f"broker/broker.py: error: {exc}", file=sys.stderr)
         return 1
 
 

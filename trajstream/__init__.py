@@ -1,0 +1,19 @@
+"""trajstream: real-time trajectory prediction and collision alerts on Apache Kafka.
+
+The installed package has three parts, one per stage of the data flow, and a few shared
+modules every part may import:
+
+- :mod:`trajstream.simulator`: traffic that publishes positions (built-in engine, SUMO).
+- :mod:`trajstream.model`: trajectory predictors (LSTM, constant velocity, CTRV), training
+  and evaluation.
+- :mod:`trajstream.stream`: the stream processor (admission, vehicle state, risk, alerts,
+  Kafka and file I/O, metrics).
+- :mod:`trajstream.contracts` (message schemas and vehicle defaults) and
+  :mod:`trajstream.errors` (the exceptions), shared by all three.
+
+In the repository the three parts live in the top-level folders ``stream/``, ``model/`` and
+``simulator/``; ``trajstream/`` links to them so a checkout imports exactly what a wheel
+installs. ``model`` and ``simulator`` never import ``stream``.
+"""
+
+__version__ = "0.2.0"

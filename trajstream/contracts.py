@@ -1,0 +1,34 @@
+"""The message contracts every part of trajstream shares: topics, schemas, vehicle defaults.
+
+Changing anything here changes what other programs read or write: bump the schema version.
+
+**Positions** (topic ``vehicle-positions``, key = vehicle_id, value = UTF-8 JSON object):
+``{"vehicle_id", "ts", "x", "y"}`` plus optional ``speed`` (m/s), ``heading`` (radians,
+counter-clockwise from +x), ``length``/``width`` (m). ``ts`` is the event time in seconds
+since the Unix epoch; ``x``/``y`` are metres in a local planar frame (x east, y north), or
+``lat``/``lon`` (WGS84 degrees) projected around a configured origin. Unknown fields are
+ignored. A JSONL file with one such object per line is the offline form of the topic.
+
+**Alerts** (topic ``collision-alerts``, key = ``"<a>|<b>"`` with a < b): schema
+:data:`ALERT_SCHEMA`; see ``trajstream.stream.episodes.alert_message`` for the fields.
+
+**Predictions** (topic ``trajectory-predictions``, key = vehicle_id):
+``{vehicle_id, ts, model, dt, points: [[x, y], ...]}``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+POSITIONS_TOPIC: Final = "vehicle-positions"
+ALERTS_TOPIC: Final = "collision-alerts"
+PREDICTIONS_TOPIC: Final = "trajectory-predictions"
+
+ALERT_SCHEMA: Final = "trajstream.alert/v1"
+
+# A vehicle that does not report its size is taken to be a mid-size car.
+DEFAULT_LENGTH_M: Final = 4.5
+DEFAULT_WIDTH_M: Final = 1.8
+
+# Trajectory predictors the processor and the evaluator know by name.
+PREDICTORS: Final[tuple[str, ...]] = ("lstm", "cv", "ctrv")
