@@ -18,8 +18,8 @@ dropped after a last commit (the whole engine, event-time clock included, when a
 are revoked, so the next assignment restores like a restart). With ``exactly_once`` the
 outputs, the changelog and the offsets are one Kafka transaction per commit interval. A
 broker outage is retried with exponential backoff (counted in
-``trajstream_kafka_errors_total``, logged at a rate limit); after ``max_stall_s`` without a
-successful commit or poll the run raises
+``trajstream_kafka_errors_total``, logged at a rate limit); after ``max_stall_s`` without the
+broker answering (a commit, or a metadata request while idle) the run raises
 :class:`Stalled` (exit 1) so an orchestrator restarts the process. Messages the producer
 gave up on cannot be retried in place: that raises at once, and the restart replays them.
 """
@@ -51,6 +51,7 @@ log = logging.getLogger("trajstream.stream.app")
 
 STATUS_INTERVAL_S = 30.0
 LAG_INTERVAL_S = 1.0
+PING_INTERVAL_S = 1.0  # while no records come, check this often that the broker answers
 BACKOFF_FIRST_S = 0.2
 BACKOFF_MAX_S = 5.0
 RETRY_LOG_INTERVAL_S = 10.0
@@ -58,7 +59,13 @@ FLUSH_TIMEOUT_S = 10.0
 
 
 class Stalled(KafkaUnavailable):
-    """No progress (successful poll or commit) for ``max_stall_s``: exit, let it restart."""
+    """No progress for ``max_stall_s``: exit, let it restart.
+
+    Progress is the broker answering: offsets committed, or, while no records come (a quiet
+    topic, or no partitions because the group revoked them when the broker went away), a
+    metadata request answered. Records already buffered in the client are not progress:
+    their outputs cannot be delivered without the broker.
+    """
 
     retriable = False
 
@@ -245,6 +252,7 @@ class Processor:
         t_start = mono()
         next_commit = t_start + commit_every
         next_lag = t_start
+        next_ping = t_start + PING_INTERVAL_S
         next_status = t_start + STATUS_INTERVAL_S
         finished = False
         committed = True
@@ -263,8 +271,15 @@ class Processor:
                 if self._hook_error is not None:
                     raise self._hook_error
                 n = len(rb)
-                if n:
-                    self._succeeded()
+                if not n and mono() >= next_ping:
+                    # Quiet, or no partitions (the group may have revoked them when the
+                    # broker went away): only the broker answering counts as progress.
+                    next_ping = mono() + PING_INTERVAL_S
+                    try:
+                        source.ping()
+                        self._succeeded()
+                    except KafkaUnavailable as exc:
+                        self._failed("consume", exc)
                 held = blocking()
                 if n:
                     if self.first_record_at is None:
@@ -323,9 +338,10 @@ class Processor:
             for k, v in out.predictions:
                 send(k, v)
 
-    def _commit(self) -> None:
+    def _commit(self) -> bool:
         """Write the changelog, flush every output, then mark what is fully processed as
-        consumed (one transaction with ``exactly_once``)."""
+        consumed (one transaction with ``exactly_once``). True when offsets reached the
+        broker (a commit with nothing to commit proves nothing about it)."""
         io, eng = self.io, self.engine
         done = eng.min_pending_seq
         if io.changelog is not None:
@@ -345,7 +361,7 @@ class Processor:
                               ) from exc
             source.mark_committed(offsets)
             io.producer.begin_transaction()
-            return
+            return True
         try:
             if io.producer is not None:
                 io.producer.flush(FLUSH_TIMEOUT_S)
@@ -357,7 +373,7 @@ class Processor:
             self.metrics.kafka_errors.labels(kind="produce").inc()
             raise
         try:
-            io.source.commit(done)
+            return io.source.commit(done)
         except KafkaUnavailable:
             self.metrics.kafka_errors.labels(kind="commit").inc()
             raise
@@ -365,7 +381,7 @@ class Processor:
     def _try_commit(self) -> bool:
         """:meth:`_commit`, turning a retriable Kafka failure into a later retry."""
         try:
-            self._commit()
+            reached = self._commit()
         except Stalled:
             raise
         except KafkaUnavailable as exc:
@@ -373,7 +389,8 @@ class Processor:
                 raise
             self._failed(None, exc)
             return False
-        self._succeeded()
+        if reached:
+            self._succeeded()
         return True
 
     def _failed(self, kind: str | None, exc: BaseException) -> None:

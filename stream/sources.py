@@ -38,6 +38,7 @@ log = logging.getLogger("trajstream.stream.sources")
 
 END = object()  # put on a MemorySource's queue to end the stream
 BLOCKING_REFRESH_S = 0.05
+PING_TIMEOUT_S = 2.0  # an idle consumer checks the broker answers within this
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +70,13 @@ class Source(Protocol):
 
     def poll(self, max_records: int, timeout_s: float) -> RecordBatch: ...
 
-    def commit(self, done_before: int | None) -> None: ...
+    def commit(self, done_before: int | None) -> bool:
+        """Mark records before ``done_before`` consumed; True when that reached a broker."""
+        ...
+
+    def ping(self) -> None:
+        """Raise KafkaUnavailable when the broker behind the source does not answer."""
+        ...
 
     def lag(self) -> int | None: ...
 
@@ -110,8 +117,12 @@ class FileSource:
         values = [v for v in (r.rstrip(b"\r\n") for r in raw) if v]
         return RecordBatch(None, values, self.topic, self._seq.take(len(values)))
 
-    def commit(self, done_before: int | None) -> None:
+    def commit(self, done_before: int | None) -> bool:
         """Nothing to commit: a file is read from the start every time."""
+        return False
+
+    def ping(self) -> None:
+        """A file needs no broker."""
 
     def lag(self) -> int | None:
         return None
@@ -166,8 +177,12 @@ class MemorySource:
         """END was seen and everything before it handed out."""
         return self._end and not self._carry
 
-    def commit(self, done_before: int | None) -> None:
+    def commit(self, done_before: int | None) -> bool:
         """Nothing to commit in memory."""
+        return False
+
+    def ping(self) -> None:
+        """An in-process queue needs no broker."""
 
     def lag(self) -> int | None:
         return self._q.qsize() + len(self._carry)
@@ -248,13 +263,18 @@ class KafkaSource:
             if self._uncommitted.get(p) == o:
                 del self._uncommitted[p]
 
-    def commit(self, done_before: int | None) -> None:
-        """Commit, per partition, up to the first record not done (``seq >= done_before``)."""
+    def commit(self, done_before: int | None) -> bool:
+        """Commit, per partition, up to the first record not done (``seq >= done_before``).
+        True when there was something to commit (the broker answered)."""
         offsets = self.offsets(done_before)
         if not offsets:
-            return
+            return False
         self._c.commit(offsets)
         self.mark_committed(offsets)
+        return True
+
+    def ping(self) -> None:
+        self._c.ping(PING_TIMEOUT_S)
 
     def forget(self, partitions: Collection[int]) -> None:
         """Drop what is not committed of revoked ``partitions`` (their new owner re-reads)."""

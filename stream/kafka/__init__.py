@@ -117,6 +117,12 @@ class Consumer(Protocol):
         """Synchronously commit, per (topic, partition), the next offset to read."""
         ...
 
+    def ping(self, timeout_s: float) -> None:
+        """Ask the cluster for metadata; KafkaUnavailable when it does not answer within
+        ``timeout_s``. (An idle consumer, or one without partitions, has no other way to
+        tell a quiet topic from a broker that is gone.)"""
+        ...
+
     def lag(self) -> int | None:
         """Records between the consumed position and the high watermark, summed over the
         assigned partitions; None while nothing is assigned or the broker cannot say.

@@ -248,6 +248,7 @@ class ConfluentConsumer:
         self._start: dict[tuple[str, int], int] = {}
         self._on_assign = on_assign
         self._on_revoke = on_revoke
+        self._topics = list(topics)
         self._c.subscribe(topics, on_assign=self._assigned, on_revoke=self._revoked,
                           on_lost=self._revoked)
 
@@ -295,6 +296,12 @@ class ConfluentConsumer:
 
     def assignment(self) -> list[tuple[str, int]]:
         return sorted((tp.topic, tp.partition) for tp in self._c.assignment())
+
+    def ping(self, timeout_s: float) -> None:
+        try:  # a metadata request; a topic that does not exist yet is still an answer
+            self._c.list_topics(self._topics[0], timeout=timeout_s)
+        except KafkaException as exc:
+            raise KafkaUnavailable(f"Kafka does not answer: {exc}") from exc
 
     def lag(self) -> int | None:
         lags = self.lags()

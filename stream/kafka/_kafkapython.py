@@ -229,6 +229,7 @@ class KafkaPythonConsumer:
 
         self._on_assign = on_assign
         self._on_revoke = on_revoke
+        self._topics = list(topics)
         self._c.subscribe(topics, listener=_Listener())
 
     def group_metadata(self) -> Any:
@@ -262,6 +263,12 @@ class KafkaPythonConsumer:
 
     def assignment(self) -> list[tuple[str, int]]:
         return sorted((tp.topic, tp.partition) for tp in self._c.assignment())
+
+    def ping(self, timeout_s: float) -> None:
+        try:  # a fresh metadata request
+            self._c.bootstrap(timeout_ms=int(timeout_s * 1000), refresh=True)
+        except kerr.KafkaError as exc:
+            raise KafkaUnavailable(f"Kafka does not answer: {exc}") from exc
 
     def lag(self) -> int | None:
         lags = self.lags()
