@@ -605,16 +605,16 @@ def _closest_d2(dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
 
 
 def _contact_blocks(*args: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_contact_in_interval` over 1-D entries in blocks (small temporaries)."""
+    """:func:`contact_in_interval` over 1-D entries in blocks (small temporaries)."""
     n = args[0].shape[0]
     if n <= _BLOCK * 16:
-        return _contact_in_interval(*args)
-    parts = [_contact_in_interval(*(x[s: s + _BLOCK * 16] for x in args))
+        return contact_in_interval(*args)
+    parts = [contact_in_interval(*(x[s: s + _BLOCK * 16] for x in args))
              for s in range(0, n, _BLOCK * 16)]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def _contact_in_interval(
+def contact_in_interval(
     x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray,
     ax: np.ndarray, ay: np.ndarray, la: np.ndarray, wa: np.ndarray,
     bx: np.ndarray, by: np.ndarray, lb: np.ndarray, wb: np.ndarray,

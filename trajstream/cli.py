@@ -21,6 +21,8 @@ _COMMANDS = {
     "replay": ("simulator.cli:replay", "Publish a recorded positions file to Kafka."),
     "process": ("stream.commands:process", "Run the stream processor."),
     "alerts": ("stream.alerts_cli:alerts", "Print collision alerts from a Kafka topic."),
+    "evaluate": ("stream.evaluate_cli:evaluate",
+                 "Score alerts against true collisions and motion, beside a CV-TTC baseline."),
     "demo": ("stream.commands:demo", "Simulator and processor in one process, no broker."),
     "model": ("model.cli:model", "Train and evaluate the LSTM trajectory model."),
 }

@@ -1,4 +1,4 @@
-"""trajstream.stream.deadletter: counts by reason in the registry, envelopes, rate-limited logging."""
+"""stream.deadletter: counts by reason in the registry, envelopes, rate-limited logging."""
 
 from __future__ import annotations
 

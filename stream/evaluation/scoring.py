@@ -1,0 +1,240 @@
+"""Scores of an alert stream against what happened: live lead, recall, precision, alert rate.
+
+- **Live lead**: a subscriber receives an alert decided at tick ``ts`` only after the
+  watermark passes that tick (``allowed_lateness_s``) and the micro-batch is processed and
+  flushed (``processing_s``). The alert's ``ts`` already includes the confirmation ticks
+  (an episode opens at the tick that confirms it). So the live lead of a collision is
+  ``contact - (first alert ts + allowed_lateness_s + processing_s)``.
+- **Recall**: collisions whose vehicles were both observed ``min_history_s`` before contact
+  (nothing can foresee a vehicle that just appeared), alerted with at least a live lead
+  (``min_lead_s``, or the lead the truth requires for that collision). An alert more than
+  ``max_lead_s`` before contact belongs to an earlier episode of the pair.
+- **Precision**: an alert is justified when the pair's true footprints come within
+  ``justified_gap_m`` of each other within ``horizon_s`` after it (or the pair collides).
+- **Alert rate**: warning and critical alerts per vehicle-hour of observed traffic.
+- **Safe scenarios**: scenarios of a library that must stay quiet, and whether any critical
+  (or any) alert touched them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from trajstream.errors import ConfigError
+from trajstream.stream.evaluation.kinds import KINDS, classify
+from trajstream.stream.evaluation.tracks import Tracks, footprint_gap, sample_times
+
+__all__ = ["CollisionOutcome", "ScoreConfig", "score"]
+
+_SAMPLE_S = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreConfig:
+    """How alerts are judged; see the module docstring."""
+
+    allowed_lateness_s: float = 0.5
+    processing_s: float = 0.15
+    min_lead_s: float = 1.0
+    min_history_s: float = 3.0
+    max_lead_s: float = 10.0
+    horizon_s: float = 4.0
+    justified_gap_m: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in self.__slots__:
+            v = getattr(self, name)
+            if not np.isfinite(v) or v < 0:
+                raise ConfigError(f"{name} must be a finite number >= 0, got {v!r}")
+
+    @property
+    def delay_s(self) -> float:
+        """Event time from an alert's ``ts`` to when a subscriber has it."""
+        return self.allowed_lateness_s + self.processing_s
+
+
+@dataclass(frozen=True, slots=True)
+class CollisionOutcome:
+    """One true collision and how early it was alerted (``live_lead_s`` None: not before
+    contact)."""
+
+    vehicle_a: str
+    vehicle_b: str
+    ts: float
+    kind: str
+    required_lead_s: float | None
+    eligible: bool
+    alert_ts: float | None
+    live_lead_s: float | None
+
+
+def _pair(a: str, b: str) -> tuple[str, str]:
+    return (a, b) if a < b else (b, a)
+
+
+def collision_outcomes(
+    alerts: Sequence[Mapping[str, Any]], truth: Sequence[Mapping[str, Any]], tracks: Tracks,
+    cfg: ScoreConfig,
+) -> list[CollisionOutcome]:
+    """Every collision of ``truth`` with its first alert before contact and its live lead."""
+    by_pair: dict[tuple[str, str], list[float]] = {}
+    for a in alerts:
+        by_pair.setdefault(_pair(str(a["vehicle_a"]), str(a["vehicle_b"])), []).append(
+            float(a["ts"]))
+    out = []
+    for e in truth:
+        if e.get("type") != "collision":
+            continue
+        va, vb, ts = str(e["vehicle_a"]), str(e["vehicle_b"]), float(e["ts"])
+        ia, ib = tracks.index.get(va), tracks.index.get(vb)
+        seen = max(tracks.first_seen(ia) if ia is not None else ts,
+                   tracks.first_seen(ib) if ib is not None else ts)
+        eligible = ts - seen >= cfg.min_history_s
+        kind = str(e["kind"]) if e.get("kind") else classify(tracks, va, vb, ts)
+        req = e.get("required_lead_s")
+        before = [x for x in by_pair.get(_pair(va, vb), []) if 0.0 < ts - x <= cfg.max_lead_s]
+        first = min(before) if before else None
+        lead = ts - (first + cfg.delay_s) if first is not None else None
+        out.append(CollisionOutcome(va, vb, ts, kind, None if req is None else float(req),
+                                    eligible, first, lead))
+    return out
+
+
+def justified(
+    alerts: Sequence[Mapping[str, Any]], truth: Sequence[Mapping[str, Any]], tracks: Tracks,
+    cfg: ScoreConfig,
+) -> np.ndarray:
+    """Per alert: do the pair's true footprints come within ``justified_gap_m`` within
+    ``horizon_s`` (or collide by the truth)?"""
+    contacts: dict[tuple[str, str], list[float]] = {}
+    for e in truth:
+        if e.get("type") == "collision":
+            contacts.setdefault(_pair(str(e["vehicle_a"]), str(e["vehicle_b"])), []).append(
+                float(e["ts"]))
+    out = np.zeros(len(alerts), dtype=bool)
+    for k, a in enumerate(alerts):
+        va, vb, ts = str(a["vehicle_a"]), str(a["vehicle_b"]), float(a["ts"])
+        if any(ts - 1e-6 <= c <= ts + cfg.horizon_s for c in contacts.get(_pair(va, vb), [])):
+            out[k] = True
+            continue
+        ia, ib = tracks.index.get(va), tracks.index.get(vb)
+        if ia is None or ib is None:
+            continue
+        t = sample_times(ts, ts + cfg.horizon_s, _SAMPLE_S)
+        xa, ya, ha, pa = tracks.state(ia, t)
+        xb, yb, hb, pb = tracks.state(ib, t)
+        both = pa & pb
+        if not both.any():
+            continue
+        gap = footprint_gap(xa[both], ya[both], ha[both], float(tracks.length[ia]),
+                            float(tracks.width[ia]), xb[both], yb[both], hb[both],
+                            float(tracks.length[ib]), float(tracks.width[ib]))
+        out[k] = bool(gap.min() <= cfg.justified_gap_m)
+    return out
+
+
+def _quantiles(x: Sequence[float]) -> dict[str, float | None]:
+    if not x:
+        return {"p10": None, "p50": None, "p90": None}
+    q = np.quantile(np.asarray(x, dtype=float), [0.1, 0.5, 0.9])
+    return {"p10": float(q[0]), "p50": float(q[1]), "p90": float(q[2])}
+
+
+def _recall(hits: int, n: int) -> float | None:
+    return hits / n if n else None
+
+
+def score(
+    alerts: Sequence[Mapping[str, Any]], truth: Sequence[Mapping[str, Any]], tracks: Tracks,
+    cfg: ScoreConfig,
+) -> dict[str, Any]:
+    """Every figure of one warner (plain dict, JSON-ready); see the module docstring."""
+    outcomes = collision_outcomes(alerts, truth, tracks, cfg)
+    eligible = [o for o in outcomes if o.eligible]
+
+    def ok_min(o: CollisionOutcome) -> bool:
+        return o.live_lead_s is not None and o.live_lead_s >= cfg.min_lead_s
+
+    def ok_req(o: CollisionOutcome) -> bool:
+        need = o.required_lead_s if o.required_lead_s is not None else cfg.min_lead_s
+        return o.live_lead_s is not None and o.live_lead_s >= need
+
+    per_kind: dict[str, Any] = {}
+    for kind in KINDS:
+        mine = [o for o in eligible if o.kind == kind]
+        if not mine:
+            continue
+        leads = [o.live_lead_s for o in mine if o.live_lead_s is not None]
+        per_kind[kind] = {
+            "collisions": len(mine),
+            "recall_min_lead": _recall(sum(map(ok_min, mine)), len(mine)),
+            "recall_required_lead": _recall(sum(map(ok_req, mine)), len(mine)),
+            "live_lead_s": _quantiles(leads),
+        }
+    leads = [o.live_lead_s for o in eligible if o.live_lead_s is not None]
+    ok = justified(alerts, truth, tracks, cfg)
+    sev = np.array([str(a.get("severity")) for a in alerts], dtype=object)
+    crit = sev == "critical"
+    hours = tracks.vehicle_hours()
+    safe = _safe_scenarios(alerts, truth)
+    return {
+        "collisions": len(outcomes),
+        "eligible": len(eligible),
+        "too_little_history": len(outcomes) - len(eligible),
+        "recall_min_lead": _recall(sum(map(ok_min, eligible)), len(eligible)),
+        "recall_required_lead": _recall(sum(map(ok_req, eligible)), len(eligible)),
+        "alerted_before_contact": _recall(sum(o.alert_ts is not None for o in eligible),
+                                          len(eligible)),
+        "live_lead_s": _quantiles(leads),
+        "live_leads_s": [round(x, 3) for x in sorted(leads)],
+        "per_kind": per_kind,
+        "alerts": len(alerts),
+        "critical": int(crit.sum()),
+        "warning": int((sev == "warning").sum()),
+        "precision": float(ok.mean()) if len(alerts) else None,
+        "precision_critical": float(ok[crit].mean()) if crit.any() else None,
+        "vehicle_hours": hours,
+        "critical_per_vehicle_hour": float(crit.sum()) / hours if hours > 0 else None,
+        "warning_per_vehicle_hour": float((sev == "warning").sum()) / hours if hours > 0 else None,
+        "unjustified_critical_per_vehicle_hour": (float((crit & ~ok).sum()) / hours
+                                                  if hours > 0 else None),
+        "safe_scenarios": safe,
+        "missed": [
+            {"vehicle_a": o.vehicle_a, "vehicle_b": o.vehicle_b, "ts": o.ts, "kind": o.kind,
+             "live_lead_s": None if o.live_lead_s is None else round(o.live_lead_s, 3),
+             "required_lead_s": o.required_lead_s}
+            for o in eligible if not ok_req(o)
+        ],
+    }
+
+
+def _safe_scenarios(
+    alerts: Sequence[Mapping[str, Any]], truth: Sequence[Mapping[str, Any]]
+) -> dict[str, Any] | None:
+    """Safe library scenarios (truth lines ``{"type": "scenario", "conflict": false, ...}``)
+    touched by a critical alert or by any alert, overall and per scenario kind."""
+    scenarios = [e for e in truth if e.get("type") == "scenario" and not e.get("conflict")]
+    if not scenarios:
+        return None
+    worst: dict[str, int] = {}
+    rank = {"warning": 1, "critical": 2}
+    owner = {str(v): str(s["scenario"]) for s in scenarios for v in s.get("vehicles", [])}
+    for a in alerts:
+        sa, sb = owner.get(str(a["vehicle_a"])), owner.get(str(a["vehicle_b"]))
+        if sa is not None and sa == sb:
+            worst[sa] = max(worst.get(sa, 0), rank.get(str(a.get("severity")), 0))
+    per_kind: dict[str, dict[str, int]] = {}
+    for s in scenarios:
+        k = per_kind.setdefault(str(s.get("kind", "?")), {"n": 0, "critical": 0, "any": 0})
+        w = worst.get(str(s["scenario"]), 0)
+        k["n"] += 1
+        k["critical"] += w >= 2
+        k["any"] += w >= 1
+    n = len(scenarios)
+    n_crit = sum(w >= 2 for w in worst.values())
+    return {"n": n, "with_critical": n_crit, "with_any": len(worst),
+            "critical_fraction": n_crit / n, "per_kind": per_kind}
