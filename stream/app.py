@@ -30,6 +30,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -208,11 +209,16 @@ class Processor:
         io: IO,
         predictor: Predictor,
         metrics: Metrics | None = None,
+        *,
+        observers: Sequence[Callable[[Engine], None]] = (),
     ) -> None:
         self.config = config
         self.io = io
         self.metrics = metrics if metrics is not None else Metrics()
         self.engine = Engine(config.engine, predictor, self.metrics)
+        # Called with the engine after every batch (the live map's snapshot): best effort,
+        # they must return quickly and never raise.
+        self._observers = tuple(observers)
         self.codec = config.codec if config.codec is not None else CodecConfig()
         self.rejects = RejectPolicy(self.metrics, io.dlq)
         self.batches = 0
@@ -337,6 +343,8 @@ class Processor:
             send = self.io.predictions.send
             for k, v in out.predictions:
                 send(k, v)
+        for observe in self._observers:
+            observe(self.engine)
 
     def _commit(self) -> bool:
         """Write the changelog, flush every output, then mark what is fully processed as

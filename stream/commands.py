@@ -24,6 +24,7 @@ import orjson
 
 from trajstream.errors import ConfigError
 from trajstream.stream.config import DEFAULTS, EngineConfig, ProcessorConfig, SourceKind
+from trajstream.stream.livemap.options import map_options
 
 __all__ = ["demo", "process"]
 
@@ -339,6 +340,23 @@ def _pace_simulation(sim_cfg: Any, q: queue.Queue[Any], stop: threading.Event, s
                     break
 
 
+def _start_demo_map(kw: dict[str, Any]) -> tuple[Any, Any]:
+    """(server, tap) of the demo's live map, or (None, None) when off or the port is taken
+    (a warning, like the metrics port: the demo still runs)."""
+    if not kw["map_port"]:
+        return None, None
+    from trajstream.stream.livemap import MapHub, ProcessorTap
+    from trajstream.stream.livemap.options import start_map_server
+
+    hub = MapHub()
+    try:
+        server = start_map_server(hub, kw)
+    except ConfigError as exc:
+        log.warning("%s: the demo runs without it (--map-port)", exc)
+        return None, None
+    return server, ProcessorTap(hub, fps=kw["map_fps"])
+
+
 @click.command("demo")
 @_opt("--vehicles", env="VEHICLES", default=150, type=click.IntRange(min=2),
       help="Vehicles in the simulated city.")
@@ -351,19 +369,21 @@ def _pace_simulation(sim_cfg: Any, q: queue.Queue[Any], stop: threading.Event, s
       help="Fraction of reckless drivers (0 = collision-free traffic).")
 @_opt("--json", "as_json", env="DEMO_JSON", is_flag=True, default=False,
       help="Print alerts as JSON lines instead of one readable line each.")
+@map_options(port_off=True)
 @_engine_options
 def demo(**kw: Any) -> None:
     """Simulator and processor in one process over an in-process queue (no broker).
 
-    Alerts print live; metrics are served on --metrics-port; Ctrl-C (or --duration) ends the
-    run with a summary of alerts against the simulator's ground truth.
+    Alerts print live; the live map is served on --map-port, metrics on --metrics-port;
+    Ctrl-C (or --duration) ends the run with a summary of alerts against the simulator's
+    ground truth.
     """
     from trajstream.simulator import SimConfig
     from trajstream.stream.alerts_cli import format_alert
     from trajstream.stream.app import IO, Processor, load_predictor
     from trajstream.stream.groundtruth import match_collisions
     from trajstream.stream.metrics import Metrics
-    from trajstream.stream.sinks import CallbackSink
+    from trajstream.stream.sinks import CallbackSink, Sink, TeeSink
     from trajstream.stream.sources import MemorySource
 
     engine = _engine_config(kw)
@@ -382,6 +402,7 @@ def demo(**kw: Any) -> None:
     metrics = Metrics()
     metrics.set_build_info(predictor.name, "none")
     server = _serve_metrics(kw["metrics_port"], metrics)
+    map_server, tap = _start_demo_map(kw)
 
     as_json = kw["as_json"]
     color = sys.stdout.isatty()
@@ -397,11 +418,13 @@ def demo(**kw: Any) -> None:
     truth: list[dict[str, Any]] = []
     first_seen: dict[bytes, float] = {}
     errors: list[BaseException] = []
-    io = IO(MemorySource(q, topic="demo"), CallbackSink(show))
-    proc = Processor(cfg, io, predictor, metrics)
+    alerts_sink: Sink = CallbackSink(show) if tap is None else TeeSink(CallbackSink(show), tap)
+    io = IO(MemorySource(q, topic="demo"), alerts_sink)
+    proc = Processor(cfg, io, predictor, metrics, observers=() if tap is None else (tap,))
     click.echo(
         f"trajstream demo: {kw['vehicles']} vehicles, {kw['reckless']:.0%} reckless, "
         f"{kw['speed']:g}x real time, predictor {predictor.name}"
+        + (f", live map on {map_server.url}" if map_server is not None else "")
         + (f", metrics on :{kw['metrics_port']}" if server is not None else "")
         + (" (Ctrl-C to stop)" if not kw["duration"] else ""),
         err=True,
@@ -420,6 +443,8 @@ def demo(**kw: Any) -> None:
     finally:
         if server is not None:
             server.shutdown()
+        if map_server is not None:
+            map_server.stop()
     if errors:
         raise errors[0]
     seen = {k.decode(errors="replace"): t for k, t in first_seen.items()}

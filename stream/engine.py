@@ -167,6 +167,9 @@ class Engine:
         self.config = config
         self.spec = spec
         self.predictor = predictor
+        # A predictor that also estimates its uncertainty (the LSTM) is stepped through
+        # step_full: same paths, plus a 1-sigma per point for the predictions and the map.
+        self._step_full = getattr(predictor, "step_full", None)
         self.metrics = metrics
         self._wall = wall_clock
         self._risk = risk
@@ -504,10 +507,14 @@ class Engine:
             last = np.ones(rows.size, dtype=bool)
         state = store.rec[slots] if pred.state_dim else np.zeros((slots.size, 0), np.float32)
         t0 = time.perf_counter()
-        paths, new_state = pred.step(kin, state)
+        sigma = None
+        if self._step_full is not None:
+            paths, new_state, sigma = self._step_full(kin, state)
+        else:
+            paths, new_state = pred.step(kin, state)
         if self.metrics is not None:
             self.metrics.inference_seconds.observe(time.perf_counter() - t0)
-        store.set_prediction(slots, ts, paths, new_state)
+        store.set_prediction(slots, ts, paths, new_state, sigma)
         # Anchors for the online error: at most one per vehicle per interval, on last fixes.
         due = self.errors.due(slots, ts) & last & ~kin.first
         if due.any():
@@ -517,19 +524,21 @@ class Engine:
                 model_paths.append(constant_velocity_paths(kin.take(d), self._offsets))
             self.errors.add(slots[d], ts[d], model_paths)
         if self.config.emit_predictions:
-            self._predictions(ids, kin, paths, last, out)
+            self._predictions(ids, kin, paths, sigma, last, out)
 
     def _predictions(self, ids: np.ndarray, kin: Kinematics, paths: np.ndarray,
-                     last: np.ndarray, out: Outputs) -> None:
+                     sigma: np.ndarray | None, last: np.ndarray, out: Outputs) -> None:
         name, step = self.predictor.name, self.spec.step_s
         pts = np.round(paths, 2)
+        sig = None if sigma is None else np.round(sigma.astype(np.float64), 2)
         append = out.predictions.append
         for r in np.flatnonzero(last).tolist():
             v = ids[r]
-            append((v.encode(), encode_json({
-                "vehicle_id": v, "ts": float(kin.ts[r]), "model": name, "dt": step,
-                "points": pts[r],
-            })))
+            msg = {"vehicle_id": v, "ts": float(kin.ts[r]), "model": name, "dt": step,
+                   "points": pts[r]}
+            if sig is not None:
+                msg["sigma"] = sig[r]
+            append((v.encode(), encode_json(msg)))
         self.stats["predictions"] += int(last.sum())
 
     def _evict(self, t: float) -> None:

@@ -38,6 +38,7 @@ class StateStore:
     width: np.ndarray
     rec: np.ndarray  # (capacity, state_dim) float32 recurrent state
     path: np.ndarray  # (capacity, points, 2) latest predicted path
+    sigma: np.ndarray  # (capacity, points) float32 1-sigma of each point, m (NaN: not given)
     path_ts: np.ndarray  # event time the path was predicted at
     partition: np.ndarray  # (capacity,) int64 input partition of the latest fix (-1: none)
     dirty: np.ndarray  # (capacity,) bool: changed since the last take_changes()
@@ -86,6 +87,7 @@ class StateStore:
         grow("width", (capacity,), DEFAULT_WIDTH_M, np.float64)
         grow("rec", (capacity, self.state_dim), 0.0, np.float32)
         grow("path", (capacity, self.points, 2), np.nan, np.float64)
+        grow("sigma", (capacity, self.points), np.nan, np.float32)
         grow("path_ts", (capacity,), np.nan, np.float64)
         grow("partition", (capacity,), -1, np.int64)
         grow("dirty", (capacity,), False, bool)
@@ -150,6 +152,7 @@ class StateStore:
         self.fixes[slots] = 0
         self.rec[slots] = 0.0
         self.path[slots] = np.nan
+        self.sigma[slots] = np.nan
         self.path_ts[slots] = np.nan
         self.partition[slots] = -1
         self.dirty[slots] = False
@@ -188,10 +191,16 @@ class StateStore:
         return kin, started
 
     def set_prediction(
-        self, slots: np.ndarray, ts: np.ndarray, paths: np.ndarray, state: np.ndarray | None
+        self, slots: np.ndarray, ts: np.ndarray, paths: np.ndarray, state: np.ndarray | None,
+        sigma: np.ndarray | None = None,
     ) -> None:
-        """Store the predictor's output for ``slots``: the path made at ``ts`` and new state."""
+        """Store the predictor's output for ``slots``: the path made at ``ts``, its per-point
+        uncertainty (when the predictor gives one) and the new recurrent state.
+
+        ``sigma`` is for display only (the live map): it is not part of checkpoints, so a
+        restored vehicle shows none until its next fix."""
         self.path[slots] = paths
+        self.sigma[slots] = np.nan if sigma is None else sigma
         self.path_ts[slots] = ts
         if state is not None and self.state_dim:
             self.rec[slots] = state

@@ -24,6 +24,8 @@ _COMMANDS = {
     "evaluate": ("stream.evaluate_cli:evaluate",
                  "Score alerts against true collisions and motion, beside a CV-TTC baseline."),
     "demo": ("stream.commands:demo", "Simulator and processor in one process, no broker."),
+    "map": ("stream.livemap.cli:map_command", "Live map of vehicles, paths and alerts in the "
+            "browser."),
     "model": ("model.cli:model", "Train and evaluate the LSTM trajectory model."),
 }
 

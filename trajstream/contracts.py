@@ -13,7 +13,10 @@ ignored. A JSONL file with one such object per line is the offline form of the t
 :data:`ALERT_SCHEMA`; see ``trajstream.stream.episodes.alert_message`` for the fields.
 
 **Predictions** (topic ``trajectory-predictions``, key = vehicle_id):
-``{vehicle_id, ts, model, dt, points: [[x, y], ...]}``.
+``{vehicle_id, ts, model, dt, points: [[x, y], ...]}`` plus, from a predictor that estimates
+its uncertainty (the LSTM), an optional ``sigma: [s, ...]``: the 1-sigma position
+uncertainty of each point in metres (one per point). Readers must accept messages without it
+(the CV and CTRV baselines, and processors older than the field).
 """
 
 from __future__ import annotations
