@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,14 +39,17 @@ MAX_VIEW_SPAN_M = 1e7  # larger viewports are clamped (a hostile view must not o
 
 @dataclass(frozen=True)
 class FleetSnapshot:
-    """Every shown vehicle at one moment: columnar, absolute metres, immutable once made.
+    """The vehicles at one moment: columnar, absolute metres, immutable once made.
 
-    ``paths`` is (n, p, 2) absolute x/y of the predicted points, NaN rows for a vehicle not
-    predicted yet; ``sigma`` (n, p) or None.
+    Row ``i`` of the arrays is vehicle ``ids[i]``; ``shown`` lists the rows to show (None:
+    all). A processor's snapshot is a plain copy of its slot arrays (a memcpy, cheap on its
+    thread) with ``shown`` marking the recent vehicles; picking the rows happens on the
+    server's thread. ``paths`` is (n, p, 2) absolute x/y of the predicted points, NaN rows
+    for a vehicle not predicted yet; ``sigma`` (n, p) or None.
     """
 
     ts: float  # event time the snapshot stands at
-    ids: np.ndarray  # object array of str
+    ids: Sequence[str | None]
     x: np.ndarray
     y: np.ndarray
     heading: np.ndarray
@@ -53,16 +57,21 @@ class FleetSnapshot:
     width: np.ndarray
     paths: np.ndarray
     sigma: np.ndarray | None = None
+    shown: np.ndarray | None = None
 
     def __len__(self) -> int:
-        return int(self.x.shape[0])
+        return int(self.x.shape[0] if self.shown is None else self.shown.size)
+
+    def rows(self) -> np.ndarray:
+        """Indices of the shown vehicles into the arrays."""
+        return np.arange(self.x.shape[0]) if self.shown is None else self.shown
 
     @staticmethod
     def empty(points: int = 0, ts: float = math.nan) -> FleetSnapshot:
         f = np.empty(0, dtype=np.float64)
-        return FleetSnapshot(ts=ts, ids=np.empty(0, dtype=object), x=f, y=f.copy(),
-                             heading=f.copy(), length=f.copy(), width=f.copy(),
-                             paths=np.empty((0, points, 2)), sigma=None)
+        return FleetSnapshot(ts=ts, ids=[], x=f, y=f.copy(), heading=f.copy(),
+                             length=f.copy(), width=f.copy(), paths=np.empty((0, points, 2)),
+                             sigma=None)
 
 
 @dataclass(frozen=True)
@@ -109,23 +118,24 @@ def path_step(m_per_px: float, points: int) -> int:
 
 def select(snap: FleetSnapshot, view: View | None, always: set[str] | frozenset[str] = frozenset(),
            limit: int = 20_000) -> np.ndarray:
-    """Rows of ``snap`` a viewer of ``view`` needs (all without a view), plus the vehicles
-    in ``always`` (those of open alerts); at most ``limit``, nearest the centre first."""
-    n = len(snap)
-    if view is None or n == 0:
-        rows = np.arange(n)
-    else:
+    """Rows of ``snap`` a viewer of ``view`` needs (every shown one without a view), plus
+    the vehicles in ``always`` (those of open alerts); at most ``limit``, nearest the centre
+    first. Indices into the snapshot's arrays."""
+    rows = snap.rows()
+    if view is not None and rows.size:
         x0, y0 = view.x0 - VIEW_MARGIN_M, view.y0 - VIEW_MARGIN_M
         x1, y1 = view.x1 + VIEW_MARGIN_M, view.y1 + VIEW_MARGIN_M
-        x, y = snap.x, snap.y
+        x, y = snap.x[rows], snap.y[rows]
         inside = (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
         if snap.paths.shape[1]:  # a fast vehicle outside may be heading in
-            ex, ey = snap.paths[:, -1, 0], snap.paths[:, -1, 1]
+            ex, ey = snap.paths[rows, -1, 0], snap.paths[rows, -1, 1]
             with np.errstate(invalid="ignore"):
                 inside |= (ex >= x0) & (ex <= x1) & (ey >= y0) & (ey <= y1)
         if always:
-            inside |= np.fromiter((v in always for v in snap.ids), dtype=bool, count=n)
-        rows = np.flatnonzero(inside)
+            ids = snap.ids
+            inside |= np.fromiter((ids[i] in always for i in rows.tolist()), dtype=bool,
+                                  count=rows.size)
+        rows = rows[inside]
     if rows.size > limit:
         cx = (view.x0 + view.x1) / 2 if view is not None else float(np.mean(snap.x))
         cy = (view.y0 + view.y1) / 2 if view is not None else float(np.mean(snap.y))
@@ -145,7 +155,8 @@ def encode_frame(snap: FleetSnapshot, rows: np.ndarray, step: int, origin: tuple
     ox, oy = origin
     n, p = int(rows.size), int(idx.size)
     head = dict(header)
-    head.update(n=n, p=p, origin=[ox, oy], ids=snap.ids[rows].tolist())
+    ids = snap.ids
+    head.update(n=n, p=p, origin=[ox, oy], ids=[ids[i] for i in rows.tolist()])
     hbytes = orjson.dumps(head)
     hbytes += b" " * (-(8 + len(hbytes)) % 4)
     body = np.empty(5 * n + 3 * n * p, dtype="<f4")

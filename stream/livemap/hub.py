@@ -74,7 +74,9 @@ class MapHub:
             self._fleet = snap
             self._fleet_wall = time.time()
             if self._origin is None and len(snap):
-                self._origin = (_round(float(np.median(snap.x))), _round(float(np.median(snap.y))))
+                rows = snap.rows()
+                self._origin = (_round(float(np.median(snap.x[rows]))),
+                                _round(float(np.median(snap.y[rows]))))
             self._alerts.expire(snap.ts)
             if stats:
                 self._stats.update(stats)

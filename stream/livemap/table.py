@@ -229,9 +229,8 @@ class FleetTable:
         h = self.high
         with np.errstate(invalid="ignore"):
             act = np.flatnonzero(self.ts[:h] > t - show_s)
-        ids = np.empty(act.size, dtype=object)
         names = self.ids
-        ids[:] = [names[s] for s in act.tolist()]
+        ids = [names[s] for s in act.tolist()]
         # A path predicted before the current fix still shows where the vehicle was going.
         return FleetSnapshot(
             ts=t, ids=ids, x=self.x[act], y=self.y[act], heading=self.heading[act],

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 import pytest
 import yaml
 
@@ -73,7 +74,7 @@ def _clean_env(**extra: str) -> dict[str, str]:
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("TRAJSTREAM_", "COMPOSE_", "GRAFANA_", "KAFKA_"))
-        and k not in {"POSITIONS_PARTITIONS", "ALERTS_PARTITIONS", "PROMETHEUS_PORT"}
+        and k not in {"POSITIONS_PARTITIONS", "ALERTS_PARTITIONS", "PROMETHEUS_PORT", "MAP_PORT"}
     }
     env.update(extra)
     return env
@@ -215,7 +216,7 @@ def test_kafka_is_single_node_kraft_with_static_voters_and_two_client_listeners(
     host_name, host_port = by_host["localhost"]
     assert listeners[internal_name][1] == internal_port
     assert _ports(kafka).get(host_port) == listeners[host_name][1]
-    for name in ("processor", "simulator"):
+    for name in ("processor", "simulator", "map"):
         bootstrap = _env(compose["services"][name])["TRAJSTREAM_BOOTSTRAP"]
         assert bootstrap == f"kafka:{internal_port}", name
     assert "healthcheck" in kafka
@@ -233,6 +234,7 @@ def test_compose_starts_in_order_and_restarts(compose: dict[str, Any]) -> None:
         "topics": {"kafka": "service_healthy"},
         "processor": {"topics": "service_completed_successfully"},
         "simulator": {"processor": "service_healthy"},
+        "map": {"processor": "service_healthy"},
         "grafana": {"prometheus": "service_healthy"},
     }
     for name, deps in expected.items():
@@ -301,6 +303,13 @@ def _invocation(svc: dict[str, Any]) -> tuple[str, list[str], set[str]]:
             {"TRAJSTREAM_BOOTSTRAP", "TRAJSTREAM_POSITIONS_TOPIC", "TRAJSTREAM_DURATION",
              "TRAJSTREAM_START_TS"},
         ),
+        (
+            "map",
+            "map",
+            {"TRAJSTREAM_BOOTSTRAP", "TRAJSTREAM_POSITIONS_TOPIC", "TRAJSTREAM_PREDICTIONS_TOPIC",
+             "TRAJSTREAM_ALERTS_TOPIC", "TRAJSTREAM_PROCESSOR_METRICS_URL",
+             "TRAJSTREAM_MAP_HOST", "TRAJSTREAM_MAP_PORT"},
+        ),
     ],
 )  # fmt: skip
 def test_app_services_run_the_cli_configured_by_its_envvars(
@@ -357,6 +366,29 @@ def test_prometheus_scrapes_the_processor_service(compose: dict[str, Any]) -> No
     assert Path(mounts["/etc/prometheus"]).resolve() == PROM_DIR
     assert "--config.file=/etc/prometheus/prometheus.yml" in prom["command"]
     assert "healthcheck" in prom and "healthcheck" in processor
+
+
+def test_map_service_shows_what_the_processor_publishes_and_grafana_links_to_it(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    proc, live = _env(services["processor"]), _env(services["map"])
+    for var in ("TRAJSTREAM_POSITIONS_TOPIC", "TRAJSTREAM_PREDICTIONS_TOPIC",
+                "TRAJSTREAM_ALERTS_TOPIC"):  # fmt: skip
+        assert live[var] == proc[var], var
+    metrics_port = proc["TRAJSTREAM_METRICS_PORT"]
+    assert live["TRAJSTREAM_PROCESSOR_METRICS_URL"] == f"http://processor:{metrics_port}/metrics"
+    ports = services["map"]["ports"]
+    assert len(ports) == 1
+    port = ports[0]
+    published, target = (str(port["published"]), str(port["target"])) if isinstance(
+        port, dict) else (str(port).split(":")[-2], str(port).split(":")[-1].split("/")[0])
+    assert target == live["TRAJSTREAM_MAP_PORT"]
+    host_ip = port.get("host_ip") if isinstance(port, dict) else str(port).split(":")[0]
+    assert host_ip == "127.0.0.1", "the map shows every vehicle: loopback unless told otherwise"
+    assert "healthcheck" in services["map"]
+    links = [link["url"] for link in _dashboard().get("links", [])]
+    assert f"http://localhost:{published}/" in links
 
 
 def test_grafana_provisioning_matches_the_stack(compose: dict[str, Any]) -> None:
@@ -828,9 +860,11 @@ def _run_topics(stack: _Stack, svc: dict[str, Any]) -> None:
 
 def _app_env(stack: _Stack, name: str, svc: dict[str, Any], services: set[str]) -> dict[str, str]:
     env = {k: stack.rewrite(v, services) for k, v in _env(svc).items()}
-    if "TRAJSTREAM_METRICS_PORT" in env:  # a port of this container
-        port = env["TRAJSTREAM_METRICS_PORT"]
-        env["TRAJSTREAM_METRICS_PORT"] = stack.address(name, port).split(":")[1]
+    for var in ("TRAJSTREAM_METRICS_PORT", "TRAJSTREAM_MAP_PORT"):  # ports of this container
+        if var in env:
+            env[var] = stack.address(name, env[var]).split(":")[1]
+    if env.get("TRAJSTREAM_MAP_HOST") == "0.0.0.0":  # a container's own interfaces: loopback
+        env["TRAJSTREAM_MAP_HOST"] = "127.0.0.1"
     path = f"{Path(TRAJSTREAM).parent}:{os.environ['PATH']}"
     return _clean_env(PYTHONUNBUFFERED="1", PATH=path, **env)
 
@@ -953,6 +987,12 @@ def live_stack(compose: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
                     _app_env(stack, "processor", services["processor"], names))  # fmt: skip
         stack.start("simulator", _app_argv(services["simulator"]),
                     _app_env(stack, "simulator", services["simulator"], names))  # fmt: skip
+        stack.start("map", _app_argv(services["map"]),
+                    _app_env(stack, "map", services["map"], names))  # fmt: skip
+        map_health = _healthcheck_argv(stack, services["map"], "map")
+        _wait(stack, "the map's health check",
+              lambda: subprocess.run(map_health, capture_output=True, timeout=20).returncode == 0,
+              120, ("map",))  # fmt: skip
         _inject_bad_messages(stack, _env(services["processor"])["TRAJSTREAM_POSITIONS_TOPIC"])
         watch = ("kafka", "processor", "simulator", "prometheus")
         job = 'job="trajstream-processor"'
@@ -1042,3 +1082,34 @@ def test_live_rejections_counted_and_alerts_reach_the_host(live_stack: _Stack) -
             assert all(a["schema"] == "trajstream.alert/v1" for a in alerts)
     for name in ("kafka", "processor", "simulator", "prometheus"):
         assert live_stack.alive(name), live_stack.log(name)
+
+
+def test_live_map_shows_the_stack_with_paths_uncertainty_and_processor_figures(
+    live_stack: _Stack,
+) -> None:
+    """The compose map service, as a browser sees it: frames with the simulator's vehicles,
+    the processor's predicted paths with the LSTM's sigma, and its figures in the corner."""
+    from websockets.sync.client import connect
+
+    from trajstream.stream.livemap.frames import decode_frame
+
+    address = live_stack.address("map", "8765")
+    deadline = time.monotonic() + 90
+    last: dict[str, Any] = {}
+    with connect(f"ws://{address}/ws", open_timeout=10) as ws:
+        while time.monotonic() < deadline:
+            head, arrays = decode_frame(ws.recv(timeout=30))
+            ws.send(json.dumps({"type": "ack", "seq": head["seq"]}))
+            paths = arrays["paths"]
+            with_path = ~np.isnan(paths[:, -1, 0]) if head["p"] else np.zeros(0, bool)
+            stats = head["stats"]
+            last = {"n": head["n"], "paths": int(with_path.sum()), "stats": stats}
+            if (head["n"] >= 50 and with_path.sum() >= 20
+                    and np.isfinite(arrays["sigma"][with_path]).all()
+                    and stats.get("processor_metrics") == "ok"
+                    and {"lstm", "cv"} <= set(stats.get("error_m", {}))
+                    and stats.get("positions_per_s") is not None):
+                break
+        else:
+            pytest.fail(f"the map never showed the stack: {last}\n{live_stack.log('map')}")
+    assert live_stack.alive("map"), live_stack.log("map")

@@ -170,7 +170,7 @@ def test_table_keeps_the_newest_fix_derives_missing_headings_and_evicts():
     ]), CodecConfig())
     table.update_positions(batch)
     snap = table.snapshot(show_s=10.0)
-    got = {v: i for i, v in enumerate(snap.ids.tolist())}
+    got = {v: i for i, v in enumerate(snap.ids)}
     a, b = got["a"], got["b"]
     assert snap.y[a] == 2.0 and snap.heading[a] == pytest.approx(math.pi / 2)
     assert snap.x[b] == 50.0 and snap.heading[b] == 1.0
@@ -178,7 +178,7 @@ def test_table_keeps_the_newest_fix_derives_missing_headings_and_evicts():
         {"vehicle_id": "a", "ts": T0 + 6.0, "x": 0.0, "y": 3.0}]), CodecConfig())
     table.update_positions(batch)
     snap = table.snapshot(show_s=10.0)
-    assert snap.ids.tolist() == ["a"] and len(table) == 1
+    assert list(snap.ids) == ["a"] and len(table) == 1
 
 
 def test_table_takes_predictions_with_optional_sigma_and_skips_malformed_ones():
@@ -197,7 +197,7 @@ def test_table_takes_predictions_with_optional_sigma_and_skips_malformed_ones():
         orjson.dumps({"vehicle_id": "unknown", "ts": T0, "points": pts}),  # no position yet
     ])
     snap = table.snapshot(show_s=10.0)
-    got = {v: i for i, v in enumerate(snap.ids.tolist())}
+    got = {v: i for i, v in enumerate(snap.ids)}
     assert snap.paths.shape[1:] == (20, 2)
     assert snap.paths[got["a"], 3, 0] == 3.0 and snap.sigma is not None
     assert np.all(snap.sigma[got["a"]] == 0.5) and np.isnan(snap.sigma[got["b"]]).all()
@@ -221,9 +221,14 @@ def _run_engine(predictor: str) -> tuple[Engine, list[dict]]:
 def test_engine_snapshot_has_every_recent_vehicle_with_lstm_sigma():
     engine, preds = _run_engine("lstm")
     snap = engine_snapshot(engine, show_s=2.0)
-    assert len(snap) == 7 and set(snap.ids.tolist()) >= {"cross-a", "cross-b"}
-    assert snap.sigma is not None and np.isfinite(snap.sigma).all()
-    assert np.all(snap.sigma > 0) and np.isfinite(snap.paths).all()
+    rows = snap.rows()
+    assert len(snap) == 7 and {snap.ids[i] for i in rows} >= {"cross-a", "cross-b"}
+    assert snap.sigma is not None and np.isfinite(snap.sigma[rows]).all()
+    assert np.all(snap.sigma[rows] > 0) and np.isfinite(snap.paths[rows]).all()
+    # Frames carry exactly the shown vehicles, with their sigma.
+    head, arr = decode_frame(encode_frame(snap, select(snap, None), 1, (0.0, 0.0), {}))
+    assert sorted(head["ids"]) == sorted(snap.ids[i] for i in rows)
+    assert np.isfinite(arr["sigma"]).all()
     # The predictions topic carries the same sigma (optional field of the contract).
     assert preds and all(len(p["sigma"]) == len(p["points"]) == 20 for p in preds)
 

@@ -1,0 +1,293 @@
+"""The live map's cost to the processor, and whether a browser keeps up with 5,000 vehicles.
+
+Part 1, ``overhead``: the processor drains 5,000 vehicles of 10 Hz traffic from a file (the
+loop `trajstream process --input` runs, LSTM predictor, as fast as it can) in four set-ups,
+interleaved round after round so that a busy machine weighs on all of them alike:
+
+- ``none``: no map;
+- ``map``: the map attached as in `trajstream demo` (snapshot tap, alerts sink, server);
+- ``viewer``: plus one viewer in another process showing the whole fleet, acknowledging
+  every frame (a browser that keeps up);
+- ``stalled``: plus one viewer that connects, asks for the whole fleet and never reads.
+
+Prints positions/s per set-up (median over rounds) and each one's ratio to ``none``.
+Target: the map attached within 5% of none, and a stalled viewer no slower than ``map``.
+
+Part 2, ``browser``: `trajstream demo --vehicles 5000` at real time (10 Hz per vehicle) with
+the map, headless Chromium (Debian's /usr/bin/chromium through Playwright) showing the whole
+fleet, then zoomed in. Prints the frames the page received and drew per second, its draw time
+(median and 95th percentile), the frames it skipped and the server dropped, and the
+demo's event-time lag: the page keeps up when it draws what it receives without its own
+backlog.
+
+Usage:
+  python bench/bench_map.py [--part overhead|browser|all] [--vehicles 5000] [--seconds 10]
+      [--rounds 3] [--browser-seconds 30]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `trajstream` does, before numpy
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import socket  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = REPO / ".run" / "bench"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+MODES = ("none", "map", "viewer", "stalled")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _traffic(vehicles: int, seconds: float, seed: int) -> Path:
+    """Positions of a simulated run as JSONL (cached, shared with bench_processor.py)."""
+    from trajstream.simulator import SimConfig, iter_ticks
+
+    path = CACHE / f"traffic-{vehicles}v-{seconds:g}s-seed{seed}.jsonl"
+    if path.exists():
+        return path
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".partial")
+    t0 = time.perf_counter()
+    with tmp.open("wb") as f:
+        for tick in iter_ticks(SimConfig(vehicles=vehicles, duration_s=seconds, seed=seed)):
+            f.write(b"".join(v + b"\n" for _, v in tick.messages))
+    tmp.rename(path)
+    print(f"  simulated {vehicles} vehicles x {seconds:g} s in {time.perf_counter() - t0:.0f} s",
+          flush=True)
+    return path
+
+
+# -- part 1: overhead ------------------------------------------------------------------------
+
+
+def _viewer_process(port: int, mode: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, __file__, "_viewer", "--port", str(port),
+                             "--mode", mode], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # "ready" once its first frame arrived
+    assert line.strip() == b"ready", line
+    return proc
+
+
+def _viewer(port: int, mode: str) -> None:
+    """A stand-in browser: whole-fleet view; acknowledges every frame, or never reads."""
+    from websockets.sync.client import connect
+
+    # max_queue=1: when stalled, the client stops reading the socket after one frame.
+    with connect(f"ws://127.0.0.1:{port}/ws", max_queue=1, open_timeout=30) as ws:
+        ws.send(json.dumps({"type": "view", "x0": -5000, "y0": -5000, "x1": 5000, "y1": 5000,
+                            "mpp": 2.0}))
+        ws.recv(timeout=60)
+        print("ready", flush=True)
+        frames = 0
+        if mode == "stalled":
+            time.sleep(3600)
+        while True:
+            data = ws.recv(timeout=3600)
+            head_len = int.from_bytes(data[4:8], "little")
+            seq = json.loads(data[8:8 + head_len])["seq"]
+            ws.send(json.dumps({"type": "ack", "seq": seq}))
+            frames += 1
+
+
+def _drain(path: Path, mode: str, predictor: Any) -> dict[str, Any]:
+    from trajstream.stream.app import IO, Processor
+    from trajstream.stream.config import ProcessorConfig
+    from trajstream.stream.livemap import MapHub, MapServer, ProcessorTap, ServerConfig
+    from trajstream.stream.metrics import Metrics
+    from trajstream.stream.sinks import MemorySink, TeeSink
+    from trajstream.stream.sources import FileSource
+
+    cfg = ProcessorConfig(source="file", input_path=str(path), alerts_out="-",
+                          predictor=predictor.name)
+    alerts = MemorySink()
+    server = viewer = tap = None
+    if mode != "none":
+        hub = MapHub()
+        server = MapServer(hub, ServerConfig(port=0)).start()
+        tap = ProcessorTap(hub)
+        if mode in ("viewer", "stalled"):
+            hub.publish_fleet(_placeholder())  # so the viewer gets its first frame now
+            viewer = _viewer_process(server.port, "active" if mode == "viewer" else "stalled")
+    io = IO(FileSource(str(path)), alerts if tap is None else TeeSink(alerts, tap))
+    proc = Processor(cfg, io, predictor, Metrics(), observers=() if tap is None else (tap,))
+    cpu0 = time.thread_time()
+    try:
+        summary = proc.run()
+        end = time.monotonic()
+    finally:
+        cpu = time.thread_time() - cpu0
+        frames = server.counters["frames"] if server is not None else 0
+        if viewer is not None:
+            viewer.kill()
+            viewer.wait()
+        if server is not None:
+            server.stop()
+    assert proc.first_record_at is not None
+    elapsed = end - proc.first_record_at
+    return {"rate": summary["consumed"] / elapsed, "cpu_rate": summary["consumed"] / cpu,
+            "records": summary["consumed"], "frames": frames, "elapsed_s": elapsed}
+
+
+def _placeholder() -> Any:
+    import numpy as np
+
+    from trajstream.stream.livemap.frames import FleetSnapshot
+
+    one = np.zeros(1)
+    return FleetSnapshot(ts=0.0, ids=np.array(["-"], dtype=object), x=one, y=one, heading=one,
+                         length=one, width=one, paths=np.zeros((1, 20, 2)))
+
+
+def overhead(vehicles: int, seconds: float, rounds: int, seed: int) -> None:
+    from trajstream.model import load_predictor
+    from trajstream.model.predictors import PathSpec
+
+    path = _traffic(vehicles, seconds, seed)
+    predictor = load_predictor("lstm", PathSpec())
+    results: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
+    _drain(path, "none", predictor)  # warm-up: page cache, allocations
+    for r in range(rounds):
+        order = MODES[r % len(MODES):] + MODES[:r % len(MODES)]
+        for mode in order:
+            res = _drain(path, mode, predictor)
+            results[mode].append(res)
+            print(f"  round {r + 1} {mode:8s} {res['rate']:>9,.0f} positions/s "
+                  f"({res['cpu_rate']:>9,.0f} per processor-thread CPU s, "
+                  f"{res['frames']} frames sent)", flush=True)
+    base = statistics.median(x["rate"] for x in results["none"])
+    base_cpu = statistics.median(x["cpu_rate"] for x in results["none"])
+    print(f"\nprocessor draining {vehicles:,} vehicles x {seconds:g} s of 10 Hz traffic "
+          f"(LSTM, file source), median of {rounds} interleaved rounds, {os.cpu_count()} CPUs")
+    print(f"{'set-up':>8} {'positions/s':>12} {'vs none':>8} {'per thread-CPU s':>17} "
+          f"{'vs none':>8}")
+    ratios = {}
+    for mode in MODES:
+        rate = statistics.median(x["rate"] for x in results[mode])
+        cpu = statistics.median(x["cpu_rate"] for x in results[mode])
+        ratios[mode] = rate / base
+        print(f"{mode:>8} {rate:>12,.0f} {rate / base:>8.3f} {cpu:>17,.0f} {cpu / base_cpu:>8.3f}")
+    verdict = "meets" if ratios["map"] >= 0.95 and ratios["viewer"] >= 0.95 else "MISSES"
+    print(f"target: map attached within 5% of none: {verdict} (map {ratios['map']:.3f}, "
+          f"with a viewer {ratios['viewer']:.3f}); stalled viewer vs map: "
+          f"{ratios['stalled'] / ratios['map']:.3f}")
+
+
+# -- part 2: a browser at 5,000 vehicles --------------------------------------------------------
+
+
+def browser(vehicles: int, seconds: float) -> None:
+    from playwright.sync_api import sync_playwright
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAJSTREAM_")}
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "trajstream", "--log-level", "WARNING", "demo", "--vehicles",
+         str(vehicles), "--duration", str(seconds + 60), "--metrics-port", "0", "--map-port",
+         str(port)], env=env, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    if json.loads(r.read())["vehicles"] >= vehicles * 0.9:
+                        break
+            except OSError:
+                pass
+            assert demo.poll() is None and time.monotonic() < deadline, "demo not serving"
+            time.sleep(0.5)
+        with sync_playwright() as pw:
+            b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = b.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_function("() => window.trajstreamMap.drawnVehicles > 0",
+                                   timeout=60_000)
+            for label, setup in (("whole fleet", "() => window.trajstreamMap.fit()"),
+                                 ("zoomed in", "() => { const s = window.trajstreamMap;"
+                                  " const v = s.view; s.centreOn((v.x0 + v.x1) / 2,"
+                                  " (v.y0 + v.y1) / 2, 4); }")):
+                page.evaluate(setup)
+                time.sleep(2.0)
+                _measure(page, label, seconds / 2)
+            b.close()
+    finally:
+        demo.terminate()
+        demo.wait(30)
+
+
+def _measure(page: Any, label: str, seconds: float) -> None:
+    read = ("() => { const s = window.trajstreamMap; return {frames: s.frames, draws: s.draws,"
+            " skipped: s.skipped, ms: s.renderMs, drawn: s.drawnVehicles,"
+            " total: s.totalVehicles}; }")
+    first = page.evaluate(read)
+    samples = []
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        time.sleep(0.25)
+        samples.append(page.evaluate(read)["ms"])
+    last = page.evaluate(read)
+    stats = page.evaluate("() => document.querySelector('#stats').innerText")
+    elapsed = time.monotonic() - t0
+    frames = last["frames"] - first["frames"]
+    skipped = last["skipped"] - first["skipped"]
+    samples.sort()
+    p50 = samples[len(samples) // 2]
+    p95 = samples[int(0.95 * (len(samples) - 1))]
+    print(f"  {label:11s}: {last['drawn']:,} of {last['total']:,} vehicles drawn; "
+          f"{frames / elapsed:.1f} frames/s received, {skipped} skipped by the page; "
+          f"draw {p50:.0f} ms median, {p95:.0f} ms p95", flush=True)
+    for line in stats.splitlines():
+        if line.startswith(("Event-time lag", "Frames", "Positions")):
+            print(f"      {line}")
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_viewer":
+        ap = argparse.ArgumentParser()
+        ap.add_argument("_viewer")
+        ap.add_argument("--port", type=int, required=True)
+        ap.add_argument("--mode", required=True)
+        a = ap.parse_args()
+        _viewer(a.port, a.mode)
+        return
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--part", choices=["overhead", "browser", "all"], default="all")
+    ap.add_argument("--vehicles", type=int, default=5000)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--browser-seconds", type=float, default=30.0)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if args.part in ("overhead", "all"):
+        print("== processor with and without the live map", flush=True)
+        overhead(args.vehicles, args.seconds, args.rounds, args.seed)
+    if args.part in ("browser", "all"):
+        print(f"\n== headless Chromium, {args.vehicles:,} vehicles at 10 Hz (trajstream demo)",
+              flush=True)
+        browser(args.vehicles, args.browser_seconds)
+
+
+if __name__ == "__main__":
+    main()
