@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	  { echo "trajstream: Python >= 3.11 is required (found $$($(PYTHON) --version))"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,sumo]'
 	@touch $@
 
 lint: venv

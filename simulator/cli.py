@@ -25,6 +25,8 @@ from trajstream.simulator.publish import (
     ReplayFile,
     Sink,
 )
+from trajstream.simulator.sim import Tick
+from trajstream.simulator.sumo.options import SUMO_ONLY, sumo_config, sumo_options
 
 _FRACTION = click.FloatRange(0.0, 1.0)
 _NON_NEGATIVE = click.FloatRange(min=0.0)
@@ -65,6 +67,9 @@ def _stop_on_sigterm() -> Iterator[threading.Event]:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@_opt("--engine", env="SIM_ENGINE", default="builtin", type=click.Choice(["builtin", "sumo"]),
+      help="Traffic engine: the built-in city grid, or Eclipse SUMO (pip install "
+           "'trajstream[sumo]'; options marked [sumo]).")
 @_opt("--vehicles", env="VEHICLES", default=200, type=click.IntRange(min=1),
       help="Vehicles present at any time (those that leave are replaced).")
 @_opt("--duration", env="DURATION", default=60.0, type=_NON_NEGATIVE,
@@ -74,8 +79,9 @@ def _stop_on_sigterm() -> Iterator[threading.Event]:
 @_opt("--seed", env="SEED", default=0, type=click.IntRange(min=0),
       help="Random seed; the same seed and options give byte-identical output.")
 @_opt("--reckless", env="RECKLESS", default=SimConfig.reckless_fraction, type=_FRACTION,
-      help="Fraction of reckless drivers (red lights, no yielding, distraction, cut-ins, "
-           "drifting); 0 gives collision-free traffic.")
+      help="Fraction of reckless drivers (builtin: red lights, no yielding, distraction, "
+           "cut-ins, drifting; sumo: tailgaters, red-light runners, drivers who do not "
+           "yield, pushy lane changers); 0 gives collision-free traffic.")
 @_opt("--gps-sigma", env="GPS_SIGMA_M", default=SimConfig.gps_sigma_m, type=_NON_NEGATIVE,
       help="GPS noise, standard deviation per axis (m).")
 @_opt("--drop-rate", env="DROP_RATE", default=SimConfig.drop_rate,
@@ -102,18 +108,28 @@ def _stop_on_sigterm() -> Iterator[threading.Event]:
 @_opt("--start-ts", env="START_TS", default=DEFAULT_START_TS, type=_NON_NEGATIVE,
       help="Event time of the first tick (s since the epoch).")
 @_opt("--grid", env="SIM_GRID", default=0, type=click.IntRange(0, 60),
-      help="Junctions per side of the city grid; 0 sizes it for --vehicles.")
+      help="[builtin] Junctions per side of the city grid; 0 sizes it for --vehicles.")
 @_opt("--lanes", env="SIM_LANES", default=2, type=click.IntRange(1, 4),
-      help="Lanes per direction.")
+      help="Lanes per direction (of a generated city).")
+@sumo_options
 def simulate(**kw: Any) -> None:
     """Generate city traffic and publish vehicle positions to Kafka or a JSONL file.
 
-    A grid of signalised junctions; drivers follow the IDM, queue, turn and change lanes; a
-    fraction of reckless drivers causes real near misses and collisions, recorded with
-    --truth. Sensor realism (GPS noise, drops, jitter, late and duplicate messages) is on
-    unless --clean.
+    Built-in engine: a grid of signalised junctions; drivers follow the IDM, queue, turn and
+    change lanes; a fraction of reckless drivers causes real near misses and collisions,
+    recorded with --truth.
+
+    SUMO engine (--engine sumo): Eclipse SUMO drives a generated city (grid, spider or
+    random), your own SUMO network or an OpenStreetMap extract; reckless drivers (tailgaters,
+    red-light runners, drivers who do not yield, pushy lane changers) cause collisions that
+    SUMO decides, recorded with --truth in the same format plus their conflict kind.
+
+    Both engines publish the vehicle's centre, heading, speed and size; sensor realism (GPS
+    noise, drops, jitter, late and duplicate messages) is on unless --clean; the same seed
+    and options give byte-identical output.
     """
     ctx = click.get_current_context()
+    _check_engine_options(ctx, kw["engine"])
     out, bootstrap = kw["out"], kw["bootstrap"]
     if out is not None and bootstrap is not None:
         if ctx.get_parameter_source("bootstrap") is click.core.ParameterSource.ENVIRONMENT:
@@ -133,8 +149,16 @@ def simulate(**kw: Any) -> None:
             positions_only=kw["positions_only"], start_ts=kw["start_ts"], grid_n=kw["grid"],
             lanes=kw["lanes"],
         )
+        sumo = sumo_config(kw) if kw["engine"] == "sumo" else None
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
+    ticks = None
+    if sumo is not None:
+        from trajstream.simulator.sumo import iter_sumo_ticks
+        from trajstream.simulator.sumo.binaries import require
+
+        require()  # before any output is opened
+        ticks = iter_sumo_ticks(config, sumo)
     truth_sink = JsonlSink(kw["truth"]) if kw["truth"] else None
     sink: Sink
     if out is not None:
@@ -142,20 +166,39 @@ def simulate(**kw: Any) -> None:
     else:
         sink = KafkaSink(bootstrap, kw["topic"], client=kw["kafka_client"],
                          ready_timeout_s=kw["kafka_timeout"])
-    run_simulation(config, sink, truth_sink, pace=kw["pace"])
+    run_simulation(config, sink, truth_sink, pace=kw["pace"], ticks=ticks)
+
+
+def _check_engine_options(ctx: click.Context, engine: str) -> None:
+    """Options of the other engine are a mistake, not something to ignore silently."""
+    def given(param: str) -> bool:
+        return ctx.get_parameter_source(param) in (click.core.ParameterSource.COMMANDLINE,
+                                                   click.core.ParameterSource.ENVIRONMENT)
+
+    if engine == "sumo" and given("grid"):
+        raise click.UsageError("--grid is for the built-in engine; with --engine sumo use "
+                               "--net-size")
+    if engine != "sumo":
+        for option, param in SUMO_ONLY.items():
+            if given(param):
+                raise click.UsageError(f"{option} needs --engine sumo")
 
 
 def run_simulation(config: SimConfig, sink: Sink, truth_sink: Sink | None = None, *,
-                   pace: bool = True, progress: Progress | None = None) -> dict[str, int]:
-    """Publish a whole run; returns message and event counts. Closes the sinks."""
+                   pace: bool = True, progress: Progress | None = None,
+                   ticks: Iterator[Tick] | None = None) -> dict[str, int]:
+    """Publish a whole run (``ticks``, the built-in engine's for ``config`` by default);
+    returns message and event counts. Closes the sinks and the engine."""
     from trajstream.simulator import iter_ticks
 
+    if ticks is None:
+        ticks = iter_ticks(config)
     progress = progress or Progress("simulate")
     pacer = Pacer() if pace else None
     counts = {"messages": 0, "collisions": 0, "near_misses": 0}
     try:
         with _stop_on_sigterm() as stop:
-            for tick in iter_ticks(config):
+            for tick in ticks:
                 if stop.is_set():
                     break
                 if pacer is not None:
@@ -176,10 +219,15 @@ def run_simulation(config: SimConfig, sink: Sink, truth_sink: Sink | None = None
     finally:
         progress.close()
         try:
-            sink.close()
+            close = getattr(ticks, "close", None)
+            if close is not None:
+                close()  # a generator's cleanup: SUMO stops, temporary files go
         finally:
-            if truth_sink is not None:
-                truth_sink.close()
+            try:
+                sink.close()
+            finally:
+                if truth_sink is not None:
+                    truth_sink.close()
     return counts
 
 
