@@ -10,7 +10,7 @@ Targets: engine >= 200k vehicle-updates/s; 5,000 vehicles at 10 Hz sustained wit
 
 Run: .venv/bin/python bench/bench_simulator.py [--vehicles 5000] [--seconds 20]
      [--bootstrap HOST:PORT | --no-kafka]
-Without --bootstrap a throwaway broker is started from kafka/lib (as `make test` does).
+Without --bootstrap a throwaway broker is started from broker/lib (as `make test` does).
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def _broker(bootstrap: str | None) -> Iterator[str]:
     if bootstrap:
         yield bootstrap
         return
-    spec = importlib.util.spec_from_file_location("bench_broker", REPO / "kafka" / "broker.py")
+    spec = importlib.util.spec_from_file_location("bench_broker", REPO / "broker" / "broker.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
