@@ -13,7 +13,12 @@ interleaved round after round so that a busy machine weighs on all of them alike
 Prints positions/s per set-up (median over rounds) and each one's ratio to ``none``.
 Target: the map attached within 5% of none, and a stalled viewer no slower than ``map``.
 
-Part 2, ``browser``: `trajstream demo --vehicles 5000` at real time (10 Hz per vehicle) with
+Part 2, ``feed``: what `trajstream map` reads from Kafka for 5,000 vehicles at 10 Hz, a
+position and a prediction (with the LSTM's sigma) per vehicle and fix: both topics are
+filled with ``--seconds`` of traffic, then the map's feed drains them (decode, fleet table,
+snapshots) as fast as it can. Prints messages/s; keeping up needs 100,000/s.
+
+Part 3, ``browser``: `trajstream demo --vehicles 5000` at real time (10 Hz per vehicle) with
 the map, headless Chromium (Debian's /usr/bin/chromium through Playwright) showing the whole
 fleet, then zoomed in. Prints the frames the page received and drew per second, its draw time
 (median and 95th percentile), the frames it skipped and the server dropped, and the
@@ -21,7 +26,7 @@ demo's event-time lag: the page keeps up when it draws what it receives without 
 backlog.
 
 Usage:
-  python bench/bench_map.py [--part overhead|browser|all] [--vehicles 5000] [--seconds 10]
+  python bench/bench_map.py [--part overhead|feed|browser|all] [--vehicles 5000] [--seconds 10]
       [--rounds 3] [--browser-seconds 30]
 """
 
@@ -194,7 +199,91 @@ def overhead(vehicles: int, seconds: float, rounds: int, seed: int) -> None:
           f"{ratios['stalled'] / ratios['map']:.3f}")
 
 
-# -- part 2: a browser at 5,000 vehicles --------------------------------------------------------
+# -- part 2: the Kafka feed of trajstream map ------------------------------------------------
+
+
+def feed(vehicles: int, seconds: float, seed: int) -> None:
+    import tempfile
+    import threading
+    import uuid
+
+    import orjson
+
+    from trajstream.model import load_predictor
+    from trajstream.model.predictors import PathSpec
+    from trajstream.stream.codec import CodecConfig, decode_batch
+    from trajstream.stream.config import EngineConfig
+    from trajstream.stream.engine import Engine
+    from trajstream.stream.kafka import create_topics, make_producer
+    from trajstream.stream.livemap import MapHub
+    from trajstream.stream.livemap.kafka_feed import FeedConfig, KafkaFeed
+
+    path = _traffic(vehicles, seconds, seed)
+    sys.path.insert(0, str(REPO / "broker"))
+    import broker as broker_mod  # type: ignore[import-not-found]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = broker_mod.start_broker(broker_mod.free_port(), broker_mod.free_port(),
+                                         Path(tmp) / "kafka", wait_s=120)
+        try:
+            run = uuid.uuid4().hex[:8]
+            topics = {k: f"bench-map-{k}-{run}" for k in ("positions", "predictions", "alerts")}
+            create_topics(broker.bootstrap, list(topics.values()), partitions=6)
+            producer = make_producer(broker.bootstrap, client="confluent")
+            engine = Engine(EngineConfig(emit_predictions=True),
+                            load_predictor("lstm", PathSpec()))
+            n_pos = n_pred = 0
+            with path.open("rb") as f:
+                lines = [ln.rstrip(b"\n") for ln in f]
+            for i in range(0, len(lines), 5000):
+                chunk = lines[i:i + 5000]
+                for v in chunk:
+                    producer.send(topics["positions"], v, orjson.loads(v)["vehicle_id"].encode())
+                n_pos += len(chunk)
+                batch, _ = decode_batch(None, chunk, CodecConfig())
+                for k, v in engine.process(batch).predictions:
+                    producer.send(topics["predictions"], v, k)
+                    n_pred += 1
+            producer.flush(120.0)
+            producer.close()
+            print(f"  filled {n_pos:,} positions and {n_pred:,} predictions", flush=True)
+            hub = MapHub()
+            cfg = FeedConfig(bootstrap=broker.bootstrap, positions_topic=topics["positions"],
+                             predictions_topic=topics["predictions"],
+                             alerts_topic=topics["alerts"],
+                             kafka_config={"auto.offset.reset": "earliest"})
+            feed_ = KafkaFeed(hub, cfg)
+            stop = threading.Event()
+            total = n_pos + n_pred
+            t = threading.Thread(target=feed_.run, args=(stop,), daemon=True)
+            t0 = cpu0 = None
+            t.start()
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                done = feed_.counts["positions"] + feed_.counts["predictions"]
+                if t0 is None and done:
+                    t0, cpu0 = time.monotonic(), time.process_time()
+                if done >= total:
+                    break
+                time.sleep(0.05)
+            elapsed, cpu = time.monotonic() - (t0 or 0), time.process_time() - (cpu0 or 0)
+            stop.set()
+            t.join(30)
+            snap = hub.state().fleet
+            print(f"\ntrajstream map's Kafka feed draining {vehicles:,} vehicles x {seconds:g} s "
+                  f"(positions + LSTM predictions with sigma, confluent-kafka)")
+            print(f"  {done:,} messages in {elapsed:.1f} s: {done / elapsed:,.0f} messages/s "
+                  f"({done / cpu:,.0f} per CPU s); fleet of {len(snap):,} vehicles; "
+                  f"{feed_.table.ignored_predictions} predictions ignored")
+            need = 2 * vehicles * 10
+            print(f"  keeping up with {vehicles:,} vehicles at 10 Hz needs {need:,} messages/s: "
+                  f"{'yes' if done / elapsed >= need else 'NO'} "
+                  f"({done / elapsed / need:.1f}x)")
+        finally:
+            broker.stop()
+
+
+# -- part 3: a browser at 5,000 vehicles --------------------------------------------------------
 
 
 def browser(vehicles: int, seconds: float) -> None:
@@ -272,7 +361,7 @@ def main() -> None:
         _viewer(a.port, a.mode)
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=["overhead", "browser", "all"], default="all")
+    ap.add_argument("--part", choices=["overhead", "feed", "browser", "all"], default="all")
     ap.add_argument("--vehicles", type=int, default=5000)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rounds", type=int, default=3)
@@ -283,6 +372,9 @@ def main() -> None:
     if args.part in ("overhead", "all"):
         print("== processor with and without the live map", flush=True)
         overhead(args.vehicles, args.seconds, args.rounds, args.seed)
+    if args.part in ("feed", "all"):
+        print("\n== trajstream map reading Kafka", flush=True)
+        feed(args.vehicles, args.seconds, args.seed)
     if args.part in ("browser", "all"):
         print(f"\n== headless Chromium, {args.vehicles:,} vehicles at 10 Hz (trajstream demo)",
               flush=True)

@@ -49,7 +49,7 @@ class FleetSnapshot:
     """
 
     ts: float  # event time the snapshot stands at
-    ids: Sequence[str | None]
+    ids: Sequence[str | None] | np.ndarray  # object array or list
     x: np.ndarray
     y: np.ndarray
     heading: np.ndarray

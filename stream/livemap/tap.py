@@ -16,6 +16,8 @@ import math
 import time
 from typing import Any
 
+import numpy as np
+
 from trajstream.stream.livemap.frames import FleetSnapshot
 from trajstream.stream.livemap.hub import MapHub
 
@@ -38,8 +40,10 @@ def engine_snapshot(engine: Any, show_s: float) -> FleetSnapshot:
         return FleetSnapshot.empty(store.points)
     h = store.high
     kin = store.kin
+    ids = store.ids[:h]  # a list slice is a copy; an array slice is a view
     return FleetSnapshot(
-        ts=t, ids=store.ids[:h], x=kin.x[:h].copy(), y=kin.y[:h].copy(),
+        ts=t, ids=ids.copy() if isinstance(ids, np.ndarray) else ids,
+        x=kin.x[:h].copy(), y=kin.y[:h].copy(),
         heading=kin.heading[:h].copy(), length=store.length[:h].copy(),
         width=store.width[:h].copy(), paths=store.path[:h].copy(),
         sigma=store.sigma[:h].copy(), shown=store.active(t - show_s),

@@ -264,3 +264,42 @@ def test_tap_never_raises_into_the_processor():
     tap(Broken())  # logged, swallowed
     tap.send(None, b"\xff")  # not an alert: counted by the hub, no exception
     assert tap.errors == 1
+
+
+def test_table_draws_lat_lon_positions_in_the_projected_frame():
+    codec = CodecConfig(origin_lat=48.0, origin_lon=11.0)
+    table = FleetTable()
+    batch, rej = decode_batch(None, _positions([
+        {"vehicle_id": "north", "ts": T0, "lat": 48.001, "lon": 11.0},  # ~111 m north
+        {"vehicle_id": "east", "ts": T0, "lat": 48.0, "lon": 11.001},  # ~74 m east
+    ]), codec)
+    assert not rej
+    table.update_positions(batch)
+    snap = table.snapshot(show_s=10.0)
+    got = {v: i for i, v in enumerate(snap.ids)}
+    n, e = got["north"], got["east"]
+    assert snap.x[n] == pytest.approx(0.0, abs=0.5) and snap.y[n] == pytest.approx(111.2, abs=1)
+    assert snap.y[e] == pytest.approx(0.0, abs=0.5) and snap.x[e] == pytest.approx(74.4, abs=1)
+
+
+def test_corner_figures_are_read_from_a_processor_metrics_endpoint():
+    from prometheus_client import CollectorRegistry
+
+    from trajstream.stream.livemap.kafka_feed import scrape_processor
+    from trajstream.stream.metrics import Metrics, serve
+
+    metrics = Metrics(CollectorRegistry())
+    metrics.set_build_info("lstm", "confluent")
+    metrics.positions_consumed.inc(1234)
+    metrics.consumer_lag.set(17)
+    metrics.event_time_lag.set(0.75)
+    metrics.observe_prediction_errors("lstm", "4", [1.0, 3.0])
+    metrics.observe_prediction_errors("cv", "4", [4.0, 8.0])
+    server = serve(0, metrics.registry, addr="127.0.0.1")
+    try:
+        got = scrape_processor(f"http://127.0.0.1:{server.server_port}/metrics")
+    finally:
+        server.shutdown()
+    assert got["model"] == "lstm" and got["consumer_lag"] == 17 and got["lag_s"] == 0.75
+    assert got["positions_consumed"] == 1234
+    assert got["error_m"] == {"lstm": {"4": 2.0}, "cv": {"4": 6.0}}

@@ -239,3 +239,22 @@ def test_port_in_use_is_an_oserror_at_start():
         s.listen()
         with pytest.raises(OSError):
             MapServer(hub, ServerConfig(port=s.getsockname()[1])).start()
+
+
+@pytest.mark.parametrize(("frame", "code"), [
+    (b"\x8f\x80" + b"\x00" * 4, 1002),  # reserved opcode
+    (b"\x81\x05hello", 1002),  # text frame without the client's mask
+    (b"\x81\x82\x00\x00\x00\x00\xff\xfe", 1007),  # masked text that is not UTF-8
+    (b"\x89\xfe\x01\x00" + b"\x00" * (4 + 256), 1002),  # a ping longer than 125 bytes
+])
+def test_malformed_websocket_frames_close_the_connection_cleanly(served, frame, code):
+    _, server = served
+    with _ws(server) as ws:
+        ws.recv(timeout=10)
+        ws.socket.sendall(frame)
+        with pytest.raises(ConnectionClosed) as closed:
+            for _ in range(5):
+                ws.recv(timeout=10)
+    sent = closed.value.rcvd
+    assert sent is not None and sent.code == code, closed.value
+    assert _get(server.port, "/healthz")[0] == 200
