@@ -2,9 +2,12 @@
 topics, read from their end (a live view has no use for history) without a consumer group
 of its own that anyone would see lagging, and without committing anything.
 
-Positions go through the processor's own decoder (so lat/lon input is projected the same
-way), predictions and alerts are decoded here; the rebuilt fleet is handed to the hub at most
-``fps`` times a second. Throughput, lag and the model-vs-constant-velocity error in the
+Between two snapshots (``fps`` a second) only the newest position and prediction message of
+each vehicle is kept, undecoded (a dictionary store per message, keyed by the Kafka key);
+only those are decoded when the snapshot is made. A picture needs nothing older, and
+decoding is what costs: 5,000 vehicles at 10 Hz send 50,000 positions a second, a snapshot
+needs 5,000. Positions go through the processor's own decoder (so lat/lon input is projected
+the same way). Throughput, lag and the model-vs-constant-velocity error in the
 page's corner come from the processor's Prometheus endpoint when ``metrics_url`` is given
 (the processor computes them; the map does not guess), else from what the map itself reads.
 """
@@ -58,6 +61,10 @@ class KafkaFeed:
         self.table = FleetTable(ttl_s=config.ttl_s)
         self.counts = {"positions": 0, "predictions": 0, "alerts": 0, "rejected": 0}
         self._next_log = -math.inf
+        # newest undecoded message per Kafka key since the last snapshot (keyless: all)
+        self._positions: dict[bytes, bytes] = {}
+        self._keyless: list[bytes] = []
+        self._predictions: dict[bytes | None, bytes] = {}
 
     def run(self, stop: threading.Event) -> None:
         from trajstream.stream.kafka import resolve_client
@@ -99,6 +106,7 @@ class KafkaFeed:
                 now = time.monotonic()
                 if now >= next_snap:
                     next_snap = now + interval
+                    self._decode_pending()
                     stats: dict[str, Any] = {"source": "kafka", "map_vehicles": len(self.table)}
                     if now - rate_t >= 1.0:
                         n = self.counts["positions"]
@@ -143,28 +151,46 @@ class KafkaFeed:
                              from_beginning=False, config=dict(self.config.kafka_config))
 
     def _apply(self, records: list[Any]) -> None:
+        """Keep the newest message per vehicle; alerts go to the hub at once."""
         cfg = self.config
-        keys: list[bytes | None] = []
-        values: list[bytes | None] = []
-        preds: list[bytes] = []
+        positions, keyless, predictions = self._positions, self._keyless, self._predictions
+        pos_topic, pred_topic, alerts_topic = (cfg.positions_topic, cfg.predictions_topic,
+                                               cfg.alerts_topic)
+        n_pos = n_pred = 0
         for r in records:
-            if r.value is None:
+            value = r.value
+            if value is None:
                 continue
-            if r.topic == cfg.positions_topic:
-                keys.append(r.key)
-                values.append(r.value)
-            elif r.topic == cfg.predictions_topic:
-                preds.append(r.value)
-            elif r.topic == cfg.alerts_topic:
+            topic = r.topic
+            if topic == pos_topic:
+                n_pos += 1
+                if r.key:
+                    positions[r.key] = value
+                else:
+                    keyless.append(value)
+            elif topic == pred_topic:
+                n_pred += 1
+                predictions[r.key] = value
+            elif topic == alerts_topic:
                 self.counts["alerts"] += 1
-                self.hub.publish_alert(r.value)
-        if values:
-            batch, rejections = decode_batch(keys, values, cfg.codec)
-            self.counts["positions"] += len(values)
+                self.hub.publish_alert(value)
+        self.counts["positions"] += n_pos
+        self.counts["predictions"] += n_pred
+        if len(keyless) > MAX_POLL_RECORDS:  # keyless senders: bound what waits
+            del keyless[:-MAX_POLL_RECORDS]
+
+    def _decode_pending(self) -> None:
+        """Decode what :meth:`_apply` kept into the fleet table."""
+        if self._positions or self._keyless:
+            keys: list[bytes | None] = [*self._positions, *([None] * len(self._keyless))]
+            values: list[bytes | None] = [*self._positions.values(), *self._keyless]
+            self._positions, self._keyless = {}, []
+            batch, rejections = decode_batch(keys, values, self.config.codec)
             self.counts["rejected"] += len(rejections)
             self.table.update_positions(batch)
-        if preds:
-            self.counts["predictions"] += len(preds)
+        if self._predictions:
+            preds = list(self._predictions.values())
+            self._predictions = {}
             self.table.update_predictions(preds)
 
     def _scrape_loop(self, stop: threading.Event) -> None:

@@ -332,6 +332,8 @@ class MapServer:
         v.wake.set()
 
     async def _send_frames(self, v: _Viewer) -> None:
+        from websockets.exceptions import ConnectionClosed
+
         cfg = self.config
         interval = 1.0 / cfg.fps
         v.wake.set()  # the current state right away
@@ -357,6 +359,8 @@ class MapServer:
             v.last_sent = time.monotonic()
             try:
                 await asyncio.wait_for(v.ws.send(frame), cfg.send_timeout_s)
+            except ConnectionClosed:
+                return  # the viewer went away; its handler cleans up
             except TimeoutError:
                 self.counters["slow_viewers"] += 1
                 log.info("map viewer dropped: a frame took over %.0f s to send",

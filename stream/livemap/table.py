@@ -163,11 +163,15 @@ class FleetTable:
         except (TypeError, ValueError):  # a ragged or non-numeric one: go one by one
             self._one_by_one(ids, ts, pts, sig)
             return
-        sigma = np.full((len(ids), self.points), np.nan, dtype=np.float32)
-        for i, s in enumerate(sig):
-            if s is not None:
-                with contextlib.suppress(TypeError, ValueError):
-                    sigma[i] = np.asarray(s, dtype=np.float32)
+        nan_row = [math.nan] * self.points
+        try:  # one conversion for the batch; a null or a string inside: row by row
+            sigma = np.asarray([nan_row if s is None else s for s in sig], dtype=np.float32)
+        except (TypeError, ValueError):
+            sigma = np.full((len(ids), self.points), np.nan, dtype=np.float32)
+            for i, s in enumerate(sig):
+                if s is not None:
+                    with contextlib.suppress(TypeError, ValueError):
+                        sigma[i] = np.asarray(s, dtype=np.float32)
         self._apply_predictions(ids, np.asarray(ts, dtype=np.float64), path, sigma)
 
     def _one_by_one(self, ids: list[str], ts: list[float], pts: list[Any],

@@ -303,3 +303,35 @@ def test_corner_figures_are_read_from_a_processor_metrics_endpoint():
     assert got["model"] == "lstm" and got["consumer_lag"] == 17 and got["lag_s"] == 0.75
     assert got["positions_consumed"] == 1234
     assert got["error_m"] == {"lstm": {"4": 2.0}, "cv": {"4": 6.0}}
+
+
+def test_kafka_feed_decodes_only_the_newest_message_per_vehicle_per_snapshot():
+    from trajstream.stream.kafka import Record
+    from trajstream.stream.livemap.kafka_feed import FeedConfig, KafkaFeed
+
+    hub = MapHub()
+    feed = KafkaFeed(hub, FeedConfig(bootstrap="127.0.0.1:1", positions_topic="pos",
+                                     predictions_topic="pred", alerts_topic="alerts"))
+    pts = [[float(k), 1.0] for k in range(20)]
+
+    def rec(topic: str, key: bytes | None, value: dict | None) -> Record:
+        return Record(topic, 0, 0, key, None if value is None else orjson.dumps(value), 0)
+
+    feed._apply([
+        rec("pos", b"a", {"vehicle_id": "a", "ts": T0, "x": 0.0, "y": 0.0}),
+        rec("pos", b"a", {"vehicle_id": "a", "ts": T0 + 0.1, "x": 1.0, "y": 0.0}),
+        rec("pos", None, {"vehicle_id": "b", "ts": T0, "x": 5.0, "y": 5.0}),
+        rec("pos", b"c", None),  # a tombstone: nothing
+        rec("pred", b"a", {"vehicle_id": "a", "ts": T0, "points": [[9.0, 9.0]] * 20}),
+        rec("pred", b"a", {"vehicle_id": "a", "ts": T0 + 0.1, "points": pts}),
+        rec("alerts", b"a|b", _alert("a", "b", T0, 1.0)),
+    ])
+    assert feed.counts == {"positions": 3, "predictions": 2, "alerts": 1, "rejected": 0}
+    assert len(hub.state().open_alerts) == 1
+    assert len(feed.table) == 0  # nothing decoded before the snapshot
+    feed._decode_pending()
+    snap = feed.table.snapshot(show_s=10.0)
+    got = {v: i for i, v in enumerate(snap.ids)}
+    assert set(got) == {"a", "b"} and snap.x[got["a"]] == 1.0
+    assert snap.paths[got["a"], 3, 0] == 3.0
+    assert snap.heading[got["a"]] == 0.0  # no previous fix decoded: nothing to derive from

@@ -258,3 +258,27 @@ def test_malformed_websocket_frames_close_the_connection_cleanly(served, frame, 
     sent = closed.value.rcvd
     assert sent is not None and sent.code == code, closed.value
     assert _get(server.port, "/healthz")[0] == 200
+
+
+def test_a_viewer_vanishing_while_a_frame_is_sent_ends_its_sender_quietly():
+    """A killed browser closes its socket while a frame is being written: the send fails
+    with ConnectionClosed, which ends the viewer's sender; nothing to log as an error."""
+    import asyncio
+
+    from websockets.exceptions import ConnectionClosedError
+
+    from trajstream.stream.livemap.server import _Viewer
+
+    class Gone:
+        async def send(self, data: bytes) -> None:
+            raise ConnectionClosedError(None, None)
+
+    hub = MapHub()
+    hub.publish_fleet(_fleet(5))
+    server = MapServer(hub, ServerConfig(port=0))  # not started: only the sender runs
+
+    async def run() -> None:
+        await asyncio.wait_for(server._send_frames(_Viewer(Gone())), 5.0)
+
+    asyncio.run(run())
+    assert server.counters["frames"] == 0
