@@ -53,6 +53,10 @@ class MapHub:
         self._version = 0
         self._listeners: list[Callable[[], None]] = []
         self.counters = {"snapshots": 0, "alerts": 0, "bad_alerts": 0}
+        # Viewers ready for a frame (connected, not waiting on their own acknowledgements),
+        # set by the server: with none (nobody watching, or only stalled browsers) a feeder
+        # may skip its snapshots.
+        self.viewers = 0
 
     def add_listener(self, fn: Callable[[], None]) -> None:
         with self._lock:

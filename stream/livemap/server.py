@@ -279,6 +279,7 @@ class MapServer:
 
         v = _Viewer(ws)
         self._viewers.add(v)
+        self._count_ready()
         sender = asyncio.create_task(self._send_frames(v))
         sender.add_done_callback(lambda task: self._sender_done(task, ws))
         try:
@@ -296,9 +297,15 @@ class MapServer:
             pass
         finally:
             self._viewers.discard(v)
+            self._count_ready()
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                 await sender
+
+    def _count_ready(self) -> None:
+        """Tell the hub how many viewers can take a frame (a stalled one cannot)."""
+        window = self.config.window
+        self.hub.viewers = sum(1 for v in self._viewers if v.in_flight < window)
 
     def _sender_done(self, task: asyncio.Task[None], ws: Any) -> None:
         """A frame that cannot be built is a bug: log it, close the viewer (it reconnects)."""
@@ -321,6 +328,7 @@ class MapServer:
         kind = msg.get("type")
         if kind == "ack":
             v.in_flight = max(0, v.in_flight - 1)
+            self._count_ready()
         elif kind == "view":
             try:
                 v.view = View.parse(msg)
@@ -356,6 +364,7 @@ class MapServer:
             v.sent_version = state.version
             v.view_changed = False
             v.in_flight += 1
+            self._count_ready()
             v.last_sent = time.monotonic()
             try:
                 await asyncio.wait_for(v.ws.send(frame), cfg.send_timeout_s)

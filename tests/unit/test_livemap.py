@@ -243,6 +243,9 @@ def test_tap_publishes_at_most_fps_snapshots_and_forwards_alerts():
     engine, _ = _run_engine("cv")
     hub = MapHub()
     tap = ProcessorTap(hub, fps=4.0)
+    tap(engine)
+    assert hub.state().counters["snapshots"] == 0  # nobody watching: no copies
+    hub.viewers = 1
     for _ in range(50):
         tap(engine)
     tap.send(b"a|b", orjson.dumps(_alert("a", "b", T0, 1.0)))
@@ -260,7 +263,9 @@ def test_tap_never_raises_into_the_processor():
         def store(self):
             raise RuntimeError("boom")
 
-    tap = ProcessorTap(MapHub())
+    hub = MapHub()
+    hub.viewers = 1
+    tap = ProcessorTap(hub)
     tap(Broken())  # logged, swallowed
     tap.send(None, b"\xff")  # not an alert: counted by the hub, no exception
     assert tap.errors == 1

@@ -156,20 +156,21 @@ def test_other_sites_cannot_open_the_stream(served):
 
 def test_a_viewer_that_never_acknowledges_gets_at_most_window_frames(served):
     hub, server = served
+    window = server.config.window
     with _ws(server) as ws:
         got = [ws.recv(timeout=10)]
-        published = 0
-        deadline = time.monotonic() + 3.0
-        while time.monotonic() < deadline:  # the feeder goes on at full speed
-            hub.publish_fleet(_fleet(50, ts=T0 + published))
-            published += 1
+        for k in range(200):  # the feeder goes on, never waiting for the viewer
+            hub.publish_fleet(_fleet(50, ts=T0 + k))
             with contextlib.suppress(TimeoutError):
-                got.append(ws.recv(timeout=0.01))
-        assert published > 100
-        assert len(got) == server.config.window
+                got.append(ws.recv(timeout=0.001))
+        while len(got) < window:
+            got.append(ws.recv(timeout=10))
+        with pytest.raises(TimeoutError):
+            got.append(ws.recv(timeout=1.0))
+        assert len(got) == window
         ws.send(orjson.dumps({"type": "ack", "seq": 1}).decode())
-        got.append(ws.recv(timeout=10))  # one ack, one more frame: the newest
-        assert decode_frame(got[-1])[0]["t"] == T0 + published - 1
+        newest = decode_frame(ws.recv(timeout=10))[0]  # one ack, one more frame: the newest
+        assert newest["t"] == T0 + 199
     assert server.counters["dropped"] > 100
 
 
@@ -282,3 +283,24 @@ def test_a_viewer_vanishing_while_a_frame_is_sent_ends_its_sender_quietly():
 
     asyncio.run(run())
     assert server.counters["frames"] == 0
+
+
+def test_the_hub_knows_when_no_viewer_can_take_a_frame(served):
+    """Feeders skip their snapshots when nobody watches or every viewer is stalled."""
+    hub, server = served
+    assert hub.viewers == 0
+    with _ws(server) as ws:
+        ws.recv(timeout=10)
+        hub.publish_fleet(_fleet(50, ts=T0 + 1))
+        ws.recv(timeout=10)  # two frames unacknowledged: this viewer is stalled
+        deadline = time.monotonic() + 10
+        while hub.viewers and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert hub.viewers == 0
+        ws.send(orjson.dumps({"type": "ack", "seq": 1}).decode())
+        while not hub.viewers and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert hub.viewers == 1
+    while hub.viewers and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert hub.viewers == 0

@@ -306,7 +306,7 @@
       ctx.beginPath();
       for (let i = 0; i < n; i++) {
         const base = i * p;
-        if (!(S[base + p - 1] * s >= 1.0)) continue; // none, or under a pixel wide
+        if (!(S[base + p - 1] * s >= 2.0)) continue; // none, or too thin to see (zoomed out)
         const x0 = f.x[i] * s + ax, y0 = ay - f.y[i] * s;
         const [lx, ly, rx, ry] = bandBuffers(p);
         let px = x0, py = y0, ok = true;
