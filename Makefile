@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv test demo lint bench kafka-jars kafka-up kafka-down clean
+.PHONY: venv test demo lint bench quality kafka-jars kafka-up kafka-down clean
 
 venv: $(STAMP)
 
@@ -33,6 +33,11 @@ bench: venv kafka-jars
 	@for name in $(BENCHES); do script=bench/bench_$$name.py; \
 	  echo "== $$script"; $(PY) $$script || exit 1; echo; \
 	done
+
+# Warning quality on traffic the processor was not tuned on (held-out scenario library,
+# recorded NGSIM roads, SUMO when installed), beside the CV-TTC baseline: one table.
+quality: venv
+	$(PY) bench/bench_quality.py
 
 # Simulator + processor in one process, no broker; alerts print live, metrics on :9100.
 # Options via TRAJSTREAM_* variables, e.g. `TRAJSTREAM_SPEED=5 make demo`.

@@ -20,6 +20,8 @@ _COMMANDS = {
     "simulate": ("simulator.cli:simulate", "Generate traffic and publish positions."),
     "replay": ("simulator.cli:replay", "Publish a recorded positions file to Kafka."),
     "data": ("simulator.recorded.cli:data", "Import recorded traffic (CommonRoad, NGSIM)."),
+    "scenarios": ("simulator.precrash_cli:scenarios",
+                  "Write the NHTSA pre-crash scenario library (positions + truth)."),
     "process": ("stream.commands:process", "Run the stream processor."),
     "alerts": ("stream.alerts_cli:alerts", "Print collision alerts from a Kafka topic."),
     "evaluate": ("stream.evaluate_cli:evaluate",
