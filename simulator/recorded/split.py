@@ -1,0 +1,34 @@
+"""One held-out rule for recorded traffic, shared by model training and warner tuning.
+
+NGSIM scenarios are overlapping windows of a few long recordings, so a split by scenario
+puts the same vehicles on both sides. The split is by recording instead: the recording is
+the location plus the first number of the scenario name (``USA_US101-10_1_T-1/484`` belongs
+to recording ``US101-10``). Held out, never trained or tuned on:
+
+- every US-101 recording whose number is a multiple of 3 (about a third of the records);
+- all of Peachtree: a location (urban arterial, signals) the training never sees.
+
+Anything that is not an NGSIM-style id (simulated, SUMO) is not recorded traffic and is
+neither side of this rule; those sources are held out by seed and network instead.
+"""
+
+from __future__ import annotations
+
+import re
+
+_SCENARIO = re.compile(r"^[A-Z]{3}_([A-Za-z]+)-(\d+)_")
+
+
+def recording_of(vehicle_id: str) -> str | None:
+    """``US101-10`` for ``USA_US101-10_1_T-1/484``; None when the id names no recording."""
+    m = _SCENARIO.match(vehicle_id)
+    return f"{m.group(1)}-{m.group(2)}" if m else None
+
+
+def is_held_out(vehicle_id: str) -> bool:
+    """True for records of a held-out recording (see the module docstring)."""
+    m = _SCENARIO.match(vehicle_id)
+    if m is None:
+        return False
+    location, number = m.group(1), int(m.group(2))
+    return location != "US101" or number % 3 == 0
