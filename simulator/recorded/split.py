@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-_SCENARIO = re.compile(r"^[A-Z]{3}_([A-Za-z]+)-(\d+)_")
+_SCENARIO = re.compile(r"^[A-Z]{3}_([A-Za-z0-9]+?)-(\d+)_")
 
 
 def recording_of(vehicle_id: str) -> str | None:
