@@ -7,10 +7,12 @@ import shlex
 import sys
 import tempfile
 from pathlib import Path
+from typing import cast
 
 import click
 
 from trajstream.model import PREDICTORS, SHIPPED_WEIGHTS
+from trajstream.model.data import Side
 from trajstream.model.predictors import PathSpec
 
 _DEFAULT_OUT = SHIPPED_WEIGHTS.parent
@@ -129,9 +131,16 @@ def _reproducing_command(ctx: click.Context) -> str:
 
 
 @model.command()
-@_opt("--data", env="MODEL_EVAL_DATA", required=True,
+@_opt("--data", env="MODEL_EVAL_DATA", required=True, multiple=True,
       type=click.Path(exists=True, dir_okay=False, path_type=Path),
-      help="Positions file (JSONL, the vehicle-positions contract).")
+      metavar="FILE.jsonl[.gz]",
+      help="Positions file (JSONL, the vehicle-positions contract; gzip when the name ends "
+      "in .gz). Repeatable: one table per file, named after it (files with the same name "
+      "are pooled).")
+@_opt("--split", env="MODEL_EVAL_SPLIT", default="all",
+      type=click.Choice(["all", "held-out", "train"]),
+      help="Recorded traffic (NGSIM ids): only the held-out recordings or only the training "
+      "ones (the rule in simulator/recorded/split.py). Other traffic is held out by file.")
 @_opt("--weights", env="MODEL_WEIGHTS", default=str(SHIPPED_WEIGHTS),
       type=click.Path(exists=True, dir_okay=False, path_type=Path),
       help="LSTM weights (.npz).")
@@ -139,18 +148,21 @@ def _reproducing_command(ctx: click.Context) -> str:
       help="Comma-separated predictors to compare.")
 @_opt("--plots", env="MODEL_PLOTS_DIR", default=None,
       type=click.Path(file_okay=False, path_type=Path),
-      help="Write error_by_horizon.png and examples.png here.")
+      help="Write error_by_horizon.png (a panel per source) and examples.png here.")
 @_opt("--examples", env="MODEL_EXAMPLES", default=6, type=click.IntRange(0, 24),
       help="Example trajectories in examples.png.")
 @_opt("--examples-seed", env="MODEL_EXAMPLES_SEED", default=0, type=int,
       help="Seed for picking the example trajectories.")
-def evaluate(data: Path, weights: Path, models: str, plots: Path | None, examples: int,
-             examples_seed: int) -> None:
-    """Run the stateful step model over a positions file as the processor does and print
-    RMSE at 1-4 s, ADE and FDE (metres) per model as one JSON object.
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object {source: {models, predictions}} instead of tables.")
+def evaluate(data: tuple[Path, ...], split: str, weights: Path, models: str,
+             plots: Path | None, examples: int, examples_seed: int, as_json: bool) -> None:
+    """Run the stateful step model over positions files as the processor does and print,
+    per file, RMSE at 1-4 s, ADE and FDE (metres) of every model, with the ratio to
+    constant velocity at 4 s.
     """
     from trajstream.model import load_predictor
-    from trajstream.model.evaluate import evaluate_positions, write_plots
+    from trajstream.model.evaluate import evaluate_sources, format_table, write_plots
 
     names = [m.strip() for m in models.split(",") if m.strip()]
     bad = [m for m in names if m not in PREDICTORS]
@@ -160,8 +172,14 @@ def evaluate(data: Path, weights: Path, models: str, plots: Path | None, example
             param_hint="--models")
     spec = PathSpec()
     preds = [load_predictor(n, spec, weights=weights) for n in names]
-    ev = evaluate_positions(data, preds, n_examples=examples if plots else 0,
-                            seed=examples_seed, progress=sys.stderr.isatty())
+    evs = evaluate_sources(data, preds, side=cast(Side, split),
+                           n_examples=examples if plots else 0, seed=examples_seed,
+                           progress=sys.stderr.isatty())
     if plots is not None:
-        write_plots(ev, plots)
-    click.echo(json.dumps(ev.summary()))
+        write_plots(evs, plots)
+    summaries = {name: ev.summary() for name, ev in evs.items()}
+    if as_json:
+        click.echo(json.dumps(summaries))
+        return
+    for name, summary in summaries.items():
+        click.echo("\n".join(format_table(name, summary)) + "\n")

@@ -10,9 +10,11 @@ That keeps the features the network is trained on identical to the ones it is se
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -69,11 +71,40 @@ def parse_positions(
 def read_positions(
     path: str | Path, codec: CodecConfig | None = None
 ) -> tuple[Positions, int]:
+    """A positions JSONL file, gzip-compressed when its name ends in ``.gz``."""
+    opener = gzip.open if str(path).endswith(".gz") else open
     try:
-        with open(path, "rb") as fh:
+        with opener(path, "rb") as fh:
             return parse_positions(fh, codec)
-    except OSError as exc:
+    except (OSError, EOFError) as exc:
         raise ConfigError(f"cannot read positions file {path}: {exc}") from exc
+
+
+def source_name(path: str | Path) -> str:
+    """``ngsim-us101`` for ``.../ngsim-us101.jsonl.gz``: how tables name a file's traffic."""
+    name = Path(path).name
+    for suffix in (".gz", ".jsonl", ".json"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+Side = Literal["all", "train", "held-out"]
+
+
+def recorded_side(pos: Positions, side: Side) -> Positions:
+    """The records of one side of the recorded-traffic rule (simulator/recorded/split.py).
+
+    ``held-out`` keeps the held-out recordings, ``train`` the others; records whose vehicle id
+    names no recording (simulated, SUMO: held out by file instead) are kept on both sides.
+    """
+    from trajstream.simulator.recorded.split import is_held_out, recording_of
+
+    if side == "all" or len(pos) == 0:
+        return pos
+    recorded = np.array([recording_of(v) is not None for v in pos.ids])
+    held = np.array([is_held_out(v) for v in pos.ids])
+    keep_id = ~recorded | (held if side == "held-out" else ~held)
+    return pos.take(np.flatnonzero(keep_id[pos.vehicle]))
 
 
 def event_time_order(

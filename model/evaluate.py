@@ -17,7 +17,16 @@ from pathlib import Path
 import numpy as np
 
 from trajstream.errors import ConfigError
-from trajstream.model.data import Replay, event_time_order, future_positions, read_positions, replay
+from trajstream.model.data import (
+    Replay,
+    Side,
+    event_time_order,
+    future_positions,
+    read_positions,
+    recorded_side,
+    replay,
+    source_name,
+)
 from trajstream.model.predictors import PathSpec, Predictor
 
 HORIZONS_S: tuple[int, ...] = (1, 2, 3, 4)
@@ -133,18 +142,72 @@ def evaluate_positions(
     n_examples: int = 0,
     seed: int = 0,
     progress: bool = False,
+    side: Side = "all",
 ) -> Evaluation:
+    """Every predictor over one positions file (``side``: see :func:`model.data.recorded_side`)."""
     pos, rejected = read_positions(path)
+    pos = recorded_side(pos, side)
     if len(pos) == 0:
-        raise ConfigError(f"{path}: no valid position records ({rejected} rejected)")
+        where = "" if side == "all" else f" in the {side} recordings"
+        raise ConfigError(f"{path}: no valid position records{where} ({rejected} rejected)")
     rep = replay(event_time_order(pos))
     targets, valid = future_positions(rep, predictors[0].spec.offsets_s)
     return run_predictors(rep, predictors, targets, valid, n_examples=n_examples, seed=seed,
                           progress=progress)
 
 
-def write_plots(ev: Evaluation, out_dir: str | Path) -> list[Path]:
-    """error_by_horizon.png (RMSE per model over the horizon) and examples.png."""
+def evaluate_sources(
+    paths: Sequence[str | Path],
+    predictors: Sequence[Predictor],
+    side: Side = "all",
+    n_examples: int = 0,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, Evaluation]:
+    """One evaluation per file, named by :func:`model.data.source_name` (files sharing a
+    name are merged into one source)."""
+    out: dict[str, Evaluation] = {}
+    for path in paths:
+        ev = evaluate_positions(path, predictors, n_examples=n_examples, seed=seed,
+                                progress=progress, side=side)
+        name = source_name(path)
+        out[name] = merge([out[name], ev]) if name in out else ev
+    return out
+
+
+def merge(evs: Sequence[Evaluation]) -> Evaluation:
+    """The evaluations of several files as one (errors pooled; the first one's examples)."""
+    first = evs[0]
+    errors = {k: np.concatenate([e.errors[k] for e in evs]) for k in first.errors}
+    return Evaluation(spec=first.spec, errors=errors, example_index=first.example_index,
+                      example_paths=first.example_paths, example_targets=first.example_targets,
+                      example_history=first.example_history)
+
+
+def format_table(source: str, summary: dict) -> list[str]:
+    """A source's summary as text: RMSE at 1-4 s, ADE, FDE per model and x CV at 4 s."""
+    hs = [str(h) for h in HORIZONS_S]
+    cv4 = summary["models"].get("cv", {}).get("rmse", {}).get(hs[-1])
+    head = f"{'model':6s}" + "".join(f"{'RMSE ' + h + ' s':>10s}" for h in hs)
+    head += f"{'ADE':>8s}{'FDE':>8s}" + (f"{'4 s / CV':>10s}" if cv4 else "")
+    lines = [f"{source} ({summary['predictions']} predictions, metres)", head]
+    for name, m in summary["models"].items():
+        row = f"{name:6s}" + "".join(f"{_fmt(m['rmse'].get(h)):>10s}" for h in hs)
+        row += f"{_fmt(m['ade']):>8s}{_fmt(m['fde']):>8s}"
+        if cv4:
+            r4 = m["rmse"].get(hs[-1])
+            row += f"{(f'{r4 / cv4:.2f}x' if r4 is not None else '-'):>10s}"
+        lines.append(row)
+    return lines
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def write_plots(evs: dict[str, Evaluation], out_dir: str | Path) -> list[Path]:
+    """error_by_horizon.png (RMSE per model over the horizon, one panel per source) and
+    examples.png (from the first source with examples)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -154,27 +217,35 @@ def write_plots(ev: Evaluation, out_dir: str | Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     colors = {"lstm": "tab:red", "cv": "tab:blue", "ctrv": "tab:green"}
     files = []
-    fig, ax = plt.subplots(figsize=(6, 4))
-    offs = ev.spec.offsets_s
-    for name, err in ev.errors.items():
-        if not err.size:
-            continue
-        ax.plot(offs, np.sqrt(np.mean(err.astype(np.float64) ** 2, axis=0)), marker=".",
-                label=name, color=colors.get(name))
-    ax.set_xlabel("horizon (s)")
-    ax.set_ylabel("RMSE (m)")
-    ax.set_title(f"Prediction error by horizon ({ev.count} predictions)")
-    ax.grid(alpha=0.3)
-    if ev.count:
-        ax.legend()
-    else:
-        ax.text(0.5, 0.5, "no prediction with a covered 4 s future", ha="center",
-                transform=ax.transAxes)
+    cols = min(3, len(evs))
+    rows = (len(evs) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
+    for i, (source, ev) in enumerate(evs.items()):
+        ax = axes[i // cols][i % cols]
+        offs = ev.spec.offsets_s
+        for name, err in ev.errors.items():
+            if not err.size:
+                continue
+            ax.plot(offs, np.sqrt(np.mean(err.astype(np.float64) ** 2, axis=0)), marker=".",
+                    label=name, color=colors.get(name))
+        ax.set_xlabel("horizon (s)")
+        ax.set_ylabel("RMSE (m)")
+        ax.set_title(f"{source} ({ev.count} predictions)", fontsize=10)
+        ax.grid(alpha=0.3)
+        if ev.count:
+            ax.legend()
+        else:
+            ax.text(0.5, 0.5, "no prediction with a covered 4 s future", ha="center",
+                    transform=ax.transAxes)
+    for j in range(len(evs), rows * cols):
+        axes[j // cols][j % cols].axis("off")
+    fig.suptitle("Prediction error by horizon")
     fig.tight_layout()
     files.append(out / "error_by_horizon.png")
     fig.savefig(files[-1], dpi=110)
     plt.close(fig)
 
+    ev = next((e for e in evs.values() if e.example_index.size), next(iter(evs.values())))
     n = ev.example_index.size
     if n and ev.example_targets is not None:
         cols = min(3, n)

@@ -413,7 +413,7 @@ def run_training(
     weights = LstmWeights(**{**weights.__dict__, "meta": meta})
     weights.save(out_dir / "lstm.npz")
     plot_history(history, out_dir / "training_curves.png")
-    write_plots(test_ev, out_dir)
+    write_plots({"test": test_ev}, out_dir)
 
     n_params = int(sum(np.asarray(getattr(weights, a)).size for a in (
         "kernel", "recurrent", "bias", "hidden_w", "hidden_b", "out_w", "out_b")))

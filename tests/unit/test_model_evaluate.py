@@ -109,9 +109,9 @@ def small_file(tmp_path_factory):
 
 def test_evaluate_command_prints_schema_and_plots(small_file, tmp_path):
     res = CliRunner().invoke(model_cli, ["evaluate", "--data", str(small_file), "--plots",
-                                         str(tmp_path / "plots"), "--examples", "3"])
+                                         str(tmp_path / "plots"), "--examples", "3", "--json"])
     assert res.exit_code == 0, res.output
-    out = json.loads(res.output)
+    out = json.loads(res.output)["positions"]
     assert set(out) == {"models", "predictions"}
     assert out["predictions"] > 100
     assert set(out["models"]) == {"lstm", "cv", "ctrv"}
@@ -123,6 +123,49 @@ def test_evaluate_command_prints_schema_and_plots(small_file, tmp_path):
     assert out["models"]["lstm"]["fde"] != out["models"]["cv"]["fde"]
     for png in ("error_by_horizon.png", "examples.png"):
         assert (tmp_path / "plots" / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def _recorded_lines(scenario: str, n: int = 60) -> list[bytes]:
+    """A vehicle speeding up at 1 m/s^2 on a straight road, with an NGSIM-style id."""
+    return [orjson.dumps({"vehicle_id": f"{scenario}/1", "ts": T0 + 0.1 * i,
+                          "x": 1.2 * i + 0.005 * i * i, "y": 0.0, "speed": 12.0 + 0.1 * i,
+                          "heading": 0.0}) for i in range(n)]
+
+
+def test_evaluate_command_tables_per_source_gzip_and_recorded_split(small_file, tmp_path):
+    import gzip
+
+    held = _recorded_lines("USA_US101-3_1_T-1")  # recording 3: held out
+    trained = [ln.replace(b"US101-3_", b"US101-4_") for ln in held]  # recording 4: training
+    rec = tmp_path / "recorded.jsonl.gz"
+    lines = [ln for pair in zip(held, trained, strict=True) for ln in pair]  # in time order
+    rec.write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
+    counts = {}
+    for split in ("all", "held-out", "train"):
+        res = CliRunner().invoke(model_cli, ["evaluate", "--data", str(rec), "--data",
+                                             str(small_file), "--split", split, "--json"])
+        assert res.exit_code == 0, res.output
+        out = json.loads(res.output)
+        assert list(out) == ["recorded", "positions"]
+        counts[split] = (out["recorded"]["predictions"], out["positions"]["predictions"])
+    assert counts["held-out"][0] == counts["train"][0] > 0
+    assert counts["all"][0] == 2 * counts["held-out"][0]
+    assert counts["all"][1] == counts["held-out"][1] == counts["train"][1]  # not recorded
+    res = CliRunner().invoke(model_cli, ["evaluate", "--data", str(rec), "--models", "cv,ctrv"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert lines[0].startswith("recorded (") and "RMSE 4 s" in lines[1]
+    assert lines[2].split()[0] == "cv" and lines[2].split()[-1] == "1.00x"
+
+
+def test_evaluate_command_bad_gzip_is_one_line(tmp_path, capsys):
+    from trajstream.cli import main
+
+    bad = tmp_path / "broken.jsonl.gz"
+    bad.write_bytes(b"not gzip at all")
+    assert main(["model", "evaluate", "--data", str(bad)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("trajstream: error: cannot read positions file") and "\n" not in err
 
 
 def test_evaluate_command_rejects_bad_models(small_file):
@@ -209,7 +252,7 @@ def test_evaluate_command_errors_and_short_files(tmp_path, small_file):
     short = tmp_path / "short.jsonl"  # too short for any 4 s future: counts zero, no crash
     short.write_bytes(b"\n".join(small_file.read_bytes().splitlines()[:40]) + b"\n")
     res = CliRunner().invoke(model_cli, ["evaluate", "--data", str(short), "--plots",
-                                         str(tmp_path / "p")])
+                                         str(tmp_path / "p"), "--json"])
     assert res.exit_code == 0, res.output
-    out = json.loads(res.output)
+    out = json.loads(res.output)["short"]
     assert out["predictions"] == 0 and out["models"]["lstm"]["fde"] is None
