@@ -15,6 +15,7 @@ import orjson
 
 from trajstream.contracts import POSITIONS_TOPIC
 from trajstream.errors import ConfigError
+from trajstream.outputs import refuse_aliases
 from trajstream.simulator.config import DEFAULT_START_TS, SimConfig
 from trajstream.simulator.publish import (
     JsonlSink,
@@ -159,6 +160,7 @@ def simulate(**kw: Any) -> None:
 
         require()  # before any output is opened
         ticks = iter_sumo_ticks(config, sumo)
+    refuse_aliases({}, {"--out": out, "--truth": kw["truth"]})
     truth_sink = JsonlSink(kw["truth"]) if kw["truth"] else None
     sink: Sink
     if out is not None:
@@ -196,6 +198,7 @@ def run_simulation(config: SimConfig, sink: Sink, truth_sink: Sink | None = None
     progress = progress or Progress("simulate")
     pacer = Pacer() if pace else None
     counts = {"messages": 0, "collisions": 0, "near_misses": 0}
+    ok = False
     try:
         with _stop_on_sigterm() as stop:
             for tick in ticks:
@@ -214,8 +217,9 @@ def run_simulation(config: SimConfig, sink: Sink, truth_sink: Sink | None = None
                 progress.update(len(tick.messages), vehicles=tick.vehicles,
                                 collisions=counts["collisions"],
                                 near_misses=counts["near_misses"])
+        ok = True
     except OutputClosed:
-        pass  # `trajstream simulate --out - | head`: the reader has seen enough
+        ok = True  # `trajstream simulate --out - | head`: the reader has seen enough
     finally:
         progress.close()
         try:
@@ -223,11 +227,13 @@ def run_simulation(config: SimConfig, sink: Sink, truth_sink: Sink | None = None
             if close is not None:
                 close()  # a generator's cleanup: SUMO stops, temporary files go
         finally:
+            # a failed run leaves existing files as they were (files are renamed on success)
             try:
-                sink.close()
+                (sink.close if ok else getattr(sink, "abort", sink.close))()
             finally:
                 if truth_sink is not None:
-                    truth_sink.close()
+                    (truth_sink.close if ok else getattr(truth_sink, "abort",
+                                                         truth_sink.close))()
     return counts
 
 

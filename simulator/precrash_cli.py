@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 import orjson
 
+from trajstream.outputs import OutputFile, refuse_aliases
 from trajstream.simulator.precrash import CONFLICTS, SAFE, generate
 
 __all__ = ["scenarios"]
@@ -42,9 +41,16 @@ def scenarios(out_path: str, truth_path: str, seed: int, per_scenario: int,
     instance is randomly placed, rotated and timed, with GPS noise and with or without
     reported speed and heading. Score a run with `trajstream evaluate --truth`.
     """
+    refuse_aliases({}, {"--out": out_path, "--truth": truth_path})
     lib = generate(seed, per_scenario, names=only or None)
-    Path(out_path).write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in lib.positions))
-    Path(truth_path).write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in lib.truth))
+    for path, records in ((out_path, lib.positions), (truth_path, lib.truth)):
+        out = OutputFile(path)
+        try:
+            out.write(b"".join(orjson.dumps(d) + b"\n" for d in records))
+        except BaseException:
+            out.discard()
+            raise
+        out.commit()
     n_conf = sum(1 for e in lib.truth if e["type"] == "collision")
     n_scen = sum(1 for e in lib.truth if e["type"] == "scenario")
     click.echo(f"trajstream: {n_scen} scenarios, {n_conf} collisions, "

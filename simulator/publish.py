@@ -16,7 +16,8 @@ from typing import IO, Protocol
 
 import orjson
 
-from trajstream.errors import ConfigError, TrajstreamError
+from trajstream.errors import ConfigError
+from trajstream.outputs import OutputError, OutputFile
 from trajstream.simulator.messages import Message
 
 
@@ -31,42 +32,38 @@ class Sink(Protocol):
 
 
 class JsonlSink:
-    """One JSON value per line; ``-`` is standard output."""
+    """One JSON value per line; ``-`` is standard output.
+
+    A file is written to a temporary sibling and renamed over ``path`` by ``close``;
+    ``abort`` (a failed run) leaves an existing file as it was (trajstream.outputs).
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        if self.path == "-":
-            self._file: IO[bytes] = sys.stdout.buffer
-            self._owned = False
-        else:
-            try:
-                self._file = open(self.path, "wb")  # noqa: SIM115 - closed in close()
-            except OSError as exc:
-                raise ConfigError(f"cannot write {self.path}: {exc.strerror}") from exc
-            self._owned = True
+        self._out = OutputFile(self.path)
 
     def write(self, messages: list[Message]) -> None:
         if messages:
             try:
-                self._file.write(b"\n".join([v for _, v in messages]) + b"\n")
-            except OSError as exc:
+                self._out.write(b"\n".join([v for _, v in messages]) + b"\n")
+            except OutputError as exc:
                 self._failed(exc)
 
     def close(self) -> None:
         try:
-            if self._owned:
-                self._file.close()
-            else:
-                self._file.flush()
-        except OSError as exc:
+            self._out.commit()
+        except OutputError as exc:
             self._failed(exc)
 
-    def _failed(self, exc: OSError) -> None:
-        if isinstance(exc, BrokenPipeError) and not self._owned:
+    def abort(self) -> None:
+        self._out.discard()
+
+    def _failed(self, exc: OutputError) -> None:
+        if isinstance(exc.__cause__, BrokenPipeError) and self.path == "-":
             # keep the interpreter's final flush of stdout from complaining as well
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise OutputClosed() from exc
-        raise TrajstreamError(f"cannot write {self.path}: {exc.strerror}") from exc
+        raise exc
 
 
 class KafkaSink:

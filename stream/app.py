@@ -38,6 +38,7 @@ import numpy as np
 
 from trajstream.errors import ConfigError, KafkaUnavailable
 from trajstream.model.predictors import PathSpec, Predictor
+from trajstream.outputs import OutputError
 from trajstream.stream.codec import CodecConfig, PositionBatch, decode_batch
 from trajstream.stream.config import ProcessorConfig
 from trajstream.stream.deadletter import RejectPolicy
@@ -329,9 +330,12 @@ class Processor:
                     break
             if not finished:
                 self._commit()
-        finally:
+        except BaseException:
             self._closing = True
-            self._close()
+            self._close(failed=True)
+            raise
+        self._closing = True
+        self._close(failed=False)
         return self.summary(mono() - t_start)
 
     def _emit(self, out: Outputs) -> None:
@@ -476,15 +480,24 @@ class Processor:
         log.info("partitions %s revoked: dropped %d vehicle state(s)", sorted(mine),
                  len(dropped))
 
-    def _close(self) -> None:
+    def _close(self, *, failed: bool) -> None:
+        """Close every sink and client. After a failure, file outputs are discarded (an
+        existing file keeps its content); otherwise the first output that cannot be
+        completed (a full disk) raises, since its records would be lost."""
         io = self.io
+        sinks = [io.alerts, *(s for s in (io.predictions,) if s)]
+        closes = [getattr(s, "abort", s.close) if failed else s.close for s in sinks]
+        closes += [self.rejects.abort if failed else self.rejects.close, io.source.close,
+                   *io.closers]
         errors: list[BaseException] = []
-        for close in (io.alerts.close, *(s.close for s in (io.predictions,) if s),
-                      self.rejects.close, io.source.close, *io.closers):
+        for close in closes:
             try:
                 close()
             except Exception as exc:  # closing everything matters more than the first error
                 errors.append(exc)
+        lost = [e for e in errors if isinstance(e, OutputError)]
+        if lost and not failed:
+            raise lost[0]
         if errors:
             log.warning("errors while closing: %s", "; ".join(map(str, errors)))
 

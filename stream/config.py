@@ -18,6 +18,7 @@ from typing import Any, Literal
 from trajstream.contracts import ALERTS_TOPIC, POSITIONS_TOPIC, PREDICTIONS_TOPIC
 from trajstream.errors import ConfigError
 from trajstream.model.predictors import PathSpec
+from trajstream.outputs import refuse_aliases
 
 __all__ = [
     "DEFAULTS",
@@ -233,12 +234,11 @@ class ProcessorConfig:
                     "--predictions-topic/--dlq-topic/--until-end are for Kafka; with file "
                     "input use --predictions-out/--dlq-out"
                 )
-            outs = [p for p in (self.alerts_out, self.predictions_out, self.dlq_out)
-                    if p and p != "-"]
-            if self.input_path in outs:
-                raise ConfigError(f"output file {self.input_path!r} is also the input")
-            if len(set(outs)) != len(outs):
-                raise ConfigError(f"output files must differ, got {outs}")
+            # files, not path strings: ./in.jsonl, a symlink or a hard link is the input too
+            refuse_aliases({"--input": self.input_path},
+                           {"--alerts-out": self.alerts_out,
+                            "--predictions-out": self.predictions_out,
+                            "--dlq-out": self.dlq_out})
         elif self.source != "memory":
             raise ConfigError(f"unknown source {self.source!r}")
         if self.exactly_once and self.source != "kafka":

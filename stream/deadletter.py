@@ -177,3 +177,9 @@ class RejectPolicy:
         self._maybe_log(force=True)
         if self._dlq is not None:
             self._dlq.close()
+
+    def abort(self) -> None:
+        """After a failed run: log what is pending, discard a file dead-letter sink."""
+        self._maybe_log(force=True)
+        if self._dlq is not None:
+            getattr(self._dlq, "abort", self._dlq.close)()

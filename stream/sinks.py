@@ -7,11 +7,10 @@ at-least-once.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
-from trajstream.errors import ConfigError
+from trajstream.outputs import OutputFile
 
 __all__ = ["CallbackSink", "JsonlSink", "KafkaSink", "MemorySink", "Sink", "TeeSink"]
 
@@ -46,27 +45,32 @@ class KafkaSink:
 
 
 class JsonlSink:
-    """Values one per line (``-`` = stdout); keys are not written (alerts carry their pair)."""
+    """Values one per line (``-`` = stdout); keys are not written (alerts carry their pair).
+
+    The file is written to a temporary sibling and renamed over ``path`` by ``close``;
+    ``abort`` (a failed run) leaves an existing file as it was (trajstream.outputs). A full
+    disk raises OutputError, one line naming the file.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._own = path != "-"
-        try:
-            self._f: IO[bytes] = open(path, "wb") if self._own else sys.stdout.buffer  # noqa: SIM115
-        except OSError as exc:
-            raise ConfigError(f"cannot write {path}: {exc.strerror}") from exc
-        self._write = self._f.write
+        self._out = OutputFile(path)
+        self._write = self._out.file.write
 
     def send(self, key: bytes | None, value: bytes) -> None:
-        self._write(value + b"\n")
+        try:
+            self._write(value + b"\n")
+        except OSError as exc:
+            raise self._out.error(exc) from exc
 
     def flush(self) -> None:
-        self._f.flush()
+        self._out.flush()
 
     def close(self) -> None:
-        self._f.flush()
-        if self._own:
-            self._f.close()
+        self._out.commit()
+
+    def abort(self) -> None:
+        self._out.discard()
 
 
 class MemorySink:

@@ -8,6 +8,7 @@ from typing import Any, cast
 
 import click
 
+from trajstream.outputs import refuse_aliases
 from trajstream.simulator.publish import JsonlSink, OutputClosed, Progress
 from trajstream.simulator.recorded.commonroad import (
     DEFAULT_SLOT_S,
@@ -76,6 +77,7 @@ def import_(inputs: tuple[Path, ...], fmt: str, out: str, units: str, start_ts: 
             if other != fmt and given:
                 flag = "--" + name.replace("_", "-")
                 raise click.UsageError(f"{flag} applies to --format {other} only")
+    refuse_aliases({f"INPUT {n + 1}": p for n, p in enumerate(inputs)}, {"--out": out})
     progress = Progress("import: read")
     try:
         if fmt == "commonroad":
@@ -124,6 +126,9 @@ def write_positions(positions: Positions, out: str | Path) -> int | None:
         sink.close()
     except OutputClosed:
         return None
+    except BaseException:
+        sink.abort()
+        raise
     finally:
         progress.close()
     return written

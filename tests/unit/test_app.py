@@ -109,7 +109,9 @@ def test_memory_source_and_stop_event():
     [
         (dict(source="file"), "no source"),
         (dict(source="file", input_path="a.jsonl"), "--alerts-out"),
-        (dict(source="file", input_path="a.jsonl", alerts_out="a.jsonl"), "also the input"),
+        (dict(source="file", input_path="a.jsonl", alerts_out="a.jsonl"), "same file as --input"),
+        (dict(source="file", input_path="a.jsonl", alerts_out="./a.jsonl"), "same file"),
+        (dict(source="file", input_path="a.jsonl", alerts_out="b", dlq_out="./b"), "same file"),
         (dict(source="kafka"), "--bootstrap"),
         (dict(source="kafka", bootstrap="h:1", input_path="x"), "not both"),
         (dict(source="kafka", bootstrap="h:1", alerts_topic="vehicle-positions"), "positions"),
