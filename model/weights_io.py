@@ -68,14 +68,51 @@ class LstmWeights:
 
     @staticmethod
     def load(path: str | Path) -> LstmWeights:
+        """Weights from ``path``; a missing, truncated, empty, foreign, wrong-shaped or
+        non-finite file is a ConfigError (one line), never a crash or NaN predictions."""
         try:
             with np.load(path, allow_pickle=False) as npz:
+                missing = [n for n in ("header", *_ARRAYS) if n not in npz.files]
+                if missing:
+                    raise ConfigError(f"cannot load LSTM weights from {path}: no array "
+                                      f"{', '.join(missing)}")
                 header = json.loads(str(npz["header"]))
                 arrays = {name: npz[name].astype(np.float32) for name in _ARRAYS}
-        except (OSError, KeyError, ValueError) as exc:
-            raise ConfigError(f"cannot load LSTM weights from {path}: {exc}") from exc
-        if header.get("format") != FORMAT:
-            raise ConfigError(
-                f"{path}: expected weights format {FORMAT!r}, got {header.get('format')!r}"
-            )
-        return LstmWeights(config=NetworkConfig(**header["config"]), meta=header["meta"], **arrays)
+        except ConfigError:
+            raise
+        except OSError as exc:
+            raise ConfigError(f"cannot load LSTM weights from {path}: "
+                              f"{exc.strerror or exc}") from exc
+        except Exception as exc:  # BadZipFile, EOFError (0 bytes), a pickle, bad JSON...
+            raise ConfigError(f"cannot load LSTM weights from {path}: not a trajstream "
+                              f"weights file ({type(exc).__name__}: {exc})") from exc
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            got = header.get("format") if isinstance(header, dict) else None
+            raise ConfigError(f"{path}: expected weights format {FORMAT!r}, got {got!r}")
+        try:
+            config = NetworkConfig(**header["config"])
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"{path}: bad network config in the header: {exc}") from exc
+        _check_arrays(path, config, arrays)
+        return LstmWeights(config=config, meta=header.get("meta", {}), **arrays)
+
+
+def _expected_shapes(c: NetworkConfig) -> dict[str, tuple[int, ...]]:
+    u, f, h, p = c.units, c.n_features, c.head_units, c.points
+    return {"feat_mean": (f,), "feat_std": (f,), "kernel": (f, 4 * u),
+            "recurrent": (u, 4 * u), "bias": (4 * u,), "hidden_w": (u + f, h),
+            "hidden_b": (h,), "out_w": (h, 3 * p), "out_b": (3 * p,), "out_scale": (3 * p,)}
+
+
+def _check_arrays(path: str | Path, config: NetworkConfig,
+                  arrays: dict[str, np.ndarray]) -> None:
+    """Shapes as the header's network, every value finite, feature scales positive."""
+    for name, shape in _expected_shapes(config).items():
+        got = arrays[name].shape
+        if got != shape:
+            raise ConfigError(f"{path}: array {name} has shape {got}, the network in the "
+                              f"header needs {shape}")
+        if not np.isfinite(arrays[name]).all():
+            raise ConfigError(f"{path}: array {name} holds NaN or infinite values")
+    if not (arrays["feat_std"] > 0).all():
+        raise ConfigError(f"{path}: feat_std must be > 0")

@@ -87,11 +87,12 @@ class _Rebalance:
             self.target._on_revoke(parts)
 
 
-def load_predictor(name: str, spec: PathSpec) -> Predictor:
-    """The named predictor ("lstm", "cv", "ctrv") for ``spec``."""
+def load_predictor(name: str, spec: PathSpec, weights: str | None = None) -> Predictor:
+    """The named predictor ("lstm", "cv", "ctrv") for ``spec``; ``weights`` (LSTM) default
+    to the shipped ones."""
     from trajstream import model
 
-    return model.load_predictor(name, spec)
+    return model.load_predictor(name, spec, weights=weights)
 
 
 @dataclass
@@ -512,8 +513,11 @@ class Processor:
         )
 
     def summary(self, elapsed_s: float | None = None) -> dict[str, Any]:
+        first = self.rejects.first
         out = {**self.engine.summary(), "consumed": self.records, "batches": self.batches,
-               "rejected": self.rejects.total}
+               "rejected": self.rejects.total,
+               "rejected_by_reason": dict(self.rejects.by_reason),
+               "rejected_example": None if first is None else f"{first.reason}: {first.detail}"}
         if elapsed_s is not None:
             out["elapsed_s"] = elapsed_s
             out["records_per_s"] = self.records / max(elapsed_s, 1e-9)

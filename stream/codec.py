@@ -437,7 +437,9 @@ def _range_detail(v: dict[str, float], cfg: CodecConfig) -> str:
     lim = cfg.max_abs_coord_m
     msgs = []
     if not cfg.min_ts <= v["ts"] <= cfg.max_ts:
-        msgs.append(f"ts={v['ts']!r} outside [{cfg.min_ts}, {cfg.max_ts}]")
+        unit = (" (milliseconds? ts is seconds since the epoch)"
+                if cfg.min_ts <= v["ts"] / 1000.0 <= cfg.max_ts else "")
+        msgs.append(f"ts={v['ts']!r} outside [{cfg.min_ts}, {cfg.max_ts}]{unit}")
     if "lat" in v:
         if abs(v["lat"]) > 90.0:
             msgs.append(f"lat={v['lat']!r} outside [-90, 90]")

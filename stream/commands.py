@@ -22,7 +22,7 @@ from typing import Any
 import click
 import orjson
 
-from trajstream.errors import ConfigError
+from trajstream.errors import ConfigError, TrajstreamError
 from trajstream.stream.config import DEFAULTS, EngineConfig, ProcessorConfig, SourceKind
 from trajstream.stream.livemap.options import map_options
 
@@ -48,6 +48,9 @@ def _engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
              type=click.Choice(["lstm", "cv", "ctrv"]),
              help="Trajectory predictor: the shipped LSTM, constant velocity or constant turn "
                   "rate. The CV baseline always runs alongside for the online error metric."),
+        _opt("--weights", env="WEIGHTS", default=None, metavar="FILE.npz",
+             type=click.Path(dir_okay=False),
+             help="LSTM weights from `trajstream model train` [default: the shipped ones]."),
         _opt("--horizon-s", env="HORIZON_S", default=4.0, type=_POS_FLOAT,
              help="Prediction horizon (s)."),
         _opt("--step-s", env="STEP_S", default=0.2, type=_POS_FLOAT,
@@ -105,6 +108,9 @@ def _engine_config(kw: dict[str, Any]) -> EngineConfig:
     from trajstream.stream.episodes import EpisodeConfig
     from trajstream.stream.risk import RiskConfig
 
+    if kw["weights"] is not None and kw["predictor"] != "lstm":
+        raise click.BadParameter(f"applies to --predictor lstm, not {kw['predictor']}",
+                                 param_hint="--weights")
     if not kw["warning_ttc_s"] > kw["critical_ttc_s"]:
         raise click.BadParameter(
             f"must be greater than --critical-ttc-s ({kw['critical_ttc_s']}), got "
@@ -178,7 +184,7 @@ def _codec(origin_lat: float | None, origin_lon: float | None, max_message_bytes
 @click.command("process")
 @_opt("--bootstrap", env="BOOTSTRAP", default=None,
       help=f"Kafka bootstrap servers HOST:PORT[,...] (e.g. {DEFAULTS.bootstrap}); selects "
-           "the Kafka source.")
+           "the Kafka source (an explicit --input wins over TRAJSTREAM_BOOTSTRAP).")
 @_opt("--positions-topic", env="POSITIONS_TOPIC", default=DEFAULTS.positions_topic,
       help="Topic of position messages (key = vehicle_id).")
 @_opt("--alerts-topic", env="ALERTS_TOPIC", default=DEFAULTS.alerts_topic,
@@ -244,6 +250,14 @@ def process(**kw: Any) -> None:
     from trajstream.stream.app import Processor, build_io, load_predictor
     from trajstream.stream.metrics import Metrics
 
+    if kw["input_path"] and kw["bootstrap"]:
+        ctx = click.get_current_context()
+        from_env = click.core.ParameterSource.ENVIRONMENT
+        if not (ctx.get_parameter_source("bootstrap") is from_env
+                and ctx.get_parameter_source("input_path") is not from_env):
+            raise click.UsageError("give either --input FILE.jsonl (file) or --bootstrap "
+                                   "HOST:PORT (Kafka), not both")
+        kw["bootstrap"] = None  # an explicit --input wins over the environment's broker
     source: SourceKind | None = (
         "file" if kw["input_path"] else "kafka" if kw["bootstrap"] else None)
     if source is None:
@@ -269,7 +283,7 @@ def process(**kw: Any) -> None:
         exactly_once=kw["exactly_once"], transactional_id=kw["transactional_id"],
         max_stall_s=kw["max_stall_s"],
     )
-    predictor = load_predictor(cfg.predictor, engine.spec)
+    predictor = load_predictor(cfg.predictor, engine.spec, weights=kw["weights"])
     metrics = Metrics()
     io = build_io(cfg)
     metrics.set_build_info(predictor.name, io.kafka_client)
@@ -286,6 +300,22 @@ def process(**kw: Any) -> None:
         if server is not None:
             server.shutdown()
     log.info("done: %s", _summary_line(summary))
+    if (is_file or cfg.until_end) and not stop.is_set():
+        _refuse_nothing_accepted(summary)
+
+
+def _refuse_nothing_accepted(s: dict[str, Any]) -> None:
+    """A whole input read and not one record used is a mistake (milliseconds for seconds,
+    UTF-16, lat/lon without --origin-lat/--origin-lon), not a quiet run: exit non-zero with
+    the reasons."""
+    if not s["consumed"] or s["accepted"]:
+        return
+    reasons = {**s["rejected_by_reason"],
+               **{k: s[k] for k in ("stale", "late", "future", "dense") if s[k]}}
+    counts = ", ".join(f"{r} {n}" for r, n in sorted(reasons.items(), key=lambda x: -x[1]))
+    example = f"; e.g. {s['rejected_example']}" if s["rejected_example"] else ""
+    raise TrajstreamError(f"none of the {s['consumed']} records was accepted ({counts})"
+                          f"{example}")
 
 
 def _summary_line(s: dict[str, Any]) -> str:
@@ -398,7 +428,7 @@ def demo(**kw: Any) -> None:
                           max_batch_records=kw["max_batch_records"],
                           max_batch_wait_ms=kw["max_batch_wait_ms"],
                           metrics_port=kw["metrics_port"])
-    predictor = load_predictor(cfg.predictor, engine.spec)
+    predictor = load_predictor(cfg.predictor, engine.spec, weights=kw["weights"])
     metrics = Metrics()
     metrics.set_build_info(predictor.name, "none")
     server = _serve_metrics(kw["metrics_port"], metrics)

@@ -115,6 +115,8 @@ class RejectPolicy:
         self._example: Rejection | None = None
         self._window_start = clock()
         self.total = 0
+        self.by_reason: _Tally[str] = _Tally()  # every rejection of the run, by reason
+        self.first: Rejection | None = None  # the run's first rejection (an example)
 
     def handle(
         self,
@@ -131,6 +133,9 @@ class RejectPolicy:
         for reason, n in tally.items():
             counter.labels(reason=reason).inc(n)
         self.total += len(rejections)
+        self.by_reason.update(tally)
+        if self.first is None:
+            self.first = rejections[0]
         if self._dlq is not None:
             now = self._wall()
             send = self._dlq.send

@@ -100,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except OSError as exc:  # a file or device failing outside the paths that name it
+        where = f" ({exc.filename})" if exc.filename else ""
+        click.echo(f"trajstream: error: {exc.strerror or exc}{where}", err=True)
+        logging.getLogger("trajstream").debug("traceback", exc_info=True)
+        return 1
     return 0
 
 

@@ -1,0 +1,123 @@
+"""Every runtime error is one line and a non-zero exit: broken weights, an input of which
+nothing is accepted, contradictory sources. Commands run through trajstream.cli.main."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trajstream.cli import main
+from trajstream.model import SHIPPED_WEIGHTS
+from trajstream.model.weights_io import LstmWeights
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_engine import crossing_traffic  # noqa: E402
+
+
+def _truncated(p: Path) -> None:
+    p.write_bytes(SHIPPED_WEIGHTS.read_bytes()[:5000])
+
+
+def _empty(p: Path) -> None:
+    p.write_bytes(b"")
+
+
+def _text(p: Path) -> None:
+    p.write_text("these are not weights\n")
+
+
+def _rewritten(change: Callable[[dict[str, np.ndarray]], None]) -> Callable[[Path], None]:
+    def write(p: Path) -> None:
+        with np.load(SHIPPED_WEIGHTS, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        change(arrays)
+        with p.open("wb") as f:
+            np.savez(f, **arrays)  # type: ignore[arg-type]
+    return write
+
+
+def _wrong_shape(a: dict[str, np.ndarray]) -> None:
+    a["kernel"] = a["kernel"][:, :-4]
+
+
+def _all_nan(a: dict[str, np.ndarray]) -> None:
+    for k in a:
+        if k != "header":
+            a[k] = np.full_like(a[k], np.nan)
+
+
+def _missing_array(a: dict[str, np.ndarray]) -> None:
+    del a["out_w"]
+
+
+BROKEN = {
+    "truncated": (_truncated, "not a trajstream weights file"),
+    "empty": (_empty, "not a trajstream weights file"),
+    "text": (_text, "not a trajstream weights file"),
+    "wrong_shape": (_rewritten(_wrong_shape), "kernel has shape"),
+    "all_nan": (_rewritten(_all_nan), "NaN or infinite"),
+    "missing_array": (_rewritten(_missing_array), "no array out_w"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_weights_are_one_line_for_evaluate_and_process(tmp_path: Path, capsys,
+                                                              case: str) -> None:
+    write, message = BROKEN[case]
+    weights = tmp_path / "lstm.npz"
+    write(weights)
+    positions = tmp_path / "in.jsonl"
+    positions.write_bytes(b"\n".join(crossing_traffic(seed=4)) + b"\n")
+    runs = [["model", "evaluate", "--data", str(positions), "--weights", str(weights)],
+            ["--log-level", "ERROR", "process", "--input", str(positions), "--alerts-out",
+             str(tmp_path / "alerts.jsonl"), "--metrics-port", "0", "--weights", str(weights)]]
+    for argv in runs:
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "alerts.jsonl").exists()
+
+
+def test_the_shipped_weights_still_load() -> None:
+    assert LstmWeights.load(SHIPPED_WEIGHTS).config.units > 0
+
+
+@pytest.mark.parametrize("lines, reason", [
+    ([b'{"vehicle_id":"a","ts":1764081000000,"x":1,"y":2}'], "milliseconds"),
+    ([b'{"vehicle_id":"a","ts":1764081000,"lat":33.1,"lon":-84.2}'], "--origin-lat"),
+    (['{"vehicle_id":"a","ts":1764081000,"x":1,"y":2}'.encode("utf-16")], "not_json"),
+])
+def test_an_input_of_which_nothing_is_accepted_exits_nonzero_with_the_reasons(
+        tmp_path: Path, capsys, lines: list[bytes], reason: str) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"\n".join(lines * 3) + b"\n")
+    argv = ["--log-level", "ERROR", "process", "--input", str(src), "--alerts-out",
+            str(tmp_path / "a.jsonl"), "--predictor", "cv", "--metrics-port", "0"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("trajstream: error: none of the") and reason in err, err
+    assert len(err.splitlines()) == 1
+
+
+def test_an_empty_input_is_not_an_error(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"")
+    assert main(["process", "--input", str(src), "--alerts-out", str(tmp_path / "a.jsonl"),
+                 "--predictor", "cv", "--metrics-port", "0"]) == 0
+
+
+def test_bootstrap_and_input_together_are_refused(tmp_path: Path, capsys, monkeypatch) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"\n".join(crossing_traffic(seed=4)) + b"\n")
+    argv = ["process", "--input", str(src), "--alerts-out", str(tmp_path / "a.jsonl"),
+            "--predictor", "cv", "--metrics-port", "0"]
+    assert main([*argv, "--bootstrap", "127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not both" in err and len(err.splitlines()) == 1
+    # a broker from the environment (compose) yields to an explicit --input
+    monkeypatch.setenv("TRAJSTREAM_BOOTSTRAP", "127.0.0.1:9")
+    assert main(argv) == 0
