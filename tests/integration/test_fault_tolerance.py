@@ -161,10 +161,12 @@ def test_broker_stop_and_restart_mid_stream_loses_no_alert(
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
+        # The stall limit is not under test here: a broker restart on a loaded two-core CI
+        # machine can take a minute or more, so the limit only has to outlast the outage.
         args = ["process", "--bootstrap", b, "--positions-topic", "positions",
                 "--alerts-topic", "alerts", "--group", "g", "--metrics-port", str(port),
                 "--commit-interval-s", "0.3", "--max-batch-records", "100",
-                "--max-stall-s", "90", "--until-end"]
+                "--max-stall-s", "300", "--until-end"]
         proc = subprocess.Popen(cli_cmd(*args, log_level="INFO"), env=cli_env(),
                                 stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
@@ -180,14 +182,16 @@ def test_broker_stop_and_restart_mid_stream_loses_no_alert(
             broker.stop()
             time.sleep(4.0)
             assert proc.poll() is None, "the processor died with the broker"
-            broker.start(wait_s=90)
-            _, err = proc.communicate(timeout=240)
+            t_restart = time.monotonic()
+            broker.start(wait_s=240)
+            restart_s = time.monotonic() - t_restart
+            _, err = proc.communicate(timeout=360)
             err = "".join(seen) + err
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        assert proc.returncode == 0, err[-3000:]
+        assert proc.returncode == 0, f"broker restart took {restart_s:.0f} s\n{err[-3000:]}"
         got = _alert_ids(read_topic(b, "alerts"))
         print(f"\n[broker] {len(ref_ids)} reference alerts, {len(got)} delivered "
               f"({len(got) - len(set(got))} duplicates) across a broker restart")
