@@ -3,8 +3,8 @@
 Record layout and the recovery argument are in stream/checkpoint.py. The topic (default
 ``<group>-changelog``) is compacted and has the positions topic's partition count; a
 vehicle's state goes to the partition number its positions come from, and every owned
-partition gets its own ``__meta__`` record, so restoring input partition p means reading
-changelog partition p from the beginning to its end.
+partition gets its own meta record (key ``checkpoint.meta_key(p)``), so restoring input
+partition p means reading changelog partition p from the beginning to its end.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class Changelog:
                 send(topic, None, vid.encode(), p)
                 n += 1
         for p in sorted(owned):
-            send(topic, ck.encode_meta(cp.meta, p), ck.META_KEY, p)
+            send(topic, ck.encode_meta(cp.meta, p), ck.meta_key(p), p)
             n += 1
         return n
 

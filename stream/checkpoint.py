@@ -9,7 +9,8 @@ partition p restores exactly changelog partition p. Two kinds of record:
   plus the alert episodes and unconfirmed conflicts of the pairs it owns (the pair's lower
   id owns them). Only vehicles changed since the previous checkpoint are written; an
   evicted vehicle gets a tombstone (value None), which compaction then removes.
-- key ``__meta__``: the engine's event-time position, per input partition: the last
+- key ``META_PREFIX + "<p>"`` (one per input partition p): the engine's event-time
+  position as seen from that partition: the last
   released tick, the newest event time seen (overall and in that partition), the next
   eviction time and the episode tracker's latest assessment time. These are not
   per-vehicle, and without them a restarted engine would re-run or skip ticks.
@@ -32,9 +33,14 @@ from typing import Any
 import numpy as np
 import orjson
 
-__all__ = ["META_KEY", "Checkpoint", "VehicleState", "decode", "encode_meta", "encode_vehicle"]
+__all__ = ["META_PREFIX", "Checkpoint", "VehicleState", "decode", "encode_meta", "encode_vehicle",
+           "meta_key"]
 
-META_KEY = b"__meta__"
+# Meta keys start with a byte that never occurs in UTF-8, so no vehicle id (always UTF-8
+# encoded) can collide with them; one key per partition, so compaction keeps every
+# partition's meta (a shared key kept only the last partition written).
+META_PREFIX = b"\xffmeta:"
+_LEGACY_META_KEY = b"__meta__"  # changelogs written before per-partition keys
 _VERSION = 1
 
 
@@ -66,6 +72,11 @@ def encode_vehicle(v: VehicleState) -> bytes:
                          "rec": _b64(v.rec.astype(np.float32)), "ep": v.episodes})
 
 
+def meta_key(partition: int) -> bytes:
+    """The changelog key of input partition ``partition``'s meta record."""
+    return META_PREFIX + str(int(partition)).encode()
+
+
 def encode_meta(meta: dict[str, Any], partition: int) -> bytes:
     """The meta record of one partition (``part_max`` narrowed to that partition)."""
     d = {k: v for k, v in meta.items() if k != "part_max"}
@@ -83,21 +94,25 @@ def decode(records: list[tuple[bytes | None, bytes | None, int]]
     """Latest state per key from changelog records ``(key, value, partition)`` in log order.
 
     Tombstones remove their key. Returns the vehicles and the meta record per partition.
+    A legacy ``__meta__`` record (one key shared by all partitions, so a key per changelog
+    partition here) is read as its partition's meta unless that partition has a new one.
     """
-    latest: dict[bytes, tuple[bytes | None, int]] = {}
+    latest: dict[tuple[bytes, int], bytes | None] = {}
     for key, value, part in records:
         if key is not None:
-            latest[key] = (value, part)
+            latest[(key, part)] = value
     vehicles: list[VehicleState] = []
     metas: dict[int, dict[str, Any]] = {}
-    for key, (value, part) in latest.items():
+    legacy: dict[int, dict[str, Any]] = {}
+    for (key, part), value in latest.items():
         if value is None:
             continue
         d = orjson.loads(value)
-        if key == META_KEY:
+        is_legacy = key == _LEGACY_META_KEY and "row" not in d
+        if key.startswith(META_PREFIX) or is_legacy:
             for k in ("max_ts", "part_max", "next_evict", "newest"):  # null: -inf
                 d[k] = _num(d.get(k))
-            metas[part] = d
+            (legacy if is_legacy else metas)[part] = d
             continue
         vehicles.append(VehicleState(
             key.decode(), int(d["p"]), int(d["s"]),
@@ -105,4 +120,6 @@ def decode(records: list[tuple[bytes | None, bytes | None, int]]
             np.frombuffer(base64.b64decode(d["rec"]), dtype=np.float32),
             d.get("ep"),
         ))
+    for part, d in legacy.items():
+        metas.setdefault(part, d)
     return vehicles, metas

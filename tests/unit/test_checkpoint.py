@@ -68,7 +68,7 @@ def _roundtrip(cps: list[ck.Checkpoint]) -> tuple[list[ck.VehicleState], dict]:
             recs.append((v.vehicle_id.encode(), ck.encode_vehicle(v), v.partition))
         for vid, p in cp.tombstones:
             recs.append((vid.encode(), None, p))
-        recs.append((ck.META_KEY, ck.encode_meta(cp.meta, 0), 0))
+        recs.append((ck.meta_key(0), ck.encode_meta(cp.meta, 0), 0))
     return ck.decode(recs)
 
 
@@ -160,3 +160,49 @@ def test_dropped_partitions_forget_state_and_buffer(traffic):
     ids = eng.drop_partitions([1])
     assert ids and len(eng.store) == n - len(ids)
     assert not np.isin(eng.store.partition[eng.store.used], [1]).any()
+
+
+class _Recorder:
+    """Keeps what a producer would send, as (key, value, partition) in log order."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[bytes | None, bytes | None, int]] = []
+
+    def send(self, topic: str, value: bytes | None, key: bytes, partition: int) -> None:
+        self.log.append((key, value, partition))
+
+
+def test_several_partitions_restored_at_once_keep_each_ones_meta(traffic):
+    """Two owners checkpoint different partitions at different positions into one changelog;
+    a member taking both over gets both metas back and starts at the earlier released tick
+    (the later one would drop the other partition's re-read records as late)."""
+    from trajstream.stream.changelog import Changelog
+
+    log = _Recorder()
+    changelog = Changelog(log, "cl", bootstrap="-", client="-", partitions=3)
+    ahead, behind = _engine(), _engine()
+    _run(ahead, traffic, 0, 4000, 0, 500, {"alerts": [], "pred": []})
+    _run(behind, traffic, 0, 2000, 0, 500, {"alerts": [], "pred": []})
+    changelog.write(behind.checkpoint(), [0, 1])
+    changelog.write(ahead.checkpoint(), [2])
+    vehicles, metas = ck.decode(log.log)
+    assert sorted(metas) == [0, 1, 2]
+    assert metas[0]["done"] == metas[1]["done"] == behind.watermark_tick
+    assert metas[2]["done"] == ahead.watermark_tick > behind.watermark_tick
+    fresh = _engine()
+    fresh.restore(vehicles, metas)
+    assert fresh.watermark_tick == behind.watermark_tick
+
+
+def test_meta_keys_cannot_collide_with_a_vehicle_id():
+    row, rec = np.arange(4, dtype=np.float64), np.zeros(2, np.float32)
+    recs = [
+        (b"__meta__", ck.encode_vehicle(ck.VehicleState("__meta__", 1, 0, row, rec)), 1),
+        (ck.meta_key(1), ck.encode_meta({"done": 7, "part_max": {1: 3.0}}, 1), 1),
+        (ck.meta_key(0), ck.encode_meta({"done": 5, "part_max": {}}, 0), 0),
+    ]
+    vehicles, metas = ck.decode(recs)
+    assert [v.vehicle_id for v in vehicles] == ["__meta__"]
+    assert {p: m["done"] for p, m in metas.items()} == {0: 5, 1: 7}
+    with pytest.raises(UnicodeDecodeError):  # no vehicle id encodes to a meta key
+        ck.meta_key(0).decode()
