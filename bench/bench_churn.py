@@ -85,7 +85,7 @@ def main() -> None:
             r = rss_mb()
             peak = max(peak, r)
             print(f"{done_ids:>9} ids  event {s:>4} s  resident vehicles {len(eng.store):>6}  "
-                  f"slots {eng.store.capacity:>6}  seen-index {len(eng._seen):>6}  "
+                  f"slots {eng.store.capacity:>6}  seen-index {eng.admission.seen:>6}  "
                   f"VmRSS {r:7.1f} MB  ({time.monotonic() - t_start:5.0f} s)")
             next_report += 100_000
     eng.flush()

@@ -312,13 +312,13 @@ def test_a_partition_trailing_beyond_the_skew_limit_stops_holding():
     eng = Engine(cfg, ConstantVelocity(SPEC))
     fast = _batch(_positions([("a", T0 + 0.1 * k, 0.0) for k in range(100)]))  # 10 s
     eng.process(fast, 0, partitions=np.zeros(100, np.int64), blocking={0, 1})
-    assert len(eng._pending) == 100  # partition 1 not seen yet: everything waits
+    assert len(eng.admission) == 100  # partition 1 not seen yet: everything waits
     slow = _batch(_positions([("b", T0 + 0.1 * k, 0.0) for k in range(5)]))
     eng.process(slow, 100, partitions=np.ones(5, np.int64), blocking={0, 1})
     # partition 1 trails by ~9.6 s > 5 s: it no longer holds the watermark (its records are
     # late), and what partition 0 delivered is released
     assert eng.stats["late"] == 5
-    assert len(eng._pending) < 20
+    assert len(eng.admission) < 20
     eng.process(_batch(_positions([("b", T0 + 0.6, 0.0)])), 105,
                 partitions=np.ones(1, np.int64), blocking={1})
     assert eng.stats["late"] == 6

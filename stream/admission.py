@@ -1,0 +1,378 @@
+"""Admission: which arriving records are used, and when a tick is complete (event time).
+
+Per record in arrival order (rule 1 of stream/engine.py), a record is dropped ``future``
+when it is more than ``max_future_s`` ahead of both the newest event time accepted so far
+and the wall clock; ``late`` when its tick was already released by the watermark as it stood
+at that record; ``stale`` when it is at or before an earlier record of the same vehicle;
+``dense`` when the vehicle already has a fix in the same ``min_fix_interval_s`` bucket.
+
+The watermark is ``M - allowed_lateness_s``, M the newest event time seen, held back to the
+newest event time of each input partition that still has records to deliver (unless it
+trails by more than ``max_partition_skew_s``). Accepted records wait here until the
+watermark passes the end of their tick; :meth:`Admission.release` hands them out in
+event-time order. Pure: no I/O, no model, only the wall clock for ``future``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from trajstream.stream.codec import PositionBatch
+from trajstream.stream.config import EngineConfig
+from trajstream.stream.metrics import DROP_REASONS
+
+__all__ = ["Admission", "Released"]
+
+_COLS = ("ts", "x", "y", "speed", "heading", "length", "width")
+
+
+@dataclass(frozen=True)
+class Released:
+    """Records of the released ticks, sorted by (event time, arrival).
+
+    ``recs`` holds the columns of ``_COLS`` plus ``part`` (input partition, -1 when none);
+    ``ticks`` each record's tick. Ticks ``first`` (None: nothing released before, start at
+    the first record's tick) to ``upto`` are complete.
+    """
+
+    recs: dict[str, np.ndarray]
+    ids: np.ndarray
+    ticks: np.ndarray
+    first: int | None
+    upto: int
+
+
+class _Pending:
+    """Accepted records waiting for their tick, columnar, as a list of per-batch chunks.
+
+    Appending is O(batch) (no concatenation with what already waits: while a slow partition
+    holds the watermark, many batches can pile up); chunks are merged only on release.
+    """
+
+    _FIELDS = (*_COLS, "ids", "tick", "seq", "part")
+
+    def __init__(self) -> None:
+        self.chunks: list[dict[str, np.ndarray]] = []
+        self.size = 0
+        self.min_tick: int | None = None
+
+    def __len__(self) -> int:
+        return self.size
+
+    def append(self, batch: PositionBatch, rows: np.ndarray, tick: np.ndarray, seq: np.ndarray,
+               part: np.ndarray) -> None:
+        chunk = {c: getattr(batch, c)[rows] for c in _COLS}
+        chunk["ids"] = batch.vehicle_id[rows]
+        chunk["tick"] = tick
+        chunk["seq"] = seq
+        chunk["part"] = part
+        self.chunks.append(chunk)
+        self.size += int(tick.shape[0])
+        low = int(tick.min())
+        self.min_tick = low if self.min_tick is None else min(self.min_tick, low)
+
+    def min_seq(self) -> int | None:
+        return min(int(c["seq"].min()) for c in self.chunks) if self.size else None
+
+    def max_tick(self) -> int:
+        return max(int(c["tick"].max()) for c in self.chunks)
+
+    def drop_partitions(self, parts: Collection[int]) -> None:
+        """Forget the records that came from ``parts`` (revoked: the new owner re-reads)."""
+        if not self.size:
+            return
+        wanted = np.asarray(sorted(parts), dtype=np.int64)
+        chunks = []
+        for c in self.chunks:
+            keep = ~np.isin(c["part"], wanted)
+            if keep.any():
+                chunks.append({f: v[keep] for f, v in c.items()})
+        self.chunks = chunks
+        self.size = sum(int(c["tick"].shape[0]) for c in chunks)
+        self.min_tick = min(int(c["tick"].min()) for c in chunks) if chunks else None
+
+    def pop_until(self, k: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """Remove the records of ticks <= k; returned sorted by (event time, arrival).
+
+        The returned columns include ``part`` (the input partition, -1 when none)."""
+        if self.min_tick is None or self.min_tick > k:
+            out = {c: np.empty(0) for c in _COLS}
+            out["part"] = np.empty(0, dtype=np.int64)
+            return out, np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
+        if len(self.chunks) == 1:
+            merged = self.chunks[0]
+        else:
+            merged = {f: np.concatenate([c[f] for c in self.chunks]) for f in self._FIELDS}
+        sel = merged["tick"] <= k
+        keep = ~sel
+        rest = {f: v[keep] for f, v in merged.items()}
+        self.size = int(rest["tick"].shape[0])
+        self.chunks = [rest] if self.size else []
+        self.min_tick = int(rest["tick"].min()) if self.size else None
+        order = np.argsort(merged["ts"][sel], kind="stable")
+        out = {c: merged[c][sel][order] for c in (*_COLS, "part")}
+        return out, merged["ids"][sel][order], merged["tick"][sel][order]
+
+
+class Admission:
+    """Arrival checks, the per-partition watermark and the buffer of accepted records."""
+
+    def __init__(self, config: EngineConfig, metrics: Any = None, *,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self._wall = wall_clock
+        self._dt = float(config.risk_interval_s)
+        self.stats: dict[str, int] = {
+            "records": 0, "accepted": 0, "stale": 0, "late": 0, "future": 0, "dense": 0,
+        }  # fmt: skip
+        self._drop_counters = None
+        if metrics is not None:
+            self._drop_counters = {
+                r: metrics.positions_dropped.labels(reason=r) for r in DROP_REASONS
+            }
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every buffered record and the event-time position (keeps the counters)."""
+        self._pending = _Pending()
+        self._seen: dict[str, float] = {}  # newest accepted event time per vehicle
+        self._next_prune = -math.inf
+        self._max_ts = -math.inf  # newest event time accepted (M)
+        self._part_max: dict[int, float] = {}  # the same per input partition
+        self._watermark_s = -math.inf  # where the watermark stands, before lateness
+        self._done: int | None = None  # last released tick
+
+    # -- public ----------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Records waiting for their tick."""
+        return len(self._pending)
+
+    @property
+    def done(self) -> int | None:
+        """The last released tick (None before the first)."""
+        return self._done
+
+    @property
+    def seen(self) -> int:
+        """Vehicles whose newest event time is remembered (for stale checks)."""
+        return len(self._seen)
+
+    @property
+    def min_pending_seq(self) -> int | None:
+        return self._pending.min_seq()
+
+    def admit(self, batch: PositionBatch, seq0: int, partitions: np.ndarray | None,
+              blocking: Collection[int] | None) -> int:
+        """Check and buffer one micro-batch; returns the last tick the watermark releases."""
+        self.stats["records"] += len(batch)
+        held = set(blocking) if blocking and partitions is not None else set()
+        accepted = self._admit(batch, partitions, held)
+        if accepted.size:
+            part = (partitions[accepted] if partitions is not None
+                    else np.full(accepted.size, -1, dtype=np.int64))
+            self._pending.append(
+                batch, accepted, self._tick_of(batch.ts[accepted]), seq0 + batch.index[accepted],
+                part,
+            )
+        self._prune_seen()
+        return self._tick_of_scalar(self._watermark_s - self.config.allowed_lateness_s) - 1
+
+    def flush_bound(self) -> int | None:
+        """The last tick holding a buffered record (None when nothing waits)."""
+        return self._pending.max_tick() if len(self._pending) else None
+
+    def release(self, upto: int) -> Released | None:
+        """Take the records of ticks up to ``upto`` (None when those ticks are already out)."""
+        if self._done is not None and upto <= self._done:
+            return None
+        recs, ids, ticks = self._pending.pop_until(upto)
+        first = self._done + 1 if self._done is not None else None
+        self._done = upto
+        return Released(recs, ids, ticks, first, upto)
+
+    def drop_partitions(self, parts: Collection[int], vehicle_ids: Collection[str]) -> None:
+        """Forget the buffered records of ``parts`` and the vehicles that came from them."""
+        for v in vehicle_ids:
+            self._seen.pop(v, None)
+        self._pending.drop_partitions(parts)
+        for p in parts:
+            self._part_max.pop(p, None)
+
+    def remember(self, vehicle_ids: Collection[str], last_ts: Collection[float]) -> None:
+        """Restored vehicles: a record at or before their last event time is stale."""
+        seen = self._seen
+        for v, t in zip(vehicle_ids, last_ts, strict=True):
+            seen[v] = max(seen.get(v, -math.inf), t)
+
+    def meta(self) -> dict[str, Any]:
+        return {"done": self._done, "max_ts": self._max_ts, "part_max": dict(self._part_max)}
+
+    def resume(self, done: int) -> None:
+        """Continue after tick ``done`` (restored from a changelog)."""
+        self._done = done
+
+    # -- arrival ---------------------------------------------------------------------------
+
+    def _tick_of(self, ts: np.ndarray) -> np.ndarray:
+        # -inf (nothing seen yet) maps to a very early tick instead of an invalid cast
+        return np.ceil(np.maximum(ts, -1e17) / self._dt).astype(np.int64)
+
+    def _tick_of_scalar(self, ts: float) -> int:
+        if not math.isfinite(ts):
+            return -(2**62)
+        return int(math.ceil(ts / self._dt))
+
+    def _admit(
+        self, batch: PositionBatch, partitions: np.ndarray | None, blocking: set[int]
+    ) -> np.ndarray:
+        """Arrival checks (future, late, stale); returns the accepted row indices."""
+        cfg = self.config
+        ts = batch.ts
+        n = ts.shape[0]
+        # future: far ahead of both the stream so far and the wall clock
+        future = ts > max(self._max_ts, self._wall()) + cfg.max_future_s
+        good_ts = np.where(future, -np.inf, ts)
+        running = np.maximum.accumulate(good_ts) if n else good_ts
+        np.maximum(running, self._max_ts, out=running)
+        watermark = self._partition_watermarks(good_ts, running, partitions, blocking)
+        # late: the record's tick was already released by the watermark at its arrival
+        wm_tick = self._tick_of(watermark - cfg.allowed_lateness_s) - 1
+        if self._done is not None:
+            np.maximum(wm_tick, self._done, out=wm_tick)
+        late = ~future & (self._tick_of(ts) <= wm_tick)
+        if n:
+            self._max_ts = max(self._max_ts, float(running[-1]))
+        cand = np.flatnonzero(~future & ~late)
+        stale_rows, dense_rows = self._stale(batch, cand)
+        n_stale, n_dense = int(stale_rows.sum()), int(dense_rows.sum())
+        accepted = cand[~(stale_rows | dense_rows)] if n_stale or n_dense else cand
+        n_future, n_late = int(future.sum()), int(late.sum())
+        self._count_drops(n_stale, n_late, n_future, n_dense)
+        self.stats["accepted"] += int(accepted.size)
+        return accepted
+
+    def _partition_watermarks(
+        self, good_ts: np.ndarray, running: np.ndarray, partitions: np.ndarray | None,
+        blocking: set[int],
+    ) -> np.ndarray:
+        """Event time the watermark stands at for each record (before lateness).
+
+        The newest event time seen, held back to the newest of each blocking partition (-inf
+        for one not seen yet) unless that partition trails by more than
+        ``max_partition_skew_s``, which bounds the records held in memory. Also sets
+        ``self._watermark_s``, where it stands after the batch.
+        """
+        part_max = self._part_max
+        n = good_ts.shape[0]
+        present = np.unique(partitions).tolist() if partitions is not None and n else []
+        # A partition delivering records in this batch holds them to its own order even if
+        # this poll drained it (it no longer shows lag).
+        holding = blocking.union(present)
+        carry = {p: part_max.get(p, -math.inf) for p in holding}
+        for p in present:
+            top = float(good_ts[partitions == p].max())  # type: ignore[index]
+            if top > part_max.get(p, -math.inf):
+                part_max[p] = top
+        end = max(self._max_ts, float(running[-1])) if n else self._max_ts
+        w_end = end
+        skew = self.config.max_partition_skew_s
+        for p in blocking:
+            m = part_max.get(p, -math.inf)
+            if m == -math.inf or m >= end - skew:
+                w_end = min(w_end, m)
+        self._watermark_s = w_end
+        if not holding or not n:
+            return running
+        wm = running.copy()
+        for p in sorted(holding):
+            mine = partitions == p if partitions is not None else None
+            if mine is not None and mine.any():
+                run_p = np.maximum.accumulate(np.where(mine, good_ts, -np.inf))
+                np.maximum(run_p, carry[p], out=run_p)
+            else:
+                run_p = np.full(n, carry[p])
+            holds = (run_p == -np.inf) | (run_p >= running - skew)
+            np.minimum(wm, np.where(holds, run_p, np.inf), out=wm)
+        return wm
+
+    def _stale(self, batch: PositionBatch, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For ``rows`` (arrival order): ``stale``, at or before an earlier fix of the same
+        vehicle, and ``dense``, a second fix of the vehicle within one
+        ``min_fix_interval_s`` bucket of event time (caps the sub-steps a flooding sender
+        can cost)."""
+        m = rows.size
+        if m == 0:
+            return np.zeros(0, dtype=bool), np.zeros(0, dtype=bool)
+        ids = batch.vehicle_id[rows]
+        ts = batch.ts[rows]
+        groups: dict[str, int] = {}
+        setdefault = groups.setdefault
+        gid = np.fromiter((setdefault(v, len(groups)) for v in ids), dtype=np.int64, count=m)
+        names = list(groups)
+        seen = self._seen.get
+        carry = np.fromiter((seen(v, -math.inf) for v in names), dtype=np.float64,
+                            count=len(names))
+        # Exact per-vehicle running maximum via ranks: key = group * (U + 1) + rank(ts).
+        uniq, inv = np.unique(np.concatenate([ts, carry]), return_inverse=True)
+        width = uniq.size + 1
+        r_ts, r_carry = inv[:m] + 1, inv[m:] + 1
+        order = np.argsort(gid, kind="stable")
+        g = gid[order]
+        base = g * width
+        key = base + r_ts[order]
+        start = np.ones(m, dtype=bool)
+        start[1:] = g[1:] != g[:-1]
+        prev = np.empty(m, dtype=np.int64)
+        prev[1:] = key[:-1]
+        prev[start] = base[start] + r_carry[g[start]]
+        prev_max = np.maximum.accumulate(prev)
+        stale_sorted = key <= prev_max
+        stale = np.empty(m, dtype=bool)
+        stale[order] = stale_sorted
+        # dense: same event-time bucket as the vehicle's previous newer-than-all fix
+        step = self.config.min_fix_interval_s
+        ts_sorted = ts[order]
+        bucket = np.floor(ts_sorted / step)
+        fresh = np.flatnonzero(~stale_sorted)
+        prev_bucket = np.empty(fresh.size)
+        if fresh.size:
+            prev_bucket[1:] = bucket[fresh[:-1]]
+            first = np.ones(fresh.size, dtype=bool)
+            first[1:] = g[fresh[1:]] != g[fresh[:-1]]
+            prev_bucket[first] = np.floor(carry[g[fresh[first]]] / step)
+        dense_sorted = np.zeros(m, dtype=bool)
+        dense_sorted[fresh] = bucket[fresh] == prev_bucket
+        dense = np.empty(m, dtype=bool)
+        dense[order] = dense_sorted
+        # newest event time per vehicle after this batch (ranks start at 1)
+        ends = np.flatnonzero(np.r_[start[1:], True])
+        newest = uniq[np.maximum(key, prev_max)[ends] - base[ends] - 1]
+        self._seen.update(zip([names[i] for i in g[ends].tolist()], newest.tolist(),
+                              strict=True))
+        return stale, dense
+
+    def _prune_seen(self) -> None:
+        if self._max_ts < self._next_prune:
+            return
+        horizon = self._max_ts - self.config.ttl_s
+        if self._seen:
+            self._seen = {v: t for v, t in self._seen.items() if t > horizon}
+        self._next_prune = self._max_ts + self.config.ttl_s / 4
+
+    def _count_drops(self, stale: int, late: int, future: int, dense: int) -> None:
+        self.stats["stale"] += stale
+        self.stats["late"] += late
+        self.stats["future"] += future
+        self.stats["dense"] += dense
+        if self._drop_counters is not None:
+            for reason, k in (("stale", stale), ("late", late), ("future", future),
+                              ("dense", dense)):
+                if k:
+                    self._drop_counters[reason].inc(k)

@@ -1,0 +1,223 @@
+"""The vehicle stage: per-vehicle state, one batched predictor step per sub-step, paths.
+
+Released records (stream/admission.py) arrive tick by tick in event-time order. Within a
+tick a vehicle with several fixes gets one sub-step per fix; each sub-step runs the
+kinematic update and one batched predictor call for the vehicles in it (never per message).
+Vehicle slots are allocated when a tick applies their first fix and freed by TTL eviction on
+tick times, so the same released sequence gives the same slots and the same fleet order.
+What leaves the stage per tick is :meth:`VehicleStage.predicted`: plain arrays of predicted
+kinematics, the conflict stage's input (stream/conflicts.py). Online prediction error
+(stream/online_error.py) is scored on the same sub-steps. No I/O.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Collection
+from typing import Any
+
+import numpy as np
+
+from trajstream.errors import ConfigError
+from trajstream.model.kinematics import Kinematics
+from trajstream.model.predictors import Predictor, constant_velocity_paths
+from trajstream.stream.codec import encode_json
+from trajstream.stream.config import EngineConfig
+from trajstream.stream.conflicts import PredictedTick
+from trajstream.stream.online_error import OnlineError
+from trajstream.stream.risk import Fleet
+from trajstream.stream.state import StateStore
+
+__all__ = ["VehicleStage"]
+
+
+class VehicleStage:
+    """Vehicle states (:class:`StateStore`), the predictor and the online error."""
+
+    def __init__(self, config: EngineConfig, predictor: Predictor, metrics: Any = None) -> None:
+        spec = config.spec
+        if predictor.spec.points != spec.points or abs(predictor.spec.step_s - spec.step_s) > 1e-9:
+            raise ConfigError(
+                f"predictor {predictor.name!r} predicts {predictor.spec.points} points every "
+                f"{predictor.spec.step_s} s; the engine is configured for {spec.points} every "
+                f"{spec.step_s} s"
+            )
+        self.config = config
+        self.spec = spec
+        self.predictor = predictor
+        # A predictor that also estimates its uncertainty (the LSTM) is stepped through
+        # step_full: same paths, plus a 1-sigma per point for the predictions and the map.
+        self._step_full = getattr(predictor, "step_full", None)
+        self.metrics = metrics
+        self._offsets = spec.offsets_s
+        self.store = StateStore(
+            1024,
+            state_dim=predictor.state_dim,
+            points=spec.points,
+            reset_gap_s=config.reset_gap_s,
+            gps_sigma_m=config.gps_sigma_m,
+        )
+        models = [predictor.name] + (["cv"] if predictor.name != "cv" else [])
+        self.errors = OnlineError(
+            spec, models, capacity=1024, anchor_interval_s=config.error_anchor_interval_s
+        )
+        self.stats: dict[str, int] = {"evicted": 0, "predictions": 0}
+        self.newest_applied_ts = -math.inf  # newest event time applied to the state
+        self.next_evict = -math.inf
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def apply(self, recs: dict[str, np.ndarray], ids: np.ndarray,
+              predictions: list[tuple[bytes, bytes]]) -> None:
+        """Apply one tick's records (sorted by event time): one sub-step per fix rank.
+
+        Prediction messages (when ``emit_predictions``) are appended to ``predictions``."""
+        self._apply(recs, ids, predictions)
+
+    def evict(self, t: float) -> list[str]:
+        """Forget the vehicles silent for ``ttl_s`` at tick time ``t``; returns their ids."""
+        if t < self.next_evict:
+            return []
+        ids, slots = self.store.evict(t - self.config.ttl_s)
+        if ids:
+            self.errors.reset(slots)
+            self.stats["evicted"] += len(ids)
+        self.next_evict = t + min(1.0, self.config.ttl_s / 4)
+        return ids
+
+    def predicted(self, t: float) -> PredictedTick:
+        """The vehicles with a fix within ``stale_after_s`` of ``t``, in slot order."""
+        store = self.store
+        act = store.active(t - self.config.stale_after_s)
+        kin = store.kin
+        fleet = Fleet(
+            ts=store.last_ts[act], x=kin.x[act], y=kin.y[act], speed=kin.speed[act],
+            heading=kin.heading[act], yaw_rate=kin.yaw_rate[act], accel=kin.accel[act],
+            length=store.length[act], width=store.width[act], paths=store.path[act],
+        )
+        ids = np.array([store.ids[s] for s in act.tolist()], dtype=object)
+        return PredictedTick(t, ids, fleet, store.sigma[act])
+
+    def restore(self, ids: list[str], want_slots: list[int], rows: np.ndarray,
+                rec: np.ndarray) -> np.ndarray:
+        """Load vehicle states read back from a changelog; returns their slots."""
+        store = self.store
+        if rows.shape[1] != store.row_width():
+            raise ConfigError(
+                f"the changelog holds state of another layout ({rows.shape[1]} values "
+                f"per vehicle, this engine uses {store.row_width()}): a different "
+                f"horizon/step? Use a new --changelog-topic or --group")
+        if rec.shape[1] != store.state_dim:
+            raise ConfigError(
+                f"the changelog holds predictor state of size {rec.shape[1]}, the "
+                f"{self.predictor.name!r} predictor uses {store.state_dim}: restore "
+                f"with the same --predictor, or use a new --changelog-topic/--group")
+        slots = store.import_rows(ids, want_slots, rows, rec)
+        self.errors.ensure_capacity(store.capacity)
+        self.errors.reset(slots)
+        self.newest_applied_ts = max(self.newest_applied_ts,
+                                     float(np.nanmax(store.last_ts[slots])))
+        return slots
+
+    def drop(self, slots: np.ndarray) -> list[str]:
+        """Forget the vehicles in ``slots``; returns their ids."""
+        ids = self.store.drop(slots)
+        if ids:
+            self.errors.reset(slots)
+        return ids
+
+    def drop_all(self) -> list[str]:
+        """Forget every vehicle and the event-time position (keeps the counters)."""
+        store = self.store
+        ids = self.drop(np.flatnonzero(store.used[:store.high]))
+        self.next_evict = -math.inf
+        self.newest_applied_ts = -math.inf
+        return ids
+
+    def drop_partitions(self, parts: Collection[int]) -> list[str]:
+        store = self.store
+        h = store.high
+        wanted = np.asarray(sorted(parts), dtype=np.int64)
+        return self.drop(np.flatnonzero(store.used[:h] & np.isin(store.partition[:h], wanted)))
+
+    def _apply(self, recs: dict[str, np.ndarray], ids: np.ndarray,
+               out: list[tuple[bytes, bytes]]) -> None:
+        store = self.store
+        slots, new = store.slots_for(ids)
+        self.errors.ensure_capacity(store.capacity)
+        if new.any():
+            self.errors.reset(slots[new])
+        m = slots.size
+        order = np.argsort(slots, kind="stable")
+        s_sorted = slots[order]
+        start = np.ones(m, dtype=bool)
+        start[1:] = s_sorted[1:] != s_sorted[:-1]
+        start_pos = np.maximum.accumulate(np.where(start, np.arange(m), 0))
+        rank = np.empty(m, dtype=np.int64)
+        rank[order] = np.arange(m) - start_pos
+        last = np.empty(m, dtype=bool)
+        last[order] = np.r_[start[1:], True]
+        top = int(rank.max())
+        for r in range(top + 1):
+            rows = np.flatnonzero(rank == r) if top else np.arange(m)
+            self._substep(slots[rows], {c: v[rows] for c, v in recs.items()}, ids[rows],
+                          last[rows], out)
+
+    def _substep(self, slots: np.ndarray, rec: dict[str, np.ndarray], ids: np.ndarray,
+                 last: np.ndarray, out: list[tuple[bytes, bytes]]) -> None:
+        store, pred = self.store, self.predictor
+        ts = rec["ts"]
+        kin, started = store.update(slots, ts, rec["x"], rec["y"], rec["speed"], rec["heading"],
+                                    rec["length"], rec["width"])
+        store.partition[slots] = rec["part"]
+        self.newest_applied_ts = max(self.newest_applied_ts, float(ts.max()))
+        if started.any():
+            self.errors.reset(slots[started])
+        for model, horizon, errs in self.errors.observe(slots, ts, kin.x, kin.y, kin.dt):
+            if self.metrics is not None:
+                self.metrics.observe_prediction_errors(model, horizon, errs)
+        # Stateless predictors only need the last fix of each vehicle in the tick.
+        if pred.state_dim == 0 and not last.all():
+            rows = np.flatnonzero(last)
+            if rows.size == 0:
+                return
+            slots, kin, ts, ids = slots[rows], kin.take(rows), ts[rows], ids[rows]
+            last = np.ones(rows.size, dtype=bool)
+        state = store.rec[slots] if pred.state_dim else np.zeros((slots.size, 0), np.float32)
+        t0 = time.perf_counter()
+        sigma = None
+        if self._step_full is not None:
+            paths, new_state, sigma = self._step_full(kin, state)
+        else:
+            paths, new_state = pred.step(kin, state)
+        if self.metrics is not None:
+            self.metrics.inference_seconds.observe(time.perf_counter() - t0)
+        store.set_prediction(slots, ts, paths, new_state, sigma)
+        # Anchors for the online error: at most one per vehicle per interval, on last fixes.
+        due = self.errors.due(slots, ts) & last & ~kin.first
+        if due.any():
+            d = np.flatnonzero(due)
+            model_paths = [paths[d]]
+            if len(self.errors.models) > 1:
+                model_paths.append(constant_velocity_paths(kin.take(d), self._offsets))
+            self.errors.add(slots[d], ts[d], model_paths)
+        if self.config.emit_predictions:
+            self._predictions(ids, kin, paths, sigma, last, out)
+
+    def _predictions(self, ids: np.ndarray, kin: Kinematics, paths: np.ndarray,
+                     sigma: np.ndarray | None, last: np.ndarray,
+                     out: list[tuple[bytes, bytes]]) -> None:
+        name, step = self.predictor.name, self.spec.step_s
+        pts = np.round(paths, 2)
+        sig = None if sigma is None else np.round(sigma.astype(np.float64), 2)
+        append = out.append
+        for r in np.flatnonzero(last).tolist():
+            v = ids[r]
+            msg = {"vehicle_id": v, "ts": float(kin.ts[r]), "model": name, "dt": step,
+                   "points": pts[r]}
+            if sig is not None:
+                msg["sigma"] = sig[r]
+            append((v.encode(), encode_json(msg)))
+        self.stats["predictions"] += int(last.sum())
