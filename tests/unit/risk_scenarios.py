@@ -3,7 +3,8 @@
 Each vehicle follows a known trajectory; fixes at 10 Hz (each vehicle at its own phase, so
 event times differ per vehicle) get GPS noise on x/y and noise on the reported heading and
 speed, go through the real KinematicsTracker and a baseline predictor, and are assessed at
-event-time ticks every 0.2 s like the engine does, with the episode tracker on top.
+event-time ticks every 0.2 s by the engine's own conflict stage (stream/conflicts.py: risk
+and alert episodes over one tick's predicted kinematics).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import numpy as np
 
 from trajstream.model.kinematics import Kinematics, KinematicsTracker
 from trajstream.model.predictors import ConstantTurnRate, ConstantVelocity, PathSpec
-from trajstream.stream.episodes import AlertDecision, EpisodeConfig, EpisodeTracker, conflict_pairs
-from trajstream.stream.risk import Fleet, RiskConfig, assess
+from trajstream.stream.conflicts import ConflictStage, PredictedTick
+from trajstream.stream.episodes import AlertDecision, EpisodeConfig
+from trajstream.stream.risk import Fleet, RiskConfig
 
 T0 = 1_764_081_000.0
 SPEC = PathSpec()
@@ -78,7 +80,7 @@ def run(
 ) -> Run:
     rng = np.random.default_rng(seed)
     n = len(trajs)
-    ids = [f"veh-{i:02d}" for i in range(n)]
+    ids = np.array([f"veh-{i:02d}" for i in range(n)], dtype=object)
     phase = rng.uniform(0.0, 1.0 / rate_hz, n)
     steps = int(duration_s * rate_hz) + 1
     tk = KinematicsTracker(n, gps_sigma_m=max(gps_sigma_m, 0.05))
@@ -99,7 +101,7 @@ def run(
         kins.append(tk.update(slots, T0 + tr, x, y, sp, hd))
         fix_t[k] = tr
     pred = ConstantVelocity(SPEC) if predictor == "cv" else ConstantTurnRate(SPEC)
-    episodes = EpisodeTracker(ecfg)
+    stage = ConflictStage(SPEC, pred.name, cfg, ecfg)
     alerts: list[AlertDecision] = []
     ticks: list[float] = []
     conflict_ticks = 0
@@ -114,10 +116,9 @@ def run(
         paths, _ = pred.step(kin, np.zeros((n, 0)))
         fleet = Fleet.from_kinematics(kin, paths)
         t = T0 + tt
-        c = assess(t, fleet, SPEC, cfg)
-        conflict_ticks += len(c) > 0
-        pairs, _, _ = conflict_pairs(c, ids)
-        alerts.extend(episodes.update(t, pairs, c))
+        res = stage.assess(PredictedTick(t, ids, fleet))
+        conflict_ticks += len(res.conflicts) > 0
+        alerts.extend(res.decisions)
         ticks.append(t)
         tick += 1
     return Run(alerts, conflict_ticks, ticks)
