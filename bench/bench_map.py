@@ -122,7 +122,7 @@ def _drain(path: Path, mode: str, predictor: Any) -> dict[str, Any]:
     from trajstream.stream.config import ProcessorConfig
     from trajstream.stream.livemap import MapHub, MapServer, ProcessorTap, ServerConfig
     from trajstream.stream.metrics import Metrics
-    from trajstream.stream.sinks import MemorySink, TeeSink
+    from trajstream.stream.sinks import Delivery, MemorySink, Output
     from trajstream.stream.sources import FileSource
 
     cfg = ProcessorConfig(source="file", input_path=str(path), alerts_out="-",
@@ -145,7 +145,10 @@ def _drain(path: Path, mode: str, predictor: Any) -> dict[str, Any]:
             tap_s[0] += time.perf_counter() - t
 
         observers = (timed_tap,)
-    io = IO(FileSource(str(path)), alerts if tap is None else TeeSink(alerts, tap))
+    outputs = [Output("alerts", alerts)]
+    if tap is not None:
+        outputs.append(Output("alerts", tap, Delivery.BEST_EFFORT))
+    io = IO(FileSource(str(path)), outputs)
     proc = Processor(cfg, io, predictor, Metrics(), observers=observers)
     server_clock = (time.pthread_getcpuclockid(server._thread.ident)  # type: ignore[union-attr]
                     if server is not None else None)

@@ -44,7 +44,7 @@ from trajstream.stream.config import ProcessorConfig
 from trajstream.stream.deadletter import RejectPolicy
 from trajstream.stream.engine import Engine, Outputs
 from trajstream.stream.metrics import Metrics
-from trajstream.stream.sinks import JsonlSink, KafkaSink, Sink
+from trajstream.stream.sinks import Delivery, JsonlSink, KafkaSink, Output, Sink
 from trajstream.stream.sources import FileSource, KafkaSource, Source
 
 __all__ = ["IO", "Processor", "Stalled", "build_io", "load_predictor"]
@@ -97,11 +97,11 @@ def load_predictor(name: str, spec: PathSpec, weights: str | None = None) -> Pre
 
 @dataclass
 class IO:
-    """A source and the sinks the outputs go to; ``closers`` release shared clients last."""
+    """A source, the outputs the engine's messages go to (stream/sinks.py) and the dead
+    letters' sink; ``closers`` release shared clients last."""
 
     source: Source
-    alerts: Sink
-    predictions: Sink | None = None
+    outputs: list[Output]
     dlq: Sink | None = None
     kafka_client: str = "none"
     closers: list[Any] = field(default_factory=list)
@@ -115,10 +115,12 @@ def build_io(config: ProcessorConfig) -> IO:
     """Source and sinks for a Kafka or file configuration (the memory source is the demo's)."""
     if config.source == "file":
         assert config.input_path and config.alerts_out
+        outputs = [Output("alerts", JsonlSink(config.alerts_out))]
+        if config.predictions_out:
+            outputs.append(Output("predictions", JsonlSink(config.predictions_out)))
         return IO(
             FileSource(config.input_path),
-            JsonlSink(config.alerts_out),
-            JsonlSink(config.predictions_out) if config.predictions_out else None,
+            outputs,
             JsonlSink(config.dlq_out) if config.dlq_out else None,
         )
     if config.source != "kafka":
@@ -135,8 +137,8 @@ def build_io(config: ProcessorConfig) -> IO:
     assert config.bootstrap
     client = resolve_client(config.kafka_client)
     eos = config.exactly_once
-    outputs = [t for t in (config.alerts_topic, config.predictions_topic, config.dlq_topic) if t]
-    create_topics(config.bootstrap, outputs, client=client)
+    topics = [t for t in (config.alerts_topic, config.predictions_topic, config.dlq_topic) if t]
+    create_topics(config.bootstrap, topics, client=client)
     changelog_topic = config.changelog_name
     n_parts = 0
     if changelog_topic:
@@ -170,13 +172,14 @@ def build_io(config: ProcessorConfig) -> IO:
         transactional_id=(config.transactional_id or f"{config.group}-tx") if eos else None,
     )
     source = KafkaSource(consumer, config.positions_topic, until_end=config.until_end)
-    alerts: Sink = KafkaSink(producer, config.alerts_topic) if config.alerts_topic else _Null()
+    outputs = [Output(kind, KafkaSink(producer, topic)) for kind, topic in
+               (("alerts", config.alerts_topic), ("predictions", config.predictions_topic))
+               if topic]
     changelog = Changelog(producer, changelog_topic, bootstrap=config.bootstrap, client=client,
                           partitions=n_parts, read_committed=eos) if changelog_topic else None
     return IO(
         source,
-        alerts,
-        KafkaSink(producer, config.predictions_topic) if config.predictions_topic else None,
+        outputs,
         KafkaSink(producer, config.dlq_topic) if config.dlq_topic else None,
         kafka_client=client,
         closers=[producer.close],
@@ -185,17 +188,6 @@ def build_io(config: ProcessorConfig) -> IO:
         rebalance=rebalance,
         exactly_once=eos,
     )
-
-
-class _Null:
-    def send(self, key: bytes | None, value: bytes) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 class Processor:
@@ -340,14 +332,12 @@ class Processor:
         return self.summary(mono() - t_start)
 
     def _emit(self, out: Outputs) -> None:
-        if out.alerts:
-            send = self.io.alerts.send
-            for k, v in out.alerts:
-                send(k, v)
-        if out.predictions and self.io.predictions is not None:
-            send = self.io.predictions.send
-            for k, v in out.predictions:
-                send(k, v)
+        for o in self.io.outputs:
+            msgs = out.alerts if o.kind == "alerts" else out.predictions
+            if msgs:
+                send = o.sink.send
+                for k, v in msgs:
+                    send(k, v)
         for observe in self._observers:
             observe(self.engine)
 
@@ -378,9 +368,11 @@ class Processor:
         try:
             if io.producer is not None:
                 io.producer.flush(FLUSH_TIMEOUT_S)
-            io.alerts.flush()
-            if io.predictions is not None:
-                io.predictions.flush()
+            for o in io.outputs:
+                if o.delivery is Delivery.MUST_FLUSH:
+                    o.sink.flush()
+                else:
+                    self._flush_best_effort(o)
             self.rejects.flush()
         except KafkaUnavailable:
             self.metrics.kafka_errors.labels(kind="produce").inc()
@@ -390,6 +382,13 @@ class Processor:
         except KafkaUnavailable:
             self.metrics.kafka_errors.labels(kind="commit").inc()
             raise
+
+    @staticmethod
+    def _flush_best_effort(o: Output) -> None:
+        try:
+            o.sink.flush()
+        except Exception as exc:  # best effort: never holds back the commit
+            log.warning("best-effort %s output failed to flush: %s", o.kind, exc)
 
     def _try_commit(self) -> bool:
         """:meth:`_commit`, turning a retriable Kafka failure into a later retry."""
@@ -486,7 +485,7 @@ class Processor:
         existing file keeps its content); otherwise the first output that cannot be
         completed (a full disk) raises, since its records would be lost."""
         io = self.io
-        sinks = [io.alerts, *(s for s in (io.predictions,) if s)]
+        sinks = [o.sink for o in io.outputs]
         closes = [getattr(s, "abort", s.close) if failed else s.close for s in sinks]
         closes += [self.rejects.abort if failed else self.rejects.close, io.source.close,
                    *io.closers]

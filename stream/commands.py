@@ -413,7 +413,7 @@ def demo(**kw: Any) -> None:
     from trajstream.stream.app import IO, Processor, load_predictor
     from trajstream.stream.groundtruth import match_collisions
     from trajstream.stream.metrics import Metrics
-    from trajstream.stream.sinks import CallbackSink, Sink, TeeSink
+    from trajstream.stream.sinks import CallbackSink, Delivery, Output
     from trajstream.stream.sources import MemorySource
 
     engine = _engine_config(kw)
@@ -448,8 +448,10 @@ def demo(**kw: Any) -> None:
     truth: list[dict[str, Any]] = []
     first_seen: dict[bytes, float] = {}
     errors: list[BaseException] = []
-    alerts_sink: Sink = CallbackSink(show) if tap is None else TeeSink(CallbackSink(show), tap)
-    io = IO(MemorySource(q, topic="demo"), alerts_sink)
+    outputs = [Output("alerts", CallbackSink(show))]
+    if tap is not None:
+        outputs.append(Output("alerts", tap, Delivery.BEST_EFFORT))
+    io = IO(MemorySource(q, topic="demo"), outputs)
     proc = Processor(cfg, io, predictor, metrics, observers=() if tap is None else (tap,))
     click.echo(
         f"trajstream demo: {kw['vehicles']} vehicles, {kw['reckless']:.0%} reckless, "

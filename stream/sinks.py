@@ -1,18 +1,24 @@
 """Where outputs go: a Kafka topic, a JSONL file, a list in memory, or a callback.
 
-Every sink is asynchronous-or-buffered on ``send`` and durable after ``flush``; the loop
-flushes all sinks before it commits input offsets, which is what makes delivery
-at-least-once.
+Every sink is asynchronous-or-buffered on ``send`` and durable after ``flush``. The loop
+routes the engine's messages by a list of :class:`Output` s, each naming the kind of message
+(``alerts``, ``predictions``), its sink and its :class:`Delivery`: a ``MUST_FLUSH`` output is
+flushed before input offsets are committed and a failure stops the commit, which is what
+makes delivery at-least-once; a ``BEST_EFFORT`` output (the live map) is flushed too, but its
+failure is logged and never holds back the commit. A new output is one more list entry.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from trajstream.errors import ConfigError
 from trajstream.outputs import OutputFile
 
-__all__ = ["CallbackSink", "JsonlSink", "KafkaSink", "MemorySink", "Sink", "TeeSink"]
+__all__ = ["CallbackSink", "Delivery", "JsonlSink", "KafkaSink", "MemorySink", "Output", "Sink"]
 
 
 class Sink(Protocol):
@@ -21,6 +27,27 @@ class Sink(Protocol):
     def flush(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+class Delivery(enum.Enum):
+    """How hard the loop tries to deliver an output before it commits input offsets."""
+
+    MUST_FLUSH = "must-flush"
+    BEST_EFFORT = "best-effort"
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output of the processor: messages of ``kind`` (a field of the engine's
+    ``Outputs``: ``"alerts"`` or ``"predictions"``) go to ``sink``."""
+
+    kind: str
+    sink: Sink
+    delivery: Delivery = Delivery.MUST_FLUSH
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("alerts", "predictions"):
+            raise ConfigError(f"unknown output kind {self.kind!r}: alerts or predictions")
 
 
 class KafkaSink:
@@ -103,22 +130,3 @@ class CallbackSink:
 
     def close(self) -> None:
         pass
-
-
-class TeeSink:
-    """Sends every message to each of ``sinks``."""
-
-    def __init__(self, *sinks: Sink) -> None:
-        self.sinks = sinks
-
-    def send(self, key: bytes | None, value: bytes) -> None:
-        for s in self.sinks:
-            s.send(key, value)
-
-    def flush(self) -> None:
-        for s in self.sinks:
-            s.flush()
-
-    def close(self) -> None:
-        for s in self.sinks:
-            s.close()

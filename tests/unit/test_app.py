@@ -16,7 +16,7 @@ from trajstream.model.predictors import ConstantVelocity, PathSpec
 from trajstream.stream.app import IO, Processor, build_io
 from trajstream.stream.config import EngineConfig, ProcessorConfig
 from trajstream.stream.metrics import Metrics
-from trajstream.stream.sinks import MemorySink
+from trajstream.stream.sinks import Delivery, MemorySink, Output
 from trajstream.stream.sources import END, FileSource, MemorySource
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -92,16 +92,47 @@ def test_memory_source_and_stop_event():
     q.put(END)
     sink = MemorySink()
     cfg = ProcessorConfig(source="memory", predictor="cv", max_batch_records=50)
-    proc = Processor(cfg, IO(MemorySource(q), sink), ConstantVelocity(PathSpec()))
+    proc = Processor(cfg, IO(MemorySource(q), [Output("alerts", sink)]),
+                     ConstantVelocity(PathSpec()))
     summary = proc.run()
     assert [v for _, v in sink.messages] == [v for _, v in run(values, None)[0]]
     assert summary["consumed"] == len(values)
     # a set stop event ends the loop without waiting for input
     stop = threading.Event()
     stop.set()
-    idle = Processor(cfg, IO(MemorySource(queue.Queue()), MemorySink()),
+    idle = Processor(cfg, IO(MemorySource(queue.Queue()), [Output("alerts", MemorySink())]),
                      ConstantVelocity(PathSpec()))
     assert idle.run(stop)["consumed"] == 0
+
+
+class _Broken(MemorySink):
+    """A sink that takes messages but cannot flush (a viewer gone, a disk full)."""
+
+    def flush(self) -> None:
+        raise OSError("cannot flush")
+
+
+def _memory_run(outputs: list[Output]) -> dict:
+    q: queue.Queue = queue.Queue()
+    values = crossing_traffic(seed=1)
+    q.put([(None, v) for v in values])
+    q.put(END)
+    cfg = ProcessorConfig(source="memory", predictor="cv", commit_interval_s=0.0)
+    return Processor(cfg, IO(MemorySource(q), outputs), ConstantVelocity(PathSpec())).run()
+
+
+def test_outputs_by_delivery_class():
+    """Every output gets the engine's messages of its kind; a best-effort output failing to
+    flush does not stop the run, a must-flush one does (no commit past undelivered alerts)."""
+    alerts, map_tap = MemorySink(), _Broken()
+    summary = _memory_run([Output("alerts", alerts),
+                           Output("alerts", map_tap, Delivery.BEST_EFFORT)])
+    assert alerts.messages and map_tap.messages == alerts.messages
+    assert summary["warning"] + summary["critical"] == len(alerts.messages)
+    with pytest.raises(OSError, match="cannot flush"):
+        _memory_run([Output("alerts", _Broken())])
+    with pytest.raises(ConfigError, match="unknown output kind"):
+        Output("positions", MemorySink())
 
 
 @pytest.mark.parametrize(
