@@ -22,8 +22,18 @@ from typing import Any
 import click
 import orjson
 
+from trajstream.contracts import PREDICTORS
 from trajstream.errors import ConfigError, TrajstreamError
-from trajstream.stream.config import DEFAULTS, EngineConfig, ProcessorConfig, SourceKind
+from trajstream.stream.config import (
+    CODEC_DEFAULTS,
+    DEFAULTS,
+    ENGINE_DEFAULTS,
+    EPISODE_DEFAULTS,
+    RISK_DEFAULTS,
+    EngineConfig,
+    ProcessorConfig,
+    SourceKind,
+)
 from trajstream.stream.livemap.options import map_options
 
 __all__ = ["demo", "process"]
@@ -45,49 +55,64 @@ def _engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by process and demo: predictor, event-time rules, risk, episodes."""
     opts = [
         _opt("--predictor", env="PREDICTOR", default=_DEFAULT_PREDICTOR,
-             type=click.Choice(["lstm", "cv", "ctrv"]),
+             type=click.Choice(PREDICTORS),
              help="Trajectory predictor: the shipped LSTM, constant velocity or constant turn "
                   "rate. The CV baseline always runs alongside for the online error metric."),
         _opt("--weights", env="WEIGHTS", default=None, metavar="FILE.npz",
              type=click.Path(dir_okay=False),
              help="LSTM weights from `trajstream model train` [default: the shipped ones]."),
-        _opt("--horizon-s", env="HORIZON_S", default=4.0, type=_POS_FLOAT,
+        _opt("--horizon-s", env="HORIZON_S",
+             default=ENGINE_DEFAULTS.horizon_s, type=_POS_FLOAT,
              help="Prediction horizon (s)."),
-        _opt("--step-s", env="STEP_S", default=0.2, type=_POS_FLOAT,
+        _opt("--step-s", env="STEP_S",
+             default=ENGINE_DEFAULTS.step_s, type=_POS_FLOAT,
              help="Spacing of predicted points (s); the horizon must be a multiple of it."),
-        _opt("--allowed-lateness-s", env="ALLOWED_LATENESS_S", default=0.5,
+        _opt("--allowed-lateness-s", env="ALLOWED_LATENESS_S",
+             default=ENGINE_DEFAULTS.allowed_lateness_s,
              type=click.FloatRange(min=0.0),
              help="How far behind the newest event time a record may arrive and still count; "
                   "results wait this long for stragglers (latency vs completeness)."),
-        _opt("--risk-interval-s", env="RISK_INTERVAL_S", default=0.2, type=_POS_FLOAT,
+        _opt("--risk-interval-s", env="RISK_INTERVAL_S",
+             default=ENGINE_DEFAULTS.risk_interval_s, type=_POS_FLOAT,
              help="Risk is assessed at event times that are multiples of this."),
-        _opt("--stale-after-s", env="STALE_AFTER_S", default=1.0, type=_POS_FLOAT,
+        _opt("--stale-after-s", env="STALE_AFTER_S",
+             default=ENGINE_DEFAULTS.stale_after_s, type=_POS_FLOAT,
              help="A vehicle takes part in risk only if its last fix is at most this old."),
-        _opt("--ttl-s", env="TTL_S", default=30.0, type=_POS_FLOAT,
+        _opt("--ttl-s", env="TTL_S",
+             default=ENGINE_DEFAULTS.ttl_s, type=_POS_FLOAT,
              help="A vehicle silent this long (event time) is forgotten."),
-        _opt("--reset-gap-s", env="RESET_GAP_S", default=5.0, type=_POS_FLOAT,
+        _opt("--reset-gap-s", env="RESET_GAP_S",
+             default=ENGINE_DEFAULTS.reset_gap_s, type=_POS_FLOAT,
              help="A gap this long between two fixes restarts the vehicle's motion state."),
-        _opt("--max-future-s", env="MAX_FUTURE_S", default=30.0, type=_POS_FLOAT,
+        _opt("--max-future-s", env="MAX_FUTURE_S",
+             default=ENGINE_DEFAULTS.max_future_s, type=_POS_FLOAT,
              help="Records further than this ahead of both the stream and the wall clock are "
                   "dropped (a wrong clock must not stall everyone)."),
-        _opt("--max-partition-skew-s", env="MAX_PARTITION_SKEW_S", default=300.0,
+        _opt("--max-partition-skew-s", env="MAX_PARTITION_SKEW_S",
+             default=ENGINE_DEFAULTS.max_partition_skew_s,
              type=_POS_FLOAT,
              help="Catching up on several Kafka partitions, the watermark waits for the "
                   "slowest one with records left, unless it trails by more than this (s)."),
-        _opt("--min-fix-interval-s", env="MIN_FIX_INTERVAL_S", default=0.01, type=_POS_FLOAT,
+        _opt("--min-fix-interval-s", env="MIN_FIX_INTERVAL_S",
+             default=ENGINE_DEFAULTS.min_fix_interval_s, type=_POS_FLOAT,
              help="At most one fix per vehicle per this much event time is used; more are "
                   "dropped (a flooding sender cannot slow everyone down)."),
-        _opt("--critical-ttc-s", env="CRITICAL_TTC_S", default=1.5, type=_POS_FLOAT,
+        _opt("--critical-ttc-s", env="CRITICAL_TTC_S",
+             default=RISK_DEFAULTS.critical_ttc_s, type=_POS_FLOAT,
              help="Predicted contact within this many seconds is critical."),
-        _opt("--warning-ttc-s", env="WARNING_TTC_S", default=3.0, type=_POS_FLOAT,
+        _opt("--warning-ttc-s", env="WARNING_TTC_S",
+             default=RISK_DEFAULTS.warning_ttc_s, type=_POS_FLOAT,
              help="Predicted contact within this many seconds is a warning; must exceed "
                   "--critical-ttc-s."),
-        _opt("--margin-m", env="MARGIN_M", default=0.25, type=click.FloatRange(min=0.0),
+        _opt("--margin-m", env="MARGIN_M",
+             default=RISK_DEFAULTS.margin_m, type=click.FloatRange(min=0.0),
              help="Footprints closer than this count as contact (m)."),
-        _opt("--clear-after-s", env="CLEAR_AFTER_S", default=2.0,
+        _opt("--clear-after-s", env="CLEAR_AFTER_S",
+             default=EPISODE_DEFAULTS.clear_after_s,
              type=click.FloatRange(min=0.0),
              help="Risk-free event time that closes an alert episode (s)."),
-        _opt("--confirm-ticks", env="CONFIRM_TICKS", default=2, type=click.IntRange(min=1),
+        _opt("--confirm-ticks", env="CONFIRM_TICKS",
+             default=EPISODE_DEFAULTS.confirm_ticks, type=click.IntRange(min=1),
              help="Consecutive assessments a conflict must persist before its first alert."),
         _opt("--max-batch-records", env="MAX_BATCH_RECORDS", default=DEFAULTS.max_batch_records,
              type=click.IntRange(min=1),
@@ -237,7 +262,8 @@ def _codec(origin_lat: float | None, origin_lon: float | None, max_message_bytes
       help="Latitude of the local frame's origin; enables lat/lon messages.")
 @_opt("--origin-lon", env="ORIGIN_LON", default=None, type=float,
       help="Longitude of the local frame's origin.")
-@_opt("--max-message-bytes", env="MAX_MESSAGE_BYTES", default=4096, type=click.IntRange(min=1),
+@_opt("--max-message-bytes", env="MAX_MESSAGE_BYTES",
+             default=CODEC_DEFAULTS.max_message_bytes, type=click.IntRange(min=1),
       help="Larger position messages are rejected.")
 @_engine_options
 def process(**kw: Any) -> None:

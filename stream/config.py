@@ -5,7 +5,10 @@ horizon, risk and episode settings) and :class:`ProcessorConfig` adds where reco
 and where outputs go. Both raise :class:`~stream.errors.ConfigError` on a contradiction, so a
 bad combination stops the command with one line instead of misbehaving later.
 
-Defaults (also the CLI defaults, see ``trajstream process --help``) live here as constants.
+Every default lives here: :data:`DEFAULTS` (I/O and the loop), :data:`ENGINE_DEFAULTS`,
+:data:`RISK_DEFAULTS`, :data:`EPISODE_DEFAULTS` and :data:`CODEC_DEFAULTS` (the dataclasses'
+own defaults, so a config built in code and the CLI agree); ``trajstream process --help``
+reads them from here.
 """
 
 from __future__ import annotations
@@ -15,13 +18,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from trajstream.contracts import ALERTS_TOPIC, POSITIONS_TOPIC, PREDICTIONS_TOPIC
+from trajstream.contracts import ALERTS_TOPIC, POSITIONS_TOPIC, PREDICTIONS_TOPIC, PREDICTORS
 from trajstream.errors import ConfigError
 from trajstream.model.predictors import PathSpec
 from trajstream.outputs import refuse_aliases
+from trajstream.stream.codec import CodecConfig
+from trajstream.stream.episodes import EpisodeConfig
+from trajstream.stream.risk import RiskConfig
 
 __all__ = [
+    "CODEC_DEFAULTS",
     "DEFAULTS",
+    "ENGINE_DEFAULTS",
+    "EPISODE_DEFAULTS",
+    "RISK_DEFAULTS",
     "EngineConfig",
     "PredictorName",
     "ProcessorConfig",
@@ -30,7 +40,6 @@ __all__ = [
 
 SourceKind = Literal["kafka", "file", "memory"]
 PredictorName = Literal["lstm", "cv", "ctrv"]
-PREDICTORS: tuple[str, ...] = ("lstm", "cv", "ctrv")
 
 
 @dataclass(frozen=True)
@@ -136,6 +145,12 @@ class EngineConfig:
     @property
     def spec(self) -> PathSpec:
         return PathSpec(horizon_s=self.horizon_s, step_s=self.step_s)
+
+
+ENGINE_DEFAULTS = EngineConfig()
+RISK_DEFAULTS = RiskConfig()
+EPISODE_DEFAULTS = EpisodeConfig()
+CODEC_DEFAULTS = CodecConfig()
 
 
 @dataclass(frozen=True)
