@@ -20,6 +20,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from trajstream.contracts import DEFAULT_LENGTH_M, DEFAULT_WIDTH_M  # noqa: E402
 from trajstream.model.predictors import ConstantVelocity, PathSpec  # noqa: E402
 from trajstream.stream.codec import PositionBatch  # noqa: E402
 from trajstream.stream.config import EngineConfig  # noqa: E402
@@ -76,7 +77,8 @@ def main() -> None:
         batch = PositionBatch(
             vehicle_id=np.array([f"v{i}" for i in ids_all.tolist()], dtype=object),
             ts=ts_all, x=x, y=y, speed=np.full(n, 10.0), heading=np.zeros(n),
-            length=np.full(n, 4.5), width=np.full(n, 1.8), index=np.arange(n),
+            length=np.full(n, DEFAULT_LENGTH_M), width=np.full(n, DEFAULT_WIDTH_M),
+            index=np.arange(n),
         )
         eng.process(batch, seq)
         seq += n

@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 
+from trajstream.contracts import DEFAULT_LENGTH_M, DEFAULT_WIDTH_M
 from trajstream.model.predictors import PathSpec
 from trajstream.stream import risk
 from trajstream.stream.risk import Fleet, RiskConfig, assess
@@ -88,8 +89,8 @@ def city_fleet(n: int, spec: PathSpec, seed: int = 0) -> Fleet:
     paths = np.stack([x[:, None] + (v * np.cos(heading))[:, None] * off_s,
                       y[:, None] + (v * np.sin(heading))[:, None] * off_s], -1)
     return Fleet(ts=ts, x=x, y=y, speed=v, heading=heading, yaw_rate=np.zeros(n),
-                 accel=accel, length=np.full(n, 4.5), width=np.full(n, 1.8),
-                 paths=paths)
+                 accel=accel, length=np.full(n, DEFAULT_LENGTH_M),
+                 width=np.full(n, DEFAULT_WIDTH_M), paths=paths)
 
 
 def candidate_count(fleet: Fleet, spec: PathSpec, cfg: RiskConfig) -> tuple[int, float]:

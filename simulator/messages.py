@@ -100,7 +100,8 @@ def encode_positions(vid: np.ndarray, ts: np.ndarray, x: np.ndarray, y: np.ndarr
                      speed: np.ndarray | None, heading: np.ndarray | None,
                      length: np.ndarray, width: np.ndarray) -> list[Message]:
     """One (key, value) per vehicle, in input order; ``speed``/``heading`` None omits them.
-    ``length``/``width`` appear only when they differ from the 4.5 x 1.8 m default."""
+    ``length``/``width`` appear only when they differ from the contract's default size
+    (``trajstream.contracts.DEFAULT_LENGTH_M`` x ``DEFAULT_WIDTH_M``)."""
     n = vid.shape[0]
     vid = np.asarray(vid, dtype=np.int64)
     keys = [b"veh-%d" % i for i in vid.tolist()]

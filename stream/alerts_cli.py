@@ -51,7 +51,7 @@ def _fmt(v: Any, spec: str, unit: str) -> str:
 
 
 def format_alert(alert: dict[str, Any], color: bool | None = None) -> str:
-    """One readable line for an alert (DESIGN's ``trajstream.alert/v1``).
+    """One readable line for an alert (schema ``trajstream.alert/v1``, docs/architecture.md).
 
     ``12:30:05.200 CRITICAL veh-12 <> veh-40  ttc 1.2 s  min 0.8 m  at (123.4, -56.7)``:
     event time in UTC, severity, the pair, time to contact, predicted minimum distance and

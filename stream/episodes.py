@@ -299,7 +299,7 @@ def alert_message(
     decision: AlertDecision, fleet: Fleet, index_a: int, index_b: int, spec: PathSpec,
     model: str,
 ) -> dict[str, Any]:
-    """The ``collision-alerts`` value (DESIGN.md contract, schema ``trajstream.alert/v1``).
+    """The ``collision-alerts`` value (schema ``trajstream.alert/v1``, docs/architecture.md).
 
     ``index_a``/``index_b`` are the fleet rows of ``decision.vehicle_a``/``vehicle_b``.
     """

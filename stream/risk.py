@@ -164,7 +164,7 @@ class Fleet:
         length: np.ndarray | None = None,
         width: np.ndarray | None = None,
     ) -> Fleet:
-        """The fleet of a predictor step; sizes default to 4.5 x 1.8 m."""
+        """The fleet of a predictor step; sizes default to the contract's vehicle size."""
         n = len(kin)
         return Fleet(
             ts=kin.ts, x=kin.x, y=kin.y, speed=kin.speed, heading=kin.heading,

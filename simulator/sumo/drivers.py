@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from trajstream.contracts import DEFAULT_LENGTH_M, DEFAULT_WIDTH_M
+
 CAREFUL = "careful"
 RECKLESS_KINDS: tuple[str, ...] = ("tailgater", "red_runner", "no_yield", "pushy")
 
@@ -40,7 +42,7 @@ _DRIVERS: dict[str, dict[str, str]] = {
 
 # name, probability, length m, width m
 BODIES: tuple[tuple[str, float, float, float], ...] = (
-    ("midsize", 0.8, 4.5, 1.8),
+    ("midsize", 0.8, DEFAULT_LENGTH_M, DEFAULT_WIDTH_M),
     ("compact", 0.1, 3.9, 1.7),
     ("large", 0.1, 5.3, 2.0),
 )

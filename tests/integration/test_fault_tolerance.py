@@ -287,7 +287,7 @@ def test_rebalance_hands_partition_state_to_the_new_member(
     What must hold: every alert between two vehicles of the same partition (always one owner,
     state handed over through the changelog) equals the uninterrupted run's, none missing,
     none unexpected. Pairs across partitions are only seen together while one processor
-    owns both (the single-stage pipeline; see DESIGN.md "Scale-out plan"), so after the
+    owns both (the single-stage pipeline; see docs/architecture.md), so after the
     split they may be missed: those alerts are only reported."""
     path = tmp_path / "positions.jsonl"
     trajstream("simulate", *SMALL, "--no-pace", "--out", str(path))
