@@ -1,20 +1,31 @@
-"""LSTM step throughput (vehicle-steps/s) by batch size, next to naive per-message inference.
+"""LSTM step throughput (vehicle-steps/s) by batch size, next to naive per-message inference,
+and the shipped model's accuracy against constant velocity on held-out traffic.
 
 The processor calls ``LstmPredictor.step`` once per tick for every vehicle with a fix in it.
-This measures that call (features + LSTM step + head + rotation back to x/y) with the shipped
-weights at batch 1, 64, 1024 and 8192 for each runtime core (numpy; tf.function; tf.function
-with XLA), plus the bare network core, and in the same run the naive approach the design
+This measures that call (the vehicles around each one from the tracker, features, LSTM step,
+head, rotation back to x/y) with the shipped weights at batch 1, 64, 1024 and 8192 for each
+runtime core (numpy; tf.function; tf.function with XLA), in dense traffic (8 lanes, a vehicle
+every 12 m), plus the bare network core, and in the same run the naive approach the design
 rules out: ``model.predict`` on one message at a time (and a direct ``model(x)`` call).
 Target: >= 200k vehicle-steps/s at batch 1024.
 
-Run: .venv/bin/python bench/bench_model.py [--seconds 1.0] [--naive-calls 30]
+Accuracy (``--accuracy``, the default): LSTM RMSE at 4 s over CV's on the held-out recorded
+traffic (the held-out NGSIM recordings, $TRAJSTREAM_DATA_DIR or ../shared/data next to the
+repository) and the held-out SUMO and built-in runs of ``trajstream model train``'s defaults
+(simulated into --sim-dir, reused when there), against the bounds (recorded <= 0.85, SUMO <=
+0.8) and below CV at every horizon 1-4 s.
+
+Run: .venv/bin/python bench/bench_model.py [--seconds 1.0] [--naive-calls 30] [--no-accuracy]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the processor runs (stream/cli.py)
@@ -22,23 +33,29 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the processor runs (str
 import numpy as np  # noqa: E402
 
 from trajstream.model import SHIPPED_WEIGHTS  # noqa: E402
-from trajstream.model.kinematics import Kinematics  # noqa: E402
+from trajstream.model.kinematics import Kinematics, KinematicsTracker  # noqa: E402
+from trajstream.model.neighbours import neighbour_features  # noqa: E402
 from trajstream.model.runtime import LstmPredictor  # noqa: E402
 from trajstream.model.weights_io import LstmWeights  # noqa: E402
 
 BATCHES = (1, 64, 1024, 8192)
 
 
-def _kinematics(n: int, rng: np.random.Generator) -> Kinematics:
-    x, y = rng.uniform(-1000, 1000, (2, n))
-    heading = rng.uniform(-np.pi, np.pi, n)
-    speed = rng.uniform(0, 25, n)
-    dt = rng.uniform(0.08, 0.12, n)
-    return Kinematics(
-        ts=np.full(n, 1.76e9), x=x, y=y, prev_x=x - speed * np.cos(heading) * dt,
-        prev_y=y - speed * np.sin(heading) * dt, dt=dt, speed=speed, heading=heading,
-        yaw_rate=rng.normal(0, 0.1, n), accel=rng.normal(0, 1, n), first=np.zeros(n, bool),
-    )
+def _traffic(n: int, rng: np.random.Generator) -> tuple[Kinematics, np.ndarray,
+                                                       KinematicsTracker]:
+    """n vehicles on a dense road (8 lanes, 4 each way, one every ~12 m), tracked for two
+    fixes: (the batch's kinematics, their slots, the tracker holding them)."""
+    lane = np.arange(n) % 8
+    x = (np.arange(n) // 8) * 12.0 + rng.uniform(-2, 2, n)
+    y = lane * 3.5 + rng.normal(0, 0.3, n)
+    heading = np.where(lane < 4, 0.0, np.pi) + rng.normal(0, 0.02, n)
+    speed = rng.uniform(5, 25, n)
+    tracker = KinematicsTracker(n)
+    slots = np.arange(n)
+    for t in (0.0, 0.1):
+        kin = tracker.update(slots, np.full(n, 1.76e9 + t), x + speed * np.cos(heading) * t,
+                             y + speed * np.sin(heading) * t, speed, heading)
+    return kin, slots, tracker
 
 
 def _rate(fn, n: int, seconds: float) -> tuple[float, float, float]:  # noqa: ANN001
@@ -95,11 +112,18 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=1.0, help="timing budget per cell")
     ap.add_argument("--naive-calls", type=int, default=30)
     ap.add_argument("--weights", default=str(SHIPPED_WEIGHTS))
+    ap.add_argument("--accuracy", action=argparse.BooleanOptionalAction, default=True,
+                    help="also the held-out accuracy against CV (simulates the SUMO and "
+                    "built-in test runs unless --sim-dir has them)")
+    ap.add_argument("--sim-dir", type=Path, default=None,
+                    help="keep/reuse the simulated held-out runs here")
     args = ap.parse_args()
     weights = LstmWeights.load(args.weights)
     rng = np.random.default_rng(0)
     cfg = weights.config
     print(f"LSTM step throughput, units={cfg.units}, head={cfg.head_units}, "
+          f"{cfg.n_features} inputs (vehicles around as inputs: "
+          f"{'yes' if LstmPredictor(weights).uses_neighbours else 'no'}), "
           f"{os.cpu_count()} CPUs, OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}; "
           "vehicle-steps/s (us per call)")
     rows: list[tuple[str, dict[int, tuple[float, float, float]]]] = []
@@ -108,10 +132,15 @@ def main() -> None:
         full: dict[int, tuple[float, float, float]] = {}
         core: dict[int, tuple[float, float, float]] = {}
         for n in BATCHES:
-            kin = _kinematics(n, rng)
+            kin, slots, tracker = _traffic(n, rng)
             state = rng.normal(0, 0.3, (n, pred.state_dim)).astype(np.float32)
             feats = rng.normal(0, 1, (n, cfg.n_features)).astype(np.float32)
-            full[n] = _rate(lambda p=pred, k=kin, s=state: p.step(k, s), n, args.seconds)
+
+            def step(p=pred, k=kin, s=state, sl=slots, tr=tracker):  # noqa: ANN001, ANN202
+                nb = neighbour_features(k, sl, tr) if p.uses_neighbours else None
+                return p.step(k, s, nb)
+
+            full[n] = _rate(step, n, args.seconds)
             core[n] = _rate(lambda p=pred, f=feats, s=state: p.core(f, s), n, args.seconds)
         rows.append((f"step ({backend})", full))
         rows.append((f"  network core only ({backend})", core))
@@ -133,6 +162,50 @@ def main() -> None:
         print(f"{label} at batch 1024: {wall:,.0f} vehicle-steps/s wall, {cpu:,.0f} per CPU s "
               f"({'meets' if wall >= 200_000 else 'BELOW'} the 200k target on the wall clock); "
               f"{wall / predict_rate:,.0f}x naive model.predict per message")
+    if args.accuracy:
+        accuracy(args.weights, args.sim_dir)
+
+
+def accuracy(weights: str, sim_dir: Path | None) -> None:
+    """Held-out LSTM / CV at 4 s per source against the bounds of the model's acceptance."""
+    from trajstream.model import load_predictor
+    from trajstream.model.card import RATIO_BOUNDS
+    from trajstream.model.evaluate import evaluate_sources
+    from trajstream.model.train import DataConfig, simulate_file
+
+    repo = Path(__file__).resolve().parent.parent
+    data_dir = Path(os.environ.get("TRAJSTREAM_DATA_DIR", repo.parent / "shared" / "data"))
+    recorded = [p for p in sorted(data_dir.glob("ngsim-*.jsonl.gz"))]
+    if not recorded:
+        print(f"\nno recorded traffic in {data_dir} (set TRAJSTREAM_DATA_DIR): recorded rows "
+              "skipped", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as tmp:
+        sims = {}
+        for f in DataConfig().plan():
+            if f.split == "test" and f.variant in ("default", "grid", "spider", "random"):
+                path = (sim_dir or Path(tmp)) / f.name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if not path.exists():
+                    simulate_file(path, f)
+                sims[path] = "sumo" if f.engine == "sumo" else "builtin"
+        preds = [load_predictor(n, weights=weights) for n in ("lstm", "cv")]
+        kinds = {p.name.removesuffix(".jsonl.gz"): "recorded" for p in recorded}
+        kinds.update({p.name.removesuffix(".jsonl"): k for p, k in sims.items()})
+        evs = evaluate_sources(recorded, preds, side="held-out")
+        evs.update(evaluate_sources(list(sims), preds))
+    print("\nheld-out accuracy (RMSE at 4 s, m; recorded: the held-out recordings only)")
+    print(f"{'source':42s} {'kind':9s} {'LSTM':>7s} {'CV':>7s} {'LSTM/CV':>8s} {'bound':>6s} "
+          f"{'<CV 1-4 s':>10s} {'meets':>6s}")
+    for name, ev in evs.items():
+        m = ev.summary()["models"]
+        lstm, cv = m["lstm"]["rmse"], m["cv"]["rmse"]
+        ratio = lstm["4"] / cv["4"]
+        every = all(lstm[h] < cv[h] for h in lstm)
+        bound = RATIO_BOUNDS.get(kinds[name])
+        ok = every and (bound is None or ratio <= bound)
+        print(f"{name:42s} {kinds[name]:9s} {lstm['4']:>7.2f} {cv['4']:>7.2f} {ratio:>7.3f}x "
+              f"{(f'{bound:.2f}' if bound else '-'):>6s} {('yes' if every else 'no'):>10s} "
+              f"{('yes' if ok else 'NO'):>6s}")
 
 
 if __name__ == "__main__":

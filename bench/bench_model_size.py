@@ -60,9 +60,12 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     spec = PathSpec()
     base = TrainConfig()
-    data = DataConfig()
+    data = DataConfig(sumo_train=(), sumo_val=(), sumo_test=())  # the built-in simulator
     with tempfile.TemporaryDirectory() as tmp:
-        files = simulate_datasets(data, args.data_dir or Path(tmp))
+        files: dict[str, list[Path]] = {}
+        for f, path in zip(data.plan(), simulate_datasets(data, args.data_dir or Path(tmp)),
+                           strict=True):
+            files.setdefault(f.split, []).append(path)
         parts = [make_windows(replay_file(p), spec, base.seq_len, base.burn_in)
                  for p in files["train"][: args.train_files]]
         train = concat_windows(parts)

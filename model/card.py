@@ -48,20 +48,38 @@ def _table(summary: dict) -> list[str]:
     return lines
 
 
-def acceptance(summary: dict) -> dict:
-    """The issue's bar: LSTM RMSE at 4 s <= 0.65 x CV's, and below CV at every horizon."""
-    lstm, cv = summary["models"]["lstm"]["rmse"], summary["models"]["cv"]["rmse"]
-    ratio = lstm["4"] / cv["4"]
-    every = all(lstm[h] < cv[h] for h in lstm)
-    return {"ratio_4s": round(ratio, 4), "below_cv_every_horizon": every,
-            "passed": bool(ratio <= 0.65 and every)}
+# The issue's bar at 4 s per kind of held-out traffic (LSTM RMSE / CV RMSE); every source
+# must also be below CV at every horizon.
+RATIO_BOUNDS: dict[str, float] = {"recorded": 0.85, "sumo": 0.8}
+
+
+def acceptance(tests: dict[str, dict], kinds: dict[str, str]) -> dict:
+    """Per held-out source: LSTM/CV at 4 s, below CV at every horizon, and whether it
+    meets its bound (recorded <= 0.85, SUMO <= 0.8, others only below CV)."""
+    out: dict = {}
+    for source, summary in tests.items():
+        models = summary["models"]
+        if "lstm" not in models or not summary["predictions"]:
+            continue
+        lstm, cv = models["lstm"]["rmse"], models["cv"]["rmse"]
+        ratio = lstm["4"] / cv["4"]
+        every = all(lstm[h] < cv[h] for h in lstm)
+        bound = RATIO_BOUNDS.get(kinds.get(source, ""))
+        out[source] = {"kind": kinds.get(source, "file"), "ratio_4s": round(ratio, 4),
+                       "bound_4s": bound, "below_cv_every_horizon": every,
+                       "passed": bool(every and (bound is None or ratio <= bound))}
+    out["passed"] = all(v["passed"] for v in out.values())
+    return out
 
 
 def write_model_card(path: Path, info: dict) -> Path:
-    """Markdown card: data, settings, metrics, acceptance and the reproducing command."""
-    test, val = info["test"], info["val"]
-    acc = acceptance(test)
+    """Markdown card: data, settings, metrics per held-out source, acceptance, commands."""
+    tests, val = info["tests"], info["val"]
+    acc = info["acceptance"]
     net = info["network"]
+    kinds = info["kinds"]
+    trained_on = sorted({f"{f['source']} ({kinds.get(f['source'], 'file')})"
+                         for f in info["files"] if f["split"] == "train"})
     lines = [
         "# Model card: trajstream LSTM trajectory predictor",
         "",
@@ -73,10 +91,25 @@ def write_model_card(path: Path, info: dict) -> Path:
             "no TensorFlow)."
         ),
         "",
+        _para("Trained on: " + ", ".join(trained_on) + ". Recorded traffic is split by "
+              "recording (`simulator/recorded/split.py`: US-101 recordings numbered a multiple "
+              "of 3 and all of Peachtree are held out; of the rest, recordings numbered 1 mod "
+              "6 validate); SUMO is held out by a network kind and a seed that training never "
+              "uses; the built-in simulator by seed."),
+        "",
         "## Reproduce",
+        "",
+        "Training (simulates the built-in and SUMO data, then trains and evaluates):",
         "",
         "```",
         info["command"],
+        "```",
+        "",
+        "The held-out tables below, from the files the training wrote (`--data-dir`) and the "
+        "recorded files:",
+        "",
+        "```",
+        info["evaluate_command"],
         "```",
         "",
         _para(
@@ -84,46 +117,73 @@ def write_model_card(path: Path, info: dict) -> Path:
             f"best epoch {info['best_epoch']}) on {info['host']}; the whole command "
             f"(simulation, training, evaluation) took {info['total_seconds'] / 60:.1f} min. "
             f"Code: {info.get('code_version', 'unknown')} (the simulated data depend on the "
-            "simulator's version; the same version and seed give byte-identical files)."
+            "simulators' versions; the same version and seed give byte-identical files)."
         ),
+        "",
+        "## Metrics on held-out traffic (metres)",
+        "",
+        _para("Stateful step model run as the processor runs it (`trajstream model "
+              "evaluate`), constant velocity (CV) and constant turn rate (CTRV) beside it in "
+              "the same run; `x CV` is RMSE at 4 s over CV's."),
+        "",
+    ]
+    for source, summary in tests.items():
+        a = acc.get(source, {})
+        bound = a.get("bound_4s")
+        lines += [
+            f"**{source}** ({kinds.get(source, 'file')}, {summary['predictions']} predictions"
+            + (f"; bound {bound:.2f}x CV at 4 s" if bound else "") + "):",
+            "",
+            *_table(summary),
+            "",
+        ]
+    lines += [
+        f"Validation (pooled, {val['predictions']} predictions; early stopping only):",
+        "",
+        *_table(val),
+        "",
+        "## Acceptance",
+        "",
+        "| source | kind | LSTM / CV at 4 s | bound | below CV at 1-4 s | passed |",
+        "|---|---|---:|---:|---|---|",
+    ]
+    for source, a in acc.items():
+        if source == "passed":
+            continue
+        bound = f"{a['bound_4s']:.2f}" if a["bound_4s"] else "-"
+        lines.append(f"| {source} | {a['kind']} | {a['ratio_4s']:.3f} | {bound} | "
+                     f"{'yes' if a['below_cv_every_horizon'] else 'no'} | "
+                     f"{'yes' if a['passed'] else 'no'} |")
+    lines += [
+        "",
+        f"All passed: **{'yes' if acc['passed'] else 'no'}**",
         "",
         "## Data",
         "",
         _para(
-            "Positions files from the simulator (`trajstream simulate --no-pace`; city grid "
-            "with signals, queues, turns, lane changes and reckless drivers; GPS noise, drops, "
-            "jitter, late and duplicate messages), in the positions contract as JSONL, "
-            "replayed exactly as the processor sees them (a unit test checks it against "
-            "`stream.engine.Engine`): codec validation, the engine's admission rules (late "
-            "behind the watermark, stale, dense), event-time order, batched sub-steps per "
-            "tick, the same `KinematicsTracker`, state reset after a 5 s gap. Targets: the "
-            "vehicle's later observed (noisy) fixes, "
-            "interpolated at ts + k * 0.2 s; predictions whose 4 s future has a gap > 0.6 s "
-            "between fixes are left out of loss and metrics. Each split has its own seeds."
+            "Positions files in the positions contract, replayed exactly as the processor "
+            "sees them (a unit test checks it against `stream.engine.Engine`): codec "
+            "validation, the engine's admission rules, event-time order, batched sub-steps "
+            "per tick, the same `KinematicsTracker`, state reset after a 5 s gap. Targets: "
+            "the vehicle's later observed fixes interpolated at ts + k * 0.2 s; predictions "
+            "whose 4 s future has a gap > 0.6 s are left out of loss and metrics. "
+            f"Training windows of recorded traffic count {info['recorded_weight']}x."
         ),
         "",
-        "| split | variant | seed | vehicles | duration (s) | records | scored |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| split | source | recordings | file (command) | records | scored |",
+        "|---|---|---|---|---:|---:|",
     ]
     for f in info["files"]:
-        lines.append(
-            f"| {f['split']} | {f['variant']} | {f['seed'] if f['seed'] is not None else '-'} | "
-            f"{f['vehicles'] or '-'} | {f['duration_s'] or '-'} | {f['records']} | "
-            f"{f['scored']} |"
-        )
+        what = f"`{f['command']}`" if f["command"] != "-" else f"`{f['file']}`"
+        lines.append(f"| {f['split']} | {f['source']} | {f['recordings']} | {what} | "
+                     f"{f['records']} | {f['scored']} |")
     lines += [
-        "",
-        _para("Variants (simulator options): " + "; ".join(
-            f"`{name}`: {' '.join(args) or 'simulator defaults'}" for name, args in
-            info.get("variants", {}).items()) + ". Train \"scored\" counts the steps in the "
-            "loss (burn-in excluded); val/test count the predictions compared with the observed "
-            "future."),
         "",
         "## Network",
         "",
         _para(
             f"- Inputs per fix ({len(info['features'])}): {', '.join(info['features'])}; "
-            "displacements rotated into the current heading frame (translation and rotation "
+            "everything in the vehicle's current heading frame (translation and rotation "
             "invariant), `dt` explicit (irregular sampling). Normalised with training-set "
             "mean/std.", indent="  "),
         _para(
@@ -133,8 +193,7 @@ def write_model_card(path: Path, info: dict) -> Path:
             f"plus {net['points']} log-sigmas (a 1-sigma position uncertainty per point, "
             "trained with a Gaussian NLL on detached errors so it does not bias the mean).",
             indent="  "),
-        f"- {info['parameters']} parameters. Size chosen by evaluation: see "
-        "`SIZE_SELECTION.md` (`bench/bench_model_size.py`).",
+        f"- {info['parameters']} parameters.",
         _para(
             "- Serving: `model.runtime.LstmPredictor` steps all vehicles of a processor tick in "
             "one batched call (numpy core by default; `tf.function` cores with fixed input "
@@ -147,35 +206,8 @@ def write_model_card(path: Path, info: dict) -> Path:
         json.dumps({"train": info["train_config"], "data": info["data_config"]}, indent=2),
         "```",
         "",
-        "## Metrics (metres)",
-        "",
-        f"Held-out test set ({test['predictions']} predictions), stateful step model run as "
-        "the processor runs it:",
-        "",
-        *_table(test),
-        "",
-        f"Validation set ({val['predictions']} predictions):",
-        "",
-        *_table(val),
-        "",
-    ]
-    for split, summary in info.get("extra_tests", {}).items():
-        lines += [
-            f"Extra held-out set `{split}` ({summary['predictions']} predictions; not part of "
-            "the acceptance):",
-            "",
-            *_table(summary),
-            "",
-        ]
-    lines += [
-        "## Acceptance",
-        "",
-        f"- LSTM RMSE at 4 s / CV RMSE at 4 s = **{acc['ratio_4s']:.3f}** (target <= 0.65)",
-        f"- LSTM below CV at every horizon: **{'yes' if acc['below_cv_every_horizon'] else 'no'}"
-        "**",
-        f"- Passed: **{'yes' if acc['passed'] else 'no'}**",
-        "",
-        "Plots: `training_curves.png`, `error_by_horizon.png`, `examples.png` (test set).",
+        "Plots: `training_curves.png`, `error_by_horizon.png` (a panel per held-out source), "
+        "`examples.png`.",
         "",
     ]
     path.write_text("\n".join(lines))

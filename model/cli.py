@@ -50,6 +50,24 @@ def model() -> None:
       help="Simulated seconds per training and validation file.")
 @_opt("--test-duration-s", env="MODEL_TEST_DURATION_S", default=300.0,
       type=click.FloatRange(10.0), help="Simulated seconds per test file.")
+@_opt("--recorded", env="MODEL_RECORDED", multiple=True,
+      type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE.jsonl[.gz]",
+      help="Recorded traffic (positions files with NGSIM/CommonRoad scenario ids, e.g. "
+      "imported by `trajstream data import`), split by recording: the held-out recordings "
+      "(simulator/recorded/split.py) are only evaluated on. Repeatable.")
+@_opt("--recorded-weight", env="MODEL_RECORDED_WEIGHT", default=3, type=click.IntRange(1, 20),
+      help="Times each recorded training window counts (recorded vehicles are few and short).")
+@_opt("--sumo-train", env="MODEL_SUMO_TRAIN", multiple=True, default=("grid:11", "spider:12"),
+      metavar="KIND:SEED", help="SUMO runs to train on: generated city kind and seed "
+      "(repeatable; needs trajstream[sumo]).")
+@_opt("--sumo-val", env="MODEL_SUMO_VAL", multiple=True, default=("grid:13",),
+      metavar="KIND:SEED", help="SUMO runs for validation (early stopping).")
+@_opt("--sumo-test", env="MODEL_SUMO_TEST", multiple=True, default=("random:14",),
+      metavar="KIND:SEED", help="Held-out SUMO runs: a kind and a seed no train/val run uses.")
+@_opt("--sumo-vehicles", env="MODEL_SUMO_VEHICLES", default=150, type=click.IntRange(1),
+      help="Vehicles per SUMO run.")
+@_opt("--sumo-duration-s", env="MODEL_SUMO_DURATION_S", default=200.0,
+      type=click.FloatRange(10.0), help="Simulated seconds per SUMO run (after its warm-up).")
 @_opt("--train-data", env="MODEL_TRAIN_DATA", multiple=True,
       type=click.Path(exists=True, dir_okay=False, path_type=Path),
       help="Train on these positions files instead of simulating (repeatable; needs "
@@ -79,14 +97,18 @@ def model() -> None:
 def train(
     seed: int, out_dir: Path, data_dir: Path | None, train_files: int, vehicles: int,
     val_vehicles: int, test_vehicles: int, duration_s: float, test_duration_s: float,
-    train_data: tuple[Path, ...],
+    recorded: tuple[Path, ...], recorded_weight: int, sumo_train: tuple[str, ...],
+    sumo_val: tuple[str, ...], sumo_test: tuple[str, ...], sumo_vehicles: int,
+    sumo_duration_s: float, train_data: tuple[Path, ...],
     val_data: tuple[Path, ...], test_data: tuple[Path, ...], units: int, head_units: int,
     epochs: int, patience: int, batch_size: int, learning_rate: float, seq_len: int,
     burn_in: int,
 ) -> None:
-    """Simulate data, train the LSTM, and write weights, model card and plots.
+    """Train the LSTM on a mix and write weights, model card and plots.
 
-    Prints the test-set metrics as JSON (the same schema as `evaluate`).
+    The mix: the built-in simulator (train/val/test seeds from --seed), SUMO runs on several
+    generated cities (--sumo-*) and recorded traffic (--recorded, split by recording).
+    Prints the held-out metrics per source as JSON (the schema of `evaluate --json`).
     """
     from trajstream.model.train import DataConfig, TrainConfig, run_training
 
@@ -101,7 +123,11 @@ def train(
                       learning_rate=learning_rate)
     data = DataConfig(seed=seed, train_files=train_files, vehicles=vehicles,
                       val_vehicles=val_vehicles, test_vehicles=test_vehicles,
-                      duration_s=duration_s, test_duration_s=test_duration_s)
+                      duration_s=duration_s, test_duration_s=test_duration_s,
+                      sumo_train=sumo_train, sumo_val=sumo_val, sumo_test=sumo_test,
+                      sumo_vehicles=sumo_vehicles, sumo_duration_s=sumo_duration_s)
+    if not any(given):
+        data.check()
     files = None
     if all(given):
         files = {"train": list(train_data), "val": list(val_data), "test": list(test_data)}
@@ -109,8 +135,9 @@ def train(
     command = _reproducing_command(ctx)
     with tempfile.TemporaryDirectory(prefix="trajstream-data-") as tmp:
         info = run_training(cfg, data, out_dir, data_dir=data_dir or Path(tmp), files=files,
+                            recorded=recorded, recorded_weight=recorded_weight,
                             command=command.strip())
-    click.echo(json.dumps(info["test"]))
+    click.echo(json.dumps(info["tests"]))
 
 
 def _reproducing_command(ctx: click.Context) -> str:
@@ -119,14 +146,15 @@ def _reproducing_command(ctx: click.Context) -> str:
     skip = {"out_dir", "data_dir"}
     if ctx.params.get("train_data"):
         skip |= {"train_files", "vehicles", "val_vehicles", "test_vehicles", "duration_s",
-                 "test_duration_s"}
+                 "test_duration_s", "recorded", "recorded_weight", "sumo_train", "sumo_val",
+                 "sumo_test", "sumo_vehicles", "sumo_duration_s"}
     for param in ctx.command.params:
         if param.name in skip or not isinstance(param, click.Option):
             continue
         value = ctx.params[param.name]
         flag = param.opts[0]
         for v in value if param.multiple else [value]:
-            parts += [flag, str(v)]
+            parts += [flag, Path(v).name if isinstance(v, Path) else str(v)]
     return " ".join(shlex.quote(p) for p in parts)
 
 

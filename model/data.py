@@ -20,6 +20,7 @@ import numpy as np
 
 from trajstream.errors import ConfigError
 from trajstream.model.kinematics import Kinematics, KinematicsTracker
+from trajstream.model.neighbours import N_NEIGHBOUR_FEATURES, neighbour_features
 from trajstream.stream.codec import CodecConfig, decode_batch
 from trajstream.stream.config import EngineConfig
 
@@ -151,13 +152,16 @@ class Replay:
     """Event-time-ordered positions with the tracker's output for every record.
 
     ``groups`` lists record indices per batched step in processing order (each vehicle at
-    most once per group); ``segment`` numbers each vehicle's runs between resets.
+    most once per group); ``segment`` numbers each vehicle's runs between resets;
+    ``neighbours`` the vehicles around each record (model/neighbours.py), computed from the
+    tracker at that step as the processor does.
     """
 
     pos: Positions
     kin: Kinematics
     groups: list[np.ndarray]
     segment: np.ndarray
+    neighbours: np.ndarray
 
 
 def step_groups(pos: Positions, tick_s: float = TICK_S) -> list[np.ndarray]:
@@ -192,6 +196,7 @@ def replay(
     last_ts = np.full(max(nveh, 1), np.nan)
     fields = {f: np.zeros(n) for f in Kinematics.__slots__ if f != "first"}
     first = np.zeros(n, dtype=bool)
+    neighbours = np.zeros((n, N_NEIGHBOUR_FEATURES))
     groups = step_groups(pos, tick_s)
     for idx in groups:
         slots = pos.vehicle[idx]
@@ -202,6 +207,7 @@ def replay(
             tracker.reset(slots[stale])
         kin = tracker.update(slots, ts, pos.x[idx], pos.y[idx], pos.speed[idx], pos.heading[idx])
         last_ts[slots] = ts
+        neighbours[idx] = neighbour_features(kin, slots, tracker)
         for f, arr in fields.items():
             arr[idx] = getattr(kin, f)
         first[idx] = kin.first
@@ -210,7 +216,8 @@ def replay(
     seg_sorted = np.cumsum(first[by_vt]) - 1
     segment = np.empty(n, dtype=np.int64)
     segment[by_vt] = seg_sorted
-    return Replay(pos=pos, kin=Kinematics(first=first, **fields), groups=groups, segment=segment)
+    return Replay(pos=pos, kin=Kinematics(first=first, **fields), groups=groups, segment=segment,
+                  neighbours=neighbours)
 
 
 def future_positions(

@@ -101,7 +101,10 @@ def run_predictors(
             st = states[p.name]
             rows = st[slots]
             rows[k.first] = 0.0
-            paths, new_rows = p.step(k, rows)
+            if getattr(p, "uses_neighbours", False):
+                paths, new_rows = p.step(k, rows, rep.neighbours[idx])  # type: ignore[call-arg]
+            else:
+                paths, new_rows = p.step(k, rows)
             st[slots] = new_rows
             if v.any():
                 d = paths[v] - targets[idx[v]]

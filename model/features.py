@@ -14,8 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 from trajstream.model.kinematics import Kinematics
+from trajstream.model.neighbours import NEIGHBOUR_FEATURES
 
-FEATURES: tuple[str, ...] = (
+OWN_FEATURES: tuple[str, ...] = (
     "disp_fwd_m",  # displacement since the previous fix, along the current heading
     "disp_lat_m",  # ... and to the left of it
     "dt_s",  # event time since the previous fix (0 on the first fix)
@@ -25,12 +26,18 @@ FEATURES: tuple[str, ...] = (
     "first",  # 1 on a vehicle's first fix (or the first after a reset)
     "disp_resid_m",  # disp_fwd - speed * dt: how far the last fix is off the CV estimate
 )
+N_OWN_FEATURES = len(OWN_FEATURES)
+# the vehicle's own track, then the vehicles around it (model/neighbours.py)
+FEATURES: tuple[str, ...] = OWN_FEATURES + NEIGHBOUR_FEATURES
 N_FEATURES = len(FEATURES)
 MAX_DT_S = 5.0  # longer gaps reset the state in the processor; clip so outliers stay bounded
 
 
-def raw_features(kin: Kinematics) -> np.ndarray:
-    """Un-normalised features (n, N_FEATURES) float64, invariant to translation and rotation."""
+def raw_features(kin: Kinematics, neighbours: np.ndarray | None = None) -> np.ndarray:
+    """Un-normalised features (n, N_FEATURES) float64, invariant to translation and rotation.
+
+    ``neighbours`` are :func:`model.neighbours.neighbour_features` (None: nobody around).
+    """
     c, s = np.cos(kin.heading), np.sin(kin.heading)
     dx = kin.x - kin.prev_x
     dy = kin.y - kin.prev_y
@@ -38,9 +45,13 @@ def raw_features(kin: Kinematics) -> np.ndarray:
     lat = -s * dx + c * dy
     dt = np.clip(kin.dt, 0.0, MAX_DT_S)
     first = kin.first.astype(np.float64)
-    return np.stack(
+    out = np.zeros((len(kin), N_FEATURES))
+    out[:, :N_OWN_FEATURES] = np.stack(
         [fwd, lat, dt, kin.speed, kin.yaw_rate, kin.accel, first, fwd - kin.speed * dt], axis=-1
     )
+    if neighbours is not None:
+        out[:, N_OWN_FEATURES:] = neighbours
+    return out
 
 
 def cv_local(speed: np.ndarray, offsets_s: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 
 from trajstream.errors import ConfigError
-from trajstream.model.features import N_FEATURES, raw_features
+from trajstream.model.features import N_FEATURES, N_OWN_FEATURES, raw_features
 from trajstream.model.kinematics import Kinematics
 from trajstream.model.predictors import PathSpec
 from trajstream.model.weights_io import LstmWeights
@@ -182,6 +182,8 @@ class LstmPredictor:
 
     ``state`` rows are ``[h, c]`` (``state_dim = 2 * units``), zeros for a new vehicle. Paths are
     constant velocity in the vehicle frame plus the network's residual, rotated back to x/y.
+    When ``uses_neighbours``, callers pass the vehicles around each one
+    (:func:`model.neighbours.neighbour_features` over the tracker they just updated).
     """
 
     name = "lstm"
@@ -195,10 +197,14 @@ class LstmPredictor:
                 f"the LSTM weights predict {cfg.points} points every {cfg.step_s} s; "
                 f"got a path spec of {spec.points} points every {spec.step_s} s"
             )
-        if cfg.n_features != N_FEATURES:
+        if cfg.n_features not in (N_FEATURES, N_OWN_FEATURES):
             raise ConfigError(
-                f"the LSTM weights expect {cfg.n_features} features, this code makes {N_FEATURES}"
+                f"the LSTM weights expect {cfg.n_features} features, this code makes "
+                f"{N_FEATURES} (or the vehicle's own {N_OWN_FEATURES})"
             )
+        # Weights trained on the vehicle's own track alone ignore the neighbour inputs.
+        self.uses_neighbours = cfg.n_features == N_FEATURES
+        self._n_features = cfg.n_features
         self.spec = spec
         self.weights = weights
         self.state_dim = 2 * cfg.units
@@ -227,19 +233,24 @@ class LstmPredictor:
         return self._core(np.ascontiguousarray(features, np.float32), state)
 
     def step_full(
-        self, kin: Kinematics, state: np.ndarray
+        self, kin: Kinematics, state: np.ndarray, neighbours: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Like :meth:`step`, also returning a 1-sigma position uncertainty (n, P) in metres."""
         state = np.asarray(state, np.float32)
         if kin.first.any():
             state = state.copy()
             state[kin.first] = 0.0
-        out, new_state = self.core(raw_features(kin), state)
+        feats = raw_features(kin, neighbours)[:, : self._n_features]
+        out, new_state = self.core(feats, state)
         p = self._p
         paths = _world_paths(kin, self._offsets, out[:, 0 : 2 * p : 2], out[:, 1 : 2 * p : 2])
         sigma = np.exp(np.clip(out[:, 2 * p :], -4.0, 4.0))
         return paths, new_state, sigma
 
-    def step(self, kin: Kinematics, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        paths, new_state, _ = self.step_full(kin, state)
+    def step(
+        self, kin: Kinematics, state: np.ndarray, neighbours: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Paths and new state; ``neighbours``: model/neighbours.py's inputs (None: nobody
+        around, what a vehicle alone on the road sees)."""
+        paths, new_state, _ = self.step_full(kin, state, neighbours)
         return paths, new_state

@@ -21,7 +21,17 @@ from pathlib import Path
 
 import numpy as np
 
-from trajstream.model.data import Replay, event_time_order, future_positions, read_positions, replay
+from trajstream.errors import ConfigError
+from trajstream.model.data import (
+    Positions,
+    Replay,
+    event_time_order,
+    future_positions,
+    read_positions,
+    recorded_side,
+    replay,
+    source_name,
+)
 from trajstream.model.features import FEATURES, N_FEATURES, cv_local, raw_features, to_local
 from trajstream.model.predictors import PathSpec
 from trajstream.model.weights_io import LstmWeights, NetworkConfig
@@ -62,7 +72,7 @@ def replay_file(path: str | Path) -> Replay:
 
 def make_windows(rep: Replay, spec: PathSpec, seq_len: int, burn_in: int) -> Windows:
     kin = rep.kin
-    feats = raw_features(kin)
+    feats = raw_features(kin, rep.neighbours)
     future, valid = future_positions(rep, spec.offsets_s)
     resid = to_local(kin.x, kin.y, kin.heading, future) - cv_local(kin.speed, spec.offsets_s)
     resid = np.where(valid[:, None, None], resid, 0.0).reshape(len(kin), -1)
@@ -223,7 +233,11 @@ TEST_VARIANTS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 @dataclass(frozen=True)
 class SimFile:
-    """One simulated positions file: which split, seed and simulator options."""
+    """One simulated positions file: which split, seed and simulator options.
+
+    ``engine`` "builtin" runs the built-in simulator with ``args``; "sumo" runs SUMO on a
+    generated city of kind ``variant`` (grid, spider, random).
+    """
 
     split: str
     seed: int
@@ -231,16 +245,48 @@ class SimFile:
     duration_s: float
     variant: str = "default"
     args: tuple[str, ...] = ()
+    engine: str = "builtin"
 
     @property
     def name(self) -> str:
+        if self.engine == "sumo":
+            return (f"sumo-{self.variant}-seed{self.seed}-v{self.vehicles}"
+                    f"-d{self.duration_s:g}.jsonl")
         tag = self.split if self.split.endswith(self.variant) else f"{self.split}-{self.variant}"
-        return f"{tag}-seed{self.seed}-v{self.vehicles}-d{self.duration_s:g}.jsonl"
+        return f"builtin-{tag}-seed{self.seed}-v{self.vehicles}-d{self.duration_s:g}.jsonl"
+
+    @property
+    def command(self) -> list[str]:
+        """The ``trajstream simulate`` arguments that write this file (without ``--out``)."""
+        cmd = ["simulate", "--no-pace", "--seed", str(self.seed), "--vehicles",
+               str(self.vehicles), "--duration", f"{self.duration_s:g}"]
+        if self.engine == "sumo":
+            cmd += ["--engine", "sumo", "--net-kind", self.variant]
+        return cmd + list(self.args)
+
+
+def parse_sumo_runs(values: Sequence[str]) -> tuple[tuple[str, int], ...]:
+    """``("grid:11", "spider:12")`` -> ``(("grid", 11), ("spider", 12))``."""
+    from trajstream.simulator.sumo.config import NET_KINDS
+
+    out = []
+    for v in values:
+        kind, _, seed = v.partition(":")
+        if kind not in NET_KINDS or not seed.isdigit():
+            raise ConfigError(f"a SUMO run is KIND:SEED with KIND one of {', '.join(NET_KINDS)}"
+                              f", got {v!r}")
+        out.append((kind, int(seed)))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Simulated data: separate seeds for train, validation and test, derived from ``seed``."""
+    """Simulated data: separate seeds for train, validation and test, derived from ``seed``
+    (built-in simulator), and SUMO runs as KIND:SEED per split.
+
+    The SUMO test runs are held out by network kind *and* seed: neither appears in training
+    or validation.
+    """
 
     seed: int = 7
     train_files: int = 6
@@ -249,8 +295,22 @@ class DataConfig:
     val_vehicles: int = 80
     test_vehicles: int = 100
     test_duration_s: float = 300.0
+    sumo_train: tuple[str, ...] = ("grid:11", "spider:12")
+    sumo_val: tuple[str, ...] = ("grid:13",)
+    sumo_test: tuple[str, ...] = ("random:14",)
+    sumo_vehicles: int = 150
+    sumo_duration_s: float = 200.0
+
+    def check(self) -> None:
+        trained = parse_sumo_runs(self.sumo_train + self.sumo_val)
+        for kind, seed in parse_sumo_runs(self.sumo_test):
+            if kind in {k for k, _ in trained} or seed in {s for _, s in trained}:
+                raise ConfigError(
+                    f"the SUMO test run {kind}:{seed} must use a network kind and a seed that "
+                    "no training or validation run uses")
 
     def plan(self) -> list[SimFile]:
+        self.check()
         base = 1000 * self.seed
         files = [
             SimFile("train", base + 1 + i, self.vehicles, self.duration_s,
@@ -264,6 +324,10 @@ class DataConfig:
                     name, args)
             for i, (name, args) in enumerate(TEST_VARIANTS)
         ]
+        for split, runs in (("train", self.sumo_train), ("val", self.sumo_val),
+                            ("test", self.sumo_test)):
+            files += [SimFile(split, seed, self.sumo_vehicles, self.sumo_duration_s, kind,
+                              engine="sumo") for kind, seed in parse_sumo_runs(runs)]
         return files
 
 
@@ -276,11 +340,7 @@ def simulate_file(path: Path, f: SimFile) -> Path:
     import subprocess
 
     tmp = path.with_suffix(".partial")
-    cmd = [
-        sys.executable, "-m", "trajstream", "simulate", "--out", str(tmp), "--no-pace",
-        "--seed", str(f.seed), "--vehicles", str(f.vehicles), "--duration", f"{f.duration_s:g}",
-        *f.args,
-    ]
+    cmd = [sys.executable, "-m", "trajstream", *f.command, "--out", str(tmp)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAJSTREAM_")}
     res = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if res.returncode != 0 or not tmp.exists():
@@ -293,19 +353,61 @@ def simulate_file(path: Path, f: SimFile) -> Path:
     return path
 
 
-def simulate_datasets(data: DataConfig, data_dir: Path) -> dict[str, list[Path]]:
-    """Generate (or reuse, when already present) the positions files of every split."""
+def simulate_datasets(data: DataConfig, data_dir: Path, progress: bool = False) -> list[Path]:
+    """Generate (or reuse, when already present) the positions file of every plan entry."""
     from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
 
     data_dir.mkdir(parents=True, exist_ok=True)
     plan = data.plan()
     todo = [f for f in plan if not (data_dir / f.name).exists()]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        list(pool.map(lambda f: simulate_file(data_dir / f.name, f), todo))
-    files: dict[str, list[Path]] = {}
-    for f in plan:
-        files.setdefault(f.split, []).append(data_dir / f.name)
-    return files
+    with ThreadPoolExecutor(max_workers=2) as pool, tqdm(
+            total=len(todo), desc="simulating", unit="file", file=sys.stderr,
+            disable=not progress or not todo) as bar:
+        for _ in pool.map(lambda f: simulate_file(data_dir / f.name, f), todo):
+            bar.update(1)
+    return [data_dir / f.name for f in plan]
+
+
+@dataclass(frozen=True)
+class Part:
+    """Some of a positions file's records for one split, and the source it reports as."""
+
+    split: str  # "train", "val" or "test"
+    path: Path
+    source: str
+    recorded: str = "all"  # recorded traffic only: "fit", "val" or "held-out" recordings
+
+
+VAL_RECORDING_MOD = 6  # training-side recordings numbered 1 mod 6 validate (early stopping)
+
+
+def recorded_parts(path: Path) -> list[Part]:
+    """A recorded file on all three splits by the held-out rule (simulator/recorded/split.py);
+    the training side's recordings numbered 1 mod 6 are the validation set."""
+    name = source_name(path)
+    return [Part("train", path, name, "fit"), Part("val", path, name, "val"),
+            Part("test", path, name, "held-out")]
+
+
+def select_recorded(pos: Positions, which: str) -> Positions:
+    """The records of ``which`` recordings: "fit" (training), "val", "held-out" or "all"."""
+    if which == "all":
+        return pos
+    if which == "held-out":
+        return recorded_side(pos, "held-out")
+    from trajstream.simulator.recorded.split import recording_of
+
+    train = recorded_side(pos, "train")
+
+    def is_val(vid: str) -> bool:
+        rec = recording_of(vid)
+        return rec is not None and int(rec.rsplit("-", 1)[1]) % VAL_RECORDING_MOD == 1
+
+    val = np.array([is_val(v) for v in train.ids], dtype=bool)
+    keep = val if which == "val" else ~val
+    return train.take(np.flatnonzero(keep[train.vehicle]))
 
 
 def _code_version() -> str:
@@ -324,59 +426,94 @@ def _code_version() -> str:
                                else "")
 
 
+def _load_part(part: Part, cache: dict[Path, Positions]) -> Replay:
+    if part.path not in cache:
+        cache[part.path] = read_positions(part.path)[0]
+    return replay(event_time_order(select_recorded(cache[part.path], part.recorded)))
+
+
+def plan_parts(
+    data: DataConfig, data_dir: Path, recorded: Sequence[Path], progress: bool = False
+) -> list[Part]:
+    """Every file of the mix on its splits: built-in and SUMO runs (simulated into
+    ``data_dir`` unless already there) and the recorded files by the held-out rule."""
+    paths = simulate_datasets(data, data_dir, progress)
+    parts = [Part("test" if f.split.startswith("test") else f.split, path,
+                  source_name(path)) for f, path in zip(data.plan(), paths, strict=True)]
+    for path in recorded:
+        parts += recorded_parts(path)
+    return parts
+
+
 def run_training(
     cfg: TrainConfig,
     data: DataConfig,
     out_dir: Path,
     *,
     data_dir: Path,
+    recorded: Sequence[Path] = (),
+    recorded_weight: int = 1,
     files: dict[str, list[Path]] | None = None,
     command: str = "",
     progress: bool | None = None,
 ) -> dict:
     """Simulate (unless ``files`` are given), train, evaluate on val/test, write weights,
-    metrics, plots and the model card into ``out_dir``. Returns the test summary and more.
+    metrics, plots and the model card into ``out_dir``. Returns the per-source test
+    summaries and more.
 
-    ``files`` maps split -> positions files: "train", "val", "test" and optionally extra
-    held-out sets named "test-<variant>", reported next to the test set.
+    Without ``files`` the mix is the built-in simulator and SUMO runs of ``data`` plus the
+    ``recorded`` files (split by recording; their training windows repeated
+    ``recorded_weight`` times). ``files`` maps "train"/"val"/"test" to positions files used
+    whole instead; every test file is its own source.
     """
     import os
     import platform
 
+    from tqdm import tqdm
+
     from trajstream.model.card import acceptance, plot_history, write_model_card
-    from trajstream.model.evaluate import Evaluation, run_predictors, write_plots
+    from trajstream.model.evaluate import Evaluation, merge, run_predictors, write_plots
     from trajstream.model.predictors import ConstantTurnRate, ConstantVelocity, Predictor
     from trajstream.model.runtime import LstmPredictor
 
     t_start = time.monotonic()
     spec = PathSpec()
     code_version = _code_version()
-    plan = {f.name: f for f in data.plan()}
-    simulated = files is None
+    if progress is None:
+        progress = sys.stderr.isatty()
     if files is None:
-        log.info("simulating train/val/test data into %s", data_dir)
-        files = simulate_datasets(data, data_dir)
-    log.info("replaying positions and building windows")
+        log.info("simulating built-in and SUMO data into %s", data_dir)
+        parts = plan_parts(data, data_dir, recorded, progress)
+    else:
+        parts = [Part(split, p, source_name(p)) for split, ps in files.items() for p in ps]
+    plan = {data_dir / f.name: f for f in data.plan()} if files is None else {}
+    cache: dict[Path, Positions] = {}
     rows: list[dict] = []
 
-    def describe(split: str, path: Path, rep: Replay, scored: int) -> None:
-        f = plan.get(path.name) if simulated else None
+    def describe(part: Part, rep: Replay, scored: int) -> None:
+        f = plan.get(part.path)
         rows.append({
-            "split": split, "file": path.name, "variant": f.variant if f else "-",
-            "seed": f.seed if f else None, "vehicles": f.vehicles if f else None,
-            "duration_s": f.duration_s if f else None, "records": len(rep.pos),
-            "scored": scored,
+            "split": part.split, "source": part.source, "file": part.path.name,
+            "recordings": part.recorded if part.recorded != "all" else "-",
+            "command": "trajstream " + " ".join(f.command) if f else "-",
+            "records": len(rep.pos), "scored": scored,
         })
 
-    parts = []
-    for path in files["train"]:
-        rep = replay_file(path)
-        parts.append(make_windows(rep, spec, cfg.seq_len, cfg.burn_in))
-        describe("train", path, rep, parts[-1].n_valid)
-    train_w = concat_windows(parts)
-    del parts
-    val_reps = [replay_file(p) for p in files["val"]]
-    val_w = concat_windows([make_windows(r, spec, cfg.seq_len, cfg.burn_in) for r in val_reps])
+    def windows(split: str) -> Windows:
+        out = []
+        todo = [p for p in parts if p.split == split]
+        for part in tqdm(todo, desc=f"{split} windows", unit="file", file=sys.stderr,
+                         disable=not progress):
+            rep = _load_part(part, cache)
+            if not len(rep.pos):
+                continue  # e.g. a recorded file held out entirely
+            w = make_windows(rep, spec, cfg.seq_len, cfg.burn_in)
+            describe(part, rep, w.n_valid)
+            out += [w] * (recorded_weight if part.recorded != "all" else 1)
+        return concat_windows(out)
+
+    log.info("replaying positions and building windows")
+    train_w, val_w = windows("train"), windows("val")
     log.info("train: %d windows (%d scored steps), val: %d windows", len(train_w.features),
              train_w.n_valid, len(val_w.features))
     t_fit = time.monotonic()
@@ -387,38 +524,43 @@ def run_training(
     predictors: list[Predictor] = [
         LstmPredictor(weights, spec), ConstantVelocity(spec), ConstantTurnRate(spec)]
 
-    def evaluate(split: str, paths: list[Path], reps: list[Replay] | None = None,
-                 n_examples: int = 0) -> Evaluation:
-        evs = []
-        for i, path in enumerate(paths):
-            rep = reps[i] if reps else replay_file(path)
+    def evaluate(split: str) -> dict[str, Evaluation]:
+        evs: dict[str, Evaluation] = {}
+        todo = [p for p in parts if p.split == split]
+        for part in tqdm(todo, desc=f"evaluating {split}", unit="file", file=sys.stderr,
+                         disable=not progress):
+            rep = _load_part(part, cache)
+            if not len(rep.pos):
+                continue
             tg, valid = future_positions(rep, spec.offsets_s)
-            evs.append(run_predictors(rep, predictors, tg, valid,
-                                      n_examples=n_examples if i == 0 else 0, seed=cfg.seed))
-            describe(split, path, rep, evs[-1].count)
-        merged = evs[0]
-        merged.errors = {k: np.concatenate([e.errors[k] for e in evs]) for k in merged.errors}
-        return merged
+            ev = run_predictors(rep, predictors, tg, valid, n_examples=6, seed=cfg.seed)
+            describe(part, rep, ev.count)
+            evs[part.source] = merge([evs[part.source], ev]) if part.source in evs else ev
+        return evs
 
     log.info("evaluating (stateful replay) on the validation and test sets")
-    val_ev = evaluate("val", files["val"], val_reps)
-    test_ev = evaluate("test", files["test"], n_examples=6)
-    test, val = test_ev.summary(), val_ev.summary()
-    extra = {split: evaluate(split, paths).summary()
-             for split, paths in files.items() if split.startswith("test-")}
+    val = merge(list(evaluate("val").values())).summary()
+    test_evs = evaluate("test")
+    tests = {name: ev.summary() for name, ev in test_evs.items()}
+    kinds = {p.source: _kind(p, plan) for p in parts}
 
     out_dir.mkdir(parents=True, exist_ok=True)
     best = int(np.argmin(history["val_rmse_m"])) + 1
-    meta = dict(weights.meta, test=test, val=val, best_epoch=best)
+    meta = dict(weights.meta, tests=tests, val=val, best_epoch=best)
     weights = LstmWeights(**{**weights.__dict__, "meta": meta})
     weights.save(out_dir / "lstm.npz")
     plot_history(history, out_dir / "training_curves.png")
-    write_plots({"test": test_ev}, out_dir)
+    write_plots(test_evs, out_dir)
 
     n_params = int(sum(np.asarray(getattr(weights, a)).size for a in (
         "kernel", "recurrent", "bias", "hidden_w", "hidden_b", "out_w", "out_b")))
+    test_files = sorted({str(p.path) for p in parts if p.split == "test"})
+    held = [p for p in parts if p.split == "test" and p.recorded == "held-out"]
+    evaluate_cmd = ("trajstream model evaluate" + (" --split held-out" if held else "")
+                    + "".join(f" --data {Path(f).name}" for f in test_files))
     info = {
         "command": command,
+        "evaluate_command": evaluate_cmd,
         "code_version": code_version,
         "train_seconds": train_s,
         "total_seconds": time.monotonic() - t_start,
@@ -430,18 +572,27 @@ def run_training(
         "network": asdict(weights.config),
         "parameters": n_params,
         "train_config": asdict(cfg),
-        "data_config": asdict(data) if simulated else None,
-        "variants": dict(TRAIN_VARIANTS + TEST_VARIANTS) if simulated else {},
-        "test": test,
+        "data_config": asdict(data) if files is None else None,
+        "recorded_weight": recorded_weight,
+        "variants": dict(TRAIN_VARIANTS + TEST_VARIANTS) if files is None else {},
+        "kinds": kinds,
+        "tests": tests,
         "val": val,
-        "extra_tests": extra,
         "history": history,
-        "acceptance": acceptance(test),
+        "acceptance": acceptance(tests, kinds),
     }
     (out_dir / "metrics.json").write_text(json.dumps(
-        {k: info[k] for k in ("command", "test", "val", "extra_tests", "acceptance", "history",
-                              "epochs_run", "best_epoch", "train_seconds", "total_seconds")},
-        indent=2))
+        {k: info[k] for k in ("command", "evaluate_command", "tests", "val", "acceptance",
+                              "history", "epochs_run", "best_epoch", "train_seconds",
+                              "total_seconds")}, indent=2))
     write_model_card(out_dir / "MODEL_CARD.md", info)
-    log.info("test: %s", json.dumps(test))
+    log.info("tests: %s", json.dumps(tests))
     return info
+
+
+def _kind(part: Part, plan: dict[Path, SimFile]) -> str:
+    """What traffic a source is: "recorded", "sumo", "builtin" or "file" (given as is)."""
+    if part.recorded != "all":
+        return "recorded"
+    f = plan.get(part.path)
+    return "file" if f is None else ("sumo" if f.engine == "sumo" else "builtin")

@@ -21,6 +21,7 @@ import numpy as np
 
 from trajstream.errors import ConfigError
 from trajstream.model.kinematics import Kinematics
+from trajstream.model.neighbours import neighbour_features
 from trajstream.model.predictors import Predictor, constant_velocity_paths
 from trajstream.stream.codec import encode_json
 from trajstream.stream.config import EngineConfig
@@ -188,10 +189,14 @@ class VehicleStage:
         state = store.rec[slots] if pred.state_dim else np.zeros((slots.size, 0), np.float32)
         t0 = time.perf_counter()
         sigma = None
+        # An interaction-aware predictor also sees the vehicles around each one.
+        args: tuple = (kin, state)
+        if getattr(pred, "uses_neighbours", False):
+            args += (neighbour_features(kin, slots, store.kin),)
         if self._step_full is not None:
-            paths, new_state, sigma = self._step_full(kin, state)
+            paths, new_state, sigma = self._step_full(*args)
         else:
-            paths, new_state = pred.step(kin, state)
+            paths, new_state = pred.step(*args)
         if self.metrics is not None:
             self.metrics.inference_seconds.observe(time.perf_counter() - t0)
         store.set_prediction(slots, ts, paths, new_state, sigma)

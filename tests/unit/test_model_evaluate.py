@@ -178,14 +178,21 @@ def test_evaluate_command_rejects_bad_models(small_file):
 class _Recorder:
     """Wraps a predictor inside the real engine and records every step it is asked for."""
 
+    uses_neighbours = True  # the engine hands it the vehicles around (recorded as well)
+
     def __init__(self, inner):
         self.inner, self.name, self.state_dim, self.spec = (
             inner, inner.name, inner.state_dim, inner.spec)
         self.calls = []
+        self.neighbours = []
 
-    def step(self, kin, state):
-        paths, new_state = self.inner.step(kin, state)
+    def step(self, kin, state, neighbours):
+        if self.inner.uses_neighbours:
+            paths, new_state = self.inner.step(kin, state, neighbours)
+        else:
+            paths, new_state = self.inner.step(kin, state)
         self.calls.append((kin, paths, state.copy()))
+        self.neighbours.append(neighbours)
         return paths, new_state
 
 
@@ -240,8 +247,14 @@ def test_replay_steps_exactly_like_the_engine(small_file):
         k = rep.kin.take(idx)
         st = state[pos.vehicle[idx]]
         st[k.first] = 0.0
-        paths[idx], state[pos.vehicle[idx]] = lstm.step(k, st)
+        nb = rep.neighbours[idx] if lstm.uses_neighbours else None
+        paths[idx], state[pos.vehicle[idx]] = lstm.step(k, st, nb)
     np.testing.assert_allclose(e_paths, paths[rows], atol=1e-4)
+    # the vehicles around each one: the same in the engine as in the replay (and some seen)
+    e_nb = np.concatenate(rec.neighbours)
+    np.testing.assert_allclose(e_nb, rep.neighbours[rows], atol=1e-9)
+    around = e_nb[:, [0, 3, 5, 7, 9]] > 0  # someone in a zone (12 vehicles: sparse)
+    assert around[:, 0].sum() > 10 and around.any(1).sum() > 50
 
 
 def test_evaluate_command_errors_and_short_files(tmp_path, small_file):

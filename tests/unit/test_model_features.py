@@ -72,3 +72,47 @@ def test_first_fix_features():
     assert first.sum() == len(pos.ids)  # one first fix per vehicle, no resets in 20 s
     np.testing.assert_array_equal(f[first][:, [0, 1, 2, 7]], 0.0)  # no displacement, dt 0
     assert (f[first][:, 6] == 1).all() and (f[~first][:, 6] == 0).all()
+
+
+def _tracked(rows: list[tuple[float, float, float, float, float]]):
+    """A tracker holding one fix per vehicle: rows of (ts, x, y, speed, heading)."""
+    from trajstream.model.kinematics import KinematicsTracker
+
+    a = np.array(rows, dtype=np.float64)
+    tracker = KinematicsTracker(len(rows))
+    slots = np.arange(len(rows))
+    kin = tracker.update(slots, a[:, 0], a[:, 1], a[:, 2], a[:, 3], a[:, 4])
+    return tracker, slots, kin
+
+
+def test_neighbour_zones_in_the_vehicles_own_frame():
+    from trajstream.model.neighbours import NEIGHBOUR_FEATURES, RANGE_M, neighbour_features
+
+    up = np.pi / 2  # everyone drives along +y, so "ahead" is +y and "left" is -x
+    tracker, slots, kin = _tracked([
+        (100.0, 0.0, 0.0, 10.0, up),  # ego
+        (100.0, 0.3, 20.0, 7.0, up),  # leader, 20 m ahead, 3 m/s slower
+        (100.0, 0.0, 35.0, 7.0, up),  # further ahead in the lane: not the leader
+        (100.0, -3.5, -10.0, 12.0, up),  # left lane, behind
+        (100.0, 3.5, 60.0, 12.0, up),  # right lane but beyond the range
+        (98.5, 3.5, 5.0, 12.0, up),  # right lane ahead, but silent for 1.5 s: gone
+    ])
+    f = dict(zip(NEIGHBOUR_FEATURES, neighbour_features(kin.take(np.array([0])),
+                                                        slots[:1], tracker)[0], strict=True))
+    assert f["lead_near"] == pytest.approx(1 - 20.0 / RANGE_M)
+    assert f["lead_dv_mps"] == pytest.approx(-3.0)
+    assert f["left_behind_near"] == pytest.approx(1 - 10.0 / RANGE_M)
+    assert f["left_behind_dv_mps"] == pytest.approx(2.0)
+    for zone in ("left_ahead", "right_ahead", "right_behind"):
+        assert f[f"{zone}_near"] == 0.0 and f[f"{zone}_dv_mps"] == 0.0
+    # the same scene rotated and shifted gives the same inputs
+    c, s = np.cos(1.0), np.sin(1.0)
+    rows = [(100.0, 0.0, 0.0), (100.0, 0.3, 20.0), (100.0, 0.0, 35.0), (100.0, -3.5, -10.0),
+            (100.0, 3.5, 60.0), (98.5, 3.5, 5.0)]
+    speeds = [10.0, 7.0, 7.0, 12.0, 12.0, 12.0]
+    moved = [(t, 500 + c * x - s * y, -80 + s * x + c * y, v, up + 1.0)
+             for (t, x, y), v in zip(rows, speeds, strict=True)]
+    tracker2, slots2, kin2 = _tracked(moved)
+    np.testing.assert_allclose(neighbour_features(kin2.take(np.array([0])), slots2[:1], tracker2),
+                               neighbour_features(kin.take(np.array([0])), slots[:1], tracker),
+                               atol=1e-9)

@@ -16,6 +16,7 @@ from trajstream.model import SHIPPED_WEIGHTS, load_predictor
 from trajstream.model.data import event_time_order, parse_positions, replay
 from trajstream.model.features import cv_local, raw_features, to_world
 from trajstream.model.kinematics import Kinematics
+from trajstream.model.neighbours import N_NEIGHBOUR_FEATURES
 from trajstream.model.predictors import PathSpec
 from trajstream.model.runtime import BUCKETS, LstmPredictor, bucket_size
 from trajstream.model.synthetic import synthetic_records
@@ -39,13 +40,30 @@ def sequences():
     return [rep.kin.take(np.array([r[t] for r in rows])) for t in range(T)]
 
 
-def _keras_outputs(weights: LstmWeights, steps: list[Kinematics]) -> tuple[np.ndarray, ...]:
+@pytest.fixture(scope="module")
+def around():
+    """Vehicles around each of the 6 at every step (model/neighbours.py's inputs): some
+    zones empty (zeros), the others near/closing values as the processor computes them."""
+    rng = np.random.default_rng(5)
+    nb = rng.uniform(-3.0, 3.0, (T, 6, N_NEIGHBOUR_FEATURES))
+    nb[..., 0] = rng.uniform(0.0, 1.0, (T, 6))  # the leader's nearness
+    nb[rng.random((T, 6, N_NEIGHBOUR_FEATURES)) < 0.3] = 0.0
+    return list(nb)
+
+
+def _features(weights: LstmWeights, kin: Kinematics, nb: np.ndarray) -> np.ndarray:
+    return raw_features(kin, nb)[:, : weights.config.n_features]
+
+
+def _keras_outputs(weights: LstmWeights, steps: list[Kinematics],
+                   around: list[np.ndarray]) -> tuple[np.ndarray, ...]:
     import keras
 
     from trajstream.model.network import keras_from_weights
 
     model = keras_from_weights(weights)
-    feats = np.stack([raw_features(k) for k in steps], axis=1)  # (B, T, F)
+    feats = np.stack([_features(weights, k, nb) for k, nb in zip(steps, around, strict=True)],
+                     axis=1)  # (B, T, F)
     norm = ((feats - weights.feat_mean) / weights.feat_std).astype(np.float32)
     out = np.asarray(model(norm))
     # final (h, c) from the same layers, for the state parity
@@ -56,7 +74,7 @@ def _keras_outputs(weights: LstmWeights, steps: list[Kinematics]) -> tuple[np.nd
 
 
 @pytest.mark.parametrize("backend", ["numpy", "tf", "tf-xla", "auto"])
-def test_step_matches_keras_sequence(weights, sequences, backend):
+def test_step_matches_keras_sequence(weights, sequences, around, backend):
     """One fix at a time through the runtime == the Keras RNN over the whole sequence.
 
     Compared in the network's own output units (the last Dense layer, before the fixed
@@ -65,13 +83,13 @@ def test_step_matches_keras_sequence(weights, sequences, backend):
     pred = LstmPredictor(weights, backend=backend)
     p = weights.config.points
     u = weights.config.units
-    seq_out, seq_h, seq_c = _keras_outputs(weights, sequences)
+    seq_out, seq_h, seq_c = _keras_outputs(weights, sequences, around)
     state = np.zeros((6, pred.state_dim), np.float32)
     for t, kin in enumerate(sequences):
-        out, _ = pred.core(raw_features(kin), state)
+        out, _ = pred.core(_features(weights, kin, around[t]), state)
         np.testing.assert_allclose(out / weights.out_scale, seq_out[:, t] / weights.out_scale,
                                    rtol=0, atol=1e-5, err_msg=f"step {t}")
-        paths, state = pred.step(kin, state)
+        paths, state = pred.step(kin, state, around[t])
         local = cv_local(kin.speed, pred.spec.offsets_s) + seq_out[:, t, : 2 * p].reshape(-1, p, 2)
         expect = to_world(kin.x, kin.y, kin.heading, local)
         np.testing.assert_allclose(paths, expect, rtol=0, atol=1e-4, err_msg=f"step {t}")

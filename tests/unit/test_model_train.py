@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from trajstream.model.cli import model as model_cli
 from trajstream.model.data import event_time_order, parse_positions, replay
+from trajstream.model.features import N_FEATURES
 from trajstream.model.predictors import PathSpec
 from trajstream.model.runtime import LstmPredictor
 from trajstream.model.synthetic import synthetic_records
@@ -31,7 +32,7 @@ def test_windows_shapes_and_masks():
     spec = PathSpec()
     w = make_windows(rep, spec, seq_len=24, burn_in=6)
     n_w = w.features.shape[0]
-    assert w.features.shape == (n_w, 24, 8) and w.targets.shape == (n_w, 24, 2 * 20 + 1)
+    assert w.features.shape == (n_w, 24, N_FEATURES) and w.targets.shape == (n_w, 24, 2 * 20 + 1)
     mask = w.targets[..., -1]
     starts = w.features[:, 0, 6] == 1  # windows that begin at a vehicle's first fix
     assert starts.sum() == 6
@@ -83,15 +84,18 @@ def test_train_command_writes_weights_card_and_plots(tiny_files, tmp_path):
         args += [f"--{split}-data", str(path)]
     res = CliRunner().invoke(model_cli, args)
     assert res.exit_code == 0, res.output
-    test = json.loads(res.output.strip().splitlines()[-1])
+    tests = json.loads(res.output.strip().splitlines()[-1])
+    test = tests["test"]  # one source per test file, named after it
     assert set(test["models"]) == {"lstm", "cv", "ctrv"} and test["predictions"] > 0
     w = LstmWeights.load(out_dir / "lstm.npz")
-    assert w.config.units == 8 and w.meta["test"] == test
+    assert w.config.units == 8 and w.meta["tests"] == tests
     card = (out_dir / "MODEL_CARD.md").read_text()
     assert "trajstream model train --seed 3" in card and "--train-data" in card
+    assert "trajstream model evaluate --data test.jsonl" in card
     assert "| lstm |" in card and "Acceptance" in card
     metrics = json.loads((out_dir / "metrics.json").read_text())
-    assert metrics["test"] == test and metrics["epochs_run"] == 2
+    assert metrics["tests"] == tests and metrics["epochs_run"] == 2
+    assert set(metrics["acceptance"]) == {"test", "passed"}
     for png in ("training_curves.png", "error_by_horizon.png", "examples.png"):
         assert (out_dir / png).stat().st_size > 1000
 

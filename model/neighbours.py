@@ -1,0 +1,109 @@
+"""What the vehicles around each one are doing, in its own frame: the social inputs.
+
+Interaction-aware predictors (social pooling) see the nearest vehicles around the one they
+predict: a car closing in on a slower leader brakes, and one with a free gap beside it may
+change lanes. The processor already holds every vehicle's latest motion in one
+:class:`~model.kinematics.KinematicsTracker` (the state store's), so these inputs are computed
+from that tracker right after its update, for the whole batch at once, the same way in the
+processor (stream/engine.py) and in training/evaluation (model/data.py).
+
+Zones around the vehicle, in its heading frame: the leader in its own lane, and the nearest
+vehicle ahead and behind in the lane to each side. Per zone, how near the vehicle is
+(``1 - gap / range``, 0 when nobody is there) and its speed along our heading minus ours.
+Vehicles whose last fix is older than ``MAX_AGE_S`` are gone; the others are moved to the
+batch's time at their own speed and heading.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trajstream.model.kinematics import Kinematics, KinematicsTracker
+
+NEIGHBOUR_FEATURES: tuple[str, ...] = (
+    "lead_near",  # leader in the own lane: 1 - gap / RANGE_M (0: none within range)
+    "lead_dv_mps",  # its speed along our heading minus ours
+    "lead_accel_mps2",  # its acceleration
+    "left_ahead_near",
+    "left_ahead_dv_mps",
+    "right_ahead_near",
+    "right_ahead_dv_mps",
+    "left_behind_near",
+    "left_behind_dv_mps",
+    "right_behind_near",
+    "right_behind_dv_mps",
+)
+N_NEIGHBOUR_FEATURES = len(NEIGHBOUR_FEATURES)
+RANGE_M = 50.0  # how far ahead/behind a neighbour counts (also the grid's cell size)
+LANE_HALF_M = 1.6  # |lateral offset| below this: the own lane
+SIDE_LANE_M = 5.5  # ...up to this: the lane beside
+MAX_AGE_S = 1.0  # a vehicle silent for longer is not around any more
+_ZONES = 5  # lead, left ahead, right ahead, left behind, right behind
+_KEY = np.int64(1 << 24)
+
+
+def neighbour_features(
+    kin: Kinematics, slots: np.ndarray, tracker: KinematicsTracker
+) -> np.ndarray:
+    """(n, N_NEIGHBOUR_FEATURES) float64 for the batch ``kin`` (the vehicles in ``slots`` of
+    ``tracker``, already updated with these fixes)."""
+    n = len(kin)
+    out = np.zeros((n, N_NEIGHBOUR_FEATURES))
+    if n == 0:
+        return out
+    since = float(kin.ts.max()) - MAX_AGE_S
+    act = np.flatnonzero(tracker.ts[: tracker.capacity] > since)
+    if act.size < 2:
+        return out
+    # uniform grid over the active vehicles, cell = range: candidates are in the 3 x 3 cells
+    cx = np.floor(tracker.x[act] / RANGE_M).astype(np.int64)
+    cy = np.floor(tracker.y[act] / RANGE_M).astype(np.int64)
+    order = np.argsort(cx * _KEY + cy, kind="stable")
+    keys = (cx * _KEY + cy)[order]
+    qx = np.floor(kin.x / RANGE_M).astype(np.int64)
+    qy = np.floor(kin.y / RANGE_M).astype(np.int64)
+    d = np.array([-1, 0, 1], np.int64)
+    qkeys = ((qx[:, None, None] + d[None, :, None]) * _KEY
+             + (qy[:, None, None] + d[None, None, :])).reshape(-1)
+    lo = np.searchsorted(keys, qkeys, "left")
+    cnt = np.searchsorted(keys, qkeys, "right") - lo
+    total = int(cnt.sum())
+    if total == 0:
+        return out
+    qi = np.repeat(np.arange(n * 9) // 9, cnt)
+    first = np.repeat(lo - (np.cumsum(cnt) - cnt), cnt) + np.arange(total)
+    ti = act[order[first]]
+    other = ti != slots[qi]
+    qi, ti = qi[other], ti[other]
+
+    h = kin.heading[qi]
+    c, s = np.cos(h), np.sin(h)
+    oh, ov = tracker.heading[ti], tracker.speed[ti]
+    age = kin.ts[qi] - tracker.ts[ti]
+    dx = tracker.x[ti] + ov * np.cos(oh) * age - kin.x[qi]
+    dy = tracker.y[ti] + ov * np.sin(oh) * age - kin.y[qi]
+    fwd = c * dx + s * dy
+    lat = c * dy - s * dx
+    gap = np.abs(fwd)
+    ahead = fwd > 0.0
+    left = (lat >= LANE_HALF_M) & (lat < SIDE_LANE_M)
+    right = (lat <= -LANE_HALF_M) & (lat > -SIDE_LANE_M)
+    zone = np.where(np.abs(lat) < LANE_HALF_M, np.where(ahead, 0, -1),
+                    np.where(left, np.where(ahead, 1, 3), np.where(right, np.where(ahead, 2, 4),
+                                                                   -1)))
+    sel = (zone >= 0) & (gap < RANGE_M)
+    grp = qi[sel] * _ZONES + zone[sel]
+    gap = gap[sel]
+    best = np.full(n * _ZONES, RANGE_M)
+    np.minimum.at(best, grp, gap)
+    win = gap == best[grp]
+    dv = np.zeros(n * _ZONES)
+    dv[grp[win]] = (ov * np.cos(oh - h) - kin.speed[qi])[sel][win]
+    acc = np.zeros(n * _ZONES)
+    acc[grp[win]] = tracker.accel[ti[sel][win]]
+    near = (1.0 - best / RANGE_M).reshape(n, _ZONES)
+    dvz = dv.reshape(n, _ZONES)
+    out[:, 0], out[:, 1], out[:, 2] = near[:, 0], dvz[:, 0], acc.reshape(n, _ZONES)[:, 0]
+    out[:, 3::2] = near[:, 1:]
+    out[:, 4::2] = dvz[:, 1:]
+    return out
