@@ -58,6 +58,7 @@ BACKOFF_FIRST_S = 0.2
 BACKOFF_MAX_S = 5.0
 RETRY_LOG_INTERVAL_S = 10.0
 FLUSH_TIMEOUT_S = 10.0
+CHUNK_SPAN_S = 1.0  # event time one engine call covers at most (bounds work per call)
 
 
 class Stalled(KafkaUnavailable):
@@ -70,6 +71,29 @@ class Stalled(KafkaUnavailable):
     """
 
     retriable = False
+
+
+def event_time_chunks(ts: np.ndarray, span_s: float = CHUNK_SPAN_S) -> list[tuple[int, int]]:
+    """[lo, hi) row ranges of a batch, in input order, each covering at most about
+    ``span_s`` of event time (by the running maximum, so disorder cannot split finely).
+
+    The engine's results do not depend on where batches are cut; cutting by event time
+    bounds the risk ticks one engine call releases, so a stop request waits for at most one
+    chunk, whatever the fix rate or the gaps in the input.
+    """
+    n = ts.shape[0]
+    if not n:
+        return []
+    running = np.maximum.accumulate(np.where(np.isfinite(ts), ts, -np.inf))
+    if not math.isfinite(running[-1] - running[0]) or running[-1] - running[0] <= span_s:
+        return [(0, n)]
+    out, lo = [], 0
+    while lo < n:
+        hi = int(np.searchsorted(running, running[lo] + span_s, side="right"))
+        hi = max(hi, lo + 1)
+        out.append((lo, hi))
+        lo = hi
+    return out
 
 
 class _Rebalance:
@@ -222,6 +246,7 @@ class Processor:
         self._keep_latencies = False
         self.owned: set[int] = set()  # input partitions assigned (changelog meta goes there)
         self._closing = False
+        self._unprocessed_seq: int | None = None  # first record a stop left unprocessed
         self._hook_error: BaseException | None = None
         self._trouble_since: float | None = None  # first failure since the last success
         self._backoff_s = 0.0
@@ -242,7 +267,7 @@ class Processor:
         poll, decode, codec = source.poll, decode_batch, self.codec
         blocking = source.blocking
         empty, no_parts = PositionBatch.empty(), np.empty(0, dtype=np.int64)
-        process, handle_rejects = eng.process, self.rejects.handle
+        process, handle_rejects, chunks = eng.process, self.rejects.handle, event_time_chunks
         max_records, wait_s = cfg.max_batch_records, cfg.max_batch_wait_ms / 1000.0
         consumed, batch_size, batch_secs = m.positions_consumed, m.batch_size, m.batch_seconds
         keep = self.batch_seconds.append if self._keep_latencies else None
@@ -289,7 +314,13 @@ class Processor:
                     if rejections:
                         handle_rejects(rejections, rb.keys, rb.values, rb.topic)
                     parts = None if rb.partitions is None else rb.partitions[batch.index]
-                    emit(process(batch, rb.seq0, partitions=parts, blocking=held))
+                    for lo, hi in chunks(batch.ts):
+                        if stop.is_set():  # the rest is read again after a restart
+                            self._unprocessed_seq = rb.seq0 + int(batch.index[lo])
+                            break
+                        sub = batch if hi - lo == len(batch) else batch.take(slice(lo, hi))
+                        emit(process(sub, rb.seq0, blocking=held,
+                                     partitions=None if parts is None else parts[lo:hi]))
                     self.batches += 1
                     self.records += n
                 elif held is not None:
@@ -347,6 +378,8 @@ class Processor:
         broker (a commit with nothing to commit proves nothing about it)."""
         io, eng = self.io, self.engine
         done = eng.min_pending_seq
+        if self._unprocessed_seq is not None:  # stopped inside a batch
+            done = self._unprocessed_seq if done is None else min(done, self._unprocessed_seq)
         if io.changelog is not None:
             io.changelog.write(eng.checkpoint(), self.owned)
         if io.exactly_once:

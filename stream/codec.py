@@ -117,8 +117,8 @@ class PositionBatch:
     def __len__(self) -> int:
         return int(self.ts.shape[0])
 
-    def take(self, idx: np.ndarray | Sequence[int]) -> PositionBatch:
-        """The records at ``idx`` (indices or boolean mask), as a new batch."""
+    def take(self, idx: np.ndarray | Sequence[int] | slice) -> PositionBatch:
+        """The records at ``idx`` (indices, boolean mask or slice), as a new batch."""
         return PositionBatch(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
 
     @staticmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import queue
 import signal
 import sys
@@ -29,6 +30,7 @@ from trajstream.stream.config import (
     DEFAULTS,
     ENGINE_DEFAULTS,
     EPISODE_DEFAULTS,
+    MIN_RISK_INTERVAL_S,
     RISK_DEFAULTS,
     EngineConfig,
     ProcessorConfig,
@@ -41,6 +43,7 @@ __all__ = ["demo", "process"]
 log = logging.getLogger("trajstream.stream.commands")
 
 _DEFAULT_PREDICTOR = DEFAULTS.predictor
+ABORT_GRACE_S = 2.0  # after a second signal, exit even if closing the clients hangs
 
 
 def _opt(*names: str, env: str, **kw: Any) -> Callable[[Any], Any]:
@@ -73,8 +76,10 @@ def _engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
              help="How far behind the newest event time a record may arrive and still count; "
                   "results wait this long for stragglers (latency vs completeness)."),
         _opt("--risk-interval-s", env="RISK_INTERVAL_S",
-             default=ENGINE_DEFAULTS.risk_interval_s, type=_POS_FLOAT,
-             help="Risk is assessed at event times that are multiples of this."),
+             default=ENGINE_DEFAULTS.risk_interval_s,
+             type=click.FloatRange(min=MIN_RISK_INTERVAL_S),
+             help="Risk is assessed at event times that are multiples of this (at least "
+                  f"{MIN_RISK_INTERVAL_S} s: every tick assesses every recent vehicle pair)."),
         _opt("--stale-after-s", env="STALE_AFTER_S",
              default=ENGINE_DEFAULTS.stale_after_s, type=_POS_FLOAT,
              help="A vehicle takes part in risk only if its last fix is at most this old."),
@@ -168,13 +173,19 @@ def _kafka_options(values: tuple[str, ...]) -> dict[str, str]:
 @contextmanager
 def _stop_on_signals() -> Iterator[threading.Event]:
     """SIGTERM/SIGINT set the returned event (finish the batch, flush, commit, exit 0);
-    a second SIGINT aborts at once."""
+    a second one aborts at once: outputs discarded, exit 130, within ABORT_GRACE_S even if
+    a client call is stuck (what is not committed is read again after a restart)."""
     stop = threading.Event()
 
     def handler(signum: int, frame: Any) -> None:
-        if stop.is_set() and signum == signal.SIGINT:
+        name = signal.Signals(signum).name
+        if stop.is_set():
+            log.warning("received %s again: stopping now", name)
+            hard = threading.Timer(ABORT_GRACE_S, os._exit, (130,))
+            hard.daemon = True
+            hard.start()
             raise KeyboardInterrupt
-        log.info("received %s: finishing the current batch", signal.Signals(signum).name)
+        log.info("received %s: finishing the current batch", name)
         stop.set()
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -271,7 +282,8 @@ def process(**kw: Any) -> None:
 
     Kafka: --bootstrap HOST:PORT (topics and group have defaults). Files: --input
     positions.jsonl --alerts-out alerts.jsonl, read to the end. Both give the same alerts
-    for the same records. SIGTERM/SIGINT finish the current batch, flush, commit and exit 0.
+    for the same records. SIGTERM/SIGINT finish the current batch, flush, commit and exit 0;
+    a second one stops at once (exit 130).
     """
     from trajstream.stream.app import Processor, build_io, load_predictor
     from trajstream.stream.metrics import Metrics

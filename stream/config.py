@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULTS",
     "ENGINE_DEFAULTS",
     "EPISODE_DEFAULTS",
+    "MIN_RISK_INTERVAL_S",
     "RISK_DEFAULTS",
     "EngineConfig",
     "PredictorName",
@@ -58,6 +59,11 @@ class _Defaults:
 
 
 DEFAULTS = _Defaults()
+
+# Every risk tick assesses every recent vehicle pair: 20 ticks per second of event time is
+# finer than any fix rate we see (10 Hz), and a finer interval only multiplies the work (at
+# 1e-6 s a run never ends).
+MIN_RISK_INTERVAL_S = 0.05
 
 
 def _finite_pos(name: str, value: float, *, allow_zero: bool = False) -> None:
@@ -112,6 +118,11 @@ class EngineConfig:
                      "error_anchor_interval_s", "gps_sigma_m"):
             _finite_pos(name, float(getattr(self, name)))
         _finite_pos("allowed_lateness_s", float(self.allowed_lateness_s), allow_zero=True)
+        if self.risk_interval_s < MIN_RISK_INTERVAL_S:
+            raise ConfigError(
+                f"risk_interval_s must be >= {MIN_RISK_INTERVAL_S} s, got "
+                f"{self.risk_interval_s!r}: each tick assesses every recent vehicle pair, so a "
+                f"finer interval multiplies the work without seeing more")
         ratio = self.horizon_s / self.step_s
         if abs(ratio - round(ratio)) > 1e-6:
             raise ConfigError(

@@ -11,8 +11,12 @@ done; records still waiting in the engine's buffer are therefore read again afte
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
+import os
 import queue
+import select
+import stat
 import sys
 import time
 from collections import deque
@@ -98,7 +102,12 @@ class _Seq:
 
 
 class FileSource:
-    """A JSONL positions file (``-`` = stdin), read to the end; blank lines are skipped."""
+    """A JSONL positions file (``-`` = stdin), read to the end; blank lines are skipped.
+
+    A regular file is read as fast as the loop asks. A pipe, a FIFO or a terminal is read
+    without blocking longer than the poll's timeout, so a stop request (SIGTERM) is seen
+    while the writer is silent.
+    """
 
     def __init__(self, path: str) -> None:
         self.topic = path
@@ -109,11 +118,20 @@ class FileSource:
             self._f: IO[bytes] = open(path, "rb") if self._own else sys.stdin.buffer  # noqa: SIM115
         except OSError as exc:
             raise ConfigError(f"cannot read --input {path}: {exc.strerror}") from exc
+        try:
+            regular = stat.S_ISREG(os.fstat(self._f.fileno()).st_mode)
+        except (OSError, ValueError, io.UnsupportedOperation):
+            regular = True  # not a real descriptor (tests): read it like a file
+        self._stream = None if regular else _StreamLines(self._f.fileno())
 
     def poll(self, max_records: int, timeout_s: float = 0.0) -> RecordBatch:
-        raw = list(islice(self._f, max_records))
-        if len(raw) < max_records:
-            self.exhausted = True
+        if self._stream is not None:
+            raw = self._stream.read(max_records, timeout_s)
+            self.exhausted = self._stream.eof
+        else:
+            raw = list(islice(self._f, max_records))
+            if len(raw) < max_records:
+                self.exhausted = True
         values = [v for v in (r.rstrip(b"\r\n") for r in raw) if v]
         return RecordBatch(None, values, self.topic, self._seq.take(len(values)))
 
@@ -133,6 +151,42 @@ class FileSource:
     def close(self) -> None:
         if self._own:
             self._f.close()
+
+
+class _StreamLines:
+    """Lines from a pipe's descriptor, waiting at most ``timeout_s`` for the first ones."""
+
+    CHUNK = 1 << 16
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buf = b""
+        self._lines: deque[bytes] = deque()
+        self._closed = False  # the writer closed its end
+
+    @property
+    def eof(self) -> bool:
+        """Every line has been handed out and no more will come."""
+        return self._closed and not self._lines
+
+    def read(self, max_lines: int, timeout_s: float) -> list[bytes]:
+        wait = max(timeout_s, 0.0)
+        while len(self._lines) < max_lines and not self._closed:
+            ready, _, _ = select.select([self._fd], [], [], wait)
+            if not ready:
+                break
+            chunk = os.read(self._fd, self.CHUNK)
+            if not chunk:
+                self._closed = True
+                if self._buf:
+                    self._lines.append(self._buf)
+                    self._buf = b""
+                break
+            parts = (self._buf + chunk).split(b"\n")
+            self._buf = parts.pop()
+            self._lines.extend(parts)
+            wait = 0.0  # take what is there, do not wait for more
+        return [self._lines.popleft() for _ in range(min(max_lines, len(self._lines)))]
 
 
 class MemorySource:
