@@ -38,13 +38,16 @@ def _para(text: str, indent: str = "") -> str:
 
 def _table(summary: dict) -> list[str]:
     hs = [str(h) for h in HORIZONS_S]
+    cv4 = summary["models"].get("cv", {}).get("rmse", {}).get(hs[-1])
     lines = [
-        "| model | " + " | ".join(f"RMSE {h} s" for h in hs) + " | ADE | FDE |",
-        "|---|" + "---:|" * (len(hs) + 2),
+        "| model | " + " | ".join(f"RMSE {h} s" for h in hs) + " | ADE | FDE | x CV at 4 s |",
+        "|---|" + "---:|" * (len(hs) + 3),
     ]
     for name, m in summary["models"].items():
         cells = [f"{m['rmse'].get(h, float('nan')):.3f}" for h in hs]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {m['ade']:.3f} | {m['fde']:.3f} |")
+        ratio = f"{m['rmse'][hs[-1]] / cv4:.2f}" if cv4 else "-"
+        lines.append(f"| {name} | " + " | ".join(cells)
+                     + f" | {m['ade']:.3f} | {m['fde']:.3f} | {ratio} |")
     return lines
 
 
