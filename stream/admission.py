@@ -4,7 +4,14 @@ Per record in arrival order (rule 1 of stream/engine.py), a record is dropped ``
 when it is more than ``max_future_s`` ahead of both the newest event time accepted so far
 and the wall clock; ``late`` when its tick was already released by the watermark as it stood
 at that record; ``stale`` when it is at or before an earlier record of the same vehicle;
-``dense`` when the vehicle already has a fix in the same ``min_fix_interval_s`` bucket.
+``dense`` when the vehicle already has a fix in the same ``min_fix_interval_s`` bucket;
+``ahead`` when it jumps more than ``max_clock_skew_s`` ahead of its partition's newest
+accepted event time and no other vehicle corroborates the jump (a sender whose clock runs
+ahead is quarantined instead of pushing the watermark past everyone else: one bad clock
+must not make every other vehicle's fixes late). A jump that a second vehicle confirms
+within ``max_clock_skew_s`` (traffic resuming after a gap) moves the partition on; only the
+records before the confirmation are dropped. A stream with one vehicle has nobody to
+disagree with.
 
 The watermark is ``M - allowed_lateness_s``, M the newest event time seen, held back to the
 newest event time of each input partition that still has records to deliver (unless it
@@ -15,6 +22,8 @@ event-time order. Pure: no I/O, no model, only the wall clock for ``future``.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import time
 from collections.abc import Callable, Collection
@@ -28,6 +37,8 @@ from trajstream.stream.config import EngineConfig
 from trajstream.stream.metrics import DROP_REASONS
 
 __all__ = ["Admission", "Released"]
+
+log = logging.getLogger("trajstream.stream.admission")
 
 _COLS = ("ts", "x", "y", "speed", "heading", "length", "width")
 
@@ -120,6 +131,31 @@ class _Pending:
         return out, merged["ids"][sel][order], merged["tick"][sel][order]
 
 
+@dataclass
+class _Held:
+    """A row that jumped ahead of its partition, waiting for the next record to judge it."""
+
+    vehicle: str
+    ts: float
+    part: int
+    seq: int
+    row: int  # row in the batch being admitted, -1 once that batch is done
+    index: int  # the row's input index (batch.index) in that batch
+    cols: dict[str, float]
+
+    @staticmethod
+    def of(batch: PositionBatch, i: int, ts: float, part: int, seq0: int) -> _Held:
+        index = int(batch.index[i])
+        return _Held(str(batch.vehicle_id[i]), ts, part, seq0 + index, i, index,
+                     {c: float(getattr(batch, c)[i]) for c in _COLS})
+
+    def value(self) -> bytes:
+        """The record as JSON (for a dead letter once its batch's raw bytes are gone)."""
+        rec = {"vehicle_id": self.vehicle, **{c: v for c, v in self.cols.items()
+                                               if not math.isnan(v)}}
+        return json.dumps(rec).encode()
+
+
 class Admission:
     """Arrival checks, the per-partition watermark and the buffer of accepted records."""
 
@@ -130,7 +166,12 @@ class Admission:
         self._dt = float(config.risk_interval_s)
         self.stats: dict[str, int] = {
             "records": 0, "accepted": 0, "stale": 0, "late": 0, "future": 0, "dense": 0,
+            "ahead": 0,
         }  # fmt: skip
+        # Records the last admitted batch dropped late, future or ahead: (row of the batch,
+        # reason, detail, None), or (-1, ..., the record as JSON) for a row held from an
+        # earlier batch. The processor dead-letters them (stale and dense are routine).
+        self.dropped: list[tuple[int, str, str, bytes | None]] = []
         self._drop_counters = None
         if metrics is not None:
             self._drop_counters = {
@@ -147,6 +188,8 @@ class Admission:
         self._part_max: dict[int, float] = {}  # the same per input partition
         self._watermark_s = -math.inf  # where the watermark stands, before lateness
         self._done: int | None = None  # last released tick
+        self._held: dict[int, list[_Held]] = {}  # rows ahead of their partition, by partition
+        self._quarantined: set[str] = set()  # logged once each
 
     # -- public ----------------------------------------------------------------------------
 
@@ -166,14 +209,18 @@ class Admission:
 
     @property
     def min_pending_seq(self) -> int | None:
-        return self._pending.min_seq()
+        seqs = [h.seq for held in self._held.values() for h in held]
+        low = self._pending.min_seq()
+        if low is not None:
+            seqs.append(low)
+        return min(seqs) if seqs else None
 
     def admit(self, batch: PositionBatch, seq0: int, partitions: np.ndarray | None,
               blocking: Collection[int] | None) -> int:
         """Check and buffer one micro-batch; returns the last tick the watermark releases."""
         self.stats["records"] += len(batch)
         held = set(blocking) if blocking and partitions is not None else set()
-        accepted = self._admit(batch, partitions, held)
+        accepted = self._admit(batch, partitions, held, seq0)
         if accepted.size:
             part = (partitions[accepted] if partitions is not None
                     else np.full(accepted.size, -1, dtype=np.int64))
@@ -183,6 +230,13 @@ class Admission:
             )
         self._prune_seen()
         return self._tick_of_scalar(self._watermark_s - self.config.allowed_lateness_s) - 1
+
+    def finish(self) -> None:
+        """End of input: rows still held ahead were never contradicted; they are admitted."""
+        held, self._held = self._held, {}
+        rows = [h for hs in held.values() for h in hs]
+        if rows:
+            self._admit_held(rows)
 
     def flush_bound(self) -> int | None:
         """The last tick holding a buffered record (None when nothing waits)."""
@@ -204,6 +258,7 @@ class Admission:
         self._pending.drop_partitions(parts)
         for p in parts:
             self._part_max.pop(p, None)
+            self._held.pop(p, None)
 
     def remember(self, vehicle_ids: Collection[str], last_ts: Collection[float]) -> None:
         """Restored vehicles: a record at or before their last event time is stale."""
@@ -230,7 +285,8 @@ class Admission:
         return int(math.ceil(ts / self._dt))
 
     def _admit(
-        self, batch: PositionBatch, partitions: np.ndarray | None, blocking: set[int]
+        self, batch: PositionBatch, partitions: np.ndarray | None, blocking: set[int],
+        seq0: int = 0,
     ) -> np.ndarray:
         """Arrival checks (future, late, stale); returns the accepted row indices."""
         cfg = self.config
@@ -239,6 +295,10 @@ class Admission:
         # future: far ahead of both the stream so far and the wall clock
         future = ts > max(self._max_ts, self._wall()) + cfg.max_future_s
         good_ts = np.where(future, -np.inf, ts)
+        self.dropped = []
+        ahead = self._ahead(batch, good_ts, partitions, seq0)
+        if ahead is not None:
+            good_ts[ahead] = -np.inf
         running = np.maximum.accumulate(good_ts) if n else good_ts
         np.maximum(running, self._max_ts, out=running)
         watermark = self._partition_watermarks(good_ts, running, partitions, blocking)
@@ -249,14 +309,143 @@ class Admission:
         late = ~future & (self._tick_of(ts) <= wm_tick)
         if n:
             self._max_ts = max(self._max_ts, float(running[-1]))
-        cand = np.flatnonzero(~future & ~late)
+        if ahead is not None:
+            late &= ~ahead
+        dropped = future | late if ahead is None else future | late | ahead
+        cand = np.flatnonzero(~dropped)
         stale_rows, dense_rows = self._stale(batch, cand)
         n_stale, n_dense = int(stale_rows.sum()), int(dense_rows.sum())
         accepted = cand[~(stale_rows | dense_rows)] if n_stale or n_dense else cand
         n_future, n_late = int(future.sum()), int(late.sum())
         self._count_drops(n_stale, n_late, n_future, n_dense)
         self.stats["accepted"] += int(accepted.size)
+        if n_future or n_late:
+            self._explain(batch, future, late)
         return accepted
+
+    def _ahead(self, batch: PositionBatch, good_ts: np.ndarray, partitions: np.ndarray | None,
+               seq0: int) -> np.ndarray | None:
+        """Rows not to admit now (None: none): held or quarantined for running ahead.
+
+        In arrival order per partition, a row jumping more than ``max_clock_skew_s`` past the
+        newest event time accepted there is held until the partition's next record decides:
+        another vehicle at least as far on confirms the jump (traffic resuming after a gap,
+        a feed whose fixes come in whole seconds) and both are admitted; anything else means
+        this vehicle's clock runs ahead, and the held row is dropped ``ahead``. A partition
+        with no other vehicle has nobody to disagree with. Held rows of earlier batches that
+        are confirmed are appended to the buffer here."""
+        skew = self.config.max_clock_skew_s
+        n = good_ts.shape[0]
+        parts = partitions if partitions is not None else np.full(n, -1, dtype=np.int64)
+        if not n:
+            return None
+        if not self._held:  # fast path: no row jumps past its partition's running maximum
+            jumps = False
+            for p in np.unique(parts).tolist():
+                mine = parts == p
+                top = self._part_top(p)
+                run = np.maximum.accumulate(np.where(mine, good_ts, -np.inf))
+                prev = np.empty(n)
+                prev[0] = top
+                np.maximum(run[:-1], top, out=prev[1:])
+                if (mine & np.isfinite(prev) & (good_ts > prev + skew)).any():
+                    jumps = True
+                    break
+            if not jumps:
+                return None
+        out = np.zeros(n, dtype=bool)
+        tops: dict[int, float] = {}
+        ids = batch.vehicle_id
+        others = set(self._seen) if len(self._seen) < 3 else None  # None: several vehicles
+        earlier: list[_Held] = []  # confirmed rows of earlier batches
+        for i in range(n):
+            t = float(good_ts[i])
+            if t == -math.inf:
+                continue
+            p = int(parts[i])
+            v = str(ids[i])
+            if p not in tops:
+                tops[p] = self._part_top(p)
+            held = self._held.get(p)
+            confirmed = False
+            if held:
+                for h in held:
+                    if h.vehicle != v and t >= h.ts - skew:
+                        confirmed = True
+                        tops[p] = max(tops[p], h.ts)
+                        if h.row >= 0:
+                            out[h.row] = False
+                        else:
+                            earlier.append(h)
+                    else:
+                        self._drop_held(h)
+                del self._held[p]
+            top = tops[p]
+            if confirmed or top == -math.inf or t <= top + skew or (
+                    others is not None and others <= {v}):
+                if t > top:
+                    tops[p] = t
+                if others is not None:
+                    others.add(v)
+                    if len(others) >= 3:
+                        others = None
+                continue
+            out[i] = True
+            self._held.setdefault(p, []).append(_Held.of(batch, i, t, p, seq0))
+        # rows still held now belong to no batch: they are judged by later records
+        for held in self._held.values():
+            for h in held:
+                h.row = -1
+        if earlier:
+            self._admit_held(earlier)
+        return out
+
+    def _drop_held(self, h: _Held) -> None:
+        """A held row nobody confirmed: its vehicle's clock runs ahead."""
+        self._count_drops(0, 0, 0, 0, 1)
+        detail = (f"vehicle {h.vehicle}: ts {h.ts:.3f} runs more than "
+                  f"{self.config.max_clock_skew_s:g} s ahead of its partition")
+        self.dropped.append((h.index, "ahead", detail, None) if h.row >= 0
+                            else (-1, "ahead", detail, h.value()))
+        if h.vehicle not in self._quarantined:
+            self._quarantined.add(h.vehicle)
+            log.warning("vehicle %s quarantined: its clock runs ahead of the other vehicles "
+                        "(ts %.3f, more than %g s past the newest accepted); its fixes are "
+                        "dropped as 'ahead'", h.vehicle, h.ts, self.config.max_clock_skew_s)
+
+    def _admit_held(self, rows: list[_Held]) -> None:
+        """Confirmed rows of earlier batches join the buffer."""
+        cols = {c: np.array([h.cols[c] for h in rows]) for c in _COLS}
+        batch = PositionBatch(vehicle_id=np.array([h.vehicle for h in rows], dtype=object),
+                              index=np.arange(len(rows), dtype=np.int64), **cols)
+        idx = np.arange(len(rows))
+        self._pending.append(batch, idx, self._tick_of(batch.ts),
+                             np.array([h.seq for h in rows], dtype=np.int64),
+                             np.array([h.part for h in rows], dtype=np.int64))
+        self.stats["accepted"] += len(rows)
+        for h in rows:
+            self._seen[h.vehicle] = max(self._seen.get(h.vehicle, -math.inf), h.ts)
+            if h.part == -1:
+                self._max_ts = max(self._max_ts, h.ts)
+            else:
+                self._part_max[h.part] = max(self._part_max.get(h.part, -math.inf), h.ts)
+
+    def _part_top(self, p: int) -> float:
+        """Newest accepted event time of partition ``p`` (-1: the only stream)."""
+        if p == -1:
+            return self._max_ts
+        return self._part_max.get(p, -math.inf)
+
+    def _explain(self, batch: PositionBatch, future: np.ndarray, late: np.ndarray) -> None:
+        """Add the late and future rows to :attr:`dropped` (row, reason, detail, None)."""
+        out = self.dropped
+        ts, index = batch.ts, batch.index
+        for i in np.flatnonzero(future).tolist():
+            out.append((int(index[i]), "future", f"ts {ts[i]:.3f} more than "
+                        f"{self.config.max_future_s:g} s ahead of the stream and the clock",
+                        None))
+        for i in np.flatnonzero(late).tolist():
+            out.append((int(index[i]), "late", f"ts {ts[i]:.3f} behind the watermark", None))
 
     def _partition_watermarks(
         self, good_ts: np.ndarray, running: np.ndarray, partitions: np.ndarray | None,
@@ -364,15 +553,19 @@ class Admission:
         horizon = self._max_ts - self.config.ttl_s
         if self._seen:
             self._seen = {v: t for v, t in self._seen.items() if t > horizon}
+        if len(self._quarantined) > 10_000:  # only log-once bookkeeping
+            self._quarantined.clear()
         self._next_prune = self._max_ts + self.config.ttl_s / 4
 
-    def _count_drops(self, stale: int, late: int, future: int, dense: int) -> None:
+    def _count_drops(self, stale: int, late: int, future: int, dense: int,
+                     ahead: int = 0) -> None:
         self.stats["stale"] += stale
         self.stats["late"] += late
         self.stats["future"] += future
         self.stats["dense"] += dense
+        self.stats["ahead"] += ahead
         if self._drop_counters is not None:
             for reason, k in (("stale", stale), ("late", late), ("future", future),
-                              ("dense", dense)):
+                              ("dense", dense), ("ahead", ahead)):
                 if k:
                     self._drop_counters[reason].inc(k)

@@ -268,6 +268,7 @@ class Processor:
         blocking = source.blocking
         empty, no_parts = PositionBatch.empty(), np.empty(0, dtype=np.int64)
         process, handle_rejects, chunks = eng.process, self.rejects.handle, event_time_chunks
+        dead_letter = self.rejects.dead_letter
         max_records, wait_s = cfg.max_batch_records, cfg.max_batch_wait_ms / 1000.0
         consumed, batch_size, batch_secs = m.positions_consumed, m.batch_size, m.batch_seconds
         keep = self.batch_seconds.append if self._keep_latencies else None
@@ -319,8 +320,11 @@ class Processor:
                             self._unprocessed_seq = rb.seq0 + int(batch.index[lo])
                             break
                         sub = batch if hi - lo == len(batch) else batch.take(slice(lo, hi))
-                        emit(process(sub, rb.seq0, blocking=held,
-                                     partitions=None if parts is None else parts[lo:hi]))
+                        out = process(sub, rb.seq0, blocking=held,
+                                      partitions=None if parts is None else parts[lo:hi])
+                        if out.dropped:
+                            dead_letter(out.dropped, rb.keys, rb.values, rb.topic)
+                        emit(out)
                     self.batches += 1
                     self.records += n
                 elif held is not None:

@@ -98,6 +98,11 @@ def _engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
              type=_POS_FLOAT,
              help="Catching up on several Kafka partitions, the watermark waits for the "
                   "slowest one with records left, unless it trails by more than this (s)."),
+        _opt("--max-clock-skew-s", env="MAX_CLOCK_SKEW_S",
+             default=ENGINE_DEFAULTS.max_clock_skew_s, type=_POS_FLOAT,
+             help="A vehicle whose fixes jump this far past the newest event time of its "
+                  "partition, with no other vehicle confirming, is quarantined (dropped "
+                  "'ahead', dead-lettered): one fast clock cannot make everyone late."),
         _opt("--min-fix-interval-s", env="MIN_FIX_INTERVAL_S",
              default=ENGINE_DEFAULTS.min_fix_interval_s, type=_POS_FLOAT,
              help="At most one fix per vehicle per this much event time is used; more are "
@@ -153,7 +158,7 @@ def _engine_config(kw: dict[str, Any]) -> EngineConfig:
         allowed_lateness_s=kw["allowed_lateness_s"], risk_interval_s=kw["risk_interval_s"],
         stale_after_s=kw["stale_after_s"], ttl_s=kw["ttl_s"], reset_gap_s=kw["reset_gap_s"],
         max_future_s=kw["max_future_s"], max_partition_skew_s=kw["max_partition_skew_s"],
-        min_fix_interval_s=kw["min_fix_interval_s"],
+        min_fix_interval_s=kw["min_fix_interval_s"], max_clock_skew_s=kw["max_clock_skew_s"],
         risk=risk, episodes=episodes,
     )
 
@@ -349,7 +354,7 @@ def _refuse_nothing_accepted(s: dict[str, Any]) -> None:
     if not s["consumed"] or s["accepted"]:
         return
     reasons = {**s["rejected_by_reason"],
-               **{k: s[k] for k in ("stale", "late", "future", "dense") if s[k]}}
+               **{k: s[k] for k in ("stale", "late", "future", "dense", "ahead") if s[k]}}
     counts = ", ".join(f"{r} {n}" for r, n in sorted(reasons.items(), key=lambda x: -x[1]))
     example = f"; e.g. {s['rejected_example']}" if s["rejected_example"] else ""
     raise TrajstreamError(f"none of the {s['consumed']} records was accepted ({counts})"
@@ -360,7 +365,8 @@ def _summary_line(s: dict[str, Any]) -> str:
     return (f"{s['consumed']} records in {s.get('elapsed_s', 0.0):.1f} s "
             f"({s.get('records_per_s', 0.0):.0f}/s); alerts {s['warning']} warning, "
             f"{s['critical']} critical; dropped {s['stale']} stale, {s['late']} late, "
-            f"{s['future']} future, {s['dense']} dense; {s['rejected']} rejected")
+            f"{s['future']} future, {s['dense']} dense, {s['ahead']} ahead; "
+            f"{s['rejected']} rejected")
 
 
 # -- demo --------------------------------------------------------------------------------

@@ -88,6 +88,9 @@ class EngineConfig:
     - ``max_partition_skew_s``: when catching up on several partitions, the watermark waits
       for a partition that still has records to deliver, unless it trails the newest by more
       than this (bounds the records held back in memory).
+    - ``max_clock_skew_s``: a vehicle whose fix jumps this far past the newest event time
+      accepted in its partition, with no other vehicle confirming the jump, is quarantined
+      (dropped ``ahead``): one fast clock cannot make everyone else late.
     - ``min_fix_interval_s``: at most one fix per vehicle per bucket of this much event time
       is used (100 Hz by default); more is dropped ``dense``.
     - ``error_anchor_interval_s``: one prediction per vehicle per interval is kept and
@@ -106,6 +109,7 @@ class EngineConfig:
     max_future_s: float = 30.0
     max_partition_skew_s: float = 300.0
     min_fix_interval_s: float = 0.01
+    max_clock_skew_s: float = 0.5
     error_anchor_interval_s: float = 1.0
     gps_sigma_m: float = 0.3
     emit_predictions: bool = False
@@ -115,6 +119,7 @@ class EngineConfig:
     def __post_init__(self) -> None:
         for name in ("horizon_s", "step_s", "risk_interval_s", "stale_after_s", "ttl_s",
                      "reset_gap_s", "max_future_s", "max_partition_skew_s", "min_fix_interval_s",
+                     "max_clock_skew_s",
                      "error_anchor_interval_s", "gps_sigma_m"):
             _finite_pos(name, float(getattr(self, name)))
         _finite_pos("allowed_lateness_s", float(self.allowed_lateness_s), allow_zero=True)

@@ -25,6 +25,8 @@ from collections import Counter as _Tally
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+import orjson
+
 from trajstream.stream.codec import Rejection, encode_json
 from trajstream.stream.metrics import Metrics
 
@@ -150,6 +152,36 @@ class RejectPolicy:
             self._example = rejections[0]
         self._maybe_log()
 
+    def dead_letter(
+        self,
+        dropped: Sequence[tuple[int, str, str, bytes | None]],
+        keys: Sequence[bytes | None] | None,
+        values: Sequence[bytes | None],
+        source_topic: str,
+    ) -> None:
+        """Dead-letter records the engine dropped (late, future, ahead), already counted in
+        ``trajstream_positions_dropped_total``: sent with their reason, logged at a rate
+        limit, not counted again as rejections. Each is (row of ``keys``/``values``, reason,
+        detail, None), or (-1, reason, detail, the record) when its batch is gone."""
+        if not dropped:
+            return
+        if self._dlq is not None:
+            now, send = self._wall(), self._dlq.send
+            for index, reason, detail, own in dropped:
+                value: bytes | None
+                if own is not None:
+                    key, value = orjson.loads(own)["vehicle_id"].encode(), own
+                else:
+                    key = None if keys is None else keys[index]
+                    value = values[index]
+                send(key, envelope(Rejection(index, reason, detail), key, value,
+                                   source_topic, now, self._max_value_bytes))
+        self._pending.update(d[1] for d in dropped)
+        if self._example is None:
+            index, reason, detail, _ = dropped[0]
+            self._example = Rejection(index, reason, detail)
+        self._maybe_log()
+
     def _maybe_log(self, force: bool = False) -> None:
         now = self._clock()
         if not self._pending or (not force and now < self._next_log):
@@ -159,7 +191,7 @@ class RejectPolicy:
         ex = self._example
         span = max(now - self._window_start, 0.0)
         log.warning(
-            "rejected %d position record(s) in the last %.0f s (%s)%s; e.g. %s: %s",
+            "rejected or dropped %d position record(s) in the last %.0f s (%s)%s; e.g. %s: %s",
             n,
             span,
             counts,

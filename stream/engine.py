@@ -61,10 +61,14 @@ class Outputs:
 
     alerts: list[tuple[bytes, bytes]] = field(default_factory=list)
     predictions: list[tuple[bytes, bytes]] = field(default_factory=list)
+    # records admission dropped late, future or ahead, for the dead-letter sink: (row of
+    # the batch's input, reason, detail, None) or (-1, reason, detail, the record as JSON)
+    dropped: list[tuple[int, str, str, bytes | None]] = field(default_factory=list)
 
     def extend(self, other: Outputs) -> None:
         self.alerts.extend(other.alerts)
         self.predictions.extend(other.predictions)
+        self.dropped.extend(other.dropped)
 
 
 class Engine:
@@ -153,10 +157,13 @@ class Engine:
         ordered stream.
         """
         upto = self.admission.admit(batch, seq0, partitions, blocking)
-        return self._release(upto)
+        out = self._release(upto)
+        out.dropped = self.admission.dropped
+        return out
 
     def flush(self) -> Outputs:
         """Release every buffered record (end of input)."""
+        self.admission.finish()
         upto = self.admission.flush_bound()
         return Outputs() if upto is None else self._release(upto)
 

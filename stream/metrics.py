@@ -37,7 +37,7 @@ __all__ = [
     "serve",
 ]
 
-DROP_REASONS: tuple[str, ...] = ("stale", "late", "future", "dense")
+DROP_REASONS: tuple[str, ...] = ("stale", "late", "future", "dense", "ahead")
 ALERT_SEVERITIES: tuple[str, ...] = ("warning", "critical")
 HORIZONS: tuple[str, ...] = ("1", "2", "3", "4")
 # Pre-created kinds; others may be used but must come from a fixed set in the caller's code.

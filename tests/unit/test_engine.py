@@ -125,7 +125,8 @@ def test_stale_late_and_future_drops_are_counted():
         ("a", T0 + 0.1, 0.1),  # duplicate -> stale
         ("a", T0 + 0.05, 0.05),  # out of order for its vehicle -> stale
         ("b", T0 + 0.05, 5.0),  # other vehicle, within lateness -> accepted
-        ("a", T0 + 2.0, 2.0),  # moves the watermark to T0 + 1.5
+        ("a", T0 + 2.0, 2.0),  # a jump: held until the next record judges it
+        ("d", T0 + 2.0, 7.0),  # confirms it: both move the watermark to T0 + 1.5
         ("b", T0 + 0.3, 5.3),  # its tick is released -> late
         ("c", T0 + 1.95, 9.0),  # within lateness -> accepted
         ("c", FUTURE, 9.0),  # far ahead of the stream and the wall clock -> future
@@ -135,7 +136,7 @@ def test_stale_late_and_future_drops_are_counted():
     assert eng.stats["stale"] == 2
     assert eng.stats["late"] == 1
     assert eng.stats["future"] == 1
-    assert eng.stats["accepted"] == 6
+    assert eng.stats["accepted"] == 7
     dropped = m.positions_dropped
     assert dropped.labels(reason="stale")._value.get() == 2
     assert dropped.labels(reason="late")._value.get() == 1
@@ -147,8 +148,8 @@ def test_stale_late_and_future_drops_are_counted():
     for key in ("stale", "late", "future", "accepted"):
         assert eng2.stats[key] == eng.stats[key]
     # a stream resuming after a long pause (still behind the wall clock) is not "future"
-    eng.process(_batch(_positions([("d", T0 + 200.0, 0.0)])))
-    assert eng.stats["future"] == 1 and eng.stats["accepted"] == 7
+    eng.process(_batch(_positions([("d", T0 + 200.0, 0.0), ("e", T0 + 200.0, 0.0)])))
+    assert eng.stats["future"] == 1 and eng.stats["accepted"] == 9
 
 
 def test_stale_is_judged_against_earlier_batches_too():

@@ -95,7 +95,7 @@ def test_known_label_values_precreated() -> None:
     rejected = {s.labels["reason"] for s in fams["trajstream_positions_rejected"].samples}
     assert rejected == set(REASONS)
     dropped = {s.labels["reason"] for s in fams["trajstream_positions_dropped"].samples}
-    assert dropped == {"stale", "late", "future", "dense"}
+    assert dropped == {"stale", "late", "future", "dense", "ahead"}
     sev = {s.labels["severity"] for s in fams["trajstream_alerts"].samples}
     assert sev == {"warning", "critical"}
 
