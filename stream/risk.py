@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -80,6 +81,10 @@ _Num = np.ndarray | float
 # few MB are allocated by mmap and page-faulted on every numpy call, several times slower
 # than small blocks that malloc reuses; blocks also bound memory at any fleet size.
 _BLOCK = 256
+# Cap of the position sigma used to prune (pair, interval) entries: a path known no better
+# than this cannot give a footprint overlap probability near the thresholds anyway.
+_PRUNE_SIGMA_M = 5.0
+_FOLLOW_STEP_S = 0.05  # time grid of the following pairs' bumper contact
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +92,7 @@ class RiskConfig:
     """Thresholds of :func:`assess`; see the module docstring for what each filter is for."""
 
     critical_ttc_s: float = 1.5
-    warning_ttc_s: float = 3.0
+    warning_ttc_s: float = 3.5
     margin_m: float = 0.25  # gap below which footprints are in contact; << the 1.7 m lane gap
     sample_step_s: float = 0.2  # path samples; contact between them is found exactly
     max_speed_mps: float = 100.0  # path segments faster than this are clipped (bad predictor)
@@ -95,9 +100,15 @@ class RiskConfig:
     min_closing_speed_mps: float = 1.0
     lane_gap_m: float = 0.5  # sideways gap beyond which a neighbour is in another lane
     parallel_tol_rad: float = 0.3
-    lateral_heading_tol_rad: float = 0.03
+    lateral_heading_tol_rad: float = 0.03  # 1-sigma heading error: sideways growth v tau
     lateral_speed_tol_mps: float = 1.2  # headings fitted to noisy fixes (no reported heading)
     yaw_noise_rps: float = 0.2  # yaw rates below this are estimation noise, not a turn
+    position_sigma_m: float = 0.3  # 1-sigma of a fix (GPS), the floor of every path sigma
+    accel_sigma_mps2: float = 0.5  # along-track growth a tau^2 / 2 of paths without a sigma
+    warning_probability: float = 0.3  # footprint overlap probability of a warning
+    critical_probability: float = 0.6  # ... and of a critical alert (with ttc < critical_ttc_s)
+    parallel_probability: float = 0.6  # ... of any alert between near-parallel vehicles
+    warning_decel_mps2: float = 1.0  # a follower needing this, and braking less, is warned
     comfort_decel_mps2: float = 3.0
     standstill_gap_m: float = 1.0  # bumper gap a follower stops at, for the required braking
     brake_accel_mps2: float = 1.0  # decelerations above this re-time the path
@@ -122,6 +133,14 @@ class RiskConfig:
                 f"risk critical_ttc_s ({self.critical_ttc_s}) must not exceed warning_ttc_s "
                 f"({self.warning_ttc_s})"
             )
+        if not 0 < self.parallel_probability <= 1:
+            raise ConfigError(f"risk parallel_probability must be in (0, 1], got "
+                              f"{self.parallel_probability!r}")
+        if not 0 < self.warning_probability <= self.critical_probability <= 1:
+            raise ConfigError(
+                f"risk probabilities must satisfy 0 < warning_probability "
+                f"({self.warning_probability}) <= critical_probability "
+                f"({self.critical_probability}) <= 1")
         if self.parallel_tol_rad >= math.pi / 2:
             raise ConfigError(f"risk parallel_tol_rad must be < pi/2, got {self.parallel_tol_rad}")
 
@@ -150,12 +169,15 @@ class Fleet:
     length: np.ndarray
     width: np.ndarray
     paths: np.ndarray
+    sigma: np.ndarray | None = None  # (n, P) 1-sigma of each path point, m; NaN: not given
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
 
     def take(self, index: np.ndarray) -> Fleet:
-        return Fleet(**{f: getattr(self, f)[index] for f in self.__slots__})
+        cols: dict[str, Any] = {f: getattr(self, f) for f in self.__slots__}
+        out: dict[str, Any] = {f: None if v is None else v[index] for f, v in cols.items()}
+        return Fleet(**out)
 
     @staticmethod
     def from_kinematics(
@@ -163,6 +185,7 @@ class Fleet:
         paths: np.ndarray,
         length: np.ndarray | None = None,
         width: np.ndarray | None = None,
+        sigma: np.ndarray | None = None,
     ) -> Fleet:
         """The fleet of a predictor step; sizes default to the contract's vehicle size."""
         n = len(kin)
@@ -171,7 +194,7 @@ class Fleet:
             yaw_rate=kin.yaw_rate, accel=kin.accel,
             length=np.full(n, DEFAULT_LENGTH_M) if length is None else length,
             width=np.full(n, DEFAULT_WIDTH_M) if width is None else width,
-            paths=paths,
+            paths=paths, sigma=sigma,
         )
 
 
@@ -182,7 +205,8 @@ class Conflicts:
     ``a < b`` index the :class:`Fleet`. ``ttc`` is seconds from the assessment time to first
     contact; ``cpa_t``/``cpa_x``/``cpa_y`` the event time and midpoint of the two centres
     there; ``min_distance`` the least centre distance over the searched window; ``severity``
-    1 (warning) or 2 (critical).
+    1 (warning) or 2 (critical); ``probability`` the largest footprint overlap probability
+    over the window.
     """
 
     a: np.ndarray
@@ -193,6 +217,7 @@ class Conflicts:
     cpa_x: np.ndarray
     cpa_y: np.ndarray
     severity: np.ndarray
+    probability: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.a.shape[0])
@@ -200,7 +225,7 @@ class Conflicts:
     @staticmethod
     def empty() -> Conflicts:
         i, f = np.zeros(0, np.int64), np.zeros(0, np.float64)
-        return Conflicts(i, i, f, f, f, f, f, np.zeros(0, np.int8))
+        return Conflicts(i, i, f, f, f, f, f, np.zeros(0, np.int8), f)
 
 
 def footprints_overlap(
@@ -225,7 +250,8 @@ def footprints_overlap(
 class Samples:
     """Each vehicle at the search samples ``t + j * sample_step_s``, arrays (n, J).
 
-    ``x``/``y`` position, ``vx``/``vy`` velocity, ``ux``/``uy`` unit footprint heading.
+    ``x``/``y`` position, ``vx``/``vy`` velocity, ``ux``/``uy`` unit footprint heading,
+    ``slon``/``slat`` the 1-sigma position error along and across the heading (m).
     """
 
     x: np.ndarray
@@ -234,6 +260,8 @@ class Samples:
     vy: np.ndarray
     ux: np.ndarray
     uy: np.ndarray
+    slon: np.ndarray
+    slat: np.ndarray
 
 
 def sample_paths(t: float, fleet: Fleet, spec: PathSpec, cfg: RiskConfig) -> Samples:
@@ -245,7 +273,7 @@ def sample_paths(t: float, fleet: Fleet, spec: PathSpec, cfg: RiskConfig) -> Sam
     ``still_speed_mps``.
     """
     n, j = len(fleet), cfg.samples
-    out = Samples(*(np.empty((n, j)) for _ in range(6)))
+    out = Samples(*(np.empty((n, j)) for _ in range(8)))
     tau = cfg.sample_step_s * np.arange(j)
     for s in range(0, n, _BLOCK):
         _sample_block(t, fleet, slice(s, min(n, s + _BLOCK)), tau, spec, cfg, out)
@@ -291,6 +319,40 @@ def _sample_block(
         )
     out.x[rows_], out.y[rows_], out.vx[rows_], out.vy[rows_] = x, y, vx, vy
     out.ux[rows_], out.uy[rows_] = ux, uy
+    out.slon[rows_], out.slat[rows_] = _path_sigmas(
+        since, k, frac, None if fleet.sigma is None else fleet.sigma[rows_], speed,
+        fleet.yaw_rate[rows_], cfg)
+
+
+def _path_sigmas(
+    since: np.ndarray, k: np.ndarray, frac: np.ndarray, sigma: np.ndarray | None,
+    speed: np.ndarray, yaw_rate: np.ndarray, cfg: RiskConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """1-sigma position error along and across the path at each sample.
+
+    Along: the predictor's own sigma (the LSTM's, per point, interpolated; the fix has the
+    GPS floor), else kinematic growth ``accel_sigma_mps2 tau^2 / 2`` (an unknown change of
+    speed). The predictor's sigma is one figure per point and is dominated by speed errors,
+    so across the path the error is what the heading and the turn can do instead:
+    ``lateral_heading_tol_rad v tau`` plus, for a vehicle turning faster than
+    ``yaw_noise_rps``, ``v |omega| tau^2 / 2`` (it may end or keep its turn), never more than
+    the predictor's own sigma.
+    """
+    floor = cfg.position_sigma_m
+    kin = np.hypot(floor, 0.5 * cfg.accel_sigma_mps2 * since * since)
+    v = speed[:, None]
+    omega = np.maximum(np.abs(yaw_rate) - cfg.yaw_noise_rps, 0.0)[:, None]
+    slat = floor + cfg.lateral_heading_tol_rad * v * since + 0.5 * v * omega * since * since
+    if sigma is None:
+        return kin, slat
+    n, p = sigma.shape
+    sg = np.concatenate([np.full((n, 1), floor), sigma.astype(np.float64)], axis=1)
+    rows = np.arange(n)[:, None]
+    f = np.minimum(frac, 1.0)  # past the path's end: the last point's sigma
+    model = sg[rows, k] + f * (sg[rows, k + 1] - sg[rows, k])
+    given = np.isfinite(model)
+    slon = np.where(given, np.maximum(model, floor), kin)
+    return slon, np.where(given, np.minimum(slat, slon), slat)
 
 
 def _retime_braking(
@@ -430,6 +492,7 @@ def assess(t: float, fleet: Fleet, spec: PathSpec, cfg: RiskConfig | None = None
         a=back[c.a[order]], b=back[c.b[order]], ttc=c.ttc[order],
         min_distance=c.min_distance[order], cpa_t=c.cpa_t[order], cpa_x=c.cpa_x[order] + ox,
         cpa_y=c.cpa_y[order] + oy, severity=c.severity[order],
+        probability=None if c.probability is None else c.probability[order],
     )
 
 
@@ -485,19 +548,19 @@ def _exact(
     t: float, fleet: Fleet, smp: Samples, radius: np.ndarray, a: np.ndarray, b: np.ndarray,
     cfg: RiskConfig,
 ) -> Conflicts:
-    """Contact search over candidate pairs, then the nuisance filters (module docstring)."""
+    """Contact search and overlap probability over candidate pairs, then the filters."""
     step = cfg.sample_step_s
-    # 1. Prune per interval between samples: circumscribed circles must meet there (motion
-    #    within the interval included). Only those (pair, interval) entries are searched.
-    #    The radius grows by the lateral uncertainty of step 2 so shifted contacts are kept.
-    c1, c2 = _lateral_uncertainty(fleet, cfg)
-    tau = step * np.arange(1, smp.x.shape[1])  # interval ends
+    horizon = cfg.warning_ttc_s
+    # 1. Prune per interval between samples: circumscribed circles, grown by twice each
+    #    vehicle's position sigma, must meet there (motion within the interval included).
+    #    Farther apart, the overlap probability is negligible. Only those (pair, interval)
+    #    entries are searched.
+    grow = 2.0 * np.minimum(np.maximum(smp.slon, smp.slat), _PRUNE_SIGMA_M)[:, 1:]
     pair_parts, int_parts, dmin_parts = [], [], []
     for s in range(0, a.shape[0], _BLOCK):
         ia, ib = a[s: s + _BLOCK], b[s: s + _BLOCK]
         d2 = _closest_d2(smp.x[ib] - smp.x[ia], smp.y[ib] - smp.y[ia])
-        rr = ((radius[ia] + radius[ib])[:, None] + (c1[ia] + c1[ib])[:, None] * tau
-              + (c2[ia] + c2[ib])[:, None] * tau * tau)
+        rr = (radius[ia] + radius[ib])[:, None] + grow[ia] + grow[ib]
         pi, ji = np.nonzero(d2 < rr * rr)
         pair_parts.append(pi + s)
         int_parts.append(ji)
@@ -507,7 +570,8 @@ def _exact(
         return Conflicts.empty()
     dmin_all = np.concatenate(dmin_parts)
 
-    # 2. Continuous footprint contact on those entries: first contact per pair.
+    # 2. Nominal contact (continuous, between samples) and the overlap probability at the
+    #    interval's ends and in the middle of the nominal overlap.
     n_s = smp.x.shape[1]
     ea, eb = a[pe], b[pe]
     fa, fb_ = ea * n_s + je, eb * n_s + je  # flat sample indices of the interval starts
@@ -518,79 +582,223 @@ def _exact(
     hm = 0.5 * cfg.margin_m
     la, wa = 0.5 * fleet.length[ea] + hm, 0.5 * fleet.width[ea] + hm
     lb, wb = 0.5 * fleet.length[eb] + hm, 0.5 * fleet.width[eb] + hm
-    hit, f = _contact_blocks(x0, y0, x1, y1, ax, ay, la, wa, bx, by, lb, wb)
-    horizon = cfg.warning_ttc_s
-    toi = np.where(hit, (je + f) * step, np.inf)
-    order = np.lexsort((toi, pe))  # per pair (pe is sorted), earliest contact first
-    pe_o = pe[order]
-    head = np.concatenate([[True], pe_o[1:] != pe_o[:-1]])
-    best = order[head & (toi[order] < horizon)]  # entry of each pair's first contact
-    if best.shape[0] == 0:
-        return Conflicts.empty()
+    hit, f_in, f_out = _contact_blocks(x0, y0, x1, y1, ax, ay, la, wa, bx, by, lb, wb)
+    toi = np.where(hit, (je + f_in) * step, np.inf)
+    toi = np.where(toi < horizon, toi, np.inf)
+    slon, slat = smp.slon.ravel(), smp.slat.ravel()
 
-    # Robust contact: by time tau a path may lie up to rho(tau) to either side of where it is
-    # predicted (see _lateral_uncertainty). The contact must hold for every such lateral
-    # shift of both vehicles; by convexity, for the four extreme combinations. Following in
-    # one lane is exempt: there the contact is longitudinal.
-    pb = pe[best]
-    frame = _PairFrame(fleet, a[pb], b[pb], smp.x[b[pb], 0] - smp.x[a[pb], 0],
-                       smp.y[b[pb], 0] - smp.y[a[pb], 0], cfg)
-    check = np.zeros(a.shape[0], dtype=bool)
-    check[pb[~frame.following]] = True
-    e = np.flatnonzero(check[pe])
-    if e.shape[0]:
-        t0, t1 = step * je[e], step * (je[e] + 1)
-        ca, cb = ea[e], eb[e]
-        ra0, ra1 = c1[ca] * t0 + c2[ca] * t0 * t0, c1[ca] * t1 + c2[ca] * t1 * t1
-        rb0, rb1 = c1[cb] * t0 + c2[cb] * t0 * t0, c1[cb] * t1 + c2[cb] * t1 * t1
-        eax, eay, ebx, eby = ax[e], ay[e], bx[e], by[e]
-        for sa, sb in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
-            # offset b - a with a shifted by sa * ra along its left normal, b by sb * rb
-            h, fr = _contact_blocks(
-                x0[e] - sb * rb0 * eby + sa * ra0 * eay, y0[e] + sb * rb0 * ebx - sa * ra0 * eax,
-                x1[e] - sb * rb1 * eby + sa * ra1 * eay, y1[e] + sb * rb1 * ebx - sa * ra1 * eax,
-                eax, eay, la[e], wa[e], ebx, eby, lb[e], wb[e])
-            h &= (je[e] + fr) * step < horizon
-            shifted_hit = np.zeros(a.shape[0], dtype=bool)
-            shifted_hit[pe[e][h]] = True
-            check &= shifted_hit
-    robust = frame.following | check[pb]
-    best, frame = best[robust], frame.take(robust)
-    if best.shape[0] == 0:
-        return Conflicts.empty()
+    def prob(fr: np.ndarray) -> np.ndarray:
+        def at(v: np.ndarray, i: np.ndarray) -> np.ndarray:
+            return v[i] + fr * (v[i + 1] - v[i])
+        return overlap_probability(
+            x0 + fr * (x1 - x0), y0 + fr * (y1 - y0), ax, ay, la, wa, bx, by, lb, wb,
+            at(slon, fa), at(slat, fa), at(slon, fb_), at(slat, fb_))
 
-    # 3. Closing speed and midpoint at contact, then the nuisance filters.
-    pb, fb, jb = pe[best], f[best], je[best]
-    rvx, rvy = x1[best] - x0[best], y1[best] - y0[best]
-    cx, cy = x0[best] + fb * rvx, y0[best] + fb * rvy
+    f_mid = np.where(hit, 0.5 * (f_in + f_out), 0.0)
+    # The encounter: where the relative motion passes its closest approach within the
+    # interval, the chance that the miss distance is within the footprints (errors along
+    # the relative motion only shift when, not whether).
+    dvx, dvy = x1 - x0, y1 - y0
+    vv = dvx * dvx + dvy * dvy
+    f_star = -(x0 * dvx + y0 * dvy) / np.where(vv > 0, vv, 1.0)
+    passing = (vv > (cfg.min_closing_speed_mps * step) ** 2) & (f_star >= 0) & (f_star <= 1)
+    f_enc = np.where(passing, np.where(hit, f_in, np.clip(f_star, 0.0, 1.0)), 0.0)
+    fs = np.clip(f_star, 0.0, 1.0)
+    p_enc = np.where(passing, encounter_probability(
+        x0 + fs * dvx, y0 + fs * dvy, dvx, dvy, ax, ay, la, wa, bx, by, lb, wb,
+        slon[fa] + fs * (slon[fa + 1] - slon[fa]), slat[fa] + fs * (slat[fa + 1] - slat[fa]),
+        slon[fb_] + fs * (slon[fb_ + 1] - slon[fb_]),
+        slat[fb_] + fs * (slat[fb_ + 1] - slat[fb_])), 0.0)
+    cand = ((np.zeros_like(x0), prob(np.zeros_like(x0))), (f_mid, prob(f_mid)),
+            (f_enc, p_enc), (np.ones_like(x0), prob(np.ones_like(x0))))
+    pw = cfg.warning_probability
+    p_entry = np.zeros_like(x0)
+    t_warn = np.full_like(x0, np.inf)  # earliest time in the entry with p >= pw
+    f_warn = np.zeros_like(x0)
+    for fr, pr in cand:
+        when = (je + fr) * step
+        inside = when < horizon
+        p_entry = np.maximum(p_entry, np.where(inside, pr, 0.0))
+        first = inside & (pr >= pw) & (when < t_warn)
+        t_warn = np.where(first, when, t_warn)
+        f_warn = np.where(first, fr, f_warn)
+
+    # Per pair (entries are pair-major): most probable overlap, first nominal contact, and
+    # the first time the overlap probability reaches warning_probability.
+    heads = np.flatnonzero(np.concatenate([[True], pe[1:] != pe[:-1]]))
+    p_max = np.maximum.reduceat(p_entry, heads)
+    key_c = np.lexsort((toi, pe))
+    key_w = np.lexsort((t_warn, pe))
+    first_c = key_c[heads]  # entry of each pair's first nominal contact (inf: none)
+    first_w = key_w[heads]
+    nominal = np.isfinite(toi[first_c])
+    ref = np.where(nominal, first_c, first_w)  # the entry whose moment gives ttc and cpa
+    ttc = np.where(nominal, toi[first_c], t_warn[first_w])
+    fr_ref = np.where(nominal, f_in[first_c], f_warn[first_w])
+    pp = pe[heads]
+    a_c, b_c = a[pp], b[pp]
+    frame = _PairFrame(fleet, a_c, b_c, smp.x[b_c, 0] - smp.x[a_c, 0],
+                       smp.y[b_c, 0] - smp.y[a_c, 0], cfg)
+    # Near-parallel pairs need a nominal contact that is near certain (parallel_probability):
+    # sideways they are held apart by lane keeping, which a path sigma grown by heading
+    # error does not express, and a heading error of 0.02 rad makes paths a lane apart
+    # graze each other within the horizon.
+    geometric = (p_max >= pw) & np.isfinite(ttc) & (
+        ~frame.parallel | (nominal & (p_max >= cfg.parallel_probability)))
+    # Following in one lane: contact on the current speeds and braking (the predictor
+    # foresees the ordinary stop a distracted driver does not make).
+    ttc_f, closing_f = _following_contact(fleet, a_c, b_c, frame, cfg)
+    follow = frame.following
+    ok = np.where(follow, ttc_f < horizon, geometric)
+    ttc = np.where(follow, ttc_f, ttc)
+
+    # 3. Closing speed (along the line of centres at that moment), then the filters.
+    rvx, rvy = x1[ref] - x0[ref], y1[ref] - y0[ref]
+    cx, cy = x0[ref] + fr_ref * rvx, y0[ref] + fr_ref * rvy
     rvx, rvy = rvx / step, rvy / step
     dn = np.hypot(cx, cy)
     closing = np.where(dn > 1e-6, -(cx * rvx + cy * rvy) / np.maximum(dn, 1e-6),
                        np.hypot(rvx, rvy))
-    a_c, b_c = a[pb], b[pb]
-    keep = (closing >= cfg.min_closing_speed_mps) & _plausible(fleet, a_c, b_c, frame, cfg)
-    a_c, b_c, jb, fb = a_c[keep], b_c[keep], jb[keep], fb[keep]
-    ttc = toi[best][keep]
+    closing = np.where(follow, closing_f, closing)
+    plausible, critical_ok = _plausible(fleet, a_c, b_c, frame, cfg)
+    keep = np.flatnonzero(ok & (closing >= cfg.min_closing_speed_mps) & plausible)
+    if keep.shape[0] == 0:
+        return Conflicts.empty()
+    a_c, b_c, ttc, p_max = a_c[keep], b_c[keep], ttc[keep], p_max[keep]
+    follow, critical_ok, nominal = follow[keep], critical_ok[keep], nominal[keep]
+    # midpoint of the two predicted centres at contact
+    u = ttc / step
+    jb = np.minimum(u.astype(np.int64), n_s - 2)
+    fb = u - jb
     mx = 0.5 * (smp.x[a_c, jb] + smp.x[b_c, jb]
                 + fb * (smp.x[a_c, jb + 1] - smp.x[a_c, jb] + smp.x[b_c, jb + 1] - smp.x[b_c, jb]))
     my = 0.5 * (smp.y[a_c, jb] + smp.y[b_c, jb]
                 + fb * (smp.y[a_c, jb + 1] - smp.y[a_c, jb] + smp.y[b_c, jb + 1] - smp.y[b_c, jb]))
+    # Critical: the predicted paths (which foresee a driver's ordinary braking) overlap with
+    # critical_probability; for a follower, they also touch, and an ordinary stop no longer
+    # fits (critical_ok).
+    likely = (p_max >= cfg.critical_probability) & (nominal | ~follow)
+    critical = (ttc < cfg.critical_ttc_s) & likely & critical_ok
     return Conflicts(
-        a=a_c, b=b_c, ttc=ttc, min_distance=dmin_all[pb[keep]], cpa_t=t + ttc, cpa_x=mx,
-        cpa_y=my, severity=np.where(ttc < cfg.critical_ttc_s, CRITICAL, WARNING).astype(np.int8),
+        a=a_c, b=b_c, ttc=ttc, min_distance=dmin_all[pp[keep]], cpa_t=t + ttc, cpa_x=mx,
+        cpa_y=my, severity=np.where(critical, CRITICAL, WARNING).astype(np.int8),
+        probability=p_max,
     )
 
 
-def _lateral_uncertainty(fleet: Fleet, cfg: RiskConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Per vehicle, c1 and c2 of its path's lateral uncertainty rho(tau) = c1 tau + c2 tau^2.
+def _following_contact(
+    fleet: Fleet, a: np.ndarray, b: np.ndarray, fr: _PairFrame, cfg: RiskConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Time to bumper contact of following pairs on current speeds and braking, and the
+    closing speed then (inf and 0 for other pairs or no contact within the horizon).
 
-    c1: the heading is known to +-``lateral_heading_tol_rad``. c2: a vehicle turning faster
-    than ``yaw_noise_rps`` may end or keep its turn within the horizon, which moves it
-    sideways by up to v |omega| tau^2 / 2 from any single prediction.
+    Each keeps its speed along the lane, or brakes on to a stop when decelerating harder
+    than ``brake_accel_mps2`` (as the braking-aware paths do).
     """
-    v = fleet.speed
-    omega = np.maximum(np.abs(fleet.yaw_rate) - cfg.yaw_noise_rps, 0.0)
-    return cfg.lateral_heading_tol_rad * v, 0.5 * v * omega
+    n = a.shape[0]
+    ttc, closing = np.full(n, np.inf), np.zeros(n)
+    idx = np.flatnonzero(fr.following)
+    if idx.shape[0] == 0:
+        return ttc, closing
+    lon, axis = fr.lon[idx], fr.axis[idx]
+    a_leads = lon < 0
+    f = np.where(a_leads, b[idx], a[idx])
+    ld = np.where(a_leads, a[idx], b[idx])
+    gap0 = np.abs(lon) - 0.5 * (fleet.length[f] + fleet.length[ld]) - cfg.margin_m
+    v_f = np.maximum(fleet.speed[f] * np.cos(fleet.heading[f] - axis), 0.0)[:, None]
+    v_l = np.maximum(fleet.speed[ld] * np.cos(fleet.heading[ld] - axis), 0.0)[:, None]
+
+    def decel(i: np.ndarray) -> np.ndarray:
+        d = -fleet.accel[i]
+        return np.where(d > cfg.brake_accel_mps2, d, 0.0)[:, None]
+
+    d_f, d_l = decel(f), decel(ld)
+    tau = np.arange(1, int(math.ceil(cfg.warning_ttc_s / _FOLLOW_STEP_S)) + 1) * _FOLLOW_STEP_S
+
+    def travel(v: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        tt = np.minimum(tau, np.where(d > 0, v / np.maximum(d, 1e-9), np.inf))
+        return v * tt - 0.5 * d * tt * tt, v - d * tt
+
+    s_f, vf_t = travel(v_f, d_f)
+    s_l, vl_t = travel(v_l, d_l)
+    hit = gap0[:, None] - (s_f - s_l) <= 0.0
+    k = np.argmax(hit, axis=1)
+    rows = np.arange(idx.shape[0])
+    found = hit[rows, k]
+    ttc[idx] = np.where(gap0 <= 0, 0.0, np.where(found, tau[k], np.inf))
+    closing[idx] = np.where(found | (gap0 <= 0), (vf_t - vl_t)[rows, k], 0.0)
+    return ttc, closing
+
+
+def _normal_cdf(z: np.ndarray) -> np.ndarray:
+    """Standard normal CDF (erf by Abramowitz-Stegun 7.1.26, error < 2e-7)."""
+    x = np.abs(z) / math.sqrt(2.0)
+    k = 1.0 / (1.0 + 0.3275911 * x)
+    poly = k * (0.254829592 + k * (-0.284496736 + k * (1.421413741 + k * (-1.453152027
+                                                                          + k * 1.061405429))))
+    erf = 1.0 - poly * np.exp(-x * x)
+    return 0.5 * (1.0 + np.sign(z) * erf)
+
+
+def overlap_probability(
+    dx: np.ndarray, dy: np.ndarray, ax: np.ndarray, ay: np.ndarray, la: np.ndarray,
+    wa: np.ndarray, bx: np.ndarray, by: np.ndarray, lb: np.ndarray, wb: np.ndarray,
+    sa_lon: np.ndarray, sa_lat: np.ndarray, sb_lon: np.ndarray, sb_lat: np.ndarray,
+) -> np.ndarray:
+    """Probability that two rectangles overlap when each centre is off by a Gaussian error.
+
+    ``dx``/``dy`` is the predicted centre b minus centre a, ``ax``/``ay``, ``bx``/``by`` unit
+    headings, ``l*``/``w*`` half extents, ``s*_lon``/``s*_lat`` each centre's 1-sigma along
+    and across its heading. The rectangles overlap iff the offset lies within the separating-
+    axis bound on all four box axes; on each axis the offset's projection is normal. The
+    probability is taken per box frame (two orthogonal axes, treated as independent) and the
+    smaller of the two frames is returned: an upper bound of the exact figure, exact for
+    aligned boxes with aligned errors, continuous in every input. Broadcasts.
+    """
+    c = np.abs(ax * bx + ay * by)
+    s = np.abs(ax * by - ay * bx)
+    var_a = (sa_lon * sa_lon, sa_lat * sa_lat)
+    var_b = (sb_lon * sb_lon, sb_lat * sb_lat)
+
+    def axis(ux: np.ndarray, uy: np.ndarray, r: np.ndarray) -> np.ndarray:
+        along_a, across_a = ax * ux + ay * uy, ax * uy - ay * ux
+        along_b, across_b = bx * ux + by * uy, bx * uy - by * ux
+        sd = np.sqrt(var_a[0] * along_a * along_a + var_a[1] * across_a * across_a
+                     + var_b[0] * along_b * along_b + var_b[1] * across_b * across_b)
+        sd = np.maximum(sd, 1e-6)
+        p = dx * ux + dy * uy
+        return _normal_cdf((r - p) / sd) - _normal_cdf((-r - p) / sd)
+
+    frame_a = axis(ax, ay, la + lb * c + wb * s) * axis(-ay, ax, wa + lb * s + wb * c)
+    frame_b = axis(bx, by, lb + la * c + wa * s) * axis(-by, bx, wb + la * s + wa * c)
+    return np.minimum(frame_a, frame_b)
+
+
+
+def encounter_probability(
+    dx: np.ndarray, dy: np.ndarray, vx: np.ndarray, vy: np.ndarray, ax: np.ndarray,
+    ay: np.ndarray, la: np.ndarray, wa: np.ndarray, bx: np.ndarray, by: np.ndarray,
+    lb: np.ndarray, wb: np.ndarray, sa_lon: np.ndarray, sa_lat: np.ndarray,
+    sb_lon: np.ndarray, sb_lat: np.ndarray,
+) -> np.ndarray:
+    """Probability that a passing encounter is a contact (short-encounter model).
+
+    ``dx``/``dy`` is b minus a at the closest approach, ``vx``/``vy`` the relative motion
+    (any scale, non-zero); other arguments as :func:`overlap_probability`. Across the
+    relative motion the miss distance is normal; the footprints touch when it is within the
+    half extent of both rectangles on that direction. Broadcasts.
+    """
+    norm = np.maximum(np.hypot(vx, vy), 1e-12)
+    nx, ny = -vy / norm, vx / norm
+    miss = dx * nx + dy * ny
+    reach = (la * np.abs(ax * nx + ay * ny) + wa * np.abs(ax * ny - ay * nx)
+             + lb * np.abs(bx * nx + by * ny) + wb * np.abs(bx * ny - by * nx))
+    along_a, across_a = ax * nx + ay * ny, ax * ny - ay * nx
+    along_b, across_b = bx * nx + by * ny, bx * ny - by * nx
+    sd = np.sqrt(sa_lon * sa_lon * along_a * along_a + sa_lat * sa_lat * across_a * across_a
+                 + sb_lon * sb_lon * along_b * along_b + sb_lat * sb_lat * across_b * across_b)
+    sd = np.maximum(sd, 1e-6)
+    return _normal_cdf((reach - miss) / sd) - _normal_cdf((-reach - miss) / sd)
 
 
 def _closest_d2(dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
@@ -604,14 +812,15 @@ def _closest_d2(dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
     return cx * cx + cy * cy
 
 
-def _contact_blocks(*args: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`contact_in_interval` over 1-D entries in blocks (small temporaries)."""
+def _contact_blocks(*args: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`overlap_window` over 1-D entries in blocks (small temporaries)."""
     n = args[0].shape[0]
     if n <= _BLOCK * 16:
-        return contact_in_interval(*args)
-    parts = [contact_in_interval(*(x[s: s + _BLOCK * 16] for x in args))
+        return overlap_window(*args)
+    parts = [overlap_window(*(x[s: s + _BLOCK * 16] for x in args))
              for s in range(0, n, _BLOCK * 16)]
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+            np.concatenate([p[2] for p in parts]))
 
 
 def contact_in_interval(
@@ -626,6 +835,17 @@ def contact_in_interval(
     on [0, 1] is the intersection of the per-axis overlap intervals (continuous separating-
     axis test): fast pairs cannot pass through each other between samples.
     """
+    hit, enter, _ = overlap_window(x0, y0, x1, y1, ax, ay, la, wa, bx, by, lb, wb)
+    return hit, enter
+
+
+def overlap_window(
+    x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray,
+    ax: np.ndarray, ay: np.ndarray, la: np.ndarray, wa: np.ndarray,
+    bx: np.ndarray, by: np.ndarray, lb: np.ndarray, wb: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`contact_in_interval` with the fraction where the overlap ends too (hit, enter,
+    leave; enter = leave = 0 where there is no contact)."""
     c = np.abs(ax * bx + ay * by)
     s = np.abs(ax * by - ay * bx)
     enter = np.zeros_like(x0)
@@ -643,7 +863,7 @@ def contact_in_interval(
         leave = np.minimum(leave, np.where(moving, np.maximum(s1, s2),
                                            np.where(inside, 1.0, -np.inf)))
     hit = enter <= leave
-    return hit, np.where(hit, enter, 0.0)
+    return hit, np.where(hit, enter, 0.0), np.where(hit, leave, 0.0)
 
 
 def _lateral_tol(va: np.ndarray, vb: np.ndarray, cfg: RiskConfig) -> np.ndarray:
@@ -670,9 +890,14 @@ class _PairFrame:
         self.lon = dx0 * ux + dy0 * uy
         self.lat = -dx0 * uy + dy0 * ux
         # Another lane: sideways clear of each other by more than lane_gap_m now. Closer,
-        # the footprints (nearly) overlap sideways and a contact is longitudinal.
-        self.other_lane = np.abs(self.lat) >= (0.5 * (fleet.width[a] + fleet.width[b])
-                                               + cfg.margin_m + cfg.lane_gap_m)
+        # the footprints (nearly) overlap sideways and a contact is longitudinal. The offset
+        # is measured across an axis known to lateral_heading_tol_rad, so far apart it is
+        # short by up to |lon| times that: at most lane_gap_m, twice that for oncoming pairs
+        # (they close at the sum of their speeds: twice as far apart at the same ttc).
+        cap = np.where(self.opposite, 2.0 * cfg.lane_gap_m, cfg.lane_gap_m)
+        slack = np.minimum(np.abs(self.lon) * cfg.lateral_heading_tol_rad, cap)
+        self.other_lane = np.abs(self.lat) + slack >= (0.5 * (fleet.width[a] + fleet.width[b])
+                                                       + cfg.margin_m + cfg.lane_gap_m)
         # one fully ahead of the other in the same lane
         ahead = np.abs(self.lon) > 0.5 * (fleet.length[a] + fleet.length[b])
         self.following = self.same & ~self.other_lane & ahead
@@ -685,8 +910,8 @@ class _PairFrame:
 
 def _plausible(
     fleet: Fleet, a: np.ndarray, b: np.ndarray, fr: _PairFrame, cfg: RiskConfig
-) -> np.ndarray:
-    """Lane-keeping and following filters on the current state."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Lane-keeping and following filters on the current state: (keep, may be critical)."""
     ha, hb = fleet.heading[a], fleet.heading[b]
     va, vb = fleet.speed[a], fleet.speed[b]
     axis_ang, lat, lon, other_lane = fr.axis, fr.lat, fr.lon, fr.other_lane
@@ -697,8 +922,10 @@ def _plausible(
     lat_closing = -np.sign(lat) * (vlat_b - vlat_a)
     lane_ok = lat_closing >= _lateral_tol(va, vb, cfg)
     keep = np.where(fr.parallel & other_lane, lane_ok, True)
+    critical_ok = np.ones(a.shape[0], dtype=bool)
 
-    # Following: the follower needs more than a comfortable stop, and more than it brakes.
+    # Following: warned when the follower brakes less than it needs to (and needs at least
+    # warning_decel_mps2); critical only once an ordinary stop no longer fits either.
     follow = fr.following
     if np.any(follow):
         a_leads = lon < 0
@@ -723,6 +950,7 @@ def _plausible(
         leader_first = (v_l <= cfg.still_speed_mps) | (t_leader_stops < t_least_gap)
         need = np.where(leader_first, need_stop, need_moving)
         dec_f = np.maximum(-fleet.accel[f], 0.0)
-        follow_ok = (need >= cfg.comfort_decel_mps2) & (need > dec_f)
-        keep &= np.where(follow, follow_ok, True)
-    return keep
+        short = need > dec_f
+        keep &= np.where(follow, short & (need >= cfg.warning_decel_mps2), True)
+        critical_ok &= np.where(follow, short & (need >= cfg.comfort_decel_mps2), True)
+    return keep, critical_ok

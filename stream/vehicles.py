@@ -97,6 +97,7 @@ class VehicleStage:
             ts=store.last_ts[act], x=kin.x[act], y=kin.y[act], speed=kin.speed[act],
             heading=kin.heading[act], yaw_rate=kin.yaw_rate[act], accel=kin.accel[act],
             length=store.length[act], width=store.width[act], paths=store.path[act],
+            sigma=store.sigma[act],
         )
         ids = np.array([store.ids[s] for s in act.tolist()], dtype=object)
         return PredictedTick(t, ids, fleet, store.sigma[act])
