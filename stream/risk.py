@@ -108,7 +108,7 @@ class RiskConfig:
     warning_probability: float = 0.3  # footprint overlap probability of a warning
     critical_probability: float = 0.6  # ... and of a critical alert (with ttc < critical_ttc_s)
     parallel_probability: float = 0.6  # ... of any alert between near-parallel vehicles
-    warning_decel_mps2: float = 1.0  # a follower needing this, and braking less, is warned
+    warning_decel_mps2: float = 2.0  # a follower needing this, and braking less, is warned
     comfort_decel_mps2: float = 3.0
     standstill_gap_m: float = 1.0  # bumper gap a follower stops at, for the required braking
     brake_accel_mps2: float = 1.0  # decelerations above this re-time the path
@@ -661,6 +661,10 @@ def _exact(
                        np.hypot(rvx, rvy))
     closing = np.where(follow, closing_f, closing)
     plausible, critical_ok = _plausible(fleet, a_c, b_c, frame, cfg)
+    # A neighbour in another lane is warned of a lane change into it, never critical: the
+    # merging driver sees the car beside it and usually completes the change behind or
+    # ahead of it (recorded highway traffic); critical once they overlap sideways.
+    critical_ok &= ~(frame.parallel & frame.other_lane)
     keep = np.flatnonzero(ok & (closing >= cfg.min_closing_speed_mps) & plausible)
     if keep.shape[0] == 0:
         return Conflicts.empty()

@@ -197,8 +197,9 @@ class StateStore:
         """Store the predictor's output for ``slots``: the path made at ``ts``, its per-point
         uncertainty (when the predictor gives one) and the new recurrent state.
 
-        ``sigma`` is for display only (the live map): it is not part of checkpoints, so a
-        restored vehicle shows none until its next fix."""
+        ``sigma`` (the live map, and the risk's overlap probability) is not part of
+        checkpoints: a restored vehicle has none until its next fix, and risk uses the
+        kinematic growth of stream/risk.py for it meanwhile (at most ``stale_after_s``)."""
         self.path[slots] = paths
         self.sigma[slots] = np.nan if sigma is None else sigma
         self.path_ts[slots] = ts

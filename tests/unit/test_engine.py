@@ -86,7 +86,7 @@ def test_crossing_pair_is_alerted_warning_then_critical_before_contact():
         assert d["ts"] < T0 + 6.0 and d["ts"] + d["ttc"] <= T0 + 6.0
         assert d["schema"] == "trajstream.alert/v1" and d["model"] == "cv"
         # risk is assessed on tick times
-        assert abs(d["ts"] / 0.2 - round(d["ts"] / 0.2)) < 1e-6
+        assert abs(d["ts"] / 0.2 - round(d["ts"] / 0.2)) < 1e-4  # (ts / 0.2 ~ 9e9: ulp 2e-6)
     assert eng.stats["warning"] == 1 and eng.stats["critical"] == 1
 
 
