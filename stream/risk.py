@@ -17,46 +17,42 @@ Pipeline of :func:`assess` at event time ``t`` (vectorised; no per-pair Python):
    pairs sharing a cell whose boxes overlap are candidates, each reported by one cell only.
    Cost is linear in vehicles at a given density, never quadratic. Pairs of two still
    vehicles are dropped here.
-4. **Contact.** Heading-aligned rectangles (``length`` x ``width``; heading from the path
-   tangent, or the reported heading when slower than ``still_speed_mps``), each grown by
-   ``margin_m / 2`` on every side. Between two samples the relative motion is linear, and a
-   continuous separating-axis test gives the exact time of first contact, so fast pairs
-   cannot pass through each other between samples. ``ttc`` is that time from ``t``;
-   ``min_distance`` the least centre-to-centre distance over the window; the closest-approach
-   point is the midpoint of the two centres at contact.
-5. **Nuisance suppression**, as a forward-collision warner does it: extrapolating noisy
-   fixes (by constant velocity, turn rate, or a learned model) otherwise raises alerts for
-   ordinary traffic.
-
-   - *Robust contact.* By time tau a path may lie ``rho = c1 tau + c2 tau^2`` to either side
-     of its prediction: ``c1 = lateral_heading_tol_rad * v`` (0.02-0.03 rad heading errors
-     alone carry two cars at 14 m/s across the 1.7 m gap between adjacent lanes in 3 s),
-     and ``c2 = v * max(|yaw rate| - yaw_noise_rps, 0) / 2`` (a turning vehicle may end or
-     keep its turn). The contact must hold for every such lateral shift of both vehicles.
-     Pairs following in one lane are exempt: their contact is longitudinal.
-   - Closing speed along the line of centres at contact below ``min_closing_speed_mps``:
-     footprints touching by noise or creeping, not a collision course.
-   - Near-parallel (same or opposite direction within ``parallel_tol_rad``) and in another
-     lane now (footprints sideways apart by more than ``lane_gap_m``; adjacent lanes leave
-     ~1.7 m, so partly overlapping cars are never "in another lane"): vehicles keep their
-     lanes unless the measured lateral closing speed exceeds what noise explains,
-     ``max(lateral_speed_tol_mps, lateral_heading_tol_rad * hypot(v_a, v_b))`` (the floor
-     covers headings fitted to noisy fixes when none is reported). A driver drifting out of
-     lane at 0.3-0.6 m/s is therefore flagged only once the footprints are within
-     ``lane_gap_m`` sideways, i.e. about 1-2 s before contact.
-   - Following (same direction, same lane, one fully ahead): the follower must need more
-     deceleration than ``comfort_decel_mps2`` to stop ``standstill_gap_m`` behind the leader
-     (the leader's own braking included) and more than it brakes with already. A driver
-     calmly braking for a queue is not warned; one who does not brake is warned once an
-     ordinary stop no longer fits.
+4. **Contact and its probability.** Heading-aligned rectangles (``length`` x ``width``;
+   heading from the path tangent, or the reported heading when slower than
+   ``still_speed_mps``), each grown by ``margin_m / 2``. Between two samples the relative
+   motion is linear, and a continuous separating-axis test gives the exact time of first
+   nominal contact, so fast pairs cannot pass through each other between samples. Each
+   path point is uncertain: along the path by the predictor's own 1-sigma (the LSTM's, per
+   point; ``accel_sigma_mps2 tau^2 / 2`` for predictors without one), across it by what the
+   heading (``lateral_heading_tol_rad v tau``) and a turn in progress can do. The
+   probability of footprint overlap is taken at the samples, in the middle of the nominal
+   overlap (:func:`overlap_probability`) and, for a passing pair, on its miss distance at
+   closest approach (:func:`encounter_probability`: errors along the relative motion only
+   shift *when*). A pair is a conflict when its largest probability within the window
+   reaches ``warning_probability``; ``ttc`` is the nominal contact, or the first moment
+   the probability reaches that. Near-parallel pairs need a nominal contact with
+   ``parallel_probability``: sideways, lane keeping holds them apart, which a sigma grown
+   by heading error does not express.
+5. **Following in one lane** (same direction, sideways overlapping, one fully ahead): the
+   conflict is bumper contact on current speeds and braking within ``warning_ttc_s``
+   (the predictor foresees the ordinary stop a distracted driver does not make), kept
+   when the follower needs more than ``warning_decel_mps2`` to stop ``standstill_gap_m``
+   behind the leader (the leader's own braking included) and brakes less than that.
+6. **Severity.** Critical: ``ttc < critical_ttc_s`` and overlap probability at least
+   ``critical_probability`` (for a follower: the predicted paths touch too, and it needs
+   more than ``comfort_decel_mps2``: an ordinary stop no longer fits). A neighbour in
+   another lane is never critical (a lane change next to it is warned). Otherwise warning.
+7. **Other filters.** Closing speed at contact below ``min_closing_speed_mps`` (touching
+   by noise or creeping); near-parallel pairs in another lane now (sideways apart by more
+   than ``lane_gap_m``, allowing for the axis error at distance) whose lateral closing
+   speed is within ``max(lateral_speed_tol_mps, lateral_heading_tol_rad * hypot(v_a,
+   v_b))`` (what fitted headings explain): vehicles keep their lanes.
 
    The episode tracker also requires a conflict to persist over consecutive assessments
    (stream.episodes). Known limits: a slow sideways drift into a neighbour is flagged late
-   (once within ``lane_gap_m``; lead times 0.5-1.5 s in simulated traffic), and so
-   is a fast head-on with a partial lateral offset (heading noise hides which lane it is in
-   until close); a lane change that starts ~1 s before contact (a cut-in at low speed next
-   to a car) cannot be foreseen; a lane change at low speed next to oncoming traffic can
-   still alert when the predictor carries the sideways motion on across the centre line.
+   (once within ``lane_gap_m``); a lane change that starts ~1 s before contact cannot be
+   foreseen; a driver braking for a stopped car only ~3 s before reaching it looks until
+   then like one who does not brake, and is warned (never critical).
 """
 
 from __future__ import annotations
