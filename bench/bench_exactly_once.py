@@ -8,7 +8,7 @@ time. Commit interval: --commit-interval-s (default 1 s, the CLI default).
 
 Usage: python bench/bench_exactly_once.py [--bootstrap HOST:PORT] [--vehicles 300]
     [--seconds 60] [--predictor cv] [--commit-interval-s 1.0] [--repeat 2]
-Without --bootstrap a throwaway broker is started from kafka/lib.
+Without --bootstrap a throwaway broker is started from broker/lib.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _broker_module():  # kafka/broker.py (the `kafka` package name is kafka-python's)
-    spec = importlib.util.spec_from_file_location("tb", REPO / "kafka" / "broker.py")
+def _broker_module():  # broker/broker.py (the `kafka` package name is kafka-python's)
+    spec = importlib.util.spec_from_file_location("tb", REPO / "broker" / "broker.py")
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

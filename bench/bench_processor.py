@@ -6,7 +6,9 @@ noise, drops, late and duplicate messages included). Then, per predictor and Kaf
 the processor drains it in this process with exactly the loop `trajstream process
 --until-end` runs (Kafka source, decode, dead letters, engine, alerts to a Kafka topic,
 flush and commit). Prints positions/s from the first record to the end, positions per CPU
-second (less sensitive to a busy machine), and the p50/p99 wall time of one micro-batch.
+second (less sensitive to a busy machine), the p50/p99 wall time of one micro-batch, and
+beside them the raw consume rate of each client on the same topic in the same run (the
+library alone, no processing: the ceiling) and the ratios issue 13's acceptance names.
 
 Target: >= 50k positions/s with the constant-velocity predictor and confluent-kafka.
 
@@ -16,7 +18,7 @@ Usage:
       [--max-batch-records 5000] [--profile DIR]
 
 Without --bootstrap (or $TRAJSTREAM_BENCH_BOOTSTRAP) a throwaway broker is started from
-kafka/lib. Generated traffic is cached under .run/bench/ between runs.
+broker/lib. Generated traffic is cached under .run/bench/ between runs.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ PARTITIONS = 6
 
 def _broker(tmp: Path) -> tuple[str, Any]:
     spec = importlib.util.spec_from_file_location("trajstream_bench_broker",
-                                                  REPO / "kafka" / "broker.py")
+                                                  REPO / "broker" / "broker.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
@@ -92,6 +94,48 @@ def _fill(bootstrap: str, path: Path) -> tuple[str, int]:
     producer.close()
     print(f"  filled {topic}: {n:,} records in {time.perf_counter() - t0:.1f} s", flush=True)
     return topic, n
+
+
+def _raw_consume(bootstrap: str, topic: str, client: str, n: int, max_batch: int) -> float:
+    """The client's own consume ceiling: records/s reading the whole topic with the library
+    itself (same fetch settings as the processor's consumer, touching each value, nothing
+    else), from the first record to the last."""
+    group = f"bench-raw-{uuid.uuid4().hex[:8]}"
+    got, first = 0, None
+    deadline = time.monotonic() + 600
+    if client == "confluent":
+        from confluent_kafka import Consumer
+
+        from trajstream.stream.kafka._confluent import _CONSUMER_DEFAULTS
+
+        c = Consumer({**_CONSUMER_DEFAULTS, "bootstrap.servers": bootstrap, "group.id": group,
+                      "auto.offset.reset": "earliest"})
+        c.subscribe([topic])
+        try:
+            while got < n and time.monotonic() < deadline:
+                msgs = c.consume(num_messages=max_batch, timeout=0.5)
+                if msgs and first is None:
+                    first = time.monotonic()
+                got += sum(1 for m in msgs if m.error() is None and m.value() is not None)
+        finally:
+            c.close()
+    else:
+        from kafka import KafkaConsumer
+
+        from trajstream.stream.kafka._kafkapython import _CONSUMER_DEFAULTS as KP
+
+        kc = KafkaConsumer(topic, bootstrap_servers=bootstrap.split(","), group_id=group,
+                           auto_offset_reset="earliest", **KP)
+        try:
+            while got < n and time.monotonic() < deadline:
+                for recs in kc.poll(timeout_ms=500, max_records=max_batch).values():
+                    if recs and first is None:
+                        first = time.monotonic()
+                    got += sum(1 for r in recs if r.value is not None)
+        finally:
+            kc.close(autocommit=False)
+    assert first is not None and got >= n, f"raw {client} consume read {got} of {n}"
+    return got / (time.monotonic() - first)
 
 
 def _drain(bootstrap: str, topic: str, predictor: str, client: str, max_batch: int,
@@ -159,9 +203,15 @@ def main() -> None:
             bootstrap, broker = _broker(Path(tmp))
         try:
             rows = []
+            raw: dict[tuple[int, str], float] = {}
             for vehicles in [int(v) for v in args.vehicles.split(",")]:
                 print(f"{vehicles} vehicles:", flush=True)
                 topic, n = _fill(bootstrap, _traffic(vehicles, args.seconds, args.seed))
+                for client in args.clients.split(","):
+                    raw[(vehicles, client)] = _raw_consume(bootstrap, topic, client, n,
+                                                           args.max_batch_records)
+                    print(f"    raw  {client:12s} {raw[(vehicles, client)]:>9,.0f} records/s "
+                          f"(the client alone)", flush=True)
                 for predictor in args.predictors.split(","):
                     for client in args.clients.split(","):
                         label = f"{vehicles}v-{predictor}-{client}"
@@ -178,11 +228,24 @@ def main() -> None:
           f"{args.seconds:g} s of 10 Hz traffic per fleet, batches of up to "
           f"{args.max_batch_records} records, {os.cpu_count()} CPUs)")
     print(f"{'vehicles':>8} {'predictor':>9} {'client':>12} {'records':>10} {'positions/s':>12} "
-          f"{'per CPU s':>10} {'p50 ms':>7} {'p99 ms':>7} {'late':>6} {'alerts':>6}")
+          f"{'per CPU s':>10} {'x raw':>6} {'p50 ms':>7} {'p99 ms':>7} {'late':>6} {'alerts':>6}")
+    for (vehicles, client), rate in raw.items():
+        print(f"{vehicles:>8} {'raw':>9} {client:>12} {'':>10} {rate:>12,.0f}")
     for vehicles, predictor, client, r in rows:
         print(f"{vehicles:>8} {predictor:>9} {client:>12} {r['records']:>10,} {r['rate']:>12,.0f} "
-              f"{r['cpu_rate']:>10,.0f} {r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f} {r['late']:>6} "
-              f"{r['alerts']:>6}")
+              f"{r['cpu_rate']:>10,.0f} {r['rate'] / raw[(vehicles, client)]:>6.2f} "
+              f"{r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f} {r['late']:>6} {r['alerts']:>6}")
+    print("\nacceptance (issue 13), ratios of this run:")
+    for vehicles, predictor, client, r in rows:
+        x = r["rate"] / raw[(vehicles, client)]
+        if predictor == "lstm" and client == "confluent":
+            ok = r["rate"] >= 100_000 and x >= 0.5
+            print(f"  {vehicles} vehicles, lstm + confluent: {r['rate']:,.0f} positions/s "
+                  f"(>= 100,000) and {x:.2f}x raw confluent (>= 0.5): "
+                  f"{'met' if ok else 'NOT met'}")
+        elif client == "kafka-python":
+            print(f"  {vehicles} vehicles, {predictor} + kafka-python: {x:.2f}x raw kafka-python "
+                  f"(>= 0.6): {'met' if x >= 0.6 else 'NOT met'}")
     cv = [r["rate"] for v, p, c, r in rows if p == "cv" and c == "confluent"]
     if cv:
         verdict = "meets" if min(cv) >= 50_000 else "BELOW"

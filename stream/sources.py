@@ -274,15 +274,13 @@ class KafkaSource:
         self._blocking_at = -float("inf")
 
     def poll(self, max_records: int, timeout_s: float) -> RecordBatch:
-        recs = self._c.poll(max_records, timeout_s)
-        n = len(recs)
+        part_col, off_col, keys, values = self._c.poll_columns(max_records, timeout_s)
+        n = len(values)
         seq0 = self._seq.take(n)
         if n == 0:
             if self._until_end and self._c.assignment() and self._c.lag() == 0:
                 self.exhausted = True
             return RecordBatch([], [], self.topic, seq0)
-        # One C-level transpose instead of a Python pass per column.
-        _, part_col, off_col, keys, values, _ = zip(*recs, strict=True)
         parts = np.array(part_col, dtype=np.int64)
         offs = np.array(off_col, dtype=np.int64)
         self._out.append((seq0, parts, offs))

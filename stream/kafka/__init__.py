@@ -32,6 +32,7 @@ __all__ = [
     "KafkaClientName",
     "KafkaUnavailable",
     "Producer",
+    "Columns",
     "Record",
     "create_topics",
     "make_consumer",
@@ -68,6 +69,16 @@ class Record(NamedTuple):
     key: bytes | None
     value: bytes | None
     timestamp_ms: int
+
+
+class Columns(NamedTuple):
+    """One poll's records as columns, in consumption order (no per-record Python object:
+    the processor's hot path reads these)."""
+
+    partitions: list[int]
+    offsets: list[int]
+    keys: list[bytes | None]
+    values: list[bytes | None]
 
 
 class Producer(Protocol):
@@ -111,6 +122,11 @@ class Consumer(Protocol):
         Client-level errors that are not fatal (broker briefly down, partition EOF) are
         logged and filtered out; fatal ones raise KafkaUnavailable.
         """
+        ...
+
+    def poll_columns(self, max_records: int, timeout_s: float) -> Columns:
+        """:meth:`poll` as columns (partition, offset, key, value), without a
+        :class:`Record` per message; same error handling."""
         ...
 
     def commit(self, offsets: dict[tuple[str, int], int]) -> None:

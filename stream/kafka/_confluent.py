@@ -19,7 +19,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from trajstream.errors import ConfigError, KafkaUnavailable
-from trajstream.stream.kafka import Record
+from trajstream.stream.kafka import Columns, Record
 from trajstream.stream.kafka._common import WATERMARK_CACHE_S, throwaway_group, unreachable
 
 log = logging.getLogger("trajstream.stream.kafka")
@@ -268,13 +268,29 @@ class ConfluentConsumer:
             msgs = self._consume(num_messages=max_records, timeout=timeout_s)
         except KafkaException as exc:
             raise KafkaUnavailable(f"Kafka consumer failed: {exc}") from exc
-        out: list[Record] = []
-        append = out.append
+        return [Record(m.topic(), m.partition(), m.offset(), m.key(), m.value(),
+                       m.timestamp()[1]) for m in self._valid(msgs)]
+
+    def poll_columns(self, max_records: int, timeout_s: float) -> Columns:
+        try:
+            msgs = self._consume(num_messages=max_records, timeout=timeout_s)
+        except KafkaException as exc:
+            raise KafkaUnavailable(f"Kafka consumer failed: {exc}") from exc
+        if any([m.error() is not None for m in msgs]):  # rare: drop or raise as poll does
+            msgs = self._valid(msgs)
+        # A comprehension per column: several times cheaper than a tuple per message.
+        return Columns([m.partition() for m in msgs], [m.offset() for m in msgs],
+                       [m.key() for m in msgs], [m.value() for m in msgs])
+
+    @staticmethod
+    def _valid(msgs: list[Any]) -> list[Any]:
+        """Messages without an error; non-fatal errors logged (partition EOF silently),
+        fatal ones raised."""
+        out = []
         for m in msgs:
             err = m.error()
             if err is None:
-                append(Record(m.topic(), m.partition(), m.offset(), m.key(), m.value(),
-                              m.timestamp()[1]))
+                out.append(m)
             elif err.fatal():
                 raise KafkaUnavailable(f"Kafka consumer failed fatally: {err.str()}")
             elif err.code() != KafkaError._PARTITION_EOF:

@@ -19,7 +19,7 @@ from kafka.admin import NewTopic
 from kafka.structs import OffsetAndMetadata
 
 from trajstream.errors import ConfigError, KafkaUnavailable
-from trajstream.stream.kafka import Record
+from trajstream.stream.kafka import Columns, Record
 from trajstream.stream.kafka._common import WATERMARK_CACHE_S, throwaway_group, unreachable
 
 log = logging.getLogger("trajstream.stream.kafka")
@@ -235,7 +235,7 @@ class KafkaPythonConsumer:
     def group_metadata(self) -> Any:
         return self._c.group_metadata()
 
-    def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+    def _fetch(self, max_records: int, timeout_s: float) -> list[Any]:
         try:
             batches = self._c.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         except kerr.KafkaError as exc:
@@ -243,13 +243,18 @@ class KafkaPythonConsumer:
                 log.warning("kafka consumer: %s", exc)
                 return []
             raise KafkaUnavailable(f"Kafka consumer failed: {exc}") from exc
-        out: list[Record] = []
-        for records in batches.values():
-            out.extend(
-                Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
-                for r in records
-            )
-        return out
+        if len(batches) == 1:
+            return next(iter(batches.values()))  # type: ignore[no-any-return]
+        return [r for records in batches.values() for r in records]
+
+    def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        return [Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
+                for r in self._fetch(max_records, timeout_s)]
+
+    def poll_columns(self, max_records: int, timeout_s: float) -> Columns:
+        recs = self._fetch(max_records, timeout_s)
+        return Columns([r.partition for r in recs], [r.offset for r in recs],
+                       [r.key for r in recs], [r.value for r in recs])
 
     def commit(self, offsets: dict[tuple[str, int], int]) -> None:
         if not offsets:  # commit() without offsets would commit the current positions
