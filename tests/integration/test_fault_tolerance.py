@@ -454,12 +454,19 @@ def test_bad_input_soak_100k_messages(traffic: Path, tmp_path: Path):
         trajstream("process", "--input", str(path), "--alerts-out", str(out), "--dlq-out",
                    str(dlq), "--predictor", "cv", "--metrics-port", "0")
         outs[name] = (out.read_bytes().splitlines(), dlq.read_bytes().splitlines())
+    # The simulated traffic has late messages of its own (dropped and dead-lettered as
+    # "late" in both runs); everything else in the dirty run's dead letters is the garbage.
+    clean_letters = [orjson.loads(x) for x in outs["clean"][1]]
+    timing = {"late", "future", "ahead"}
     letters = [orjson.loads(x) for x in outs["dirty"][1]]
-    reasons = {d["reason"] for d in letters}
-    print(f"\n[soak] {len(mixed)} messages, {bad} garbage: {len(letters)} dead-lettered, "
-          f"reasons {sorted(reasons)}; {len(outs['clean'][0])} alerts in both runs")
-    assert not outs["clean"][1]
-    assert len(letters) == bad
+    garbage = [d for d in letters if d["reason"] not in timing]
+    reasons = {d["reason"] for d in garbage}
+    print(f"\n[soak] {len(mixed)} messages, {bad} garbage: {len(garbage)} dead-lettered as "
+          f"garbage, reasons {sorted(reasons)}; {len(clean_letters)} timing drops in the clean "
+          f"run; {len(outs['clean'][0])} alerts in both runs")
+    assert {d["reason"] for d in clean_letters} <= timing
+    assert len(letters) - len(garbage) == len(clean_letters)
+    assert len(garbage) == bad
     assert outs["dirty"][0] == outs["clean"][0] and outs["clean"][0]
     assert {"not_json", "wrong_type", "not_finite", "not_object", "out_of_range",
             "oversized", "missing_field"} <= reasons
