@@ -271,6 +271,7 @@ class Processor:
         dead_letter = self.rejects.dead_letter
         max_records, wait_s = cfg.max_batch_records, cfg.max_batch_wait_ms / 1000.0
         consumed, batch_size, batch_secs = m.positions_consumed, m.batch_size, m.batch_seconds
+        observe_processing = m.observe_processing
         keep = self.batch_seconds.append if self._keep_latencies else None
         perf, mono, wall = time.perf_counter, time.monotonic, time.time
         emit = self._emit
@@ -290,6 +291,7 @@ class Processor:
                 t0 = perf()
                 try:
                     rb = poll(max_records, wait_s)
+                    t_polled = perf()
                 except KafkaUnavailable as exc:
                     self._failed("consume", exc)
                     stop.wait(self._backoff_s)
@@ -337,6 +339,7 @@ class Processor:
                     dt = perf() - t0
                     batch_size.observe(n)
                     batch_secs.observe(dt)
+                    observe_processing(perf() - t_polled, n)
                     if keep is not None:
                         keep(dt)
                     newest = eng.newest_applied_ts

@@ -12,6 +12,8 @@ Histogram buckets follow what was measured on the 2-core reference machine:
   10-100 ms for thousands (and per-call TF overhead ~1 ms), so both decades are finely split.
 - ``batch_seconds``: a whole micro-batch, decode to flush, from ~0.1 ms to seconds when
   Kafka stalls; up to 5 s.
+- ``processing_seconds``: per record, poll to the end of its micro-batch; batch_seconds's
+  buckets (the same span, counted once per record).
 - ``risk_seconds``: grid + closest approach, same style as inference.
 - ``prediction_error_meters``: displacement error at 1-4 s horizons, decimetres for a good
   1 s prediction to tens of metres for a wrong turn at 4 s.
@@ -123,6 +125,13 @@ class Metrics:
             buckets=BATCH_SECONDS_BUCKETS,
             registry=r,
         )
+        self.processing_seconds = Histogram(
+            "trajstream_processing_seconds",
+            "Per record: wall time from the poll that returned it to the end of its "
+            "micro-batch (decoded, applied, its outputs handed to the producer).",
+            buckets=BATCH_SECONDS_BUCKETS,
+            registry=r,
+        )
         self.event_time_lag = Gauge(
             "trajstream_event_time_lag_seconds",
             "Wall clock now minus the newest event time processed.",
@@ -176,6 +185,14 @@ class Metrics:
         if version is None:
             version = _package_version()
         self.info.info({"predictor": predictor, "kafka_client": kafka_client, "version": version})
+
+    def observe_processing(self, seconds: float, records: int) -> None:
+        """One micro-batch's processing latency, counted once per record it held (so the
+        quantiles are per record, not per batch) in one bucket update."""
+        h = self.processing_seconds
+        i = int(np.searchsorted(h._upper_bounds, seconds, side="left"))
+        h._buckets[i].inc(records)
+        h._sum.inc(seconds * records)
 
     def observe_prediction_errors(self, model: str, horizon: str, errors_m: Any) -> None:
         """Observe many displacement errors (metres) under one label pair in one go.

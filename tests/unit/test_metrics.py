@@ -20,6 +20,7 @@ CONTRACT = {
     "batch_size": ("trajstream_batch_size_records", "histogram", ()),
     "inference_seconds": ("trajstream_inference_seconds", "histogram", ()),
     "batch_seconds": ("trajstream_batch_seconds", "histogram", ()),
+    "processing_seconds": ("trajstream_processing_seconds", "histogram", ()),
     "event_time_lag": ("trajstream_event_time_lag_seconds", "gauge", ()),
     "active_vehicles": ("trajstream_active_vehicles", "gauge", ()),
     "alerts": ("trajstream_alerts", "counter", ("severity",)),
@@ -195,3 +196,18 @@ def test_serve_exposes_registry() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_processing_latency_counts_every_record_of_a_batch() -> None:
+    m = Metrics()
+    m.observe_processing(0.03, 100)  # one batch of 100 records, 30 ms
+    m.observe_processing(0.2, 1)
+    m.observe_processing(0.035, 2)  # on a bound: counted in that bucket (le)
+    samples = {(s.name, s.labels.get("le")): s.value
+               for s in families(m)["trajstream_processing_seconds"].samples}
+    assert samples[("trajstream_processing_seconds_bucket", "0.02")] == 0
+    assert samples[("trajstream_processing_seconds_bucket", "0.035")] == 102
+    assert samples[("trajstream_processing_seconds_bucket", "0.15")] == 102
+    assert samples[("trajstream_processing_seconds_bucket", "0.25")] == 103
+    assert samples[("trajstream_processing_seconds_count", None)] == 103
+    assert samples[("trajstream_processing_seconds_sum", None)] == pytest.approx(3.27)

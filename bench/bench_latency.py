@@ -1,0 +1,277 @@
+"""Live latency: positions published at a fixed rate, alerts read back as they appear.
+
+For each rate (default 5k, 20k and 50k positions/s: 500, 2,000 and 5,000 simulated vehicles
+at 10 Hz) a fresh positions topic (6 partitions) and alerts topic are made, `trajstream
+process` runs as its own process on them (product defaults: LSTM, the chosen Kafka client),
+and this process publishes the simulated traffic paced in real time (a tick of event time
+per 0.1 s of wall time, event time = wall time) while it reads the alerts topic. Reports:
+
+- processing latency: per record, from the poll that returned it to the end of its
+  micro-batch (outputs handed to the producer), read from the processor's
+  ``trajstream_processing_seconds`` histogram after a warm-up (p50/p99 interpolated in the
+  buckets; max = the upper bound of the highest non-empty bucket);
+- end to end: from the produce time of a tick's positions to an alert of that tick being
+  readable on the alert topic (alert ``ts`` = the tick's event time);
+- beside them the event-time delay the pipeline adds by design: a tick is assessed once the
+  watermark (newest event time minus ``--allowed-lateness-s``, 0.5 s) passes it, so an
+  alert cannot appear sooner than that after its positions. End to end minus this delay is
+  what the processor and Kafka add.
+
+Targets (issue 13): processing p99 <= 50 ms at 20k positions/s, end to end p99 <= 150 ms
+plus the event-time delay.
+
+Usage:
+  python bench/bench_latency.py [--bootstrap HOST:PORT] [--rates 5000,20000,50000]
+      [--seconds 20] [--warmup-s 5] [--kafka-client confluent|kafka-python]
+
+Without --bootstrap (or $TRAJSTREAM_BENCH_BOOTSTRAP) a throwaway broker is started from
+broker/lib. Run it on an otherwise quiet machine: a publisher that falls behind its pace is
+reported (the figures then describe a slower rate).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import importlib.util  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+import uuid  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import orjson  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+PARTITIONS = 6
+HZ = 10.0
+SIM_START_TS = 1_764_547_200.0  # event times are shifted onto the wall clock when published
+
+
+def _broker(tmp: Path) -> tuple[str, Any]:
+    spec = importlib.util.spec_from_file_location("trajstream_bench_broker",
+                                                  REPO / "broker" / "broker.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    broker = mod.start_broker(mod.free_port(), mod.free_port(), tmp / "kafka", wait_s=120)
+    return str(broker.bootstrap), broker
+
+
+def _ticks(vehicles: int, seconds: float, seed: int) -> list[list[tuple[bytes, float, bytes]]]:
+    """Per tick, (key, event time, value) of the simulated positions."""
+    from trajstream.simulator import SimConfig, iter_ticks
+
+    out = []
+    cfg = SimConfig(vehicles=vehicles, duration_s=seconds, seed=seed, hz=HZ,
+                    start_ts=SIM_START_TS)
+    for tick in iter_ticks(cfg):
+        rows = []
+        for key, value in tick.messages:
+            d = orjson.loads(value)
+            rows.append((key if isinstance(key, bytes) else str(key).encode(), float(d["ts"]),
+                         value))
+        out.append(rows)
+    return out
+
+
+def _shift(value: bytes, ts: float, offset: float) -> bytes:
+    d = orjson.loads(value)
+    d["ts"] = round(ts + offset, 3)
+    return orjson.dumps(d)
+
+
+def _metrics(port: int) -> dict[float, float]:
+    """Cumulative bucket counts of trajstream_processing_seconds (le -> count)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith("trajstream_processing_seconds_bucket"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out[float(le)] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def _hist_quantiles(before: dict[float, float], after: dict[float, float]
+                    ) -> tuple[float, float, float, int]:
+    """p50, p99 (linear within a bucket) and the bound of the highest non-empty bucket."""
+    bounds = sorted(after)
+    cum = np.array([after[b] - before.get(b, 0.0) for b in bounds])
+    total = int(cum[-1])
+    if total == 0:
+        return float("nan"), float("nan"), float("nan"), 0
+    edges = [0.0, *bounds]
+
+    def q(p: float) -> float:
+        target = p * total
+        i = int(np.searchsorted(cum, target, side="left"))
+        lo_c = cum[i - 1] if i else 0.0
+        lo, hi = edges[i], edges[i + 1]
+        if not np.isfinite(hi):
+            return lo
+        frac = 0.0 if cum[i] == lo_c else (target - lo_c) / (cum[i] - lo_c)
+        return lo + frac * (hi - lo)
+
+    counts = np.diff(np.concatenate([[0.0], cum]))
+    top = bounds[int(np.nonzero(counts)[0][-1])]
+    return q(0.5), q(0.99), top, total
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_metrics(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"trajstream process exited early ({proc.returncode})")
+        try:
+            _metrics(port)
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit("trajstream process did not serve /metrics in time")
+
+
+def _run(bootstrap: str, rate: int, seconds: float, warmup_s: float, client: str,
+         seed: int) -> dict[str, Any]:
+    from confluent_kafka import Consumer
+
+    from trajstream.stream.kafka import create_topics, make_producer
+    from trajstream.stream.kafka._confluent import _CONSUMER_DEFAULTS
+
+    vehicles = max(1, int(round(rate / HZ)))
+    ticks = _ticks(vehicles, seconds + warmup_s, seed)
+    tag = uuid.uuid4().hex[:8]
+    positions, alerts = f"lat-positions-{tag}", f"lat-alerts-{tag}"
+    create_topics(bootstrap, [positions], partitions=PARTITIONS)
+    create_topics(bootstrap, [alerts], partitions=1)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trajstream", "process", "--bootstrap", bootstrap,
+         "--positions-topic", positions, "--alerts-topic", alerts, "--group", f"lat-{tag}",
+         "--kafka-client", client, "--metrics-port", str(port), "--from-latest"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    reader = Consumer({**_CONSUMER_DEFAULTS, "bootstrap.servers": bootstrap,
+                       "group.id": f"lat-reader-{tag}", "auto.offset.reset": "earliest",
+                       "fetch.wait.max.ms": 5})
+    reader.subscribe([alerts])
+    seen: list[tuple[float, float]] = []  # (read wall time, alert event time)
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            for m in reader.consume(num_messages=1000, timeout=0.05):
+                value = m.value()
+                if m.error() is None and value is not None:
+                    seen.append((time.time(), float(orjson.loads(value)["ts"])))
+
+    try:
+        _wait_metrics(port, proc, 180.0)
+        t_reader = threading.Thread(target=read, daemon=True)
+        t_reader.start()
+        time.sleep(3.0)  # the processor's consumer joins its group (from the latest offset)
+        producer = make_producer(bootstrap, client="confluent", config={"linger.ms": 1})
+        start = time.time() + 0.5
+        offset = start - SIM_START_TS
+        behind = 0.0
+        before: dict[float, float] | None = None
+        for k, rows in enumerate(ticks):
+            due = start + k / HZ
+            now = time.time()
+            if now < due:
+                time.sleep(due - now)
+            else:
+                behind = max(behind, now - due)
+            for key, ts, value in rows:
+                producer.send(positions, _shift(value, ts, offset), key)
+            if before is None and k / HZ >= warmup_s:
+                before = _metrics(port)
+        producer.flush(30.0)
+        producer.close()
+        time.sleep(2.0)  # the last ticks pass the watermark and are published
+        after = _metrics(port)
+    finally:
+        done.set()
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        reader.close()
+    p50, p99, top, n = _hist_quantiles(before or {}, after)
+    t_warm = start + warmup_s
+    # alert ts is a tick's event time, which the publisher put on the wall clock
+    e2e = np.array([read_at - ts for read_at, ts in seen if ts >= t_warm])
+    return {"rate": rate, "vehicles": vehicles, "behind_s": behind, "proc_p50": p50,
+            "proc_p99": p99, "proc_max": top, "proc_n": n, "e2e": e2e}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bootstrap", default=os.environ.get("TRAJSTREAM_BENCH_BOOTSTRAP"))
+    ap.add_argument("--rates", default="5000,20000,50000",
+                    help="positions/s to publish, comma-separated (10 Hz: rate/10 vehicles)")
+    ap.add_argument("--seconds", type=float, default=20.0, help="measured seconds per rate")
+    ap.add_argument("--warmup-s", type=float, default=5.0,
+                    help="published before measuring (model load, group join, first ticks)")
+    ap.add_argument("--kafka-client", default="confluent", choices=["confluent", "kafka-python"])
+    ap.add_argument("--seed", type=int, default=5)
+    args = ap.parse_args()
+    from trajstream.stream.config import ENGINE_DEFAULTS
+
+    delay = ENGINE_DEFAULTS.allowed_lateness_s
+    broker = None
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        bootstrap = args.bootstrap
+        if not bootstrap:
+            bootstrap, broker = _broker(Path(tmp))
+        try:
+            for rate in [int(r) for r in args.rates.split(",")]:
+                print(f"{rate:,} positions/s ...", flush=True)
+                rows.append(_run(bootstrap, rate, args.seconds, args.warmup_s,
+                                 args.kafka_client, args.seed))
+        finally:
+            if broker is not None:
+                broker.stop()
+    print(f"\nlive latency, {args.kafka_client}, LSTM, {args.seconds:g} s measured per rate "
+          f"after {args.warmup_s:g} s warm-up, {os.cpu_count()} CPUs; event-time delay by "
+          f"design {delay * 1e3:.0f} ms (allowed lateness)")
+    print(f"{'positions/s':>11} {'vehicles':>8} {'proc p50':>9} {'p99':>7} {'max<=':>7} "
+          f"{'e2e p50':>8} {'p99':>7} {'max':>7} {'e2e-delay p99':>13} {'alerts':>6} "
+          f"{'pub late':>8}")
+    for r in rows:
+        e = r["e2e"] * 1e3
+        pe = (np.percentile(e, 50), np.percentile(e, 99), e.max()) if e.size else (np.nan,) * 3
+        print(f"{r['rate']:>11,} {r['vehicles']:>8} {r['proc_p50'] * 1e3:>7.1f}ms "
+              f"{r['proc_p99'] * 1e3:>5.1f}ms {r['proc_max'] * 1e3:>5.0f}ms {pe[0]:>6.0f}ms "
+              f"{pe[1]:>5.0f}ms {pe[2]:>5.0f}ms {pe[1] - delay * 1e3:>11.0f}ms {e.size:>6} "
+              f"{r['behind_s'] * 1e3:>6.0f}ms")
+    for r in rows:
+        if r["rate"] == 20_000:
+            e = r["e2e"] * 1e3
+            p99 = float(np.percentile(e, 99)) if e.size else float("nan")
+            print(f"targets at 20k/s: processing p99 {r['proc_p99'] * 1e3:.1f} ms (<= 50): "
+                  f"{'met' if r['proc_p99'] <= 0.05 else 'NOT met'}; end to end p99 {p99:.0f} "
+                  f"ms (<= 150 + {delay * 1e3:.0f}): "
+                  f"{'met' if p99 <= 150 + delay * 1e3 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
