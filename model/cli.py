@@ -38,7 +38,7 @@ def model() -> None:
 @_opt("--data-dir", env="MODEL_DATA_DIR", default=None,
       type=click.Path(file_okay=False, path_type=Path),
       help="Keep (and reuse) the simulated JSONL files here; a temporary directory if unset.")
-@_opt("--train-files", env="MODEL_TRAIN_FILES", default=6, type=click.IntRange(1, 64),
+@_opt("--train-files", env="MODEL_TRAIN_FILES", default=4, type=click.IntRange(1, 64),
       help="Simulated training files, each with its own seed.")
 @_opt("--vehicles", env="MODEL_VEHICLES", default=80, type=click.IntRange(1),
       help="Vehicles per simulated training file.")
@@ -55,7 +55,7 @@ def model() -> None:
       help="Recorded traffic (positions files with NGSIM/CommonRoad scenario ids, e.g. "
       "imported by `trajstream data import`), split by recording: the held-out recordings "
       "(simulator/recorded/split.py) are only evaluated on. Repeatable.")
-@_opt("--recorded-weight", env="MODEL_RECORDED_WEIGHT", default=3, type=click.IntRange(1, 20),
+@_opt("--recorded-weight", env="MODEL_RECORDED_WEIGHT", default=6, type=click.IntRange(1, 20),
       help="Times each recorded training window counts (recorded vehicles are few and short).")
 @_opt("--sumo-train", env="MODEL_SUMO_TRAIN", multiple=True, default=("grid:11", "spider:12"),
       metavar="KIND:SEED", help="SUMO runs to train on: generated city kind and seed "

@@ -289,7 +289,7 @@ class DataConfig:
     """
 
     seed: int = 7
-    train_files: int = 6
+    train_files: int = 4
     vehicles: int = 80
     duration_s: float = 250.0
     val_vehicles: int = 80

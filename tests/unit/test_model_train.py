@@ -105,3 +105,35 @@ def test_train_command_validates_options(tiny_files):
     assert res.exit_code != 0 and "go together" in res.output
     res = CliRunner().invoke(model_cli, ["train", "--seq-len", "16", "--burn-in", "16"])
     assert res.exit_code != 0 and "--burn-in" in res.output
+
+
+def test_sumo_test_runs_share_no_network_kind_or_seed_with_training():
+    from trajstream.errors import ConfigError
+    from trajstream.model.train import DataConfig
+
+    names = [f.name for f in DataConfig().plan() if f.engine == "sumo"]
+    assert any(n.startswith("sumo-random-seed14") for n in names)
+    for bad in (("grid:99",), ("random:11",), ("random:13",)):  # a trained kind, then seeds
+        with pytest.raises(ConfigError, match="network kind and a seed"):
+            DataConfig(sumo_test=bad).plan()
+    with pytest.raises(ConfigError, match="KIND:SEED"):
+        DataConfig(sumo_train=("hexagon:3",)).plan()
+
+
+def test_recorded_parts_follow_the_held_out_rule(tmp_path):
+    from trajstream.model.data import read_positions
+    from trajstream.model.train import recorded_parts, select_recorded
+
+    rows = []
+    for rec in (1, 2, 3, 8, 13):  # 1 and 13 validate (1 mod 6), 3 is held out, 2 and 8 train
+        for i in range(5):
+            rows.append(orjson.dumps({"vehicle_id": f"USA_US101-{rec}_1_T-1/{i}",
+                                      "ts": 1.76e9 + i * 0.1, "x": float(i), "y": 0.0}))
+    path = tmp_path / "rec.jsonl"
+    path.write_bytes(b"\n".join(rows) + b"\n")
+    pos, _ = read_positions(path)
+    seen = {}
+    for part in recorded_parts(path):
+        sel = select_recorded(pos, part.recorded)
+        seen[part.split] = {sel.ids[v].split("-")[1].split("_")[0] for v in set(sel.vehicle)}
+    assert seen == {"train": {"2", "8"}, "val": {"1", "13"}, "test": {"3"}}
