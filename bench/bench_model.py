@@ -4,8 +4,8 @@ and the shipped model's accuracy against constant velocity on held-out traffic.
 The processor calls ``LstmPredictor.step`` once per tick for every vehicle with a fix in it.
 This measures that call (the vehicles around each one from the tracker, features, LSTM step,
 head, rotation back to x/y) with the shipped weights at batch 1, 64, 1024 and 8192 for each
-runtime core (numpy; tf.function; tf.function with XLA), in dense traffic (8 lanes, a vehicle
-every 12 m), plus the bare network core, and in the same run the naive approach the design
+runtime core (numpy; tf.function; tf.function with XLA), in the built-in simulator's city at
+that many vehicles, plus the bare network core, and in the same run the naive approach the design
 rules out: ``model.predict`` on one message at a time (and a direct ``model(x)`` call).
 Target: >= 200k vehicle-steps/s at batch 1024.
 
@@ -43,19 +43,31 @@ BATCHES = (1, 64, 1024, 8192)
 
 def _traffic(n: int, rng: np.random.Generator) -> tuple[Kinematics, np.ndarray,
                                                        KinematicsTracker]:
-    """n vehicles on a dense road (8 lanes, 4 each way, one every ~12 m), tracked for two
-    fixes: (the batch's kinematics, their slots, the tracker holding them)."""
-    lane = np.arange(n) % 8
-    x = (np.arange(n) // 8) * 12.0 + rng.uniform(-2, 2, n)
-    y = lane * 3.5 + rng.normal(0, 0.3, n)
-    heading = np.where(lane < 4, 0.0, np.pi) + rng.normal(0, 0.02, n)
-    speed = rng.uniform(5, 25, n)
-    tracker = KinematicsTracker(n)
-    slots = np.arange(n)
-    for t in (0.0, 0.1):
-        kin = tracker.update(slots, np.full(n, 1.76e9 + t), x + speed * np.cos(heading) * t,
-                             y + speed * np.sin(heading) * t, speed, heading)
-    return kin, slots, tracker
+    """A tick of the built-in simulator's city with n vehicles (its own density: signalised
+    junctions, queues, multi-lane roads), tracked over 2 s of fixes: (every vehicle's latest
+    kinematics as one batch, their slots, the tracker holding them)."""
+    from trajstream.model.data import event_time_order, parse_positions, step_groups
+    from trajstream.simulator import SimConfig, iter_ticks
+
+    cfg = SimConfig(seed=int(rng.integers(1 << 16)), vehicles=n, duration_s=2.0,
+                    warmup_s=20.0, clean=True)
+    pos = event_time_order(parse_positions(
+        [value for tick in iter_ticks(cfg) for _, value in tick.messages])[0])
+    tracker = KinematicsTracker(len(pos.ids))
+    for idx in step_groups(pos):
+        tracker.update(pos.vehicle[idx], pos.ts[idx], pos.x[idx], pos.y[idx], pos.speed[idx],
+                       pos.heading[idx])
+    m = len(pos.ids)
+    t = tracker
+    dt = np.full(m, 0.1)
+    kin = Kinematics(ts=t.ts[:m].copy(), x=t.x[:m].copy(), y=t.y[:m].copy(),
+                     prev_x=t.x[:m] - t.speed[:m] * np.cos(t.heading[:m]) * dt,
+                     prev_y=t.y[:m] - t.speed[:m] * np.sin(t.heading[:m]) * dt, dt=dt,
+                     speed=t.speed[:m].copy(), heading=t.heading[:m].copy(),
+                     yaw_rate=t.yaw_rate[:m].copy(), accel=t.accel[:m].copy(),
+                     first=np.zeros(m, bool))
+    keep = np.arange(min(n, m))
+    return kin.take(keep), keep, tracker
 
 
 def _rate(fn, n: int, seconds: float) -> tuple[float, float, float]:  # noqa: ANN001

@@ -58,8 +58,10 @@ def neighbour_features(
     # uniform grid over the active vehicles, cell = range: candidates are in the 3 x 3 cells
     cx = np.floor(tracker.x[act] / RANGE_M).astype(np.int64)
     cy = np.floor(tracker.y[act] / RANGE_M).astype(np.int64)
-    order = np.argsort(cx * _KEY + cy, kind="stable")
-    keys = (cx * _KEY + cy)[order]
+    keys = cx * _KEY + cy
+    order = np.argsort(keys, kind="stable")
+    keys, act = keys[order], act[order]
+    ax, ay = tracker.x[act], tracker.y[act]
     qx = np.floor(kin.x / RANGE_M).astype(np.int64)
     qy = np.floor(kin.y / RANGE_M).astype(np.int64)
     d = np.array([-1, 0, 1], np.int64)
@@ -71,13 +73,26 @@ def neighbour_features(
     if total == 0:
         return out
     qi = np.repeat(np.arange(n * 9) // 9, cnt)
-    first = np.repeat(lo - (np.cumsum(cnt) - cnt), cnt) + np.arange(total)
-    ti = act[order[first]]
+    ci = np.repeat(lo - (np.cumsum(cnt) - cnt), cnt) + np.arange(total)
+    # Cheap pass over every candidate pair: the last fixes in the vehicle's frame, kept when
+    # within reach of a zone. The margin covers how far any of them moves to the batch's time.
+    h_q = kin.heading
+    c_q, s_q = np.cos(h_q), np.sin(h_q)
+    cq, sq = c_q[qi], s_q[qi]
+    dx = ax[ci] - kin.x[qi]
+    dy = ay[ci] - kin.y[qi]
+    age_max = float(kin.ts.max() - tracker.ts[act].min())
+    margin = float(np.abs(tracker.speed[act]).max()) * max(age_max, 0.0) + 1e-6
+    reach = ((np.abs(cq * dy - sq * dx) < SIDE_LANE_M + margin)
+             & (np.abs(cq * dx + sq * dy) < RANGE_M + margin))
+    cand = np.flatnonzero(reach)
+    qi, ti = qi[cand], act[ci[cand]]
     other = ti != slots[qi]
     qi, ti = qi[other], ti[other]
 
-    h = kin.heading[qi]
-    c, s = np.cos(h), np.sin(h)
+    # Exact pass over the few left: moved to the batch's time, zones, nearest per zone.
+    h = h_q[qi]
+    c, s = c_q[qi], s_q[qi]
     oh, ov = tracker.heading[ti], tracker.speed[ti]
     age = kin.ts[qi] - tracker.ts[ti]
     dx = tracker.x[ti] + ov * np.cos(oh) * age - kin.x[qi]
