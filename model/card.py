@@ -118,7 +118,8 @@ def write_model_card(path: Path, info: dict) -> Path:
         _para(
             f"Trained in {info['train_seconds'] / 60:.1f} min ({info['epochs_run']} epochs, "
             f"best epoch {info['best_epoch']}) on {info['host']}; the whole command "
-            f"(simulation, training, evaluation) took {info['total_seconds'] / 60:.1f} min. "
+            f"(simulating what `--data-dir` did not hold yet, training, evaluation) took "
+            f"{info['total_seconds'] / 60:.1f} min. "
             f"Code: {info.get('code_version', 'unknown')} (the simulated data depend on the "
             "simulators' versions; the same version and seed give byte-identical files)."
         ),
@@ -196,7 +197,8 @@ def write_model_card(path: Path, info: dict) -> Path:
             f"plus {net['points']} log-sigmas (a 1-sigma position uncertainty per point, "
             "trained with a Gaussian NLL on detached errors so it does not bias the mean).",
             indent="  "),
-        f"- {info['parameters']} parameters.",
+        f"- {info['parameters']} parameters; the size was chosen on built-in data only "
+        "(`SIZE_SELECTION.md`) and not selected again for the mix.",
         _para(
             "- Serving: `model.runtime.LstmPredictor` steps all vehicles of a processor tick in "
             "one batched call (numpy core by default; `tf.function` cores with fixed input "
