@@ -90,15 +90,32 @@ def _shift(value: bytes, ts: float, offset: float) -> bytes:
     return orjson.dumps(d)
 
 
+def _scrape(port: int) -> str:
+    return str(urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
+               .read().decode())
+
+
 def _metrics(port: int) -> dict[float, float]:
     """Cumulative bucket counts of trajstream_processing_seconds (le -> count)."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     out: dict[float, float] = {}
-    for line in text.splitlines():
+    for line in _scrape(port).splitlines():
         if line.startswith("trajstream_processing_seconds_bucket"):
             le = line.split('le="', 1)[1].split('"', 1)[0]
             out[float(le)] = float(line.rsplit(" ", 1)[1])
     return out
+
+
+def _drained(port: int, timeout_s: float) -> float:
+    """Wait until the processor's consumer lag is 0; the seconds that took (it fell behind
+    the rate when this is more than a moment)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        for line in _scrape(port).splitlines():
+            if line.startswith("trajstream_consumer_lag_records ") and \
+                    float(line.rsplit(" ", 1)[1]) == 0:
+                return time.monotonic() - t0
+        time.sleep(0.25)
+    return float("inf")
 
 
 def _hist_quantiles(before: dict[float, float], after: dict[float, float]
@@ -204,7 +221,9 @@ def _run(bootstrap: str, rate: int, seconds: float, warmup_s: float, client: str
                 before = _metrics(port)
         producer.flush(30.0)
         producer.close()
-        time.sleep(2.0)  # the last ticks pass the watermark and are published
+        time.sleep(0.5)  # the lag gauge is refreshed every second
+        drain_s = _drained(port, 120.0)
+        time.sleep(1.0)  # the last ticks pass the watermark and are published
         after = _metrics(port)
     finally:
         done.set()
@@ -219,7 +238,7 @@ def _run(bootstrap: str, rate: int, seconds: float, warmup_s: float, client: str
     # alert ts is a tick's event time, which the publisher put on the wall clock
     e2e = np.array([read_at - ts for read_at, ts in seen if ts >= t_warm])
     return {"rate": rate, "vehicles": vehicles, "behind_s": behind, "proc_p50": p50,
-            "proc_p99": p99, "proc_max": top, "proc_n": n, "e2e": e2e}
+            "proc_p99": p99, "proc_max": top, "proc_n": n, "e2e": e2e, "drain_s": drain_s}
 
 
 def main() -> None:
@@ -255,14 +274,17 @@ def main() -> None:
           f"design {delay * 1e3:.0f} ms (allowed lateness)")
     print(f"{'positions/s':>11} {'vehicles':>8} {'proc p50':>9} {'p99':>7} {'max<=':>7} "
           f"{'e2e p50':>8} {'p99':>7} {'max':>7} {'e2e-delay p99':>13} {'alerts':>6} "
-          f"{'pub late':>8}")
+          f"{'pub late':>8} {'backlog':>8}")
     for r in rows:
         e = r["e2e"] * 1e3
         pe = (np.percentile(e, 50), np.percentile(e, 99), e.max()) if e.size else (np.nan,) * 3
         print(f"{r['rate']:>11,} {r['vehicles']:>8} {r['proc_p50'] * 1e3:>7.1f}ms "
               f"{r['proc_p99'] * 1e3:>5.1f}ms {r['proc_max'] * 1e3:>5.0f}ms {pe[0]:>6.0f}ms "
               f"{pe[1]:>5.0f}ms {pe[2]:>5.0f}ms {pe[1] - delay * 1e3:>11.0f}ms {e.size:>6} "
-              f"{r['behind_s'] * 1e3:>6.0f}ms")
+              f"{r['behind_s'] * 1e3:>6.0f}ms {r['drain_s']:>7.1f}s")
+    print("pub late: how far the publisher fell behind its pace at worst; backlog: seconds the "
+          "processor needed after the last publish to reach the end (> ~1 s: it did not keep "
+          "up with the rate, and latency grows with the run)")
     for r in rows:
         if r["rate"] == 20_000:
             e = r["e2e"] * 1e3
