@@ -78,6 +78,13 @@ def model() -> None:
 @_opt("--test-data", env="MODEL_TEST_DATA", multiple=True,
       type=click.Path(exists=True, dir_okay=False, path_type=Path),
       help="Test positions files (with --train-data).")
+@_opt("--inputs", env="MODEL_INPUTS", default="neighbours",
+      type=click.Choice(["own", "neighbours"]),
+      help="Network inputs. own: the vehicle's own track only, so its prediction depends on "
+      "its own stream alone and is the same however vehicles are split across partitions, "
+      "processes and stages. neighbours: also the leader and side-lane vehicles the "
+      "processing instance holds (a vehicle's prediction then changes with which other "
+      "vehicles share its instance; slower in dense traffic).")
 @_opt("--units", env="MODEL_UNITS", default=48, type=click.IntRange(4, 512),
       help="LSTM units (the per-vehicle state is 2 x units floats).")
 @_opt("--head-units", env="MODEL_HEAD_UNITS", default=64, type=click.IntRange(4, 1024),
@@ -100,9 +107,9 @@ def train(
     recorded: tuple[Path, ...], recorded_weight: int, sumo_train: tuple[str, ...],
     sumo_val: tuple[str, ...], sumo_test: tuple[str, ...], sumo_vehicles: int,
     sumo_duration_s: float, train_data: tuple[Path, ...],
-    val_data: tuple[Path, ...], test_data: tuple[Path, ...], units: int, head_units: int,
-    epochs: int, patience: int, batch_size: int, learning_rate: float, seq_len: int,
-    burn_in: int,
+    val_data: tuple[Path, ...], test_data: tuple[Path, ...], inputs: str, units: int,
+    head_units: int, epochs: int, patience: int, batch_size: int, learning_rate: float,
+    seq_len: int, burn_in: int,
 ) -> None:
     """Train the LSTM on a mix and write weights, model card and plots.
 
@@ -120,7 +127,7 @@ def train(
         raise click.UsageError("--train-data, --val-data and --test-data go together")
     cfg = TrainConfig(seed=seed, units=units, head_units=head_units, seq_len=seq_len,
                       burn_in=burn_in, batch_size=batch_size, epochs=epochs, patience=patience,
-                      learning_rate=learning_rate)
+                      learning_rate=learning_rate, inputs=inputs)
     data = DataConfig(seed=seed, train_files=train_files, vehicles=vehicles,
                       val_vehicles=val_vehicles, test_vehicles=test_vehicles,
                       duration_s=duration_s, test_duration_s=test_duration_s,
@@ -169,9 +176,10 @@ def _reproducing_command(ctx: click.Context) -> str:
       type=click.Choice(["all", "held-out", "train"]),
       help="Recorded traffic (NGSIM ids): only the held-out recordings or only the training "
       "ones (the rule in simulator/recorded/split.py). Other traffic is held out by file.")
-@_opt("--weights", env="MODEL_WEIGHTS", default=str(SHIPPED_WEIGHTS),
+@_opt("--weights", env="MODEL_WEIGHTS", default=(str(SHIPPED_WEIGHTS),), multiple=True,
       type=click.Path(exists=True, dir_okay=False, path_type=Path),
-      help="LSTM weights (.npz).")
+      help="LSTM weights (.npz). Repeatable: several LSTMs side by side in the same run, "
+      "named by their inputs (lstm-own, lstm-neighbours).")
 @_opt("--models", env="MODEL_EVAL_MODELS", default=",".join(PREDICTORS),
       help="Comma-separated predictors to compare.")
 @_opt("--plots", env="MODEL_PLOTS_DIR", default=None,
@@ -183,7 +191,7 @@ def _reproducing_command(ctx: click.Context) -> str:
       help="Seed for picking the example trajectories.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object {source: {models, predictions}} instead of tables.")
-def evaluate(data: tuple[Path, ...], split: str, weights: Path, models: str,
+def evaluate(data: tuple[Path, ...], split: str, weights: tuple[Path, ...], models: str,
              plots: Path | None, examples: int, examples_seed: int, as_json: bool) -> None:
     """Run the stateful step model over positions files as the processor does and print,
     per file, RMSE at 1-4 s, ADE and FDE (metres) of every model, with the ratio to
@@ -199,7 +207,15 @@ def evaluate(data: tuple[Path, ...], split: str, weights: Path, models: str,
             f"expected a comma-separated subset of {','.join(PREDICTORS)}, got {models!r}",
             param_hint="--models")
     spec = PathSpec()
-    preds = [load_predictor(n, spec, weights=weights) for n in names]
+    preds = []
+    for n in names:
+        if n != "lstm":
+            preds.append(load_predictor(n, spec))
+            continue
+        lstms = [load_predictor(n, spec, weights=w) for w in weights]
+        if len(lstms) > 1:
+            _name_by_inputs(lstms)
+        preds += lstms
     evs = evaluate_sources(data, preds, side=cast(Side, split),
                            n_examples=examples if plots else 0, seed=examples_seed,
                            progress=sys.stderr.isatty())
@@ -211,3 +227,10 @@ def evaluate(data: tuple[Path, ...], split: str, weights: Path, models: str,
         return
     for name, summary in summaries.items():
         click.echo("\n".join(format_table(name, summary)) + "\n")
+
+
+def _name_by_inputs(lstms: list) -> None:
+    """Several LSTMs in one table: lstm-own / lstm-neighbours (numbered when alike)."""
+    labels = ["lstm-" + ("neighbours" if p.uses_neighbours else "own") for p in lstms]
+    for i, (p, label) in enumerate(zip(lstms, labels, strict=True)):
+        p.name = label if labels.count(label) == 1 else f"{label}-{i + 1}"

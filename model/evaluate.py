@@ -191,11 +191,12 @@ def format_table(source: str, summary: dict) -> list[str]:
     """A source's summary as text: RMSE at 1-4 s, ADE, FDE per model and x CV at 4 s."""
     hs = [str(h) for h in HORIZONS_S]
     cv4 = summary["models"].get("cv", {}).get("rmse", {}).get(hs[-1])
-    head = f"{'model':6s}" + "".join(f"{'RMSE ' + h + ' s':>10s}" for h in hs)
+    w = max(6, *(len(n) + 1 for n in summary["models"]))
+    head = f"{'model':{w}s}" + "".join(f"{'RMSE ' + h + ' s':>10s}" for h in hs)
     head += f"{'ADE':>8s}{'FDE':>8s}" + (f"{'4 s / CV':>10s}" if cv4 else "")
     lines = [f"{source} ({summary['predictions']} predictions, metres)", head]
     for name, m in summary["models"].items():
-        row = f"{name:6s}" + "".join(f"{_fmt(m['rmse'].get(h)):>10s}" for h in hs)
+        row = f"{name:{w}s}" + "".join(f"{_fmt(m['rmse'].get(h)):>10s}" for h in hs)
         row += f"{_fmt(m['ade']):>8s}{_fmt(m['fde']):>8s}"
         if cv4:
             r4 = m["rmse"].get(hs[-1])
@@ -218,7 +219,8 @@ def write_plots(evs: dict[str, Evaluation], out_dir: str | Path) -> list[Path]:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    colors = {"lstm": "tab:red", "cv": "tab:blue", "ctrv": "tab:green"}
+    colors = {"lstm": "tab:red", "lstm-own": "tab:red", "lstm-neighbours": "tab:purple",
+              "cv": "tab:blue", "ctrv": "tab:green"}
     files = []
     cols = min(3, len(evs))
     rows = (len(evs) + cols - 1) // cols

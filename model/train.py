@@ -32,7 +32,13 @@ from trajstream.model.data import (
     replay,
     source_name,
 )
-from trajstream.model.features import FEATURES, N_FEATURES, cv_local, raw_features, to_local
+from trajstream.model.features import (
+    FEATURES,
+    OWN_FEATURES,
+    cv_local,
+    raw_features,
+    to_local,
+)
 from trajstream.model.predictors import PathSpec
 from trajstream.model.weights_io import LstmWeights, NetworkConfig
 
@@ -53,6 +59,14 @@ class TrainConfig:
     patience: int = 5
     learning_rate: float = 2e-3
     sigma_weight: float = 0.05
+    # "own": the vehicle's own track only, so its prediction depends on its own stream alone
+    # (the same however vehicles are split over partitions, processes and stages);
+    # "neighbours": also the vehicles around it, which the processing instance must hold.
+    inputs: str = "neighbours"
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return FEATURES if self.inputs == "neighbours" else OWN_FEATURES
 
 
 @dataclass
@@ -70,9 +84,12 @@ def replay_file(path: str | Path) -> Replay:
     return replay(event_time_order(pos))
 
 
-def make_windows(rep: Replay, spec: PathSpec, seq_len: int, burn_in: int) -> Windows:
+def make_windows(
+    rep: Replay, spec: PathSpec, seq_len: int, burn_in: int, n_features: int = len(FEATURES)
+) -> Windows:
+    """Windows over the first ``n_features`` inputs (the own track's, or all of them)."""
     kin = rep.kin
-    feats = raw_features(kin, rep.neighbours)
+    feats = raw_features(kin, rep.neighbours)[:, :n_features]
     future, valid = future_positions(rep, spec.offsets_s)
     resid = to_local(kin.x, kin.y, kin.heading, future) - cv_local(kin.speed, spec.offsets_s)
     resid = np.where(valid[:, None, None], resid, 0.0).reshape(len(kin), -1)
@@ -87,7 +104,7 @@ def make_windows(rep: Replay, spec: PathSpec, seq_len: int, burn_in: int) -> Win
         rows = order[s:e]
         for w0 in range(0, max(rows.size - burn_in, 1), stride):
             r = rows[w0 : w0 + seq_len]
-            f = np.zeros((seq_len, N_FEATURES), np.float32)
+            f = np.zeros((seq_len, n_features), np.float32)
             t = np.zeros((seq_len, width), np.float32)
             f[: r.size] = feats[r]
             t[: r.size, :-1] = resid[r]
@@ -99,7 +116,7 @@ def make_windows(rep: Replay, spec: PathSpec, seq_len: int, burn_in: int) -> Win
                 wf.append(f)
                 wt.append(t)
     if not wf:
-        return Windows(np.zeros((0, seq_len, N_FEATURES), np.float32),
+        return Windows(np.zeros((0, seq_len, n_features), np.float32),
                        np.zeros((0, seq_len, width), np.float32), len(kin), 0)
     targets = np.stack(wt)
     return Windows(np.stack(wf), targets, len(kin), int(targets[..., -1].sum()))
@@ -119,7 +136,7 @@ def normalisation(w: Windows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     real = np.abs(w.features).sum(-1) > 0
     f = w.features[real].astype(np.float64)
     mean, std = f.mean(0), np.maximum(f.std(0), 1e-3)
-    k = FEATURES.index("first")
+    k = OWN_FEATURES.index("first")
     mean[k], std[k] = 0.0, 1.0
     mask = w.targets[..., -1] > 0
     r = w.targets[mask][:, :-1].astype(np.float64)
@@ -167,7 +184,11 @@ def fit(
     from trajstream.model.network import build_sequence_model, masked_losses, weights_from_keras
 
     keras.utils.set_random_seed(cfg.seed)
-    net = NetworkConfig(units=cfg.units, head_units=cfg.head_units, n_features=N_FEATURES,
+    nf = len(cfg.features)  # the own track's inputs come first: windows of more are cut
+    train, val = (Windows(w.features[..., :nf], w.targets, w.n_steps, w.n_valid)
+                  for w in (train, val))
+    net = NetworkConfig(units=cfg.units, head_units=cfg.head_units,
+                        n_features=len(cfg.features),
                         points=spec.points, step_s=spec.step_s)
     mean, std, scale = normalisation(train)
     model = build_sequence_model(net, scale)
@@ -209,7 +230,8 @@ def fit(
     )
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     weights = weights_from_keras(model, net, mean, std,
-                                 meta={"train_config": asdict(cfg), "features": list(FEATURES)})
+                                 meta={"train_config": asdict(cfg),
+                                       "features": list(cfg.features)})
     return weights, history
 
 
@@ -507,7 +529,7 @@ def run_training(
             rep = _load_part(part, cache)
             if not len(rep.pos):
                 continue  # e.g. a recorded file held out entirely
-            w = make_windows(rep, spec, cfg.seq_len, cfg.burn_in)
+            w = make_windows(rep, spec, cfg.seq_len, cfg.burn_in, len(cfg.features))
             describe(part, rep, w.n_valid)
             out += [w] * (recorded_weight if part.recorded != "all" else 1)
         return concat_windows(out)
@@ -568,7 +590,7 @@ def run_training(
         "best_epoch": best,
         "host": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
         "files": rows,
-        "features": list(FEATURES),
+        "features": list(cfg.features),
         "network": asdict(weights.config),
         "parameters": n_params,
         "train_config": asdict(cfg),

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from trajstream.model.cli import model as model_cli
 from trajstream.model.data import event_time_order, parse_positions, replay
-from trajstream.model.features import N_FEATURES
+from trajstream.model.features import FEATURES, N_FEATURES, N_OWN_FEATURES, OWN_FEATURES
 from trajstream.model.predictors import PathSpec
 from trajstream.model.runtime import LstmPredictor
 from trajstream.model.synthetic import synthetic_records
@@ -89,6 +89,8 @@ def test_train_command_writes_weights_card_and_plots(tiny_files, tmp_path):
     assert set(test["models"]) == {"lstm", "cv", "ctrv"} and test["predictions"] > 0
     w = LstmWeights.load(out_dir / "lstm.npz")
     assert w.config.units == 8 and w.meta["tests"] == tests
+    # the default inputs: the vehicle's own track and its neighbours
+    assert w.config.n_features == N_FEATURES and w.meta["features"] == list(FEATURES)
     card = (out_dir / "MODEL_CARD.md").read_text()
     assert "trajstream model train --seed 3" in card and "--train-data" in card
     assert "trajstream model evaluate --data test.jsonl" in card
@@ -98,6 +100,36 @@ def test_train_command_writes_weights_card_and_plots(tiny_files, tmp_path):
     assert set(metrics["acceptance"]) == {"test", "passed"}
     for png in ("training_curves.png", "error_by_horizon.png", "examples.png"):
         assert (out_dir / png).stat().st_size > 1000
+
+
+def test_inputs_choose_the_features_and_evaluate_compares_both(tiny_files, tmp_path):
+    base = ["train", "--units", "8", "--head-units", "8", "--epochs", "1", "--seq-len", "24",
+            "--burn-in", "6", "--seed", "3"]
+    for split, path in tiny_files.items():
+        base += [f"--{split}-data", str(path)]
+    weights = {}
+    for inputs in ("own", "neighbours"):
+        out_dir = tmp_path / inputs
+        res = CliRunner().invoke(model_cli, [*base, "--out-dir", str(out_dir),
+                                             "--inputs", inputs])
+        assert res.exit_code == 0, res.output
+        weights[inputs] = out_dir / "lstm.npz"
+        assert f"--inputs {inputs}" in (out_dir / "MODEL_CARD.md").read_text()
+    nb = LstmWeights.load(weights["neighbours"])
+    assert nb.config.n_features == N_FEATURES and nb.meta["features"] == list(FEATURES)
+    assert LstmPredictor(nb).uses_neighbours
+    own = LstmWeights.load(weights["own"])
+    assert own.config.n_features == N_OWN_FEATURES and own.meta["features"] == list(OWN_FEATURES)
+    assert not LstmPredictor(own).uses_neighbours
+    res = CliRunner().invoke(model_cli, [
+        "evaluate", "--data", str(tiny_files["test"]), "--json",
+        "--weights", str(weights["own"]), "--weights", str(weights["neighbours"])])
+    assert res.exit_code == 0, res.output
+    models = json.loads(res.output)["test"]["models"]
+    assert set(models) == {"lstm-own", "lstm-neighbours", "cv", "ctrv"}
+    assert models["lstm-own"] != models["lstm-neighbours"]
+    res = CliRunner().invoke(model_cli, ["train", "--inputs", "everyone"])
+    assert res.exit_code != 0 and "--inputs" in res.output
 
 
 def test_train_command_validates_options(tiny_files):
