@@ -161,25 +161,32 @@ def build_io(config: ProcessorConfig) -> IO:
     assert config.bootstrap
     client = resolve_client(config.kafka_client)
     eos = config.exactly_once
+    shared = dict(config.kafka_config)
+    admin = {**shared, **config.admin_config}
     topics = [t for t in (config.alerts_topic, config.predictions_topic, config.dlq_topic) if t]
-    create_topics(config.bootstrap, topics, client=client)
+    create_topics(config.bootstrap, topics, client=client, client_config=admin)
     changelog_topic = config.changelog_name
     n_parts = 0
     if changelog_topic:
-        n_parts = partition_count(config.bootstrap, config.positions_topic, client=client) or 0
+        n_parts = partition_count(config.bootstrap, config.positions_topic, client=client,
+                                  client_config=admin) or 0
         if not n_parts:
-            create_topics(config.bootstrap, [config.positions_topic], client=client)
+            create_topics(config.bootstrap, [config.positions_topic], client=client,
+                          client_config=admin)
             n_parts = 1
         create_topics(config.bootstrap, [changelog_topic], partitions=n_parts, client=client,
-                      config={"cleanup.policy": "compact"})
-        have = partition_count(config.bootstrap, changelog_topic, client=client)
+                      config={"cleanup.policy": "compact"}, client_config=admin)
+        have = partition_count(config.bootstrap, changelog_topic, client=client,
+                               client_config=admin)
         if have != n_parts:
             raise ConfigError(
                 f"changelog topic {changelog_topic!r} has {have} partition(s), the positions "
                 f"topic {n_parts}: they must match (use a new --changelog-topic)")
     rebalance = _Rebalance()
-    consumer_conf = dict(config.kafka_config)
-    if eos:
+    consumer_conf = dict(config.consumer_config)
+    if config.instance_id:
+        consumer_conf.setdefault("group.instance.id", config.instance_id)
+    if eos and "isolation.level" not in shared:
         consumer_conf.setdefault("isolation.level", "read_committed")
     consumer = make_consumer(
         config.bootstrap,
@@ -188,11 +195,12 @@ def build_io(config: ProcessorConfig) -> IO:
         client=client,
         from_beginning=config.from_beginning,
         config=consumer_conf,
+        shared=shared,
         on_assign=rebalance.assigned,
         on_revoke=rebalance.revoked,
     )
     producer = make_producer(
-        config.bootstrap, client=client, config=dict(config.kafka_config),
+        config.bootstrap, client=client, config=dict(config.producer_config), shared=shared,
         transactional_id=(config.transactional_id or f"{config.group}-tx") if eos else None,
     )
     source = KafkaSource(consumer, config.positions_topic, until_end=config.until_end)
@@ -200,7 +208,8 @@ def build_io(config: ProcessorConfig) -> IO:
                (("alerts", config.alerts_topic), ("predictions", config.predictions_topic))
                if topic]
     changelog = Changelog(producer, changelog_topic, bootstrap=config.bootstrap, client=client,
-                          partitions=n_parts, read_committed=eos) if changelog_topic else None
+                          partitions=n_parts, read_committed=eos,
+                          client_config=shared) if changelog_topic else None
     return IO(
         source,
         outputs,
@@ -293,6 +302,8 @@ class Processor:
                     rb = poll(max_records, wait_s)
                     t_polled = perf()
                 except KafkaUnavailable as exc:
+                    if not exc.retriable:  # fatal (e.g. fenced by a twin --instance-id)
+                        raise
                     self._failed("consume", exc)
                     stop.wait(self._backoff_s)
                     continue
@@ -312,6 +323,8 @@ class Processor:
                 if n:
                     if self.first_record_at is None:
                         self.first_record_at = mono()
+                        log.info("first record %.1f s after start", self.first_record_at
+                                 - t_start)
                     consumed.inc(n)
                     batch, rejections = decode(rb.keys, rb.values, codec)
                     if rejections:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from trajstream.errors import ConfigError
@@ -26,8 +26,10 @@ class Changelog:
     """Writes :class:`~stream.checkpoint.Checkpoint` s with ``producer`` and restores them."""
 
     def __init__(self, producer: Any, topic: str, *, bootstrap: str, client: str,
-                 partitions: int, read_committed: bool = False) -> None:
+                 partitions: int, read_committed: bool = False,
+                 client_config: Mapping[str, Any] | None = None) -> None:
         self.topic = topic
+        self._client_config = dict(client_config or {})  # connection (security) settings
         self.partitions = partitions
         self._p = producer
         self._bootstrap = bootstrap
@@ -63,7 +65,8 @@ class Changelog:
                 f"{self.partitions}; the positions topic grew? Use a new --changelog-topic")
         t0 = time.monotonic()
         recs = read_to_end(self._bootstrap, self.topic, sorted(partitions), client=self._client,
-                           read_committed=self._read_committed)
+                           read_committed=self._read_committed,
+                           client_config=self._client_config)
         vehicles, metas = ck.decode(recs)
         log.info("restored %d vehicle state(s) of partition(s) %s from %d changelog record(s) "
                  "in %.2f s", len(vehicles), sorted(partitions), len(recs),

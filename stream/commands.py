@@ -163,14 +163,14 @@ def _engine_config(kw: dict[str, Any]) -> EngineConfig:
     )
 
 
-def _kafka_options(values: tuple[str, ...]) -> dict[str, str]:
+def _kafka_options(values: tuple[str, ...], flag: str = "--kafka-option") -> dict[str, str]:
     out: dict[str, str] = {}
     for item in values:
         for part in item.split():
             key, sep, value = part.partition("=")
             if not sep or not key:
                 raise click.BadParameter(f"expected KEY=VALUE, got {part!r}",
-                                         param_hint="--kafka-option")
+                                         param_hint=flag)
             out[key] = value
     return out
 
@@ -235,13 +235,31 @@ def _codec(origin_lat: float | None, origin_lon: float | None, max_message_bytes
 @_opt("--dlq-topic", env="DLQ_TOPIC", default=None,
       help="Dead-letter topic for rejected records (with the reason); off when not given.")
 @_opt("--group", env="GROUP", default=DEFAULTS.group, help="Kafka consumer group.")
+@click.option("--instance-id", envvar="TRAJSTREAM_INSTANCE_ID", show_envvar=True,
+              default=None, show_default="$HOSTNAME when set (containers, Kubernetes pods)",
+              help="Static group membership: a name unique in the group and stable across "
+                   "restarts of this instance. A restarted instance gets its partitions back "
+                   "at once, without a rebalance (about 4 s instead of 15 s after a crash); "
+                   "two running processes with one name fence each other (the second one "
+                   "exits with an error). Empty: dynamic membership.")
 @_opt("--kafka-client", env="KAFKA_CLIENT", default=None,
       type=click.Choice(["confluent", "kafka-python"]),
       help="Kafka client library [default: confluent when installed, else kafka-python].")
 @_opt("--kafka-option", "kafka_option", env="KAFKA_OPTIONS", multiple=True, default=(),
       metavar="KEY=VALUE",
-      help="Raw Kafka client setting (librdkafka names, e.g. fetch.max.bytes=1048576); "
-           "repeatable; the variable takes space-separated pairs.")
+      help="Raw setting for every Kafka client: consumer, producer, admin and the changelog "
+           "reader (librdkafka names, e.g. security.protocol=SASL_SSL); with kafka-python "
+           "each client takes the settings it has. Repeatable; the variable takes "
+           "space-separated pairs.")
+@_opt("--consumer-option", "consumer_option", env="CONSUMER_OPTIONS", multiple=True,
+      default=(), metavar="KEY=VALUE",
+      help="Raw setting for the positions consumer only (e.g. fetch.max.bytes=1048576).")
+@_opt("--producer-option", "producer_option", env="PRODUCER_OPTIONS", multiple=True,
+      default=(), metavar="KEY=VALUE",
+      help="Raw setting for the output producer only (e.g. linger.ms=5).")
+@_opt("--admin-option", "admin_option", env="ADMIN_OPTIONS", multiple=True, default=(),
+      metavar="KEY=VALUE",
+      help="Raw setting for the admin client only (topic creation and description).")
 @_opt("--from-beginning/--from-latest", "from_beginning", env="FROM_BEGINNING", default=True,
       help="Where a consumer group without committed offsets starts.")
 @_opt("--until-end", env="UNTIL_END", is_flag=True, default=False,
@@ -315,8 +333,12 @@ def process(**kw: Any) -> None:
         positions_topic=kw["positions_topic"],
         alerts_topic=None if is_file else kw["alerts_topic"],
         predictions_topic=kw["predictions_topic"], dlq_topic=kw["dlq_topic"],
-        group=kw["group"], kafka_client=kw["kafka_client"],
+        group=kw["group"], instance_id=_instance_id(kw["instance_id"]),
+        kafka_client=kw["kafka_client"],
         kafka_config=_kafka_options(kw["kafka_option"]),
+        consumer_config=_kafka_options(kw["consumer_option"], "--consumer-option"),
+        producer_config=_kafka_options(kw["producer_option"], "--producer-option"),
+        admin_config=_kafka_options(kw["admin_option"], "--admin-option"),
         from_beginning=kw["from_beginning"], until_end=kw["until_end"],
         input_path=kw["input_path"], alerts_out=kw["alerts_out"],
         predictions_out=kw["predictions_out"], dlq_out=kw["dlq_out"],
@@ -345,6 +367,13 @@ def process(**kw: Any) -> None:
     log.info("done: %s", _summary_line(summary))
     if (is_file or cfg.until_end) and not stop.is_set():
         _refuse_nothing_accepted(summary)
+
+
+def _instance_id(given: str | None) -> str | None:
+    """--instance-id, else $HOSTNAME (compose and Kubernetes set it, stable across restarts
+    of a container or pod); empty means dynamic membership."""
+    name = given if given is not None else os.environ.get("HOSTNAME", "")
+    return name.strip() or None
 
 
 def _refuse_nothing_accepted(s: dict[str, Any]) -> None:

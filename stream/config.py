@@ -177,7 +177,9 @@ class ProcessorConfig:
     (``input_path``, read to the end) or ``memory`` (the demo's in-process queue). Outputs
     follow the source: Kafka topics for Kafka, JSONL files (``-`` = stdout) otherwise.
     ``max_batch_records`` / ``max_batch_wait_ms`` trade latency for throughput: a batch
-    closes at whichever comes first. ``kafka_config`` is passed to the Kafka client as is.
+    closes at whichever comes first. ``kafka_config`` is passed to every Kafka client as is
+    (security settings belong there), ``consumer_config``/``producer_config``/
+    ``admin_config`` to that role's client only.
     Fault tolerance (Kafka only): ``changelog`` keeps per-vehicle state in a compacted topic
     (``changelog_topic``, default ``<group>-changelog``); ``exactly_once`` makes each commit
     interval one Kafka transaction (outputs, changelog, offsets); ``max_stall_s`` is how long
@@ -195,8 +197,12 @@ class ProcessorConfig:
     predictions_topic: str | None = None
     dlq_topic: str | None = None
     group: str = DEFAULTS.group
+    instance_id: str | None = None  # static group membership (group.instance.id)
     kafka_client: str | None = None
-    kafka_config: Mapping[str, str] = field(default_factory=dict)
+    kafka_config: Mapping[str, str] = field(default_factory=dict)  # every client
+    consumer_config: Mapping[str, str] = field(default_factory=dict)
+    producer_config: Mapping[str, str] = field(default_factory=dict)
+    admin_config: Mapping[str, str] = field(default_factory=dict)
     from_beginning: bool = True
     until_end: bool = False
     # files

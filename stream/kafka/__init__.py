@@ -199,6 +199,7 @@ def make_producer(
     client: str | None = None,
     config: Mapping[str, Any] | None = None,
     transactional_id: str | None = None,
+    shared: Mapping[str, Any] | None = None,
 ) -> Producer:
     """A producer tuned for throughput of small messages (linger ~10 ms, big batches,
     acks=all). Raises ConfigError on a malformed bootstrap or an unknown setting.
@@ -212,10 +213,10 @@ def make_producer(
     if resolve_client(client) == "confluent":
         from trajstream.stream.kafka._confluent import ConfluentProducer
 
-        return ConfluentProducer(bootstrap, conf)
+        return ConfluentProducer(bootstrap, conf, shared)
     from trajstream.stream.kafka._kafkapython import KafkaPythonProducer
 
-    return KafkaPythonProducer(bootstrap, conf)
+    return KafkaPythonProducer(bootstrap, conf, shared)
 
 
 def make_consumer(
@@ -228,6 +229,7 @@ def make_consumer(
     config: Mapping[str, Any] | None = None,
     on_assign: Callable[[list[tuple[str, int]]], None] | None = None,
     on_revoke: Callable[[list[tuple[str, int]]], None] | None = None,
+    shared: Mapping[str, Any] | None = None,
 ) -> Consumer:
     """A consumer subscribed to ``topics`` with auto-commit off.
 
@@ -242,11 +244,11 @@ def make_consumer(
         from trajstream.stream.kafka._confluent import ConfluentConsumer
 
         return ConfluentConsumer(bootstrap, list(topics), group, from_beginning,
-                                 dict(config or {}), on_assign, on_revoke)
+                                 dict(config or {}), on_assign, on_revoke, shared)
     from trajstream.stream.kafka._kafkapython import KafkaPythonConsumer
 
     return KafkaPythonConsumer(bootstrap, list(topics), group, from_beginning,
-                               dict(config or {}), on_assign, on_revoke)
+                               dict(config or {}), on_assign, on_revoke, shared)
 
 
 def read_to_end(
@@ -257,15 +259,19 @@ def read_to_end(
     client: str | None = None,
     read_committed: bool = False,
     timeout_s: float = 60.0,
+    client_config: Mapping[str, Any] | None = None,
 ) -> list[tuple[bytes | None, bytes | None, int]]:
     """``(key, value, partition)`` of every record of ``partitions`` of ``topic`` up to
-    their end as of the call, in log order per partition (restoring a changelog)."""
+    their end as of the call, in log order per partition (restoring a changelog).
+    ``client_config``: connection settings (security); group settings are left out, the
+    reader joins no group."""
     _parse_bootstrap(bootstrap)
+    conn = {k: v for k, v in (client_config or {}).items() if not k.startswith("group")}
     if resolve_client(client) == "confluent":
         from trajstream.stream.kafka._confluent import read_to_end as impl
     else:
         from trajstream.stream.kafka._kafkapython import read_to_end as impl
-    return impl(bootstrap, topic, list(partitions), read_committed, timeout_s)
+    return impl(bootstrap, topic, list(partitions), read_committed, timeout_s, conn)
 
 
 def create_topics(
@@ -275,11 +281,13 @@ def create_topics(
     partitions: int = 1,
     config: Mapping[str, str] | None = None,
     client: str | None = None,
+    client_config: Mapping[str, Any] | None = None,
 ) -> None:
     """Create the topics that do not exist yet and wait until the broker serves them.
 
     Idempotent: an existing topic is left as it is (a differing partition count is logged,
-    never changed). ``config`` holds topic settings such as ``cleanup.policy=compact``.
+    never changed). ``config`` holds topic settings such as ``cleanup.policy=compact``;
+    ``client_config`` the admin client's settings (security).
     """
     _parse_bootstrap(bootstrap)
     if partitions < 1:
@@ -290,17 +298,18 @@ def create_topics(
         from trajstream.stream.kafka._confluent import create_topics as impl
     else:
         from trajstream.stream.kafka._kafkapython import create_topics as impl
-    impl(bootstrap, list(topics), partitions, dict(config or {}))
+    impl(bootstrap, list(topics), partitions, dict(config or {}), client_config)
 
 
-def partition_count(bootstrap: str, topic: str, *, client: str | None = None) -> int | None:
+def partition_count(bootstrap: str, topic: str, *, client: str | None = None,
+                    client_config: Mapping[str, Any] | None = None) -> int | None:
     """Partitions of ``topic``; None when it does not exist."""
     _parse_bootstrap(bootstrap)
     if resolve_client(client) == "confluent":
         from trajstream.stream.kafka._confluent import partition_count as impl
     else:
         from trajstream.stream.kafka._kafkapython import partition_count as impl
-    return impl(bootstrap, topic)
+    return impl(bootstrap, topic, client_config)
 
 
 def wait_until_ready(bootstrap: str, timeout_s: float = 10.0) -> None:

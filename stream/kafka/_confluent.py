@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import (
@@ -43,15 +44,31 @@ _CONSUMER_DEFAULTS: dict[str, Any] = {
     "enable.partition.eof": False,
     "allow.auto.create.topics": True,
     "fetch.wait.max.ms": 100,
+    # A member that died (SIGKILL, OOM, node lost) holds its partitions until its session
+    # expires: 6 s (the broker's minimum) instead of 45 s, so a restart resumes in seconds
+    # (bench/bench_recovery.py). Heartbeats come from a background thread every 2 s.
+    "session.timeout.ms": 6000,
+    "heartbeat.interval.ms": 2000,
 }
 _POLL_EVERY = 1024  # serve delivery reports every this many sends
+
+
+def _fatal(message: str, *, fenced: bool = False) -> KafkaUnavailable:
+    """A consumer error retrying cannot cure: the run ends with it."""
+    if fenced:
+        message += (" (another process of the group runs with the same --instance-id; "
+                    "give each instance its own)")
+    exc = KafkaUnavailable(message)
+    exc.retriable = False
+    return exc
 
 
 def _build(cls: type[Any], conf: dict[str, Any], what: str) -> Any:
     try:
         return cls(conf)
     except (KafkaException, ValueError, TypeError) as exc:
-        raise ConfigError(f"invalid confluent-kafka {what} setting: {exc}") from exc
+        raise ConfigError(f"invalid confluent-kafka {what} setting (--{what}-option or "
+                          f"--kafka-option): {exc}") from exc
 
 
 class _RateLimitedLog:
@@ -91,7 +108,8 @@ def _base(bootstrap: str) -> dict[str, Any]:
 
 
 class ConfluentProducer:
-    def __init__(self, bootstrap: str, config: dict[str, Any]) -> None:
+    def __init__(self, bootstrap: str, config: dict[str, Any],
+                 shared: Mapping[str, Any] | None = None) -> None:
         self._bootstrap = bootstrap
         self._fatal: KafkaError | None = None
         self._failed = 0
@@ -100,6 +118,7 @@ class ConfluentProducer:
         conf = {
             **_base(bootstrap),
             **_PRODUCER_DEFAULTS,
+            **(shared or {}),
             **config,
             # Delivery reports only for failures: no per-message Python callback.
             "delivery.report.only.error": True,
@@ -230,6 +249,7 @@ class ConfluentConsumer:
         config: dict[str, Any],
         on_assign: Any = None,
         on_revoke: Any = None,
+        shared: Mapping[str, Any] | None = None,
     ) -> None:
         self._bootstrap = bootstrap
         conf = {
@@ -237,6 +257,7 @@ class ConfluentConsumer:
             **_CONSUMER_DEFAULTS,
             "group.id": group or throwaway_group(),
             "auto.offset.reset": "earliest" if from_beginning else "latest",
+            **(shared or {}),
             **config,
         }
         self._from_beginning = str(conf["auto.offset.reset"]) in ("earliest", "smallest",
@@ -267,6 +288,10 @@ class ConfluentConsumer:
         try:
             msgs = self._consume(num_messages=max_records, timeout=timeout_s)
         except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.fatal():
+                raise _fatal(f"Kafka consumer failed fatally: {err.str()}",
+                             fenced=err.code() == KafkaError._FENCED) from exc
             raise KafkaUnavailable(f"Kafka consumer failed: {exc}") from exc
         return [Record(m.topic(), m.partition(), m.offset(), m.key(), m.value(),
                        m.timestamp()[1]) for m in self._valid(msgs)]
@@ -292,7 +317,8 @@ class ConfluentConsumer:
             if err is None:
                 out.append(m)
             elif err.fatal():
-                raise KafkaUnavailable(f"Kafka consumer failed fatally: {err.str()}")
+                raise _fatal(f"Kafka consumer failed fatally: {err.str()}",
+                             fenced=err.code() == KafkaError._FENCED)
             elif err.code() != KafkaError._PARTITION_EOF:
                 log.warning("kafka consumer: %s", err)
         return out
@@ -381,10 +407,17 @@ class ConfluentConsumer:
         self._c.close()
 
 
+def _admin(bootstrap: str, client_config: Mapping[str, Any] | None) -> AdminClient:
+    admin: AdminClient = _build(AdminClient, {**_base(bootstrap), **(client_config or {})},
+                                "admin")
+    return admin
+
+
 def create_topics(
-    bootstrap: str, topics: list[str], partitions: int, config: dict[str, str]
+    bootstrap: str, topics: list[str], partitions: int, config: dict[str, str],
+    client_config: Mapping[str, Any] | None = None,
 ) -> None:
-    admin: AdminClient = _build(AdminClient, _base(bootstrap), "admin")
+    admin = _admin(bootstrap, client_config)
     existing = _list_topics(admin, bootstrap)
     new = [NewTopic(t, num_partitions=partitions, config=config) for t in topics
            if t not in existing]
@@ -439,9 +472,11 @@ def metadata_ok(bootstrap: str, timeout_s: float) -> bool:
 
 
 def read_to_end(bootstrap: str, topic: str, partitions: list[int], read_committed: bool,
-                timeout_s: float) -> list[tuple[bytes | None, bytes | None, int]]:
+                timeout_s: float, client_config: Mapping[str, Any] | None = None,
+                ) -> list[tuple[bytes | None, bytes | None, int]]:
     """Every record of ``partitions`` of ``topic`` up to their current end, in log order."""
-    conf = {**_base(bootstrap), "group.id": throwaway_group(), "enable.auto.commit": False,
+    conf = {**_base(bootstrap), **(client_config or {}),
+            "group.id": throwaway_group(), "enable.auto.commit": False,
             "enable.partition.eof": False,
             "isolation.level": "read_committed" if read_committed else "read_uncommitted"}
     c: Consumer = _build(Consumer, conf, "consumer")
@@ -478,6 +513,7 @@ def read_to_end(bootstrap: str, topic: str, partitions: list[int], read_committe
     return out
 
 
-def partition_count(bootstrap: str, topic: str) -> int | None:
-    admin: AdminClient = _build(AdminClient, _base(bootstrap), "admin")
+def partition_count(bootstrap: str, topic: str,
+                    client_config: Mapping[str, Any] | None = None) -> int | None:
+    admin = _admin(bootstrap, client_config)
     return _list_topics(admin, bootstrap).get(topic)

@@ -43,6 +43,9 @@ _PRODUCER_DEFAULTS: dict[str, Any] = {
 _CONSUMER_DEFAULTS: dict[str, Any] = {
     "enable_auto_commit": False,
     "fetch_max_wait_ms": 100,
+    # as the confluent consumer: a dead member's partitions come back after 6 s, not 45 s
+    "session_timeout_ms": 6000,
+    "heartbeat_interval_ms": 2000,
 }
 # librdkafka names that are not just kafka-python's name with dots for underscores.
 _RENAMES = {
@@ -60,39 +63,64 @@ _RENAMES = {
 _IGNORED = {"bootstrap.servers", "bootstrap_servers"}
 
 
-def translate(config: Mapping[str, Any], known: Mapping[str, Any]) -> dict[str, Any]:
-    """confluent-style settings -> kafka-python keywords; unknown ones are a ConfigError.
+def translate(config: Mapping[str, Any], known: Mapping[str, Any], *, role: str = "client",
+              shared: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """confluent-style settings -> kafka-python keywords of one client ``role``.
 
-    String values from the environment or the CLI ("10", "true") become the int or bool
-    kafka-python expects when its default has that type.
+    ``config`` holds the role's own settings: one kafka-python's ``role`` does not have is a
+    ConfigError naming the role. ``shared`` settings go to every client: each takes those it
+    has, and only a setting no kafka-python client has is an error. String values from the
+    environment or the CLI ("10", "true") become the int or bool kafka-python expects when
+    its default has that type.
     """
     out: dict[str, Any] = {}
+    for name, value in (shared or {}).items():
+        key = _RENAMES.get(name, name.replace(".", "_"))
+        if name in _IGNORED or key not in known:
+            if name not in _IGNORED and not any(key in k for k in _known_by_role().values()):
+                raise ConfigError(f"kafka-python has no setting {name!r} (--kafka-option); "
+                                  f"Kafka client settings are client-specific (use "
+                                  f"--kafka-client confluent for librdkafka settings)")
+            continue
+        out[key] = _typed(name, key, value, known[key])
     for name, value in config.items():
         if name in _IGNORED:
             continue
         key = _RENAMES.get(name, name.replace(".", "_"))
         if key not in known:
             raise ConfigError(
-                f"kafka-python has no setting {name!r}; Kafka client settings are "
-                f"client-specific (use --kafka-client confluent for librdkafka settings)"
+                f"kafka-python {role} has no setting {name!r}"
+                + (f" (--{role}-option)" if role in ROLES else "")
+                + "; Kafka client settings are client-specific (use --kafka-client "
+                "confluent for librdkafka settings)"
             )
-        default = known[key]
-        if isinstance(value, str):
-            if isinstance(default, bool):
-                if value.lower() not in ("true", "false"):
-                    raise ConfigError(f"Kafka setting {name!r} must be true or false, got "
-                                      f"{value!r}")
-                value = value.lower() == "true"
-            elif isinstance(default, int) or key == "acks":
-                try:
-                    value = int(value)
-                except ValueError:
-                    if key != "acks":
-                        raise ConfigError(
-                            f"Kafka setting {name!r} must be an integer, got {value!r}"
-                        ) from None
-        out[key] = value
+        out[key] = _typed(name, key, value, known[key])
     return out
+
+
+ROLES = ("consumer", "producer", "admin")
+
+
+def _known_by_role() -> dict[str, Mapping[str, Any]]:
+    return {"consumer": KafkaConsumer.DEFAULT_CONFIG, "producer": KafkaProducer.DEFAULT_CONFIG,
+            "admin": KafkaAdminClient.DEFAULT_CONFIG}
+
+
+def _typed(name: str, key: str, value: Any, default: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    if isinstance(default, bool):
+        if value.lower() not in ("true", "false"):
+            raise ConfigError(f"Kafka setting {name!r} must be true or false, got {value!r}")
+        return value.lower() == "true"
+    if isinstance(default, int) or key == "acks":
+        try:
+            return int(value)
+        except ValueError:
+            if key != "acks":
+                raise ConfigError(
+                    f"Kafka setting {name!r} must be an integer, got {value!r}") from None
+    return value
 
 
 def _build(cls: type[Any], bootstrap: str, conf: dict[str, Any], *topics: str) -> Any:
@@ -109,9 +137,11 @@ class KafkaPythonProducer:
     # about a quarter of kafka-python's already low send rate.
     _REAP_EVERY = 50_000
 
-    def __init__(self, bootstrap: str, config: dict[str, Any]) -> None:
+    def __init__(self, bootstrap: str, config: dict[str, Any],
+                 shared: Mapping[str, Any] | None = None) -> None:
         self._bootstrap = bootstrap
-        conf = {**_PRODUCER_DEFAULTS, **translate(config, KafkaProducer.DEFAULT_CONFIG)}
+        conf = {**_PRODUCER_DEFAULTS, **translate(config, KafkaProducer.DEFAULT_CONFIG,
+                                                  role="producer", shared=shared)}
         self._p: KafkaProducer = _build(KafkaProducer, bootstrap, conf)
         self._send = self._p.send
         self._pending: list[Any] = []
@@ -206,13 +236,14 @@ class KafkaPythonConsumer:
         config: dict[str, Any],
         on_assign: Any = None,
         on_revoke: Any = None,
+        shared: Mapping[str, Any] | None = None,
     ) -> None:
         self._bootstrap = bootstrap
         conf = {
             **_CONSUMER_DEFAULTS,
             "group_id": group or throwaway_group(),
             "auto_offset_reset": "earliest" if from_beginning else "latest",
-            **translate(config, KafkaConsumer.DEFAULT_CONFIG),
+            **translate(config, KafkaConsumer.DEFAULT_CONFIG, role="consumer", shared=shared),
         }
         self._c: KafkaConsumer = _build(KafkaConsumer, bootstrap, conf)
         self._queried: dict[TopicPartition, tuple[float, int]] = {}
@@ -242,6 +273,12 @@ class KafkaPythonConsumer:
             if getattr(exc, "retriable", False):
                 log.warning("kafka consumer: %s", exc)
                 return []
+            if isinstance(exc, kerr.FencedInstanceIdError):
+                fatal = KafkaUnavailable(
+                    f"Kafka consumer fenced: {exc} (another process of the group runs with "
+                    f"the same --instance-id; give each instance its own)")
+                fatal.retriable = False
+                raise fatal from exc
             raise KafkaUnavailable(f"Kafka consumer failed: {exc}") from exc
         if len(batches) == 1:
             return next(iter(batches.values()))  # type: ignore[no-any-return]
@@ -312,15 +349,19 @@ class KafkaPythonConsumer:
         self._c.close(autocommit=False)
 
 
-def _admin(bootstrap: str) -> KafkaAdminClient:
-    admin: KafkaAdminClient = _build(KafkaAdminClient, bootstrap, {"request_timeout_ms": 15_000})
+def _admin(bootstrap: str, client_config: Mapping[str, Any] | None = None) -> KafkaAdminClient:
+    conf = {"request_timeout_ms": 15_000,
+            **translate({}, KafkaAdminClient.DEFAULT_CONFIG, role="admin",
+                        shared=client_config)}
+    admin: KafkaAdminClient = _build(KafkaAdminClient, bootstrap, conf)
     return admin
 
 
 def create_topics(
-    bootstrap: str, topics: list[str], partitions: int, config: dict[str, str]
+    bootstrap: str, topics: list[str], partitions: int, config: dict[str, str],
+    client_config: Mapping[str, Any] | None = None,
 ) -> None:
-    admin = _admin(bootstrap)
+    admin = _admin(bootstrap, client_config)
     try:
         existing = _partition_counts(admin, topics)
         created = []
@@ -390,9 +431,11 @@ def metadata_ok(bootstrap: str, timeout_s: float) -> bool:
 
 
 def read_to_end(bootstrap: str, topic: str, partitions: list[int], read_committed: bool,
-                timeout_s: float) -> list[tuple[bytes | None, bytes | None, int]]:
+                timeout_s: float, client_config: Mapping[str, Any] | None = None,
+                ) -> list[tuple[bytes | None, bytes | None, int]]:
     """Every record of ``partitions`` of ``topic`` up to their current end, in log order."""
     c: KafkaConsumer = _build(KafkaConsumer, bootstrap, {
+        **translate({}, KafkaConsumer.DEFAULT_CONFIG, role="consumer", shared=client_config),
         "group_id": None, "enable_auto_commit": False,
         "isolation_level": "read_committed" if read_committed else "read_uncommitted"})
     out: list[tuple[bytes | None, bytes | None, int]] = []
@@ -423,8 +466,9 @@ def read_to_end(bootstrap: str, topic: str, partitions: list[int], read_committe
     return out
 
 
-def partition_count(bootstrap: str, topic: str) -> int | None:
-    admin = _admin(bootstrap)
+def partition_count(bootstrap: str, topic: str,
+                    client_config: Mapping[str, Any] | None = None) -> int | None:
+    admin = _admin(bootstrap, client_config)
     try:
         return _partition_counts(admin, [topic]).get(topic)
     finally:

@@ -47,7 +47,7 @@ def _process_args(bootstrap: str, positions: str, alerts: str, preds: str, group
                   *extra: str) -> list[str]:
     return ["process", "--bootstrap", bootstrap, "--positions-topic", positions,
             "--alerts-topic", alerts, "--predictions-topic", preds, "--group", group,
-            "--metrics-port", "0", "--kafka-option", "session.timeout.ms=6000", *extra]
+            "--metrics-port", "0", *extra]  # the product's group defaults: no tuning
 
 
 def _alert_ids(recs: list[Any]) -> list[str]:
@@ -94,13 +94,20 @@ def _crash_run(bootstrap: str, args: list[str], kills: int, rng: random.Random) 
     return logs
 
 
-@pytest.mark.parametrize("exactly_once", [False, True], ids=["at-least-once", "exactly-once"])
+@pytest.mark.parametrize(
+    "exactly_once, client",
+    [(False, "confluent"), (True, "confluent"), (False, "kafka-python")],
+    ids=["at-least-once", "exactly-once", "kafka-python"])
 def test_sigkill_and_restart_gives_the_uninterrupted_alerts_and_predictions(
-    kafka_bootstrap: str, new_topic: Callable[[str], str], traffic: Path, exactly_once: bool
+    kafka_bootstrap: str, new_topic: Callable[[str], str], traffic: Path, exactly_once: bool,
+    client: str,
 ):
+    """3 SIGKILLs, each restart at once with the product's defaults (no client options):
+    the restarted member resumes after the dead one's session expires (6 s)."""
     positions = new_topic("positions")
     _publish(kafka_bootstrap, traffic, positions)
     eos = ["--exactly-once"] if exactly_once else []
+    eos += ["--kafka-client", client]
     # The reference: one uninterrupted run on the same records.
     ref_alerts, ref_preds = new_topic("ref-alerts"), new_topic("ref-preds")
     trajstream(*_process_args(kafka_bootstrap, positions, ref_alerts, ref_preds,
@@ -355,10 +362,10 @@ def test_rebalance_hands_partition_state_to_the_new_member(
     metrics_port = {name: _free_port() for name in ("a", "b")}
     args = ["process", "--bootstrap", kafka_bootstrap, "--positions-topic", positions,
             "--alerts-topic", alerts, "--group", new_topic("group"),
-            "--kafka-option", "session.timeout.ms=6000", "--until-end",
+            "--until-end",
             # small fetches: the partitions arrive interleaved, so A applies ticks (and has
             # state to hand over) early instead of waiting until it has seen every partition
-            "--kafka-option", "max.partition.fetch.bytes=4096",
+            "--consumer-option", "max.partition.fetch.bytes=4096",
             # small batches, each committed: slow enough that B joins mid-stream
             "--commit-interval-s", "0", "--max-batch-records", "20"]
     logs = {name: tmp_path / f"{name}.log" for name in ("a", "b")}

@@ -130,3 +130,31 @@ def test_factories_check_their_arguments_before_connecting() -> None:
         sk.make_consumer(NOWHERE, "positions", group=None)
     with pytest.raises(ConfigError, match="partitions"):
         sk.create_topics(NOWHERE, ["t"], partitions=0)
+
+
+def test_kafka_python_routes_shared_settings_to_the_clients_that_have_them() -> None:
+    """Finding 8: --kafka-option session.timeout.ms with kafka-python was refused because
+    the producer has no such setting; shared settings now go where they apply."""
+    from kafka import KafkaConsumer, KafkaProducer
+
+    shared = {"session.timeout.ms": "6000", "linger.ms": "5", "security.protocol": "SSL"}
+    consumer = translate({}, KafkaConsumer.DEFAULT_CONFIG, role="consumer", shared=shared)
+    producer = translate({}, KafkaProducer.DEFAULT_CONFIG, role="producer", shared=shared)
+    assert consumer == {"session_timeout_ms": 6000, "security_protocol": "SSL"}
+    assert producer == {"linger_ms": 5, "security_protocol": "SSL"}
+    with pytest.raises(ConfigError, match="no setting 'no.such.thing' \\(--kafka-option\\)"):
+        translate({}, KafkaConsumer.DEFAULT_CONFIG, role="consumer",
+                  shared={"no.such.thing": "1"})
+    with pytest.raises(ConfigError, match="kafka-python producer has no setting "
+                                          "'session.timeout.ms' \\(--producer-option\\)"):
+        translate({"session.timeout.ms": "6000"}, KafkaProducer.DEFAULT_CONFIG,
+                  role="producer")
+
+
+@pytest.mark.parametrize("client", sk.CLIENTS)
+def test_a_role_option_unknown_to_its_client_names_the_role(client: str) -> None:
+    with pytest.raises(ConfigError, match="producer"):
+        sk.make_producer(NOWHERE, client=client, config={"no.such.setting": 1})
+    with pytest.raises(ConfigError, match="consumer"):
+        sk.make_consumer(NOWHERE, ["t"], group="g", client=client,
+                         config={"no.such.setting": 1})
