@@ -44,6 +44,7 @@ from trajstream.stream.config import ProcessorConfig
 from trajstream.stream.deadletter import RejectPolicy
 from trajstream.stream.engine import Engine, Outputs
 from trajstream.stream.metrics import Metrics
+from trajstream.stream.plausibility import FrameCheck
 from trajstream.stream.sinks import Delivery, JsonlSink, KafkaSink, Output, Sink
 from trajstream.stream.sources import FileSource, KafkaSource, Source
 
@@ -278,6 +279,7 @@ class Processor:
         empty, no_parts = PositionBatch.empty(), np.empty(0, dtype=np.int64)
         process, handle_rejects, chunks = eng.process, self.rejects.handle, event_time_chunks
         dead_letter = self.rejects.dead_letter
+        frame = FrameCheck()
         max_records, wait_s = cfg.max_batch_records, cfg.max_batch_wait_ms / 1000.0
         consumed, batch_size, batch_secs = m.positions_consumed, m.batch_size, m.batch_seconds
         observe_processing = m.observe_processing
@@ -327,6 +329,8 @@ class Processor:
                                  - t_start)
                     consumed.inc(n)
                     batch, rejections = decode(rb.keys, rb.values, codec)
+                    if not frame.done:
+                        frame(batch)  # degrees in a metre frame: refused with one line
                     if rejections:
                         handle_rejects(rejections, rb.keys, rb.values, rb.topic)
                     parts = None if rb.partitions is None else rb.partitions[batch.index]

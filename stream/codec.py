@@ -2,11 +2,12 @@
 
 One pass of Python over the batch does only what must be per record: the size check, one
 ``orjson.loads`` and a handful of ``type()`` checks on the common message shape. Everything
-numeric (finiteness, ranges, heading wrap, lat/lon projection, defaults) is then checked on
-whole columns at once. Unusual but valid shapes (lat/lon, length/width) and every failure take a
-slower path that also names the reason. Columns are filled into preallocated Python lists and
-converted once: numpy's per-element ``__setitem__`` costs about twice a list store, which is
-most of the budget at several hundred thousand records per second.
+numeric (finiteness, ranges, a heading within one turn, lat/lon projection, defaults) is
+then checked on whole columns at once. Unusual but valid shapes (lat/lon, length/width) and
+every failure take a slower path that also names the reason. Columns are filled into
+preallocated Python lists and converted once: numpy's per-element ``__setitem__`` costs
+about twice a list store, which is most of the budget at several hundred thousand records
+per second.
 
 Every rejected record gets one bounded ``reason`` (see :data:`REASONS`, used as a metric
 label) and a human ``detail``; the dead-letter policy (stream/deadletter.py) acts on them.
@@ -407,6 +408,7 @@ def _check_columns(
             | bad_pos
             | (sp < 0.0)
             | (sp > cfg.max_speed_mps)
+            | (np.abs(hd) > _TWO_PI + 1e-9)  # radians: a larger value is a unit mistake
             | (ln < cfg.min_size_m)
             | (ln > cfg.max_length_m)
             | (wd < cfg.min_size_m)
@@ -451,6 +453,9 @@ def _range_detail(v: dict[str, float], cfg: CodecConfig) -> str:
         for k in ("x", "y"):
             if abs(v[k]) > lim:
                 msgs.append(f"|{k}|={abs(v[k])!r} > max_abs_coord_m={lim}")
+    if abs(v["heading"]) > _TWO_PI + 1e-9:
+        msgs.append(f"heading={v['heading']!r} outside [-2pi, 2pi] (degrees? heading is "
+                    f"radians)")
     if v["speed"] < 0.0 or v["speed"] > cfg.max_speed_mps:
         msgs.append(f"speed={v['speed']!r} outside [0, {cfg.max_speed_mps}]")
     # NaN (absent) fails the chained comparison, hence the isnan guards.

@@ -130,8 +130,8 @@ def test_unicode_vehicle_id_matches_utf8_key() -> None:
         (-math.pi, math.pi),
         (3 * math.pi / 2, -math.pi / 2),
         (-3 * math.pi / 2, math.pi / 2),
-        (7.0, 7.0 - 2 * math.pi),
-        (-100.0, -100.0 + 32 * math.pi),
+        (6.0, 6.0 - 2 * math.pi),
+        (-2 * math.pi, 0.0),
     ],
 )
 def test_heading_normalised_to_half_open_interval(given: float, expected: float) -> None:
@@ -140,6 +140,15 @@ def test_heading_normalised_to_half_open_interval(given: float, expected: float)
     h = batch.heading[0]
     assert -math.pi < h <= math.pi
     assert h == pytest.approx(expected, abs=1e-9)
+
+
+@pytest.mark.parametrize("given", [7.0, -100.0, 90.0, 1e300])
+def test_heading_beyond_one_turn_is_rejected_not_wrapped(given: float) -> None:
+    """Issue 12, finding 3: 100 or 1e300 used to be wrapped into some angle; a heading is
+    radians, so anything past one turn is a unit mistake (degrees) or garbage."""
+    _, rej = one(msg(heading=given))
+    assert [r.reason for r in rej] == ["out_of_range"]
+    assert "degrees? heading is radians" in rej[0].detail
 
 
 def test_lat_lon_projected_around_origin() -> None:

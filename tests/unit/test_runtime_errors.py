@@ -121,3 +121,26 @@ def test_bootstrap_and_input_together_are_refused(tmp_path: Path, capsys, monkey
     # a broker from the environment (compose) yields to an explicit --input
     monkeypatch.setenv("TRAJSTREAM_BOOTSTRAP", "127.0.0.1:9")
     assert main(argv) == 0
+
+
+def test_lat_lon_degrees_in_x_y_are_refused_with_one_line(tmp_path: Path, capsys) -> None:
+    """Issue 12, finding 3: degrees in the metre fields put the city in one square metre
+    and gave hundreds of critical alerts, none real."""
+    import orjson
+
+    rows = [orjson.loads(x) for x in crossing_traffic(seed=4)]
+    lat0, lon0 = 33.7756, -84.3963
+    lines = []
+    for r in rows:
+        for j in range(3):  # three vehicles a few metres (1e-5 degrees) apart
+            lines.append(orjson.dumps({**r, "vehicle_id": f"{r['vehicle_id']}-{j}",
+                                       "x": lat0 + r["x"] * 1e-5 + j * 3e-5,
+                                       "y": lon0 + r["y"] * 1e-5}))
+    src = tmp_path / "degrees.jsonl"
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    argv = ["--log-level", "ERROR", "process", "--input", str(src), "--alerts-out",
+            str(tmp_path / "a.jsonl"), "--predictor", "cv", "--metrics-port", "0"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert "look like latitude/longitude degrees" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "a.jsonl").exists()
