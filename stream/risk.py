@@ -202,7 +202,8 @@ class Conflicts:
     contact; ``cpa_t``/``cpa_x``/``cpa_y`` the event time and midpoint of the two centres
     there; ``min_distance`` the least centre distance over the searched window; ``severity``
     1 (warning) or 2 (critical); ``probability`` the largest footprint overlap probability
-    over the window.
+    over the window (0 for a following pair whose predicted paths do not touch: it is judged
+    on kinematics and that probability is not computed).
     """
 
     a: np.ndarray
@@ -582,46 +583,73 @@ def _exact(
     toi = np.where(hit, (je + f_in) * step, np.inf)
     toi = np.where(toi < horizon, toi, np.inf)
     slon, slat = smp.slon.ravel(), smp.slat.ravel()
+    # Pairs following in one lane are judged on kinematics (below); their overlap
+    # probability only matters where the predicted paths touch (critical).
+    heads = np.flatnonzero(np.concatenate([[True], pe[1:] != pe[:-1]]))
+    pp = pe[heads]
+    a_c, b_c = a[pp], b[pp]
+    frame = _PairFrame(fleet, a_c, b_c, smp.x[b_c, 0] - smp.x[a_c, 0],
+                       smp.y[b_c, 0] - smp.y[a_c, 0], cfg)
+    entry_pair = np.repeat(np.arange(heads.shape[0]), np.diff(np.append(heads, pe.shape[0])))
+    touching = np.logical_or.reduceat(np.isfinite(toi), heads)
+    e = np.flatnonzero(~frame.following[entry_pair] | touching[entry_pair])
 
-    def prob(fr: np.ndarray) -> np.ndarray:
+    def prob(fr: np.ndarray, k: np.ndarray) -> np.ndarray:
+        """Overlap probability of entries ``k`` at fractions ``fr`` of their intervals."""
         def at(v: np.ndarray, i: np.ndarray) -> np.ndarray:
             return v[i] + fr * (v[i + 1] - v[i])
         return overlap_probability(
-            x0 + fr * (x1 - x0), y0 + fr * (y1 - y0), ax, ay, la, wa, bx, by, lb, wb,
-            at(slon, fa), at(slat, fa), at(slon, fb_), at(slat, fb_))
+            x0[k] + fr * (x1[k] - x0[k]), y0[k] + fr * (y1[k] - y0[k]), ax[k], ay[k], la[k],
+            wa[k], bx[k], by[k], lb[k], wb[k], at(slon, fa[k]), at(slat, fa[k]),
+            at(slon, fb_[k]), at(slat, fb_[k]))
 
-    f_mid = np.where(hit, 0.5 * (f_in + f_out), 0.0)
+    hit_e = hit[e]
+    f_mid = np.where(hit_e, 0.5 * (f_in[e] + f_out[e]), 0.0)
+    p_mid = np.zeros(e.shape[0])  # (without a nominal overlap: the interval's start)
+    h = np.flatnonzero(hit_e)
+    p_mid[h] = prob(f_mid[h], e[h])
     # The encounter: where the relative motion passes its closest approach within the
     # interval, the chance that the miss distance is within the footprints (errors along
     # the relative motion only shift when, not whether).
-    dvx, dvy = x1 - x0, y1 - y0
+    ex0, ey0 = x0[e], y0[e]
+    dvx, dvy = x1[e] - ex0, y1[e] - ey0
     vv = dvx * dvx + dvy * dvy
-    f_star = -(x0 * dvx + y0 * dvy) / np.where(vv > 0, vv, 1.0)
+    f_star = -(ex0 * dvx + ey0 * dvy) / np.where(vv > 0, vv, 1.0)
     passing = (vv > (cfg.min_closing_speed_mps * step) ** 2) & (f_star >= 0) & (f_star <= 1)
-    f_enc = np.where(passing, np.where(hit, f_in, np.clip(f_star, 0.0, 1.0)), 0.0)
-    fs = np.clip(f_star, 0.0, 1.0)
-    p_enc = np.where(passing, encounter_probability(
-        x0 + fs * dvx, y0 + fs * dvy, dvx, dvy, ax, ay, la, wa, bx, by, lb, wb,
-        slon[fa] + fs * (slon[fa + 1] - slon[fa]), slat[fa] + fs * (slat[fa + 1] - slat[fa]),
-        slon[fb_] + fs * (slon[fb_ + 1] - slon[fb_]),
-        slat[fb_] + fs * (slat[fb_ + 1] - slat[fb_])), 0.0)
-    cand = ((np.zeros_like(x0), prob(np.zeros_like(x0))), (f_mid, prob(f_mid)),
-            (f_enc, p_enc), (np.ones_like(x0), prob(np.ones_like(x0))))
+    f_enc = np.where(passing, np.where(hit_e, f_in[e], np.clip(f_star, 0.0, 1.0)), 0.0)
+    q = np.flatnonzero(passing)  # at most one interval per pair
+    fs, ek = f_star[q], e[q]
+    fae, fbe = fa[ek], fb_[ek]
+    p_enc = np.zeros(e.shape[0])
+    p_enc[q] = encounter_probability(
+        ex0[q] + fs * dvx[q], ey0[q] + fs * dvy[q], dvx[q], dvy[q], ax[ek], ay[ek], la[ek],
+        wa[ek], bx[ek], by[ek], lb[ek], wb[ek], slon[fae] + fs * (slon[fae + 1] - slon[fae]),
+        slat[fae] + fs * (slat[fae + 1] - slat[fae]),
+        slon[fbe] + fs * (slon[fbe + 1] - slon[fbe]),
+        slat[fbe] + fs * (slat[fbe + 1] - slat[fbe]))
+    zero, one = np.zeros(e.shape[0]), np.ones(e.shape[0])
+    p_start = prob(zero, e)
+    p_mid = np.where(hit_e, p_mid, p_start)
+    cand = ((zero, p_start), (f_mid, p_mid), (f_enc, p_enc), (one, prob(one, e)))
     pw = cfg.warning_probability
-    p_entry = np.zeros_like(x0)
-    t_warn = np.full_like(x0, np.inf)  # earliest time in the entry with p >= pw
-    f_warn = np.zeros_like(x0)
+    p_e = np.zeros(e.shape[0])
+    t_e = np.full(e.shape[0], np.inf)  # earliest time in the entry with p >= pw
+    f_e = np.zeros(e.shape[0])
+    je_e = je[e]
     for fr, pr in cand:
-        when = (je + fr) * step
+        when = (je_e + fr) * step
         inside = when < horizon
-        p_entry = np.maximum(p_entry, np.where(inside, pr, 0.0))
-        first = inside & (pr >= pw) & (when < t_warn)
-        t_warn = np.where(first, when, t_warn)
-        f_warn = np.where(first, fr, f_warn)
+        p_e = np.maximum(p_e, np.where(inside, pr, 0.0))
+        first = inside & (pr >= pw) & (when < t_e)
+        t_e = np.where(first, when, t_e)
+        f_e = np.where(first, fr, f_e)
+    p_entry = np.zeros_like(x0)
+    t_warn = np.full_like(x0, np.inf)
+    f_warn = np.zeros_like(x0)
+    p_entry[e], t_warn[e], f_warn[e] = p_e, t_e, f_e
 
     # Per pair (entries are pair-major): most probable overlap, first nominal contact, and
     # the first time the overlap probability reaches warning_probability.
-    heads = np.flatnonzero(np.concatenate([[True], pe[1:] != pe[:-1]]))
     p_max = np.maximum.reduceat(p_entry, heads)
     key_c = np.lexsort((toi, pe))
     key_w = np.lexsort((t_warn, pe))
@@ -631,10 +659,6 @@ def _exact(
     ref = np.where(nominal, first_c, first_w)  # the entry whose moment gives ttc and cpa
     ttc = np.where(nominal, toi[first_c], t_warn[first_w])
     fr_ref = np.where(nominal, f_in[first_c], f_warn[first_w])
-    pp = pe[heads]
-    a_c, b_c = a[pp], b[pp]
-    frame = _PairFrame(fleet, a_c, b_c, smp.x[b_c, 0] - smp.x[a_c, 0],
-                       smp.y[b_c, 0] - smp.y[a_c, 0], cfg)
     # Near-parallel pairs need a nominal contact that is near certain (parallel_probability):
     # sideways they are held apart by lane keeping, which a path sigma grown by heading
     # error does not express, and a heading error of 0.02 rad makes paths a lane apart
