@@ -78,9 +78,11 @@ def meta_key(partition: int) -> bytes:
 
 
 def encode_meta(meta: dict[str, Any], partition: int) -> bytes:
-    """The meta record of one partition (``part_max`` narrowed to that partition)."""
-    d = {k: v for k, v in meta.items() if k != "part_max"}
+    """The meta record of one partition (``part_max`` narrowed to that partition, and the
+    partition's entry of ``per_partition`` merged in)."""
+    d = {k: v for k, v in meta.items() if k not in ("part_max", "per_partition")}
     d["part_max"] = meta.get("part_max", {}).get(partition)
+    d.update(meta.get("per_partition", {}).get(partition, {}))
     d["v"] = _VERSION
     return orjson.dumps(d, option=orjson.OPT_SERIALIZE_NUMPY)
 

@@ -11,7 +11,7 @@ with deterministic ids. No I/O; the caller's clock is the tick's event time.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,9 +45,13 @@ class PredictedTick:
 
 @dataclass
 class TickResult:
-    """What one assessment found: the raw conflicts, the alert decisions, the messages."""
+    """What one assessment found: the raw conflicts, their pairs (ids a < b, and the tick's
+    rows of a and b), the alert decisions and the messages of the alerts emitted."""
 
     conflicts: Conflicts
+    pairs: list[tuple[str, str]] = field(default_factory=list)
+    index_a: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    index_b: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     decisions: list[episodes.AlertDecision] = field(default_factory=list)
     alerts: list[tuple[bytes, bytes]] = field(default_factory=list)
 
@@ -68,8 +72,13 @@ class ConflictStage:
         self.metrics = metrics
         self.stats: dict[str, int] = {"warning": 0, "critical": 0}
 
-    def assess(self, tick: PredictedTick) -> TickResult:
-        """Assess one tick; ticks must come in increasing event time."""
+    def assess(self, tick: PredictedTick,
+               owns: Callable[[TickResult], np.ndarray] | None = None) -> TickResult:
+        """Assess one tick; ticks must come in increasing event time.
+
+        Every pair's episode is tracked; with ``owns`` (a mask over the result's conflicts)
+        only the alerts of the pairs it owns are emitted (the risk stage, where several
+        processes see a pair and one alerts it)."""
         t, fleet = tick.t, tick.fleet
         t0 = time.perf_counter()
         conflicts = assess(t, fleet, self.spec, self.risk)
@@ -77,8 +86,11 @@ class ConflictStage:
             self.metrics.risk_seconds.observe(time.perf_counter() - t0)
         pairs, index_a, index_b = episodes.conflict_pairs(conflicts, tick.ids)
         decisions = self.tracker.update(t, pairs, conflicts)
-        result = TickResult(conflicts, decisions)
+        result = TickResult(conflicts, pairs, index_a, index_b, decisions)
+        mine = owns(result) if owns is not None else None
         for d in decisions:
+            if mine is not None and not mine[d.conflict]:
+                continue
             msg = episodes.alert_message(d, fleet, int(index_a[d.conflict]),
                                          int(index_b[d.conflict]), self.spec, self.model)
             sev = msg["severity"]

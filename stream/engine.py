@@ -50,6 +50,7 @@ from trajstream.stream.checkpoint import Checkpoint, VehicleState
 from trajstream.stream.codec import PositionBatch
 from trajstream.stream.config import EngineConfig
 from trajstream.stream.conflicts import ConflictStage
+from trajstream.stream.predict_stage import TilePublisher
 from trajstream.stream.vehicles import VehicleStage
 
 __all__ = ["Engine", "Outputs"]
@@ -64,11 +65,14 @@ class Outputs:
     # records admission dropped late, future or ahead, for the dead-letter sink: (row of
     # the batch's input, reason, detail, None) or (-1, reason, detail, the record as JSON)
     dropped: list[tuple[int, str, str, bytes | None]] = field(default_factory=list)
+    # (partition, key, value) for the internal topic (--stage predict)
+    internal: list[tuple[int, bytes, bytes]] = field(default_factory=list)
 
     def extend(self, other: Outputs) -> None:
         self.alerts.extend(other.alerts)
         self.predictions.extend(other.predictions)
         self.dropped.extend(other.dropped)
+        self.internal.extend(other.internal)
 
 
 class Engine:
@@ -78,6 +82,9 @@ class Engine:
     ``flush`` releases everything still buffered (end of input). ``seq0`` numbers the records
     of a batch (``seq0 + batch.index``) so the caller can tell, via :attr:`min_pending_seq`,
     which input records still wait in the buffer and must not be committed yet.
+
+    With a ``publisher`` (stream/predict_stage.py, ``--stage predict``) each tick's predicted
+    kinematics go to :attr:`Outputs.internal` instead of the conflict stage.
     """
 
     def __init__(
@@ -87,8 +94,10 @@ class Engine:
         metrics: Any = None,
         *,
         wall_clock: Callable[[], float] = time.time,
+        publisher: TilePublisher | None = None,
     ) -> None:
         self.config = config
+        self.publisher = publisher
         self.spec = config.spec
         self.metrics = metrics
         self.vehicles = VehicleStage(config, predictor, metrics)
@@ -175,7 +184,7 @@ class Engine:
         if rel is None:
             return out
         recs, ids, ticks = rel.recs, rel.ids, rel.ticks
-        vehicles, conflicts = self.vehicles, self.conflicts
+        vehicles, conflicts, publisher = self.vehicles, self.conflicts, self.publisher
         k = rel.first
         i, m = 0, ticks.shape[0]
         dt = self._dt
@@ -205,7 +214,10 @@ class Engine:
             gone = vehicles.evict(t)
             if gone:
                 conflicts.forget(gone)
-            out.alerts.extend(conflicts.assess(vehicles.predicted(t)).alerts)
+            if publisher is None:
+                out.alerts.extend(conflicts.assess(vehicles.predicted(t)).alerts)
+            else:
+                out.internal.extend(publisher.publish(k, vehicles.predicted(t)))
             self._ticks += 1
             k += 1
         if self.metrics is not None:

@@ -126,6 +126,12 @@ class EpisodeTracker:
         """Open episodes."""
         return len(self._s.episodes)
 
+    @property
+    def idle(self) -> bool:
+        """No open episode and no unconfirmed conflict: an empty assessment changes nothing
+        but :attr:`prev_t`."""
+        return not self._s.episodes and not self._s.pending
+
     def update(
         self, t: float, pairs: Sequence[tuple[str, str]], conflicts: Conflicts
     ) -> list[AlertDecision]:

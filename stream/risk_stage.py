@@ -1,0 +1,318 @@
+"""The risk stage (``trajstream process --stage risk``): tile-keyed, alerts from the internal
+topic the predict stage writes (stream/predict_stage.py, stream/internal.py).
+
+A risk process owns some partitions of the internal topic, hence some tiles, and gets every
+vehicle within the halo of them. Per tick it merges the records of its partitions (a vehicle
+sent twice, by a replay or through two tiles of one partition, counts once), assesses risk
+over all of them with the same conflict stage a single process runs (stream/conflicts.py),
+tracks the episodes of every pair it sees, and publishes the alerts of the pairs it owns (the
+partition of the tile holding the pair's midpoint, stream/tiles.py): each pair is alerted
+by exactly one partition.
+
+Event time: tick k is complete once every input partition of the positions topic reported
+(progress records) that it released tick k, on every owned partition; ticks are assessed
+in order, each exactly once. Records of a tick already assessed are dropped ``late``
+(replays of a restarted predict process). State for the changelog (stream/changelog.py):
+one record per owned partition with its released tick, the progress seen before the
+committed offsets, and the episodes of the pairs it owns. No I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from trajstream.stream import internal
+from trajstream.stream.checkpoint import Checkpoint, VehicleState
+from trajstream.stream.codec import CodecConfig, Rejection
+from trajstream.stream.config import EngineConfig
+from trajstream.stream.conflicts import ConflictStage, PredictedTick, TickResult
+from trajstream.stream.engine import Outputs
+from trajstream.stream.risk import Fleet
+from trajstream.stream.tiles import TileGrid
+
+__all__ = ["RiskEngine"]
+
+
+@dataclass
+class InternalBatch:
+    """Decoded internal records; ``index`` maps them to the polled records."""
+
+    records: list[internal.TickRows | internal.Progress]
+    index: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+@dataclass
+class _Tick:
+    rows: dict[str, tuple[PredictedTick, int]] = field(default_factory=dict)  # id -> (tick, row)
+    min_seq: int | None = None
+
+
+class RiskEngine:
+    """Engine-shaped (``process``/``flush``/``checkpoint``/``restore``) so the micro-batch
+    loop of stream/app.py runs it like the single-process engine."""
+
+    def __init__(self, config: EngineConfig, grid: TileGrid, metrics: Any = None) -> None:
+        self.config = config
+        self.spec = config.spec
+        self.grid = grid
+        self.metrics = metrics
+        self.conflicts = ConflictStage(self.spec, "?", config.risk, config.episodes, metrics)
+        self._dt = float(config.risk_interval_s)
+        self.stats: dict[str, int] = {
+            "records": 0, "accepted": 0, "late": 0, "stale": 0, "future": 0, "dense": 0,
+            "ticks": 0, "vehicles": 0,
+        }
+        self._fresh_stats = 0
+        self.reset()
+
+    def reset(self) -> list[str]:
+        """Forget everything but the counters (all partitions revoked)."""
+        self.conflicts.reset()
+        self._ticks: dict[int, _Tick] = {}
+        self._done: int | None = None
+        self._progress: dict[int, dict[int, int]] = {}  # risk partition -> input p -> done
+        self._inputs = 0
+        self._events: list[tuple[int, int, int, int]] = []  # (seq, q, p, done) uncommitted
+        self._committed: dict[int, dict[int, int]] = {}  # progress before committed offsets
+        self._owners: dict[tuple[str, str], int] = {}  # pair -> owning partition, last seen
+        self.newest_applied_ts = -math.inf
+        self._vehicles = 0
+        self._fleet = _empty_tick(self.spec.points)[1]
+        self._fresh_stats = self.stats["ticks"]
+        return []
+
+    def __len__(self) -> int:
+        """Vehicles in the latest assessed tick."""
+        return self._vehicles
+
+    # -- the loop's interface ------------------------------------------------------------------
+
+    @staticmethod
+    def decode_records(keys: Sequence[bytes | None] | None, values: Sequence[bytes | None],
+                       codec: CodecConfig) -> tuple[InternalBatch, list[Rejection]]:
+        recs: list[internal.TickRows | internal.Progress] = []
+        index: list[int] = []
+        rejected: list[Rejection] = []
+        for i, v in enumerate(values):
+            try:
+                if v is None:
+                    raise ValueError("empty record")
+                recs.append(internal.decode(v))
+                index.append(i)
+            except (ValueError, KeyError, TypeError) as exc:
+                rejected.append(Rejection(i, "wrong_type", f"internal record: {exc}"))
+        return InternalBatch(recs, np.asarray(index, dtype=np.int64)), rejected
+
+    @property
+    def min_pending_seq(self) -> int | None:
+        seqs = [t.min_seq for t in self._ticks.values() if t.min_seq is not None]
+        return min(seqs) if seqs else None
+
+    @property
+    def watermark_tick(self) -> int | None:
+        return self._done
+
+    def assign(self, partitions: Collection[int]) -> None:
+        """Partitions assigned: no tick is complete before each of them reported."""
+        for q in partitions:
+            self._progress.setdefault(q, {})
+
+    def process(self, batch: Any, seq0: int = 0, *,
+                partitions: np.ndarray | None = None,
+                blocking: Collection[int] | None = None) -> Outputs:
+        """Take the records of one poll (an :class:`InternalBatch`; an empty batch of any
+        kind), then assess every tick now complete."""
+        n = len(batch)
+        records = batch.records if n else []
+        parts = (partitions if partitions is not None and n
+                 else np.zeros(n, dtype=np.int64)).tolist()
+        seqs = (seq0 + batch.index).tolist() if n else []
+        self.stats["records"] += n
+        for rec, q, seq in zip(records, parts, seqs, strict=True):
+            self._progress.setdefault(q, {})
+            if isinstance(rec, internal.Progress):
+                mine = self._progress[q]
+                if rec.done > mine.get(rec.partition, -(2**62)):
+                    mine[rec.partition] = rec.done
+                self._inputs = max(self._inputs, rec.inputs)
+                self._events.append((seq, q, rec.partition, rec.done))
+                continue
+            if self._done is not None and rec.k <= self._done:
+                self.stats["late"] += len(rec.tick)
+                continue
+            self.conflicts.model = rec.model
+            slot = self._ticks.setdefault(rec.k, _Tick())
+            for r, v in enumerate(rec.tick.ids.tolist()):
+                slot.rows.setdefault(v, (rec.tick, r))
+            slot.min_seq = seq if slot.min_seq is None else min(slot.min_seq, seq)
+            self.stats["accepted"] += len(rec.tick)
+        upto = self._complete()
+        return Outputs() if upto is None else self._release(upto)
+
+    def flush(self) -> Outputs:
+        """End of input: assess every buffered tick."""
+        if not self._ticks:
+            return Outputs()
+        return self._release(max(self._ticks))
+
+    # -- ticks ---------------------------------------------------------------------------------
+
+    def _complete(self) -> int | None:
+        """The last tick every input partition reported on every partition seen."""
+        if not self._progress or not self._inputs:
+            return None
+        low: int | None = None
+        for mine in self._progress.values():
+            if len(mine) < self._inputs:
+                return None
+            m = min(mine.values())
+            low = m if low is None else min(low, m)
+        return low
+
+    def _release(self, upto: int) -> Outputs:
+        out = Outputs()
+        if self._done is not None and upto <= self._done:
+            return out
+        ticks = sorted(k for k in self._ticks if k <= upto)
+        k = self._done + 1 if self._done is not None else (ticks[0] if ticks else None)
+        self._done = upto
+        if k is None:
+            return out
+        dt = self._dt
+        stage = self.conflicts
+        empty = _empty_tick(self.spec.points)
+        for kk in range(k, upto + 1):
+            slot = self._ticks.pop(kk, None)
+            if slot is None and stage.tracker.idle:
+                continue  # nothing seen and nothing to close: the tick changes nothing
+            t = kk * dt
+            tick = _merge(t, slot) if slot is not None else PredictedTick(t, *empty)
+            self._vehicles = len(tick)
+            self._fleet = tick.fleet
+            result = stage.assess(tick, owns=self._owns)
+            out.alerts.extend(result.alerts)
+            self.stats["ticks"] += 1
+            self.newest_applied_ts = max(self.newest_applied_ts, t)
+        return out
+
+    def _owns(self, result: TickResult) -> np.ndarray:
+        """Which of the tick's conflicts this process alerts (it owns the midpoint's tile);
+        remembers every pair's owner for the changelog."""
+        if not result.pairs:
+            return np.zeros(0, dtype=bool)
+        f = self._fleet
+        ia, ib = result.index_a, result.index_b
+        q = self.grid.owner(f.x[ia], f.y[ia], f.x[ib], f.y[ib])
+        self._owners.update(zip(result.pairs, q.tolist(), strict=True))
+        return np.isin(q, list(self._progress))
+
+    # -- changelog -----------------------------------------------------------------------------
+
+    def checkpoint(self) -> Checkpoint:
+        """One record per owned partition: released tick, committed progress, its pairs."""
+        done_before = self.min_pending_seq
+        keep = []
+        for ev in self._events:
+            seq, q, p, d = ev
+            if done_before is None or seq < done_before:
+                mine = self._committed.setdefault(q, {})
+                mine[p] = max(mine.get(p, d), d)
+            else:
+                keep.append(ev)
+        self._events = keep
+        snap = self.conflicts.tracker.snapshot()
+        tracked = {(a, b) for a, st in snap.items() for kind in ("episodes", "pending")
+                   for b in st.get(kind, {})}
+        self._owners = {p: q for p, q in self._owners.items() if p in tracked}
+        per: dict[int, dict[str, Any]] = {
+            q: {"progress": {str(p): d for p, d in self._committed.get(q, {}).items()},
+                "pairs": {}} for q in self._progress}
+        for a, st in snap.items():
+            for kind in ("episodes", "pending"):
+                for b, e in st.get(kind, {}).items():
+                    owner = self._owners.get((a, b))
+                    if owner is not None and owner in per:
+                        per[owner]["pairs"].setdefault(a, {}).setdefault(kind, {})[b] = e
+        meta = {"done": self._done, "prev_t": self.conflicts.tracker.prev_t,
+                "inputs": self._inputs, "per_partition": per}
+        return Checkpoint([], [], meta)
+
+    def restore(self, vehicles: list[VehicleState], metas: dict[int, dict[str, Any]]) -> None:
+        """Partitions assigned: their episodes, released tick and committed progress."""
+        fresh = self._done is None or (self.stats["ticks"] == self._fresh_stats
+                                       and not self._ticks)
+        states: dict[str, dict[str, Any]] = {}
+        for q, m in metas.items():
+            self._progress.setdefault(q, {})
+            prog = {int(p): int(d) for p, d in (m.get("progress") or {}).items()}
+            self._committed[q] = dict(prog)
+            mine = self._progress[q]
+            for p, d in prog.items():
+                mine[p] = max(mine.get(p, d), d)
+            self._inputs = max(self._inputs, int(m.get("inputs") or 0))
+            for a, st in (m.get("pairs") or {}).items():
+                into = states.setdefault(a, {"episodes": {}})
+                for kind in ("episodes", "pending"):
+                    into.setdefault(kind, {}).update(st.get(kind, {}))
+                    for b in st.get(kind, {}):
+                        self._owners[(a, b)] = q
+        self.conflicts.tracker.restore(states)
+        done = [m for m in metas.values() if m.get("done") is not None]
+        if fresh and done:
+            first = min(done, key=lambda m: int(m["done"]))
+            self._done = int(first["done"])
+            if first.get("prev_t") is not None:
+                self.conflicts.tracker.restore({}, prev_t=float(first["prev_t"]))
+
+    def drop_partitions(self, parts: Collection[int]) -> list[str]:
+        """Revoked partitions: forget their progress (their records stay buffered only as
+        far as other partitions sent them too)."""
+        for q in parts:
+            self._progress.pop(q, None)
+            self._committed.pop(q, None)
+        self._events = [e for e in self._events if e[1] not in parts]
+        return []
+
+    def summary(self) -> dict[str, Any]:
+        return {**self.stats, **self.conflicts.stats, "vehicles": self._vehicles,
+                "pending": sum(len(t.rows) for t in self._ticks.values()), "resets": 0,
+                "error_m": {}}
+
+
+def _empty_tick(points: int) -> tuple[np.ndarray, Fleet, np.ndarray]:
+    z = np.zeros(0)
+    fleet = Fleet(z, z, z, z, z, z, z, z, z, np.zeros((0, points, 2)))
+    return np.zeros(0, dtype=object), fleet, np.zeros((0, points), np.float32)
+
+
+def _merge(t: float, slot: _Tick) -> PredictedTick:
+    """One tick's vehicles from all records, ordered by vehicle id (deterministic)."""
+    ids = sorted(slot.rows)
+    by_record: dict[int, tuple[PredictedTick, list[int], list[int]]] = {}
+    for i, v in enumerate(ids):
+        tk, r = slot.rows[v]
+        entry = by_record.setdefault(id(tk), (tk, [], []))
+        entry[1].append(i)
+        entry[2].append(r)
+    n = len(ids)
+    first = next(iter(by_record.values()))[0]
+    points = first.fleet.paths.shape[1]
+    cols = {c: np.empty(n) for c in Fleet.__slots__ if c != "paths"}
+    paths = np.empty((n, points, 2))
+    sigma = np.full((n, points), np.nan, np.float32)
+    for tk, at_list, r_list in by_record.values():
+        dst, src = np.asarray(at_list), np.asarray(r_list)
+        for c, col in cols.items():
+            col[dst] = getattr(tk.fleet, c)[src]
+        paths[dst] = tk.fleet.paths[src]
+        if tk.sigma is not None:
+            sigma[dst] = tk.sigma[src]
+    return PredictedTick(t, np.array(ids, dtype=object), Fleet(**cols, paths=paths), sigma)
