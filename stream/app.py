@@ -47,6 +47,7 @@ from trajstream.stream.metrics import Metrics
 from trajstream.stream.plausibility import FrameCheck
 from trajstream.stream.sinks import Delivery, JsonlSink, KafkaSink, Output, Sink
 from trajstream.stream.sources import FileSource, KafkaSource, Source
+from trajstream.stream.tiles import TileGrid
 
 __all__ = ["IO", "Processor", "Stalled", "build_io", "load_predictor"]
 
@@ -134,6 +135,8 @@ class IO:
     producer: Any = None  # the Kafka producer of every output (transactions)
     rebalance: _Rebalance | None = None
     exactly_once: bool = False
+    grid: TileGrid | None = None  # two stages: the tiles of the internal topic
+    inputs: int = 0  # two stages: the positions topic's partition count
 
 
 def build_io(config: ProcessorConfig) -> IO:
@@ -164,24 +167,39 @@ def build_io(config: ProcessorConfig) -> IO:
     eos = config.exactly_once
     shared = dict(config.kafka_config)
     admin = {**shared, **config.admin_config}
-    topics = [t for t in (config.alerts_topic, config.predictions_topic, config.dlq_topic) if t]
+    stage = config.stage
+    alerts_topic = config.alerts_topic if stage != "predict" else None
+    topics = [t for t in (alerts_topic, config.predictions_topic, config.dlq_topic) if t]
     create_topics(config.bootstrap, topics, client=client, client_config=admin)
     changelog_topic = config.changelog_name
-    n_parts = 0
-    if changelog_topic:
-        n_parts = partition_count(config.bootstrap, config.positions_topic, client=client,
-                                  client_config=admin) or 0
-        if not n_parts:
+    n_parts = inputs = 0
+    if changelog_topic or stage != "all":
+        inputs = partition_count(config.bootstrap, config.positions_topic, client=client,
+                                 client_config=admin) or 0
+        if not inputs:
             create_topics(config.bootstrap, [config.positions_topic], client=client,
                           client_config=admin)
-            n_parts = 1
+            inputs = 1
+        n_parts = inputs
+    grid = None
+    if stage != "all":
+        # The internal topic has the positions topic's partition count (whichever stage
+        # starts first creates it); the risk stage's changelog follows the internal topic.
+        create_topics(config.bootstrap, [config.internal_topic], partitions=inputs,
+                      client=client, client_config=admin)
+        tiles = partition_count(config.bootstrap, config.internal_topic, client=client,
+                                client_config=admin)
+        grid = TileGrid(config.tile_m, config.halo, tiles or inputs)
+        if stage == "risk":
+            n_parts = grid.partitions
+    if changelog_topic:
         create_topics(config.bootstrap, [changelog_topic], partitions=n_parts, client=client,
                       config={"cleanup.policy": "compact"}, client_config=admin)
         have = partition_count(config.bootstrap, changelog_topic, client=client,
                                client_config=admin)
         if have != n_parts:
             raise ConfigError(
-                f"changelog topic {changelog_topic!r} has {have} partition(s), the positions "
+                f"changelog topic {changelog_topic!r} has {have} partition(s), its input "
                 f"topic {n_parts}: they must match (use a new --changelog-topic)")
     rebalance = _Rebalance()
     consumer_conf = dict(config.consumer_config)
@@ -189,10 +207,11 @@ def build_io(config: ProcessorConfig) -> IO:
         consumer_conf.setdefault("group.instance.id", config.instance_id)
     if eos and "isolation.level" not in shared:
         consumer_conf.setdefault("isolation.level", "read_committed")
+    source_topic = config.internal_topic if stage == "risk" else config.positions_topic
     consumer = make_consumer(
         config.bootstrap,
-        [config.positions_topic],
-        group=config.group,
+        [source_topic],
+        group=config.consumer_group,
         client=client,
         from_beginning=config.from_beginning,
         config=consumer_conf,
@@ -200,13 +219,19 @@ def build_io(config: ProcessorConfig) -> IO:
         on_assign=rebalance.assigned,
         on_revoke=rebalance.revoked,
     )
+    producer_conf = dict(config.producer_config)
+    if stage == "predict":
+        # progress records must follow the tick records they cover, also across retries
+        producer_conf.setdefault("enable.idempotence", "true")
     producer = make_producer(
-        config.bootstrap, client=client, config=dict(config.producer_config), shared=shared,
-        transactional_id=(config.transactional_id or f"{config.group}-tx") if eos else None,
+        config.bootstrap, client=client, config=producer_conf, shared=shared,
+        transactional_id=(config.transactional_id or f"{config.consumer_group}-tx")
+        if eos else None,
     )
-    source = KafkaSource(consumer, config.positions_topic, until_end=config.until_end)
+    source = KafkaSource(consumer, source_topic, until_end=config.until_end)
     outputs = [Output(kind, KafkaSink(producer, topic)) for kind, topic in
-               (("alerts", config.alerts_topic), ("predictions", config.predictions_topic))
+               (("alerts", alerts_topic), ("predictions", config.predictions_topic),
+                ("internal", config.internal_topic if stage == "predict" else None))
                if topic]
     changelog = Changelog(producer, changelog_topic, bootstrap=config.bootstrap, client=client,
                           partitions=n_parts, read_committed=eos,
@@ -221,7 +246,30 @@ def build_io(config: ProcessorConfig) -> IO:
         producer=producer,
         rebalance=rebalance,
         exactly_once=eos,
+        grid=grid,
+        inputs=inputs,
     )
+
+
+def build_engine(config: ProcessorConfig, io: IO, predictor: Predictor | None,
+                 metrics: Metrics) -> Any:
+    """The engine of the configured stage: the whole pipeline (``all``), admission and
+    vehicles publishing to the internal topic (``predict``), or the tile-keyed risk engine
+    (``risk``, no predictor)."""
+    if config.stage == "risk":
+        from trajstream.stream.risk_stage import RiskEngine
+
+        assert io.grid is not None
+        return RiskEngine(config.engine, io.grid, metrics)
+    if predictor is None:
+        raise ConfigError(f"--stage {config.stage} needs a predictor")
+    publisher = None
+    if config.stage == "predict":
+        from trajstream.stream.predict_stage import TilePublisher
+
+        assert io.grid is not None
+        publisher = TilePublisher(io.grid, predictor.name, io.inputs)
+    return Engine(config.engine, predictor, metrics, publisher=publisher)
 
 
 class Processor:
@@ -235,7 +283,7 @@ class Processor:
         self,
         config: ProcessorConfig,
         io: IO,
-        predictor: Predictor,
+        predictor: Predictor | None,
         metrics: Metrics | None = None,
         *,
         observers: Sequence[Callable[[Engine], None]] = (),
@@ -243,7 +291,10 @@ class Processor:
         self.config = config
         self.io = io
         self.metrics = metrics if metrics is not None else Metrics()
-        self.engine = Engine(config.engine, predictor, self.metrics)
+        self.engine = build_engine(config, io, predictor, self.metrics)
+        # The risk stage decodes internal records instead of positions.
+        self._decode = getattr(self.engine, "decode_records", decode_batch)
+        self._publisher = getattr(self.engine, "publisher", None)
         # Called with the engine after every batch (the live map's snapshot): best effort,
         # they must return quickly and never raise.
         self._observers = tuple(observers)
@@ -264,7 +315,9 @@ class Processor:
         self._next_error_log = 0.0
         if io.rebalance is not None:
             io.rebalance.target = self
-        self.engine.store.log_evictions = io.changelog is not None  # tombstones
+        store = getattr(self.engine, "store", None)
+        if store is not None:
+            store.log_evictions = io.changelog is not None  # tombstones
 
     def keep_batch_latencies(self) -> None:
         """Record each batch's wall time in :attr:`batch_seconds` (benchmarks)."""
@@ -274,7 +327,7 @@ class Processor:
         stop = stop or threading.Event()
         cfg, io, m, eng = self.config, self.io, self.metrics, self.engine
         source = io.source
-        poll, decode, codec = source.poll, decode_batch, self.codec
+        poll, decode, codec = source.poll, self._decode, self.codec
         blocking = source.blocking
         empty, no_parts = PositionBatch.empty(), np.empty(0, dtype=np.int64)
         process, handle_rejects, chunks = eng.process, self.rejects.handle, event_time_chunks
@@ -387,7 +440,15 @@ class Processor:
         return self.summary(mono() - t_start)
 
     def _emit(self, out: Outputs) -> None:
+        if self._publisher is not None:
+            out.internal.extend(self._publisher.progress(self.engine.watermark_tick, self.owned))
         for o in self.io.outputs:
+            if o.kind == "internal":
+                if out.internal:
+                    send_to = o.sink.send_to  # type: ignore[attr-defined]
+                    for part, k, v in out.internal:
+                        send_to(part, k, v)
+                continue
             msgs = out.alerts if o.kind == "alerts" else out.predictions
             if msgs:
                 send = o.sink.send
@@ -506,6 +567,9 @@ class Processor:
     def _on_assign(self, parts: list[tuple[str, int]]) -> None:
         mine = {p for t, p in parts if t == self.io.source.topic}
         new = mine - self.owned
+        assign = getattr(self.engine, "assign", None)
+        if new and assign is not None:
+            assign(new)
         try:
             if new and self.io.changelog is not None:
                 vehicles, metas = self.io.changelog.restore(new)
@@ -533,6 +597,8 @@ class Processor:
         forget = getattr(self.io.source, "forget", None)
         if forget is not None:
             forget(mine)
+        if self._publisher is not None:
+            self._publisher.forget(mine)
         self.owned -= mine
         log.info("partitions %s revoked: dropped %d vehicle state(s)", sorted(mine),
                  len(dropped))
@@ -563,7 +629,7 @@ class Processor:
         log.info(
             "%d records (%.0f/s), %d vehicles, alerts %d warning / %d critical, dropped "
             "%d stale / %d late / %d future / %d dense, %d rejected",
-            self.records, self.records / max(elapsed_s, 1e-9), len(self.engine.store),
+            self.records, self.records / max(elapsed_s, 1e-9), len(self.engine),
             s["warning"], s["critical"], s["stale"], s["late"], s["future"], s["dense"],
             self.rejects.total,
         )

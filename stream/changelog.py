@@ -14,12 +14,15 @@ import time
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from trajstream.errors import ConfigError
+from trajstream.errors import ConfigError, KafkaUnavailable
 from trajstream.stream import checkpoint as ck
 
 __all__ = ["Changelog"]
 
 log = logging.getLogger("trajstream.stream.changelog")
+
+RESTORE_ATTEMPTS = 10
+RESTORE_BACKOFF_S = 0.5
 
 
 class Changelog:
@@ -64,9 +67,18 @@ class Changelog:
                 f"input partition(s) {bad} have no changelog partition: {self.topic} has "
                 f"{self.partitions}; the positions topic grew? Use a new --changelog-topic")
         t0 = time.monotonic()
-        recs = read_to_end(self._bootstrap, self.topic, sorted(partitions), client=self._client,
-                           read_committed=self._read_committed,
-                           client_config=self._client_config)
+        for attempt in range(RESTORE_ATTEMPTS):
+            try:
+                recs = read_to_end(self._bootstrap, self.topic, sorted(partitions),
+                                   client=self._client, read_committed=self._read_committed,
+                                   client_config=self._client_config)
+                break
+            except KafkaUnavailable as exc:
+                # a topic created moments ago may have no partition leader yet
+                if attempt + 1 == RESTORE_ATTEMPTS:
+                    raise
+                log.info("changelog not readable yet (%s), retrying", exc)
+                time.sleep(RESTORE_BACKOFF_S)
         vehicles, metas = ck.decode(recs)
         log.info("restored %d vehicle state(s) of partition(s) %s from %d changelog record(s) "
                  "in %.2f s", len(vehicles), sorted(partitions), len(recs),

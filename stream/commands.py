@@ -32,6 +32,7 @@ from trajstream.stream.config import (
     EPISODE_DEFAULTS,
     MIN_RISK_INTERVAL_S,
     RISK_DEFAULTS,
+    STAGES,
     EngineConfig,
     ProcessorConfig,
     SourceKind,
@@ -299,6 +300,19 @@ def _codec(origin_lat: float | None, origin_lon: float | None, max_message_bytes
 @_opt("--max-message-bytes", env="MAX_MESSAGE_BYTES",
              default=CODEC_DEFAULTS.max_message_bytes, type=click.IntRange(min=1),
       help="Larger position messages are rejected.")
+@_opt("--stage", env="STAGE", default=DEFAULTS.stage, type=click.Choice(STAGES),
+      help="all: the whole pipeline in this process. predict: vehicle-keyed, publishes each "
+           "vehicle's predicted kinematics per tick to --internal-topic by spatial tile. risk: "
+           "tile-keyed (consumer group <group>-risk), alerts from --internal-topic. Scale "
+           "each stage with more processes (docs/scaling.md).")
+@_opt("--internal-topic", env="INTERNAL_TOPIC", default=DEFAULTS.internal_topic,
+      help="Topic between --stage predict and --stage risk (created with the positions "
+           "topic's partition count).")
+@_opt("--tile-m", env="TILE_M", default=DEFAULTS.tile_m, type=_POS_FLOAT,
+      help="Side of the square tiles the risk stage is keyed by (m).")
+@_opt("--halo-m", env="HALO_M", default=None, type=click.FloatRange(min=0.0),
+      help="A vehicle goes to every tile within this distance (m) [default: "
+           f"{DEFAULTS.max_speed_mps:g} m/s x --horizon-s + {DEFAULTS.halo_margin_m:g} m].")
 @_engine_options
 def process(**kw: Any) -> None:
     """Run the stream processor: positions in, collision alerts out.
@@ -347,16 +361,22 @@ def process(**kw: Any) -> None:
         changelog=kw["changelog"], changelog_topic=kw["changelog_topic"],
         exactly_once=kw["exactly_once"], transactional_id=kw["transactional_id"],
         max_stall_s=kw["max_stall_s"],
+        stage=kw["stage"], internal_topic=kw["internal_topic"], tile_m=kw["tile_m"],
+        halo_m=kw["halo_m"],
     )
-    predictor = load_predictor(cfg.predictor, engine.spec, weights=kw["weights"])
+    risk_only = cfg.stage == "risk"
+    predictor = (None if risk_only else
+                 load_predictor(cfg.predictor, engine.spec, weights=kw["weights"]))
     metrics = Metrics()
     io = build_io(cfg)
-    metrics.set_build_info(predictor.name, io.kafka_client)
+    metrics.set_build_info("none" if predictor is None else predictor.name, io.kafka_client)
     server = _serve_metrics(kw["metrics_port"], metrics)
     proc = Processor(cfg, io, predictor, metrics)
+    topic = cfg.internal_topic if risk_only else cfg.positions_topic
     where = (f"{cfg.input_path}" if is_file else
-             f"{cfg.positions_topic} at {cfg.bootstrap} (group {cfg.group}, {io.kafka_client})")
-    log.info("processing %s with the %s predictor%s", where, predictor.name,
+             f"{topic} at {cfg.bootstrap} (group {cfg.consumer_group}, {io.kafka_client})")
+    log.info("processing %s, stage %s%s%s", where, cfg.stage,
+             "" if predictor is None else f", the {predictor.name} predictor",
              f", state changelog {cfg.changelog_name}" if cfg.changelog_name else "")
     try:
         with _stop_on_signals() as stop:

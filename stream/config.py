@@ -18,7 +18,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from trajstream.contracts import ALERTS_TOPIC, POSITIONS_TOPIC, PREDICTIONS_TOPIC, PREDICTORS
+from trajstream.contracts import (
+    ALERTS_TOPIC,
+    POSITIONS_TOPIC,
+    PREDICTED_TOPIC,
+    PREDICTIONS_TOPIC,
+    PREDICTORS,
+)
 from trajstream.errors import ConfigError
 from trajstream.model.predictors import PathSpec
 from trajstream.outputs import refuse_aliases
@@ -37,9 +43,12 @@ __all__ = [
     "PredictorName",
     "ProcessorConfig",
     "SourceKind",
+    "StageName",
 ]
 
 SourceKind = Literal["kafka", "file", "memory"]
+StageName = Literal["all", "predict", "risk"]
+STAGES: tuple[str, ...] = ("all", "predict", "risk")
 PredictorName = Literal["lstm", "cv", "ctrv"]
 
 
@@ -56,6 +65,12 @@ class _Defaults:
     commit_interval_s: float = 1.0
     metrics_port: int = 9100
     max_stall_s: float = 120.0
+    stage: str = "all"
+    internal_topic: str = PREDICTED_TOPIC
+    tile_m: float = 1000.0
+    # the halo: vehicles faster than this can meet a pair's owner tile unseen (m/s)
+    max_speed_mps: float = 40.0
+    halo_margin_m: float = 10.0
 
 
 DEFAULTS = _Defaults()
@@ -221,13 +236,30 @@ class ProcessorConfig:
     exactly_once: bool = False
     transactional_id: str | None = None  # None: "<group>-tx"
     max_stall_s: float = DEFAULTS.max_stall_s
+    # two stages (Kafka): predict (vehicle-keyed) -> internal_topic -> risk (tile-keyed)
+    stage: StageName = "all"
+    internal_topic: str = DEFAULTS.internal_topic
+    tile_m: float = DEFAULTS.tile_m
+    halo_m: float | None = None  # None: max_speed_mps x horizon + halo_margin_m
+
+    @property
+    def consumer_group(self) -> str:
+        """The stage's consumer group: ``group``, ``<group>-risk`` for the risk stage."""
+        return f"{self.group}-risk" if self.stage == "risk" else self.group
+
+    @property
+    def halo(self) -> float:
+        """How far beyond its tiles a risk process sees vehicles (m)."""
+        if self.halo_m is not None:
+            return self.halo_m
+        return DEFAULTS.max_speed_mps * self.engine.horizon_s + DEFAULTS.halo_margin_m
 
     @property
     def changelog_name(self) -> str | None:
         """The state changelog topic, or None without one (non-Kafka sources, disabled)."""
         if self.source != "kafka" or not self.changelog:
             return None
-        return self.changelog_topic or f"{self.group}-changelog"
+        return self.changelog_topic or f"{self.consumer_group}-changelog"
 
     def __post_init__(self) -> None:
         if self.predictor not in PREDICTORS:
@@ -249,6 +281,8 @@ class ProcessorConfig:
                     "use --alerts-topic/--predictions-topic/--dlq-topic"
                 )
             topics = [t for t in (self.alerts_topic, self.predictions_topic, self.dlq_topic) if t]
+            if self.stage != "all":
+                topics.append(self.internal_topic)
             if self.positions_topic in topics:
                 raise ConfigError(
                     f"output topic {self.positions_topic!r} is also the positions topic"
@@ -278,6 +312,17 @@ class ProcessorConfig:
                             "--dlq-out": self.dlq_out})
         elif self.source != "memory":
             raise ConfigError(f"unknown source {self.source!r}")
+        if self.stage not in STAGES:
+            raise ConfigError(f"unknown stage {self.stage!r}: expected one of "
+                              f"{', '.join(STAGES)}")
+        if self.stage != "all" and self.source != "kafka":
+            raise ConfigError(f"--stage {self.stage} runs on Kafka (--bootstrap): the stages "
+                              f"talk through the {self.internal_topic!r} topic")
+        if self.stage == "risk" and self.predictions_topic:
+            raise ConfigError("--predictions-topic belongs to the predict stage, not risk")
+        _finite_pos("tile_m", float(self.tile_m))
+        if self.halo_m is not None:
+            _finite_pos("halo_m", float(self.halo_m), allow_zero=True)
         if self.exactly_once and self.source != "kafka":
             raise ConfigError("--exactly-once needs the Kafka source (--bootstrap)")
         if self.exactly_once and not self.changelog:

@@ -110,6 +110,10 @@ class Engine:
 
     # -- public ----------------------------------------------------------------------------
 
+    def __len__(self) -> int:
+        """Vehicles held."""
+        return len(self.vehicles)
+
     @property
     def predictor(self) -> Predictor:
         return self.vehicles.predictor

@@ -144,16 +144,17 @@ class RiskEngine:
                     mine[rec.partition] = rec.done
                 self._inputs = max(self._inputs, rec.inputs)
                 self._events.append((seq, q, rec.partition, rec.done))
+                self.stats["accepted"] += 1
                 continue
             if self._done is not None and rec.k <= self._done:
-                self.stats["late"] += len(rec.tick)
+                self.stats["late"] += 1  # a replay of a tick already assessed
                 continue
             self.conflicts.model = rec.model
             slot = self._ticks.setdefault(rec.k, _Tick())
             for r, v in enumerate(rec.tick.ids.tolist()):
                 slot.rows.setdefault(v, (rec.tick, r))
             slot.min_seq = seq if slot.min_seq is None else min(slot.min_seq, seq)
-            self.stats["accepted"] += len(rec.tick)
+            self.stats["accepted"] += 1
         upto = self._complete()
         return Outputs() if upto is None else self._release(upto)
 

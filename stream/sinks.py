@@ -39,15 +39,17 @@ class Delivery(enum.Enum):
 @dataclass(frozen=True)
 class Output:
     """One output of the processor: messages of ``kind`` (a field of the engine's
-    ``Outputs``: ``"alerts"`` or ``"predictions"``) go to ``sink``."""
+    ``Outputs``: ``"alerts"``, ``"predictions"``, or ``"internal"``, the predict stage's
+    records with their partition, for a sink with ``send_to``) go to ``sink``."""
 
     kind: str
     sink: Sink
     delivery: Delivery = Delivery.MUST_FLUSH
 
     def __post_init__(self) -> None:
-        if self.kind not in ("alerts", "predictions"):
-            raise ConfigError(f"unknown output kind {self.kind!r}: alerts or predictions")
+        if self.kind not in ("alerts", "predictions", "internal"):
+            raise ConfigError(f"unknown output kind {self.kind!r}: alerts, predictions or "
+                              f"internal")
 
 
 class KafkaSink:
@@ -62,6 +64,10 @@ class KafkaSink:
 
     def send(self, key: bytes | None, value: bytes) -> None:
         self._send(self.topic, value, key)
+
+    def send_to(self, partition: int, key: bytes | None, value: bytes) -> None:
+        """To a chosen partition (the internal topic's records go to their tile's)."""
+        self._send(self.topic, value, key, partition)
 
     def flush(self) -> None:
         self._p.flush()

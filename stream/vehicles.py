@@ -89,9 +89,18 @@ class VehicleStage:
         return ids
 
     def predicted(self, t: float) -> PredictedTick:
-        """The vehicles with a fix within ``stale_after_s`` of ``t``, in slot order."""
+        """The vehicles with a fix within ``stale_after_s`` before tick time ``t``, in slot
+        order.
+
+        A vehicle whose state is past the tick (restored from a partition whose previous
+        owner had got further, while this process re-applies an earlier tick) is left out:
+        it is assessed at its own ticks, not with a position from the future."""
         store = self.store
         act = store.active(t - self.config.stale_after_s)
+        dt = float(self.config.risk_interval_s)
+        ahead = np.ceil(store.last_ts[act] / dt) > round(t / dt)
+        if ahead.any():
+            act = act[~ahead]
         kin = store.kin
         fleet = Fleet(
             ts=store.last_ts[act], x=kin.x[act], y=kin.y[act], speed=kin.speed[act],

@@ -12,6 +12,10 @@ ignored. A JSONL file with one such object per line is the offline form of the t
 **Alerts** (topic ``collision-alerts``, key = ``"<a>|<b>"`` with a < b): schema
 :data:`ALERT_SCHEMA`; see ``trajstream.stream.episodes.alert_message`` for the fields.
 
+**Predicted kinematics** (topic ``predicted-kinematics``, internal: between ``trajstream
+process --stage predict`` and ``--stage risk``): binary records, see
+``trajstream.stream.internal``; key = the risk partition, or ``progress``.
+
 **Predictions** (topic ``trajectory-predictions``, key = vehicle_id):
 ``{vehicle_id, ts, model, dt, points: [[x, y], ...]}`` plus, from a predictor that estimates
 its uncertainty (the LSTM), an optional ``sigma: [s, ...]``: the 1-sigma position
@@ -26,6 +30,7 @@ from typing import Final
 POSITIONS_TOPIC: Final = "vehicle-positions"
 ALERTS_TOPIC: Final = "collision-alerts"
 PREDICTIONS_TOPIC: Final = "trajectory-predictions"
+PREDICTED_TOPIC: Final = "predicted-kinematics"
 
 ALERT_SCHEMA: Final = "trajstream.alert/v1"
 
