@@ -281,6 +281,26 @@ class EpisodeTracker:
                 )
                 self._index(pair)
 
+    def set_pairs(self, states: Mapping[tuple[str, str], Mapping[str, Any] | None]) -> None:
+        """Replace single pairs' states: ``{"episode": {...}}`` or ``{"pending": {...}}`` as
+        in :meth:`snapshot`, None to drop the pair (a partition restored at a later
+        position than the rest, stream/risk_stage.py)."""
+        for pair, st in states.items():
+            self._s.episodes.pop(pair, None)
+            self._s.pending.pop(pair, None)
+            self._changed.add(pair[0])
+            if st is not None and "episode" in st:
+                e = st["episode"]
+                self._s.episodes[pair] = _Episode(start=float(e["start"]), last=float(e["last"]),
+                                                  severity=int(e["severity"]))
+                self._index(pair)
+            elif st is not None and "pending" in st:
+                p = st["pending"]
+                self._s.pending[pair] = _Pending(last=float(p["last"]), count=int(p["count"]))
+                self._index(pair)
+            else:
+                self._unindex(pair)
+
     def changed_vehicles(self) -> set[str]:
         """Vehicles whose :meth:`snapshot` entry changed since the last call (then cleared)."""
         out, self._changed = self._changed, set()

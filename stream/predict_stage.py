@@ -22,6 +22,8 @@ from trajstream.stream.tiles import TileGrid
 __all__ = ["TilePublisher"]
 
 Record = tuple[int, bytes, bytes]  # (partition, key, value)
+# The engine's released tick before it has seen any record is a far-negative sentinel.
+NOTHING_YET = -(2**61)
 
 
 class TilePublisher:
@@ -54,8 +56,8 @@ class TilePublisher:
 
     def progress(self, done: int | None, owned: Collection[int]) -> list[Record]:
         """Progress records for the owned input partitions whose released tick moved."""
-        if done is None:
-            return []
+        if done is None or done < NOTHING_YET:
+            return []  # no record seen yet: nothing to promise
         out: list[Record] = []
         for p in sorted(owned):
             if self._sent_done.get(p) == done:

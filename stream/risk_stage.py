@@ -83,8 +83,11 @@ class RiskEngine:
         self._events: list[tuple[int, int, int, int]] = []  # (seq, q, p, done) uncommitted
         self._committed: dict[int, dict[int, int]] = {}  # progress before committed offsets
         self._owners: dict[tuple[str, str], int] = {}  # pair -> owning partition, last seen
+        # partition -> (tick, its pairs' states then): restored ahead of the released tick
+        self._hold: dict[int, tuple[int, dict[tuple[str, str], dict[str, Any] | None]]] = {}
         self.newest_applied_ts = -math.inf
         self._vehicles = 0
+        self._tick_k = 0
         self._fleet = _empty_tick(self.spec.points)[1]
         self._fresh_stats = self.stats["ticks"]
         return []
@@ -190,18 +193,31 @@ class RiskEngine:
         dt = self._dt
         stage = self.conflicts
         empty = _empty_tick(self.spec.points)
-        for kk in range(k, upto + 1):
+        nxt = iter([*ticks, None])
+        ahead = next(nxt)
+        kk = k
+        while kk <= upto:
+            while ahead is not None and ahead < kk:
+                ahead = next(nxt)
             slot = self._ticks.pop(kk, None)
-            if slot is None and stage.tracker.idle:
-                continue  # nothing seen and nothing to close: the tick changes nothing
+            self._unhold(kk - 1)
+            if slot is None and stage.tracker.idle and not self._hold:
+                # nothing seen and nothing to close: skip to the next tick with records
+                if ahead is None:
+                    break
+                kk = ahead
+                continue
             t = kk * dt
             tick = _merge(t, slot) if slot is not None else PredictedTick(t, *empty)
             self._vehicles = len(tick)
             self._fleet = tick.fleet
+            self._tick_k = kk
             result = stage.assess(tick, owns=self._owns)
+            self._unhold(kk)
             out.alerts.extend(result.alerts)
             self.stats["ticks"] += 1
             self.newest_applied_ts = max(self.newest_applied_ts, t)
+            kk += 1
         return out
 
     def _owns(self, result: TickResult) -> np.ndarray:
@@ -213,7 +229,20 @@ class RiskEngine:
         ia, ib = result.index_a, result.index_b
         q = self.grid.owner(f.x[ia], f.y[ia], f.x[ib], f.y[ib])
         self._owners.update(zip(result.pairs, q.tolist(), strict=True))
-        return np.isin(q, list(self._progress))
+        mine = [p for p in self._progress if p not in self._hold
+                or self._hold[p][0] < self._tick_k]
+        return np.isin(q, mine)
+
+    def _unhold(self, k: int) -> None:
+        """Partitions restored at tick <= ``k`` take their saved pair states now: drop what
+        the re-assessment made of their pairs, put the saved ones."""
+        for q in [q for q, (kq, _) in self._hold.items() if kq <= k]:
+            _, saved = self._hold.pop(q)
+            stale: dict[tuple[str, str], dict[str, Any] | None] = {
+                p: None for p, owner in self._owners.items() if owner == q and p not in saved}
+            self.conflicts.tracker.set_pairs({**stale, **saved})
+            for p in saved:
+                self._owners[p] = q
 
     # -- changelog -----------------------------------------------------------------------------
 
@@ -242,6 +271,15 @@ class RiskEngine:
                     owner = self._owners.get((a, b))
                     if owner is not None and owner in per:
                         per[owner]["pairs"].setdefault(a, {}).setdefault(kind, {})[b] = e
+        for q, (kq, saved) in self._hold.items():
+            if q in per:  # still at its own position: write it back as it came
+                per[q]["done"], per[q]["prev_t"] = kq, kq * self._dt
+                per[q]["pairs"] = {}
+                for (a, b), state in saved.items():
+                    for key, kind in (("episode", "episodes"), ("pending", "pending")):
+                        if state is not None and key in state:
+                            per[q]["pairs"].setdefault(a, {}).setdefault(kind, {})[b] = \
+                                state[key]
         meta = {"done": self._done, "prev_t": self.conflicts.tracker.prev_t,
                 "inputs": self._inputs, "per_partition": per}
         return Checkpoint([], [], meta)
@@ -250,7 +288,13 @@ class RiskEngine:
         """Partitions assigned: their episodes, released tick and committed progress."""
         fresh = self._done is None or (self.stats["ticks"] == self._fresh_stats
                                        and not self._ticks)
-        states: dict[str, dict[str, Any]] = {}
+        done = [m for m in metas.values() if m.get("done") is not None]
+        if fresh and done:
+            first = min(done, key=lambda m: int(m["done"]))
+            self._done = int(first["done"])
+            if first.get("prev_t") is not None:
+                self.conflicts.tracker.restore({}, prev_t=float(first["prev_t"]))
+        now = [] if self._done is None else [self._done]
         for q, m in metas.items():
             self._progress.setdefault(q, {})
             prog = {int(p): int(d) for p, d in (m.get("progress") or {}).items()}
@@ -259,19 +303,21 @@ class RiskEngine:
             for p, d in prog.items():
                 mine[p] = max(mine.get(p, d), d)
             self._inputs = max(self._inputs, int(m.get("inputs") or 0))
+            pairs: dict[tuple[str, str], dict[str, Any] | None] = {}
             for a, st in (m.get("pairs") or {}).items():
-                into = states.setdefault(a, {"episodes": {}})
-                for kind in ("episodes", "pending"):
-                    into.setdefault(kind, {}).update(st.get(kind, {}))
-                    for b in st.get(kind, {}):
+                for kind, key in (("episodes", "episode"), ("pending", "pending")):
+                    for b, e in st.get(kind, {}).items():
+                        pairs[(a, b)] = {key: e}
                         self._owners[(a, b)] = q
-        self.conflicts.tracker.restore(states)
-        done = [m for m in metas.values() if m.get("done") is not None]
-        if fresh and done:
-            first = min(done, key=lambda m: int(m["done"]))
-            self._done = int(first["done"])
-            if first.get("prev_t") is not None:
-                self.conflicts.tracker.restore({}, prev_t=float(first["prev_t"]))
+            q_done = m.get("done")
+            if q_done is not None and now and int(q_done) > now[0]:
+                # This partition's previous owner got further than the rest: the ticks up
+                # to its position are assessed again for the others; its own pairs wait
+                # (their alerts of those ticks are out already) and take the saved states
+                # once the tick they were saved at is reached.
+                self._hold[q] = (int(q_done), pairs)
+            else:
+                self.conflicts.tracker.set_pairs(pairs)
 
     def drop_partitions(self, parts: Collection[int]) -> list[str]:
         """Revoked partitions: forget their progress (their records stay buffered only as
@@ -279,6 +325,7 @@ class RiskEngine:
         for q in parts:
             self._progress.pop(q, None)
             self._committed.pop(q, None)
+            self._hold.pop(q, None)
         self._events = [e for e in self._events if e[1] not in parts]
         return []
 
