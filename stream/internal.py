@@ -93,6 +93,6 @@ def decode(value: bytes) -> TickRows | Progress:
     at = body + sizes[0]
     paths = np.frombuffer(value, np.float64, n * points * 2, at).reshape(n, points, 2)
     sigma = np.frombuffer(value, np.float32, n * points, at + sizes[1]).reshape(n, points)
-    fleet = Fleet(**{c: state[:, i] for i, c in enumerate(_STATE)}, paths=paths)
+    fleet = Fleet(**{c: state[:, i] for i, c in enumerate(_STATE)}, paths=paths, sigma=sigma)
     tick = PredictedTick(float(header["t"]), np.array(ids, dtype=object), fleet, sigma)
     return TickRows(int(header["k"]), str(header["model"]), tick)

@@ -362,7 +362,7 @@ def _merge(t: float, slot: _Tick) -> PredictedTick:
     n = len(ids)
     first = next(iter(by_record.values()))[0]
     points = first.fleet.paths.shape[1]
-    cols = {c: np.empty(n) for c in Fleet.__slots__ if c != "paths"}
+    cols = {c: np.empty(n) for c in Fleet.__slots__ if c not in ("paths", "sigma")}
     paths = np.empty((n, points, 2))
     sigma = np.full((n, points), np.nan, np.float32)
     for tk, at_list, r_list in by_record.values():
@@ -372,4 +372,5 @@ def _merge(t: float, slot: _Tick) -> PredictedTick:
         paths[dst] = tk.fleet.paths[src]
         if tk.sigma is not None:
             sigma[dst] = tk.sigma[src]
-    return PredictedTick(t, np.array(ids, dtype=object), Fleet(**cols, paths=paths), sigma)
+    return PredictedTick(t, np.array(ids, dtype=object),
+                         Fleet(**cols, paths=paths, sigma=sigma), sigma)
