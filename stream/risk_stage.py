@@ -32,6 +32,7 @@ from trajstream.stream.codec import CodecConfig, Rejection
 from trajstream.stream.config import EngineConfig
 from trajstream.stream.conflicts import ConflictStage, PredictedTick, TickResult
 from trajstream.stream.engine import Outputs
+from trajstream.stream.metrics import DROP_REASONS
 from trajstream.stream.risk import Fleet
 from trajstream.stream.tiles import TileGrid
 
@@ -75,10 +76,9 @@ class RiskEngine:
         self.metrics = metrics
         self.conflicts = ConflictStage(self.spec, "?", config.risk, config.episodes, metrics)
         self._dt = float(config.risk_interval_s)
-        self.stats: dict[str, int] = {
-            "records": 0, "accepted": 0, "late": 0, "stale": 0, "future": 0, "dense": 0,
-            "ticks": 0, "vehicles": 0,
-        }
+        # the single engine's counters (the loop's summary line reads them), drops by reason
+        self.stats: dict[str, int] = {"records": 0, "accepted": 0, "ticks": 0,
+                                      **dict.fromkeys(DROP_REASONS, 0)}
         self._fresh_stats = 0
         self.reset()
 
