@@ -75,6 +75,18 @@ def acceptance(tests: dict[str, dict], kinds: dict[str, str]) -> dict:
     return out
 
 
+_INPUTS_NOTE = {
+    "own": "- Inputs `own` (`--inputs`): the vehicle's own track only, so its prediction is a "
+    "function of its own stream alone: the same however vehicles are split across Kafka "
+    "partitions, processes, `--stage predict` members and rebalances. `--inputs neighbours` "
+    "adds the vehicles around it (model/neighbours.py) at that cost.",
+    "neighbours": "- Inputs `neighbours` (`--inputs`): the vehicle's own track and the vehicles "
+    "around it as the processing instance holds them, so a vehicle's prediction changes with "
+    "which other vehicles share its partitions and process: alerts then depend on how "
+    "partitions are assigned (processes, `--stage predict` members, rebalances).",
+}
+
+
 def write_model_card(path: Path, info: dict) -> Path:
     """Markdown card: data, settings, metrics per held-out source, acceptance, commands."""
     tests, val = info["tests"], info["val"]
@@ -197,6 +209,7 @@ def write_model_card(path: Path, info: dict) -> Path:
             f"plus {net['points']} log-sigmas (a 1-sigma position uncertainty per point, "
             "trained with a Gaussian NLL on detached errors so it does not bias the mean).",
             indent="  "),
+        _para(_INPUTS_NOTE[info["train_config"].get("inputs", "neighbours")], indent="  "),
         f"- {info['parameters']} parameters; the size was chosen on built-in data only "
         "(`SIZE_SELECTION.md`) and not selected again for the mix.",
         _para(

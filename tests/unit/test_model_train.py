@@ -114,7 +114,8 @@ def test_inputs_choose_the_features_and_evaluate_compares_both(tiny_files, tmp_p
                                              "--inputs", inputs])
         assert res.exit_code == 0, res.output
         weights[inputs] = out_dir / "lstm.npz"
-        assert f"--inputs {inputs}" in (out_dir / "MODEL_CARD.md").read_text()
+        card = (out_dir / "MODEL_CARD.md").read_text()
+        assert f"--inputs {inputs}" in card and f"Inputs `{inputs}`" in card
     nb = LstmWeights.load(weights["neighbours"])
     assert nb.config.n_features == N_FEATURES and nb.meta["features"] == list(FEATURES)
     assert LstmPredictor(nb).uses_neighbours
