@@ -333,6 +333,7 @@ class Processor:
         process, handle_rejects, chunks = eng.process, self.rejects.handle, event_time_chunks
         dead_letter = self.rejects.dead_letter
         frame = FrameCheck()
+        positions_in = self._decode is decode_batch  # not the risk stage's internal records
         max_records, wait_s = cfg.max_batch_records, cfg.max_batch_wait_ms / 1000.0
         consumed, batch_size, batch_secs = m.positions_consumed, m.batch_size, m.batch_seconds
         observe_processing = m.observe_processing
@@ -382,7 +383,7 @@ class Processor:
                                  - t_start)
                     consumed.inc(n)
                     batch, rejections = decode(rb.keys, rb.values, codec)
-                    if not frame.done:
+                    if not frame.done and positions_in:
                         frame(batch)  # degrees in a metre frame: refused with one line
                     if rejections:
                         handle_rejects(rejections, rb.keys, rb.values, rb.topic)
