@@ -176,6 +176,19 @@ def test_compose_file_is_valid() -> None:
     assert done.returncode == 0, done.stderr
 
 
+def test_scaled_compose_runs_the_two_stages_with_replicas() -> None:
+    """docker-compose.scaled.yml on top: the processor becomes the predict stage, a risk
+    service joins, both replicated, and the internal topic is created."""
+    done = _compose("-f", str(REPO / "docker-compose.scaled.yml"), "config")
+    assert done.returncode == 0, done.stderr
+    scaled = yaml.safe_load(done.stdout)["services"]
+    assert scaled["processor"]["command"] == ["process", "--stage", "predict"]
+    assert scaled["risk"]["command"] == ["process", "--stage", "risk"]
+    assert scaled["processor"]["deploy"]["replicas"] >= 2
+    assert scaled["risk"]["deploy"]["replicas"] >= 2
+    assert "predicted-kinematics:" in scaled["topics"]["environment"]["TOPICS"]
+
+
 def test_compose_has_no_default_grafana_password() -> None:
     done = _compose("config", "-q", password=None)
     assert done.returncode != 0
