@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -269,6 +270,7 @@ class ConfluentConsumer:
         self._start: dict[tuple[str, int], int] = {}
         self._on_assign = on_assign
         self._on_revoke = on_revoke
+        self._commit_call: _Call | None = None
         self._topics = list(topics)
         self._c.subscribe(topics, on_assign=self._assigned, on_revoke=self._revoked,
                           on_lost=self._revoked)
@@ -324,14 +326,29 @@ class ConfluentConsumer:
         return out
 
     def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Commit synchronously, but give up after COMMIT_TIMEOUT_S.
+
+        librdkafka's synchronous commit has no timeout: with the group coordinator gone it
+        waits for good, and the stall clock that ends a processor whose broker is gone would
+        never run. So the commit runs in a daemon thread; an unanswered one is a
+        KafkaUnavailable (retried by the caller; later offsets supersede it).
+        """
         if not offsets:  # an empty list would commit the current positions instead
             return
+        prev = self._commit_call
+        if prev is not None and not prev.done.wait(COMMIT_TIMEOUT_S):
+            raise KafkaUnavailable(f"an offset commit is still unanswered after "
+                                   f"{COMMIT_TIMEOUT_S:g} s; is the broker reachable?")
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-        try:
-            result = self._c.commit(offsets=tps, asynchronous=False)
-        except KafkaException as exc:
-            raise KafkaUnavailable(f"offset commit failed: {exc}") from exc
-        for tp in result or ():
+        call = self._commit_call = _Call(self._c.commit, offsets=tps, asynchronous=False)
+        if not call.done.wait(COMMIT_TIMEOUT_S):
+            raise KafkaUnavailable(f"offset commit unanswered after {COMMIT_TIMEOUT_S:g} s; "
+                                   f"is the broker reachable?")
+        if isinstance(call.error, KafkaException):
+            raise KafkaUnavailable(f"offset commit failed: {call.error}") from call.error
+        if call.error is not None:
+            raise call.error
+        for tp in call.result or ():
             if tp.error is not None:
                 raise KafkaUnavailable(f"offset commit failed for {tp.topic}[{tp.partition}]: "
                                        f"{tp.error}")
@@ -404,7 +421,33 @@ class ConfluentConsumer:
         return self._start[key]
 
     def close(self) -> None:
+        if self._commit_call is not None and not self._commit_call.done.is_set():
+            # close() would wait behind the unanswered commit: leave the handle to the exit
+            log.warning("closing Kafka consumer with an offset commit still unanswered")
+            return
         self._c.close()
+
+
+COMMIT_TIMEOUT_S = 10.0
+
+
+class _Call:
+    """``fn(**kw)`` in a daemon thread (never holds up the interpreter's exit)."""
+
+    def __init__(self, fn: Any, **kw: Any) -> None:
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+        threading.Thread(target=self._run, args=(fn, kw), daemon=True,
+                         name="kafka-commit").start()
+
+    def _run(self, fn: Any, kw: dict[str, Any]) -> None:
+        try:
+            self.result = fn(**kw)
+        except BaseException as exc:  # handed to the caller's thread
+            self.error = exc
+        finally:
+            self.done.set()
 
 
 def _admin(bootstrap: str, client_config: Mapping[str, Any] | None) -> AdminClient:
