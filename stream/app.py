@@ -98,6 +98,19 @@ def event_time_chunks(ts: np.ndarray, span_s: float = CHUNK_SPAN_S) -> list[tupl
     return out
 
 
+def _held_by_later_chunks(held: set[int] | None, parts: np.ndarray | None,
+                          spans: list[tuple[int, int]], i: int) -> set[int] | None:
+    """The partitions holding the watermark for chunk ``i`` of a batch: those with lag, and
+    those with records in a later chunk of the same batch. A partition this poll drained
+    shows no lag, yet its records later in the batch must not arrive behind a watermark
+    that chunk ``i`` moved past them (the whole batch in one call holds them the same way).
+    """
+    if parts is None or i == len(spans) - 1:
+        return held
+    later = np.unique(parts[spans[i + 1][0]:]).tolist()
+    return set(held or ()).union(later)
+
+
 class _Rebalance:
     """Forwards the consumer's assignment callbacks to the processor built after it."""
 
@@ -388,13 +401,15 @@ class Processor:
                     if rejections:
                         handle_rejects(rejections, rb.keys, rb.values, rb.topic)
                     parts = None if rb.partitions is None else rb.partitions[batch.index]
-                    for lo, hi in chunks(batch.ts):
+                    spans = chunks(batch.ts)
+                    for i, (lo, hi) in enumerate(spans):
                         if stop.is_set():  # the rest is read again after a restart
                             self._unprocessed_seq = rb.seq0 + int(batch.index[lo])
                             break
                         sub = batch if hi - lo == len(batch) else batch.take(slice(lo, hi))
-                        out = process(sub, rb.seq0, blocking=held,
-                                      partitions=None if parts is None else parts[lo:hi])
+                        out = process(sub, rb.seq0, partitions=None if parts is None
+                                      else parts[lo:hi],
+                                      blocking=_held_by_later_chunks(held, parts, spans, i))
                         if out.dropped:
                             dead_letter(out.dropped, rb.keys, rb.values, rb.topic)
                         emit(out)
