@@ -43,10 +43,18 @@ _KEY = np.int64(1 << 24)
 
 
 def neighbour_features(
-    kin: Kinematics, slots: np.ndarray, tracker: KinematicsTracker
+    kin: Kinematics, slots: np.ndarray, tracker: KinematicsTracker,
+    group: np.ndarray | None = None,
 ) -> np.ndarray:
     """(n, N_NEIGHBOUR_FEATURES) float64 for the batch ``kin`` (the vehicles in ``slots`` of
-    ``tracker``, already updated with these fixes)."""
+    ``tracker``, already updated with these fixes).
+
+    ``group`` (per tracker slot) limits the neighbours to vehicles of the same group. The
+    processor passes each vehicle's input partition: a partition is always processed whole
+    by one process, so a prediction then depends on the input alone, never on which
+    partitions a process happens to hold (scale-out, rebalances and restarts give the same
+    alerts). With vehicle-keyed partitions, a vehicle sees about 1/P of its neighbours.
+    """
     n = len(kin)
     out = np.zeros((n, N_NEIGHBOUR_FEATURES))
     if n == 0:
@@ -88,6 +96,8 @@ def neighbour_features(
     cand = np.flatnonzero(reach)
     qi, ti = qi[cand], act[ci[cand]]
     other = ti != slots[qi]
+    if group is not None:
+        other &= group[ti] == group[slots[qi]]
     qi, ti = qi[other], ti[other]
 
     # Exact pass over the few left: moved to the batch's time, zones, nearest per zone.

@@ -199,10 +199,11 @@ class VehicleStage:
         state = store.rec[slots] if pred.state_dim else np.zeros((slots.size, 0), np.float32)
         t0 = time.perf_counter()
         sigma = None
-        # An interaction-aware predictor also sees the vehicles around each one.
+        # An interaction-aware predictor also sees the vehicles around each one, of the
+        # same input partition (so predictions do not depend on the partitions held).
         args: tuple = (kin, state)
         if getattr(pred, "uses_neighbours", False):
-            args += (neighbour_features(kin, slots, store.kin),)
+            args += (neighbour_features(kin, slots, store.kin, store.partition),)
         if self._step_full is not None:
             paths, new_state, sigma = self._step_full(*args)
         else:

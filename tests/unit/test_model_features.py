@@ -116,3 +116,18 @@ def test_neighbour_zones_in_the_vehicles_own_frame():
     np.testing.assert_allclose(neighbour_features(kin2.take(np.array([0])), slots2[:1], tracker2),
                                neighbour_features(kin.take(np.array([0])), slots[:1], tracker),
                                atol=1e-9)
+
+
+def test_neighbours_of_another_group_are_not_seen():
+    """The processor groups by input partition: a vehicle of another partition is invisible,
+    so a prediction never depends on which partitions a process holds."""
+    from trajstream.model.neighbours import NEIGHBOUR_FEATURES, neighbour_features
+
+    up = np.pi / 2
+    tracker, slots, kin = _tracked([(100.0, 0.0, 0.0, 10.0, up), (100.0, 0.3, 20.0, 7.0, up)])
+    ego = kin.take(np.array([0]))
+    lead = NEIGHBOUR_FEATURES.index("lead_near")
+    same = neighbour_features(ego, slots[:1], tracker, np.array([3, 3]))
+    other = neighbour_features(ego, slots[:1], tracker, np.array([3, 4]))
+    assert same[0, lead] > 0.0
+    assert not other.any()
