@@ -76,14 +76,13 @@ def acceptance(tests: dict[str, dict], kinds: dict[str, str]) -> dict:
 
 
 _INPUTS_NOTE = {
-    "own": "- Inputs `own` (`--inputs`): the vehicle's own track only, so its prediction is a "
-    "function of its own stream alone: the same however vehicles are split across Kafka "
-    "partitions, processes, `--stage predict` members and rebalances. `--inputs neighbours` "
-    "adds the vehicles around it (model/neighbours.py) at that cost.",
+    "own": "- Inputs `own` (`--inputs`): the vehicle's own track only (no neighbour search). "
+    "`--inputs neighbours` adds the vehicles around it (model/neighbours.py).",
     "neighbours": "- Inputs `neighbours` (`--inputs`): the vehicle's own track and the vehicles "
-    "around it as the processing instance holds them, so a vehicle's prediction changes with "
-    "which other vehicles share its partitions and process: alerts then depend on how "
-    "partitions are assigned (processes, `--stage predict` members, rebalances).",
+    "around it; the processor takes them from the vehicle's own input partition, so "
+    "predictions do not depend on how partitions are assigned to processes (with P "
+    "vehicle-keyed partitions a vehicle sees about 1/P of its neighbours; the figures here "
+    "are one-partition replays).",
 }
 
 

@@ -313,12 +313,6 @@ def test_broker_gone_for_good_exits_nonzero_after_max_stall_s(
 SMALL = ["--vehicles", "60", "--duration", "30", "--seed", "11", "--reckless", "0.3"]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known defect (issue 11): on the Kafka path a record's lateness depends on how the "
-    "partitions interleave in fetches (lag-based blocking, --max-partition-skew-s), so even a "
-    "single process's alerts vary run to run (22 and 27 alerts seen on the same topic); the "
-    "two members then differ from the reference by 1-3 same-partition alerts")
 def test_rebalance_hands_partition_state_to_the_new_member(
     kafka_bootstrap: str, new_topic: Callable[[str], str], tmp_path: Path
 ):
