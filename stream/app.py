@@ -641,12 +641,14 @@ class Processor:
             log.warning("errors while closing: %s", "; ".join(map(str, errors)))
 
     def _status(self, elapsed_s: float) -> None:
-        s = self.engine.stats
+        # summary(), not stats: the risk stage keeps its alert counts in its conflict stage
+        s = self.engine.summary()
         log.info(
             "%d records (%.0f/s), %d vehicles, alerts %d warning / %d critical, dropped "
             "%d stale / %d late / %d future / %d dense, %d rejected",
             self.records, self.records / max(elapsed_s, 1e-9), len(self.engine),
-            s["warning"], s["critical"], s["stale"], s["late"], s["future"], s["dense"],
+            *(s.get(k, 0) for k in ("warning", "critical", "stale", "late", "future",
+                                    "dense")),
             self.rejects.total,
         )
 
