@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from trajstream.stream.kafka import make_consumer
@@ -47,3 +48,12 @@ def read_topic(bootstrap: str, topic: str, *, client: str = "confluent",
     finally:
         consumer.close()
     raise AssertionError(f"could not read {topic} to its end within {timeout_s} s")
+
+
+def wait_for_log(path: Path, text: str, proc: subprocess.Popen[Any], timeout_s: float) -> None:
+    """Until ``text`` appears in the log file ``path`` (fails if ``proc`` ends first)."""
+    deadline = time.monotonic() + timeout_s
+    while text not in path.read_text():
+        assert proc.poll() is None, f"ended before {text!r}:\n{path.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {text!r} in {timeout_s} s"
+        time.sleep(0.1)

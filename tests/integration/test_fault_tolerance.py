@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 import pytest
 
-from tests.integration.cli import cli_cmd, cli_env, read_topic, trajstream
+from tests.integration.cli import cli_cmd, cli_env, read_topic, trajstream, wait_for_log
 from trajstream.stream.kafka import create_topics
 
 pytestmark = pytest.mark.slow
@@ -218,15 +218,6 @@ def _own_broker(data_dir: Path) -> Any:
     return bm.start_broker(bm.free_port(), bm.free_port(), data_dir, wait_s=90)
 
 
-def _wait_for(path: Path, text: str, proc: subprocess.Popen[Any], timeout_s: float) -> None:
-    """Until ``text`` appears in the log file ``path`` (fails if ``proc`` ends first)."""
-    deadline = time.monotonic() + timeout_s
-    while text not in path.read_text():
-        assert proc.poll() is None, f"ended before {text!r}:\n{path.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"no {text!r} in {timeout_s} s"
-        time.sleep(0.1)
-
-
 def _free_port() -> int:
     import socket
 
@@ -282,7 +273,7 @@ def test_broker_gone_for_good_exits_nonzero_after_max_stall_s(
             proc = subprocess.Popen(cli_cmd(*args, log_level="INFO"), env=cli_env(),
                                     stdout=subprocess.DEVNULL, stderr=log_file, text=True)
         try:
-            _wait_for(log_path, "restored ", proc, 120)
+            wait_for_log(log_path, "restored ", proc, 120)
             time.sleep(1.0)  # consume a little
             assert proc.poll() is None, log_path.read_text()[-3000:]
             t_down = time.monotonic()

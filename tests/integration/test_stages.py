@@ -21,21 +21,13 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.integration.cli import cli_cmd, cli_env, read_topic, trajstream
+from tests.integration.cli import cli_cmd, cli_env, read_topic, trajstream, wait_for_log
 from trajstream.stream.kafka import create_topics
 
 pytestmark = pytest.mark.slow
 
 SMALL = ["--vehicles", "60", "--duration", "30", "--seed", "11", "--reckless", "0.3"]
 PARTITIONS = 6
-
-
-def _wait_for(path: Path, text: str, proc: subprocess.Popen[Any], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while text not in path.read_text():
-        assert proc.poll() is None, f"ended before {text!r}:\n{path.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"no {text!r} in {timeout_s} s"
-        time.sleep(0.1)
 
 
 class _Members:
@@ -53,7 +45,7 @@ class _Members:
                                                 env=cli_env(), stdout=subprocess.DEVNULL,
                                                 stderr=f, text=True)
         if wait_restored:
-            _wait_for(self.logs[name], "restored ", self.procs[name], 120)
+            wait_for_log(self.logs[name], "restored ", self.procs[name], 120)
 
     def running(self, name: str) -> None:
         assert self.procs[name].poll() is None, (
