@@ -14,7 +14,6 @@ Without --bootstrap a throwaway broker is started from broker/lib.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import re
 import statistics
@@ -25,15 +24,7 @@ import time
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _broker_module():  # broker/broker.py (the `kafka` package name is kafka-python's)
-    spec = importlib.util.spec_from_file_location("tb", REPO / "broker" / "broker.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from _kit import kafka_broker
 
 
 def run(*args: str) -> str:
@@ -54,13 +45,8 @@ def main() -> None:
     ap.add_argument("--commit-interval-s", default="1.0")
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
-    broker = None
-    if not a.bootstrap:
-        bm = _broker_module()
-        broker = bm.start_broker(bm.free_port(), bm.free_port(),
-                                 Path(tempfile.mkdtemp(prefix="bench-eos-")), wait_s=90)
-        a.bootstrap = broker.bootstrap
-    try:
+    with kafka_broker(a.bootstrap) as bootstrap:
+        a.bootstrap = bootstrap
         d = Path(tempfile.mkdtemp(prefix="bench-eos-data-"))
         pos = d / "positions.jsonl"
         run("simulate", "--vehicles", str(a.vehicles), "--duration", str(a.seconds),
@@ -92,9 +78,6 @@ def main() -> None:
         for mode, rates in results.items():
             med = statistics.median(rates)
             print(f"{mode:<20} median {med:>8.0f} positions/s  {med / base - 1:+.1%} vs default")
-    finally:
-        if broker is not None:
-            broker.stop()
 
 
 if __name__ == "__main__":

@@ -36,35 +36,21 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
-import importlib.util  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import urllib.request  # noqa: E402
 import uuid  # noqa: E402
-from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
+from _kit import free_port, kafka_broker  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
 PARTITIONS = 6
 HZ = 10.0
 SIM_START_TS = 1_764_547_200.0  # event times are shifted onto the wall clock when published
-
-
-def _broker(tmp: Path) -> tuple[str, Any]:
-    spec = importlib.util.spec_from_file_location("trajstream_bench_broker",
-                                                  REPO / "broker" / "broker.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    broker = mod.start_broker(mod.free_port(), mod.free_port(), tmp / "kafka", wait_s=120)
-    return str(broker.bootstrap), broker
 
 
 def _ticks(vehicles: int, seconds: float, seed: int) -> list[list[tuple[bytes, float, bytes]]]:
@@ -143,14 +129,6 @@ def _hist_quantiles(before: dict[float, float], after: dict[float, float]
     return q(0.5), q(0.99), top, total
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait_metrics(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -177,7 +155,7 @@ def _run(bootstrap: str, rate: int, seconds: float, warmup_s: float, client: str
     positions, alerts = f"lat-positions-{tag}", f"lat-alerts-{tag}"
     create_topics(bootstrap, [positions], partitions=PARTITIONS)
     create_topics(bootstrap, [alerts], partitions=1)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "trajstream", "process", "--bootstrap", bootstrap,
          "--positions-topic", positions, "--alerts-topic", alerts, "--group", f"lat-{tag}",
@@ -255,20 +233,12 @@ def main() -> None:
     from trajstream.stream.config import ENGINE_DEFAULTS
 
     delay = ENGINE_DEFAULTS.allowed_lateness_s
-    broker = None
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        bootstrap = args.bootstrap
-        if not bootstrap:
-            bootstrap, broker = _broker(Path(tmp))
-        try:
-            for rate in [int(r) for r in args.rates.split(",")]:
-                print(f"{rate:,} positions/s ...", flush=True)
-                rows.append(_run(bootstrap, rate, args.seconds, args.warmup_s,
-                                 args.kafka_client, args.seed))
-        finally:
-            if broker is not None:
-                broker.stop()
+    with kafka_broker(args.bootstrap) as bootstrap:
+        for rate in [int(r) for r in args.rates.split(",")]:
+            print(f"{rate:,} positions/s ...", flush=True)
+            rows.append(_run(bootstrap, rate, args.seconds, args.warmup_s,
+                             args.kafka_client, args.seed))
     print(f"\nlive latency, {args.kafka_client}, LSTM, {args.seconds:g} s measured per rate "
           f"after {args.warmup_s:g} s warm-up, {os.cpu_count()} CPUs; event-time delay by "
           f"design {delay * 1e3:.0f} ms (allowed lateness)")

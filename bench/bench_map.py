@@ -40,7 +40,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `trajstream` does, befo
 import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -49,39 +48,14 @@ import urllib.request  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-CACHE = REPO / ".run" / "bench"
+from _kit import free_port, kafka_broker, simulated_traffic  # noqa: E402
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 MODES = ("none", "map", "viewer", "stalled")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _traffic(vehicles: int, seconds: float, seed: int) -> Path:
-    """Positions of a simulated run as JSONL (cached, shared with bench_processor.py)."""
-    from trajstream.simulator import SimConfig, iter_ticks
-
-    path = CACHE / f"traffic-{vehicles}v-{seconds:g}s-seed{seed}.jsonl"
-    if path.exists():
-        return path
-    CACHE.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".partial")
-    t0 = time.perf_counter()
-    with tmp.open("wb") as f:
-        for tick in iter_ticks(SimConfig(vehicles=vehicles, duration_s=seconds, seed=seed)):
-            f.write(b"".join(v + b"\n" for _, v in tick.messages))
-    tmp.rename(path)
-    print(f"  simulated {vehicles} vehicles x {seconds:g} s in {time.perf_counter() - t0:.0f} s",
-          flush=True)
-    return path
 
 
 # -- part 1: overhead ------------------------------------------------------------------------
@@ -192,7 +166,7 @@ def overhead(vehicles: int, seconds: float, rounds: int, seed: int) -> None:
     from trajstream.model import load_predictor
     from trajstream.model.predictors import PathSpec
 
-    path = _traffic(vehicles, seconds, seed)
+    path = simulated_traffic(vehicles, seconds, seed)
     predictor = load_predictor("lstm", PathSpec())
     results: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
     _drain(path, "none", predictor)  # warm-up: page cache, allocations
@@ -234,7 +208,6 @@ def overhead(vehicles: int, seconds: float, rounds: int, seed: int) -> None:
 
 
 def feed(vehicles: int, seconds: float, seed: int) -> None:
-    import tempfile
     import threading
     import uuid
 
@@ -249,69 +222,61 @@ def feed(vehicles: int, seconds: float, seed: int) -> None:
     from trajstream.stream.livemap import MapHub
     from trajstream.stream.livemap.kafka_feed import FeedConfig, KafkaFeed
 
-    path = _traffic(vehicles, seconds, seed)
-    sys.path.insert(0, str(REPO / "broker"))
-    import broker as broker_mod  # type: ignore[import-not-found]
-
-    with tempfile.TemporaryDirectory() as tmp:
-        broker = broker_mod.start_broker(broker_mod.free_port(), broker_mod.free_port(),
-                                         Path(tmp) / "kafka", wait_s=120)
-        try:
-            run = uuid.uuid4().hex[:8]
-            topics = {k: f"bench-map-{k}-{run}" for k in ("positions", "predictions", "alerts")}
-            create_topics(broker.bootstrap, list(topics.values()), partitions=6)
-            producer = make_producer(broker.bootstrap, client="confluent")
-            engine = Engine(EngineConfig(emit_predictions=True),
-                            load_predictor("lstm", PathSpec()))
-            n_pos = n_pred = 0
-            with path.open("rb") as f:
-                lines = [ln.rstrip(b"\n") for ln in f]
-            for i in range(0, len(lines), 5000):
-                chunk = lines[i:i + 5000]
-                for v in chunk:
-                    producer.send(topics["positions"], v, orjson.loads(v)["vehicle_id"].encode())
-                n_pos += len(chunk)
-                batch, _ = decode_batch(None, chunk, CodecConfig())
-                for k, v in engine.process(batch).predictions:
-                    producer.send(topics["predictions"], v, k)
-                    n_pred += 1
-            producer.flush(120.0)
-            producer.close()
-            print(f"  filled {n_pos:,} positions and {n_pred:,} predictions", flush=True)
-            hub = MapHub()
-            cfg = FeedConfig(bootstrap=broker.bootstrap, positions_topic=topics["positions"],
-                             predictions_topic=topics["predictions"],
-                             alerts_topic=topics["alerts"],
-                             kafka_config={"auto.offset.reset": "earliest"})
-            feed_ = KafkaFeed(hub, cfg)
-            stop = threading.Event()
-            total = n_pos + n_pred
-            t = threading.Thread(target=feed_.run, args=(stop,), daemon=True)
-            t0 = cpu0 = None
-            t.start()
-            deadline = time.monotonic() + 600
-            while time.monotonic() < deadline:
-                done = feed_.counts["positions"] + feed_.counts["predictions"]
-                if t0 is None and done:
-                    t0, cpu0 = time.monotonic(), time.process_time()
-                if done >= total:
-                    break
-                time.sleep(0.05)
-            elapsed, cpu = time.monotonic() - (t0 or 0), time.process_time() - (cpu0 or 0)
-            stop.set()
-            t.join(30)
-            snap = hub.state().fleet
-            print(f"\ntrajstream map's Kafka feed draining {vehicles:,} vehicles x {seconds:g} s "
-                  f"(positions + LSTM predictions with sigma, confluent-kafka)")
-            print(f"  {done:,} messages in {elapsed:.1f} s: {done / elapsed:,.0f} messages/s "
-                  f"({done / cpu:,.0f} per CPU s); fleet of {len(snap):,} vehicles; "
-                  f"{feed_.table.ignored_predictions} predictions ignored")
-            need = total / seconds  # live: the traffic's own message rate
-            print(f"  keeping up live with {vehicles:,} vehicles at 10 Hz needs {need:,.0f} "
-                  f"messages/s: {done / elapsed / need:.1f}x that here, "
-                  f"{done / cpu / need:.1f}x per CPU second")
-        finally:
-            broker.stop()
+    path = simulated_traffic(vehicles, seconds, seed)
+    with kafka_broker() as bootstrap:
+        run = uuid.uuid4().hex[:8]
+        topics = {k: f"bench-map-{k}-{run}" for k in ("positions", "predictions", "alerts")}
+        create_topics(bootstrap, list(topics.values()), partitions=6)
+        producer = make_producer(bootstrap, client="confluent")
+        engine = Engine(EngineConfig(emit_predictions=True),
+                        load_predictor("lstm", PathSpec()))
+        n_pos = n_pred = 0
+        with path.open("rb") as f:
+            lines = [ln.rstrip(b"\n") for ln in f]
+        for i in range(0, len(lines), 5000):
+            chunk = lines[i:i + 5000]
+            for v in chunk:
+                producer.send(topics["positions"], v, orjson.loads(v)["vehicle_id"].encode())
+            n_pos += len(chunk)
+            batch, _ = decode_batch(None, chunk, CodecConfig())
+            for k, v in engine.process(batch).predictions:
+                producer.send(topics["predictions"], v, k)
+                n_pred += 1
+        producer.flush(120.0)
+        producer.close()
+        print(f"  filled {n_pos:,} positions and {n_pred:,} predictions", flush=True)
+        hub = MapHub()
+        cfg = FeedConfig(bootstrap=bootstrap, positions_topic=topics["positions"],
+                         predictions_topic=topics["predictions"],
+                         alerts_topic=topics["alerts"],
+                         kafka_config={"auto.offset.reset": "earliest"})
+        feed_ = KafkaFeed(hub, cfg)
+        stop = threading.Event()
+        total = n_pos + n_pred
+        t = threading.Thread(target=feed_.run, args=(stop,), daemon=True)
+        t0 = cpu0 = None
+        t.start()
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            done = feed_.counts["positions"] + feed_.counts["predictions"]
+            if t0 is None and done:
+                t0, cpu0 = time.monotonic(), time.process_time()
+            if done >= total:
+                break
+            time.sleep(0.05)
+        elapsed, cpu = time.monotonic() - (t0 or 0), time.process_time() - (cpu0 or 0)
+        stop.set()
+        t.join(30)
+        snap = hub.state().fleet
+        print(f"\ntrajstream map's Kafka feed draining {vehicles:,} vehicles x {seconds:g} s "
+              f"(positions + LSTM predictions with sigma, confluent-kafka)")
+        print(f"  {done:,} messages in {elapsed:.1f} s: {done / elapsed:,.0f} messages/s "
+              f"({done / cpu:,.0f} per CPU s); fleet of {len(snap):,} vehicles; "
+              f"{feed_.table.ignored_predictions} predictions ignored")
+        need = total / seconds  # live: the traffic's own message rate
+        print(f"  keeping up live with {vehicles:,} vehicles at 10 Hz needs {need:,.0f} "
+              f"messages/s: {done / elapsed / need:.1f}x that here, "
+              f"{done / cpu / need:.1f}x per CPU second")
 
 
 # -- part 3: a browser at 5,000 vehicles --------------------------------------------------------
@@ -320,7 +285,7 @@ def feed(vehicles: int, seconds: float, seed: int) -> None:
 def browser(vehicles: int, seconds: float) -> None:
     from playwright.sync_api import sync_playwright
 
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAJSTREAM_")}
     demo = subprocess.Popen(
         [sys.executable, "-m", "trajstream", "--log-level", "WARNING", "demo", "--vehicles",

@@ -28,51 +28,17 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `trajstream` does, before numpy
 
 import argparse  # noqa: E402
-import importlib.util  # noqa: E402
 import logging  # noqa: E402
 import statistics  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
+from _kit import kafka_broker, simulated_traffic  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-CACHE = REPO / ".run" / "bench"
 PARTITIONS = 6
-
-
-def _broker(tmp: Path) -> tuple[str, Any]:
-    spec = importlib.util.spec_from_file_location("trajstream_bench_broker",
-                                                  REPO / "broker" / "broker.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    broker = mod.start_broker(mod.free_port(), mod.free_port(), tmp / "kafka", wait_s=120)
-    return str(broker.bootstrap), broker
-
-
-def _traffic(vehicles: int, seconds: float, seed: int) -> Path:
-    """Positions of a simulated run as JSONL (cached): one line per message."""
-    from trajstream.simulator import SimConfig, iter_ticks
-
-    path = CACHE / f"traffic-{vehicles}v-{seconds:g}s-seed{seed}.jsonl"
-    if path.exists():
-        return path
-    CACHE.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".partial")
-    t0 = time.perf_counter()
-    with tmp.open("wb") as f:
-        for tick in iter_ticks(SimConfig(vehicles=vehicles, duration_s=seconds, seed=seed)):
-            f.write(b"".join(v + b"\n" for _, v in tick.messages))
-    tmp.rename(path)
-    print(f"  simulated {vehicles} vehicles x {seconds:g} s in {time.perf_counter() - t0:.0f} s",
-          flush=True)
-    return path
 
 
 def _fill(bootstrap: str, path: Path) -> tuple[str, int]:
@@ -196,34 +162,26 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    broker = None
-    with tempfile.TemporaryDirectory() as tmp:
-        bootstrap = args.bootstrap
-        if not bootstrap:
-            bootstrap, broker = _broker(Path(tmp))
-        try:
-            rows = []
-            raw: dict[tuple[int, str], float] = {}
-            for vehicles in [int(v) for v in args.vehicles.split(",")]:
-                print(f"{vehicles} vehicles:", flush=True)
-                topic, n = _fill(bootstrap, _traffic(vehicles, args.seconds, args.seed))
+    with kafka_broker(args.bootstrap) as bootstrap:
+        rows = []
+        raw: dict[tuple[int, str], float] = {}
+        for vehicles in [int(v) for v in args.vehicles.split(",")]:
+            print(f"{vehicles} vehicles:", flush=True)
+            topic, n = _fill(bootstrap, simulated_traffic(vehicles, args.seconds, args.seed))
+            for client in args.clients.split(","):
+                raw[(vehicles, client)] = _raw_consume(bootstrap, topic, client, n,
+                                                       args.max_batch_records)
+                print(f"    raw  {client:12s} {raw[(vehicles, client)]:>9,.0f} records/s "
+                      f"(the client alone)", flush=True)
+            for predictor in args.predictors.split(","):
                 for client in args.clients.split(","):
-                    raw[(vehicles, client)] = _raw_consume(bootstrap, topic, client, n,
-                                                           args.max_batch_records)
-                    print(f"    raw  {client:12s} {raw[(vehicles, client)]:>9,.0f} records/s "
-                          f"(the client alone)", flush=True)
-                for predictor in args.predictors.split(","):
-                    for client in args.clients.split(","):
-                        label = f"{vehicles}v-{predictor}-{client}"
-                        r = _drain(bootstrap, topic, predictor, client, args.max_batch_records,
-                                   args.profile, label)
-                        rows.append((vehicles, predictor, client, r))
-                        print(f"    {predictor:4s} {client:12s} {r['rate']:>9,.0f} positions/s "
-                              f"({r['cpu_rate']:>9,.0f} per CPU s)  batch p50 "
-                              f"{r['p50_ms']:.1f} ms p99 {r['p99_ms']:.1f} ms", flush=True)
-        finally:
-            if broker is not None:
-                broker.stop()
+                    label = f"{vehicles}v-{predictor}-{client}"
+                    r = _drain(bootstrap, topic, predictor, client, args.max_batch_records,
+                               args.profile, label)
+                    rows.append((vehicles, predictor, client, r))
+                    print(f"    {predictor:4s} {client:12s} {r['rate']:>9,.0f} positions/s "
+                          f"({r['cpu_rate']:>9,.0f} per CPU s)  batch p50 "
+                          f"{r['p50_ms']:.1f} ms p99 {r['p99_ms']:.1f} ms", flush=True)
     print(f"\nprocessor draining a pre-filled topic ({PARTITIONS} partitions, "
           f"{args.seconds:g} s of 10 Hz traffic per fleet, batches of up to "
           f"{args.max_batch_records} records, {os.cpu_count()} CPUs)")

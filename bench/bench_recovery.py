@@ -19,8 +19,6 @@ Without --bootstrap a throwaway broker is started from broker/lib (as `make test
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib.util
 import os
 import signal
 import subprocess
@@ -29,31 +27,13 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _kit import kafka_broker
+
 # The clients' own session settings, to show what the product defaults replaced.
 BEFORE = {"confluent": ["session.timeout.ms=45000", "heartbeat.interval.ms=3000"],
           "kafka-python": ["session.timeout.ms=45000", "heartbeat.interval.ms=3000"]}
-
-
-@contextlib.contextmanager
-def _broker(bootstrap: str | None) -> Iterator[str]:
-    if bootstrap:
-        yield bootstrap
-        return
-    spec = importlib.util.spec_from_file_location("bench_broker", REPO / "broker" / "broker.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    with tempfile.TemporaryDirectory(prefix="bench-kafka-") as data_dir:
-        print("  (starting a throwaway Kafka broker ...)", flush=True)
-        broker = mod.start_broker(mod.free_port(), mod.free_port(), data_dir, wait_s=120)
-        try:
-            yield str(broker.bootstrap)
-        finally:
-            broker.stop()
 
 
 def _cmd(*args: str) -> list[str]:
@@ -139,7 +119,7 @@ def main() -> None:
     ap.add_argument("--bootstrap", default=None, help="use this broker instead of starting one")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-recovery-") as tmp, \
-            _broker(a.bootstrap) as bootstrap:
+            kafka_broker(a.bootstrap) as bootstrap:
         positions = Path(tmp) / "positions.jsonl"
         subprocess.run(_cmd("simulate", "--vehicles", str(a.vehicles), "--duration",
                             str(a.duration), "--seed", "3", "--no-pace", "--out",

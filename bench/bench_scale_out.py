@@ -21,7 +21,6 @@ Without --bootstrap a throwaway broker is started from broker/lib.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import re
 import subprocess
@@ -31,16 +30,9 @@ import time
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from _kit import kafka_broker
+
 DONE = re.compile(r"done: (\d+) records in ([\d.]+) s")
-
-
-def _broker_module():  # broker/broker.py (the `kafka` package name is kafka-python's)
-    spec = importlib.util.spec_from_file_location("tb", REPO / "broker" / "broker.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _cmd(*args: str) -> list[str]:
@@ -121,13 +113,8 @@ def main() -> None:
     ap.add_argument("--predictor", default="lstm")
     ap.add_argument("--tile-m", default="1000")
     a = ap.parse_args()
-    broker = None
-    if not a.bootstrap:
-        bm = _broker_module()
-        broker = bm.start_broker(bm.free_port(), bm.free_port(),
-                                 Path(tempfile.mkdtemp(prefix="bench-scaling-")), wait_s=90)
-        a.bootstrap = broker.bootstrap
-    try:
+    with kafka_broker(a.bootstrap) as bootstrap:
+        a.bootstrap = bootstrap
         from trajstream.stream.kafka import create_topics
 
         d = Path(tempfile.mkdtemp(prefix="bench-scaling-data-"))
@@ -178,9 +165,6 @@ def main() -> None:
               f"{rows / r_s:,.0f} vehicle rows/s ({distinct / r_s:,.0f} vehicle-ticks/s)")
         print(f"predict changelog: {vehicles_cl} vehicles, {bytes_cl / max(vehicles_cl, 1):.0f}"
               f" bytes per vehicle")
-    finally:
-        if broker is not None:
-            broker.stop()
 
 
 if __name__ == "__main__":

@@ -16,24 +16,21 @@ Without --bootstrap a throwaway broker is started from broker/lib (as `make test
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib.util
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from _kit import kafka_broker
 from tqdm import tqdm
 
 from trajstream.simulator import SimConfig, iter_ticks
 from trajstream.simulator.engine import Engine
 from trajstream.simulator.publish import JsonlSink, KafkaSink, Pacer
 
-REPO = Path(__file__).resolve().parent.parent
 TTY = sys.stderr.isatty()
 
 
@@ -110,24 +107,6 @@ def simulate_to_kafka(cfg: SimConfig, bootstrap: str, pace: bool) -> tuple[float
     return messages / (time.perf_counter() - t0), behind
 
 
-@contextlib.contextmanager
-def _broker(bootstrap: str | None) -> Iterator[str]:
-    if bootstrap:
-        yield bootstrap
-        return
-    spec = importlib.util.spec_from_file_location("bench_broker", REPO / "broker" / "broker.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    with tempfile.TemporaryDirectory(prefix="bench-kafka-") as data_dir:
-        print("  (starting a throwaway Kafka broker ...)", flush=True)
-        broker = mod.start_broker(mod.free_port(), mod.free_port(), data_dir, wait_s=120)
-        try:
-            yield str(broker.bootstrap)
-        finally:
-            broker.stop()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--vehicles", type=int, default=5000)
@@ -155,7 +134,7 @@ def main() -> None:
 
     messages = [m for t in iter_ticks(replace(cfg, duration_s=min(args.seconds, 10.0)))
                 for m in t.messages]
-    with _broker(args.bootstrap) as bootstrap:
+    with kafka_broker(args.bootstrap) as bootstrap:
         print(f"  Kafka at {bootstrap}, {len(messages):,} pre-encoded position messages")
         for client in ("confluent", "kafka-python"):
             batch = messages if client == "confluent" else messages[:args.kafka_python_messages]
