@@ -107,9 +107,11 @@ def write_model_card(path: Path, info: dict) -> Path:
         "",
         _para("Trained on: " + ", ".join(trained_on) + ". Recorded traffic is split by "
               "recording (`simulator/recorded/split.py`: US-101 recordings numbered a multiple "
-              "of 3 and all of Peachtree are held out; of the rest, recordings numbered 1 mod "
-              "6 validate); SUMO is held out by a network kind and a seed that training never "
-              "uses; the built-in simulator by seed."),
+              "of 3 and Peachtree recordings 1-3 are held out, so Peachtree recording 4 is "
+              "trained on and the Peachtree figure below is for a location the training has "
+              "seen, at other times; of the training side's recordings, those numbered 1 mod "
+              "6 validate, so no Peachtree validates); SUMO is held out by a network kind and a "
+              "seed that training never uses; the built-in simulator by seed."),
         "",
         "## Reproduce",
         "",

@@ -85,6 +85,9 @@ def model() -> None:
       "processes and stages. neighbours: also the leader and side-lane vehicles the "
       "processing instance holds (a vehicle's prediction then changes with which other "
       "vehicles share its instance; slower in dense traffic).")
+@_opt("--mirror", env="MODEL_MIRROR", default=0.0, type=click.FloatRange(0.0, 1.0),
+      help="Share of training windows reflected left-right (a seeded random choice), so "
+      "the network learns no turning side from the training cities' layouts.")
 @_opt("--units", env="MODEL_UNITS", default=48, type=click.IntRange(4, 512),
       help="LSTM units (the per-vehicle state is 2 x units floats).")
 @_opt("--head-units", env="MODEL_HEAD_UNITS", default=64, type=click.IntRange(4, 1024),
@@ -109,7 +112,7 @@ def train(
     sumo_duration_s: float, train_data: tuple[Path, ...],
     val_data: tuple[Path, ...], test_data: tuple[Path, ...], inputs: str, units: int,
     head_units: int, epochs: int, patience: int, batch_size: int, learning_rate: float,
-    seq_len: int, burn_in: int,
+    seq_len: int, burn_in: int, mirror: float,
 ) -> None:
     """Train the LSTM on a mix and write weights, model card and plots.
 
@@ -127,7 +130,7 @@ def train(
         raise click.UsageError("--train-data, --val-data and --test-data go together")
     cfg = TrainConfig(seed=seed, units=units, head_units=head_units, seq_len=seq_len,
                       burn_in=burn_in, batch_size=batch_size, epochs=epochs, patience=patience,
-                      learning_rate=learning_rate, inputs=inputs)
+                      learning_rate=learning_rate, inputs=inputs, mirror=mirror)
     data = DataConfig(seed=seed, train_files=train_files, vehicles=vehicles,
                       val_vehicles=val_vehicles, test_vehicles=test_vehicles,
                       duration_s=duration_s, test_duration_s=test_duration_s,

@@ -63,6 +63,9 @@ class TrainConfig:
     # (the same however vehicles are split over partitions, processes and stages);
     # "neighbours": also the vehicles around it, which the processing instance must hold.
     inputs: str = "neighbours"
+    # Share of training windows reflected left-right (features and targets): traffic has no
+    # preferred turning side a network should learn from one simulated city's layout.
+    mirror: float = 0.0
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -131,6 +134,31 @@ def concat_windows(parts: Sequence[Windows]) -> Windows:
     )
 
 
+def _mirror_columns(features: Sequence[str]) -> tuple[list[int], list[tuple[int, int]]]:
+    """Inputs that change sign under a left-right reflection, and left/right pairs to swap."""
+    negate = [features.index(f) for f in ("disp_lat_m", "yaw_rate_rps") if f in features]
+    pairs = [(features.index(f), features.index(f.replace("left", "right")))
+             for f in features if f.startswith("left_")]
+    return negate, pairs
+
+
+def mirrored(w: Windows, features: Sequence[str], share: float, seed: int) -> Windows:
+    """``w`` with a seeded random ``share`` of its windows reflected left-right: lateral
+    inputs negated, left and right neighbour zones swapped, the lateral target negated."""
+    if share <= 0.0 or not len(w.features):
+        return w
+    pick = np.random.default_rng(seed).random(len(w.features)) < share
+    f, t = w.features.copy(), w.targets.copy()
+    negate, pairs = _mirror_columns(features)
+    sub = f[pick]
+    sub[..., negate] *= -1.0
+    for a, b in pairs:
+        sub[..., [a, b]] = sub[..., [b, a]]
+    f[pick] = sub
+    t[pick, :, 1:-1:2] *= -1.0  # [x0, y0, x1, y1, ..., mask]: the y of every point
+    return Windows(f, t, w.n_steps, w.n_valid)
+
+
 def normalisation(w: Windows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Feature mean/std over real steps and the per-point output scale (RMS residual, m)."""
     real = np.abs(w.features).sum(-1) > 0
@@ -187,6 +215,7 @@ def fit(
     nf = len(cfg.features)  # the own track's inputs come first: windows of more are cut
     train, val = (Windows(w.features[..., :nf], w.targets, w.n_steps, w.n_valid)
                   for w in (train, val))
+    train = mirrored(train, cfg.features, cfg.mirror, cfg.seed)
     net = NetworkConfig(units=cfg.units, head_units=cfg.head_units,
                         n_features=len(cfg.features),
                         points=spec.points, step_s=spec.step_s)

@@ -170,3 +170,29 @@ def test_recorded_parts_follow_the_held_out_rule(tmp_path):
         sel = select_recorded(pos, part.recorded)
         seen[part.split] = {sel.ids[v].split("-")[1].split("_")[0] for v in set(sel.vehicle)}
     assert seen == {"train": {"2", "8"}, "val": {"1", "13"}, "test": {"3"}}
+
+
+def test_mirroring_reflects_lateral_inputs_zones_and_targets():
+    from trajstream.model.train import mirrored
+
+    w = make_windows(_rep(2), PathSpec(), seq_len=24, burn_in=6)
+    m = mirrored(w, FEATURES, 1.0, seed=0)
+    lat, yaw = FEATURES.index("disp_lat_m"), FEATURES.index("yaw_rate_rps")
+    la, ra = FEATURES.index("left_ahead_near"), FEATURES.index("right_ahead_near")
+    assert np.array_equal(m.features[..., lat], -w.features[..., lat])
+    assert np.array_equal(m.features[..., yaw], -w.features[..., yaw])
+    assert np.array_equal(m.features[..., la], w.features[..., ra])
+    assert np.array_equal(m.features[..., ra], w.features[..., la])
+    speed = FEATURES.index("speed_mps")
+    assert np.array_equal(m.features[..., speed], w.features[..., speed])
+    pts = w.targets[..., :-1].reshape(*w.targets.shape[:2], 20, 2)
+    mpts = m.targets[..., :-1].reshape(*w.targets.shape[:2], 20, 2)
+    assert np.array_equal(mpts[..., 0], pts[..., 0]) and np.array_equal(mpts[..., 1], -pts[..., 1])
+    assert np.array_equal(m.targets[..., -1], w.targets[..., -1])  # the mask stays
+    # twice is the identity; a share picks about that share of the windows
+    again = mirrored(m, FEATURES, 1.0, seed=0)
+    assert np.array_equal(again.features, w.features) and np.array_equal(again.targets, w.targets)
+    half = mirrored(w, FEATURES, 0.5, seed=0)
+    changed = (half.targets[..., 1:-1:2] != w.targets[..., 1:-1:2]).any(axis=(1, 2))
+    assert 0.3 < changed.mean() < 0.7
+    assert mirrored(w, FEATURES, 0.0, seed=0) is w
