@@ -12,7 +12,8 @@ Held-out discipline: every row reports traffic the warner's thresholds were neve
   conflicts (recall at each kind's required live lead) and safe look-alikes (share with a
   critical alert). Tuning used seeds 0-9 only.
 - **Recorded NGSIM traffic, held out** (trajstream.simulator.recorded.split): the US-101
-  recordings whose number is a multiple of 3, and all of Peachtree, one row per location.
+  recordings whose number is a multiple of 3, and Peachtree recordings 1-3, one row per
+  location.
   Tuning used the other US-101 recordings only. No collisions happen there, so every critical
   alert is a false alarm unless the pair really came within ~1 m: critical alerts per
   vehicle-hour. Found through TRAJSTREAM_DATA_DIR (default: <repo>/../shared/data); skipped
