@@ -24,6 +24,14 @@ _YAW_TAU_S = 0.4
 _ACCEL_TAU_S = 0.4
 _HEADING_TAU_S = 0.15
 _MAX_YAW_RATE = 1.0  # rad/s; tighter than any road vehicle can turn at speed
+# Plausibility of reported speed/heading (see KinematicsTracker): tolerances, generous on
+# purpose (GPS noise, real stops and hard braking must never be flagged).
+SPEED_TOL_MPS = 2.0  # reported mean speed may differ from the fitted one by this ...
+SPEED_TOL_REL = 0.25  # ... plus this share of the larger of the two, plus 3 sigma of the fit
+HEADING_CHECK_MPS = 3.0  # headings are judged only above this fitted speed
+HEADING_TOL_RAD = np.deg2rad(35.0)
+FIT_SIGMA_MAX_MPS = 0.5  # a fit less certain than this judges nothing
+SPEED_FLAG, HEADING_FLAG = 1, 2  # bits of KinematicsTracker.flags
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +72,28 @@ class KinematicsTracker:
 
     ``gps_sigma_m`` is the assumed position noise; it sets the dead band under which a
     position-derived speed is treated as zero.
+
+    With ``check_reported`` a reported speed or heading is used only while it agrees with
+    the vehicle's motion: over the fit window (``WINDOW_S``, at least 3 fixes, all reporting)
+    the mean reported speed must match the fitted speed within ``SPEED_TOL_MPS`` +
+    ``SPEED_TOL_REL`` of the larger + 3 sigma of the fit, and above ``HEADING_CHECK_MPS`` the
+    mean reported direction must lie within ``HEADING_TOL_RAD`` of the fitted course. Means
+    over the same window as the fit cancel the fit's lag under steady acceleration or
+    turning, so hard braking, real stops and GPS noise pass; km/h sent as m/s, ``speed: 0``
+    on a moving vehicle, degrees or compass headings do not. A fix that fails uses the
+    derived value instead (the fix itself is kept) and is marked in :attr:`flags`
+    (``SPEED_FLAG``, ``HEADING_FLAG``) for the caller to count; so is every later fix of the
+    same track (a wrong unit does not heal when the vehicle slows below what is judged).
+    The reported history and the distrust are not part of checkpoints: after a restore the
+    check resumes once the window refills.
     """
 
-    def __init__(self, capacity: int = 1024, *, gps_sigma_m: float = 0.3) -> None:
+    def __init__(self, capacity: int = 1024, *, gps_sigma_m: float = 0.3,
+                 check_reported: bool = False) -> None:
         self.gps_sigma_m = gps_sigma_m
+        self.check_reported = check_reported
         self.capacity = 0
+        self.flags = np.zeros(0, dtype=np.int8)  # per row of the last update
         self._alloc(capacity)
 
     def _alloc(self, capacity: int) -> None:
@@ -92,6 +117,12 @@ class KinematicsTracker:
         self.hist_t = grow(g("hist_t"), (capacity, WINDOW), np.nan)
         self.hist_x = grow(g("hist_x"), (capacity, WINDOW), 0.0)
         self.hist_y = grow(g("hist_y"), (capacity, WINDOW), 0.0)
+        if self.check_reported:  # reported speed and heading (unit vector), NaN: absent
+            self.hist_s = grow(g("hist_s"), (capacity, WINDOW), np.nan)
+            self.hist_c = grow(g("hist_c"), (capacity, WINDOW), np.nan)
+            self.hist_n = grow(g("hist_n"), (capacity, WINDOW), np.nan)
+            # bits of the reported values found wrong on this track: not used again on it
+            self.distrust = grow(g("distrust"), (capacity,), 0.0)
         self.capacity = capacity
 
     def ensure_capacity(self, capacity: int) -> None:
@@ -107,6 +138,11 @@ class KinematicsTracker:
         self.yaw_rate[slots] = 0.0
         self.accel[slots] = 0.0
         self.hist_t[slots] = np.nan
+        if self.check_reported:
+            self.hist_s[slots] = np.nan
+            self.hist_c[slots] = np.nan
+            self.hist_n[slots] = np.nan
+            self.distrust[slots] = 0.0
 
     def update(
         self,
@@ -136,18 +172,30 @@ class KinematicsTracker:
         hy = np.roll(self.hist_y[slots], -1, axis=1)
         ht[:, -1], hx[:, -1], hy[:, -1] = ts, x, y
         self.hist_t[slots], self.hist_x[slots], self.hist_y[slots] = ht, hx, hy
-        fit_vx, fit_vy, fit_sigma = self._fit_velocity(ts, ht, hx, hy)
+        fit_vx, fit_vy, fit_sigma, w = self._fit_velocity(ts, ht, hx, hy)
 
         # Speed: reported, else fitted with a dead band of ~3 sigma of the fit.
         fit_speed = np.hypot(fit_vx, fit_vy)
         moving = fit_speed > np.maximum(STILL_SPEED_MPS, 3.0 * fit_sigma)
         est_speed = np.where(moving, fit_speed, 0.0)
         has_speed = np.isfinite(speed)
+        has_heading = np.isfinite(heading)
+        if self.check_reported:
+            bad_speed, bad_heading = self._check(slots, speed, heading, w, fit_vx, fit_vy,
+                                                 fit_speed, fit_sigma)
+            # once wrong, a vehicle's reported value stays unused for the rest of its track
+            # (a unit mistake does not heal when the vehicle slows below what is judged)
+            was = self.distrust[slots].astype(np.int8)
+            bad_speed |= (was & SPEED_FLAG).astype(bool) & np.isfinite(speed)
+            bad_heading |= (was & HEADING_FLAG).astype(bool) & np.isfinite(heading)
+            has_speed &= ~bad_speed
+            has_heading &= ~bad_heading
+            self.flags = (bad_speed * SPEED_FLAG + bad_heading * HEADING_FLAG).astype(np.int8)
+            self.distrust[slots] = self.flags
         new_speed = np.where(has_speed, np.abs(np.nan_to_num(speed)), est_speed)
 
         # Heading: reported (smoothed), else direction of the fitted velocity while moving.
         fit_heading = np.arctan2(fit_vy, fit_vx)
-        has_heading = np.isfinite(heading)
         target = np.where(has_heading, np.nan_to_num(heading), fit_heading)
         usable = has_heading | moving
         k_head = np.where(prev_known, 1.0 - np.exp(-dt / _HEADING_TAU_S), 1.0)
@@ -178,10 +226,42 @@ class KinematicsTracker:
             heading=new_heading, yaw_rate=new_yaw, accel=new_acc, first=first,
         )
 
+    def _check(self, slots: np.ndarray, speed: np.ndarray, heading: np.ndarray,
+               w: np.ndarray, fit_vx: np.ndarray, fit_vy: np.ndarray, fit_speed: np.ndarray,
+               fit_sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows whose reported speed / heading disagree with the fitted motion (see class)."""
+        hs = np.roll(self.hist_s[slots], -1, axis=1)
+        hc = np.roll(self.hist_c[slots], -1, axis=1)
+        hn = np.roll(self.hist_n[slots], -1, axis=1)
+        hs[:, -1] = speed
+        hc[:, -1] = np.cos(heading)
+        hn[:, -1] = np.sin(heading)
+        self.hist_s[slots], self.hist_c[slots], self.hist_n[slots] = hs, hc, hn
+        judged = (w.sum(axis=1) >= 3) & (fit_sigma <= FIT_SIGMA_MAX_MPS)
+        if not judged.any():
+            none = np.zeros(slots.size, dtype=bool)
+            return none, none
+        inside = w > 0
+        n = np.maximum(w.sum(axis=1), 1.0)
+        s_all = judged & np.isfinite(speed) & ~(inside & np.isnan(hs)).any(axis=1)
+        mean_s = np.where(inside, np.nan_to_num(np.abs(hs)), 0.0).sum(axis=1) / n
+        tol = SPEED_TOL_MPS + SPEED_TOL_REL * np.maximum(mean_s, fit_speed) + 3.0 * fit_sigma
+        bad_speed = s_all & (np.abs(mean_s - fit_speed) > tol)
+        h_all = (judged & np.isfinite(heading) & (fit_speed > HEADING_CHECK_MPS)
+                 & ~(inside & np.isnan(hc)).any(axis=1))
+        mc = np.where(inside, np.nan_to_num(hc), 0.0).sum(axis=1)
+        mn = np.where(inside, np.nan_to_num(hn), 0.0).sum(axis=1)
+        # angle between the mean reported direction and the fitted course, by its cosine
+        dot = mc * fit_vx + mn * fit_vy
+        norm = np.hypot(mc, mn) * fit_speed
+        bad_heading = h_all & (dot < np.cos(HEADING_TOL_RAD) * norm)
+        return bad_speed, bad_heading
+
     def _fit_velocity(
         self, now: np.ndarray, ht: np.ndarray, hx: np.ndarray, hy: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Least-squares velocity over recent fixes and the standard error of its speed."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Least-squares velocity over recent fixes, the standard error of its speed and the
+        weights (1: the fix is in the fit window)."""
         age = now[:, None] - ht
         w = (np.isfinite(ht) & (age <= WINDOW_S)).astype(np.float64)
         n = w.sum(axis=1)
@@ -196,4 +276,4 @@ class KinematicsTracker:
         vx = np.where(ok, (dtm * (hx - xm[:, None])).sum(axis=1) / safe, 0.0)
         vy = np.where(ok, (dtm * (hy - ym[:, None])).sum(axis=1) / safe, 0.0)
         sigma = np.where(ok, self.gps_sigma_m / np.sqrt(safe), np.inf)
-        return vx, vy, sigma
+        return vx, vy, sigma, w

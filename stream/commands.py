@@ -415,6 +415,8 @@ def _summary_line(s: dict[str, Any]) -> str:
             f"({s.get('records_per_s', 0.0):.0f}/s); alerts {s['warning']} warning, "
             f"{s['critical']} critical; dropped {s['stale']} stale, {s['late']} late, "
             f"{s['future']} future, {s['dense']} dense, {s['ahead']} ahead; "
+            f"corrected {s.get('corrected_speed', 0)} speed, "
+            f"{s.get('corrected_heading', 0)} heading, {s.get('corrected_jump', 0)} jump; "
             f"{s['rejected']} rejected")
 
 

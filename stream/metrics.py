@@ -31,6 +31,7 @@ from trajstream.stream.codec import REASONS
 
 __all__ = [
     "ALERT_SEVERITIES",
+    "CORRECTION_REASONS",
     "DROP_REASONS",
     "HORIZONS",
     "KAFKA_ERROR_KINDS",
@@ -40,6 +41,9 @@ __all__ = [
 ]
 
 DROP_REASONS: tuple[str, ...] = ("stale", "late", "future", "dense", "ahead")
+# Fixes used, but not as reported (stream/state.py FLAG_REASONS): speed or heading that
+# disagree with the motion, replaced by the derived ones; a jump that restarts the track.
+CORRECTION_REASONS: tuple[str, ...] = ("speed", "heading", "jump")
 ALERT_SEVERITIES: tuple[str, ...] = ("warning", "critical")
 HORIZONS: tuple[str, ...] = ("1", "2", "3", "4")
 # Pre-created kinds; others may be used but must come from a fixed set in the caller's code.
@@ -104,6 +108,14 @@ class Metrics:
             "trajstream_positions_dropped",
             "Valid records not applied: stale (at or before the vehicle's last event time, "
             "duplicates included) or late (behind the watermark).",
+            ["reason"],
+            registry=r,
+        )
+        self.positions_corrected = Counter(
+            "trajstream_positions_corrected",
+            "Records applied, but not as reported, by reason: speed or heading that "
+            "disagree with the motion between fixes (the derived value is used), or a "
+            "jump no vehicle can make (the track restarts there).",
             ["reason"],
             registry=r,
         )
@@ -175,6 +187,8 @@ class Metrics:
             self.positions_rejected.labels(reason=reason)
         for reason in DROP_REASONS:
             self.positions_dropped.labels(reason=reason)
+        for reason in CORRECTION_REASONS:
+            self.positions_corrected.labels(reason=reason)
         for severity in ALERT_SEVERITIES:
             self.alerts.labels(severity=severity)
         for kind in KAFKA_ERROR_KINDS:

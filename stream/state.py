@@ -7,7 +7,11 @@ Batched code gathers rows with one fancy index instead of touching per-vehicle o
 
 All time is event time. Vehicles silent for ``ttl`` are evicted (memory stays bounded); a
 vehicle whose next fix comes after a gap longer than ``reset_gap_s`` starts over (its motion
-history and recurrent state say nothing about where it is now).
+history and recurrent state say nothing about where it is now). So does a fix further from
+the previous one than ``JUMP_SPEED_MPS`` could travel (plus ``JUMP_SLACK_M`` of noise): a
+sender that switched frames or origins mid-stream, or a GPS glitch; the fix is kept as the
+start of a new track and counted in ``jumps``. The kinematic estimator also checks reported
+speed and heading against the motion (model/kinematics.py, ``check_reported``).
 """
 
 from __future__ import annotations
@@ -17,9 +21,16 @@ from collections.abc import Sequence
 import numpy as np
 
 from trajstream.contracts import DEFAULT_LENGTH_M, DEFAULT_WIDTH_M
-from trajstream.model.kinematics import Kinematics, KinematicsTracker
+from trajstream.model.kinematics import HEADING_FLAG, SPEED_FLAG, Kinematics, KinematicsTracker
 
 __all__ = ["StateStore"]
+
+JUMP_SPEED_MPS = 70.0  # 252 km/h: no road vehicle moves between two fixes faster
+JUMP_SLACK_M = 5.0
+JUMP_FLAG = 4
+# What :attr:`StateStore.flags` bits mean, as counted (metric label ``reason``)
+FLAG_REASONS: tuple[tuple[int, str], ...] = (
+    (SPEED_FLAG, "speed"), (HEADING_FLAG, "heading"), (JUMP_FLAG, "jump"))
 
 
 class StateStore:
@@ -55,13 +66,16 @@ class StateStore:
         self.state_dim = int(state_dim)
         self.points = int(points)
         self.reset_gap_s = float(reset_gap_s)
-        self.kin = KinematicsTracker(max(capacity, 1), gps_sigma_m=gps_sigma_m)
+        self.kin = KinematicsTracker(max(capacity, 1), gps_sigma_m=gps_sigma_m,
+                                     check_reported=True)
         self._slot: dict[str, int] = {}
         self._free: list[int] = []
         self.ids: list[str | None] = []
         self.high = 0  # slots [0, high) have been used at least once
         self.capacity = 0
         self.resets = 0  # gap resets since start
+        self.jumps = 0  # tracks restarted by an impossible jump since start
+        self.flags = np.zeros(0, dtype=np.int8)  # per row of the last update
         self.evictions = 0
         # (id, partition) evicted since take_changes(), kept only with a changelog to write
         # (log_evictions): otherwise it would grow with every id ever seen.
@@ -173,15 +187,24 @@ class StateStore:
         """Apply one fix to each of ``slots`` (unique, each ``ts`` after the slot's last).
 
         Returns the kinematics and a mask of the rows whose track (re)started here: a new
-        vehicle or a gap longer than ``reset_gap_s``. Their recurrent state is zero.
+        vehicle, a gap longer than ``reset_gap_s`` or a jump. Their recurrent state is zero.
+        :attr:`flags` tells per row what was not taken as reported.
         """
         prev = self.last_ts[slots]
         gap = ts - prev > self.reset_gap_s  # False for NaN (new track)
+        reach = JUMP_SLACK_M + JUMP_SPEED_MPS * (ts - prev)
+        with np.errstate(invalid="ignore"):
+            jump = np.hypot(x - self.kin.x[slots], y - self.kin.y[slots]) > reach
+        jump &= ~gap
+        gap |= jump
         started = np.isnan(prev) | gap
         if gap.any():
             self._clear(slots[gap])
             self.resets += int(gap.sum())
+            self.jumps += int(jump.sum())
         kin = self.kin.update(slots, ts, x, y, speed, heading)
+        # per row: what was not taken as reported (bits of FLAG_REASONS)
+        self.flags = self.kin.flags | (jump * JUMP_FLAG).astype(np.int8)
         self.last_ts[slots] = ts
         self.since_ts[slots] = np.where(started, ts, self.since_ts[slots])
         self.fixes[slots] = np.where(started, 1, self.fixes[slots] + 1)

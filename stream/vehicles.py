@@ -12,6 +12,7 @@ kinematics, the conflict stage's input (stream/conflicts.py). Online prediction 
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Collection
@@ -28,9 +29,20 @@ from trajstream.stream.config import EngineConfig
 from trajstream.stream.conflicts import PredictedTick
 from trajstream.stream.online_error import OnlineError
 from trajstream.stream.risk import Fleet
-from trajstream.stream.state import StateStore
+from trajstream.stream.state import FLAG_REASONS, StateStore
 
 __all__ = ["VehicleStage"]
+
+log = logging.getLogger("trajstream.stream.vehicles")
+
+_HINTS = {
+    "speed": "reported speed disagrees with the motion between its fixes (km/h, mph or "
+             "speed 0 while moving?); using the speed derived from positions",
+    "heading": "reported heading disagrees with its course (degrees, compass heading?); "
+               "using the course derived from positions",
+    "jump": "moved further between two fixes than any vehicle can (another frame or "
+            "origin?); its track restarts there",
+}
 
 
 class VehicleStage:
@@ -63,7 +75,12 @@ class VehicleStage:
         self.errors = OnlineError(
             spec, models, capacity=1024, anchor_interval_s=config.error_anchor_interval_s
         )
-        self.stats: dict[str, int] = {"evicted": 0, "predictions": 0}
+        self.stats: dict[str, int] = {"evicted": 0, "predictions": 0,
+                                      **{f"corrected_{r}": 0 for _, r in FLAG_REASONS}}
+        self._corrections = (None if metrics is None else
+                             {r: metrics.positions_corrected.labels(reason=r)
+                              for _, r in FLAG_REASONS})
+        self._warned: set[tuple[str, str]] = set()  # (vehicle, reason) logged once
         self.newest_applied_ts = -math.inf  # newest event time applied to the state
         self.next_evict = -math.inf
 
@@ -183,6 +200,8 @@ class VehicleStage:
         kin, started = store.update(slots, ts, rec["x"], rec["y"], rec["speed"], rec["heading"],
                                     rec["length"], rec["width"])
         store.partition[slots] = rec["part"]
+        if store.flags.any():
+            self._count_corrections(store.flags, ids, ts)
         self.newest_applied_ts = max(self.newest_applied_ts, float(ts.max()))
         if started.any():
             self.errors.reset(slots[started])
@@ -221,6 +240,24 @@ class VehicleStage:
             self.errors.add(slots[d], ts[d], model_paths)
         if self.config.emit_predictions:
             self._predictions(ids, kin, paths, sigma, last, out)
+
+    def _count_corrections(self, flags: np.ndarray, ids: np.ndarray, ts: np.ndarray) -> None:
+        """Count the fixes not taken as reported by reason; log each vehicle once per reason."""
+        for bit, reason in FLAG_REASONS:
+            rows = np.flatnonzero(flags & bit)
+            if not rows.size:
+                continue
+            self.stats[f"corrected_{reason}"] += int(rows.size)
+            if self._corrections is not None:
+                self._corrections[reason].inc(int(rows.size))
+            for r in rows.tolist():
+                key = (str(ids[r]), reason)
+                if key not in self._warned:
+                    if len(self._warned) >= 10_000:  # only log-once bookkeeping
+                        self._warned.clear()
+                    self._warned.add(key)
+                    log.warning("vehicle %s at ts %.3f: %s", key[0], float(ts[r]),
+                                _HINTS[reason])
 
     def _predictions(self, ids: np.ndarray, kin: Kinematics, paths: np.ndarray,
                      sigma: np.ndarray | None, last: np.ndarray,
