@@ -158,3 +158,16 @@ def test_a_role_option_unknown_to_its_client_names_the_role(client: str) -> None
     with pytest.raises(ConfigError, match="consumer"):
         sk.make_consumer(NOWHERE, ["t"], group="g", client=client,
                          config={"no.such.setting": 1})
+
+
+def test_both_producers_keep_a_partitions_order_through_retries() -> None:
+    """librdkafka retries without idempotence could put a retried first batch behind the
+    next ones (a soak run had half its positions topic reordered, then dropped as late);
+    kafka-python is idempotent by default, the confluent producer is made so."""
+    from kafka import KafkaProducer
+
+    from trajstream.stream.kafka import _confluent, _kafkapython
+
+    assert _confluent._PRODUCER_DEFAULTS["enable.idempotence"] is True
+    conf = {**KafkaProducer.DEFAULT_CONFIG, **_kafkapython._PRODUCER_DEFAULTS}
+    assert conf["enable_idempotence"] is True
