@@ -134,6 +134,9 @@ def _engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
         _opt("--metrics-port", env="METRICS_PORT", default=DEFAULTS.metrics_port,
              type=click.IntRange(0, 65535),
              help="Serve Prometheus metrics on this port (0 = off)."),
+        _opt("--metrics-addr", env="METRICS_ADDR", default=DEFAULTS.metrics_addr,
+             help="Address the metrics endpoint binds: all interfaces by default, as a "
+                  "scraper in another container needs; 127.0.0.1 keeps it on this host."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -202,17 +205,19 @@ def _stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(s, h)
 
 
-def _serve_metrics(port: int, metrics: Any) -> Any:
+def _serve_metrics(port: int, addr: str, metrics: Any) -> Any:
     if not port:
         return None
     from trajstream.stream.metrics import serve
 
     try:
-        server = serve(port, metrics.registry)
+        server = serve(port, metrics.registry, addr=addr)
     except OSError as exc:
-        log.warning("metrics not served: port %d unavailable (%s)", port, exc.strerror)
+        log.warning("metrics not served: %s port %d unavailable (%s)", addr, port,
+                    exc.strerror or exc)
         return None
-    log.info("metrics on http://127.0.0.1:%d/metrics", port)
+    host = "127.0.0.1" if addr in ("0.0.0.0", "") else "[::1]" if addr == "::" else addr
+    log.info("metrics on http://%s:%d/metrics (bound to %s)", host, port, addr or "0.0.0.0")
     return server
 
 
@@ -370,7 +375,7 @@ def process(**kw: Any) -> None:
     metrics = Metrics()
     io = build_io(cfg)
     metrics.set_build_info("none" if predictor is None else predictor.name, io.kafka_client)
-    server = _serve_metrics(kw["metrics_port"], metrics)
+    server = _serve_metrics(kw["metrics_port"], kw["metrics_addr"], metrics)
     proc = Processor(cfg, io, predictor, metrics)
     topic = cfg.internal_topic if risk_only else cfg.positions_topic
     where = (f"{cfg.input_path}" if is_file else
@@ -526,7 +531,7 @@ def demo(**kw: Any) -> None:
     predictor = load_predictor(cfg.predictor, engine.spec, weights=kw["weights"])
     metrics = Metrics()
     metrics.set_build_info(predictor.name, "none")
-    server = _serve_metrics(kw["metrics_port"], metrics)
+    server = _serve_metrics(kw["metrics_port"], kw["metrics_addr"], metrics)
     map_server, tap = _start_demo_map(kw)
 
     as_json = kw["as_json"]

@@ -64,6 +64,8 @@ class _Defaults:
     max_batch_wait_ms: int = 100
     commit_interval_s: float = 1.0
     metrics_port: int = 9100
+    # all interfaces: Prometheus scrapes from another container (compose, Kubernetes)
+    metrics_addr: str = "0.0.0.0"
     max_stall_s: float = 120.0
     stage: str = "all"
     internal_topic: str = PREDICTED_TOPIC

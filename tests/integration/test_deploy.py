@@ -374,6 +374,8 @@ def test_prometheus_scrapes_the_processor_service(compose: dict[str, Any]) -> No
     targets = [t for job in config["scrape_configs"] for sc in job.get("static_configs", [])
                for t in sc["targets"]]  # fmt: skip
     assert f"processor:{port}" in targets
+    # scraped from another container: the endpoint must not bind loopback only
+    assert _env(processor).get("TRAJSTREAM_METRICS_ADDR", "0.0.0.0") in ("0.0.0.0", "::")
     prom = compose["services"]["prometheus"]
     mounts = _mounts(prom)
     assert Path(mounts["/etc/prometheus"]).resolve() == PROM_DIR

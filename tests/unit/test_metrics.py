@@ -213,3 +213,58 @@ def test_processing_latency_counts_every_record_of_a_batch() -> None:
     assert samples[("trajstream_processing_seconds_bucket", "0.25")] == 103
     assert samples[("trajstream_processing_seconds_count", None)] == 103
     assert samples[("trajstream_processing_seconds_sum", None)] == pytest.approx(3.27)
+
+
+def _bound_address(monkeypatch: pytest.MonkeyPatch, tmp_path, *args: str) -> str:
+    """Run `process` on a small file; the address its metrics server was bound to."""
+    import socket
+
+    import orjson
+
+    import trajstream.stream.metrics as metrics_mod
+    from trajstream.cli import main
+
+    bound: list[str] = []
+    real = metrics_mod.serve
+
+    def spy(port: int, registry, addr: str = "0.0.0.0"):  # type: ignore[no-untyped-def]
+        server = real(port, registry, addr=addr)
+        bound.append(server.server_address[0])
+        return server
+
+    monkeypatch.setattr(metrics_mod, "serve", spy)
+    src = tmp_path / "p.jsonl"
+    src.write_bytes(b"\n".join(orjson.dumps({"vehicle_id": f"v{i % 3}", "ts": 1.77e9 + i / 10,
+                                             "x": 10.0 * i, "y": 5.0 * (i % 3)})
+                               for i in range(30)) + b"\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["--log-level", "ERROR", "process", "--input", str(src), "--alerts-out",
+                 str(tmp_path / "a.jsonl"), "--predictor", "cv", "--metrics-port", str(port),
+                 *args]) == 0
+    assert len(bound) == 1
+    return bound[0]
+
+
+def test_metrics_bind_address_is_configurable(monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path) -> None:
+    """All interfaces by default (Prometheus scrapes from another container); a user on a
+    shared host keeps the endpoint local with --metrics-addr or TRAJSTREAM_METRICS_ADDR."""
+    monkeypatch.delenv("TRAJSTREAM_METRICS_ADDR", raising=False)
+    assert _bound_address(monkeypatch, tmp_path) == "0.0.0.0"
+    assert _bound_address(monkeypatch, tmp_path, "--metrics-addr", "127.0.0.1") == "127.0.0.1"
+    monkeypatch.setenv("TRAJSTREAM_METRICS_ADDR", "127.0.0.1")
+    assert _bound_address(monkeypatch, tmp_path) == "127.0.0.1"
+
+
+def test_an_address_that_cannot_be_bound_is_one_warning(caplog: pytest.LogCaptureFixture
+                                                        ) -> None:
+    import logging
+
+    from trajstream.stream.commands import _serve_metrics
+
+    caplog.set_level(logging.WARNING, logger="trajstream")
+    assert _serve_metrics(9100, "192.0.2.1", Metrics()) is None  # TEST-NET: not ours
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "metrics not served: 192.0.2.1 port 9100" in warned[0]
