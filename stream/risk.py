@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -548,16 +549,26 @@ def _exact(
     """Contact search and overlap probability over candidate pairs, then the filters."""
     step = cfg.sample_step_s
     horizon = cfg.warning_ttc_s
-    # 1. Prune per interval between samples: circumscribed circles, grown by twice each
-    #    vehicle's position sigma, must meet there (motion within the interval included).
-    #    Farther apart, the overlap probability is negligible. Only those (pair, interval)
-    #    entries are searched.
-    grow = 2.0 * np.minimum(np.maximum(smp.slon, smp.slat), _PRUNE_SIGMA_M)[:, 1:]
+    # 1. Prune per interval between samples. An overlap probability of warning_probability
+    #    needs the centres within reach + k sigma of each other somewhere in the interval
+    #    (:func:`_prune_reach`); farther apart the pair cannot alert there. Following pairs
+    #    are judged on kinematics and keep every interval within their circumscribed circles
+    #    grown by twice each sigma (their contact and overlap probability feed severity).
+    #    Only the remaining (pair, interval) entries are searched.
+    sig = np.maximum(smp.slon, smp.slat)
+    sig = np.maximum(sig[:, 1:], sig[:, :-1])  # largest 1-sigma within each interval
+    grow = 2.0 * np.minimum(sig, _PRUNE_SIGMA_M)
+    reach, k_sig = _prune_reach(fleet, cfg)
+    follow_all = _PairFrame(fleet, a, b, smp.x[b, 0] - smp.x[a, 0], smp.y[b, 0] - smp.y[a, 0],
+                            cfg).following
     pair_parts, int_parts, dmin_parts = [], [], []
     for s in range(0, a.shape[0], _BLOCK):
         ia, ib = a[s: s + _BLOCK], b[s: s + _BLOCK]
         d2 = _closest_d2(smp.x[ib] - smp.x[ia], smp.y[ib] - smp.y[ia])
-        rr = (radius[ia] + radius[ib])[:, None] + grow[ia] + grow[ib]
+        rr = np.where(follow_all[s: s + _BLOCK, None],
+                      (radius[ia] + radius[ib])[:, None] + grow[ia] + grow[ib],
+                      (reach[ia] + reach[ib])[:, None]
+                      + k_sig * np.sqrt(sig[ia] * sig[ia] + sig[ib] * sig[ib]))
         pi, ji = np.nonzero(d2 < rr * rr)
         pair_parts.append(pi + s)
         int_parts.append(ji)
@@ -594,43 +605,43 @@ def _exact(
     touching = np.logical_or.reduceat(np.isfinite(toi), heads)
     e = np.flatnonzero(~frame.following[entry_pair] | touching[entry_pair])
 
-    def prob(fr: np.ndarray, k: np.ndarray) -> np.ndarray:
-        """Overlap probability of entries ``k`` at fractions ``fr`` of their intervals."""
-        def at(v: np.ndarray, i: np.ndarray) -> np.ndarray:
-            return v[i] + fr * (v[i + 1] - v[i])
-        return overlap_probability(
-            x0[k] + fr * (x1[k] - x0[k]), y0[k] + fr * (y1[k] - y0[k]), ax[k], ay[k], la[k],
-            wa[k], bx[k], by[k], lb[k], wb[k], at(slon, fa[k]), at(slat, fa[k]),
-            at(slon, fb_[k]), at(slat, fb_[k]))
+    # the entries' geometry and sigmas at both ends of their intervals, gathered once
+    fa_e, fb_e = fa[e], fb_[e]
+    ex0, ey0, ex1, ey1 = x0[e], y0[e], x1[e], y1[e]
+    boxes = (ax[e], ay[e], la[e], wa[e], bx[e], by[e], lb[e], wb[e])
+    sig0 = (slon[fa_e], slat[fa_e], slon[fb_e], slat[fb_e])
+    sig1 = (slon[fa_e + 1], slat[fa_e + 1], slon[fb_e + 1], slat[fb_e + 1])
+
+    def prob(fr: np.ndarray | float, k: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """Overlap probability of entries ``e[k]`` at fractions ``fr`` of their intervals."""
+        def at(v0: np.ndarray, v1: np.ndarray) -> np.ndarray:
+            return v0[k] + fr * (v1[k] - v0[k])
+        return overlap_probability(at(ex0, ex1), at(ey0, ey1), *(v[k] for v in boxes),
+                                   *(at(s0, s1) for s0, s1 in zip(sig0, sig1, strict=True)))
 
     hit_e = hit[e]
     f_mid = np.where(hit_e, 0.5 * (f_in[e] + f_out[e]), 0.0)
     p_mid = np.zeros(e.shape[0])  # (without a nominal overlap: the interval's start)
     h = np.flatnonzero(hit_e)
-    p_mid[h] = prob(f_mid[h], e[h])
+    p_mid[h] = prob(f_mid[h], h)
     # The encounter: where the relative motion passes its closest approach within the
     # interval, the chance that the miss distance is within the footprints (errors along
     # the relative motion only shift when, not whether).
-    ex0, ey0 = x0[e], y0[e]
-    dvx, dvy = x1[e] - ex0, y1[e] - ey0
+    dvx, dvy = ex1 - ex0, ey1 - ey0
     vv = dvx * dvx + dvy * dvy
     f_star = -(ex0 * dvx + ey0 * dvy) / np.where(vv > 0, vv, 1.0)
     passing = (vv > (cfg.min_closing_speed_mps * step) ** 2) & (f_star >= 0) & (f_star <= 1)
     f_enc = np.where(passing, np.where(hit_e, f_in[e], np.clip(f_star, 0.0, 1.0)), 0.0)
     q = np.flatnonzero(passing)  # at most one interval per pair
-    fs, ek = f_star[q], e[q]
-    fae, fbe = fa[ek], fb_[ek]
+    fs = f_star[q]
     p_enc = np.zeros(e.shape[0])
     p_enc[q] = encounter_probability(
-        ex0[q] + fs * dvx[q], ey0[q] + fs * dvy[q], dvx[q], dvy[q], ax[ek], ay[ek], la[ek],
-        wa[ek], bx[ek], by[ek], lb[ek], wb[ek], slon[fae] + fs * (slon[fae + 1] - slon[fae]),
-        slat[fae] + fs * (slat[fae + 1] - slat[fae]),
-        slon[fbe] + fs * (slon[fbe + 1] - slon[fbe]),
-        slat[fbe] + fs * (slat[fbe + 1] - slat[fbe]))
+        ex0[q] + fs * dvx[q], ey0[q] + fs * dvy[q], dvx[q], dvy[q], *(v[q] for v in boxes),
+        *(s0[q] + fs * (s1[q] - s0[q]) for s0, s1 in zip(sig0, sig1, strict=True)))
     zero, one = np.zeros(e.shape[0]), np.ones(e.shape[0])
-    p_start = prob(zero, e)
+    p_start = prob(0.0)
     p_mid = np.where(hit_e, p_mid, p_start)
-    cand = ((zero, p_start), (f_mid, p_mid), (f_enc, p_enc), (one, prob(one, e)))
+    cand = ((zero, p_start), (f_mid, p_mid), (f_enc, p_enc), (one, prob(1.0)))
     pw = cfg.warning_probability
     p_e = np.zeros(e.shape[0])
     t_e = np.full(e.shape[0], np.inf)  # earliest time in the entry with p >= pw
@@ -708,6 +719,24 @@ def _exact(
         cpa_y=my, severity=np.where(critical, CRITICAL, WARNING).astype(np.int8),
         probability=p_max,
     )
+
+
+def _prune_reach(fleet: Fleet, cfg: RiskConfig) -> tuple[np.ndarray, float]:
+    """Per vehicle a reach, and a factor k, such that a pair whose centres are farther apart
+    than ``reach_a + reach_b + k sqrt(sigma_a^2 + sigma_b^2)`` has an overlap (and encounter)
+    probability below ``warning_probability``.
+
+    On a box frame the footprints overlap only if the offset is within (r1, r2) of both axes,
+    and ``hypot(r1, r2) <= hypot(la, wa) + lb + wb`` (either frame): beyond that by ``u``,
+    one axis is missed by at least ``u / sqrt(2)``, and on it the error is normal with a
+    1-sigma of at most ``sqrt(sigma_a^2 + sigma_b^2)`` (sigma: the larger of along and
+    across). ``reach = half length + half width`` (margin included) bounds both terms.
+    """
+    hm = 0.5 * cfg.margin_m
+    reach = 0.5 * (fleet.length + fleet.width) + 2.0 * hm
+    k = max(0.0, -math.sqrt(2.0) * NormalDist().inv_cdf(cfg.warning_probability)) \
+        if cfg.warning_probability < 1.0 else 0.0
+    return reach, k
 
 
 def _following_contact(

@@ -19,6 +19,7 @@ from trajstream.stream.risk import (
     WARNING,
     Fleet,
     RiskConfig,
+    _prune_reach,
     assess,
     candidate_pairs,
     encounter_probability,
@@ -385,6 +386,31 @@ def test_encounter_probability_is_about_the_miss_distance_only() -> None:
     near = [encounter_probability(4.0 * one, 4.0 * one, -one, one, *args,
                                   *(k * x for x in sig))[0] for k in (1.0, 4.0)]
     assert near[0] < near[1] < 0.5
+
+
+def test_pruned_pairs_cannot_reach_the_warning_probability() -> None:
+    # random footprints, headings, sigmas and offsets just beyond the prune distance: both
+    # probabilities stay below warning_probability (the bound of _prune_reach is sound)
+    rng = np.random.default_rng(3)
+    n = 20000
+    cfg = RiskConfig()
+    la, lb = rng.uniform(1.5, 6.0, n), rng.uniform(1.5, 6.0, n)
+    wa, wb = rng.uniform(1.0, 2.5, n), rng.uniform(1.0, 2.5, n)
+    fleet = cv_fleet([dict(l=x, w=y) for x, y in zip(la, wa, strict=True)]
+                     + [dict(l=x, w=y) for x, y in zip(lb, wb, strict=True)])
+    reach, k = _prune_reach(fleet, cfg)
+    sa, sb = (rng.uniform(0.05, 4.0, (4, n)), rng.uniform(0.05, 4.0, (4, n)))
+    sig = np.sqrt(np.maximum(sa[0], sa[1]) ** 2 + np.maximum(sb[0], sb[1]) ** 2)
+    dist = reach[:n] + reach[n:] + k * sig + 1e-6
+    ang, ha, hb = rng.uniform(-math.pi, math.pi, (3, n))
+    dx, dy = dist * np.cos(ang), dist * np.sin(ang)
+    hm = 0.5 * cfg.margin_m
+    box = (np.cos(ha), np.sin(ha), la / 2 + hm, wa / 2 + hm, np.cos(hb), np.sin(hb),
+           lb / 2 + hm, wb / 2 + hm)
+    p = overlap_probability(dx, dy, *box, sa[0], sa[1], sb[0], sb[1])
+    # the encounter at closest approach, relative motion across the offset
+    q = encounter_probability(dx, dy, -dy, dx, *box, sa[0], sa[1], sb[0], sb[1])
+    assert p.max() < cfg.warning_probability and q.max() < cfg.warning_probability
 
 
 def test_leader_about_to_stop_needs_only_an_ordinary_stop() -> None:
