@@ -36,11 +36,13 @@ from trajstream.stream.codec import PositionBatch
 from trajstream.stream.config import EngineConfig
 from trajstream.stream.metrics import DROP_REASONS
 
-__all__ = ["Admission", "Released"]
+__all__ = ["NO_TICK", "Admission", "Released"]
 
 log = logging.getLogger("trajstream.stream.admission")
 
 _COLS = ("ts", "x", "y", "speed", "heading", "length", "width")
+# The tick of "no event time yet" (a watermark of -inf): nothing up to it is ever complete.
+NO_TICK = -(2**62)
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,20 @@ class _Pending:
 
     def min_seq(self) -> int | None:
         return min(int(c["seq"].min()) for c in self.chunks) if self.size else None
+
+    def min_seq_by_partition(self) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for c in self.chunks:
+            parts, seq = c["part"], c["seq"]
+            if not parts.size:
+                continue
+            order = np.lexsort((seq, parts))
+            ps = parts[order]
+            first = np.r_[True, ps[1:] != ps[:-1]]
+            for p, s in zip(ps[first].tolist(), seq[order][first].tolist(), strict=True):
+                if s < out.get(p, s + 1):
+                    out[p] = s
+        return out
 
     def max_tick(self) -> int:
         return max(int(c["tick"].max()) for c in self.chunks)
@@ -215,6 +231,20 @@ class Admission:
             seqs.append(low)
         return min(seqs) if seqs else None
 
+    def pending_by_partition(self) -> dict[int, int]:
+        """Per input partition, the smallest ``seq`` of its records still waiting (buffered
+        or held ahead); a partition not listed has nothing waiting.
+
+        Offsets are committed per partition up to these: with the smallest ``seq`` overall,
+        one partition's record held back by a slower partition would hold back every
+        partition's offsets, and after a restore their records applied since would be read
+        again (thousands of them when partitions progress unevenly)."""
+        out = self._pending.min_seq_by_partition()
+        for held in self._held.values():
+            for h in held:
+                out[h.part] = min(out.get(h.part, h.seq), h.seq)
+        return out
+
     def admit(self, batch: PositionBatch, seq0: int, partitions: np.ndarray | None,
               blocking: Collection[int] | None) -> int:
         """Check and buffer one micro-batch; returns the last tick the watermark releases."""
@@ -243,8 +273,10 @@ class Admission:
         return self._pending.max_tick() if len(self._pending) else None
 
     def release(self, upto: int) -> Released | None:
-        """Take the records of ticks up to ``upto`` (None when those ticks are already out)."""
-        if self._done is not None and upto <= self._done:
+        """Take the records of ticks up to ``upto`` (None when those ticks are already out,
+        or when no watermark exists yet: then no tick is released, so a checkpoint never
+        carries a released tick from before the first record)."""
+        if upto <= NO_TICK or (self._done is not None and upto <= self._done):
             return None
         recs, ids, ticks = self._pending.pop_until(upto)
         first = self._done + 1 if self._done is not None else None
@@ -281,7 +313,7 @@ class Admission:
 
     def _tick_of_scalar(self, ts: float) -> int:
         if not math.isfinite(ts):
-            return -(2**62)
+            return NO_TICK
         return int(math.ceil(ts / self._dt))
 
     def _admit(

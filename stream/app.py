@@ -478,14 +478,17 @@ class Processor:
         consumed (one transaction with ``exactly_once``). True when offsets reached the
         broker (a commit with nothing to commit proves nothing about it)."""
         io, eng = self.io, self.engine
-        done = eng.min_pending_seq
+        # Per input partition where the engine tells (each partition's offsets stop at its
+        # own first waiting record), else at the first waiting record overall.
+        pending = getattr(eng, "pending_by_partition", None)
+        done = eng.min_pending_seq if pending is None else None
         if self._unprocessed_seq is not None:  # stopped inside a batch
             done = self._unprocessed_seq if done is None else min(done, self._unprocessed_seq)
         if io.changelog is not None:
             io.changelog.write(eng.checkpoint(), self.owned)
         if io.exactly_once:
             source: Any = io.source
-            offsets = source.offsets(done)
+            offsets = source.offsets(done, pending)
             try:
                 if offsets:
                     io.producer.send_offsets_to_transaction(offsets, source.consumer)
@@ -512,7 +515,7 @@ class Processor:
             self.metrics.kafka_errors.labels(kind="produce").inc()
             raise
         try:
-            return io.source.commit(done)
+            return io.source.commit(done, pending)
         except KafkaUnavailable:
             self.metrics.kafka_errors.labels(kind="commit").inc()
             raise
@@ -589,7 +592,8 @@ class Processor:
         try:
             if new and self.io.changelog is not None:
                 vehicles, metas = self.io.changelog.restore(new)
-                self.engine.restore(vehicles, metas)
+                # a partition the changelog has no meta of has no position either
+                self.engine.restore(vehicles, {p: metas.get(p, {}) for p in sorted(new)})
         except BaseException as exc:  # raised after poll: some clients swallow callback errors
             self._hook_error = exc
             raise

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from trajstream.model.predictors import Predictor
-from trajstream.stream.admission import Admission
+from trajstream.stream.admission import NO_TICK, Admission
 from trajstream.stream.checkpoint import Checkpoint, VehicleState
 from trajstream.stream.codec import PositionBatch
 from trajstream.stream.config import EngineConfig
@@ -148,6 +148,12 @@ class Engine:
     def min_pending_seq(self) -> int | None:
         """Smallest ``seq`` of a record still buffered (None when nothing waits)."""
         return self.admission.min_pending_seq
+
+    @property
+    def pending_by_partition(self) -> dict[int, int]:
+        """Per input partition, the smallest ``seq`` of its records still buffered (the
+        offsets to commit, see :meth:`Admission.pending_by_partition`)."""
+        return self.admission.pending_by_partition()
 
     @property
     def watermark_tick(self) -> int | None:
@@ -258,16 +264,15 @@ class Engine:
         return Checkpoint(vehicles, gone, meta)
 
     def restore(self, vehicles: list[VehicleState], metas: dict[int, dict[str, Any]]) -> None:
-        """Load states and event-time positions read back from the changelog.
+        """Load states and event-time positions read back from the changelog; ``metas`` has
+        an entry per restored partition (empty when the changelog has none for it).
 
         A fresh engine (new, or after :meth:`reset`) takes the released tick of the restored
-        partitions (the earliest when they differ); a running one that gains partitions
-        keeps its own and only adds their vehicles.
+        partitions (the earliest when they differ; none when one of them has none); a
+        running one that gains partitions keeps its own and only adds their vehicles.
         """
         stage = self.vehicles
-        # Fresh: nothing applied since start or :meth:`reset` (an empty poll before the
-        # assignment may have moved the released tick to the "nothing seen" sentinel, which
-        # must not survive the restore).
+        # Fresh: nothing applied since start or :meth:`reset`.
         fresh = self.admission.done is None or (
             self._ticks == self._ticks_at_reset and not len(stage) and not len(self.admission))
         if vehicles:
@@ -286,8 +291,17 @@ class Engine:
             for m in metas.values():
                 stage.newest_applied_ts = max(stage.newest_applied_ts,
                                               m.get("newest", -math.inf))
-            done = [m for m in metas.values() if m.get("done") is not None]
-            if fresh and done:
+            # Resume at the earliest released tick only when every restored partition has
+            # one. A partition without (an empty meta: its previous owner released nothing
+            # of it or never committed; or at or below NO_TICK, written by versions that
+            # released the "no event time yet" tick) has all its records from the committed
+            # offset still to release: resumed past them, they would all be dropped late
+            # (and at NO_TICK the next release would walk every tick from there, for good).
+            # So the engine starts at the first record instead; the ticks it re-runs leave
+            # out the vehicles whose state is already past them (VehicleStage.predicted).
+            done = [m for m in metas.values()
+                    if m.get("done") is not None and int(m["done"]) > NO_TICK]
+            if fresh and done and len(done) == len(metas):
                 first = min(done, key=lambda m: int(m["done"]))
                 self.admission.resume(int(first["done"]))
                 stage.next_evict = first.get("next_evict", -math.inf)

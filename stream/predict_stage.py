@@ -22,8 +22,6 @@ from trajstream.stream.tiles import TileGrid
 __all__ = ["TilePublisher"]
 
 Record = tuple[int, bytes, bytes]  # (partition, key, value)
-# The engine's released tick before it has seen any record is a far-negative sentinel.
-NOTHING_YET = -(2**61)
 
 
 class TilePublisher:
@@ -56,7 +54,7 @@ class TilePublisher:
 
     def progress(self, done: int | None, owned: Collection[int]) -> list[Record]:
         """Progress records for the owned input partitions whose released tick moved."""
-        if done is None or done < NOTHING_YET:
+        if done is None:
             return []  # no record seen yet: nothing to promise
         out: list[Record] = []
         for p in sorted(owned):

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from trajstream.stream import internal
+from trajstream.stream.admission import NO_TICK
 from trajstream.stream.checkpoint import Checkpoint, VehicleState
 from trajstream.stream.codec import CodecConfig, Rejection
 from trajstream.stream.config import EngineConfig
@@ -298,12 +299,16 @@ class RiskEngine:
         fresh = self._done is None or (self.stats["ticks"] == self._fresh_stats
                                        and not self._ticks)
         done = [m for m in metas.values() if m.get("done") is not None]
-        if fresh and done:
+        # A partition without a released tick (its previous owner assessed none) has every
+        # tick still to assess: a fresh engine then starts at the first tick, and the
+        # partitions that have one wait for it (held, below) as those further on do.
+        behind = fresh and len(done) < len(metas)
+        if fresh and done and not behind:
             first = min(done, key=lambda m: int(m["done"]))
             self._done = int(first["done"])
             if first.get("prev_t") is not None:
                 self.conflicts.tracker.restore({}, prev_t=float(first["prev_t"]))
-        now = [] if self._done is None else [self._done]
+        now = [self._done] if self._done is not None else [NO_TICK] if behind else []
         for q, m in metas.items():
             self._progress.setdefault(q, {})
             prog = {int(p): int(d) for p, d in (m.get("progress") or {}).items()}

@@ -2,10 +2,12 @@
 
 A source hands out micro-batches (:class:`RecordBatch`, columnar: keys and values as lists)
 numbered by a running sequence, so the loop can say which records are fully processed:
-``commit(done_before)`` makes every record with ``seq < done_before`` durable (``None``: all
-handed out). For Kafka that becomes, per partition, the offset of the first record not yet
-done; records still waiting in the engine's buffer are therefore read again after a crash
-(at-least-once), and replays are harmless because the engine drops them as stale.
+``commit(done_before, pending)`` makes every record with ``seq < done_before`` durable
+(``None``: all handed out), except, per partition in ``pending``, the records from the first
+one still waiting there. For Kafka that becomes, per partition, the offset of the first
+record not yet done; records still waiting in the engine's buffer are therefore read again
+after a crash (at-least-once), and replays are harmless because the engine drops them as
+stale.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import stat
 import sys
 import time
 from collections import deque
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import IO, Any, Protocol
@@ -74,8 +76,10 @@ class Source(Protocol):
 
     def poll(self, max_records: int, timeout_s: float) -> RecordBatch: ...
 
-    def commit(self, done_before: int | None) -> bool:
-        """Mark records before ``done_before`` consumed; True when that reached a broker."""
+    def commit(self, done_before: int | None,
+               pending: Mapping[int, int] | None = None) -> bool:
+        """Mark records before ``done_before`` consumed, in a partition of ``pending`` only
+        those before its first waiting record; True when that reached a broker."""
         ...
 
     def ping(self) -> None:
@@ -135,7 +139,8 @@ class FileSource:
         values = [v for v in (r.rstrip(b"\r\n") for r in raw) if v]
         return RecordBatch(None, values, self.topic, self._seq.take(len(values)))
 
-    def commit(self, done_before: int | None) -> bool:
+    def commit(self, done_before: int | None,
+               pending: Mapping[int, int] | None = None) -> bool:
         """Nothing to commit: a file is read from the start every time."""
         return False
 
@@ -231,7 +236,8 @@ class MemorySource:
         """END was seen and everything before it handed out."""
         return self._end and not self._carry
 
-    def commit(self, done_before: int | None) -> bool:
+    def commit(self, done_before: int | None,
+               pending: Mapping[int, int] | None = None) -> bool:
         """Nothing to commit in memory."""
         return False
 
@@ -286,26 +292,37 @@ class KafkaSource:
         self._out.append((seq0, parts, offs))
         return RecordBatch(keys, values, self.topic, seq0, parts, offs)
 
-    def offsets(self, done_before: int | None) -> dict[tuple[str, int], int]:
-        """Per partition, the offset of the first record not done (``seq >= done_before``)
-        that is not committed yet, including earlier attempts that failed."""
+    def offsets(self, done_before: int | None, pending: Mapping[int, int] | None = None
+                ) -> dict[tuple[str, int], int]:
+        """Per partition, the offset of the first record not done that is not committed yet,
+        including earlier attempts that failed. A record is done when ``seq < done_before``
+        (None: no such bound) and, for a partition in ``pending``, ``seq`` is below that
+        partition's first waiting record: one partition's waiting record does not hold back
+        the others' offsets."""
         upto = self._uncommitted
-        while self._out:
-            seq0, parts, offs = self._out[0]
-            end = seq0 + parts.shape[0]
-            whole = done_before is None or end <= done_before
-            k = parts.shape[0] if whole else max(done_before - seq0, 0)  # type: ignore[operator]
-            if k:
-                ps, os_ = parts[:k], offs[:k]
-                for part in np.unique(ps).tolist():
-                    top = int(os_[ps == part].max())
+        pending = pending or {}
+        kept: deque[tuple[int, np.ndarray, np.ndarray]] = deque()
+        for seq0, parts, offs in self._out:
+            n = parts.shape[0]
+            seqs = np.arange(seq0, seq0 + n, dtype=np.int64)
+            bound = np.full(n, np.iinfo(np.int64).max if done_before is None else done_before,
+                            dtype=np.int64)
+            uniq = np.unique(parts).tolist()
+            for p in uniq:
+                first = pending.get(p)
+                if first is not None:
+                    np.minimum(bound, np.where(parts == p, first, bound), out=bound)
+            done = seqs < bound
+            # Within a partition, seq and offset grow together: its done rows come first.
+            for p in uniq:
+                mine = done & (parts == p)
+                if mine.any():
+                    top = int(offs[mine].max())
                     if top >= 0:  # -1: revoked (see forget)
-                        upto[part] = max(upto.get(part, -1), top + 1)
-            if not whole:
-                break
-            self._out.popleft()
-        # Partitions with a not-done record must not move past it, even if later batches
-        # hold done records of theirs: commit stops at the first pending batch above.
+                        upto[p] = max(upto.get(p, -1), top + 1)
+            if not done.all():
+                kept.append((seq0, parts, offs))
+        self._out = kept
         return {(self.topic, p): o for p, o in upto.items() if self._committed.get(p) != o}
 
     def mark_committed(self, offsets: dict[tuple[str, int], int]) -> None:
@@ -315,10 +332,11 @@ class KafkaSource:
             if self._uncommitted.get(p) == o:
                 del self._uncommitted[p]
 
-    def commit(self, done_before: int | None) -> bool:
-        """Commit, per partition, up to the first record not done (``seq >= done_before``).
+    def commit(self, done_before: int | None,
+               pending: Mapping[int, int] | None = None) -> bool:
+        """Commit, per partition, up to the first record not done (see :meth:`offsets`).
         True when there was something to commit (the broker answered)."""
-        offsets = self.offsets(done_before)
+        offsets = self.offsets(done_before, pending)
         if not offsets:
             return False
         self._c.commit(offsets)

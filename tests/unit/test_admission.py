@@ -46,3 +46,21 @@ def test_late_stale_and_future_are_dropped_and_counted():
     assert {k: adm.stats[k] for k in ("late", "stale", "future")} == \
         {"late": 1, "stale": 1, "future": 1}
     assert adm.stats["accepted"] == 6
+
+
+def test_each_partition_commits_up_to_its_own_first_waiting_record():
+    """Partition 0 runs 2 s ahead of partition 1, which holds the watermark: partition 0's
+    records wait, but partition 1's released records must not wait behind them (its offsets
+    move on; after a restore they are not read again and dropped late)."""
+    adm = Admission(EngineConfig(), wall_clock=lambda: T0)
+    fast = _batch(*(("a", 0.1 * k) for k in range(1, 31)))  # 0.1 .. 3.0 s, seq 0-29
+    adm.release(adm.admit(fast, 0, np.zeros(30, dtype=np.int64), {1}))
+    assert adm.done is None  # partition 1 not seen yet: no watermark, nothing released
+    slow = _batch(*(("b", 0.1 * k) for k in range(1, 11)))  # 0.1 .. 1.0 s, seq 30-39
+    rel = adm.release(adm.admit(slow, 30, np.ones(10, dtype=np.int64), {1}))
+    assert rel is not None and adm.done == round(T0 / 0.2) + 2  # 1.0 s: ticks to 0.4 s out
+    # overall, seq 4 (a at 0.5 s) waits; per partition: a at 0.5 s, b at 0.5 s (seq 34)
+    assert adm.min_pending_seq == 4
+    assert adm.pending_by_partition() == {0: 4, 1: 34}
+    rel = adm.release(adm.admit(_batch(("b", 2.9)), 40, np.ones(1, dtype=np.int64), set()))
+    assert rel is not None and adm.pending_by_partition() == {0: 24, 1: 40}
