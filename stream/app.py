@@ -238,8 +238,7 @@ def build_io(config: ProcessorConfig) -> IO:
         producer_conf.setdefault("enable.idempotence", "true")
     producer = make_producer(
         config.bootstrap, client=client, config=producer_conf, shared=shared,
-        transactional_id=(config.transactional_id or f"{config.consumer_group}-tx")
-        if eos else None,
+        transactional_id=config.tx_id if eos else None,
     )
     source = KafkaSource(consumer, source_topic, until_end=config.until_end)
     outputs = [Output(kind, KafkaSink(producer, topic)) for kind, topic in

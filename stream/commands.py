@@ -293,8 +293,9 @@ def _codec(origin_lat: float | None, origin_lon: float | None, max_message_bytes
       help="Kafka transactions covering alerts, predictions, dead letters, the changelog and "
            "the consumed offsets: read-committed consumers see no duplicate alert.")
 @_opt("--transactional-id", env="TRANSACTIONAL_ID", default=None,
-      help="--exactly-once: the producer's transactional id, stable across restarts of one "
-           "instance [default: <group>-tx].")
+      help="--exactly-once: the producer's transactional id, unique per running process "
+           "and kept across its restarts [default: <group>-<instance id>-tx, or <group>-tx "
+           "without --instance-id].")
 @_opt("--max-stall-s", env="MAX_STALL_S", default=DEFAULTS.max_stall_s, type=_POS_FLOAT,
       help="Retry an unreachable broker (with backoff) this long without progress, then exit "
            "1 so an orchestrator restarts the processor.")

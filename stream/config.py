@@ -236,7 +236,7 @@ class ProcessorConfig:
     changelog: bool = True
     changelog_topic: str | None = None  # None: "<group>-changelog"
     exactly_once: bool = False
-    transactional_id: str | None = None  # None: "<group>-tx"
+    transactional_id: str | None = None  # None: see the tx_id property
     max_stall_s: float = DEFAULTS.max_stall_s
     # two stages (Kafka): predict (vehicle-keyed) -> internal_topic -> risk (tile-keyed)
     stage: StageName = "all"
@@ -248,6 +248,20 @@ class ProcessorConfig:
     def consumer_group(self) -> str:
         """The stage's consumer group: ``group``, ``<group>-risk`` for the risk stage."""
         return f"{self.group}-risk" if self.stage == "risk" else self.group
+
+    @property
+    def tx_id(self) -> str:
+        """The producer's transactional id (``exactly_once``): ``transactional_id``, else
+        ``<consumer group>-<instance id>-tx``, else ``<consumer group>-tx``.
+
+        Each running member of a group needs its own (two producers with one id fence each
+        other); a restarted member keeps its id, which aborts its predecessor's open
+        transaction at once instead of after the transaction timeout."""
+        if self.transactional_id:
+            return self.transactional_id
+        if self.instance_id:
+            return f"{self.consumer_group}-{self.instance_id}-tx"
+        return f"{self.consumer_group}-tx"
 
     @property
     def halo(self) -> float:

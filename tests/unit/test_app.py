@@ -186,6 +186,16 @@ def test_predictions_follow_the_outputs():
     assert not ProcessorConfig(source="memory").engine.emit_predictions
 
 
+def test_each_instance_has_its_own_transactional_id():
+    kafka = dict(source="kafka", bootstrap="h:1", group="g", exactly_once=True)
+    assert ProcessorConfig(**kafka).tx_id == "g-tx"
+    a = ProcessorConfig(**kafka, instance_id="a")
+    b = ProcessorConfig(**kafka, instance_id="b", stage="risk")
+    assert (a.tx_id, b.tx_id) == ("g-a-tx", "g-risk-b-tx")
+    given = ProcessorConfig(**kafka, instance_id="a", transactional_id="t")
+    assert given.tx_id == "t"
+
+
 def test_process_cli_errors_and_file_run(tmp_path: Path):
     from trajstream.stream.commands import process
 
