@@ -33,6 +33,13 @@ Pipeline of :func:`assess` at event time ``t`` (vectorised; no per-pair Python):
    the probability reaches that. Near-parallel pairs need a nominal contact with
    ``parallel_probability``: sideways, lane keeping holds them apart, which a sigma grown
    by heading error does not express.
+   **Two hypotheses.** Motion forecasting is multi-modal: a vehicle in a lane change or a
+   drift that the model smooths away (its constant-velocity path leaves the model's path
+   sideways by more than half its width, while it is not turning) is also assessed on that
+   straight line, sigma growing kinematically (:func:`_departs_sideways`). A pair is a
+   conflict when either hypothesis finds one: the larger probability, the earlier contact.
+   The straight line can warn, never make an alert critical (it does not foresee the
+   ordinary braking the model does). Others keep the model's path only.
 5. **Following in one lane** (same direction, sideways overlapping, one fully ahead): the
    conflict is bumper contact on current speeds and braking within ``warning_ttc_s``
    (the predictor foresees the ordinary stop a distracted driver does not make), kept
@@ -58,7 +65,7 @@ Pipeline of :func:`assess` at event time ``t`` (vectorised; no per-pair Python):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from statistics import NormalDist
 from typing import Any
 
@@ -109,6 +116,7 @@ class RiskConfig:
     comfort_decel_mps2: float = 3.0
     standstill_gap_m: float = 1.0  # bumper gap a follower stops at, for the required braking
     brake_accel_mps2: float = 1.0  # decelerations above this re-time the path
+    cv_hypothesis: bool = True  # also assess the constant-velocity path of the same fix
     cell_m: float | None = None  # grid cell; None picks it from the swept boxes
 
     def __post_init__(self) -> None:
@@ -464,6 +472,17 @@ def assess(t: float, fleet: Fleet, spec: PathSpec, cfg: RiskConfig | None = None
 
     radius = 0.5 * np.hypot(length, width) + 0.5 * cfg.margin_m
     lo, hi = _swept_boxes(t, local, spec, cfg)
+    cv: Fleet | None = None
+    if cfg.cv_hypothesis:
+        cv = Fleet(local.ts, local.x, local.y, local.speed, local.heading, yaw, accel, length,
+                   width, _cv_paths(local, spec))
+        manoeuvre = _departs_sideways(local, cv, spec, cfg)
+        if np.any(manoeuvre):
+            lo_cv, hi_cv = _swept_boxes(t, cv.take(np.flatnonzero(manoeuvre)), spec, cfg)
+            lo[manoeuvre] = np.minimum(lo[manoeuvre], lo_cv)
+            hi[manoeuvre] = np.maximum(hi[manoeuvre], hi_cv)
+        else:
+            cv = None
     lo -= radius[:, None]
     hi += radius[:, None]
     cell = cfg.cell_m if cfg.cell_m is not None else _auto_cell(lo, hi)
@@ -484,6 +503,21 @@ def assess(t: float, fleet: Fleet, spec: PathSpec, cfg: RiskConfig | None = None
     sub = local.take(sel)
     smp = sample_paths(t, sub, spec, cfg)
     c = _exact(t, sub, smp, radius[sel], remap[a], remap[b], cfg)
+    if cv is not None:
+        # the constant-velocity hypothesis for the pairs with a manoeuvring vehicle
+        m = manoeuvre[a] | manoeuvre[b]
+        if np.any(m):
+            need[:] = False
+            need[a[m]] = True
+            need[b[m]] = True
+            sel_cv = np.flatnonzero(need)
+            remap[sel_cv] = np.arange(sel_cv.shape[0])
+            sub_cv = cv.take(sel_cv)
+            c_cv = _exact(t, sub_cv, sample_paths(t, sub_cv, spec, cfg), radius[sel_cv],
+                          remap[a[m]], remap[b[m]], cfg)
+            # back to the rows of sub
+            to_sub = np.searchsorted(sel, sel_cv)
+            c = _union(c, replace(c_cv, a=to_sub[c_cv.a], b=to_sub[c_cv.b]), sel.shape[0])
     order = np.lexsort((c.b, c.a))
     back = idx[sel]
     return Conflicts(
@@ -492,6 +526,66 @@ def assess(t: float, fleet: Fleet, spec: PathSpec, cfg: RiskConfig | None = None
         cpa_y=c.cpa_y[order] + oy, severity=c.severity[order],
         probability=None if c.probability is None else c.probability[order],
     )
+
+
+def _cv_paths(fleet: Fleet, spec: PathSpec) -> np.ndarray:
+    """Constant-velocity paths (n, P, 2) from each fix's speed and heading."""
+    off = spec.offsets_s[None, :]
+    v = fleet.speed[:, None]
+    return np.stack([fleet.x[:, None] + v * np.cos(fleet.heading)[:, None] * off,
+                     fleet.y[:, None] + v * np.sin(fleet.heading)[:, None] * off], axis=-1)
+
+
+def _departs_sideways(fleet: Fleet, cv: Fleet, spec: PathSpec, cfg: RiskConfig) -> np.ndarray:
+    """Vehicles in a manoeuvre the model does not follow: not turning (yaw rate within
+    ``yaw_noise_rps``; a turn is the model's to predict, and straight on through it is the
+    textbook false alarm), yet the constant-velocity path leaves the model's path sideways
+    (across the heading at the fix) by more than half the vehicle's width within the
+    warning horizon: a lane change or drift the model smooths away. Along the path the two
+    differ in speed only, which the model foresees (braking) and a constant velocity does
+    not."""
+    p = min(fleet.paths.shape[1], int(math.ceil(cfg.warning_ttc_s / spec.step_s - 1e-9)))
+    d = cv.paths[:, :p] - fleet.paths[:, :p]
+    ux, uy = np.cos(fleet.heading)[:, None], np.sin(fleet.heading)[:, None]
+    lateral = np.abs(d[..., 1] * ux - d[..., 0] * uy).max(axis=1)
+    return (lateral > 0.5 * fleet.width) & (np.abs(fleet.yaw_rate) <= cfg.yaw_noise_rps) & (
+        fleet.speed >= cfg.still_speed_mps)
+
+
+def _union(model: Conflicts, cv: Conflicts, n: int) -> Conflicts:
+    """The conflicts of either hypothesis: per pair the larger probability and the earlier
+    contact (with its closest approach); severity from the model's hypothesis only, so the
+    constant-velocity path can warn but never make an alert critical."""
+    km, kc = model.a * n + model.b, cv.a * n + cv.b
+    if kc.shape[0] == 0:
+        return model
+    only_cv = np.flatnonzero(~np.isin(kc, km))
+    both_m = np.flatnonzero(np.isin(km, kc))
+    order = np.argsort(kc)
+    both_c = order[np.searchsorted(kc, km[both_m], sorter=order)]
+
+    def col(name: str) -> tuple[np.ndarray, np.ndarray]:
+        return getattr(model, name).copy(), getattr(cv, name)
+
+    ttc, ttc_c = col("ttc")
+    earlier = ttc_c[both_c] < ttc[both_m]
+    m_e, c_e = both_m[earlier], both_c[earlier]
+    out: dict[str, np.ndarray] = {}
+    for name in ("ttc", "min_distance", "cpa_t", "cpa_x", "cpa_y"):
+        v, v_c = col(name)
+        if name == "min_distance":
+            v[both_m] = np.minimum(v[both_m], v_c[both_c])
+        else:
+            v[m_e] = v_c[c_e]
+        out[name] = np.concatenate([v, v_c[only_cv]])
+    p, p_c = col("probability")
+    p[both_m] = np.maximum(p[both_m], p_c[both_c])
+    out["probability"] = np.concatenate([p, p_c[only_cv]])
+    out["severity"] = np.concatenate([model.severity, np.full(only_cv.shape[0], WARNING,
+                                                              dtype=np.int8)])
+    a = np.concatenate([model.a, cv.a[only_cv]])
+    b = np.concatenate([model.b, cv.b[only_cv]])
+    return Conflicts(a=a, b=b, **out)
 
 
 def _swept_boxes(

@@ -3,6 +3,7 @@ hand-built noisy traffic (ordinary cases that must stay silent, dangerous ones t
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -411,6 +412,51 @@ def test_pruned_pairs_cannot_reach_the_warning_probability() -> None:
     # the encounter at closest approach, relative motion across the offset
     q = encounter_probability(dx, dy, -dy, dx, *box, sa[0], sa[1], sb[0], sb[1])
     assert p.max() < cfg.warning_probability and q.max() < cfg.warning_probability
+
+
+def _with_path(fleet: Fleet, i: int, path: np.ndarray) -> Fleet:
+    paths = fleet.paths.copy()
+    paths[i] = path
+    return dataclasses.replace(fleet, paths=paths)
+
+
+def test_a_manoeuvre_the_model_smooths_away_is_warned_from_the_straight_line() -> None:
+    # b, oncoming 1.5 m to the side, drifts towards a at 0.6 m/s (heading 0.05 rad off its
+    # lane); the model's path steers it back to its lane centre 3.5 m to the side
+    a = dict(x=0, y=0, v=12, h=0)
+    b = dict(x=40, y=1.5, v=12, h=math.pi + 0.05)
+    fleet = cv_fleet([a, b])
+    back = np.stack([40 - 12 * SPEC.offsets_s,
+                     1.5 + 2.0 * np.minimum(SPEC.offsets_s, 1.0)], axis=1)
+    model = _with_path(fleet, 1, back)
+    assert len(assess(T, model, SPEC, RiskConfig(cv_hypothesis=False))) == 0
+    c = assess(T, model, SPEC)
+    # the straight line (what the fix shows) hits: warned, never made critical by it
+    assert pairs_of(c) == [(0, 1)] and c.severity.tolist() == [WARNING]
+    assert c.ttc[0] == pytest.approx(1.5, abs=0.2)
+    assert c.probability is not None and c.probability[0] >= RiskConfig().warning_probability
+    # the model's own critical conflict keeps its severity and time with the hypothesis on
+    on_course = cv_fleet([a, dict(b, y=0.5, h=math.pi)])
+    both = assess(T, on_course, SPEC)
+    alone = assess(T, on_course, SPEC, RiskConfig(cv_hypothesis=False))
+    assert both.severity.tolist() == alone.severity.tolist() == [CRITICAL]
+    assert both.ttc.tolist() == alone.ttc.tolist()
+
+
+def test_a_turning_vehicle_gets_no_straight_line_hypothesis() -> None:
+    # turning left at 8 m/s (0.5 rad/s) past a car standing where straight on would lead:
+    # the turn is the model's to predict, straight on through it the textbook false alarm
+    parked = dict(x=20, y=0, v=0, h=math.pi / 2)  # across the road: not a leader
+    turning = dict(x=0, y=0, v=8, h=0, yaw=0.5)
+    fleet = cv_fleet([parked, turning])
+    ang = 0.5 * SPEC.offsets_s
+    arc = np.stack([16 * np.sin(ang), 16 * (1 - np.cos(ang))], axis=1)  # radius v / omega
+    model = _with_path(fleet, 1, arc)
+    assert len(assess(T, model, SPEC)) == 0
+    # the same departure without a turn in progress is a manoeuvre: warned
+    straight = _with_path(cv_fleet([parked, dict(turning, yaw=0.0)]), 1, arc)
+    c = assess(T, straight, SPEC)
+    assert pairs_of(c) == [(0, 1)] and c.severity.tolist() == [WARNING]
 
 
 def test_leader_about_to_stop_needs_only_an_ordinary_stop() -> None:
