@@ -12,7 +12,8 @@ from `make` with the system python3 and loads into pytest without the package in
 
 Importable: ``start_broker(port, controller_port, data_dir, wait_s)`` returns a
 :class:`Broker` handle with ``.bootstrap``, ``.stop()`` and ``.restart()`` (same data dir and
-ports, so committed offsets and topics survive a restart).
+ports, so committed offsets and topics survive a restart). ``sasl_port`` and
+``scram_users`` add a SASL_PLAINTEXT listener taking SCRAM-SHA-512 users (the security test).
 """
 
 from __future__ import annotations
@@ -113,18 +114,31 @@ def _cluster_id() -> str:
             return text
 
 
-def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+
+
+def _server_properties(data_dir: Path, port: int, controller_port: int,
+                       sasl_port: int | None = None) -> str:
+    listeners = f"PLAINTEXT://{HOST}:{port}"
+    protocols = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+    sasl = ""
+    if sasl_port is not None:  # a second listener that takes only SCRAM-authenticated clients
+        listeners += f",SASL_PLAINTEXT://{HOST}:{sasl_port}"
+        protocols += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+        sasl = (f"sasl.enabled.mechanisms={SCRAM_MECHANISM}\n"
+                f"listener.name.sasl_plaintext.{SCRAM_MECHANISM.lower()}.sasl.jaas.config="
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;\n")
     return f"""\
 # Written by broker/broker.py on every start; edit the script, not this file.
 process.roles=broker,controller
 node.id={NODE_ID}
 controller.quorum.voters={NODE_ID}@{HOST}:{controller_port}
-listeners=PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}
-advertised.listeners=PLAINTEXT://{HOST}:{port}
+listeners={listeners},CONTROLLER://{HOST}:{controller_port}
+advertised.listeners={listeners}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-log.dirs={data_dir / "data"}
+listener.security.protocol.map={protocols}
+{sasl}log.dirs={data_dir / "data"}
 num.network.threads=2
 num.io.threads=4
 num.partitions=1
@@ -324,17 +338,26 @@ def _die_with_parent() -> None:
 class Broker:
     """A handle on one broker process and its data dir; see :func:`start_broker`."""
 
-    def __init__(self, port: int, controller_port: int, data_dir: Path, *, detach: bool) -> None:
+    def __init__(self, port: int, controller_port: int, data_dir: Path, *, detach: bool,
+                 sasl_port: int | None = None,
+                 scram_users: dict[str, str] | None = None) -> None:
         self.port = port
         self.controller_port = controller_port
         self.data_dir = data_dir
         self.detach = detach
+        self.sasl_port = sasl_port
+        self.scram_users = dict(scram_users or {})
         self.pid: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
         return f"{HOST}:{self.port}"
+
+    @property
+    def sasl_bootstrap(self) -> str | None:
+        """``HOST:PORT`` of the SASL_PLAINTEXT (SCRAM) listener, None without one."""
+        return None if self.sasl_port is None else f"{HOST}:{self.sasl_port}"
 
     @property
     def log_path(self) -> Path:
@@ -349,13 +372,14 @@ class Broker:
         """Format the data dir on first use, launch the JVM and wait until clients can use it."""
         if self.is_running():
             return self
-        for p in (self.port, self.controller_port):
-            if not _port_free(p):
+        for p in (self.port, self.controller_port, self.sasl_port):
+            if p is not None and not _port_free(p):
                 raise BrokerError(f"port {p} on {HOST} is in use (another Kafka?); pick another")
         ensure_jars(quiet=True)
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         props = self.data_dir / "server.properties"
-        props.write_text(_server_properties(self.data_dir, self.port, self.controller_port))
+        props.write_text(_server_properties(self.data_dir, self.port, self.controller_port,
+                                            self.sasl_port))
         (self.data_dir / "log4j2.properties").write_text(_log4j2_properties(self.data_dir / "logs"))
         if not (self.data_dir / "data" / "meta.properties").exists():
             self._format(props)
@@ -382,8 +406,12 @@ class Broker:
         return self
 
     def _format(self, props: Path) -> None:
+        # SCRAM credentials live in the cluster metadata: KRaft takes them at format time
+        scram = [a for user, password in self.scram_users.items()
+                 for a in ("--add-scram",
+                           f"{SCRAM_MECHANISM}=[name={user},password={password}]")]
         cmd = _java_cmd(self.data_dir, "kafka.tools.StorageTool", "format",
-                        "-t", _cluster_id(), "-c", str(props))
+                        "-t", _cluster_id(), "-c", str(props), *scram)
         done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                               cwd=self.data_dir, timeout=120)
         if done.returncode != 0:
@@ -484,13 +512,19 @@ def start_broker(
     wait_s: float = 60.0,
     *,
     detach: bool = False,
+    sasl_port: int | None = None,
+    scram_users: dict[str, str] | None = None,
 ) -> Broker:
     """Start a broker and return once a client can produce to ``handle.bootstrap``.
 
     Unless ``detach``, the broker receives SIGTERM if the calling process dies, so a crashed
-    test run leaves no JVM behind.
+    test run leaves no JVM behind. With ``sasl_port`` a second listener there
+    (``handle.sasl_bootstrap``) takes only clients authenticated with SCRAM-SHA-512 as one
+    of ``scram_users`` (name -> password, written into the metadata when the data dir is
+    formatted).
     """
-    return Broker(port, controller_port, Path(data_dir).resolve(), detach=detach).start(wait_s)
+    return Broker(port, controller_port, Path(data_dir).resolve(), detach=detach,
+                  sasl_port=sasl_port, scram_users=scram_users).start(wait_s)
 
 
 # --------------------------------------------------------------------------- CLI

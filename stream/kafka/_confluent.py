@@ -104,13 +104,34 @@ class _RateLimitedLog:
         self.log(level, "kafka client: %s (%s)", err.name(), err.str())
 
 
+# bootstrap -> librdkafka's latest authentication error there: a broker that refuses the
+# credentials looks unreachable to every later call, which must say why instead
+_AUTH_FAILED: dict[str, str] = {}
+
+
 def _base(bootstrap: str) -> dict[str, Any]:
     limited = _RateLimitedLog(log)
+
+    def on_error(err: KafkaError) -> None:
+        if err.code() == KafkaError._AUTHENTICATION:
+            _AUTH_FAILED[bootstrap] = err.str()
+        limited.error(err)
+
     return {
         "bootstrap.servers": bootstrap,
         "logger": _RateLimitedLog(lib_log),
-        "error_cb": limited.error,
+        "error_cb": on_error,
     }
+
+
+def _unreachable(bootstrap: str, why: str) -> KafkaUnavailable:
+    """:func:`unreachable`, unless the broker refused the credentials: then that, plainly."""
+    refused = _AUTH_FAILED.get(bootstrap)
+    if refused is None:
+        return unreachable(bootstrap, why)
+    return KafkaUnavailable(
+        f"Kafka at {bootstrap} refused the credentials ({refused}); check the SASL settings "
+        f"(--kafka-option sasl.mechanisms/sasl.username/sasl.password)")
 
 
 class ConfluentProducer:
@@ -191,7 +212,7 @@ class ConfluentProducer:
                 return
             except BufferError:
                 if time.monotonic() > deadline:
-                    raise unreachable(
+                    raise _unreachable(
                         self._bootstrap, f"send queue still full after {self._timeout_s:g} s"
                     ) from None
 
@@ -200,7 +221,7 @@ class ConfluentProducer:
         self._check()
         if left:
             self._stuck = True
-            raise unreachable(
+            raise _unreachable(
                 self._bootstrap, f"{left} message(s) still undelivered after {timeout_s:g} s"
             )
 
@@ -502,7 +523,9 @@ def _list_topics(admin: AdminClient, bootstrap: str) -> dict[str, int]:
     try:
         md = admin.list_topics(timeout=10.0)
     except KafkaException as exc:
-        raise unreachable(bootstrap, str(exc)) from exc
+        admin.poll(0)  # serves error_cb: an authentication error explains the failure
+        raise _unreachable(bootstrap, str(exc)) from exc
+    _AUTH_FAILED.pop(bootstrap, None)  # answered: an earlier refusal no longer explains
     return {name: len(t.partitions) for name, t in md.topics.items()
             if t.error is None and t.partitions}
 
@@ -536,7 +559,7 @@ def read_to_end(bootstrap: str, topic: str, partitions: list[int], read_committe
             try:
                 lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
             except KafkaException as exc:
-                raise unreachable(bootstrap, f"changelog {topic}[{p}]: {exc}") from exc
+                raise _unreachable(bootstrap, f"changelog {topic}[{p}]: {exc}") from exc
             if hi > lo:
                 ends[p] = hi
         if not ends:
@@ -545,7 +568,7 @@ def read_to_end(bootstrap: str, topic: str, partitions: list[int], read_committe
         left = set(ends)
         while left:
             if time.monotonic() > deadline:
-                raise unreachable(bootstrap, f"changelog {topic} not read within {timeout_s:g} s")
+                raise _unreachable(bootstrap, f"changelog {topic} not read within {timeout_s:g} s")
             for m in c.consume(num_messages=10_000, timeout=0.2):
                 err = m.error()
                 if err is not None:

@@ -33,9 +33,11 @@ def trajstream(*args: str, timeout: float = 300.0,
 
 
 def read_topic(bootstrap: str, topic: str, *, client: str = "confluent",
-               read_committed: bool = False, timeout_s: float = 60.0) -> list[Any]:
-    """Every record of ``topic``, read to its end."""
+               read_committed: bool = False, timeout_s: float = 60.0,
+               config: dict[str, Any] | None = None) -> list[Any]:
+    """Every record of ``topic``, read to its end (``config``: client settings, e.g. SASL)."""
     conf = {"isolation.level": "read_committed"} if read_committed else {}
+    conf.update(config or {})
     consumer = make_consumer(bootstrap, [topic], group=None, client=client, config=conf)
     out: list[Any] = []
     deadline = time.monotonic() + timeout_s
