@@ -3,9 +3,10 @@
 Everything the loop needs is built once (:func:`build` for Kafka and file I/O; the demo
 builds a memory source itself) and bound to locals before the loop starts. Offsets are
 committed on an interval and only after every sink (alerts, predictions, dead letters) has
-been flushed, and only up to the first record the engine still holds back, so a crash loses
-nothing (at-least-once; replays are dropped as stale). A stop request (SIGTERM/SIGINT via
-``stop``) finishes the current batch, flushes, commits and returns normally.
+been flushed, and (per input partition) only up to the first record the engine still holds
+back, so a crash loses nothing (at-least-once; replays are dropped as stale). A stop
+request (SIGTERM/SIGINT via ``stop``) finishes the current batch, flushes, commits and
+returns normally.
 
 At the end of a finite input (file, demo, Kafka ``--until-end``) the engine is flushed so
 the last ticks are assessed too; a stop request does not flush the engine, since records it
