@@ -10,6 +10,10 @@ from trajstream.simulator.world import WorldConfig, lane_km
 
 DEFAULT_START_TS = 1764547200.0  # 2025-12-01T00:00:00Z
 _TARGET_DENSITY_PER_LANE_KM = 20.0
+# Largest automatic map (200 x 200 junctions holds about 960,000 vehicles): a cap that
+# large fleets hit would pack them denser, and a benchmark across fleet sizes would then
+# compare different traffic.
+_MAX_GRID_N = 200
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,7 @@ class SimConfig:
         n = self.grid_n
         if n == 0:
             n = 2
-            while n < 60 and lane_km(n, self.lanes, self.block_m, stub) * \
+            while n < _MAX_GRID_N and lane_km(n, self.lanes, self.block_m, stub) * \
                     _TARGET_DENSITY_PER_LANE_KM < self.vehicles:
                 n += 1
         return WorldConfig(grid_n=n, lanes=self.lanes, block_m=self.block_m, stub_m=stub)
