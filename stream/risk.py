@@ -43,8 +43,10 @@ Pipeline of :func:`assess` at event time ``t`` (vectorised; no per-pair Python):
 5. **Following in one lane** (same direction, sideways overlapping, one fully ahead): the
    conflict is bumper contact on current speeds and braking within ``warning_ttc_s``
    (the predictor foresees the ordinary stop a distracted driver does not make), kept
-   when the follower needs more than ``warning_decel_mps2`` to stop ``standstill_gap_m``
-   behind the leader (the leader's own braking included) and brakes less than that.
+   when the follower brakes less than it needs to stop ``standstill_gap_m`` behind the
+   leader (the leader's own braking included) and either needs more than
+   ``warning_decel_mps2`` or would touch within ``follow_warning_ttc_s`` (a car cutting in
+   close ahead needs little braking, but now).
 6. **Severity.** Critical: ``ttc < critical_ttc_s`` and overlap probability at least
    ``critical_probability`` (for a follower: the predicted paths touch too, and it needs
    more than ``comfort_decel_mps2``: an ordinary stop no longer fits). A neighbour in
@@ -113,6 +115,7 @@ class RiskConfig:
     critical_probability: float = 0.6  # ... and of a critical alert (with ttc < critical_ttc_s)
     parallel_probability: float = 0.6  # ... of any alert between near-parallel vehicles
     warning_decel_mps2: float = 2.0  # a follower needing this, and braking less, is warned
+    follow_warning_ttc_s: float = 2.0  # ... or closer than this to contact, braking less
     comfort_decel_mps2: float = 3.0
     standstill_gap_m: float = 1.0  # bumper gap a follower stops at, for the required braking
     brake_accel_mps2: float = 1.0  # decelerations above this re-time the path
@@ -785,7 +788,7 @@ def _exact(
     closing = np.where(dn > 1e-6, -(cx * rvx + cy * rvy) / np.maximum(dn, 1e-6),
                        np.hypot(rvx, rvy))
     closing = np.where(follow, closing_f, closing)
-    plausible, critical_ok = _plausible(fleet, a_c, b_c, frame, cfg)
+    plausible, critical_ok = _plausible(fleet, a_c, b_c, frame, ttc_f, cfg)
     # A neighbour in another lane is warned of a lane change into it, never critical: the
     # merging driver sees the car beside it and usually completes the change behind or
     # ahead of it (recorded highway traffic); critical once they overlap sideways.
@@ -1056,9 +1059,11 @@ class _PairFrame:
 
 
 def _plausible(
-    fleet: Fleet, a: np.ndarray, b: np.ndarray, fr: _PairFrame, cfg: RiskConfig
+    fleet: Fleet, a: np.ndarray, b: np.ndarray, fr: _PairFrame, ttc_follow: np.ndarray,
+    cfg: RiskConfig,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Lane-keeping and following filters on the current state: (keep, may be critical)."""
+    """Lane-keeping and following filters on the current state: (keep, may be critical);
+    ``ttc_follow`` is the following pairs' bumper contact on current speeds and braking."""
     ha, hb = fleet.heading[a], fleet.heading[b]
     va, vb = fleet.speed[a], fleet.speed[b]
     axis_ang, lat, lon, other_lane = fr.axis, fr.lat, fr.lon, fr.other_lane
@@ -1072,7 +1077,8 @@ def _plausible(
     critical_ok = np.ones(a.shape[0], dtype=bool)
 
     # Following: warned when the follower brakes less than it needs to (and needs at least
-    # warning_decel_mps2); critical only once an ordinary stop no longer fits either.
+    # warning_decel_mps2, or is about to touch); critical only once an ordinary stop no
+    # longer fits either.
     follow = fr.following
     if np.any(follow):
         a_leads = lon < 0
@@ -1098,6 +1104,9 @@ def _plausible(
         need = np.where(leader_first, need_stop, need_moving)
         dec_f = np.maximum(-fleet.accel[f], 0.0)
         short = need > dec_f
-        keep &= np.where(follow, short & (need >= cfg.warning_decel_mps2), True)
+        # ...or, however little braking would do, is about to touch (time to contact under
+        # follow_warning_ttc_s: a car cutting in close ahead, a follower not reacting)
+        urgent = ttc_follow < cfg.follow_warning_ttc_s
+        keep &= np.where(follow, short & ((need >= cfg.warning_decel_mps2) | urgent), True)
         critical_ok &= np.where(follow, short & (need >= cfg.comfort_decel_mps2), True)
     return keep, critical_ok

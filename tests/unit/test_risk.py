@@ -300,6 +300,18 @@ def test_following_warns_a_follower_braking_less_than_it_needs() -> None:
     assert len(assess(T, cv_fleet([leader, dict(x=100 - 4.5 - 25, v=9)]), SPEC)) == 0
 
 
+def test_a_car_cutting_in_close_ahead_is_warned_though_little_braking_would_do() -> None:
+    # 3 m ahead (bumpers), 2 m/s slower: 0.67 m/s^2 would do, but contact is 1.4 s away
+    leader, follower = dict(x=7.5, y=0, v=12, h=0), dict(x=0, y=0, v=14, h=0)
+    c = assess(T, cv_fleet([leader, follower]), SPEC)
+    assert pairs_of(c) == [(0, 1)] and c.severity.tolist() == [WARNING]
+    assert c.ttc[0] == pytest.approx(1.4, abs=0.1)
+    # the same 2 m/s closing 5 m further back (contact in 3.9 s) is left to the driver
+    assert len(assess(T, cv_fleet([dict(leader, x=12.5), follower]), SPEC)) == 0
+    assert len(assess(T, cv_fleet([leader, follower]), SPEC,
+                      RiskConfig(follow_warning_ttc_s=1.0))) == 0
+
+
 def test_braking_leader_is_seen_by_its_follower() -> None:
     # same speed, 12 m gap: constant velocity sees no contact, but the leader brakes at 7 m/s^2
     rows: list[dict[str, float]] = [dict(x=16.5, y=0, v=14, h=0, acc=-7.0),
