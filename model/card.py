@@ -111,7 +111,9 @@ def write_model_card(path: Path, info: dict) -> Path:
               "trained on and the Peachtree figure below is for a location the training has "
               "seen, at other times; of the training side's recordings, those numbered 1 mod "
               "6 validate, so no Peachtree validates); SUMO is held out by a network kind and a "
-              "seed that training never uses; the built-in simulator by seed."),
+              "seed that training never uses; the built-in simulator by seed. "
+              "`PEACHTREE.md`: why an earlier model failed there, the remedies and how they were "
+              "chosen, and the figure for a location never trained on."),
         "",
         "## Reproduce",
         "",
