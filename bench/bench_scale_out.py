@@ -7,7 +7,9 @@ Simulated traffic is published once to a positions topic of --partitions partiti
    group) with 2 processes started together (on a machine with >= 2 free cores each gets
    its own). Throughput = positions / the slowest member's own processing time (from its
    summary line; start-up and model loading excluded; records a member reads again after
-   the other joined count once). Target: 2 >= 1.6x one.
+   the other joined count once). Target: 2 >= 1.6x one. Also the CPU seconds of the
+   members (summary line): on shared cores, CPU for the same positions compares 2 with 1
+   where the wall clock cannot.
 2. The internal topic the 1-process run wrote is read back: records and bytes per vehicle
    and tick, and the halo duplication factor (vehicle rows published / vehicles assessed).
 3. `--stage risk --until-end` with 1 process drains it: vehicle-ticks per second.
@@ -33,6 +35,7 @@ from pathlib import Path
 from _kit import kafka_broker
 
 DONE = re.compile(r"done: (\d+) records in ([\d.]+) s")
+CPU = re.compile(r"done: .*?, ([\d.]+) CPU s\)")
 
 
 def _cmd(*args: str) -> list[str]:
@@ -50,8 +53,9 @@ def run(*args: str) -> str:
     return p.stderr
 
 
-def parallel(n: int, *args: str) -> list[tuple[int, float]]:
-    """Run ``n`` copies at once; each one's (records, seconds) from its summary line."""
+def parallel(n: int, *args: str) -> list[tuple[int, float, float]]:
+    """Run ``n`` copies at once; each one's (records, seconds, CPU seconds) from its summary
+    line."""
     procs = [subprocess.Popen(_cmd(*args), env=_env(), stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True) for _ in range(n)]
     out = []
@@ -60,7 +64,7 @@ def parallel(n: int, *args: str) -> list[tuple[int, float]]:
         if p.returncode != 0:
             raise SystemExit(f"failed: {' '.join(args)}\n{err[-3000:]}")
         m = DONE.findall(err)
-        out.append((int(m[-1][0]), float(m[-1][1])))
+        out.append((int(m[-1][0]), float(m[-1][1]), float(CPU.findall(err)[-1])))
     return out
 
 
@@ -129,7 +133,8 @@ def main() -> None:
         print(f"{n} positions ({a.vehicles} vehicles, {a.seconds} s at 10 Hz), "
               f"{a.partitions} partitions, predictor {a.predictor}, {os.cpu_count()} CPUs")
 
-        rates = {}
+        rates: dict[int, float] = {}
+        cpu: dict[int, float] = {}
         internal_topic = ""
         for procs in (1, 2):
             group, internal_topic_k = f"g-{u}-{procs}", f"bench-predicted-{u}-{procs}"
@@ -137,17 +142,21 @@ def main() -> None:
                            topic, "--stage", "predict", "--internal-topic", internal_topic_k,
                            "--group", group, "--predictor", a.predictor, "--tile-m", a.tile_m,
                            "--metrics-port", "0", "--until-end")
-            total = sum(r for r, _ in res)
-            slowest = max(s for _, s in res)
+            total = sum(r for r, _, _ in res)
+            slowest = max(s for _, s, _ in res)
             rates[procs] = n / slowest  # re-reads after the join's rebalance not counted
-            per = ", ".join(f"{r} in {s:.1f} s" for r, s in res)
-            print(f"predict stage, {procs} process(es): {rates[procs]:,.0f} positions/s "
-                  f"[{per}; {total - n} records read twice after the rebalance]")
+            cpu[procs] = sum(c for _, _, c in res)
+            per = ", ".join(f"{r} in {s:.1f} s ({c:.1f} CPU s)" for r, s, c in res)
+            print(f"predict stage, {procs} process(es): {rates[procs]:,.0f} positions/s, "
+                  f"{n / cpu[procs]:,.0f} per CPU second [{per}; {total - n} records read "
+                  f"twice after the rebalance]")
             if procs == 1:
                 internal_topic = internal_topic_k
                 vehicles_cl, bytes_cl = changelog_bytes(a.bootstrap, f"{group}-changelog")
         print(f"  2 processes / 1 process: {rates[2] / rates[1]:.2f}x (target 1.6x; on a "
-              f"machine whose cores are shared it is what it is)")
+              f"machine whose cores are shared it is what it is); CPU seconds for the same "
+              f"positions: {cpu[2] / cpu[1]:.2f}x one process's (1.00x: the work splits "
+              f"without overhead, so 2 free cores give 2x)")
 
         recs, size, rows, distinct = topic_stats(a.bootstrap, internal_topic)
         ticks = a.seconds / 0.2
