@@ -68,7 +68,7 @@ def main() -> None:
                           "--predictor", a.predictor, "--metrics-port", "0", "--until-end",
                           "--commit-interval-s", a.commit_interval_s, *extra)
                 wall = time.monotonic() - t0
-                m = re.search(r"done: (\d+) records .*?\((\d+)/s\)", err)
+                m = re.search(r"done: (\d+) records .*?\((\d+)/s[,)]", err)
                 got, rate = (int(m.group(1)), float(m.group(2))) if m else (0, float("nan"))
                 if got < n:
                     raise SystemExit(f"{mode}: consumed {got} of {n} positions")
