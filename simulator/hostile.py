@@ -1,11 +1,13 @@
-"""A hostile feed: valid traffic with about 10% bad records of every kind mixed in.
+"""A hostile feed for soak tests: valid traffic with about 10% bad records of every kind.
 
 Each kind comes from issue 12 (a reproduction each) or the decoder's reasons: garbage,
 wrong types, units past range, timestamps in milliseconds, UTF-16, lat/lon without an
 origin, keys that disagree, a fast clock, a year ahead, late fixes, a flooding sender,
 km/h as m/s, ``speed: 0`` while moving, compass headings, lat/lon degrees sent as x/y and a
-sender switching frames. :func:`mix` returns the records in arrival order and what the
-processor must count for them, by reason.
+sender switching frames. :func:`mix` returns the records in arrival order (Kafka key and
+value: two kinds need the key) and what the processor must count for them, by reason;
+:func:`summary_counts` reads what it counted from its ``done:`` line. Used by
+tests/integration/test_soak_hostile.py and bench/bench_soak.py.
 
 The hostile vehicles drive far from the valid traffic and never move the newest event time
 (each is stamped at or before the newest valid fix so far), so the valid traffic's alerts
@@ -15,9 +17,10 @@ must come out exactly as without them.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
@@ -45,7 +48,10 @@ GARBAGE: list[tuple[str, bytes | None, bytes]] = [
     ("oversized", b"bad-1", b"x" * 5000),
 ]
 
-FAR_M = 5000.0  # hostile vehicles drive this far from the valid traffic, 300 m apart
+# per 10 of the other kinds: 7 decoder rejections, one late, one future, one flood
+_EVENTS = ("garbage", "late", "garbage", "flood", "garbage", "garbage", "future", "garbage",
+           "garbage", "garbage")
+FAR_M = 50_000.0  # hostile vehicles drive this far from any simulated city, 300 m apart
 
 
 @dataclass
@@ -113,7 +119,12 @@ def mix(lines: list[bytes], share: float = 0.10) -> Feed:
     due = t0 + 1.0  # next tick of the hostile vehicles (10 Hz)
     newest = -math.inf
     year = time.time() + 365 * 86400
-    k = 0  # hostile events emitted
+    k = 0  # hostile ticks emitted
+    j = g = 0  # other kinds emitted, garbage among them
+    extra = 0.0
+    # valid records per 0.1 s tick, and how many other kinds per tick make up the share
+    span_ticks = max((max(r["ts"] for r in recs) - t0) * 10.0, 1.0)
+    per_tick = max(share * len(lines) / span_ticks - len(KINEMATIC) - 1, 0.5)
     out = feed.records
 
     def add(key: bytes | None, value: bytes) -> None:
@@ -139,27 +150,36 @@ def mix(lines: list[bytes], share: float = 0.10) -> Feed:
             add(b"fastclock-1", orjson.dumps({"vehicle_id": "fastclock-1", "ts": round(t + 1, 3),
                                               "x": -FAR_M, "y": -FAR_M, "speed": 0.0}))
             k += 1
-            if k % 3 == 0:
-                reason, key, value = GARBAGE[(k // 3) % len(GARBAGE)]
-                value = value.replace(b"{ts}", str(round(t, 3)).encode()).replace(
-                    b"{ms}", str(int(t * 1000)).encode())
-                add(key, value)
-                feed.dead_letters[reason] += 1
-            if k % 10 == 0:  # 20 s behind: its tick is long released
-                name = f"late-{k}"
-                add(name.encode(), orjson.dumps({"vehicle_id": name, "ts": round(t - 20, 3),
-                                                 "x": -FAR_M, "y": FAR_M}))
-                feed.dead_letters["late"] += 1
-            if k % 25 == 0:  # a year ahead
-                add(b"future-1", orjson.dumps({"vehicle_id": "future-1", "ts": year + k,
-                                               "x": FAR_M, "y": -FAR_M}))
-                feed.dead_letters["future"] += 1
-            if k % 7 == 0:  # a flooding sender: a second fix within 10 ms
-                for dt in (0.002, 0.006):  # one 10 ms bucket
-                    add(b"flood-1", orjson.dumps({"vehicle_id": "flood-1",
-                                                  "ts": round(t - 0.05 + dt, 3),
-                                                  "x": -FAR_M + 300, "y": -FAR_M}))
-                feed.dense += 1
+            # the other kinds, as many per tick as the share asks (at least one in two ticks)
+            extra += per_tick
+            flooded = False
+            while extra >= 1.0:
+                extra -= 1.0
+                j += 1
+                kind = _EVENTS[j % len(_EVENTS)]
+                if kind == "late":  # 20 s behind: its tick is long released
+                    name = f"late-{j}"
+                    add(name.encode(), orjson.dumps({"vehicle_id": name, "ts": round(t - 20, 3),
+                                                     "x": -FAR_M, "y": FAR_M}))
+                    feed.dead_letters["late"] += 1
+                elif kind == "future":  # a year ahead
+                    add(b"future-1", orjson.dumps({"vehicle_id": "future-1", "ts": year + j,
+                                                   "x": FAR_M, "y": -FAR_M}))
+                    feed.dead_letters["future"] += 1
+                elif kind == "flood" and not flooded:  # a second fix within 10 ms
+                    flooded = True
+                    for dt in (0.002, 0.006):  # one 10 ms bucket
+                        add(b"flood-1", orjson.dumps({"vehicle_id": "flood-1",
+                                                      "ts": round(t - 0.05 + dt, 3),
+                                                      "x": -FAR_M + 300, "y": -FAR_M}))
+                    feed.dense += 1
+                else:
+                    g += 1
+                    reason, key, value = GARBAGE[g % len(GARBAGE)]
+                    value = value.replace(b"{ts}", str(round(t, 3)).encode()).replace(
+                        b"{ms}", str(int(t * 1000)).encode())
+                    add(key, value)
+                    feed.dead_letters[reason] += 1
     # every fix of the fast clock (its last one only if a record of its partition follows)
     feed.dead_letters["ahead"] = k
     by_reason: dict[str, list[int]] = {}
@@ -174,5 +194,15 @@ def mix(lines: list[bytes], share: float = 0.10) -> Feed:
     return feed
 
 
-def values(feed: Feed) -> Iterator[bytes]:
-    return (v for _, v in feed.records)
+_DONE = re.compile(r"dropped (\d+) stale, (\d+) late, (\d+) future, (\d+) dense, (\d+) ahead; "
+                   r"corrected (\d+) speed, (\d+) heading, (\d+) jump; (\d+) rejected")
+_DONE_NAMES = ("stale", "late", "future", "dense", "ahead", "speed", "heading", "jump",
+               "rejected")
+
+
+def summary_counts(stderr: str) -> dict[str, int] | None:
+    """The counts of the last ``done:`` line of ``trajstream process`` (None: no such line)."""
+    found = _DONE.findall(stderr)
+    if not found:
+        return None
+    return dict(zip(_DONE_NAMES, map(int, found[-1]), strict=True))
