@@ -6,9 +6,11 @@ without paying for a TensorFlow import.
 
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import logging
 import os
+import signal
 import sys
 
 import click
@@ -75,6 +77,10 @@ def cli(log_level: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one clear error line and a non-zero exit instead of a traceback."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if hasattr(signal, "SIGUSR1"):
+        # `kill -USR1 <pid>` prints every thread's stack to stderr and carries on: where a
+        # process that seems stuck waits, even inside a Kafka client's C code.
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     # numpy is not imported yet: keep BLAS single-threaded. The processor's matmuls are small
     # (hundreds of rows); OpenBLAS threads cost more than they give and spin on busy CPUs
     # (LSTM step 4x the CPU time with 2 threads on the 2-core reference machine).

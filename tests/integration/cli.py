@@ -59,3 +59,12 @@ def wait_for_log(path: Path, text: str, proc: subprocess.Popen[Any], timeout_s: 
         assert proc.poll() is None, f"ended before {text!r}:\n{path.read_text()[-3000:]}"
         assert time.monotonic() < deadline, f"no {text!r} in {timeout_s} s"
         time.sleep(0.1)
+
+
+def stacks(proc: subprocess.Popen[Any], log_path: Path) -> str:
+    """The stuck ``proc``'s thread stacks (its SIGUSR1 dump, written to its log) and log tail."""
+    import signal
+
+    proc.send_signal(signal.SIGUSR1)
+    time.sleep(1.0)
+    return log_path.read_text()[-6000:]

@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 import pytest
 
-from tests.integration.cli import cli_cmd, cli_env, read_topic, trajstream, wait_for_log
+from tests.integration.cli import cli_cmd, cli_env, read_topic, stacks, trajstream, wait_for_log
 from trajstream.stream.kafka import create_topics
 
 pytestmark = pytest.mark.slow
@@ -282,7 +282,7 @@ def test_broker_gone_for_good_exits_nonzero_after_max_stall_s(
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 raise AssertionError("still running 60 s after the broker went away:\n"
-                                     + log_path.read_text()[-3000:]) from None
+                                     + stacks(proc, log_path)) from None
             took = time.monotonic() - t_down
         finally:
             if proc.poll() is None:
