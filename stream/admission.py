@@ -13,11 +13,27 @@ within ``max_clock_skew_s`` (traffic resuming after a gap) moves the partition o
 records before the confirmation are dropped. A stream with one vehicle has nobody to
 disagree with.
 
-The watermark is ``M - allowed_lateness_s``, M the newest event time seen, held back to the
-newest event time of each input partition that still has records to deliver (unless it
-trails by more than ``max_partition_skew_s``). Accepted records wait here until the
-watermark passes the end of their tick; :meth:`Admission.release` hands them out in
-event-time order. Pure: no I/O, no model, only the wall clock for ``future``.
+Two event-time positions decide when a tick is out:
+
+- **Evidence** (when ticks are released). Each accepted record belongs to its tick, unless it
+  arrives behind the newest event time of its own input partition by more than
+  ``tick_lateness_s`` (J): it then belongs to the tick of that partition's newest record
+  minus J. So tick k is complete once every input partition (those seen, and those that
+  still have records to deliver) has delivered a record later than ``k*dt + J``; it is
+  released then, without waiting for the watermark. Which tick a record belongs to depends
+  only on its own partition's arrival order: never on how partitions interleave, how the
+  input was cut into batches or how fast it came.
+- **Watermark** (what is too late, and the fallback). ``M - allowed_lateness_s``, M the
+  newest event time seen, held back to the newest event time of each input partition that
+  still has records to deliver (unless it trails by more than ``max_partition_skew_s``). A
+  record whose tick the watermark had released at its arrival is dropped ``late``. A tick
+  is released by the watermark at the latest, so a partition that stopped delivering holds
+  the others for ``allowed_lateness_s`` and no longer: it is then left out of the evidence
+  until it delivers again (its first records, if behind the released tick, count at the
+  next one).
+
+Accepted records wait here until their tick is released; :meth:`Admission.release` hands
+them out in event-time order. Pure: no I/O, no model, only the wall clock for ``future``.
 """
 
 from __future__ import annotations
@@ -47,7 +63,7 @@ NO_TICK = -(2**62)
 
 @dataclass(frozen=True)
 class Released:
-    """Records of the released ticks, sorted by (event time, arrival).
+    """Records of the released ticks, sorted by (tick, event time, arrival).
 
     ``recs`` holds the columns of ``_COLS`` plus ``part`` (input partition, -1 when none);
     ``ticks`` each record's tick. Ticks ``first`` (None: nothing released before, start at
@@ -125,7 +141,7 @@ class _Pending:
         self.min_tick = min(int(c["tick"].min()) for c in chunks) if chunks else None
 
     def pop_until(self, k: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-        """Remove the records of ticks <= k; returned sorted by (event time, arrival).
+        """Remove the records of ticks <= k; returned sorted by (tick, event time, arrival).
 
         The returned columns include ``part`` (the input partition, -1 when none)."""
         if self.min_tick is None or self.min_tick > k:
@@ -142,7 +158,7 @@ class _Pending:
         self.size = int(rest["tick"].shape[0])
         self.chunks = [rest] if self.size else []
         self.min_tick = int(rest["tick"].min()) if self.size else None
-        order = np.argsort(merged["ts"][sel], kind="stable")
+        order = np.lexsort((merged["ts"][sel], merged["tick"][sel]))  # stable: arrival last
         out = {c: merged[c][sel][order] for c in (*_COLS, "part")}
         return out, merged["ids"][sel][order], merged["tick"][sel][order]
 
@@ -204,6 +220,8 @@ class Admission:
         self._part_max: dict[int, float] = {}  # the same per input partition
         self._watermark_s = -math.inf  # where the watermark stands, before lateness
         self._done: int | None = None  # last released tick
+        self._late_upto: int | None = None  # last tick the watermark released (later: late)
+        self._holding: set[int] = set()  # partitions the watermark waits for (last batch)
         self._held: dict[int, list[_Held]] = {}  # rows ahead of their partition, by partition
         self._quarantined: set[str] = set()  # logged once each
 
@@ -250,16 +268,17 @@ class Admission:
         """Check and buffer one micro-batch; returns the last tick the watermark releases."""
         self.stats["records"] += len(batch)
         held = set(blocking) if blocking and partitions is not None else set()
-        accepted = self._admit(batch, partitions, held, seq0)
+        accepted, ticks = self._admit(batch, partitions, held, seq0)
         if accepted.size:
             part = (partitions[accepted] if partitions is not None
                     else np.full(accepted.size, -1, dtype=np.int64))
-            self._pending.append(
-                batch, accepted, self._tick_of(batch.ts[accepted]), seq0 + batch.index[accepted],
-                part,
-            )
+            self._pending.append(batch, accepted, ticks, seq0 + batch.index[accepted], part)
         self._prune_seen()
-        return self._tick_of_scalar(self._watermark_s - self.config.allowed_lateness_s) - 1
+        by_watermark = self._tick_of_scalar(
+            self._watermark_s - self.config.allowed_lateness_s) - 1
+        if self._late_upto is None or by_watermark > self._late_upto:
+            self._late_upto = by_watermark
+        return max(by_watermark, self._by_evidence(held, partitions))
 
     def finish(self) -> None:
         """End of input: rows still held ahead were never contradicted; they are admitted."""
@@ -299,11 +318,15 @@ class Admission:
             seen[v] = max(seen.get(v, -math.inf), t)
 
     def meta(self) -> dict[str, Any]:
-        return {"done": self._done, "max_ts": self._max_ts, "part_max": dict(self._part_max)}
+        return {"done": self._done, "late_upto": self._late_upto, "max_ts": self._max_ts,
+                "part_max": dict(self._part_max)}
 
-    def resume(self, done: int) -> None:
-        """Continue after tick ``done`` (restored from a changelog)."""
+    def resume(self, done: int, late_upto: int | None = None) -> None:
+        """Continue after tick ``done`` (restored from a changelog); records of ticks up to
+        ``late_upto`` (default ``done``: a changelog written before the two were told apart)
+        are late, those of later released ticks count at the next one."""
         self._done = done
+        self._late_upto = done if late_upto is None else min(late_upto, done)
 
     # -- arrival ---------------------------------------------------------------------------
 
@@ -316,11 +339,34 @@ class Admission:
             return NO_TICK
         return int(math.ceil(ts / self._dt))
 
+    def _tick_lateness(self) -> float:
+        return min(self.config.tick_lateness_s, self.config.allowed_lateness_s)
+
+    def _by_evidence(self, blocking: set[int], partitions: np.ndarray | None) -> int:
+        """The last tick every input partition has delivered a record ``tick_lateness_s``
+        past: those it has seen, and those with records still to deliver (one not seen yet
+        holds everything). A partition that neither has records to deliver nor kept up with
+        the watermark (it trails the newest event time by more than ``allowed_lateness_s``)
+        has stopped delivering and is left out: the watermark has released past it."""
+        j = self._tick_lateness()
+        if partitions is None and not self._part_max:
+            return self._tick_of_scalar(self._max_ts - j) - 1
+        idle_before = self._max_ts - self.config.allowed_lateness_s
+        low = math.inf
+        for p, top in self._part_max.items():
+            if p in blocking or p in self._holding or top >= idle_before:
+                low = min(low, top)
+        for p in blocking:
+            if p not in self._part_max:
+                return -(2**62)
+        return self._tick_of_scalar(low - j) - 1 if math.isfinite(low) else -(2**62)
+
     def _admit(
         self, batch: PositionBatch, partitions: np.ndarray | None, blocking: set[int],
         seq0: int = 0,
-    ) -> np.ndarray:
-        """Arrival checks (future, late, stale); returns the accepted row indices."""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Arrival checks (future, late, stale); returns the accepted row indices and the
+        tick each one belongs to (see the module docstring)."""
         cfg = self.config
         ts = batch.ts
         n = ts.shape[0]
@@ -333,12 +379,13 @@ class Admission:
             good_ts[ahead] = -np.inf
         running = np.maximum.accumulate(good_ts) if n else good_ts
         np.maximum(running, self._max_ts, out=running)
-        watermark = self._partition_watermarks(good_ts, running, partitions, blocking)
+        watermark, front = self._partition_watermarks(good_ts, running, partitions, blocking)
         # late: the record's tick was already released by the watermark at its arrival
         wm_tick = self._tick_of(watermark - cfg.allowed_lateness_s) - 1
-        if self._done is not None:
-            np.maximum(wm_tick, self._done, out=wm_tick)
-        late = ~future & (self._tick_of(ts) <= wm_tick)
+        if self._late_upto is not None:
+            np.maximum(wm_tick, self._late_upto, out=wm_tick)
+        own_tick = self._tick_of(ts)
+        late = ~future & (own_tick <= wm_tick)
         if n:
             self._max_ts = max(self._max_ts, float(running[-1]))
         if ahead is not None:
@@ -353,7 +400,13 @@ class Admission:
         self.stats["accepted"] += int(accepted.size)
         if n_future or n_late:
             self._explain(batch, future, late)
-        return accepted
+        # the tick each accepted record belongs to: its own, or its partition's newest minus
+        # J when it arrived further behind than that (by then the tick may be out)
+        ticks = np.maximum(own_tick[accepted],
+                           self._tick_of(front[accepted] - self._tick_lateness()))
+        if self._done is not None:
+            np.maximum(ticks, self._done + 1, out=ticks)
+        return accepted, ticks
 
     def _ahead(self, batch: PositionBatch, good_ts: np.ndarray, partitions: np.ndarray | None,
                seq0: int) -> np.ndarray | None:
@@ -451,7 +504,10 @@ class Admission:
         batch = PositionBatch(vehicle_id=np.array([h.vehicle for h in rows], dtype=object),
                               index=np.arange(len(rows), dtype=np.int64), **cols)
         idx = np.arange(len(rows))
-        self._pending.append(batch, idx, self._tick_of(batch.ts),
+        ticks = self._tick_of(batch.ts)
+        if self._done is not None:
+            np.maximum(ticks, self._done + 1, out=ticks)
+        self._pending.append(batch, idx, ticks,
                              np.array([h.seq for h in rows], dtype=np.int64),
                              np.array([h.part for h in rows], dtype=np.int64))
         self.stats["accepted"] += len(rows)
@@ -482,8 +538,9 @@ class Admission:
     def _partition_watermarks(
         self, good_ts: np.ndarray, running: np.ndarray, partitions: np.ndarray | None,
         blocking: set[int],
-    ) -> np.ndarray:
-        """Event time the watermark stands at for each record (before lateness).
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Event time the watermark stands at for each record (before lateness), and the
+        newest event time of the record's own partition up to it (the record included).
 
         The newest event time seen, held back to the newest of each blocking partition (-inf
         for one not seen yet) unless that partition trails by more than
@@ -496,6 +553,7 @@ class Admission:
         # A partition delivering records in this batch holds them to its own order even if
         # this poll drained it (it no longer shows lag).
         holding = blocking.union(present)
+        self._holding = holding
         carry = {p: part_max.get(p, -math.inf) for p in holding}
         for p in present:
             top = float(good_ts[partitions == p].max())  # type: ignore[index]
@@ -510,18 +568,20 @@ class Admission:
                 w_end = min(w_end, m)
         self._watermark_s = w_end
         if not holding or not n:
-            return running
+            return running, running
         wm = running.copy()
+        front = running.copy()
         for p in sorted(holding):
             mine = partitions == p if partitions is not None else None
             if mine is not None and mine.any():
                 run_p = np.maximum.accumulate(np.where(mine, good_ts, -np.inf))
                 np.maximum(run_p, carry[p], out=run_p)
+                front[mine] = run_p[mine]
             else:
                 run_p = np.full(n, carry[p])
             holds = (run_p == -np.inf) | (run_p >= running - skew)
             np.minimum(wm, np.where(holds, run_p, np.inf), out=wm)
-        return wm
+        return wm, front
 
     def _stale(self, batch: PositionBatch, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For ``rows`` (arrival order): ``stale``, at or before an earlier fix of the same

@@ -74,8 +74,15 @@ def _engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
         _opt("--allowed-lateness-s", env="ALLOWED_LATENESS_S",
              default=ENGINE_DEFAULTS.allowed_lateness_s,
              type=click.FloatRange(min=0.0),
-             help="How far behind the newest event time a record may arrive and still count; "
-                  "results wait this long for stragglers (latency vs completeness)."),
+             help="How far behind the newest event time a record may arrive and still count "
+                  "(older: dropped 'late'); a tick waits at most this long for a partition "
+                  "that stopped delivering."),
+        _opt("--tick-lateness-s", env="TICK_LATENESS_S",
+             default=ENGINE_DEFAULTS.tick_lateness_s, type=click.FloatRange(min=0.0),
+             help="A tick's alerts go out as soon as every input partition has a fix this far "
+                  "past the tick (not --allowed-lateness-s later); a fix behind its partition "
+                  "by more than this counts at the partition's current tick. At most "
+                  "--allowed-lateness-s."),
         _opt("--risk-interval-s", env="RISK_INTERVAL_S",
              default=ENGINE_DEFAULTS.risk_interval_s,
              type=click.FloatRange(min=MIN_RISK_INTERVAL_S),
@@ -159,7 +166,8 @@ def _engine_config(kw: dict[str, Any]) -> EngineConfig:
     episodes = EpisodeConfig(clear_after_s=kw["clear_after_s"], confirm_ticks=kw["confirm_ticks"])
     return EngineConfig(
         horizon_s=kw["horizon_s"], step_s=kw["step_s"],
-        allowed_lateness_s=kw["allowed_lateness_s"], risk_interval_s=kw["risk_interval_s"],
+        allowed_lateness_s=kw["allowed_lateness_s"], tick_lateness_s=kw["tick_lateness_s"],
+        risk_interval_s=kw["risk_interval_s"],
         stale_after_s=kw["stale_after_s"], ttl_s=kw["ttl_s"], reset_gap_s=kw["reset_gap_s"],
         max_future_s=kw["max_future_s"], max_partition_skew_s=kw["max_partition_skew_s"],
         min_fix_interval_s=kw["min_fix_interval_s"], max_clock_skew_s=kw["max_clock_skew_s"],

@@ -95,7 +95,13 @@ class EngineConfig:
     """Event-time rules of the core (see stream/engine.py for how they interact).
 
     - ``allowed_lateness_s``: how far behind the newest event time a record may arrive and
-      still be used; also how long results wait for stragglers (latency vs completeness).
+      still be used (older ones are dropped ``late``); also how long a tick waits for a
+      partition that has stopped delivering (state expiry and episode ends follow ticks).
+    - ``tick_lateness_s``: a tick is assessed as soon as every input partition has delivered
+      a fix this far past its end (the evidence that its fixes are in), without waiting
+      ``allowed_lateness_s``. A fix that arrives behind its partition by more than this is
+      still used, at the partition's current tick instead of its own. Capped at
+      ``allowed_lateness_s``.
     - ``risk_interval_s``: risk is assessed at event times that are multiples of this.
     - ``stale_after_s``: a vehicle takes part in risk only if its last fix is this recent.
     - ``ttl_s``: a vehicle silent this long (event time) is forgotten; bounds memory.
@@ -119,6 +125,7 @@ class EngineConfig:
     horizon_s: float = 4.0
     step_s: float = 0.2
     allowed_lateness_s: float = 0.5
+    tick_lateness_s: float = 0.05
     risk_interval_s: float = 0.2
     stale_after_s: float = 1.0
     ttl_s: float = 30.0
@@ -140,6 +147,7 @@ class EngineConfig:
                      "error_anchor_interval_s", "gps_sigma_m"):
             _finite_pos(name, float(getattr(self, name)))
         _finite_pos("allowed_lateness_s", float(self.allowed_lateness_s), allow_zero=True)
+        _finite_pos("tick_lateness_s", float(self.tick_lateness_s), allow_zero=True)
         if self.risk_interval_s < MIN_RISK_INTERVAL_S:
             raise ConfigError(
                 f"risk_interval_s must be >= {MIN_RISK_INTERVAL_S} s, got "

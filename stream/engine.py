@@ -13,10 +13,13 @@ replay and a live run agree, and it rests on four rules, all on event time:
    out-of-order fixes, replays after a restart); ``dense`` when the vehicle already has a
    fix in the same ``min_fix_interval_s`` bucket of event time (a flooding sender cannot
    cost more than a bounded number of sub-steps).
-2. **Watermark.** ``M - allowed_lateness_s``, M the newest event time seen. Accepted records
-   wait in a buffer; tick k (the event-time interval ``((k-1)*dt, k*dt]``, dt =
-   ``risk_interval_s``) is released once the watermark has passed its end, after which
-   nothing can be accepted for it any more.
+2. **Ticks out on evidence, late by the watermark.** Tick k is the event-time interval
+   ``((k-1)*dt, k*dt]``, dt = ``risk_interval_s``. Accepted records wait in a buffer; tick k
+   is released as soon as every input partition has delivered a record later than
+   ``k*dt + tick_lateness_s`` (a record arriving further behind its own partition than that
+   counts at the partition's current tick instead), or at the latest when the watermark
+   ``M - allowed_lateness_s`` (M the newest event time seen) passes its end. Only the
+   watermark makes a record ``late``. See stream/admission.py.
 3. **Ticks.** Released records are applied tick by tick in event-time order. Within a tick a
    vehicle with several fixes gets one sub-step per fix; each sub-step runs the kinematic
    update and one batched predictor call for the vehicles in it (never per message). Then
@@ -303,7 +306,8 @@ class Engine:
                     if m.get("done") is not None and int(m["done"]) > NO_TICK]
             if fresh and done and len(done) == len(metas):
                 first = min(done, key=lambda m: int(m["done"]))
-                self.admission.resume(int(first["done"]))
+                late = first.get("late_upto")
+                self.admission.resume(int(first["done"]), None if late is None else int(late))
                 stage.next_evict = first.get("next_evict", -math.inf)
                 if first.get("prev_t") is not None:
                     self.tracker.restore({}, prev_t=float(first["prev_t"]))

@@ -7,9 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+import numpy as np
 import orjson
 
 from trajstream.errors import TrajstreamError
+from trajstream.stream.config import ENGINE_DEFAULTS
 
 __all__ = ["evaluate"]
 
@@ -55,9 +57,11 @@ def _check_alerts(alerts: list[dict[str, Any]], path: str) -> None:
       help="Ground truth: collision events (`trajstream simulate --truth`, the scenario "
       "library), optionally with `kind` and `required_lead_s`, and scenario lines. Without "
       "it the traffic is taken as collision-free (recorded roads).")
-@_opt("--allowed-lateness-s", env="ALLOWED_LATENESS_S", default=0.5, type=_NON_NEG,
-      help="The processor's allowed lateness: an alert reaches subscribers only once the "
-      "watermark has passed its tick.")
+@_opt("--tick-lateness-s", env="TICK_LATENESS_S", default=ENGINE_DEFAULTS.tick_lateness_s,
+      type=_NON_NEG,
+      help="The processor's --tick-lateness-s: an alert reaches subscribers once the positions "
+      "(in their order in --positions, as a live feed delivers them) have a record this far "
+      "past its tick.")
 @_opt("--processing-s", env="EVAL_PROCESSING_S", default=0.15, type=_NON_NEG,
       help="Delay of batching and processing added to every alert (the default micro-batch "
       "wait of 0.1 s plus a processing time).")
@@ -79,20 +83,21 @@ def _check_alerts(alerts: list[dict[str, Any]], path: str) -> None:
 @_opt("--json", "as_json", env="EVAL_JSON", is_flag=True, default=False,
       help="Print every figure as one JSON object instead of the table.")
 def evaluate(positions_path: str, alerts_path: str, truth_path: str | None,
-             allowed_lateness_s: float, processing_s: float, min_lead_s: float,
+             tick_lateness_s: float, processing_s: float, min_lead_s: float,
              min_history_s: float, horizon_s: float, justified_gap_m: float, baseline: bool,
              plot_path: str | None, as_json: bool) -> None:
     """Score alerts against what really happened, beside the textbook baseline.
 
-    Live lead: time from when a subscriber receives an alert (its event time plus
-    --allowed-lateness-s and --processing-s) to the contact. Reports recall of collisions
-    with at least --min-lead-s live lead (and at each collision's required lead) per
-    conflict kind, the lead-time distribution, precision (alerts whose pair really came
-    within --justified-gap-m within --horizon-s), warning and critical alerts per
-    vehicle-hour, and for a scenario library the share of safe scenarios with a critical
-    alert.
+    Live lead: time from when a subscriber receives an alert (when the positions, in file
+    order, reach its event time plus --tick-lateness-s, plus --processing-s) to the
+    contact. Reports recall of collisions with at least --min-lead-s live lead (and at each
+    collision's required lead) per conflict kind, the lead-time distribution, precision
+    (alerts whose pair really came within --justified-gap-m within --horizon-s), warning
+    and critical alerts per vehicle-hour, and for a scenario library the share of safe
+    scenarios with a critical alert.
     """
     from trajstream.stream.evaluation import (
+        ReleaseClock,
         ScoreConfig,
         Tracks,
         cv_ttc_alerts,
@@ -100,26 +105,33 @@ def evaluate(positions_path: str, alerts_path: str, truth_path: str | None,
         score,
     )
     from trajstream.stream.evaluation.report import plot_leads, table
+    from trajstream.stream.evaluation.scoring import live_delay
 
-    cfg = ScoreConfig(allowed_lateness_s=allowed_lateness_s, processing_s=processing_s,
+    cfg = ScoreConfig(tick_lateness_s=tick_lateness_s, processing_s=processing_s,
                       min_lead_s=min_lead_s, min_history_s=min_history_s, horizon_s=horizon_s,
                       justified_gap_m=justified_gap_m)
-    tracks = Tracks.from_batch(read_positions(positions_path))
+    positions = read_positions(positions_path)
+    clock = ReleaseClock(positions.ts, tick_lateness_s)
+    tracks = Tracks.from_batch(positions)
     alerts = _read_jsonl(alerts_path, "alert")
     _check_alerts(alerts, alerts_path)
     truth = _read_jsonl(truth_path, "truth")
-    rows = {"trajstream": score(alerts, truth, tracks, cfg)}
+    rows = {"trajstream": score(alerts, truth, tracks, cfg, clock)}
     if baseline:
-        rows["cv-ttc"] = score(cv_ttc_alerts(tracks), truth, tracks, cfg)
+        rows["cv-ttc"] = score(cv_ttc_alerts(tracks), truth, tracks, cfg, clock)
     if plot_path:
         plot_leads(rows, plot_path, min_lead_s)
+    delays = [live_delay(float(a["ts"]), cfg, clock) for a in alerts]
+    delay = float(np.median(delays)) if delays else cfg.tick_lateness_s + cfg.processing_s
     if as_json:
         doc = {"positions": positions_path, "alerts": alerts_path, "truth": truth_path,
-               "live_delay_s": cfg.delay_s, "min_lead_s": min_lead_s,
+               "live_delay_s": delay, "tick_lateness_s": tick_lateness_s,
+               "processing_s": processing_s, "min_lead_s": min_lead_s,
                "vehicles": len(tracks), "rows": rows}
         sys.stdout.write(orjson.dumps(doc).decode() + "\n")
         return
     hours = rows["trajstream"]["vehicle_hours"]
     click.echo(f"{len(tracks)} vehicles, {hours:.2f} vehicle-hours; live lead = contact - "
-               f"(alert ts + {cfg.delay_s:.2f} s)")
+               f"(alert ts + release delay + {cfg.processing_s:.2f} s processing; median "
+               f"{delay:.2f} s in all)")
     click.echo(table(rows, min_lead_s))

@@ -5,7 +5,8 @@ alerts stream; the textbook constant-velocity TTC warner runs on the same positi
 """
 
 from trajstream.stream.evaluation.baseline import BaselineConfig, cv_ttc_alerts
-from trajstream.stream.evaluation.scoring import ScoreConfig, score
+from trajstream.stream.evaluation.scoring import ReleaseClock, ScoreConfig, score
 from trajstream.stream.evaluation.tracks import Tracks, read_positions
 
-__all__ = ["BaselineConfig", "ScoreConfig", "Tracks", "cv_ttc_alerts", "read_positions", "score"]
+__all__ = ["BaselineConfig", "ReleaseClock", "ScoreConfig", "Tracks", "cv_ttc_alerts",
+           "read_positions", "score"]

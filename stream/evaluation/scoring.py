@@ -1,10 +1,12 @@
 """Scores of an alert stream against what happened: live lead, recall, precision, alert rate.
 
-- **Live lead**: a subscriber receives an alert decided at tick ``ts`` only after the
-  watermark passes that tick (``allowed_lateness_s``) and the micro-batch is processed and
-  flushed (``processing_s``). The alert's ``ts`` already includes the confirmation ticks
-  (an episode opens at the tick that confirms it). So the live lead of a collision is
-  ``contact - (first alert ts + allowed_lateness_s + processing_s)``.
+- **Live lead**: the processor releases tick ``ts`` once the input has delivered a record
+  later than ``ts + tick_lateness_s`` (stream/admission.py); a subscriber has the alert
+  when that record has arrived (:class:`ReleaseClock`, from the positions in their input
+  order, as a live feed delivers them) and the micro-batch is processed and flushed
+  (``processing_s``). The alert's ``ts`` already includes the confirmation ticks (an
+  episode opens at the tick that confirms it). So the live lead of a collision is
+  ``contact - (release of the first alert's tick + processing_s)``.
 - **Recall**: collisions whose vehicles were both observed ``min_history_s`` before contact
   (nothing can foresee a vehicle that just appeared), alerted with at least a live lead
   (``min_lead_s``, or the lead the truth requires for that collision). An alert more than
@@ -25,10 +27,11 @@ from typing import Any
 import numpy as np
 
 from trajstream.errors import ConfigError
+from trajstream.stream.config import ENGINE_DEFAULTS
 from trajstream.stream.evaluation.kinds import KINDS, classify
 from trajstream.stream.evaluation.tracks import Tracks, footprint_gap, sample_times
 
-__all__ = ["CollisionOutcome", "ScoreConfig", "score"]
+__all__ = ["CollisionOutcome", "ReleaseClock", "ScoreConfig", "score"]
 
 _SAMPLE_S = 0.1
 
@@ -37,7 +40,7 @@ _SAMPLE_S = 0.1
 class ScoreConfig:
     """How alerts are judged; see the module docstring."""
 
-    allowed_lateness_s: float = 0.5
+    tick_lateness_s: float = ENGINE_DEFAULTS.tick_lateness_s
     processing_s: float = 0.15
     min_lead_s: float = 1.0
     min_history_s: float = 3.0
@@ -51,10 +54,32 @@ class ScoreConfig:
             if not np.isfinite(v) or v < 0:
                 raise ConfigError(f"{name} must be a finite number >= 0, got {v!r}")
 
-    @property
-    def delay_s(self) -> float:
-        """Event time from an alert's ``ts`` to when a subscriber has it."""
-        return self.allowed_lateness_s + self.processing_s
+
+
+class ReleaseClock:
+    """Event time at which the processor releases a tick, for positions read in the order
+    given: that of the first record later than the tick's end plus ``tick_lateness_s``
+    (the end of the input when none is)."""
+
+    def __init__(self, ts_in_input_order: np.ndarray, tick_lateness_s: float) -> None:
+        ts = np.asarray(ts_in_input_order, dtype=np.float64)
+        ts = ts[np.isfinite(ts)]
+        self._running = np.maximum.accumulate(ts) if ts.size else ts
+        self.tick_lateness_s = float(tick_lateness_s)
+
+    def release(self, t: float) -> float:
+        run = self._running
+        if not run.size:
+            return t + self.tick_lateness_s
+        i = int(np.searchsorted(run, t + self.tick_lateness_s, side="right"))
+        return float(run[min(i, run.size - 1)])
+
+
+def live_delay(ts: float, cfg: ScoreConfig, clock: ReleaseClock | None) -> float:
+    """Event time from an alert's ``ts`` to when a subscriber has it (without a clock: a
+    feed with a record right at ``ts + tick_lateness_s``)."""
+    released = clock.release(ts) if clock is not None else ts + cfg.tick_lateness_s
+    return max(released - ts, 0.0) + cfg.processing_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +103,7 @@ def _pair(a: str, b: str) -> tuple[str, str]:
 
 def collision_outcomes(
     alerts: Sequence[Mapping[str, Any]], truth: Sequence[Mapping[str, Any]], tracks: Tracks,
-    cfg: ScoreConfig,
+    cfg: ScoreConfig, clock: ReleaseClock | None = None,
 ) -> list[CollisionOutcome]:
     """Every collision of ``truth`` with its first alert before contact and its live lead."""
     by_pair: dict[tuple[str, str], list[float]] = {}
@@ -98,7 +123,7 @@ def collision_outcomes(
         req = e.get("required_lead_s")
         before = [x for x in by_pair.get(_pair(va, vb), []) if 0.0 < ts - x <= cfg.max_lead_s]
         first = min(before) if before else None
-        lead = ts - (first + cfg.delay_s) if first is not None else None
+        lead = ts - (first + live_delay(first, cfg, clock)) if first is not None else None
         out.append(CollisionOutcome(va, vb, ts, kind, None if req is None else float(req),
                                     eligible, first, lead))
     return out
@@ -150,10 +175,11 @@ def _recall(hits: int, n: int) -> float | None:
 
 def score(
     alerts: Sequence[Mapping[str, Any]], truth: Sequence[Mapping[str, Any]], tracks: Tracks,
-    cfg: ScoreConfig,
+    cfg: ScoreConfig, clock: ReleaseClock | None = None,
 ) -> dict[str, Any]:
-    """Every figure of one warner (plain dict, JSON-ready); see the module docstring."""
-    outcomes = collision_outcomes(alerts, truth, tracks, cfg)
+    """Every figure of one warner (plain dict, JSON-ready); see the module docstring.
+    ``clock``: when ticks are released (None: at ``ts + tick_lateness_s``)."""
+    outcomes = collision_outcomes(alerts, truth, tracks, cfg, clock)
     eligible = [o for o in outcomes if o.eligible]
 
     def ok_min(o: CollisionOutcome) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import orjson
 
-from trajstream.stream.admission import Admission
+from trajstream.stream.admission import Admission, Released
 from trajstream.stream.codec import CodecConfig, PositionBatch, decode_batch
 from trajstream.stream.config import EngineConfig
 
@@ -21,18 +21,124 @@ def _batch(*fixes: tuple[str, float]) -> PositionBatch:
     return batch
 
 
-def test_watermark_releases_complete_ticks_in_event_time_order():
+def test_a_tick_is_released_once_the_input_is_past_it_without_waiting_for_the_watermark():
     adm = Admission(EngineConfig(), wall_clock=lambda: T0)
-    first = adm.release(adm.admit(_batch(("a", 0.15), ("b", 0.05), ("a", 0.35)), 0, None,
-                                  None))
-    assert first is not None and first.ids.size == 0  # all within the lateness: they wait
-    assert len(adm) == 3
-    # M = 1.0 s, watermark 0.5 s: the ticks up to 0.4 s are complete
-    rel = adm.release(adm.admit(_batch(("a", 0.6), ("b", 0.8), ("a", 1.0)), 3, None, None))
+    # the newest fix (0.35 s) is more than tick_lateness_s (0.05 s) past the tick ending at
+    # 0.2 s: that tick is complete, though the watermark (0.35 - 0.5 s) has released nothing
+    rel = adm.release(adm.admit(_batch(("a", 0.15), ("b", 0.05), ("a", 0.35)), 0, None, None))
     assert rel is not None
-    assert rel.ids.tolist() == ["b", "a", "a"]  # sorted by event time, not arrival
+    assert rel.ids.tolist() == ["b", "a"]  # sorted by event time, not arrival
     assert np.all(np.diff(rel.recs["ts"]) > 0) and rel.upto == adm.done
-    assert adm.min_pending_seq == 3  # the later fixes still wait: offsets stop before them
+    assert len(adm) == 1 and adm.min_pending_seq == 2  # 0.35 s waits: offsets stop there
+    # a tick is not out before a record later than its end + tick_lateness_s came
+    rel = adm.release(adm.admit(_batch(("b", 0.42)), 3, None, None))
+    assert rel is None or rel.ids.size == 0
+
+
+def test_a_straggler_counts_at_its_partitions_current_tick_and_only_the_watermark_makes_late():
+    adm = Admission(EngineConfig(), wall_clock=lambda: T0)
+    adm.release(adm.admit(_batch(("a", 0.15), ("a", 0.35)), 0, None, None))
+    done = adm.done
+    # 0.19 s belongs to a released tick, but the watermark (-0.15 s) had not passed it: it
+    # is used, at the tick of the newest fix minus tick_lateness_s (0.30 s: the tick ending
+    # at 0.4 s)
+    adm.admit(_batch(("c", 0.19)), 2, None, None)
+    assert adm.stats["late"] == 0
+    rel = adm.release(adm.flush_bound() or 0)
+    assert rel is not None and done is not None
+    assert dict(zip(rel.ids.tolist(), rel.ticks.tolist(), strict=True)) == \
+        {"a": done + 1, "c": done + 1}
+    # once the watermark has passed a tick, its records are late
+    adm.admit(_batch(*(("a", 0.1 * k) for k in range(5, 21))), 3, None, None)
+    adm.admit(_batch(("e", 1.3)), 19, None, None)
+    assert adm.stats["late"] == 1
+
+
+def _ticks_by_record(arrivals: list[tuple[int, str, float]], cut: int,
+                     interleave: str) -> tuple[dict[tuple[str, float], int], int]:
+    """Feed per-partition queues of (partition, vehicle, ts) interleaved round-robin or
+    partition after partition, ``cut`` records per call; the tick each record was released
+    with."""
+    queues: dict[int, list[tuple[str, float]]] = {}
+    for p, v, t in arrivals:
+        queues.setdefault(p, []).append((v, t))
+    adm = Admission(EngineConfig(), wall_clock=lambda: T0)
+    out: dict[tuple[str, float], int] = {}
+
+    def take(rel: Released | None) -> None:
+        if rel is not None:
+            for v, t, k in zip(rel.ids.tolist(), rel.recs["ts"].tolist(), rel.ticks.tolist(),
+                               strict=True):
+                out[(v, round(t - T0, 3))] = k
+
+    pos = dict.fromkeys(queues, 0)
+    seq = 0
+    order = sorted(queues)
+    while any(pos[p] < len(queues[p]) for p in order):
+        for p in order:
+            if interleave == "sequential" and any(pos[q] < len(queues[q]) for q in order
+                                                  if q < p):
+                continue
+            got = queues[p][pos[p]: pos[p] + cut]
+            if not got:
+                continue
+            pos[p] += len(got)
+            left = {q for q in order if pos[q] < len(queues[q])}
+            parts = np.full(len(got), p, dtype=np.int64)
+            take(adm.release(adm.admit(_batch(*got), seq, parts, left)))
+            seq += len(got)
+    adm.finish()
+    bound = adm.flush_bound()
+    if bound is not None:
+        take(adm.release(bound))
+    return out, adm.stats["late"] + adm.stats["stale"]
+
+
+def test_the_tick_of_a_record_depends_on_its_partitions_order_alone():
+    rng = np.random.default_rng(4)
+    arrivals = []
+    for p in range(3):
+        # 20 vehicles per partition, each with a fix every 0.5 s (jittered), a few of them
+        # delayed by more than tick_lateness_s but less than the allowed lateness
+        fixes = [(f"v{p}-{i}", round(0.5 * m + 0.025 * i + rng.uniform(-0.02, 0.02), 3))
+                 for m in range(1, 13) for i in range(20)]
+        keys = np.array([t + (rng.uniform(0.1, 0.3) if rng.random() < 0.05 else 0.0)
+                         for _, t in fixes])
+        arrivals += [(p, *fixes[i]) for i in np.argsort(keys, kind="stable").tolist()]
+    runs = [_ticks_by_record(arrivals, cut, how)
+            for cut in (1, 7, 50, 1000) for how in ("round-robin", "sequential")]
+    ticks, dropped = runs[0]
+    assert dropped == 0 and len(ticks) == len(arrivals)
+    assert all(r == runs[0] for r in runs[1:])
+    own = {k: int(np.ceil((T0 + k[1]) / 0.2)) for k in ticks}
+    assert all(ticks[k] >= own[k] for k in ticks)
+    assert any(ticks[k] > own[k] for k in ticks)  # stragglers count at a later tick
+
+
+def test_a_partition_with_records_to_deliver_holds_the_release_and_an_idle_one_does_not():
+    adm = Admission(EngineConfig(), wall_clock=lambda: T0)
+    zero, one = np.zeros(10, np.int64), np.ones(10, np.int64)
+    fast = _batch(*(("a", 0.1 * k) for k in range(1, 11)))
+    assert adm.admit(fast, 0, zero, {0, 1}) < 0  # partition 1 not seen yet: nothing out
+    assert len(adm.release(adm.admit(_batch(*(("b", 0.1 * k) for k in range(1, 11))), 10,
+                                     one, {0, 1})).ids) >= 16  # type: ignore[union-attr]
+    # partition 1 stops delivering (no lag): it holds the release until it trails the
+    # newest event time by more than the allowed lateness
+    more = _batch(*(("a", 1.0 + 0.1 * k) for k in range(1, 4)))
+    upto = adm.admit(more, 20, zero[:3], set())
+    assert upto == adm.done  # 1.3 s trails 1.0 s by 0.3 s: still held at partition 1
+    later = _batch(*(("a", 1.3 + 0.1 * k) for k in range(1, 5)))
+    assert adm.admit(later, 23, zero[:4], set()) > adm.done  # idle now
+
+
+def test_a_resumed_admission_tells_late_records_from_released_ticks():
+    adm = Admission(EngineConfig(), wall_clock=lambda: T0)
+    tick = int(np.ceil((T0 + 1.0) / 0.2))
+    adm.resume(tick, tick - 3)
+    adm.admit(_batch(("a", 0.3), ("b", 0.9), ("c", 1.3)), 0, None, None)
+    assert adm.stats["late"] == 1  # 0.3 s is behind the restored watermark; 0.9 s is not
+    rel = adm.release(adm.flush_bound() or 0)
+    assert rel is not None and rel.ticks.min() > tick  # nothing lands in a released tick
 
 
 def test_late_stale_and_future_are_dropped_and_counted():

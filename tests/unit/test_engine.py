@@ -172,8 +172,8 @@ def test_a_first_record_far_in_the_future_does_not_stall_the_stream():
 def test_pending_records_hold_back_the_commit_position():
     eng = Engine(EngineConfig(allowed_lateness_s=0.5), ConstantVelocity(SPEC))
     assert eng.min_pending_seq is None
-    eng.process(_batch(_positions([("a", T0 + 0.0, 0.0), ("a", T0 + 0.1, 0.0)])), seq0=100)
-    assert eng.min_pending_seq == 100  # nothing released yet
+    eng.process(_batch(_positions([("a", T0 + 0.01, 0.0), ("a", T0 + 0.03, 0.0)])), seq0=100)
+    assert eng.min_pending_seq == 100  # nothing released yet (nothing past the tick)
     eng.process(_batch(_positions([("a", T0 + 1.0, 0.0)])), seq0=102)
     assert eng.min_pending_seq == 102  # ticks up to T0 + 0.4 released
     eng.flush()

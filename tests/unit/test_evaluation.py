@@ -12,7 +12,7 @@ from trajstream.errors import ConfigError
 from trajstream.stream.codec import PositionBatch
 from trajstream.stream.evaluation import BaselineConfig, ScoreConfig, Tracks, cv_ttc_alerts, score
 from trajstream.stream.evaluation.kinds import classify
-from trajstream.stream.evaluation.scoring import collision_outcomes, justified
+from trajstream.stream.evaluation.scoring import ReleaseClock, collision_outcomes, justified
 from trajstream.stream.evaluation.tracks import footprint_gap
 
 T0 = 1_767_225_600.0
@@ -110,21 +110,28 @@ def test_lane_change_and_left_turn_kinds() -> None:
     assert classify(tr, "a", "b", T0 + 5.0) == "left_turn_across_path"
 
 
-def test_live_lead_counts_lateness_and_processing() -> None:
+def test_live_lead_counts_the_release_of_the_tick_and_processing() -> None:
     tr = tracks_of(line("a", 0, 0, 0, 10, t1=8), line("b", 100, 0, 0, 0.0, t1=8))
-    cfg = ScoreConfig(allowed_lateness_s=0.5, processing_s=0.15, min_history_s=3.0)
+    cfg = ScoreConfig(tick_lateness_s=0.05, processing_s=0.15, min_history_s=3.0)
     truth = [collision("a", "b", 6.0, kind="rear_end", required_lead_s=2.0),
              collision("a", "c", 6.0)]
     alerts = [alert("a", "b", 3.0), alert("a", "b", 4.0, "critical"), alert("b", "a", 6.5)]
-    out = collision_outcomes(alerts, truth, tr, cfg)
-    assert out[0].alert_ts == T0 + 3.0 and out[0].live_lead_s == pytest.approx(2.35)
+    # a 10 Hz feed: the tick at 3.0 s is out when the fix at 3.1 s (> 3.05 s) has arrived
+    clock = ReleaseClock(T0 + np.arange(81) / 10, cfg.tick_lateness_s)
+    out = collision_outcomes(alerts, truth, tr, cfg, clock)
+    assert out[0].alert_ts == T0 + 3.0 and out[0].live_lead_s == pytest.approx(2.75)
     assert out[1].alert_ts is None
-    r = score(alerts, truth, tr, cfg)
+    # without a clock: a record right at the tick's end + tick_lateness_s
+    assert collision_outcomes(alerts, truth, tr, cfg)[0].live_lead_s == pytest.approx(2.8)
+    # a feed that pauses holds the release until its next record
+    gap = ReleaseClock(T0 + np.r_[np.arange(31) / 10, 3.9 + np.arange(10) / 10], 0.05)
+    assert gap.release(T0 + 3.0) == pytest.approx(T0 + 3.9)
+    r = score(alerts, truth, tr, cfg, clock)
     assert r["eligible"] == 1  # vehicle c was never observed
     assert r["recall_min_lead"] == r["recall_required_lead"] == 1.0
     assert r["per_kind"]["rear_end"]["recall_required_lead"] == 1.0
-    late = score(alerts, truth, tr, ScoreConfig(allowed_lateness_s=0.5, processing_s=0.6))
-    assert late["per_kind"]["rear_end"]["recall_required_lead"] == 0.0  # 6 - (3 + 1.1) < 2 s
+    late = score(alerts, truth, tr, ScoreConfig(tick_lateness_s=0.05, processing_s=1.0), clock)
+    assert late["per_kind"]["rear_end"]["recall_required_lead"] == 0.0  # 6 - (3.1 + 1) < 2 s
 
 
 def test_collisions_without_history_are_not_eligible() -> None:
