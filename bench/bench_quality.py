@@ -3,8 +3,9 @@
 Every figure of the acceptance in one table, each row next to the constant-velocity TTC
 warner (TTC <= 3 s on straight-line paths) run on the same positions in the same command
 (`trajstream evaluate`). The processor runs with its defaults (`trajstream process`). Lead
-times are *live*: from when a subscriber would receive the alert (event time + allowed
-lateness 0.5 s + 0.15 s batching and processing) to the contact.
+times are *live*: from when a subscriber would receive the alert (when the positions, in
+file order, have a fix more than --tick-lateness-s past the alert's tick, + 0.15 s batching
+and processing) to the contact.
 
 Held-out discipline: every row reports traffic the warner's thresholds were never tuned on.
 
