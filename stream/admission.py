@@ -123,6 +123,13 @@ class _Pending:
                     out[p] = s
         return out
 
+    def min_own_tick(self, dt: float) -> int | None:
+        """The smallest tick a buffered record's event time falls in (None: none)."""
+        if not self.size:
+            return None
+        return min(int(np.ceil(np.maximum(c["ts"], -1e17) / dt).min()) for c in self.chunks
+                   if c["ts"].size)
+
     def max_tick(self) -> int:
         return max(int(c["tick"].max()) for c in self.chunks)
 
@@ -318,7 +325,15 @@ class Admission:
             seen[v] = max(seen.get(v, -math.inf), t)
 
     def meta(self) -> dict[str, Any]:
-        return {"done": self._done, "late_upto": self._late_upto, "max_ts": self._max_ts,
+        """The event-time position for a changelog. ``late_upto`` stays below the own tick
+        of every record still buffered: those are read again after a restart and must be
+        used again, not dropped late by a watermark that had passed them while they waited
+        for a later tick."""
+        late = self._late_upto
+        low = self._pending.min_own_tick(self._dt)
+        if late is not None and low is not None:
+            late = min(late, low - 1)
+        return {"done": self._done, "late_upto": late, "max_ts": self._max_ts,
                 "part_max": dict(self._part_max)}
 
     def resume(self, done: int, late_upto: int | None = None) -> None:
@@ -358,8 +373,8 @@ class Admission:
                 low = min(low, top)
         for p in blocking:
             if p not in self._part_max:
-                return -(2**62)
-        return self._tick_of_scalar(low - j) - 1 if math.isfinite(low) else -(2**62)
+                return NO_TICK
+        return self._tick_of_scalar(low - j) - 1 if math.isfinite(low) else NO_TICK
 
     def _admit(
         self, batch: PositionBatch, partitions: np.ndarray | None, blocking: set[int],

@@ -164,9 +164,38 @@ def test_each_partition_commits_up_to_its_own_first_waiting_record():
     assert adm.done is None  # partition 1 not seen yet: no watermark, nothing released
     slow = _batch(*(("b", 0.1 * k) for k in range(1, 11)))  # 0.1 .. 1.0 s, seq 30-39
     rel = adm.release(adm.admit(slow, 30, np.ones(10, dtype=np.int64), {1}))
-    assert rel is not None and adm.done == round(T0 / 0.2) + 2  # 1.0 s: ticks to 0.4 s out
-    # overall, seq 4 (a at 0.5 s) waits; per partition: a at 0.5 s, b at 0.5 s (seq 34)
-    assert adm.min_pending_seq == 4
-    assert adm.pending_by_partition() == {0: 4, 1: 34}
+    assert rel is not None and adm.done == round(T0 / 0.2) + 4  # 1.0 s: ticks to 0.8 s out
+    # overall, seq 8 (a at 0.9 s) waits; per partition: a at 0.9 s, b at 0.9 s (seq 38)
+    assert adm.min_pending_seq == 8
+    assert adm.pending_by_partition() == {0: 8, 1: 38}
     rel = adm.release(adm.admit(_batch(("b", 2.9)), 40, np.ones(1, dtype=np.int64), set()))
+    # b at 2.9 s jumps ahead of its partition (held until confirmed): partition 1 shows
+    # 1.0 s, yet the watermark (3.0 - 0.5 s) releases the ticks to 2.4 s
     assert rel is not None and adm.pending_by_partition() == {0: 24, 1: 40}
+
+
+def test_the_changelog_position_keeps_buffered_records_from_being_late_after_a_restart():
+    adm = Admission(EngineConfig(), wall_clock=lambda: T0)
+    zero = np.zeros(1, np.int64)
+    adm.release(adm.admit(_batch(*(("a", 0.1 * k) for k in range(1, 11))), 0,
+                          np.zeros(10, np.int64), {0, 1}))
+    adm.release(adm.admit(_batch(*(("b", 0.1 * k) for k in range(1, 7))), 10,
+                          np.ones(6, np.int64), {0, 1}))
+    # partition 1 (at 0.6 s) holds the watermark: a fix 0.75 s behind partition 0 is not
+    # late, and waits for partition 0's current tick (ending at 1.0 s)
+    adm.release(adm.admit(_batch(("c", 0.25)), 16, zero, {0, 1}))
+    adm.release(adm.admit(_batch(*(("b", 0.6 + 0.1 * k) for k in range(1, 11))), 17,
+                          np.ones(10, np.int64), {0, 1}))
+    own = int(np.ceil((T0 + 0.25) / 0.2))
+    assert adm.stats["late"] == 0 and "c" in _pending_ids(adm)
+    assert adm._late_upto is not None and adm._late_upto >= own  # the watermark passed it
+    meta = adm.meta()
+    assert meta["late_upto"] < own
+    again = Admission(EngineConfig(), wall_clock=lambda: T0)
+    again.resume(meta["done"], meta["late_upto"])
+    again.admit(_batch(("c", 0.25)), 0, zero, {0, 1})
+    assert again.stats["late"] == 0 and len(again) == 1
+
+
+def _pending_ids(adm: Admission) -> set[str]:
+    return {str(v) for c in adm._pending.chunks for v in c["ids"]}
