@@ -272,7 +272,8 @@ class Admission:
 
     def admit(self, batch: PositionBatch, seq0: int, partitions: np.ndarray | None,
               blocking: Collection[int] | None) -> int:
-        """Check and buffer one micro-batch; returns the last tick the watermark releases."""
+        """Check and buffer one micro-batch; returns the last complete tick (on evidence, or
+        by the watermark at the latest)."""
         self.stats["records"] += len(batch)
         held = set(blocking) if blocking and partitions is not None else set()
         accepted, ticks = self._admit(batch, partitions, held, seq0)
