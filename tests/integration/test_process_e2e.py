@@ -31,7 +31,8 @@ MIN_HISTORY_S = 3.0
 # braking less than they need (stream/risk.py), which the risk warns of on purpose.
 MAX_ALERTS_PER_VEHICLE_HOUR = 15.0
 MAX_CRITICAL_PER_VEHICLE_HOUR = 3.0
-WATERMARK_DELAY_S = 0.5 + 0.2  # default allowed lateness + risk interval
+# a tick goes out with the first 10 Hz fix past it + tick_lateness_s (0.1 s), + risk interval
+RELEASE_DELAY_S = 0.1 + 0.2
 
 
 def first_seen(path: Path) -> dict[str, float]:
@@ -59,8 +60,8 @@ def _describe_leads(report: Any) -> str:
     leads = sorted(report.leads_s)
     return ("lead times (s, alert event time to contact): "
             + ", ".join(f"{x:.1f}" for x in leads)
-            + f"\n  counting the watermark delay ({WATERMARK_DELAY_S:.1f} s): "
-            + ", ".join(f"{x - WATERMARK_DELAY_S:.1f}" for x in leads))
+            + f"\n  counting the release delay ({RELEASE_DELAY_S:.1f} s): "
+            + ", ".join(f"{x - RELEASE_DELAY_S:.1f}" for x in leads))
 
 
 def test_every_collision_is_alerted_before_contact_through_kafka(
