@@ -73,6 +73,18 @@ def _drain(bootstrap: str, records: list[tuple[bytes | None, bytes]], label: str
     return _read(bootstrap, alerts), letters, counts, rate
 
 
+def _describe_difference(ref: list[bytes], got: list[bytes]) -> None:
+    a = {d["alert_id"]: d for d in map(orjson.loads, ref)}
+    b = {d["alert_id"]: d for d in map(orjson.loads, got)}
+    changed = [k for k in a.keys() & b.keys() if a[k] != b[k]]
+    print(f"  {len(a.keys() - b.keys())} only clean, {len(b.keys() - a.keys())} only hostile, "
+          f"{len(changed)} with the same id but other content; same set: {set(ref) == set(got)}")
+    for k in changed[:3]:
+        x, y = a[k], b[k]
+        print(f"  {x['vehicle_a']}|{x['vehicle_b']} at {x['ts']}: "
+              f"{ {f: (x[f], y[f]) for f in x if f != 'vehicles' and x[f] != y[f]} }")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--engine", choices=("builtin", "sumo"), default="builtin")
@@ -100,6 +112,9 @@ def main() -> None:
     same = alerts == ref_alerts
     print(f"\nvalid traffic's alerts: {len(ref_alerts)} clean, {len(alerts)} with the hostile "
           f"mix: {'identical' if same else 'DIFFERENT'}")
+    if not same:
+        _describe_difference(ref_alerts, alerts)
+        print(f"  clean run: {ref}\n  hostile run: {got}")
     want = ref_letters + feed.dead_letters
     print(f"\n{'dead letters':<16} {'expected':>9} {'counted':>9}")
     for reason in sorted(set(want) | set(letters)):
