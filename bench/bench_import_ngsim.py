@@ -11,14 +11,13 @@ errors are a floor: the gap between the two estimates grows with position noise.
 
 Run: .venv/bin/python bench/bench_import_ngsim.py [--data-dir DIR]
 (DIR holds ngsim-us101.jsonl.gz and ngsim-peachtree.jsonl.gz; default
-$TRAJSTREAM_DATA_DIR, else ../shared/data next to the repository.)
+$TRAJSTREAM_DATA_DIR, else shared/data beside the repository's folder.)
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
-import os
 import sys
 import tempfile
 import time
@@ -88,10 +87,10 @@ def _angle_error_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def main() -> int:
-    repo = Path(__file__).resolve().parents[1]
-    default = os.environ.get("TRAJSTREAM_DATA_DIR", str(repo.parent / "shared" / "data"))
+    from trajstream.simulator.recorded.location import recorded_data_dir
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data-dir", type=Path, default=Path(default))
+    ap.add_argument("--data-dir", type=Path, default=recorded_data_dir())
     args = ap.parse_args()
     print("NGSIM import: heading and centre recovered from front-bumper rows, against "
           "CommonRoad's orientation")

@@ -10,7 +10,7 @@ rules out: ``model.predict`` on one message at a time (and a direct ``model(x)``
 Target: >= 200k vehicle-steps/s at batch 1024.
 
 Accuracy (``--accuracy``, the default): LSTM RMSE at 4 s over CV's on the held-out recorded
-traffic (the held-out NGSIM recordings, $TRAJSTREAM_DATA_DIR or ../shared/data next to the
+traffic (the held-out NGSIM recordings, $TRAJSTREAM_DATA_DIR or shared/data beside the
 repository) and the held-out SUMO and built-in runs of ``trajstream model train``'s defaults
 (simulated into --sim-dir, reused when there), against the bounds (recorded <= 0.85, SUMO <=
 0.8) and below CV at every horizon 1-4 s.
@@ -184,9 +184,9 @@ def accuracy(weights: str, sim_dir: Path | None) -> None:
     from trajstream.model.card import RATIO_BOUNDS
     from trajstream.model.evaluate import evaluate_sources
     from trajstream.model.train import DataConfig, simulate_file
+    from trajstream.simulator.recorded.location import recorded_data_dir
 
-    repo = Path(__file__).resolve().parent.parent
-    data_dir = Path(os.environ.get("TRAJSTREAM_DATA_DIR", repo.parent / "shared" / "data"))
+    data_dir = recorded_data_dir()
     recorded = [p for p in sorted(data_dir.glob("ngsim-*.jsonl.gz"))]
     if not recorded:
         print(f"\nno recorded traffic in {data_dir} (set TRAJSTREAM_DATA_DIR): recorded rows "

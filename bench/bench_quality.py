@@ -17,8 +17,8 @@ Held-out discipline: every row reports traffic the warner's thresholds were neve
   location.
   Tuning used the other US-101 recordings only. No collisions happen there, so every critical
   alert is a false alarm unless the pair really came within ~1 m: critical alerts per
-  vehicle-hour. Found through TRAJSTREAM_DATA_DIR (default: <repo>/../shared/data); skipped
-  with a note when absent.
+  vehicle-hour. Found through TRAJSTREAM_DATA_DIR (default: shared/data beside the
+  repository's folder); skipped with a note when absent.
 - **SUMO city traffic, held out** (`trajstream simulate --engine sumo`, when installed): 1,000
   vehicles for 400 s on spider seeds 2, 3 and random seeds 11, 12; tuning used a grid city
   (seed 1) only. Recall with >= 1 s live lead and precision on SUMO's own collisions, per
@@ -64,7 +64,9 @@ TARGETS = {
 
 
 def data_dir() -> Path:
-    return Path(os.environ.get("TRAJSTREAM_DATA_DIR", REPO.parent / "shared" / "data"))
+    from trajstream.simulator.recorded.location import recorded_data_dir
+
+    return recorded_data_dir()
 
 
 def trajstream(*args: str, stdin: Any = None) -> str:

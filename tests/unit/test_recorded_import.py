@@ -23,6 +23,7 @@ import orjson
 import pytest
 
 from trajstream.simulator.recorded import ImportFailed, message_lines, read_commonroad
+from trajstream.simulator.recorded.location import recorded_data_dir
 from trajstream.simulator.recorded.ngsim import MAX_LOOKBACK_ROWS, motion_heading, read_ngsim
 
 REPO = Path(__file__).resolve().parents[2]
@@ -140,7 +141,7 @@ def test_commonroad_2018b_obstacles_are_read(tmp_path: Path) -> None:
 
 
 def _data_dir() -> Path:
-    return Path(os.environ.get("TRAJSTREAM_DATA_DIR", REPO.parent / "shared" / "data"))
+    return recorded_data_dir()
 
 
 def test_real_commonroad_scenario_matches_the_recorded_data_set_record_by_record() -> None:
