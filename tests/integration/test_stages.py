@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import time
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.slow
 
 SMALL = ["--vehicles", "60", "--duration", "30", "--seed", "11", "--reckless", "0.3"]
 PARTITIONS = 6
+LATE = re.compile(r"done: .* dropped \d+ stale, (\d+) late")
 
 
 class _Members:
@@ -72,6 +74,12 @@ class _Members:
     def alive(self, prefix: str) -> list[str]:
         return [n for n, p in self.procs.items() if n.startswith(prefix) and p.poll() is None]
 
+    def late(self, prefix: str) -> int:
+        """Records the members named ``prefix...`` dropped late (summary lines; a SIGKILLed
+        member has none)."""
+        found = (LATE.search(self.logs[n].read_text()) for n in self.procs if n.startswith(prefix))
+        return sum(int(m.group(1)) for m in found if m)
+
     def kill_all(self) -> None:
         for p in self.procs.values():
             if p.poll() is None:
@@ -88,6 +96,7 @@ class _Recorded:
     part_of: dict[str, int]  # vehicle -> input partition
     ref: dict[str, dict[str, Any]]  # alert id -> alert
     cross: set[str]  # ids of alerts whose vehicles arrive on different partitions
+    positions_n: int
 
     def show(self, i: str, got: list[dict[str, Any]]) -> str:
         a = self.ref.get(i) or next(a for a in got if a["alert_id"] == i)
@@ -114,7 +123,8 @@ def recorded(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
     create_topics(kafka_bootstrap, [positions], partitions=PARTITIONS)
     trajstream("replay", str(path), "--bootstrap", kafka_bootstrap, "--topic", positions,
                "--no-pace")
-    part_of = {r.key.decode(): r.partition for r in read_topic(kafka_bootstrap, positions)}
+    records = read_topic(kafka_bootstrap, positions)
+    part_of = {r.key.decode(): r.partition for r in records}
     refs = []
     for _ in range(2):
         ref_topic = name("ref-alerts")
@@ -129,7 +139,7 @@ def recorded(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
     ref = refs[0]
     cross = {i for i, a in ref.items() if part_of[a["vehicle_a"]] != part_of[a["vehicle_b"]]}
     assert len(ref) >= 5 and cross, f"{len(ref)} alerts, {len(cross)} across partitions"
-    return _Recorded(kafka_bootstrap, positions, part_of, ref, cross)
+    return _Recorded(kafka_bootstrap, positions, part_of, ref, cross, len(records))
 
 
 def _common(recorded: _Recorded, new_topic: Callable[[str], str], out: str,
@@ -189,6 +199,17 @@ def test_two_stages_with_churn_give_the_single_process_alerts(
     assert not missing and not unexpected, (
         [f"missing {recorded.show(i, got)}" for i in missing]
         + [f"unexpected {recorded.show(i, got)}" for i in unexpected])
+    _assert_restores_drop_nothing_late(m, recorded)
+
+
+def _assert_restores_drop_nothing_late(m: _Members, recorded: _Recorded) -> None:
+    """Members that took over partitions drop only the traffic's own late records (out of
+    order by more than the lateness, a few dozen), not the ones re-read after a restore:
+    those are applied already (stale) or still to release (thousands were dropped late when
+    offsets stopped at the first waiting record of any partition)."""
+    late = m.late("predict")
+    print(f"[stages] predict members dropped {late} of {recorded.positions_n} records late")
+    assert late < recorded.positions_n // 100
 
 
 # Processes per stage: each count of each stage once (three runs, about a minute each on
@@ -251,3 +272,8 @@ def test_stages_exactly_once_with_churn_give_each_single_process_alert_once(
         [f"missing {recorded.show(i, got)}" for i in missing]
         + [f"unexpected {recorded.show(i, got)}" for i in unexpected]
         + [f"{n} times {recorded.show(i, got)}" for i, n in duplicated.items()])
+    # Not asserted here (see the churn test): in about 1 run in 10 a predict member that is
+    # given back its partitions re-reads ~600-2,600 records it had applied and drops them
+    # late (the alerts stay exact); under investigation.
+    print(f"[stages] predict members dropped {m.late('predict')} of {recorded.positions_n} "
+          f"records late")
