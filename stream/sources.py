@@ -314,16 +314,19 @@ class KafkaSource:
                     np.minimum(bound, np.where(parts == p, first, bound), out=bound)
             done = seqs < bound
             # Within a partition, seq and offset grow together: its done rows come first.
+            # A batch kept for another partition's waiting row holds rows of p older than
+            # what is committed already: the offset only moves forward.
             for p in uniq:
                 mine = done & (parts == p)
                 if mine.any():
                     top = int(offs[mine].max())
-                    if top >= 0:  # -1: revoked (see forget)
-                        upto[p] = max(upto.get(p, -1), top + 1)
+                    if top >= 0 and top + 1 > max(upto.get(p, -1),  # -1: revoked (forget)
+                                                  self._committed.get(p, -1)):
+                        upto[p] = top + 1
             if not done.all():
                 kept.append((seq0, parts, offs))
         self._out = kept
-        return {(self.topic, p): o for p, o in upto.items() if self._committed.get(p) != o}
+        return {(self.topic, p): o for p, o in upto.items() if o > self._committed.get(p, -1)}
 
     def mark_committed(self, offsets: dict[tuple[str, int], int]) -> None:
         """``offsets`` are durable (committed directly or in a transaction)."""
