@@ -43,9 +43,10 @@ class Changelog:
         """Queue the checkpoint's records (changed vehicles, tombstones, then one meta record
         per owned partition); the caller flushes (or commits the transaction)."""
         send, topic, n = self._p.send, self.topic, 0
-        for v in cp.vehicles:
-            if v.partition >= 0:
-                send(topic, ck.encode_vehicle(v), v.vehicle_id.encode(), v.partition)
+        vs = cp.vehicles
+        for vid, p, value in zip(vs.ids, vs.partitions, ck.encode_vehicles(vs), strict=True):
+            if p >= 0:
+                send(topic, value, vid.encode(), p)
                 n += 1
         for vid, p in cp.tombstones:
             if p >= 0:

@@ -49,7 +49,7 @@ import numpy as np
 
 from trajstream.model.predictors import Predictor
 from trajstream.stream.admission import NO_TICK, Admission
-from trajstream.stream.checkpoint import Checkpoint, VehicleState
+from trajstream.stream.checkpoint import Checkpoint, VehicleRows, VehicleState
 from trajstream.stream.codec import PositionBatch
 from trajstream.stream.config import EngineConfig
 from trajstream.stream.conflicts import ConflictStage
@@ -254,11 +254,8 @@ class Engine:
         ids = [store.ids[s] for s in slots.tolist()]
         eps = tracker.snapshot(ids) if changed or ids else {}
         rows, rec = store.export_rows(slots)
-        parts = store.partition[slots].tolist()
-        vehicles = [
-            VehicleState(v, p, s, rows[i], rec[i], eps.get(v))  # type: ignore[arg-type]
-            for i, (v, p, s) in enumerate(zip(ids, parts, slots.tolist(), strict=True))
-        ]
+        vehicles = VehicleRows(ids, store.partition[slots].tolist(), slots.tolist(), rows, rec,
+                               eps)
         meta = {
             **self.admission.meta(),
             "next_evict": self.vehicles.next_evict, "newest": self.vehicles.newest_applied_ts,

@@ -292,7 +292,7 @@ class RiskEngine:
                                 state[key]
         meta = {"done": self._done, "prev_t": self.conflicts.tracker.prev_t,
                 "inputs": self._inputs, "per_partition": per}
-        return Checkpoint([], [], meta)
+        return Checkpoint(meta=meta)
 
     def restore(self, vehicles: list[VehicleState], metas: dict[int, dict[str, Any]]) -> None:
         """Partitions assigned: their episodes, released tick and committed progress."""
