@@ -451,21 +451,25 @@ class ConfluentConsumer:
             # close() would wait behind the unanswered commit: leave the handle to the exit
             log.warning("closing Kafka consumer with an offset commit still unanswered")
             return
-        self._c.close()
+        # librdkafka's close leaves the group through the coordinator, without a timeout: with
+        # the broker gone it may wait for good and hold up the exit the stall clock decided.
+        if not _Call(self._c.close, name="kafka-close").done.wait(CLOSE_TIMEOUT_S):
+            log.warning("Kafka consumer still closing after %g s (broker unreachable?): "
+                        "leaving it to the exit", CLOSE_TIMEOUT_S)
 
 
 COMMIT_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 10.0
 
 
 class _Call:
     """``fn(**kw)`` in a daemon thread (never holds up the interpreter's exit)."""
 
-    def __init__(self, fn: Any, **kw: Any) -> None:
+    def __init__(self, fn: Any, name: str = "kafka-commit", **kw: Any) -> None:
         self.done = threading.Event()
         self.result: Any = None
         self.error: BaseException | None = None
-        threading.Thread(target=self._run, args=(fn, kw), daemon=True,
-                         name="kafka-commit").start()
+        threading.Thread(target=self._run, args=(fn, kw), daemon=True, name=name).start()
 
     def _run(self, fn: Any, kw: dict[str, Any]) -> None:
         try:
