@@ -338,3 +338,29 @@ def test_a_flooding_sender_is_capped_per_event_time_bucket():
     assert eng.stats["dense"] == 1000 - (eng.stats["accepted"] - 10)
     assert max(pred.calls) <= 2  # never more than the two vehicles per sub-step
     assert len(pred.calls) <= 5 * 11 + 1  # sub-steps per tick bounded by the cap
+
+
+def test_release_on_evidence_changes_when_alerts_go_out_not_which():
+    """Ordered input (disorder within tick_lateness_s): the same alerts as waiting for the
+    watermark (tick_lateness_s = allowed_lateness_s is the watermark's release), ~0.4 s of
+    event time earlier."""
+    values = crossing_traffic(seed=2, disorder_s=0.04)
+
+    def emitted(cfg: EngineConfig) -> tuple[list[bytes], list[float]]:
+        eng = Engine(cfg, ConstantVelocity(SPEC))
+        out: list[bytes] = []
+        delays: list[float] = []
+        newest = -math.inf
+        for i in range(0, len(values), 16):
+            batch = _batch(values[i: i + 16])
+            newest = max(newest, float(batch.ts.max()))
+            for _, v in eng.process(batch, seq0=i).alerts:
+                out.append(v)
+                delays.append(newest - orjson.loads(v)["ts"])
+        out += [v for _, v in eng.flush().alerts]
+        return out, delays
+
+    early, early_delay = emitted(EngineConfig())
+    late, late_delay = emitted(EngineConfig(tick_lateness_s=0.5))
+    assert early and early == late
+    assert max(early_delay) < 0.2 and min(late_delay) > 0.5
