@@ -6,6 +6,7 @@ without paying for a TensorFlow import.
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import importlib
 import logging
@@ -74,13 +75,23 @@ def cli(log_level: str) -> None:
     )
 
 
+def _dump_stacks_on_sigusr1() -> None:
+    """`kill -USR1 <pid>` prints every thread's stack to stderr and carries on: where a
+    process that seems stuck waits, even inside a Kafka client's C code."""
+    if not hasattr(signal, "SIGUSR1"):
+        return
+    # The process's own stderr (sys.stderr may be a stream without a file, e.g. captured);
+    # without one there are no dumps.
+    if sys.__stderr__ is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one clear error line and a non-zero exit instead of a traceback."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if hasattr(signal, "SIGUSR1"):
-        # `kill -USR1 <pid>` prints every thread's stack to stderr and carries on: where a
-        # process that seems stuck waits, even inside a Kafka client's C code.
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    _dump_stacks_on_sigusr1()
     # numpy is not imported yet: keep BLAS single-threaded. The processor's matmuls are small
     # (hundreds of rows); OpenBLAS threads cost more than they give and spin on busy CPUs
     # (LSTM step 4x the CPU time with 2 threads on the 2-core reference machine).
