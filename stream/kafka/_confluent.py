@@ -312,23 +312,31 @@ class ConfluentConsumer:
     def group_metadata(self) -> Any:
         return self._c.consumer_group_metadata()
 
-    def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+    def _messages(self, max_records: int, timeout_s: float) -> list[Any]:
+        """``consume()``, but not while an offset commit is unanswered: librdkafka's consume
+        then waits behind it, past its own timeout, with the broker gone for good (the stall
+        clock, which ends the process, would never run)."""
+        call = self._commit_call
+        if call is not None and not call.done.wait(timeout_s):
+            raise KafkaUnavailable("an offset commit is still unanswered; not reading until "
+                                   "the broker answers")
         try:
-            msgs = self._consume(num_messages=max_records, timeout=timeout_s)
+            msgs: list[Any] = self._consume(num_messages=max_records, timeout=timeout_s)
+            return msgs
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
             if isinstance(err, KafkaError) and err.fatal():
                 raise _fatal(f"Kafka consumer failed fatally: {err.str()}",
                              fenced=err.code() == KafkaError._FENCED) from exc
             raise KafkaUnavailable(f"Kafka consumer failed: {exc}") from exc
+
+    def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        msgs = self._messages(max_records, timeout_s)
         return [Record(m.topic(), m.partition(), m.offset(), m.key(), m.value(),
                        m.timestamp()[1]) for m in self._valid(msgs)]
 
     def poll_columns(self, max_records: int, timeout_s: float) -> Columns:
-        try:
-            msgs = self._consume(num_messages=max_records, timeout=timeout_s)
-        except KafkaException as exc:
-            raise KafkaUnavailable(f"Kafka consumer failed: {exc}") from exc
+        msgs = self._messages(max_records, timeout_s)
         if any([m.error() is not None for m in msgs]):  # rare: drop or raise as poll does
             msgs = self._valid(msgs)
         # A comprehension per column: several times cheaper than a tuple per message.
