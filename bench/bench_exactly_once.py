@@ -46,13 +46,12 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
     with kafka_broker(a.bootstrap) as bootstrap:
-        a.bootstrap = bootstrap
         d = Path(tempfile.mkdtemp(prefix="bench-eos-data-"))
         pos = d / "positions.jsonl"
         run("simulate", "--vehicles", str(a.vehicles), "--duration", str(a.seconds),
             "--seed", "1", "--no-pace", "--out", str(pos))
         topic = f"bench-eos-{uuid.uuid4().hex[:6]}"
-        run("replay", str(pos), "--bootstrap", a.bootstrap, "--topic", topic, "--no-pace")
+        run("replay", str(pos), "--bootstrap", bootstrap, "--topic", topic, "--no-pace")
         n = sum(1 for _ in pos.open("rb"))
         print(f"{n} positions ({a.vehicles} vehicles, {a.seconds} s), predictor "
               f"{a.predictor}, commit interval {a.commit_interval_s} s")
@@ -63,7 +62,7 @@ def main() -> None:
             for mode, extra in modes.items():
                 g = f"g-{uuid.uuid4().hex[:6]}"
                 t0 = time.monotonic()
-                err = run("process", "--bootstrap", a.bootstrap, "--positions-topic", topic,
+                err = run("process", "--bootstrap", bootstrap, "--positions-topic", topic,
                           "--alerts-topic", f"{topic}-alerts-{g}", "--group", g,
                           "--predictor", a.predictor, "--metrics-port", "0", "--until-end",
                           "--commit-interval-s", a.commit_interval_s, *extra)

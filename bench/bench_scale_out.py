@@ -118,7 +118,6 @@ def main() -> None:
     ap.add_argument("--tile-m", default="1000")
     a = ap.parse_args()
     with kafka_broker(a.bootstrap) as bootstrap:
-        a.bootstrap = bootstrap
         from trajstream.stream.kafka import create_topics
 
         d = Path(tempfile.mkdtemp(prefix="bench-scaling-data-"))
@@ -127,8 +126,8 @@ def main() -> None:
             "--seed", "1", "--no-pace", "--out", str(pos))
         u = uuid.uuid4().hex[:6]
         topic = f"bench-scaling-{u}"
-        create_topics(a.bootstrap, [topic], partitions=a.partitions)
-        run("replay", str(pos), "--bootstrap", a.bootstrap, "--topic", topic, "--no-pace")
+        create_topics(bootstrap, [topic], partitions=a.partitions)
+        run("replay", str(pos), "--bootstrap", bootstrap, "--topic", topic, "--no-pace")
         n = sum(1 for _ in pos.open("rb"))
         print(f"{n} positions ({a.vehicles} vehicles, {a.seconds} s at 10 Hz), "
               f"{a.partitions} partitions, predictor {a.predictor}, {os.cpu_count()} CPUs")
@@ -138,7 +137,7 @@ def main() -> None:
         internal_topic = ""
         for procs in (1, 2):
             group, internal_topic_k = f"g-{u}-{procs}", f"bench-predicted-{u}-{procs}"
-            res = parallel(procs, "process", "--bootstrap", a.bootstrap, "--positions-topic",
+            res = parallel(procs, "process", "--bootstrap", bootstrap, "--positions-topic",
                            topic, "--stage", "predict", "--internal-topic", internal_topic_k,
                            "--group", group, "--predictor", a.predictor, "--tile-m", a.tile_m,
                            "--metrics-port", "0", "--until-end")
@@ -152,19 +151,19 @@ def main() -> None:
                   f"twice after the rebalance]")
             if procs == 1:
                 internal_topic = internal_topic_k
-                vehicles_cl, bytes_cl = changelog_bytes(a.bootstrap, f"{group}-changelog")
+                vehicles_cl, bytes_cl = changelog_bytes(bootstrap, f"{group}-changelog")
         print(f"  2 processes / 1 process: {rates[2] / rates[1]:.2f}x (target 1.6x; on a "
               f"machine whose cores are shared it is what it is); CPU seconds for the same "
               f"positions: {cpu[2] / cpu[1]:.2f}x one process's (1.00x: the work splits "
               f"without overhead, so 2 free cores give 2x)")
 
-        recs, size, rows, distinct = topic_stats(a.bootstrap, internal_topic)
+        recs, size, rows, distinct = topic_stats(bootstrap, internal_topic)
         ticks = a.seconds / 0.2
         print(f"internal topic (tile {a.tile_m} m): {recs} records, {size / 1e6:.1f} MB; "
               f"{size / max(rows, 1):.0f} bytes per vehicle row; halo duplication "
               f"{rows / max(distinct, 1):.2f} rows per vehicle-tick; "
               f"{distinct / ticks:.0f} vehicles per tick")
-        err = run("process", "--bootstrap", a.bootstrap, "--stage", "risk", "--internal-topic",
+        err = run("process", "--bootstrap", bootstrap, "--stage", "risk", "--internal-topic",
                   internal_topic, "--positions-topic", topic, "--group", f"g-{u}-1",
                   "--alerts-topic", f"bench-alerts-{u}", "--tile-m", a.tile_m,
                   "--metrics-port", "0", "--until-end")
