@@ -386,6 +386,45 @@ def test_overlap_probability_of_aligned_boxes_is_the_product_of_two_normals() ->
     assert same[0] == pytest.approx(1.0)
 
 
+def _overlap_probability_by_axes(dx, dy, ax, ay, la, wa, bx, by, lb, wb, sa_lon, sa_lat,
+                                 sb_lon, sb_lat):  # type: ignore[no-untyped-def]
+    """The textbook form: both errors projected on each of the four box axes."""
+    c, s = np.abs(ax * bx + ay * by), np.abs(ax * by - ay * bx)
+
+    def cdf(z):  # type: ignore[no-untyped-def]
+        x = np.abs(z) / math.sqrt(2.0)
+        k = 1.0 / (1.0 + 0.3275911 * x)
+        poly = k * (0.254829592 + k * (-0.284496736 + k * (1.421413741 + k * (
+            -1.453152027 + k * 1.061405429))))
+        return 0.5 * (1.0 + np.sign(z) * (1.0 - poly * np.exp(-x * x)))
+
+    def axis(ux, uy, r):  # type: ignore[no-untyped-def]
+        along_a, across_a = ax * ux + ay * uy, ax * uy - ay * ux
+        along_b, across_b = bx * ux + by * uy, bx * uy - by * ux
+        sd = np.sqrt(sa_lon * sa_lon * along_a * along_a + sa_lat * sa_lat * across_a * across_a
+                     + sb_lon * sb_lon * along_b * along_b + sb_lat * sb_lat * across_b * across_b)
+        sd = np.maximum(sd, 1e-6)
+        p = dx * ux + dy * uy
+        return cdf((r - p) / sd) - cdf((-r - p) / sd)
+
+    return np.minimum(axis(ax, ay, la + lb * c + wb * s) * axis(-ay, ax, wa + lb * s + wb * c),
+                      axis(bx, by, lb + la * c + wa * s) * axis(-by, bx, wb + la * s + wa * c))
+
+
+def test_overlap_probability_is_the_per_axis_projection_to_the_bit() -> None:
+    # the four-product form (alerts byte-identical to the projection on each axis)
+    rng = np.random.default_rng(7)
+    n = 50000
+    ha, hb = rng.uniform(-4.0, 4.0, (2, n))
+    ha[:50] = hb[:50] = 0.0  # aligned, and exact zeros in the projections
+    args = (rng.normal(0, 8, n), rng.normal(0, 8, n), np.cos(ha), np.sin(ha),
+            rng.uniform(0.5, 4, n), rng.uniform(0.5, 2, n), np.cos(hb), np.sin(hb),
+            rng.uniform(0.5, 4, n), rng.uniform(0.5, 2, n), *rng.uniform(0, 5, (4, n)))
+    got, want = overlap_probability(*args), _overlap_probability_by_axes(*args)
+    assert np.array_equal(got, want)
+    assert float(overlap_probability(*(float(v[0]) for v in args))) == want[0]
+
+
 def test_encounter_probability_is_about_the_miss_distance_only() -> None:
     # crossing at right angles: a along +x, b along +y; relative motion along (-1, 1)
     one = np.ones(1)
