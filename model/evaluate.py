@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from trajstream.errors import ConfigError
+from trajstream.model.calibration import GAUSSIAN_WITHIN, RAYLEIGH_MEDIAN, calibration
 from trajstream.model.data import (
     Replay,
     Side,
@@ -34,10 +35,12 @@ HORIZONS_S: tuple[int, ...] = (1, 2, 3, 4)
 
 @dataclass
 class Evaluation:
-    """Per-point Euclidean errors (n_valid, P) per predictor and a few example paths."""
+    """Per-point Euclidean errors (n_valid, P) per predictor, the predicted 1-sigma of the
+    same points for predictors that give one, and a few example paths."""
 
     spec: PathSpec
     errors: dict[str, np.ndarray]
+    sigmas: dict[str, np.ndarray] = field(default_factory=dict)
     example_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     example_paths: dict[str, np.ndarray] = field(default_factory=dict)
     example_targets: np.ndarray | None = None
@@ -48,8 +51,9 @@ class Evaluation:
         return int(next(iter(self.errors.values())).shape[0]) if self.errors else 0
 
     def summary(self) -> dict:
-        """The evaluate command's JSON: RMSE at 1..4 s, ADE and FDE (metres) per model."""
-        models = {}
+        """The evaluate command's JSON: RMSE at 1..4 s, ADE and FDE (metres) per model, and
+        for a model with a sigma its calibration (model/calibration.py)."""
+        models: dict[str, dict] = {}
         for name, err in self.errors.items():
             rmse = {}
             for h in HORIZONS_S:
@@ -61,6 +65,9 @@ class Evaluation:
                 "ade": _r(float(err.mean()) if err.size else np.nan),
                 "fde": _r(float(err[:, -1].mean()) if err.size else np.nan),
             }
+            if name in self.sigmas:
+                models[name]["sigma"] = calibration(err, self.sigmas[name], self.spec,
+                                                    HORIZONS_S)
         return {"models": models, "predictions": self.count}
 
 
@@ -84,6 +91,8 @@ def run_predictors(
     states = {p.name: np.zeros((nveh, p.state_dim), np.float32) for p in predictors}
     out_row = np.cumsum(valid) - 1  # row of each valid record in the error arrays
     errors = {p.name: np.zeros((int(valid.sum()), spec.points), np.float32) for p in predictors}
+    sigmas = {p.name: np.zeros((int(valid.sum()), spec.points), np.float32) for p in predictors
+              if hasattr(p, "step_full")}
     examples = _pick_examples(rep, valid, n_examples, seed)
     ex_pos = {int(r): i for i, r in enumerate(examples)}
     ex_paths = {p.name: np.zeros((examples.size, spec.points, 2)) for p in predictors}
@@ -101,14 +110,17 @@ def run_predictors(
             st = states[p.name]
             rows = st[slots]
             rows[k.first] = 0.0
-            if getattr(p, "uses_neighbours", False):
-                paths, new_rows = p.step(k, rows, rep.neighbours[idx])  # type: ignore[call-arg]
+            nb = (rep.neighbours[idx],) if getattr(p, "uses_neighbours", False) else ()
+            if p.name in sigmas:
+                paths, new_rows, sig = p.step_full(k, rows, *nb)  # type: ignore[attr-defined]
             else:
-                paths, new_rows = p.step(k, rows)
+                paths, new_rows = p.step(k, rows, *nb)  # type: ignore[call-arg]
             st[slots] = new_rows
             if v.any():
                 d = paths[v] - targets[idx[v]]
                 errors[p.name][out_row[idx[v]]] = np.hypot(d[..., 0], d[..., 1])
+                if p.name in sigmas:
+                    sigmas[p.name][out_row[idx[v]]] = sig[v]
             for j, e in hit:
                 ex_paths[p.name][e] = paths[j]
     history = []
@@ -118,7 +130,7 @@ def run_predictors(
         past = same & (pos.ts <= t) & (pos.ts >= t - 3.0)
         history.append(np.stack([pos.x[past], pos.y[past]], -1))
     return Evaluation(
-        spec=spec, errors=errors, example_index=examples, example_paths=ex_paths,
+        spec=spec, errors=errors, sigmas=sigmas, example_index=examples, example_paths=ex_paths,
         example_targets=targets[examples] if examples.size else None, example_history=history,
     )
 
@@ -182,7 +194,9 @@ def merge(evs: Sequence[Evaluation]) -> Evaluation:
     """The evaluations of several files as one (errors pooled; the first one's examples)."""
     first = evs[0]
     errors = {k: np.concatenate([e.errors[k] for e in evs]) for k in first.errors}
-    return Evaluation(spec=first.spec, errors=errors, example_index=first.example_index,
+    sigmas = {k: np.concatenate([e.sigmas[k] for e in evs]) for k in first.sigmas}
+    return Evaluation(spec=first.spec, errors=errors, sigmas=sigmas,
+                      example_index=first.example_index,
                       example_paths=first.example_paths, example_targets=first.example_targets,
                       example_history=first.example_history)
 
@@ -202,6 +216,24 @@ def format_table(source: str, summary: dict) -> list[str]:
             r4 = m["rmse"].get(hs[-1])
             row += f"{(f'{r4 / cv4:.2f}x' if r4 is not None else '-'):>10s}"
         lines.append(row)
+    for name, m in summary["models"].items():
+        if "sigma" in m:
+            lines += _calibration_lines(name, m["sigma"], hs, w)
+    return lines
+
+
+def _calibration_lines(name: str, cal: dict, hs: list[str], w: int) -> list[str]:
+    """A model's sigma against its errors: median |error| / sigma and the share within
+    1 and 2 sigma per horizon, a calibrated Gaussian's figures beside."""
+    rows = [("median |e|/sigma", "median_z", f"{RAYLEIGH_MEDIAN:.2f}", "{:.2f}"),
+            ("within 1 sigma", "within_1", f"{GAUSSIAN_WITHIN[1]:.0%}", "{:.0%}"),
+            ("within 2 sigma", "within_2", f"{GAUSSIAN_WITHIN[2]:.0%}", "{:.0%}")]
+    lines = [f"{name} sigma calibration" + " " * max(1, w + 10 - len(name) - 19)
+             + "".join(f"{h + ' s':>10s}" for h in hs) + f"{'Gaussian':>10s}"]
+    for label, key, ideal, fmt in rows:
+        cells = [cal.get(h, {}).get(key) for h in hs]
+        lines.append(f"  {label:{w + 8}s}" + "".join(
+            f"{('-' if c is None else fmt.format(c)):>10s}" for c in cells) + f"{ideal:>10s}")
     return lines
 
 

@@ -211,6 +211,7 @@ class LstmPredictor:
         self.backend = backend
         self._offsets = spec.offsets_s
         self._fw = _Folded(weights)
+        self._sigma_scale = np.asarray(weights.sigma_scale, np.float32)
         self._p = cfg.points
         if backend == "numpy":
             self._core = lambda x, s: _numpy_core(self._fw, x, s)
@@ -235,7 +236,8 @@ class LstmPredictor:
     def step_full(
         self, kin: Kinematics, state: np.ndarray, neighbours: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Like :meth:`step`, also returning a 1-sigma position uncertainty (n, P) in metres."""
+        """Like :meth:`step`, also returning a 1-sigma position uncertainty (n, P) in metres:
+        the network's, times the weights' calibration scale per point (model/calibration.py)."""
         state = np.asarray(state, np.float32)
         if kin.first.any():
             state = state.copy()
@@ -245,6 +247,7 @@ class LstmPredictor:
         p = self._p
         paths = _world_paths(kin, self._offsets, out[:, 0 : 2 * p : 2], out[:, 1 : 2 * p : 2])
         sigma = np.exp(np.clip(out[:, 2 * p :], -4.0, 4.0))
+        sigma *= self._sigma_scale
         return paths, new_state, sigma
 
     def step(

@@ -11,6 +11,7 @@ future is not fully covered by fixes are masked.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -522,6 +523,7 @@ def run_training(
 
     from tqdm import tqdm
 
+    from trajstream.model.calibration import fit_sigma_scale
     from trajstream.model.card import acceptance, plot_history, write_model_card
     from trajstream.model.evaluate import Evaluation, merge, run_predictors, write_plots
     from trajstream.model.predictors import ConstantTurnRate, ConstantVelocity, Predictor
@@ -585,12 +587,20 @@ def run_training(
                 continue
             tg, valid = future_positions(rep, spec.offsets_s)
             ev = run_predictors(rep, predictors, tg, valid, n_examples=6, seed=cfg.seed)
-            describe(part, rep, ev.count)
+            if split == "test":  # the validation files are described by their windows
+                describe(part, rep, ev.count)
             evs[part.source] = merge([evs[part.source], ev]) if part.source in evs else ev
         return evs
 
     log.info("evaluating (stateful replay) on the validation and test sets")
-    val = merge(list(evaluate("val").values())).summary()
+    val_ev = merge(list(evaluate("val").values()))
+    # the sigma's calibration scale, fitted on validation (model/calibration.py)
+    raw_sigma = val_ev.summary()["models"]["lstm"]["sigma"]
+    scale = fit_sigma_scale(val_ev.errors["lstm"], val_ev.sigmas["lstm"])
+    weights = dataclasses.replace(weights, sigma_scale=scale)
+    val_ev.sigmas["lstm"] = val_ev.sigmas["lstm"] * scale
+    val = val_ev.summary()
+    predictors[0] = LstmPredictor(weights, spec)
     test_evs = evaluate("test")
     tests = {name: ev.summary() for name, ev in test_evs.items()}
     kinds = {p.source: _kind(p, plan) for p in parts}
@@ -598,7 +608,7 @@ def run_training(
     out_dir.mkdir(parents=True, exist_ok=True)
     best = int(np.argmin(history["val_rmse_m"])) + 1
     meta = dict(weights.meta, tests=tests, val=val, best_epoch=best)
-    weights = LstmWeights(**{**weights.__dict__, "meta": meta})
+    weights = dataclasses.replace(weights, meta=meta)
     weights.save(out_dir / "lstm.npz")
     plot_history(history, out_dir / "training_curves.png")
     write_plots(test_evs, out_dir)
@@ -629,6 +639,8 @@ def run_training(
         "kinds": kinds,
         "tests": tests,
         "val": val,
+        "sigma_calibration": {"scale": [round(float(v), 4) for v in scale],
+                              "uncalibrated": raw_sigma},
         "history": history,
         "acceptance": acceptance(tests, kinds),
     }

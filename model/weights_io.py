@@ -41,6 +41,9 @@ _ARRAYS = (
     "out_b",  # (3P,)
     "out_scale",  # (3P,)  metres per unit of network output (1 for log-sigmas)
 )
+# Optional (files written before it load with ones): per point, the factor that turns the
+# network's sigma into a calibrated one (model/calibration.py; fitted on validation data).
+_OPTIONAL = {"sigma_scale": 1.0}
 
 
 @dataclass(frozen=True)
@@ -58,12 +61,19 @@ class LstmWeights:
     out_w: np.ndarray
     out_b: np.ndarray
     out_scale: np.ndarray
+    sigma_scale: np.ndarray | None = None  # (P,); None: uncalibrated (ones)
     meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.sigma_scale is None:
+            object.__setattr__(self, "sigma_scale",
+                               np.ones(self.config.points, np.float32))
 
     def save(self, path: str | Path) -> None:
         header = {"format": FORMAT, "config": asdict(self.config), "meta": self.meta}
         arrays: dict[str, np.ndarray] = {"header": np.array(json.dumps(header))}
-        arrays.update({name: np.asarray(getattr(self, name), np.float32) for name in _ARRAYS})
+        arrays.update({name: np.asarray(getattr(self, name), np.float32)
+                       for name in (*_ARRAYS, *_OPTIONAL)})
         np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
 
     @staticmethod
@@ -78,6 +88,8 @@ class LstmWeights:
                                       f"{', '.join(missing)}")
                 header = json.loads(str(npz["header"]))
                 arrays = {name: npz[name].astype(np.float32) for name in _ARRAYS}
+                arrays.update({name: npz[name].astype(np.float32) for name in _OPTIONAL
+                               if name in npz.files})
         except ConfigError:
             raise
         except OSError as exc:
@@ -101,13 +113,16 @@ def _expected_shapes(c: NetworkConfig) -> dict[str, tuple[int, ...]]:
     u, f, h, p = c.units, c.n_features, c.head_units, c.points
     return {"feat_mean": (f,), "feat_std": (f,), "kernel": (f, 4 * u),
             "recurrent": (u, 4 * u), "bias": (4 * u,), "hidden_w": (u + f, h),
-            "hidden_b": (h,), "out_w": (h, 3 * p), "out_b": (3 * p,), "out_scale": (3 * p,)}
+            "hidden_b": (h,), "out_w": (h, 3 * p), "out_b": (3 * p,), "out_scale": (3 * p,),
+            "sigma_scale": (p,)}
 
 
 def _check_arrays(path: str | Path, config: NetworkConfig,
                   arrays: dict[str, np.ndarray]) -> None:
     """Shapes as the header's network, every value finite, feature scales positive."""
     for name, shape in _expected_shapes(config).items():
+        if name not in arrays:
+            continue  # an optional array the file does not hold
         got = arrays[name].shape
         if got != shape:
             raise ConfigError(f"{path}: array {name} has shape {got}, the network in the "
@@ -116,3 +131,5 @@ def _check_arrays(path: str | Path, config: NetworkConfig,
             raise ConfigError(f"{path}: array {name} holds NaN or infinite values")
     if not (arrays["feat_std"] > 0).all():
         raise ConfigError(f"{path}: feat_std must be > 0")
+    if "sigma_scale" in arrays and not (arrays["sigma_scale"] > 0).all():
+        raise ConfigError(f"{path}: sigma_scale must be > 0")

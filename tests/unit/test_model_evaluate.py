@@ -115,12 +115,23 @@ def test_evaluate_command_prints_schema_and_plots(small_file, tmp_path):
     assert set(out) == {"models", "predictions"}
     assert out["predictions"] > 100
     assert set(out["models"]) == {"lstm", "cv", "ctrv"}
-    for m in out["models"].values():
-        assert set(m) == {"rmse", "ade", "fde"}
+    for name, m in out["models"].items():
+        # the LSTM's sigma against its own errors; the baselines give no sigma
+        assert set(m) == {"rmse", "ade", "fde"} | ({"sigma"} if name == "lstm" else set())
         assert set(m["rmse"]) == {"1", "2", "3", "4"}
         assert all(v > 0 for v in m["rmse"].values())
         assert m["rmse"]["1"] < m["rmse"]["4"]
     assert out["models"]["lstm"]["fde"] != out["models"]["cv"]["fde"]
+    cal = out["models"]["lstm"]["sigma"]
+    assert set(cal) == {"1", "2", "3", "4"}
+    for c in cal.values():
+        assert c["median_z"] > 0 and 0 < c["within_1"] <= c["within_2"] <= 1
+    res = CliRunner().invoke(model_cli, ["evaluate", "--data", str(small_file)])
+    assert res.exit_code == 0, res.output
+    text = res.output.splitlines()
+    at = next(i for i, ln in enumerate(text) if ln.startswith("lstm sigma calibration"))
+    assert text[at + 2].split()[:3] == ["within", "1", "sigma"]
+    assert text[at + 3].split()[-1] == "86%"  # the Gaussian's share beside the model's
     for png in ("error_by_horizon.png", "examples.png"):
         assert (tmp_path / "plots" / png).read_bytes()[:4] == b"\x89PNG"
 

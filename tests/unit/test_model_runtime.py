@@ -3,6 +3,7 @@ and load_predictor serves the shipped weights."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -78,8 +79,11 @@ def test_step_matches_keras_sequence(weights, sequences, around, backend):
     """One fix at a time through the runtime == the Keras RNN over the whole sequence.
 
     Compared in the network's own output units (the last Dense layer, before the fixed
-    per-point metre scale) and on h/c at 1e-5 (relative for c); absolute paths at 0.1 mm.
+    per-point metre scale) and on h/c at 1e-5 (relative for c); absolute paths at 0.1 mm;
+    sigmas (the network's times the weights' calibration scale) at 1e-5 relative.
     """
+    scale = np.linspace(0.5, 1.5, weights.config.points).astype(np.float32)
+    weights = dataclasses.replace(weights, sigma_scale=scale)
     pred = LstmPredictor(weights, backend=backend)
     p = weights.config.points
     u = weights.config.units
@@ -89,7 +93,11 @@ def test_step_matches_keras_sequence(weights, sequences, around, backend):
         out, _ = pred.core(_features(weights, kin, around[t]), state)
         np.testing.assert_allclose(out / weights.out_scale, seq_out[:, t] / weights.out_scale,
                                    rtol=0, atol=1e-5, err_msg=f"step {t}")
-        paths, state = pred.step(kin, state, around[t])
+        paths, new_state, sigma = pred.step_full(kin, state, around[t])
+        np.testing.assert_array_equal(pred.step(kin, state, around[t])[0], paths)
+        state = new_state
+        expect_sigma = np.exp(np.clip(seq_out[:, t, 2 * p :], -4.0, 4.0)) * scale
+        np.testing.assert_allclose(sigma, expect_sigma, rtol=1e-5, err_msg=f"step {t}")
         local = cv_local(kin.speed, pred.spec.offsets_s) + seq_out[:, t, : 2 * p].reshape(-1, p, 2)
         expect = to_world(kin.x, kin.y, kin.heading, local)
         np.testing.assert_allclose(paths, expect, rtol=0, atol=1e-4, err_msg=f"step {t}")
@@ -141,6 +149,33 @@ def test_load_predictor_shipped_weights(sequences):
     _, _, sigma = pred.step_full(sequences[-1], state)
     assert sigma.shape == (6, 20) and (sigma > 0).all()
     assert load_predictor("cv").name == "cv" and load_predictor("ctrv").state_dim == 0
+
+
+def test_sigma_scale_round_trips_and_old_files_load_uncalibrated(weights, tmp_path):
+    p = weights.config.points
+    assert weights.sigma_scale.shape == (p,)
+    old = tmp_path / "old.npz"  # a file from before the calibration: no sigma_scale array
+    with np.load(SHIPPED_WEIGHTS) as npz:
+        np.savez(old, **{k: npz[k] for k in npz.files if k != "sigma_scale"})
+    np.testing.assert_array_equal(LstmWeights.load(old).sigma_scale, np.ones(p))
+    scaled = dataclasses.replace(weights, sigma_scale=np.full(p, 0.7, np.float32))
+    scaled.save(tmp_path / "scaled.npz")
+    back = LstmWeights.load(tmp_path / "scaled.npz")
+    np.testing.assert_array_equal(back.sigma_scale, scaled.sigma_scale)
+    _, _, s1 = LstmPredictor(weights).step_full(*_first_step(weights))
+    _, _, s2 = LstmPredictor(back).step_full(*_first_step(weights))
+    np.testing.assert_allclose(s2, 0.7 * s1 / weights.sigma_scale, rtol=1e-6)
+    for bad in (np.zeros(p), np.ones(p + 1)):
+        dataclasses.replace(weights, sigma_scale=bad.astype(np.float32)).save(tmp_path / "b.npz")
+        with pytest.raises(ConfigError, match="sigma_scale"):
+            LstmWeights.load(tmp_path / "b.npz")
+
+
+def _first_step(weights: LstmWeights) -> tuple[Kinematics, np.ndarray]:
+    recs = synthetic_records(3, vehicles=4, duration_s=3.0)
+    rep = replay(event_time_order(parse_positions(orjson.dumps(r) for r in recs)[0]))
+    return rep.kin.take(rep.groups[0]), np.zeros((rep.groups[0].size, 2 * weights.config.units),
+                                                 np.float32)
 
 
 def test_load_predictor_errors(tmp_path):

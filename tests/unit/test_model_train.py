@@ -97,6 +97,14 @@ def test_train_command_writes_weights_card_and_plots(tiny_files, tmp_path):
     assert "| lstm |" in card and "Acceptance" in card
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert metrics["tests"] == tests and metrics["epochs_run"] == 2
+    # the sigma scale fitted on validation ships in the weights and makes the validation
+    # sigma hold the Gaussian's share of errors within 2 sigma
+    scale = metrics["sigma_calibration"]["scale"]
+    np.testing.assert_allclose(w.sigma_scale, scale, rtol=1e-4)
+    assert not np.allclose(scale, 1.0)
+    # (1 s: this 2-epoch network's sigma at 4 s is off by more than the scale's bound of 10)
+    assert abs(metrics["val"]["models"]["lstm"]["sigma"]["1"]["within_2"] - 0.8647) < 0.02
+    assert "## Sigma calibration" in card and "| within 2 sigma |" in card
     assert set(metrics["acceptance"]) == {"test", "passed"}
     for png in ("training_curves.png", "error_by_horizon.png", "examples.png"):
         assert (out_dir / png).stat().st_size > 1000

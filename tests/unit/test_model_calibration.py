@@ -1,0 +1,64 @@
+"""The sigma calibration: its figures on errors of known distribution, and the fitted scale."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trajstream.model.calibration import (
+    GAUSSIAN_WITHIN,
+    RAYLEIGH_MEDIAN,
+    calibration,
+    fit_sigma_scale,
+)
+from trajstream.model.predictors import PathSpec
+
+
+def _gaussian_errors(rng: np.random.Generator, sigma: np.ndarray, n: int) -> np.ndarray:
+    """Euclidean errors of a 2-D Gaussian with per-axis sigma (n, P)."""
+    xy = rng.normal(0.0, 1.0, (n, sigma.shape[-1], 2)) * sigma[..., None]
+    return np.hypot(xy[..., 0], xy[..., 1])
+
+
+def test_calibrated_gaussian_shows_the_reference_figures():
+    rng = np.random.default_rng(1)
+    spec = PathSpec()
+    sigma = rng.uniform(0.2, 3.0, (40_000, spec.points))  # a different sigma per prediction
+    cal = calibration(_gaussian_errors(rng, sigma, 40_000), sigma, spec, (1, 2, 3, 4))
+    assert set(cal) == {"1", "2", "3", "4"}
+    for c in cal.values():
+        assert abs(c["median_z"] - RAYLEIGH_MEDIAN) < 0.02
+        assert abs(c["within_1"] - GAUSSIAN_WITHIN[1]) < 0.01
+        assert abs(c["within_2"] - GAUSSIAN_WITHIN[2]) < 0.01
+
+
+def test_fitted_scale_undoes_a_wrong_sigma_per_point():
+    rng = np.random.default_rng(2)
+    p = 20
+    true = rng.uniform(0.5, 2.0, (30_000, p))
+    wrong = np.linspace(0.5, 2.0, p)  # the predictor's sigma off by this factor per point
+    err = _gaussian_errors(rng, true, 30_000)
+    scale = fit_sigma_scale(err, true / wrong)
+    assert scale.shape == (p,) and scale.dtype == np.float32
+    np.testing.assert_allclose(scale, wrong, rtol=0.03)
+    cal = calibration(err, true / wrong * scale, PathSpec(), (4,))
+    assert abs(cal["4"]["within_2"] - GAUSSIAN_WITHIN[2]) < 0.005
+
+
+def test_heavy_tails_fit_the_two_sigma_share_not_the_median():
+    """A mixture of small errors and a few large misses (real traffic): the scale puts 86.5%
+    within 2 sigma, and the median error is then well below the Gaussian's."""
+    rng = np.random.default_rng(3)
+    sigma = np.ones((20_000, 1))
+    err = _gaussian_errors(rng, sigma, 20_000)
+    err[:3000] *= 6.0  # 15% large misses
+    scale = fit_sigma_scale(err, sigma)
+    cal = calibration(err, sigma * scale, PathSpec(step_s=4.0), (4,))["4"]
+    assert abs(cal["within_2"] - GAUSSIAN_WITHIN[2]) < 0.005
+    assert cal["median_z"] < 0.8 * RAYLEIGH_MEDIAN
+
+
+def test_no_predictions_give_ones_and_empty_figures():
+    empty = np.zeros((0, 20))
+    np.testing.assert_array_equal(fit_sigma_scale(empty, empty), np.ones(20))
+    assert calibration(empty, empty, PathSpec(), (1,)) == {
+        "1": {"median_z": None, "within_1": None, "within_2": None}}
