@@ -134,10 +134,11 @@ def _engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
              help="Consecutive assessments a conflict must persist before its first alert."),
         _opt("--max-batch-records", env="MAX_BATCH_RECORDS", default=DEFAULTS.max_batch_records,
              type=click.IntRange(min=1),
-             help="A micro-batch closes at this many records (throughput vs latency)..."),
+             help="A micro-batch takes at most this many of the records that have arrived."),
         _opt("--max-batch-wait-ms", env="MAX_BATCH_WAIT_MS", default=DEFAULTS.max_batch_wait_ms,
              type=click.IntRange(min=0),
-             help="...or after waiting this long for records, whichever comes first."),
+             help="How long a poll waits for the first record (a batch is what has "
+             "arrived, never held back to fill up)."),
         _opt("--metrics-port", env="METRICS_PORT", default=DEFAULTS.metrics_port,
              type=click.IntRange(0, 65535),
              help="Serve Prometheus metrics on this port (0 = off)."),

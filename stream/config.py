@@ -201,8 +201,10 @@ class ProcessorConfig:
     Exactly one source: ``kafka`` (``bootstrap`` + ``positions_topic``), ``file``
     (``input_path``, read to the end) or ``memory`` (the demo's in-process queue). Outputs
     follow the source: Kafka topics for Kafka, JSONL files (``-`` = stdout) otherwise.
-    ``max_batch_records`` / ``max_batch_wait_ms`` trade latency for throughput: a batch
-    closes at whichever comes first. ``kafka_config`` is passed to every Kafka client as is
+    A poll returns what has arrived, up to ``max_batch_records``, as soon as there is
+    something, and waits at most ``max_batch_wait_ms`` for the first record: batches grow
+    with the load (what arrived while the previous one was processed), never by waiting.
+    ``kafka_config`` is passed to every Kafka client as is
     (security settings belong there), ``consumer_config``/``producer_config``/
     ``admin_config`` to that role's client only.
     Fault tolerance (Kafka only): ``changelog`` keeps per-vehicle state in a compacted topic

@@ -321,7 +321,14 @@ class ConfluentConsumer:
             raise KafkaUnavailable("an offset commit is still unanswered; not reading until "
                                    "the broker answers")
         try:
-            msgs: list[Any] = self._consume(num_messages=max_records, timeout=timeout_s)
+            # What has arrived, without waiting to fill the batch: consume(n, timeout) waits
+            # until n messages or the timeout, which at a live rate below n per poll added up
+            # to the whole wait to every record (as the other sources, wait only for the first).
+            msgs: list[Any] = self._consume(num_messages=max_records, timeout=0)
+            if not msgs and timeout_s > 0:
+                msgs = self._consume(num_messages=1, timeout=timeout_s)
+                if msgs and max_records > 1:
+                    msgs += self._consume(num_messages=max_records - 1, timeout=0)
             return msgs
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
