@@ -709,12 +709,19 @@ def _exact(
     sig0 = (slon[fa_e], slat[fa_e], slon[fb_e], slat[fb_e])
     sig1 = (slon[fa_e + 1], slat[fa_e + 1], slon[fb_e + 1], slat[fb_e + 1])
 
+    # Below warning_probability a probability only counts for a pair's own p_max, which
+    # only a following pair reports (it alerts on kinematics, whatever its probability):
+    # for the others an upper bound under warning_probability is as good (and cheaper).
+    below = np.where(frame.following[entry_pair[e]], 0.0, cfg.warning_probability)
+
     def prob(fr: np.ndarray | float, k: np.ndarray | slice = slice(None)) -> np.ndarray:
-        """Overlap probability of entries ``e[k]`` at fractions ``fr`` of their intervals."""
+        """Overlap probability of entries ``e[k]`` at fractions ``fr`` of their intervals
+        (where under warning_probability, maybe an upper bound: ``below``)."""
         def at(v0: np.ndarray, v1: np.ndarray) -> np.ndarray:
             return v0[k] + fr * (v1[k] - v0[k])
         return overlap_probability(at(ex0, ex1), at(ey0, ey1), *(v[k] for v in boxes),
-                                   *(at(s0, s1) for s0, s1 in zip(sig0, sig1, strict=True)))
+                                   *(at(s0, s1) for s0, s1 in zip(sig0, sig1, strict=True)),
+                                   below=below[k])
 
     hit_e = hit[e]
     f_mid = np.where(hit_e, 0.5 * (f_in[e] + f_out[e]), 0.0)
@@ -910,6 +917,7 @@ def overlap_probability(
     dx: np.ndarray, dy: np.ndarray, ax: np.ndarray, ay: np.ndarray, la: np.ndarray,
     wa: np.ndarray, bx: np.ndarray, by: np.ndarray, lb: np.ndarray, wb: np.ndarray,
     sa_lon: np.ndarray, sa_lat: np.ndarray, sb_lon: np.ndarray, sb_lat: np.ndarray,
+    *, below: np.ndarray | float | None = None,
 ) -> np.ndarray:
     """Probability that two rectangles overlap when each centre is off by a Gaussian error.
 
@@ -925,6 +933,10 @@ def overlap_probability(
     exact zero, and the other's are the pair's dot and cross product (up to sign), so four
     products give all sixteen projections; the result is the same to the bit as projecting
     each error on each axis.
+
+    With ``below`` (1-D inputs), where a's frame alone is under ``below`` the result is that
+    frame, an upper bound still under it, and b's frame is not computed: for callers that
+    only need the exact figure where it reaches ``below``.
     """
     dot = ax * bx + ay * by  # a's heading on b's axis and b's on a's
     cross = ax * by - ay * bx  # b's heading across a's axis (minus: a's across b's)
@@ -941,11 +953,24 @@ def overlap_probability(
                     dx * ax + dy * ay, la + lb * c + wb * s)
                * axis(va_lat * na * na + vb_lon * cross * cross + vb_lat * dot * dot,
                       dy * ax - dx * ay, wa + lb * s + wb * c))
+    if below is None:
+        k: slice | np.ndarray = slice(None)
+    else:
+        k = np.flatnonzero(frame_a >= below)
+        dx, dy, bx, by, la, wa, lb, wb, dot, cross, nb, c, s = (
+            v if np.ndim(v) == 0 else v[k]
+            for v in (dx, dy, bx, by, la, wa, lb, wb, dot, cross, nb, c, s))
+        va_lon, va_lat, vb_lat = (v if np.ndim(v) == 0 else v[k] for v in (va_lon, va_lat, vb_lat))
+        vb_lon = vb_lon if np.ndim(vb_lon) == 0 else vb_lon[k]
     frame_b = (axis(va_lon * dot * dot + va_lat * cross * cross + vb_lon * nb * nb,
                     dx * bx + dy * by, lb + la * c + wa * s)
                * axis(va_lon * cross * cross + va_lat * dot * dot + vb_lat * nb * nb,
                       dy * bx - dx * by, wb + la * s + wa * c))
-    return np.minimum(frame_a, frame_b)
+    if below is None:
+        return np.minimum(frame_a, frame_b)
+    out = frame_a.copy()
+    out[k] = np.minimum(frame_a[k], frame_b)
+    return out
 
 
 def encounter_probability(

@@ -423,6 +423,11 @@ def test_overlap_probability_is_the_per_axis_projection_to_the_bit() -> None:
     got, want = overlap_probability(*args), _overlap_probability_by_axes(*args)
     assert np.array_equal(got, want)
     assert float(overlap_probability(*(float(v[0]) for v in args))) == want[0]
+    # with ``below``: exact where it reaches it, an upper bound under it elsewhere
+    bound = overlap_probability(*args, below=0.3)
+    reach = want >= 0.3
+    assert reach.sum() > 100 and np.array_equal(bound[reach], want[reach])
+    assert np.all(bound[~reach] < 0.3) and np.all(bound[~reach] >= want[~reach])
 
 
 def test_encounter_probability_is_about_the_miss_distance_only() -> None:
