@@ -8,8 +8,9 @@ next. A per-point scale fitted on validation data pins it to one meaning: as man
 fall within 2 sigma as a 2-D Gaussian's (86.5%). Real errors are heavier-tailed than a
 Gaussian (at 4 s their median is only ~0.65 sigma while ~88% are within 2 sigma), so no
 single scale matches both; the 2-sigma share is the one a collision warner depends on: how
-often a vehicle ends up far from where it was predicted. The median of ``|error| / sigma``
-and the 1-sigma share are reported beside it.
+often a vehicle ends up far from where it was predicted. Every validation source counts
+alike (a simulated city holds ~50x the predictions of the recorded validation). The median
+of ``|error| / sigma`` and the 1-sigma share are reported beside it.
 """
 
 from __future__ import annotations
@@ -24,15 +25,31 @@ GAUSSIAN_WITHIN = {1: float(1.0 - np.exp(-0.5)), 2: float(1.0 - np.exp(-2.0))}
 SCALE_BOUNDS = (0.1, 10.0)
 
 
-def fit_sigma_scale(errors: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
+def fit_sigma_scale(errors: np.ndarray, sigmas: np.ndarray,
+                    weights: np.ndarray | None = None) -> np.ndarray:
     """Per point (P,): the factor that puts the Gaussian's share of ``errors`` within
     ``2 * factor * sigmas``. ``errors`` and ``sigmas`` (n, P) are Euclidean errors and the
-    sigmas the predictor gave for them; ones when there is no prediction."""
+    sigmas the predictor gave for them, ``weights`` (n,) what each prediction counts (None:
+    alike; see :func:`per_source_weights`); ones when there is no prediction."""
     if not len(errors):
         return np.ones(errors.shape[1], np.float32)
     z = errors.astype(np.float64) / np.maximum(sigmas.astype(np.float64), 1e-6)
-    scale = np.quantile(z, GAUSSIAN_WITHIN[2], axis=0) / 2.0
+    if weights is None:
+        scale = np.quantile(z, GAUSSIAN_WITHIN[2], axis=0) / 2.0
+    else:
+        order = np.argsort(z, axis=0)
+        cum = np.cumsum(np.asarray(weights, np.float64)[order], axis=0)
+        k = (cum < GAUSSIAN_WITHIN[2] * cum[-1]).sum(axis=0)  # first row reaching the share
+        cols = np.arange(z.shape[1])
+        scale = z[order[np.minimum(k, len(z) - 1), cols], cols] / 2.0
     return np.clip(scale, *SCALE_BOUNDS).astype(np.float32)
+
+
+def per_source_weights(counts: list[int]) -> np.ndarray:
+    """Row weights giving each source (``counts`` predictions each, rows in that order) the
+    same total: a few thousand recorded predictions count as much as a simulated city's
+    hundreds of thousands, so the sigma is calibrated for real traffic too."""
+    return np.concatenate([np.full(n, 1.0 / max(n, 1)) for n in counts])
 
 
 def calibration(errors: np.ndarray, sigmas: np.ndarray, spec: PathSpec,

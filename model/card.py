@@ -192,8 +192,9 @@ def write_model_card(path: Path, info: dict) -> Path:
             "",
             _para(
                 "The network's 1-sigma per point, which the risk stage turns into overlap "
-                "probabilities, is multiplied by a per-point scale fitted on the pooled "
-                "validation set so that 86.5% of the errors fall within 2 sigma, as for a "
+                "probabilities, is multiplied by a per-point scale fitted on the "
+                "validation set (each source counting alike) so that 86.5% of the errors "
+                "fall within 2 sigma, as for a "
                 "2-D Gaussian (`model/calibration.py`; stored in `lstm.npz` as `sigma_scale`, "
                 "applied by the predictor). Scale at 1 / 2 / 3 / 4 s: "
                 + " / ".join(f"{cal['scale'][int(round(h / 0.2)) - 1]:.2f}" for h in HORIZONS_S)

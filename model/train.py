@@ -523,7 +523,7 @@ def run_training(
 
     from tqdm import tqdm
 
-    from trajstream.model.calibration import fit_sigma_scale
+    from trajstream.model.calibration import fit_sigma_scale, per_source_weights
     from trajstream.model.card import acceptance, plot_history, write_model_card
     from trajstream.model.evaluate import Evaluation, merge, run_predictors, write_plots
     from trajstream.model.predictors import ConstantTurnRate, ConstantVelocity, Predictor
@@ -593,10 +593,13 @@ def run_training(
         return evs
 
     log.info("evaluating (stateful replay) on the validation and test sets")
-    val_ev = merge(list(evaluate("val").values()))
-    # the sigma's calibration scale, fitted on validation (model/calibration.py)
+    val_evs = list(evaluate("val").values())
+    val_ev = merge(val_evs)
+    # the sigma's calibration scale, fitted on validation, each source alike
+    # (model/calibration.py)
     raw_sigma = val_ev.summary()["models"]["lstm"]["sigma"]
-    scale = fit_sigma_scale(val_ev.errors["lstm"], val_ev.sigmas["lstm"])
+    scale = fit_sigma_scale(val_ev.errors["lstm"], val_ev.sigmas["lstm"],
+                            per_source_weights([e.count for e in val_evs]))
     weights = dataclasses.replace(weights, sigma_scale=scale)
     val_ev.sigmas["lstm"] = val_ev.sigmas["lstm"] * scale
     val = val_ev.summary()

@@ -9,6 +9,7 @@ from trajstream.model.calibration import (
     RAYLEIGH_MEDIAN,
     calibration,
     fit_sigma_scale,
+    per_source_weights,
 )
 from trajstream.model.predictors import PathSpec
 
@@ -62,3 +63,25 @@ def test_no_predictions_give_ones_and_empty_figures():
     np.testing.assert_array_equal(fit_sigma_scale(empty, empty), np.ones(20))
     assert calibration(empty, empty, PathSpec(), (1,)) == {
         "1": {"median_z": None, "within_1": None, "within_2": None}}
+
+
+def test_sources_count_alike_however_many_predictions_each_holds():
+    """A big simulated source with a right sigma and a small recorded one whose errors are
+    3x its sigma: weighted, each holds its share of the fit, so the 2-sigma share over the
+    two sources taken alike is the Gaussian's."""
+    rng = np.random.default_rng(4)
+    big, small = 40_000, 800
+    sigma = np.ones((big + small, 3))
+    err = _gaussian_errors(rng, sigma, big + small)
+    err[big:] *= 3.0
+    w = per_source_weights([big, small])
+    assert w.shape == (big + small,) and abs(w[:big].sum() - w[big:].sum()) < 1e-9
+    plain = fit_sigma_scale(err, sigma)
+    alike = fit_sigma_scale(err, sigma, w)
+    assert (plain < 1.1).all() and (alike > 1.3).all()
+    within = (err <= 2.0 * alike * sigma)
+    shares = [within[:big].mean(0), within[big:].mean(0)]
+    np.testing.assert_allclose((shares[0] + shares[1]) / 2.0, GAUSSIAN_WITHIN[2], atol=0.005)
+    # equal weights give the plain quantile's answer (to the sample spacing)
+    np.testing.assert_allclose(fit_sigma_scale(err, sigma, np.ones(big + small)), plain,
+                               rtol=1e-3)
