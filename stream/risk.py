@@ -658,14 +658,16 @@ def _exact(
     reach, k_sig = _prune_reach(fleet, cfg)
     follow_all = _PairFrame(fleet, a, b, smp.x[b, 0] - smp.x[a, 0], smp.y[b, 0] - smp.y[a, 0],
                             cfg).following
+    sig2 = sig * sig
     pair_parts, int_parts, dmin_parts = [], [], []
     for s in range(0, a.shape[0], _BLOCK):
         ia, ib = a[s: s + _BLOCK], b[s: s + _BLOCK]
         d2 = _closest_d2(smp.x[ib] - smp.x[ia], smp.y[ib] - smp.y[ia])
-        rr = np.where(follow_all[s: s + _BLOCK, None],
-                      (radius[ia] + radius[ib])[:, None] + grow[ia] + grow[ib],
-                      (reach[ia] + reach[ib])[:, None]
-                      + k_sig * np.sqrt(sig[ia] * sig[ia] + sig[ib] * sig[ib]))
+        rr = (reach[ia] + reach[ib])[:, None] + k_sig * np.sqrt(sig2[ia] + sig2[ib])
+        f = np.flatnonzero(follow_all[s: s + _BLOCK])
+        if f.shape[0]:
+            fol_a, fol_b = ia[f], ib[f]
+            rr[f] = (radius[fol_a] + radius[fol_b])[:, None] + grow[fol_a] + grow[fol_b]
         pi, ji = np.nonzero(d2 < rr * rr)
         pair_parts.append(pi + s)
         int_parts.append(ji)
