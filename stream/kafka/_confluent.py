@@ -297,6 +297,7 @@ class ConfluentConsumer:
         self._on_assign = on_assign
         self._on_revoke = on_revoke
         self._commit_call: _Call | None = None
+        self._in_revoke = False
         self._topics = list(topics)
         self._c.subscribe(topics, on_assign=self._assigned, on_revoke=self._revoked,
                           on_lost=self._revoked)
@@ -307,7 +308,11 @@ class ConfluentConsumer:
 
     def _revoked(self, consumer: Any, parts: list[TopicPartition]) -> None:
         if self._on_revoke is not None:
-            self._on_revoke(sorted((tp.topic, tp.partition) for tp in parts))
+            self._in_revoke = True
+            try:
+                self._on_revoke(sorted((tp.topic, tp.partition) for tp in parts))
+            finally:
+                self._in_revoke = False
 
     def group_metadata(self) -> Any:
         return self._c.consumer_group_metadata()
@@ -367,7 +372,8 @@ class ConfluentConsumer:
         return out
 
     def commit(self, offsets: dict[tuple[str, int], int]) -> None:
-        """Commit synchronously, but give up after COMMIT_TIMEOUT_S.
+        """Commit synchronously, but give up after COMMIT_TIMEOUT_S (asynchronously inside
+        the revoke callback, see below).
 
         librdkafka's synchronous commit has no timeout: with the group coordinator gone it
         waits for good, and the stall clock that ends a processor whose broker is gone would
@@ -381,6 +387,17 @@ class ConfluentConsumer:
             raise KafkaUnavailable(f"an offset commit is still unanswered after "
                                    f"{COMMIT_TIMEOUT_S:g} s; is the broker reachable?")
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        if self._in_revoke:
+            # Inside the revoke callback (called from consume()) a synchronous commit from
+            # the daemon thread is not answered until the callback returns: the member and
+            # the one joining both waited COMMIT_TIMEOUT_S, and the new owner read the
+            # records again. An asynchronous commit goes out before the member rejoins and
+            # never blocks; if it fails, the new owner reads those records again.
+            try:
+                self._c.commit(offsets=tps, asynchronous=True)
+            except KafkaException as exc:
+                raise KafkaUnavailable(f"offset commit failed: {exc}") from exc
+            return
         call = self._commit_call = _Call(self._c.commit, offsets=tps, asynchronous=False)
         if not call.done.wait(COMMIT_TIMEOUT_S):
             raise KafkaUnavailable(f"offset commit unanswered after {COMMIT_TIMEOUT_S:g} s; "

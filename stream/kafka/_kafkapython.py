@@ -252,7 +252,11 @@ class KafkaPythonConsumer:
         class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             def on_partitions_revoked(self, revoked: Any) -> None:
                 if outer._on_revoke is not None:
-                    outer._on_revoke(sorted((tp.topic, tp.partition) for tp in revoked))
+                    outer._in_revoke = True
+                    try:
+                        outer._on_revoke(sorted((tp.topic, tp.partition) for tp in revoked))
+                    finally:
+                        outer._in_revoke = False
 
             def on_partitions_assigned(self, assigned: Any) -> None:
                 if outer._on_assign is not None:
@@ -260,6 +264,7 @@ class KafkaPythonConsumer:
 
         self._on_assign = on_assign
         self._on_revoke = on_revoke
+        self._in_revoke = False
         self._topics = list(topics)
         self._c.subscribe(topics, listener=_Listener())
 
@@ -299,6 +304,12 @@ class KafkaPythonConsumer:
         to_commit = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
                      for (t, p), o in offsets.items()}
         try:
+            if self._in_revoke:
+                # The rebalance listener runs on the client's I/O thread, which refuses a
+                # blocking commit (RuntimeError): commit without waiting, before the rejoin.
+                # If it fails, the new owner reads those records again.
+                self._c.commit_async(to_commit)
+                return
             self._c.commit(to_commit)
         except kerr.KafkaError as exc:
             raise KafkaUnavailable(f"offset commit failed: {exc}") from exc

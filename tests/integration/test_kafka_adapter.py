@@ -262,3 +262,60 @@ def test_flush_raises_when_the_broker_rejects_a_message(
             producer.flush(10.0)
     finally:
         producer.close()
+
+
+def test_a_commit_in_the_revoke_callback_answers_when_a_member_joins(
+    kafka_bootstrap: str, kafka_client: str, topic_name: str
+) -> None:
+    """The processor commits what it has done when a rebalance takes its partitions (a
+    member joined). That commit must reach the broker at once: unanswered, the member and
+    the one joining wait for it (the whole group stalled 10 s in bench_scale_out), and the
+    new owner reads the records again."""
+    create_topics(kafka_bootstrap, [topic_name], partitions=4, client=kafka_client)
+    _produce(kafka_bootstrap, kafka_client, topic_name, 200)
+    group = f"g-{topic_name}"
+    took: list[float] = []
+    errors: list[BaseException] = []
+    first: Consumer | None = None
+    read: list[Record] = []
+
+    def revoked(parts: list[tuple[str, int]]) -> None:
+        if not parts:  # kafka-python revokes nothing before its first join
+            return
+        assert first is not None
+        done: dict[tuple[str, int], int] = {}
+        for r in read:
+            done[(r.topic, r.partition)] = max(done.get((r.topic, r.partition), 0),
+                                               r.offset + 1)
+        t0 = time.monotonic()
+        try:
+            first.commit({tp: o for tp, o in done.items() if tp in parts})
+        except BaseException as exc:  # raised after poll by the check below
+            errors.append(exc)
+        took.append(time.monotonic() - t0)
+
+    first = make_consumer(kafka_bootstrap, [topic_name], group=group, client=kafka_client,
+                          from_beginning=True, on_revoke=revoked)
+    second = None
+    try:
+        read.extend(_poll_until(first, 200))
+        second = make_consumer(kafka_bootstrap, [topic_name], group=group,
+                               client=kafka_client, from_beginning=True)
+        deadline = time.monotonic() + 30.0
+        while not took and time.monotonic() < deadline:
+            first.poll(100, 0.2)
+            second.poll(100, 0.2)
+        assert took, "the second member's join never revoked the first one's partitions"
+        assert not errors, errors
+        assert took[0] < 5.0, f"the commit in the revoke callback took {took[0]:.1f} s"
+        # and it reached the broker: the second member reads nothing again
+        end = time.monotonic() + 5.0
+        again: list[Record] = []
+        while time.monotonic() < end:
+            again.extend(second.poll(100, 0.2))
+            first.poll(100, 0.2)
+        assert again == []
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
