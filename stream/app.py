@@ -76,6 +76,22 @@ class Stalled(KafkaUnavailable):
     retriable = False
 
 
+def main_thread_times() -> tuple[float, float] | None:
+    """(seconds on a CPU, seconds runnable but waiting for one) of the calling thread, from
+    Linux's scheduler statistics; None where they are not available.
+
+    With the wall clock they tell where a run's time went: computing, starved of a core by
+    other work, or idle (waiting for the broker: polls, commits, rebalances, restores).
+    CPU seconds alone cannot tell the last two apart.
+    """
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as f:
+            run_ns, wait_ns = f.read().split()[:2]
+        return int(run_ns) / 1e9, int(wait_ns) / 1e9
+    except (OSError, ValueError):
+        return None
+
+
 def event_time_chunks(ts: np.ndarray, span_s: float = CHUNK_SPAN_S) -> list[tuple[int, int]]:
     """[lo, hi) row ranges of a batch, in input order, each covering at most about
     ``span_s`` of event time (by the running maximum, so disorder cannot split finely).
@@ -354,7 +370,7 @@ class Processor:
         perf, mono, wall = time.perf_counter, time.monotonic, time.time
         emit = self._emit
         commit_every = cfg.commit_interval_s
-        t_start, cpu_start = mono(), time.process_time()
+        t_start, cpu_start, sched_start = mono(), time.process_time(), main_thread_times()
         next_commit = t_start + commit_every
         next_lag = t_start
         next_ping = t_start + PING_INTERVAL_S
@@ -453,7 +469,13 @@ class Processor:
             raise
         self._closing = True
         self._close(failed=False)
-        return self.summary(mono() - t_start, time.process_time() - cpu_start)
+        out = self.summary(mono() - t_start, time.process_time() - cpu_start)
+        sched_end = main_thread_times()
+        if sched_start is not None and sched_end is not None:
+            run_s, wait_s = (b - a for a, b in zip(sched_start, sched_end, strict=True))
+            out["main_wait_s"] = wait_s
+            out["main_idle_s"] = max(out["elapsed_s"] - run_s - wait_s, 0.0)
+        return out
 
     def _emit(self, out: Outputs) -> None:
         if self._publisher is not None:
@@ -586,6 +608,7 @@ class Processor:
     def _on_assign(self, parts: list[tuple[str, int]]) -> None:
         mine = {p for t, p in parts if t == self.io.source.topic}
         new = mine - self.owned
+        log.info("partitions %s assigned (%s new)", sorted(mine), sorted(new))
         assign = getattr(self.engine, "assign", None)
         if new and assign is not None:
             assign(new)
@@ -660,7 +683,9 @@ class Processor:
                 cpu_s: float | None = None) -> dict[str, Any]:
         """Counters so far; with the run's wall time and (``cpu_s``) the CPU time of the
         whole process over it (client threads included: on shared cores, records per CPU
-        second compare runs better than records per second)."""
+        second compare runs better than records per second). :meth:`run` adds where Linux
+        tells: the main thread's seconds waiting for a CPU (``main_wait_s``) and idle
+        (``main_idle_s``: blocked on the broker or a rebalance)."""
         first = self.rejects.first
         out = {**self.engine.summary(), "consumed": self.records, "batches": self.batches,
                "rejected": self.rejects.total,

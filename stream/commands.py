@@ -427,6 +427,9 @@ def _refuse_nothing_accepted(s: dict[str, Any]) -> None:
 
 def _summary_line(s: dict[str, Any]) -> str:
     cpu = f", {s['cpu_s']:.1f} CPU s" if "cpu_s" in s else ""
+    if "main_idle_s" in s:
+        cpu += (f"; main thread {s['main_wait_s']:.1f} s waiting for a CPU, "
+                f"{s['main_idle_s']:.1f} s idle")
     return (f"{s['consumed']} records in {s.get('elapsed_s', 0.0):.1f} s "
             f"({s.get('records_per_s', 0.0):.0f}/s{cpu}); alerts {s['warning']} warning, "
             f"{s['critical']} critical; dropped {s['stale']} stale, {s['late']} late, "
