@@ -42,11 +42,15 @@ Pipeline of :func:`assess` at event time ``t`` (vectorised; no per-pair Python):
    ordinary braking the model does). Others keep the model's path only.
 5. **Following in one lane** (same direction, sideways overlapping, one fully ahead): the
    conflict is bumper contact on current speeds and braking within ``warning_ttc_s``
-   (the predictor foresees the ordinary stop a distracted driver does not make), kept
+   (the predictor foresees the ordinary stop a distracted driver does not make); a
+   follower speeding up while its leader brakes has not reacted and keeps accelerating
+   (out of a queue into a leader stopping short; for a warning, not for severity). Kept
    when the follower brakes less than it needs to stop ``standstill_gap_m`` behind the
    leader (the leader's own braking included) and either needs more than
-   ``warning_decel_mps2`` or would touch within ``follow_warning_ttc_s`` (a car cutting in
-   close ahead needs little braking, but now).
+   ``warning_decel_mps2`` (``comfort_decel_mps2`` once it brakes harder than
+   ``brake_accel_mps2``: it has reacted, and firms up an under-braked stop as drivers do)
+   or would touch within ``follow_warning_ttc_s`` (a car cutting in close ahead needs
+   little braking, but now).
 6. **Severity.** Critical: ``ttc < critical_ttc_s`` and overlap probability at least
    ``critical_probability`` (for a follower: the predicted paths touch too, and it needs
    more than ``comfort_decel_mps2``: an ordinary stop no longer fits). A neighbour in
@@ -785,6 +789,8 @@ def _exact(
     # Following in one lane: contact on the current speeds and braking (the predictor
     # foresees the ordinary stop a distracted driver does not make).
     ttc_f, closing_f = _following_contact(fleet, a_c, b_c, frame, cfg)
+    # severity is judged without a follower's acceleration carried on (it warns only)
+    ttc_sev = _following_contact(fleet, a_c, b_c, frame, cfg, accelerate=False)[0]
     follow = frame.following
     ok = np.where(follow, ttc_f < horizon, geometric)
     ttc = np.where(follow, ttc_f, ttc)
@@ -805,7 +811,7 @@ def _exact(
     keep = np.flatnonzero(ok & (closing >= cfg.min_closing_speed_mps) & plausible)
     if keep.shape[0] == 0:
         return Conflicts.empty()
-    a_c, b_c, ttc, p_max = a_c[keep], b_c[keep], ttc[keep], p_max[keep]
+    a_c, b_c, ttc, p_max, ttc_sev = a_c[keep], b_c[keep], ttc[keep], p_max[keep], ttc_sev[keep]
     follow, critical_ok, nominal = follow[keep], critical_ok[keep], nominal[keep]
     # midpoint of the two predicted centres at contact
     u = ttc / step
@@ -819,7 +825,7 @@ def _exact(
     # critical_probability; for a follower, they also touch, and an ordinary stop no longer
     # fits (critical_ok).
     likely = (p_max >= cfg.critical_probability) & (nominal | ~follow)
-    critical = (ttc < cfg.critical_ttc_s) & likely & critical_ok
+    critical = (np.where(follow, ttc_sev, ttc) < cfg.critical_ttc_s) & likely & critical_ok
     return Conflicts(
         a=a_c, b=b_c, ttc=ttc, min_distance=dmin_all[pp[keep]], cpa_t=t + ttc, cpa_x=mx,
         cpa_y=my, severity=np.where(critical, CRITICAL, WARNING).astype(np.int8),
@@ -846,7 +852,8 @@ def _prune_reach(fleet: Fleet, cfg: RiskConfig) -> tuple[np.ndarray, float]:
 
 
 def _following_contact(
-    fleet: Fleet, a: np.ndarray, b: np.ndarray, fr: _PairFrame, cfg: RiskConfig
+    fleet: Fleet, a: np.ndarray, b: np.ndarray, fr: _PairFrame, cfg: RiskConfig,
+    accelerate: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Time to bumper contact of following pairs on current speeds and braking, and the
     closing speed then (inf and 0 for other pairs or no contact within the horizon).
@@ -869,12 +876,17 @@ def _following_contact(
 
     def decel(i: np.ndarray) -> np.ndarray:
         d = -fleet.accel[i]
-        return np.where(d > cfg.brake_accel_mps2, d, 0.0)[:, None]
+        return np.where(np.abs(d) > cfg.brake_accel_mps2, d, 0.0)[:, None]
 
     d_f, d_l = decel(f), decel(ld)
+    # a follower speeding up while its leader brakes has not reacted yet: it keeps
+    # accelerating (as out of a queue into a leader stopping short); otherwise its
+    # acceleration ends as it closes up, and only braking is carried on
+    d_f = np.where((d_f < 0) & ((d_l <= 0) | (not accelerate)), 0.0, d_f)
     tau = np.arange(1, int(math.ceil(cfg.warning_ttc_s / _FOLLOW_STEP_S)) + 1) * _FOLLOW_STEP_S
 
     def travel(v: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # braking: on to a stop; accelerating (d < 0): on at that rate
         tt = np.minimum(tau, np.where(d > 0, v / np.maximum(d, 1e-9), np.inf))
         return v * tt - 0.5 * d * tt * tt, v - d * tt
 
@@ -1154,9 +1166,14 @@ def _plausible(
         need = np.where(leader_first, need_stop, need_moving)
         dec_f = np.maximum(-fleet.accel[f], 0.0)
         short = need > dec_f
+        # A follower already braking has seen the hazard and is stopping: it is warned only
+        # once even a comfortable stop no longer fits (a driver firms up an under-braked stop
+        # as the gap closes); one not braking, as soon as it needs warning_decel_mps2.
+        reacting = dec_f > cfg.brake_accel_mps2
+        enough = need >= np.where(reacting, cfg.comfort_decel_mps2, cfg.warning_decel_mps2)
         # ...or, however little braking would do, is about to touch (time to contact under
         # follow_warning_ttc_s: a car cutting in close ahead, a follower not reacting)
         urgent = ttc_follow < cfg.follow_warning_ttc_s
-        keep &= np.where(follow, short & ((need >= cfg.warning_decel_mps2) | urgent), True)
+        keep &= np.where(follow, short & (enough | urgent), True)
         critical_ok &= np.where(follow, short & (need >= cfg.comfort_decel_mps2), True)
     return keep, critical_ok

@@ -300,6 +300,32 @@ def test_following_warns_a_follower_braking_less_than_it_needs() -> None:
     assert len(assess(T, cv_fleet([leader, dict(x=100 - 4.5 - 25, v=9)]), SPEC)) == 0
 
 
+def test_a_follower_already_braking_is_warned_once_a_comfortable_stop_no_longer_fits() -> None:
+    leader = dict(x=100, y=0, v=0, h=0)
+    # 12 m/s, 29 m bumper gap: a 2.6 m/s^2 stop needed (contact in 2.4 s on current speeds)
+    follower = dict(x=100 - 4.5 - 29, v=12)
+    assert assess(T, cv_fleet([leader, follower]), SPEC).severity.tolist() == [WARNING]
+    # braking at 1.5 m/s^2 it has reacted: firming up to 2.6 is an ordinary stop
+    assert len(assess(T, cv_fleet([leader, dict(follower, acc=-1.5)]), SPEC)) == 0
+    # ...but not one needing more than comfort_decel_mps2 (3.6 m/s^2 at 21 m)
+    assert len(assess(T, cv_fleet([leader, dict(follower, x=100 - 4.5 - 21, acc=-1.5)]),
+                      SPEC)) == 1
+
+
+def test_a_follower_speeding_up_into_a_leader_stopping_short_is_warned() -> None:
+    # out of a queue: the follower (2.6 m/s) accelerates at 1.5 m/s^2, 5.7 m behind a
+    # leader braking to a stop; on current speed contact is 2.2 s away and 0.7 m/s^2 would
+    # do, carried on it touches in 1.6 s: a warning (never critical by itself)
+    leader = dict(x=4.5 + 5.7, y=0, v=1.2, h=0, acc=-4.7)
+    follower = dict(x=0, y=0, v=2.6, h=0, acc=1.5)
+    c = assess(T, cv_fleet([leader, follower]), SPEC)
+    assert pairs_of(c) == [(0, 1)] and c.severity.tolist() == [WARNING]
+    assert c.ttc[0] == pytest.approx(1.6, abs=0.1)
+    assert len(assess(T, cv_fleet([leader, dict(follower, acc=0.0)]), SPEC)) == 0
+    # behind a leader keeping its speed, speeding up is closing up, not a hazard
+    assert len(assess(T, cv_fleet([dict(leader, acc=0.0), follower]), SPEC)) == 0
+
+
 def test_a_car_cutting_in_close_ahead_is_warned_though_little_braking_would_do() -> None:
     # 3 m ahead (bumpers), 2 m/s slower: 0.67 m/s^2 would do, but contact is 1.4 s away
     leader, follower = dict(x=7.5, y=0, v=12, h=0), dict(x=0, y=0, v=14, h=0)
