@@ -660,8 +660,9 @@ def _exact(
     sig = np.maximum(sig[:, 1:], sig[:, :-1])  # largest 1-sigma within each interval
     grow = 2.0 * np.minimum(sig, _PRUNE_SIGMA_M)
     reach, k_sig = _prune_reach(fleet, cfg)
-    follow_all = _PairFrame(fleet, a, b, smp.x[b, 0] - smp.x[a, 0], smp.y[b, 0] - smp.y[a, 0],
-                            cfg).following
+    frame_all = _PairFrame(fleet, a, b, smp.x[b, 0] - smp.x[a, 0], smp.y[b, 0] - smp.y[a, 0],
+                           cfg)
+    follow_all = frame_all.following
     sig2 = sig * sig
     pair_parts, int_parts, dmin_parts = [], [], []
     for s in range(0, a.shape[0], _BLOCK):
@@ -702,8 +703,7 @@ def _exact(
     heads = np.flatnonzero(np.concatenate([[True], pe[1:] != pe[:-1]]))
     pp = pe[heads]
     a_c, b_c = a[pp], b[pp]
-    frame = _PairFrame(fleet, a_c, b_c, smp.x[b_c, 0] - smp.x[a_c, 0],
-                       smp.y[b_c, 0] - smp.y[a_c, 0], cfg)
+    frame = frame_all.take(pp)
     entry_pair = np.repeat(np.arange(heads.shape[0]), np.diff(np.append(heads, pe.shape[0])))
     touching = np.logical_or.reduceat(np.isfinite(toi), heads)
     e = np.flatnonzero(~frame.following[entry_pair] | touching[entry_pair])
@@ -752,7 +752,10 @@ def _exact(
     je_e = je[e]
     p_start = prob(0.0)
     p_mid = np.where(hit_e, p_mid, p_start)
-    cand = ((zero, p_start), (f_mid, p_mid), (f_enc, p_enc), (one, prob(1.0)))
+    p_end = np.zeros(e.shape[0])  # (past the horizon it is not looked at)
+    k_end = np.flatnonzero((je_e + one) * step < horizon)
+    p_end[k_end] = prob(1.0, k_end)
+    cand = ((zero, p_start), (f_mid, p_mid), (f_enc, p_enc), (one, p_end))
     pw = cfg.warning_probability
     p_e = np.zeros(e.shape[0])
     t_e = np.full(e.shape[0], np.inf)  # earliest time in the entry with p >= pw
