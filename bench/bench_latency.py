@@ -12,6 +12,9 @@ per 0.1 s of wall time, event time = wall time) while it reads the alerts topic.
   buckets; max = the upper bound of the highest non-empty bucket);
 - end to end: from the produce time of a tick's positions to an alert of that tick being
   readable on the alert topic (alert ``ts`` = the tick's event time);
+- where the processor's time went over the same window, from its histograms: polls with
+  their micro-batches, LSTM steps, risk assessments and commit points (how often, mean,
+  highest bucket, share of the wall clock);
 - beside them the event-time delay the pipeline adds by design: a tick is assessed once a
   fix more than ``--tick-lateness-s`` (0.05 s) past it has arrived, with the simulator's
   10 Hz fixes the next one (0.1 s), so an alert cannot appear sooner than that after its
@@ -82,14 +85,53 @@ def _scrape(port: int) -> str:
                .read().decode())
 
 
-def _metrics(port: int) -> dict[float, float]:
-    """Cumulative bucket counts of trajstream_processing_seconds (le -> count)."""
-    out: dict[float, float] = {}
+# The loop's phases, each a histogram of the processor: (label, metric family).
+PHASES = (("poll + batch", "trajstream_batch_seconds"),
+          ("LSTM step", "trajstream_inference_seconds"), ("risk", "trajstream_risk_seconds"),
+          ("commit", "trajstream_commit_seconds"))
+
+
+def _metrics(port: int) -> dict[str, Any]:
+    """Cumulative bucket counts of trajstream_processing_seconds (le -> count), and the sum,
+    count and buckets of each of PHASES' families (``family -> (sum, count, {le: n})``),
+    with the wall time of the scrape under ``"at"``."""
+    proc: dict[float, float] = {}
+    phases: dict[str, list[Any]] = {f: [0.0, 0.0, {}] for _, f in PHASES}
     for line in _scrape(port).splitlines():
+        name, _, value = line.partition(" ")
+        family = name.split("{", 1)[0].rsplit("_", 1)[0]
         if line.startswith("trajstream_processing_seconds_bucket"):
             le = line.split('le="', 1)[1].split('"', 1)[0]
-            out[float(le)] = float(line.rsplit(" ", 1)[1])
-    return out
+            proc[float(le)] = float(line.rsplit(" ", 1)[1])
+        elif family in phases:
+            kind = name.split("{", 1)[0].rsplit("_", 1)[1]
+            if kind == "sum":
+                phases[family][0] = float(value)
+            elif kind == "count":
+                phases[family][1] = float(value)
+            elif kind == "bucket":
+                le = line.split('le="', 1)[1].split('"', 1)[0]
+                phases[family][2][float(le)] = float(line.rsplit(" ", 1)[1])
+    return {"proc": proc, "phases": phases, "at": time.monotonic()}
+
+
+def _phase_table(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """Per phase over the measured window: how often, mean and highest bucket, and the
+    share of the wall clock it took."""
+    wall = after["at"] - before["at"]
+    out = []
+    for label, family in PHASES:
+        s1, n1, b1 = after["phases"][family]
+        s0, n0, b0 = before["phases"][family]
+        n, total = n1 - n0, s1 - s0
+        if n <= 0:
+            continue
+        bounds = sorted(b1)
+        counts = np.diff([0.0, *[b1[b] - b0.get(b, 0.0) for b in bounds]])
+        top = bounds[int(np.nonzero(counts)[0][-1])]
+        out.append(f"{label} {n / wall:.1f}/s mean {total / n * 1e3:.1f} ms max<= "
+                   f"{top * 1e3:.0f} ms ({100 * total / wall:.0f}% of the wall clock)")
+    return "; ".join(out)
 
 
 def _drained(port: int, timeout_s: float) -> float:
@@ -186,7 +228,7 @@ def _run(bootstrap: str, rate: int, seconds: float, warmup_s: float, client: str
         start = time.time() + 0.5
         offset = start - SIM_START_TS
         behind = 0.0
-        before: dict[float, float] | None = None
+        before: dict[str, Any] | None = None
         for k, rows in enumerate(ticks):
             due = start + k / HZ
             now = time.time()
@@ -212,12 +254,14 @@ def _run(bootstrap: str, rate: int, seconds: float, warmup_s: float, client: str
         except subprocess.TimeoutExpired:
             proc.kill()
         reader.close()
-    p50, p99, top, n = _hist_quantiles(before or {}, after)
+    assert before is not None, "the run ended inside the warm-up"
+    p50, p99, top, n = _hist_quantiles(before["proc"], after["proc"])
     t_warm = start + warmup_s
     # alert ts is a tick's event time, which the publisher put on the wall clock
     e2e = np.array([read_at - ts for read_at, ts in seen if ts >= t_warm])
     return {"rate": rate, "vehicles": vehicles, "behind_s": behind, "proc_p50": p50,
-            "proc_p99": p99, "proc_max": top, "proc_n": n, "e2e": e2e, "drain_s": drain_s}
+            "proc_p99": p99, "proc_max": top, "proc_n": n, "e2e": e2e, "drain_s": drain_s,
+            "phases": _phase_table(before, after)}
 
 
 def main() -> None:
@@ -254,6 +298,11 @@ def main() -> None:
               f"{r['proc_p99'] * 1e3:>5.1f}ms {r['proc_max'] * 1e3:>5.0f}ms {pe[0]:>6.0f}ms "
               f"{pe[1]:>5.0f}ms {pe[2]:>5.0f}ms {pe[1] - delay * 1e3:>11.0f}ms {e.size:>6} "
               f"{r['behind_s'] * 1e3:>6.0f}ms {r['drain_s']:>7.1f}s")
+    print("where the processor's time went (measured window; a poll + batch includes the "
+          "poll's wait and its LSTM steps and risk assessments, a commit point comes after "
+          "its batch):")
+    for r in rows:
+        print(f"  {r['rate']:>7,}/s: {r['phases']}")
     print("pub late: how far the publisher fell behind its pace at worst; backlog: seconds the "
           "processor needed after the last publish to reach the end (> ~1 s: it did not keep "
           "up with the rate, and latency grows with the run)")

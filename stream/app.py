@@ -365,6 +365,7 @@ class Processor:
         positions_in = self._decode is decode_batch  # not the risk stage's internal records
         max_records, wait_s = cfg.max_batch_records, cfg.max_batch_wait_ms / 1000.0
         consumed, batch_size, batch_secs = m.positions_consumed, m.batch_size, m.batch_seconds
+        commit_secs = m.commit_seconds
         observe_processing = m.observe_processing
         keep = self.batch_seconds.append if self._keep_latencies else None
         perf, mono, wall = time.perf_counter, time.monotonic, time.time
@@ -450,6 +451,7 @@ class Processor:
                 now = mono()
                 if finished or now >= next_commit:
                     committed = self._try_commit()
+                    commit_secs.observe(mono() - now)
                     next_commit = now + (commit_every if committed else self._backoff_s)
                 if now >= next_lag:
                     lag = source.lag()

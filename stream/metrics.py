@@ -14,6 +14,7 @@ Histogram buckets follow what was measured on the 2-core reference machine:
   Kafka stalls; up to 5 s.
 - ``processing_seconds``: per record, poll to the end of its micro-batch; batch_seconds's
   buckets (the same span, counted once per record).
+- ``commit_seconds``: a commit point (changelog, flush, offsets), batch_seconds's buckets.
 - ``risk_seconds``: grid + closest approach, same style as inference.
 - ``prediction_error_meters``: displacement error at 1-4 s horizons, decimetres for a good
   1 s prediction to tens of metres for a wrong turn at 4 s.
@@ -167,6 +168,13 @@ class Metrics:
             "predictor and horizon (s).",
             ["model", "horizon"],
             buckets=ERROR_M_BUCKETS,
+            registry=r,
+        )
+        self.commit_seconds = Histogram(
+            "trajstream_commit_seconds",
+            "Wall time of one commit point: changelog written, outputs flushed, offsets "
+            "committed (or the transaction); the loop polls nothing meanwhile.",
+            buckets=BATCH_SECONDS_BUCKETS,
             registry=r,
         )
         self.risk_seconds = Histogram(

@@ -28,6 +28,7 @@ CONTRACT = {
     "consumer_lag": ("trajstream_consumer_lag_records", "gauge", ()),
     "prediction_error": ("trajstream_prediction_error_meters", "histogram", ("model", "horizon")),
     "risk_seconds": ("trajstream_risk_seconds", "histogram", ()),
+    "commit_seconds": ("trajstream_commit_seconds", "histogram", ()),
     "kafka_errors": ("trajstream_kafka_errors", "counter", ("kind",)),
     "info": ("trajstream_build", "info", ()),
 }
