@@ -105,9 +105,17 @@ def _code_key() -> str:
 
 
 def held_out_ngsim(src: Path, dst: Path) -> Path:
-    """The held-out records of a recorded file (trajstream.simulator.recorded.split)."""
+    """The held-out records of a recorded file (trajstream.simulator.recorded.split), cached
+    under a name that carries a digest of the split rule's source, so a changed rule never
+    reads a file cut by the old one."""
+    import hashlib
+    import inspect
+
+    from trajstream.simulator.recorded import split
     from trajstream.simulator.recorded.split import is_held_out
 
+    rule = hashlib.sha256(inspect.getsource(split).encode()).hexdigest()[:10]
+    dst = dst.with_name(f"{dst.stem}-split{rule}{dst.suffix}")
     if dst.is_file():
         return dst
     tmp = dst.with_suffix(".tmp")
