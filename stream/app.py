@@ -183,7 +183,7 @@ def build_io(config: ProcessorConfig) -> IO:
         )
     if config.source != "kafka":
         raise ConfigError(f"build_io handles kafka and file sources, not {config.source!r}")
-    from trajstream.stream.changelog import Changelog
+    from trajstream.stream.changelog import TOPIC_CONFIG, Changelog
     from trajstream.stream.kafka import (
         create_topics,
         make_consumer,
@@ -224,7 +224,7 @@ def build_io(config: ProcessorConfig) -> IO:
             n_parts = grid.partitions
     if changelog_topic:
         create_topics(config.bootstrap, [changelog_topic], partitions=n_parts, client=client,
-                      config={"cleanup.policy": "compact"}, client_config=admin)
+                      config=TOPIC_CONFIG, client_config=admin)
         have = partition_count(config.bootstrap, changelog_topic, client=client,
                                client_config=admin)
         if have != n_parts:

@@ -17,9 +17,19 @@ from typing import Any
 from trajstream.errors import ConfigError, KafkaUnavailable
 from trajstream.stream import checkpoint as ck
 
-__all__ = ["Changelog"]
+__all__ = ["TOPIC_CONFIG", "Changelog"]
 
 log = logging.getLogger("trajstream.stream.changelog")
+
+# How the processor creates a changelog topic (an existing one keeps its settings). The
+# cleaner never touches a partition's active segment, and Kafka rolls one only after
+# segment.bytes (1 GiB) or segment.ms (7 days): a changelog written every commit interval
+# would keep every version of every vehicle for days, and a restore would read them all.
+# Rolling every minute keeps a partition near its live state plus a minute or two of writes
+# (the cleaner takes a rolled segment once it is at least half of the log, within about
+# 15 s, its default back-off).
+SEGMENT_MS = 60_000
+TOPIC_CONFIG = {"cleanup.policy": "compact", "segment.ms": str(SEGMENT_MS)}
 
 RESTORE_ATTEMPTS = 10
 RESTORE_BACKOFF_S = 0.5

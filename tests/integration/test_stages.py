@@ -24,8 +24,10 @@ from typing import Any
 
 import orjson
 import pytest
+from confluent_kafka.admin import AdminClient, ConfigResource
 
 from tests.integration.cli import cli_cmd, cli_env, read_topic, trajstream, wait_for_log
+from trajstream.stream.changelog import SEGMENT_MS
 from trajstream.stream.kafka import create_topics
 
 pytestmark = pytest.mark.slow
@@ -200,6 +202,20 @@ def test_two_stages_with_churn_give_the_single_process_alerts(
         [f"missing {recorded.show(i, got)}" for i in missing]
         + [f"unexpected {recorded.show(i, got)}" for i in unexpected])
     _assert_restores_drop_nothing_late(m, recorded)
+    _assert_changelogs_compact(recorded.bootstrap, [f"{group}-changelog",
+                                                    f"{group}-risk-changelog"])
+
+
+def _assert_changelogs_compact(bootstrap: str, topics: list[str]) -> None:
+    """The changelog topics the stages created, as the broker describes them: compacted, and
+    rolled often enough that compaction reaches them (the cleaner skips the active
+    segment, which by Kafka's default rolls after 7 days)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, t) for t in topics]
+    for resource, fut in admin.describe_configs(resources).items():
+        conf = fut.result(timeout=10)
+        assert conf["cleanup.policy"].value == "compact", resource
+        assert conf["segment.ms"].value == str(SEGMENT_MS), resource
 
 
 def _assert_restores_drop_nothing_late(m: _Members, recorded: _Recorded) -> None:
