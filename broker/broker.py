@@ -3,8 +3,10 @@
 
 For tests and local runs on a machine without Docker: one JVM that is both controller and
 broker, PLAINTEXT on 127.0.0.1, settings suited to tests (auto-created topics, replication
-factor 1, no initial rebalance delay). Stdlib only and free of project imports, so it runs
-from `make` with the system python3 and loads into pytest without the package installed.
+factor 1) and Kafka's initial rebalance delay (a new group's first assignment waits 3 s for
+more members, so processes started together join in one assignment). Stdlib only and free
+of project imports, so it runs from `make` with the system python3 and loads into pytest
+without the package installed.
 
     python3 broker/broker.py jars                      # resolve jars into broker/lib (Maven)
     python3 broker/broker.py start [--port 9092] [--controller-port 9093] [--dir .kafka]
@@ -117,8 +119,14 @@ def _cluster_id() -> str:
 SCRAM_MECHANISM = "SCRAM-SHA-512"
 
 
+# Kafka's default: the first member of an empty group waits this long (and each member
+# joining meanwhile again, up to the rebalance timeout) before the group's first assignment.
+INITIAL_REBALANCE_DELAY_MS = 3000
+
+
 def _server_properties(data_dir: Path, port: int, controller_port: int,
-                       sasl_port: int | None = None) -> str:
+                       sasl_port: int | None = None,
+                       initial_rebalance_delay_ms: int = INITIAL_REBALANCE_DELAY_MS) -> str:
     listeners = f"PLAINTEXT://{HOST}:{port}"
     protocols = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
     sasl = ""
@@ -153,7 +161,7 @@ transaction.state.log.min.isr=1
 transaction.state.log.num.partitions=5
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
-group.initial.rebalance.delay.ms=0
+group.initial.rebalance.delay.ms={initial_rebalance_delay_ms}
 group.min.session.timeout.ms=1000
 log.segment.bytes=16777216
 log.retention.hours=24
@@ -340,8 +348,10 @@ class Broker:
 
     def __init__(self, port: int, controller_port: int, data_dir: Path, *, detach: bool,
                  sasl_port: int | None = None,
-                 scram_users: dict[str, str] | None = None) -> None:
+                 scram_users: dict[str, str] | None = None,
+                 initial_rebalance_delay_ms: int = INITIAL_REBALANCE_DELAY_MS) -> None:
         self.port = port
+        self.initial_rebalance_delay_ms = initial_rebalance_delay_ms
         self.controller_port = controller_port
         self.data_dir = data_dir
         self.detach = detach
@@ -379,7 +389,7 @@ class Broker:
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         props = self.data_dir / "server.properties"
         props.write_text(_server_properties(self.data_dir, self.port, self.controller_port,
-                                            self.sasl_port))
+                                            self.sasl_port, self.initial_rebalance_delay_ms))
         (self.data_dir / "log4j2.properties").write_text(_log4j2_properties(self.data_dir / "logs"))
         if not (self.data_dir / "data" / "meta.properties").exists():
             self._format(props)
@@ -514,6 +524,7 @@ def start_broker(
     detach: bool = False,
     sasl_port: int | None = None,
     scram_users: dict[str, str] | None = None,
+    initial_rebalance_delay_ms: int = INITIAL_REBALANCE_DELAY_MS,
 ) -> Broker:
     """Start a broker and return once a client can produce to ``handle.bootstrap``.
 
@@ -521,10 +532,13 @@ def start_broker(
     test run leaves no JVM behind. With ``sasl_port`` a second listener there
     (``handle.sasl_bootstrap``) takes only clients authenticated with SCRAM-SHA-512 as one
     of ``scram_users`` (name -> password, written into the metadata when the data dir is
-    formatted).
+    formatted). ``initial_rebalance_delay_ms``: Kafka's 3 s by default; 0 makes a lone
+    member's first assignment immediate, but members started together then join one by one,
+    each join an eager rebalance in which the others give up all their partitions.
     """
     return Broker(port, controller_port, Path(data_dir).resolve(), detach=detach,
-                  sasl_port=sasl_port, scram_users=scram_users).start(wait_s)
+                  sasl_port=sasl_port, scram_users=scram_users,
+                  initial_rebalance_delay_ms=initial_rebalance_delay_ms).start(wait_s)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -540,6 +554,10 @@ def _cli(argv: list[str] | None = None) -> int:
                        help="KRaft controller port (default 9093)")
     start.add_argument("--wait-s", type=float, default=60.0,
                        help="seconds to wait until clients can use it (default 60)")
+    start.add_argument("--initial-rebalance-delay-ms", type=int,
+                       default=INITIAL_REBALANCE_DELAY_MS,
+                       help="group.initial.rebalance.delay.ms (default Kafka's, "
+                            f"{INITIAL_REBALANCE_DELAY_MS})")
     for name, help_ in (("start", None), ("stop", "stop the broker"),
                         ("status", "say whether the broker runs and answers")):
         p = start if name == "start" else sub.add_parser(name, help=help_)
@@ -557,7 +575,8 @@ def _cli(argv: list[str] | None = None) -> int:
                 print(f"already running (pid {running.pid}): bootstrap {running.bootstrap}")
                 return 0
             broker = start_broker(args.port, args.controller_port, data_dir, args.wait_s,
-                                  detach=True)
+                                  detach=True,
+                                  initial_rebalance_delay_ms=args.initial_rebalance_delay_ms)
             print(f"Kafka {broker.bootstrap} ready (pid {broker.pid}, logs {broker.log_path})")
             return 0
         if args.command == "stop":

@@ -48,8 +48,13 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     broker_mod = _load_broker_module()
     data_dir = tmp_path_factory.mktemp("kafka")
     try:
+        # No initial rebalance delay (Kafka's is 3 s): the suite starts about a hundred
+        # fresh groups, nearly all with one member, and each would wait it out. Members
+        # started together therefore join one by one here, each join an eager rebalance:
+        # harsher than a production broker, which groups them into one assignment.
         broker = broker_mod.start_broker(
-            broker_mod.free_port(), broker_mod.free_port(), data_dir, wait_s=90
+            broker_mod.free_port(), broker_mod.free_port(), data_dir, wait_s=90,
+            initial_rebalance_delay_ms=0,
         )
     except broker_mod.BrokerError as exc:
         pytest.fail(f"could not start the test Kafka broker: {exc}", pytrace=False)
