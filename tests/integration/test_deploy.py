@@ -187,6 +187,8 @@ def test_scaled_compose_runs_the_two_stages_with_replicas() -> None:
     assert scaled["processor"]["deploy"]["replicas"] >= 2
     assert scaled["risk"]["deploy"]["replicas"] >= 2
     assert "predicted-kinematics:" in scaled["topics"]["environment"]["TOPICS"]
+    # replicas started together join in one assignment
+    assert int(scaled["kafka"]["environment"]["KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS"]) > 0
 
 
 def test_compose_has_no_default_grafana_password() -> None:
