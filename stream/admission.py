@@ -2,8 +2,8 @@
 
 Per record in arrival order (rule 1 of stream/engine.py), a record is dropped ``future``
 when it is more than ``max_future_s`` ahead of both the newest event time accepted so far
-and the wall clock; ``late`` when its tick was already released by the watermark as it stood
-at that record; ``stale`` when it is at or before an earlier record of the same vehicle;
+and the wall clock; ``late`` when its tick was already released by the watermark (see
+below); ``stale`` when it is at or before an earlier record of the same vehicle;
 ``dense`` when the vehicle already has a fix in the same ``min_fix_interval_s`` bucket;
 ``ahead`` when it jumps more than ``max_clock_skew_s`` ahead of its partition's newest
 accepted event time and no other vehicle corroborates the jump (a sender whose clock runs
@@ -26,7 +26,12 @@ Two event-time positions decide when a tick is out:
 - **Watermark** (what is too late, and the fallback). ``M - allowed_lateness_s``, M the
   newest event time seen, held back to the newest event time of each input partition that
   still has records to deliver (unless it trails by more than ``max_partition_skew_s``). A
-  record whose tick the watermark had released at its arrival is dropped ``late``. A tick
+  record is dropped ``late`` when the watermark had released its tick before its batch, or
+  when its tick ends more than ``allowed_lateness_s`` before the newest event time of its
+  own partition up to it (of the whole input, for a partition trailing by more than
+  ``max_partition_skew_s``): within a batch no other partition moves that line, so which
+  records are late depends on each partition's order alone (a backlog drained at any pace,
+  partitions fetched in any order, drops the same ones). A tick
   is released by the watermark at the latest, so a partition that stopped delivering holds
   the others for ``allowed_lateness_s`` and no longer: it is then left out of the evidence
   until it delivers again (its first records, if behind the released tick, count at the
@@ -395,9 +400,13 @@ class Admission:
             good_ts[ahead] = -np.inf
         running = np.maximum.accumulate(good_ts) if n else good_ts
         np.maximum(running, self._max_ts, out=running)
-        watermark, front = self._partition_watermarks(good_ts, running, partitions, blocking)
-        # late: the record's tick was already released by the watermark at its arrival
-        wm_tick = self._tick_of(watermark - cfg.allowed_lateness_s) - 1
+        front = self._partition_fronts(good_ts, running, partitions, blocking)
+        # late: the record's tick was already released by the watermark, as it stood before
+        # the batch or as the record's own partition moves it (never by another partition's
+        # pace within the batch: that would depend on how the partitions interleave), unless
+        # the partition trails by more than the skew limit (then it holds nothing)
+        line = np.where(front >= running - cfg.max_partition_skew_s, front, running)
+        wm_tick = self._tick_of(line - cfg.allowed_lateness_s) - 1
         if self._late_upto is not None:
             np.maximum(wm_tick, self._late_upto, out=wm_tick)
         own_tick = self._tick_of(ts)
@@ -551,31 +560,36 @@ class Admission:
         for i in np.flatnonzero(late).tolist():
             out.append((int(index[i]), "late", f"ts {ts[i]:.3f} behind the watermark", None))
 
-    def _partition_watermarks(
+    def _partition_fronts(
         self, good_ts: np.ndarray, running: np.ndarray, partitions: np.ndarray | None,
         blocking: set[int],
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Event time the watermark stands at for each record (before lateness), and the
-        newest event time of the record's own partition up to it (the record included).
+    ) -> np.ndarray:
+        """The newest event time of each record's own partition up to it (the record
+        included; the whole stream's without partitions).
 
-        The newest event time seen, held back to the newest of each blocking partition (-inf
-        for one not seen yet) unless that partition trails by more than
-        ``max_partition_skew_s``, which bounds the records held in memory. Also sets
-        ``self._watermark_s``, where it stands after the batch.
+        Also moves the watermark (``self._watermark_s``, before lateness) to where it stands
+        after the batch: the newest event time seen, held back to the newest of each blocking
+        partition (-inf for one not seen yet) unless that partition trails by more than
+        ``max_partition_skew_s``, which bounds the records held in memory.
         """
         part_max = self._part_max
         n = good_ts.shape[0]
         present = np.unique(partitions).tolist() if partitions is not None and n else []
         # A partition delivering records in this batch holds them to its own order even if
         # this poll drained it (it no longer shows lag).
-        holding = blocking.union(present)
-        self._holding = holding
-        carry = {p: part_max.get(p, -math.inf) for p in holding}
-        for p in present:
-            top = float(good_ts[partitions == p].max())  # type: ignore[index]
-            if top > part_max.get(p, -math.inf):
-                part_max[p] = top
+        self._holding = blocking.union(present)
+        carry = {p: part_max.get(p, -math.inf) for p in present}
         end = max(self._max_ts, float(running[-1])) if n else self._max_ts
+        front = running
+        if present:
+            front = running.copy()
+            for p in present:
+                mine = partitions == p  # type: ignore[operator]
+                run_p = np.maximum.accumulate(good_ts[mine])
+                np.maximum(run_p, carry[p], out=run_p)
+                front[mine] = run_p
+                if run_p[-1] > carry[p]:
+                    part_max[p] = float(run_p[-1])
         w_end = end
         skew = self.config.max_partition_skew_s
         for p in blocking:
@@ -583,21 +597,7 @@ class Admission:
             if m == -math.inf or m >= end - skew:
                 w_end = min(w_end, m)
         self._watermark_s = w_end
-        if not holding or not n:
-            return running, running
-        wm = running.copy()
-        front = running.copy()
-        for p in sorted(holding):
-            mine = partitions == p if partitions is not None else None
-            if mine is not None and mine.any():
-                run_p = np.maximum.accumulate(np.where(mine, good_ts, -np.inf))
-                np.maximum(run_p, carry[p], out=run_p)
-                front[mine] = run_p[mine]
-            else:
-                run_p = np.full(n, carry[p])
-            holds = (run_p == -np.inf) | (run_p >= running - skew)
-            np.minimum(wm, np.where(holds, run_p, np.inf), out=wm)
-        return wm, front
+        return front
 
     def _stale(self, batch: PositionBatch, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For ``rows`` (arrival order): ``stale``, at or before an earlier fix of the same

@@ -8,7 +8,8 @@ replay and a live run agree, and it rests on four rules, all on event time:
    more than ``max_future_s`` ahead of both the newest event time accepted so far and the
    wall clock, so one wrong clock cannot stall everyone (the wall clock only matters for
    data stamped in the future; replays of recorded data never depend on it); ``late`` when
-   its tick was already released (see 2) by the watermark as it stood at that record;
+   its tick was released (see 2) by the watermark before its batch, or ends more than
+   ``allowed_lateness_s`` before the newest event time of its own input partition;
    ``stale`` when it is at or before an earlier record of the same vehicle (duplicates,
    out-of-order fixes, replays after a restart); ``dense`` when the vehicle already has a
    fix in the same ``min_fix_interval_s`` bucket of event time (a flooding sender cannot

@@ -115,6 +115,28 @@ def test_the_tick_of_a_record_depends_on_its_partitions_order_alone():
     assert any(ticks[k] > own[k] for k in ticks)  # stragglers count at a later tick
 
 
+def test_which_records_are_late_depends_on_their_partitions_order_alone():
+    """A backlog of several partitions drained at any pace drops the same fixes late: a fix
+    is judged against its own partition's newest event time, never against how far the
+    other partitions had got (which depends on the fetches)."""
+    rng = np.random.default_rng(5)
+    arrivals, held_back = [], 0
+    for p in range(3):
+        # 40 vehicles per partition, each with a fix every 2 s (the partition: one every
+        # 0.05 s); 10% held back 0.2-1.5 s, not overtaken by their vehicle's next fix
+        fixes = [(f"v{p}-{i}", round(2.0 * m + 0.05 * i, 3))
+                 for m in range(1, 8) for i in range(40)]
+        delay = np.where(rng.random(len(fixes)) < 0.1, rng.uniform(0.2, 1.5, len(fixes)), 0)
+        keys = np.array([t for _, t in fixes]) + delay
+        arrivals += [(p, *fixes[i]) for i in np.argsort(keys, kind="stable").tolist()]
+        held_back += int((delay > 0).sum())
+    runs = [_ticks_by_record(arrivals, cut, how)
+            for cut in (1, 13, 200, 5000) for how in ("round-robin", "sequential")]
+    ticks, late = runs[0]
+    assert 0 < late < held_back and len(ticks) + late == len(arrivals)
+    assert all(r == runs[0] for r in runs[1:])
+
+
 def test_a_partition_with_records_to_deliver_holds_the_release_and_an_idle_one_does_not():
     adm = Admission(EngineConfig(), wall_clock=lambda: T0)
     zero, one = np.zeros(10, np.int64), np.ones(10, np.int64)
@@ -176,24 +198,25 @@ def test_each_partition_commits_up_to_its_own_first_waiting_record():
 
 def test_the_changelog_position_keeps_buffered_records_from_being_late_after_a_restart():
     adm = Admission(EngineConfig(), wall_clock=lambda: T0)
-    zero = np.zeros(1, np.int64)
-    adm.release(adm.admit(_batch(*(("a", 0.1 * k) for k in range(1, 11))), 0,
-                          np.zeros(10, np.int64), {0, 1}))
-    adm.release(adm.admit(_batch(*(("b", 0.1 * k) for k in range(1, 7))), 10,
+    zero, one = np.zeros(1, np.int64), np.ones(1, np.int64)
+    fast = _batch(*(("a", t) for t in (0.1, 0.3, 0.5, 0.7, 0.9, 1.08)))
+    adm.release(adm.admit(fast, 0, np.zeros(6, np.int64), {0, 1}))
+    adm.release(adm.admit(_batch(*(("b", 0.1 * k) for k in range(1, 7))), 6,
                           np.ones(6, np.int64), {0, 1}))
-    # partition 1 (at 0.6 s) holds the watermark: a fix 0.75 s behind partition 0 is not
-    # late, and waits for partition 0's current tick (ending at 1.0 s)
-    adm.release(adm.admit(_batch(("c", 0.25)), 16, zero, {0, 1}))
-    adm.release(adm.admit(_batch(*(("b", 0.6 + 0.1 * k) for k in range(1, 11))), 17,
-                          np.ones(10, np.int64), {0, 1}))
-    own = int(np.ceil((T0 + 0.25) / 0.2))
+    # 0.63 s behind its partition (1.08 s): not late (its tick, ending at 0.6 s, is not
+    # before 1.08 - 0.5 s); it waits for the tick of 1.08 - 0.05 s (ending at 1.2 s)
+    adm.release(adm.admit(_batch(("c", 0.45)), 12, zero, {0, 1}))
+    adm.release(adm.admit(_batch(("a", 1.15)), 13, zero, {0, 1}))
+    adm.release(adm.admit(_batch(*(("b", t) for t in (0.7, 0.8, 0.9, 1.0, 1.1, 1.15))), 14,
+                          np.ones(6, np.int64), {0, 1}))
+    own = int(np.ceil((T0 + 0.45) / 0.2))
     assert adm.stats["late"] == 0 and "c" in _pending_ids(adm)
     assert adm._late_upto is not None and adm._late_upto >= own  # the watermark passed it
     meta = adm.meta()
     assert meta["late_upto"] < own
     again = Admission(EngineConfig(), wall_clock=lambda: T0)
     again.resume(meta["done"], meta["late_upto"])
-    again.admit(_batch(("c", 0.25)), 0, zero, {0, 1})
+    again.admit(_batch(("c", 0.45)), 0, one, {0, 1})
     assert again.stats["late"] == 0 and len(again) == 1
 
 
