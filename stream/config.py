@@ -95,8 +95,9 @@ class EngineConfig:
     """Event-time rules of the core (see stream/engine.py for how they interact).
 
     - ``allowed_lateness_s``: how far behind the newest event time (of its own input
-      partition, and of the watermark) a record may arrive and still be used (older ones are dropped ``late``); also how long a tick waits for a
-      partition that has stopped delivering (state expiry and episode ends follow ticks).
+      partition, and of the watermark) a record may arrive and still be used (older ones are
+      dropped ``late``); also how long a tick waits for a partition that has stopped
+      delivering (state expiry and episode ends follow ticks).
     - ``tick_lateness_s``: a tick is assessed as soon as every input partition has delivered
       a fix this far past its end (the evidence that its fixes are in), without waiting
       ``allowed_lateness_s``. A fix that arrives behind its partition by more than this is
