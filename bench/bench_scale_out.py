@@ -56,6 +56,7 @@ DONE = re.compile(r"done: (\d+) records in ([\d.]+) s \(\d+/s, ([\d.]+) CPU s"
                   r"(?:; main thread ([\d.]+) s waiting for a CPU, ([\d.]+) s idle)?")
 ASSIGNED = re.compile(r"^(\S+ \S+) INFO \S+: partitions \[[\d, ]*\] assigned", re.M)
 FIRST = re.compile(r"first record ([\d.]+) s after start")
+RESTORED = re.compile(r"restored \d+ vehicle state\(s\) .* in ([\d.]+) s")
 CONSUMED = re.compile(rb"^trajstream_positions_consumed_total ([\d.e+]+)", re.M)
 SAMPLE_S = 0.2
 SETTLE_S = 1.0  # after the last first assignment: restore and records read again are over
@@ -87,6 +88,7 @@ class Member:
     idle_s: float | None  # main thread blocked (broker, rebalance, restore)
     assigned_at: float
     first_s: float  # from the start of the run to the first record
+    restores: list[float]  # seconds of each changelog restore (one per new assignment)
 
     @property
     def processing_s(self) -> float:
@@ -97,7 +99,8 @@ class Member:
                  f"; main thread {self.seconds - self.wait_s - (self.idle_s or 0):.1f} s on a "
                  f"CPU, {self.wait_s:.1f} s waiting for one, {self.idle_s:.1f} s idle")
         return (f"{self.records} in {self.seconds:.1f} s, the first after {self.first_s:.1f} s "
-                f"({self.cpu_s:.1f} CPU s{where})")
+                f"({self.cpu_s:.1f} CPU s{where}); {len(self.restores)} changelog restore(s) "
+                f"{sum(self.restores):.1f} s")
 
 
 def _scrape(port: int) -> float | None:
@@ -171,7 +174,8 @@ def parallel(n: int, *args: str) -> tuple[list[Member], float | None]:
             m = DONE.findall(err)[-1]
             out.append(Member(int(m[0]), float(m[1]), float(m[2]),
                               float(m[3]) if m[3] else None, float(m[4]) if m[4] else None,
-                              _wall(ASSIGNED.findall(err)[0]), float(FIRST.findall(err)[0])))
+                              _wall(ASSIGNED.findall(err)[0]), float(FIRST.findall(err)[0]),
+                              [float(x) for x in RESTORED.findall(err)]))
         sampler.join()
     settled = max(m.assigned_at for m in out) + SETTLE_S
     return out, steady_rate([s for s in samples if s], settled)
