@@ -27,9 +27,14 @@ Simulated traffic is published once to a positions topic of --partitions partiti
    and tick, and the halo duplication factor (vehicle rows published / vehicles assessed).
 3. `--stage risk --until-end` with 1 process drains it: vehicle-ticks per second.
 4. The state changelog: bytes per vehicle in the predict stage's changelog.
+5. What splitting the vehicles costs by itself, without Kafka or a second process: the CPU
+   time of the predict stage's engine on all the positions against the sum over the two
+   halves of the partitions the 2 processes hold (--split-rounds, interleaved): each
+   process then steps fleets half as large, so per-step costs are paid twice.
 
 Usage: python bench/bench_scale_out.py [--bootstrap HOST:PORT] [--vehicles 1000]
     [--seconds 60] [--partitions 6] [--predictor lstm] [--tile-m 1000] [--rounds 3]
+    [--split-rounds 3]
 Without --bootstrap a throwaway broker is started from broker/lib.
 """
 
@@ -51,6 +56,10 @@ from datetime import datetime
 from pathlib import Path
 
 from _kit import free_port, kafka_broker
+
+# As `trajstream` does (numpy is imported later, inside the functions): OpenBLAS threads
+# spinning on the other core would count in the engine's CPU time.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 DONE = re.compile(r"done: (\d+) records in ([\d.]+) s \(\d+/s, ([\d.]+) CPU s"
                   r"(?:; main thread ([\d.]+) s waiting for a CPU, ([\d.]+) s idle)?")
@@ -221,6 +230,47 @@ def changelog_bytes(bootstrap: str, topic: str) -> tuple[int, int]:
     return len(live), sum(live)
 
 
+def split_cpu(path: Path, partitions: int, predictor: str, tile_m: float
+              ) -> tuple[float, float]:
+    """CPU seconds of the predict-stage engine on every position of ``path``, and the sum
+    over the partition halves ``[0, P/2)`` and ``[P/2, P)`` (Kafka's key partitioner)."""
+    import numpy as np
+    import orjson
+    from kafka.partitioner.default import murmur2
+
+    from trajstream.stream.app import load_predictor
+    from trajstream.stream.codec import CodecConfig, decode_batch
+    from trajstream.stream.config import DEFAULTS, EngineConfig
+    from trajstream.stream.engine import Engine
+    from trajstream.stream.metrics import Metrics
+    from trajstream.stream.predict_stage import TilePublisher
+    from trajstream.stream.tiles import TileGrid
+
+    values = path.read_bytes().splitlines()
+    keys = [orjson.loads(v)["vehicle_id"].encode() for v in values]
+    part = np.array([(murmur2(k) & 0x7FFFFFFF) % partitions for k in keys])
+    cfg = EngineConfig()
+    model = load_predictor(predictor, cfg.spec)
+    grid = TileGrid(tile_m, DEFAULTS.max_speed_mps * cfg.horizon_s + DEFAULTS.halo_margin_m,
+                    partitions)
+
+    def cpu(mine: list[int]) -> float:
+        idx = np.flatnonzero(np.isin(part, mine))
+        ks, vs, ps = [keys[i] for i in idx], [values[i] for i in idx], part[idx]
+        eng = Engine(cfg, model, Metrics(), publisher=TilePublisher(grid, model.name,
+                                                                    partitions))
+        t0 = time.process_time()
+        for lo in range(0, len(vs), 5000):  # the processor's default batch
+            batch, _ = decode_batch(ks[lo:lo + 5000], vs[lo:lo + 5000], CodecConfig())
+            eng.process(batch, lo, partitions=ps[lo:lo + 5000][batch.index])
+        eng.flush()
+        return time.process_time() - t0
+
+    half = partitions // 2
+    whole = cpu(list(range(partitions)))
+    return whole, cpu(list(range(half))) + cpu(list(range(half, partitions)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bootstrap", default=os.environ.get("TRAJSTREAM_BENCH_BOOTSTRAP"))
@@ -231,6 +281,8 @@ def main() -> None:
     ap.add_argument("--tile-m", default="1000")
     ap.add_argument("--rounds", type=int, default=3,
                     help="interleaved 1- and 2-process runs; the median is reported")
+    ap.add_argument("--split-rounds", type=int, default=3,
+                    help="rounds of the engine-only split measurement (5.); 0 skips it")
     a = ap.parse_args()
     with kafka_broker(a.bootstrap) as bootstrap:
         from trajstream.stream.kafka import create_topics
@@ -309,6 +361,15 @@ def main() -> None:
               f"{rows / r_s:,.0f} vehicle rows/s ({distinct / r_s:,.0f} vehicle-ticks/s)")
         print(f"predict changelog: {vehicles_cl} vehicles, {bytes_cl / max(vehicles_cl, 1):.0f}"
               f" bytes per vehicle")
+        splits = []
+        for _ in range(a.split_rounds):
+            whole_s, halves_s = split_cpu(pos, a.partitions, a.predictor, float(a.tile_m))
+            splits.append(halves_s / whole_s)
+            print(f"engine alone (no Kafka): all positions {whole_s:.2f} CPU s, the two halves "
+                  f"{halves_s:.2f} CPU s: {splits[-1]:.2f}x", flush=True)
+        if splits:
+            print(f"splitting the vehicles in two costs {statistics.median(splits):.2f}x the "
+                  f"CPU by itself (median of {len(splits)})")
 
 
 if __name__ == "__main__":
