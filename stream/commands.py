@@ -74,9 +74,9 @@ def _engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
         _opt("--allowed-lateness-s", env="ALLOWED_LATENESS_S",
              default=ENGINE_DEFAULTS.allowed_lateness_s,
              type=click.FloatRange(min=0.0),
-             help="How far behind the newest event time a record may arrive and still count "
-                  "(older: dropped 'late'); a tick waits at most this long for a partition "
-                  "that stopped delivering."),
+             help="How far behind the newest event time of its partition a record may "
+                  "arrive and still count (older: dropped 'late'); a tick waits at most this "
+                  "long for a partition that stopped delivering."),
         _opt("--tick-lateness-s", env="TICK_LATENESS_S",
              default=ENGINE_DEFAULTS.tick_lateness_s, type=click.FloatRange(min=0.0),
              help="A tick's alerts go out as soon as every input partition has a fix this far "
