@@ -71,14 +71,18 @@ def _crash_run(bootstrap: str, args: list[str], kills: int, rng: random.Random) 
                                 stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
         try:
-            # Wait until it processes (TF start-up takes a few seconds), then a random moment.
-            deadline = time.monotonic() + 120
+            # Wait until it has restored and processes (TF start-up, the dead member's session
+            # expiry and the restore take a minute or more on a loaded two-core machine), then
+            # a random moment. A kill before the restore would test nothing: fail instead.
+            deadline = time.monotonic() + 600
             assert proc.stderr is not None
             seen = []
             for line in proc.stderr:
                 seen.append(line)
                 if "restored " in line or time.monotonic() > deadline:
                     break
+            assert any("restored " in line for line in seen), (
+                "no restore within 600 s:\n" + "".join(seen)[-3000:])
             time.sleep(rng.uniform(0.5, 2.5))
             if proc.poll() is not None:
                 raise AssertionError("ended before the kill:\n" + "".join(seen)
