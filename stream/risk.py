@@ -32,7 +32,10 @@ Pipeline of :func:`assess` at event time ``t`` (vectorised; no per-pair Python):
    reaches ``warning_probability``; ``ttc`` is the nominal contact, or the first moment
    the probability reaches that. Near-parallel pairs need a nominal contact with
    ``parallel_probability``: sideways, lane keeping holds them apart, which a sigma grown
-   by heading error does not express.
+   by heading error does not express. Likewise a vehicle standing still (slower than
+   ``still_speed_mps``) beside the other's way needs a nominal contact: the other driver
+   sees it and passes it (a turn past a car waiting at a junction comes within a metre of
+   it), and the still one's predicted path foresees it pulling out.
    **Two hypotheses.** Motion forecasting is multi-modal: a vehicle in a lane change or a
    drift that the model smooths away (its constant-velocity path leaves the model's path
    sideways by more than half its width, while it is not turning) is also assessed on that
@@ -789,6 +792,12 @@ def _exact(
     # graze each other within the horizon.
     geometric = (p_max >= pw) & np.isfinite(ttc) & (
         ~frame.parallel | (nominal & (p_max >= cfg.parallel_probability)))
+    # A vehicle standing still beside the other's way is an obstacle its driver sees and
+    # passes (a turn past a car waiting at a junction comes within a metre of it): such a
+    # pair needs a nominal contact of the predicted paths, the still one's foreseeing it
+    # pulling out. One standing in the mover's way (ahead, within a lane of its heading
+    # line) is left as it is: a stopped car ahead is the rear end not braked for in time.
+    geometric &= ~_passing_still(fleet, a_c, b_c, cfg) | nominal
     # Following in one lane: contact on the current speeds and braking (the predictor
     # foresees the ordinary stop a distracted driver does not make).
     ttc_f, closing_f = _following_contact(fleet, a_c, b_c, frame, cfg)
@@ -834,6 +843,22 @@ def _exact(
         cpa_y=my, severity=np.where(critical, CRITICAL, WARNING).astype(np.int8),
         probability=p_max,
     )
+
+
+def _passing_still(fleet: Fleet, a: np.ndarray, b: np.ndarray, cfg: RiskConfig) -> np.ndarray:
+    """Pairs of a moving vehicle and one standing still (slower than ``still_speed_mps``)
+    that is not in the mover's way: behind it, or sideways off its heading line by more
+    than a lane gap beyond their half widths. Judged in the mover's frame: a still
+    vehicle's own heading may be noise."""
+    still_a = fleet.speed[a] < cfg.still_speed_mps
+    mover, other = np.where(still_a, b, a), np.where(still_a, a, b)
+    h = fleet.heading[mover]
+    dx, dy = fleet.x[other] - fleet.x[mover], fleet.y[other] - fleet.y[mover]
+    lon = dx * np.cos(h) + dy * np.sin(h)
+    lat = -dx * np.sin(h) + dy * np.cos(h)
+    in_way = (lon > 0) & (np.abs(lat) < 0.5 * (fleet.width[mover] + fleet.width[other])
+                          + cfg.margin_m + cfg.lane_gap_m)
+    return (still_a | (fleet.speed[b] < cfg.still_speed_mps)) & ~in_way
 
 
 def _prune_reach(fleet: Fleet, cfg: RiskConfig) -> tuple[np.ndarray, float]:

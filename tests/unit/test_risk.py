@@ -278,6 +278,19 @@ def test_still_pairs_never_conflict_even_overlapping() -> None:
     assert len(assess(T, fleet, SPEC)) == 0
 
 
+def test_a_car_passing_close_by_a_waiting_one_needs_a_nominal_contact() -> None:
+    # b waits facing north at a junction; a passes eastbound, its side `gap` m beyond b's
+    # nose (margin 0.25 m): within a metre the overlap probability alone would warn
+    def fleet(gap: float) -> Fleet:
+        return cv_fleet([dict(x=-30, y=0, v=10, h=0),
+                         dict(x=0, y=-(0.9 + 0.125 + gap + 2.25), v=0.0, h=math.pi / 2)])
+
+    assert len(assess(T, fleet(0.5), SPEC)) == 0
+    no_rule = dataclasses.replace(RiskConfig(), still_speed_mps=0.0)  # b counts as moving
+    assert pairs_of(assess(T, fleet(0.5), SPEC, no_rule)) == [(0, 1)]
+    assert pairs_of(assess(T, fleet(0.0), SPEC)) == [(0, 1)]  # a's path touches b
+
+
 def test_following_warns_a_follower_braking_less_than_it_needs() -> None:
     leader = dict(x=100, y=0, v=0, h=0)
     # 14 m/s, 60 m behind a stopped car: contact within 3.5 s? no (4.0 s)
