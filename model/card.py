@@ -178,13 +178,31 @@ def write_model_card(path: Path, info: dict) -> Path:
         ]
     cal = info.get("sigma_calibration")
     lines += [
-        f"Validation (pooled, {val['predictions']} predictions; early stopping and the sigma "
-        "scale only):",
+        f"Validation (pooled, {val['predictions']} predictions; early stopping, the residual "
+        "shrink and the sigma scale only):",
         "",
         *_table(val),
         *_sigma_table(val),
         "",
     ]
+    shrink = info.get("residual_shrink")
+    if shrink:
+        def at(values: list[float]) -> str:
+            return " / ".join(f"{values[int(round(h / 0.2)) - 1]:.2f}" for h in HORIZONS_S)
+
+        lines += [
+            "## Residual shrink",
+            "",
+            _para(
+                "The network's path over constant velocity is multiplied, per point, along "
+                "and across the heading, by a factor in [0, 1] fitted on the validation set "
+                "to minimise the sum over sources of the error relative to constant "
+                "velocity's (`model/calibration.py`; folded into the output scale of "
+                "`lstm.npz`): corrections learnt mostly from simulators are only partly "
+                "borne out on real roads. Along at 1 / 2 / 3 / 4 s: " + at(shrink["along"])
+                + "; across: " + at(shrink["across"]) + "."),
+            "",
+        ]
     if cal:
         raw = cal["uncalibrated"]
         lines += [

@@ -28,6 +28,7 @@ from trajstream.model.data import (
     replay,
     source_name,
 )
+from trajstream.model.features import cv_local, to_local
 from trajstream.model.predictors import PathSpec, Predictor
 
 HORIZONS_S: tuple[int, ...] = (1, 2, 3, 4)
@@ -45,6 +46,10 @@ class Evaluation:
     example_paths: dict[str, np.ndarray] = field(default_factory=dict)
     example_targets: np.ndarray | None = None
     example_history: list[np.ndarray] = field(default_factory=list)
+    # with ``residuals=True``: per predictor its path minus constant velocity, and the
+    # observed path minus constant velocity, in the vehicle frame (n_valid, P, 2)
+    residuals: dict[str, np.ndarray] = field(default_factory=dict)
+    target_residuals: np.ndarray | None = None
 
     @property
     def count(self) -> int:
@@ -83,8 +88,11 @@ def run_predictors(
     n_examples: int = 0,
     seed: int = 0,
     progress: bool = False,
+    residuals: bool = False,
 ) -> Evaluation:
-    """Step every predictor through the replay and collect errors against ``targets``."""
+    """Step every predictor through the replay and collect errors against ``targets``
+    (and, with ``residuals``, the paths and targets over constant velocity in the vehicle
+    frame: what model/calibration.py's residual shrink is fitted on)."""
     spec = predictors[0].spec
     pos, kin = rep.pos, rep.kin
     nveh = max(len(pos.ids), 1)
@@ -96,6 +104,10 @@ def run_predictors(
     examples = _pick_examples(rep, valid, n_examples, seed)
     ex_pos = {int(r): i for i, r in enumerate(examples)}
     ex_paths = {p.name: np.zeros((examples.size, spec.points, 2)) for p in predictors}
+    n_valid = int(valid.sum())
+    res = {p.name: np.zeros((n_valid, spec.points, 2), np.float32) for p in predictors
+           if residuals}
+    target_res = np.zeros((n_valid, spec.points, 2), np.float32) if residuals else None
     groups = rep.groups
     if progress:
         from tqdm import tqdm
@@ -121,6 +133,14 @@ def run_predictors(
                 errors[p.name][out_row[idx[v]]] = np.hypot(d[..., 0], d[..., 1])
                 if p.name in sigmas:
                     sigmas[p.name][out_row[idx[v]]] = sig[v]
+                if residuals:
+                    kv = k.take(np.flatnonzero(v))
+                    cv = cv_local(kv.speed, spec.offsets_s)
+                    res[p.name][out_row[idx[v]]] = to_local(kv.x, kv.y, kv.heading,
+                                                            paths[v]) - cv
+                    if target_res is not None:
+                        target_res[out_row[idx[v]]] = to_local(kv.x, kv.y, kv.heading,
+                                                               targets[idx[v]]) - cv
             for j, e in hit:
                 ex_paths[p.name][e] = paths[j]
     history = []
@@ -132,6 +152,7 @@ def run_predictors(
     return Evaluation(
         spec=spec, errors=errors, sigmas=sigmas, example_index=examples, example_paths=ex_paths,
         example_targets=targets[examples] if examples.size else None, example_history=history,
+        residuals=res, target_residuals=target_res,
     )
 
 
@@ -195,7 +216,11 @@ def merge(evs: Sequence[Evaluation]) -> Evaluation:
     first = evs[0]
     errors = {k: np.concatenate([e.errors[k] for e in evs]) for k in first.errors}
     sigmas = {k: np.concatenate([e.sigmas[k] for e in evs]) for k in first.sigmas}
-    return Evaluation(spec=first.spec, errors=errors, sigmas=sigmas,
+    res = {k: np.concatenate([e.residuals[k] for e in evs]) for k in first.residuals}
+    targets = (np.concatenate([e.target_residuals for e in evs])  # type: ignore[misc]
+               if first.target_residuals is not None else None)
+    return Evaluation(spec=first.spec, errors=errors, sigmas=sigmas, residuals=res,
+                      target_residuals=targets,
                       example_index=first.example_index,
                       example_paths=first.example_paths, example_targets=first.example_targets,
                       example_history=first.example_history)

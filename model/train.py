@@ -523,7 +523,11 @@ def run_training(
 
     from tqdm import tqdm
 
-    from trajstream.model.calibration import fit_sigma_scale, per_source_weights
+    from trajstream.model.calibration import (
+        fit_residual_shrink,
+        fit_sigma_scale,
+        per_source_weights,
+    )
     from trajstream.model.card import acceptance, plot_history, write_model_card
     from trajstream.model.evaluate import Evaluation, merge, run_predictors, write_plots
     from trajstream.model.predictors import ConstantTurnRate, ConstantVelocity, Predictor
@@ -577,7 +581,7 @@ def run_training(
     predictors: list[Predictor] = [
         LstmPredictor(weights, spec), ConstantVelocity(spec), ConstantTurnRate(spec)]
 
-    def evaluate(split: str) -> dict[str, Evaluation]:
+    def evaluate(split: str, residuals: bool = False) -> dict[str, Evaluation]:
         evs: dict[str, Evaluation] = {}
         todo = [p for p in parts if p.split == split]
         for part in tqdm(todo, desc=f"evaluating {split}", unit="file", file=sys.stderr,
@@ -586,20 +590,34 @@ def run_training(
             if not len(rep.pos):
                 continue
             tg, valid = future_positions(rep, spec.offsets_s)
-            ev = run_predictors(rep, predictors, tg, valid, n_examples=6, seed=cfg.seed)
+            ev = run_predictors(rep, predictors, tg, valid, n_examples=6, seed=cfg.seed,
+                                residuals=residuals)
             if split == "test":  # the validation files are described by their windows
                 describe(part, rep, ev.count)
             evs[part.source] = merge([evs[part.source], ev]) if part.source in evs else ev
         return evs
 
     log.info("evaluating (stateful replay) on the validation and test sets")
-    val_evs = list(evaluate("val").values())
+    val_evs = list(evaluate("val", residuals=True).values())
+    val_counts = [e.count for e in val_evs]
     val_ev = merge(val_evs)
+    # the residual shrink, fitted on validation, each source alike (model/calibration.py),
+    # folded into the output scale (the Keras model and the step carry it alike)
+    observed = val_ev.target_residuals
+    assert observed is not None  # evaluated with residuals=True
+    shrink = fit_residual_shrink(val_ev.residuals["lstm"], observed, val_counts)
+    weights = dataclasses.replace(weights, out_scale=np.r_[
+        weights.out_scale[: 2 * spec.points] * shrink.reshape(-1),
+        weights.out_scale[2 * spec.points:]].astype(np.float32))
+    d = val_ev.residuals["lstm"] * shrink - observed
+    val_ev.errors["lstm"] = np.hypot(d[..., 0], d[..., 1]).astype(np.float32)
+    val_ev.residuals, val_ev.target_residuals = {}, None
+    del val_evs, d, observed
     # the sigma's calibration scale, fitted on validation, each source alike
     # (model/calibration.py)
     raw_sigma = val_ev.summary()["models"]["lstm"]["sigma"]
     scale = fit_sigma_scale(val_ev.errors["lstm"], val_ev.sigmas["lstm"],
-                            per_source_weights([e.count for e in val_evs]))
+                            per_source_weights(val_counts))
     weights = dataclasses.replace(weights, sigma_scale=scale)
     val_ev.sigmas["lstm"] = val_ev.sigmas["lstm"] * scale
     val = val_ev.summary()
@@ -642,6 +660,8 @@ def run_training(
         "kinds": kinds,
         "tests": tests,
         "val": val,
+        "residual_shrink": {"along": [round(float(v), 4) for v in shrink[:, 0]],
+                            "across": [round(float(v), 4) for v in shrink[:, 1]]},
         "sigma_calibration": {"scale": [round(float(v), 4) for v in scale],
                               "uncalibrated": raw_sigma},
         "history": history,

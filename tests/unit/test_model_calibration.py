@@ -1,4 +1,5 @@
-"""The sigma calibration: its figures on errors of known distribution, and the fitted scale."""
+"""The sigma calibration: its figures on errors of known distribution, and the fitted scale;
+the residual shrink."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from trajstream.model.calibration import (
     GAUSSIAN_WITHIN,
     RAYLEIGH_MEDIAN,
     calibration,
+    fit_residual_shrink,
     fit_sigma_scale,
     per_source_weights,
 )
@@ -85,3 +87,28 @@ def test_sources_count_alike_however_many_predictions_each_holds():
     # equal weights give the plain quantile's answer (to the sample spacing)
     np.testing.assert_allclose(fit_sigma_scale(err, sigma, np.ones(big + small)), plain,
                                rtol=1e-3)
+
+
+def test_residual_shrink_weighs_sources_alike_and_only_shrinks():
+    rng = np.random.default_rng(3)
+    p = PathSpec().points
+
+    def source(n: int, gain: np.ndarray, cv_m: float) -> tuple[np.ndarray, np.ndarray]:
+        """Targets of CV error ``cv_m``; residuals the targets times ``gain`` (P, 2) plus
+        nothing else, so the least-squares factor of this source alone is 1 / gain."""
+        t = rng.normal(0.0, cv_m, (n, p, 2))
+        return t * gain, t
+
+    exact = np.ones((p, 2))
+    over = np.full((p, 2), 2.0)  # a source whose corrections are twice what happens
+    (r1, t1), (r2, t2) = source(100, over, 1.0), source(10_000, exact, 1.0)
+    k = fit_residual_shrink(np.r_[r1, r2], np.r_[t1, t2], [100, 10_000])
+    # each source alike: the joint factor sits between 1/2 and 1, not at the big one's 1
+    assert k.shape == (p, 2) and np.all(k > 0.55) and np.all(k < 0.7)
+    # a source's weight is its inverse CV error: the same errors scaled count alike
+    (r3, t3) = r2 * 10.0, t2 * 10.0
+    np.testing.assert_allclose(fit_residual_shrink(np.r_[r1, r3], np.r_[t1, t3], [100, 10_000]),
+                               k, rtol=1e-5)
+    # one exact source: factor 1; corrections smaller than what happens are not grown
+    np.testing.assert_allclose(fit_residual_shrink(r2, t2, [10_000]), 1.0, rtol=1e-6)
+    assert np.all(fit_residual_shrink(t2 * 0.5, t2, [10_000]) == 1.0)
