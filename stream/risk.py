@@ -54,19 +54,26 @@ Pipeline of :func:`assess` at event time ``t`` (vectorised; no per-pair Python):
    ``brake_accel_mps2``: it has reacted, and firms up an under-braked stop as drivers do)
    or would touch within ``follow_warning_ttc_s`` (a car cutting in close ahead needs
    little braking, but now).
-6. **Severity.** Critical: ``ttc < critical_ttc_s`` and overlap probability at least
+6. **Pile-ups.** The vehicles of a critical conflict stop dead at its contact (a wreck); the
+   pairs of others with them are assessed again on that (:func:`_with_wrecks`; it adds or
+   escalates conflicts, never drops one), so the car behind a crash is warned of the
+   obstacle it will meet, not of a leader cruising on.
+7. **Severity.** Critical: ``ttc < critical_ttc_s`` and overlap probability at least
    ``critical_probability`` (for a follower: the predicted paths touch too, and it needs
    more than ``comfort_decel_mps2``: an ordinary stop no longer fits). A neighbour in
    another lane is never critical (a lane change next to it is warned). Otherwise warning.
-7. **Other filters.** Closing speed at contact below ``min_closing_speed_mps`` (touching
-   by noise or creeping); near-parallel pairs in another lane now (sideways apart by more
-   than ``lane_gap_m``, allowing for the axis error at distance) whose lateral closing
+8. **Other filters.** Closing speed at contact below ``min_closing_speed_mps`` (touching
+   by noise or creeping); near-parallel pairs apart sideways now whose lateral closing
    speed is within ``max(lateral_speed_tol_mps, lateral_heading_tol_rad * hypot(v_a,
-   v_b))`` (what fitted headings explain): vehicles keep their lanes.
+   v_b))`` (what fitted headings explain): vehicles keep their lanes. Apart: in another
+   lane (sideways clear by more than ``lane_gap_m``, allowing for the axis error at
+   distance), or, going the same way or oncoming side by side, sideways clear at all (a
+   heading error alone makes straight paths touch).
 
    The episode tracker also requires a conflict to persist over consecutive assessments
-   (stream.episodes). Known limits: a slow sideways drift into a neighbour is flagged late
-   (once within ``lane_gap_m``); a lane change that starts ~1 s before contact cannot be
+   (stream.episodes). Known limits: a slow sideways drift into an oncoming car is flagged
+   late (once within ``lane_gap_m``), into a car going the same way once they overlap
+   sideways; a lane change that starts ~1 s before contact cannot be
    foreseen; a driver braking for a stopped car only ~3 s before reaching it looks until
    then like one who does not brake, and is warned (never critical).
 """
@@ -513,6 +520,7 @@ def assess(t: float, fleet: Fleet, spec: PathSpec, cfg: RiskConfig | None = None
     sub = local.take(sel)
     smp = sample_paths(t, sub, spec, cfg)
     c = _exact(t, sub, smp, radius[sel], remap[a], remap[b], cfg)
+    c = _with_wrecks(t, sub, smp, radius[sel], remap[a], remap[b], c, cfg)
     if cv is not None:
         # the constant-velocity hypothesis for the pairs with a manoeuvring vehicle
         m = manoeuvre[a] | manoeuvre[b]
@@ -536,6 +544,58 @@ def assess(t: float, fleet: Fleet, spec: PathSpec, cfg: RiskConfig | None = None
         cpa_y=c.cpa_y[order] + oy, severity=c.severity[order],
         probability=None if c.probability is None else c.probability[order],
     )
+
+
+def _with_wrecks(
+    t: float, fleet: Fleet, smp: Samples, radius: np.ndarray, a: np.ndarray, b: np.ndarray,
+    c: Conflicts, cfg: RiskConfig,
+) -> Conflicts:
+    """Pile-ups: the vehicles of a critical conflict stop dead at its contact (a wreck), and
+    the pairs of others with them are assessed again on that: the car behind a crash sees
+    the obstacle it will meet, not a leader cruising on. A second hypothesis: it adds or
+    escalates conflicts, never drops one. One level deep (linear)."""
+    crit = np.flatnonzero(c.severity == CRITICAL)
+    if crit.shape[0] == 0:
+        return c
+    n = len(fleet)
+    wreck = np.full(n, np.inf)
+    np.minimum.at(wreck, c.a[crit], c.ttc[crit])
+    np.minimum.at(wreck, c.b[crit], c.ttc[crit])
+    key = a * n + b
+    again = np.flatnonzero((np.isfinite(wreck[a]) | np.isfinite(wreck[b]))
+                           & ~np.isin(key, c.a[crit] * n + c.b[crit]))
+    if again.shape[0] == 0:
+        return c
+    rows = np.flatnonzero(np.isfinite(wreck))
+    tw = wreck[rows]
+    j = smp.x.shape[1]
+    u = tw / cfg.sample_step_s
+    j0 = np.minimum(u.astype(np.int64), j - 2)
+    fr = (u - j0)[:, None]
+    after = (cfg.sample_step_s * np.arange(j))[None, :] > tw[:, None]
+    frozen = {}
+    for name in ("x", "y", "vx", "vy"):
+        v = getattr(smp, name).copy()
+        r = v[rows]
+        if name in ("x", "y"):
+            at = r[np.arange(rows.shape[0]), j0][:, None]
+            at = at + fr * (r[np.arange(rows.shape[0]), j0 + 1][:, None] - at)
+        else:
+            at = np.zeros((rows.shape[0], 1))
+        v[rows] = np.where(after, at, r)
+        frozen[name] = v
+    c2 = _exact(t, fleet, replace(smp, **frozen), radius, a[again], b[again], cfg, wreck)
+    # both hypotheses (the crash happens, or not): per pair the earlier contact, the higher
+    # severity and probability, the least distance
+    both = {f: np.concatenate([getattr(c, f), getattr(c2, f)]) for f in Conflicts.__slots__}
+    order = np.lexsort((both["ttc"], both["a"] * n + both["b"]))
+    k = (both["a"] * n + both["b"])[order]
+    heads = np.flatnonzero(np.concatenate([[True], k[1:] != k[:-1]]))
+    out = {f: v[order[heads]] for f, v in both.items()}
+    for f, red in (("severity", np.maximum), ("probability", np.maximum),
+                   ("min_distance", np.minimum)):
+        out[f] = red.reduceat(both[f][order], heads)
+    return Conflicts(**out)
 
 
 def _cv_paths(fleet: Fleet, spec: PathSpec) -> np.ndarray:
@@ -648,9 +708,10 @@ def _clip_paths(fleet: Fleet, spec: PathSpec, cfg: RiskConfig) -> np.ndarray:
 
 def _exact(
     t: float, fleet: Fleet, smp: Samples, radius: np.ndarray, a: np.ndarray, b: np.ndarray,
-    cfg: RiskConfig,
+    cfg: RiskConfig, wreck: np.ndarray | None = None,
 ) -> Conflicts:
-    """Contact search and overlap probability over candidate pairs, then the filters."""
+    """Contact search and overlap probability over candidate pairs, then the filters;
+    ``wreck``: per row, when a vehicle stops dead at a crash (:func:`_with_wrecks`)."""
     step = cfg.sample_step_s
     horizon = cfg.warning_ttc_s
     # 1. Prune per interval between samples. An overlap probability of warning_probability
@@ -800,9 +861,9 @@ def _exact(
     geometric &= ~_passing_still(fleet, a_c, b_c, cfg) | nominal
     # Following in one lane: contact on the current speeds and braking (the predictor
     # foresees the ordinary stop a distracted driver does not make).
-    ttc_f, closing_f = _following_contact(fleet, a_c, b_c, frame, cfg)
+    ttc_f, closing_f = _following_contact(fleet, a_c, b_c, frame, cfg, wreck=wreck)
     # severity is judged without a follower's acceleration carried on (it warns only)
-    ttc_sev = _following_contact(fleet, a_c, b_c, frame, cfg, accelerate=False)[0]
+    ttc_sev = _following_contact(fleet, a_c, b_c, frame, cfg, accelerate=False, wreck=wreck)[0]
     follow = frame.following
     ok = np.where(follow, ttc_f < horizon, geometric)
     ttc = np.where(follow, ttc_f, ttc)
@@ -815,7 +876,7 @@ def _exact(
     closing = np.where(dn > 1e-6, -(cx * rvx + cy * rvy) / np.maximum(dn, 1e-6),
                        np.hypot(rvx, rvy))
     closing = np.where(follow, closing_f, closing)
-    plausible, critical_ok = _plausible(fleet, a_c, b_c, frame, ttc_f, cfg)
+    plausible, critical_ok = _plausible(fleet, a_c, b_c, frame, ttc_f, cfg, wreck)
     # A neighbour in another lane is warned of a lane change into it, never critical: the
     # merging driver sees the car beside it and usually completes the change behind or
     # ahead of it (recorded highway traffic); critical once they overlap sideways.
@@ -881,13 +942,14 @@ def _prune_reach(fleet: Fleet, cfg: RiskConfig) -> tuple[np.ndarray, float]:
 
 def _following_contact(
     fleet: Fleet, a: np.ndarray, b: np.ndarray, fr: _PairFrame, cfg: RiskConfig,
-    accelerate: bool = True,
+    accelerate: bool = True, wreck: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Time to bumper contact of following pairs on current speeds and braking, and the
     closing speed then (inf and 0 for other pairs or no contact within the horizon).
 
     Each keeps its speed along the lane, or brakes on to a stop when decelerating harder
-    than ``brake_accel_mps2`` (as the braking-aware paths do).
+    than ``brake_accel_mps2`` (as the braking-aware paths do); a vehicle with a ``wreck``
+    time (per fleet row, from ``t``) stops dead then.
     """
     n = a.shape[0]
     ttc, closing = np.full(n, np.inf), np.zeros(n)
@@ -913,13 +975,18 @@ def _following_contact(
     d_f = np.where((d_f < 0) & ((d_l <= 0) | (not accelerate)), 0.0, d_f)
     tau = np.arange(1, int(math.ceil(cfg.warning_ttc_s / _FOLLOW_STEP_S)) + 1) * _FOLLOW_STEP_S
 
-    def travel(v: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        # braking: on to a stop; accelerating (d < 0): on at that rate
+    def travel(v: np.ndarray, d: np.ndarray, w: np.ndarray | float
+               ) -> tuple[np.ndarray, np.ndarray]:
+        # braking: on to a stop; accelerating (d < 0): on at that rate; a wreck stops dead
         tt = np.minimum(tau, np.where(d > 0, v / np.maximum(d, 1e-9), np.inf))
-        return v * tt - 0.5 * d * tt * tt, v - d * tt
+        tt = np.minimum(tt, w)
+        return v * tt - 0.5 * d * tt * tt, np.where(tau < w, v - d * tt, 0.0)
 
-    s_f, vf_t = travel(v_f, d_f)
-    s_l, vl_t = travel(v_l, d_l)
+    def wrecked(i: np.ndarray) -> np.ndarray | float:
+        return np.inf if wreck is None else wreck[i][:, None]
+
+    s_f, vf_t = travel(v_f, d_f, wrecked(f))
+    s_l, vl_t = travel(v_l, d_l, wrecked(ld))
     hit = gap0[:, None] - (s_f - s_l) <= 0.0
     k = np.argmax(hit, axis=1)
     rows = np.arange(idx.shape[0])
@@ -1141,6 +1208,11 @@ class _PairFrame:
         # one fully ahead of the other in the same lane
         ahead = np.abs(self.lon) > 0.5 * (fleet.length[a] + fleet.length[b])
         self.following = self.same & ~self.other_lane & ahead
+        # Sideways clear (the footprints, taken along the axis, do not overlap across it):
+        # going the same way, or oncoming side by side, only a sideways closing brings them
+        # into contact; a heading error turns their straight paths into each other.
+        clear = np.abs(self.lat) >= (0.5 * (fleet.width[a] + fleet.width[b]) + cfg.margin_m)
+        self.apart = self.other_lane | (clear & (self.same | ~ahead))
 
     def take(self, index: np.ndarray) -> _PairFrame:
         out = object.__new__(_PairFrame)
@@ -1150,10 +1222,11 @@ class _PairFrame:
 
 def _plausible(
     fleet: Fleet, a: np.ndarray, b: np.ndarray, fr: _PairFrame, ttc_follow: np.ndarray,
-    cfg: RiskConfig,
+    cfg: RiskConfig, wreck: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Lane-keeping and following filters on the current state: (keep, may be critical);
-    ``ttc_follow`` is the following pairs' bumper contact on current speeds and braking."""
+    ``ttc_follow`` is the following pairs' bumper contact on current speeds and braking, a
+    leader with a ``wreck`` time stops dead then."""
     ha, hb = fleet.heading[a], fleet.heading[b]
     va, vb = fleet.speed[a], fleet.speed[b]
     axis_ang, lat, lon, other_lane = fr.axis, fr.lat, fr.lon, fr.other_lane
@@ -1163,7 +1236,7 @@ def _plausible(
     vlat_b = vb * np.sin(hb - axis_ang)
     lat_closing = -np.sign(lat) * (vlat_b - vlat_a)
     lane_ok = lat_closing >= _lateral_tol(va, vb, cfg)
-    keep = np.where(fr.parallel & other_lane, lane_ok, True)
+    keep = np.where(fr.parallel & fr.apart, lane_ok, True)
     critical_ok = np.ones(a.shape[0], dtype=bool)
 
     # Following: warned when the follower brakes less than it needs to (and needs at least
@@ -1189,6 +1262,11 @@ def _plausible(
         stop_l = np.where(dec_l > 0, v_l * v_l / (2.0 * np.maximum(dec_l, 1e-9)), 0.0)
         need_stop = v_f * v_f / (2.0 * (gap + stop_l))
         t_leader_stops = np.where(dec_l > 0, v_l / np.maximum(dec_l, 1e-9), np.inf)
+        if wreck is not None:
+            dead = wreck[ld] < t_leader_stops
+            w = np.where(dead, wreck[ld], 0.0)
+            stop_l = np.where(dead, v_l * w - 0.5 * dec_l * w * w, stop_l)
+            t_leader_stops = np.where(dead, w, t_leader_stops)
         t_least_gap = 2.0 * gap / np.maximum(rel, 1e-9)
         leader_first = (v_l <= cfg.still_speed_mps) | (t_leader_stops < t_least_gap)
         need = np.where(leader_first, need_stop, need_moving)

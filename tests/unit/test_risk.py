@@ -360,6 +360,24 @@ def test_braking_leader_is_seen_by_its_follower() -> None:
     assert len(assess(T, cv_fleet([dict(rows[0], acc=0.0), rows[1]]), SPEC)) == 0
 
 
+def test_the_car_behind_a_crash_sees_the_wreck() -> None:
+    # a stopped car; 14 m/s, 13 m bumper gap behind it, one not braking: a crash in ~0.9 s
+    # (critical); a third car 14 m/s, 10 m behind that one: cruising at one speed the two
+    # never close, but the middle car stops dead at the crash and the third meets it 0.7 s
+    # later (a warning: 1.6 s away)
+    wreck = dict(x=100, y=0, v=0, h=0)
+    mid = dict(x=100 - 4.5 - 13, y=0, v=14, h=0)
+    tail = dict(x=100 - 4.5 - 13 - 4.5 - 10, y=0, v=14, h=0)
+    c = assess(T, cv_fleet([wreck, mid, tail]), SPEC)
+    sev = dict(zip(pairs_of(c), c.severity.tolist(), strict=True))
+    ttc = dict(zip(pairs_of(c), c.ttc.tolist(), strict=True))
+    assert sev[(0, 1)] == CRITICAL and ttc[(0, 1)] == pytest.approx(0.9, abs=0.1)
+    assert sev[(1, 2)] == WARNING and ttc[(1, 2)] == pytest.approx(0.9 + 10 / 14, abs=0.1)
+    # no crash ahead (the middle car brakes in time): it and the third car never meet
+    c = assess(T, cv_fleet([wreck, dict(mid, x=100 - 4.5 - 30, acc=-4), tail]), SPEC)
+    assert (1, 2) not in pairs_of(c)
+
+
 def test_adjacent_lane_needs_lateral_closing_beyond_heading_noise() -> None:
     # side by side 3.5 m apart, headings converging by 0.03 rad each: paths touch in ~3 s
     quiet = [dict(x=0, y=0, v=14, h=0.03), dict(x=0, y=3.5, v=14, h=-0.03)]
@@ -378,6 +396,20 @@ def test_partly_overlapping_neighbour_is_not_in_another_lane() -> None:
     assert pairs_of(c) == [(0, 1)] and c.ttc[0] == pytest.approx((30 - 4.5 - 0.25) / 16, abs=0.05)
     # a lane apart (3.5 m), the same approach passes by
     assert len(assess(T, cv_fleet([dict(rows[0], y=3.5), rows[1]]), SPEC)) == 0
+
+
+def test_sideways_clear_neighbours_need_lateral_closing_however_close() -> None:
+    # 11.4 m/s behind a car doing 4.6, centres 2.1 m to the side: sideways clear by 0.05 m,
+    # within lane_gap_m, so not in another lane; it passes by, unless it really closes in
+    # sideways (1.5 m/s)
+    slow, fast = dict(x=12, y=2.1, v=4.6, h=0.0), dict(x=0, y=0, v=11.4, h=0.0)
+    assert len(assess(T, cv_fleet([slow, fast]), SPEC)) == 0
+    merging = dict(fast, h=math.atan2(1.5, 11.4))
+    assert pairs_of(assess(T, cv_fleet([slow, merging]), SPEC)) == [(0, 1)]
+    # oncoming side by side, 2.4 m apart, a stopped one's heading off by 0.25 rad: its
+    # corner reaches the other's footprint by the heading alone; no contact ahead
+    rows = [dict(x=0, y=0, v=0.1, h=0.25), dict(x=2, y=2.4, v=10, h=math.pi)]
+    assert len(assess(T, cv_fleet(rows), SPEC)) == 0
 
 
 def test_oncoming_in_own_lane_vs_wrong_way() -> None:
