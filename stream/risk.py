@@ -1229,7 +1229,7 @@ def _plausible(
     leader with a ``wreck`` time stops dead then."""
     ha, hb = fleet.heading[a], fleet.heading[b]
     va, vb = fleet.speed[a], fleet.speed[b]
-    axis_ang, lat, lon, other_lane = fr.axis, fr.lat, fr.lon, fr.other_lane
+    axis_ang, lat, lon = fr.axis, fr.lat, fr.lon
 
     # Lane keeping: lateral closing speed must exceed what heading noise explains.
     vlat_a = va * np.sin(ha - axis_ang)
