@@ -286,11 +286,11 @@ def main() -> None:
     ap.add_argument("--split-rounds", type=int, default=3,
                     help="rounds of the engine-only split measurement (5.); 0 skips it")
     a = ap.parse_args()
-    with kafka_broker(a.bootstrap) as bootstrap:
+    with kafka_broker(a.bootstrap) as bootstrap, \
+            tempfile.TemporaryDirectory(prefix="bench-scale-out-data-") as data_dir:
         from trajstream.stream.kafka import create_topics
 
-        d = Path(tempfile.mkdtemp(prefix="bench-scaling-data-"))
-        pos = d / "positions.jsonl"
+        pos = Path(data_dir) / "positions.jsonl"
         run("simulate", "--vehicles", str(a.vehicles), "--duration", str(a.seconds),
             "--seed", "1", "--no-pace", "--out", str(pos))
         u = uuid.uuid4().hex[:6]
