@@ -63,6 +63,14 @@ class Kinematics:
         return Kinematics(**{f: getattr(self, f)[index] for f in self.__slots__})
 
 
+def _shifted(hist: np.ndarray, slots: np.ndarray, newest: np.ndarray) -> np.ndarray:
+    """Rows ``slots`` of a (capacity, WINDOW) history, one place older, ``newest`` last."""
+    out = np.empty((slots.shape[0], hist.shape[1]))
+    out[:, :-1] = hist[slots, 1:]
+    out[:, -1] = newest
+    return out
+
+
 def _wrap(angle: np.ndarray) -> np.ndarray:
     return (angle + np.pi) % (2.0 * np.pi) - np.pi
 
@@ -166,11 +174,9 @@ class KinematicsTracker:
         prev_heading = self.heading[slots]
         prev_known = (self.heading_known[slots] > 0) & ~first
 
-        # Ring buffer of recent fixes, newest last.
-        ht = np.roll(self.hist_t[slots], -1, axis=1)
-        hx = np.roll(self.hist_x[slots], -1, axis=1)
-        hy = np.roll(self.hist_y[slots], -1, axis=1)
-        ht[:, -1], hx[:, -1], hy[:, -1] = ts, x, y
+        # Recent fixes, newest last: shifted one place left, the new fix appended.
+        ht, hx, hy = (_shifted(self.hist_t, slots, ts), _shifted(self.hist_x, slots, x),
+                      _shifted(self.hist_y, slots, y))
         self.hist_t[slots], self.hist_x[slots], self.hist_y[slots] = ht, hx, hy
         fit_vx, fit_vy, fit_sigma, w = self._fit_velocity(ts, ht, hx, hy)
 
@@ -230,12 +236,9 @@ class KinematicsTracker:
                w: np.ndarray, fit_vx: np.ndarray, fit_vy: np.ndarray, fit_speed: np.ndarray,
                fit_sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rows whose reported speed / heading disagree with the fitted motion (see class)."""
-        hs = np.roll(self.hist_s[slots], -1, axis=1)
-        hc = np.roll(self.hist_c[slots], -1, axis=1)
-        hn = np.roll(self.hist_n[slots], -1, axis=1)
-        hs[:, -1] = speed
-        hc[:, -1] = np.cos(heading)
-        hn[:, -1] = np.sin(heading)
+        hs = _shifted(self.hist_s, slots, speed)
+        hc = _shifted(self.hist_c, slots, np.cos(heading))
+        hn = _shifted(self.hist_n, slots, np.sin(heading))
         self.hist_s[slots], self.hist_c[slots], self.hist_n[slots] = hs, hc, hn
         judged = (w.sum(axis=1) >= 3) & (fit_sigma <= FIT_SIGMA_MAX_MPS)
         if not judged.any():

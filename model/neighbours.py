@@ -72,15 +72,16 @@ def neighbour_features(
     ax, ay = tracker.x[act], tracker.y[act]
     qx = np.floor(kin.x / RANGE_M).astype(np.int64)
     qy = np.floor(kin.y / RANGE_M).astype(np.int64)
+    # The 3 cells (cx, cy - 1 .. cy + 1) of one column are one run of the sorted keys: 3 key
+    # ranges per vehicle instead of 9 cells, candidates in the same order.
     d = np.array([-1, 0, 1], np.int64)
-    qkeys = ((qx[:, None, None] + d[None, :, None]) * _KEY
-             + (qy[:, None, None] + d[None, None, :])).reshape(-1)
-    lo = np.searchsorted(keys, qkeys, "left")
-    cnt = np.searchsorted(keys, qkeys, "right") - lo
+    col = ((qx[:, None] + d[None, :]) * _KEY + qy[:, None]).reshape(-1)
+    lo = np.searchsorted(keys, col - 1, "left")
+    cnt = np.searchsorted(keys, col + 1, "right") - lo
     total = int(cnt.sum())
     if total == 0:
         return out
-    qi = np.repeat(np.arange(n * 9) // 9, cnt)
+    qi = np.repeat(np.arange(n * 3) // 3, cnt)
     ci = np.repeat(lo - (np.cumsum(cnt) - cnt), cnt) + np.arange(total)
     # Cheap pass over every candidate pair: the last fixes in the vehicle's frame, kept when
     # within reach of a zone. The margin covers how far any of them moves to the batch's time.
