@@ -861,9 +861,8 @@ def _exact(
     geometric &= ~_passing_still(fleet, a_c, b_c, cfg) | nominal
     # Following in one lane: contact on the current speeds and braking (the predictor
     # foresees the ordinary stop a distracted driver does not make).
-    ttc_f, closing_f = _following_contact(fleet, a_c, b_c, frame, cfg, wreck=wreck)
     # severity is judged without a follower's acceleration carried on (it warns only)
-    ttc_sev = _following_contact(fleet, a_c, b_c, frame, cfg, accelerate=False, wreck=wreck)[0]
+    ttc_f, closing_f, ttc_sev = _following_contact(fleet, a_c, b_c, frame, cfg, wreck=wreck)
     follow = frame.following
     ok = np.where(follow, ttc_f < horizon, geometric)
     ttc = np.where(follow, ttc_f, ttc)
@@ -942,10 +941,11 @@ def _prune_reach(fleet: Fleet, cfg: RiskConfig) -> tuple[np.ndarray, float]:
 
 def _following_contact(
     fleet: Fleet, a: np.ndarray, b: np.ndarray, fr: _PairFrame, cfg: RiskConfig,
-    accelerate: bool = True, wreck: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    wreck: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Time to bumper contact of following pairs on current speeds and braking, and the
-    closing speed then (inf and 0 for other pairs or no contact within the horizon).
+    closing speed then (inf and 0 for other pairs or no contact within the horizon); third,
+    the time to contact without a follower's acceleration carried on.
 
     Each keeps its speed along the lane, or brakes on to a stop when decelerating harder
     than ``brake_accel_mps2`` (as the braking-aware paths do); a vehicle with a ``wreck``
@@ -955,7 +955,7 @@ def _following_contact(
     ttc, closing = np.full(n, np.inf), np.zeros(n)
     idx = np.flatnonzero(fr.following)
     if idx.shape[0] == 0:
-        return ttc, closing
+        return ttc, closing, ttc.copy()
     lon, axis = fr.lon[idx], fr.axis[idx]
     a_leads = lon < 0
     f = np.where(a_leads, b[idx], a[idx])
@@ -972,7 +972,8 @@ def _following_contact(
     # a follower speeding up while its leader brakes has not reacted yet: it keeps
     # accelerating (as out of a queue into a leader stopping short); otherwise its
     # acceleration ends as it closes up, and only braking is carried on
-    d_f = np.where((d_f < 0) & ((d_l <= 0) | (not accelerate)), 0.0, d_f)
+    speeding = (d_f < 0) & (d_l > 0)
+    d_f = np.where((d_f < 0) & ~speeding, 0.0, d_f)
     tau = np.arange(1, int(math.ceil(cfg.warning_ttc_s / _FOLLOW_STEP_S)) + 1) * _FOLLOW_STEP_S
 
     def travel(v: np.ndarray, d: np.ndarray, w: np.ndarray | float
@@ -985,15 +986,26 @@ def _following_contact(
     def wrecked(i: np.ndarray) -> np.ndarray | float:
         return np.inf if wreck is None else wreck[i][:, None]
 
+    def contact(s_f: np.ndarray, s_l: np.ndarray, gap: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        hit = gap[:, None] - (s_f - s_l) <= 0.0
+        k = np.argmax(hit, axis=1)
+        rows = np.arange(gap.shape[0])
+        found = hit[rows, k]
+        return np.where(gap <= 0, 0.0, np.where(found, tau[k], np.inf)), found, rows, k
+
     s_f, vf_t = travel(v_f, d_f, wrecked(f))
     s_l, vl_t = travel(v_l, d_l, wrecked(ld))
-    hit = gap0[:, None] - (s_f - s_l) <= 0.0
-    k = np.argmax(hit, axis=1)
-    rows = np.arange(idx.shape[0])
-    found = hit[rows, k]
-    ttc[idx] = np.where(gap0 <= 0, 0.0, np.where(found, tau[k], np.inf))
+    ttc_i, found, rows, k = contact(s_f, s_l, gap0)
+    ttc[idx] = ttc_i
     closing[idx] = np.where(found | (gap0 <= 0), (vf_t - vl_t)[rows, k], 0.0)
-    return ttc, closing
+    ttc_sev = ttc.copy()
+    acc = np.flatnonzero(speeding[:, 0])
+    if acc.shape[0]:  # the same follower, its acceleration ending
+        ff = f[acc]
+        s_f0 = travel(v_f[acc], np.zeros((acc.shape[0], 1)), wrecked(ff))[0]
+        ttc_sev[idx[acc]] = contact(s_f0, s_l[acc], gap0[acc])[0]
+    return ttc, closing, ttc_sev
 
 
 def _normal_cdf(z: np.ndarray) -> np.ndarray:
