@@ -99,8 +99,9 @@ _Num = np.ndarray | float
 
 # Rows (vehicles or pairs) per block of (rows x samples) work. Whole-fleet temporaries of a
 # few MB are allocated by mmap and page-faulted on every numpy call, several times slower
-# than small blocks that malloc reuses; blocks also bound memory at any fleet size.
-_BLOCK = 256
+# than small blocks that malloc reuses; blocks also bound memory at any fleet size. 1024
+# rows (~150 kB per temporary) cost ~9% less per assessment than 256 (per-call overhead).
+_BLOCK = 1024
 # Cap of the position sigma used to prune (pair, interval) entries: a path known no better
 # than this cannot give a footprint overlap probability near the thresholds anyway.
 _PRUNE_SIGMA_M = 5.0
