@@ -53,6 +53,7 @@ class StateStore:
     path_ts: np.ndarray  # event time the path was predicted at
     partition: np.ndarray  # (capacity,) int64 input partition of the latest fix (-1: none)
     dirty: np.ndarray  # (capacity,) bool: changed since the last take_changes()
+    id_of: np.ndarray  # (capacity,) object: ``ids`` as an array, for gathers by slot
 
     def __init__(
         self,
@@ -105,6 +106,7 @@ class StateStore:
         grow("path_ts", (capacity,), np.nan, np.float64)
         grow("partition", (capacity,), -1, np.int64)
         grow("dirty", (capacity,), False, bool)
+        grow("id_of", (capacity,), None, object)
         self.ids.extend([None] * (capacity - len(self.ids)))
         self.kin.ensure_capacity(capacity)
         self.capacity = capacity
@@ -131,14 +133,14 @@ class StateStore:
         repeated unknown id allocates once, at its first occurrence.
         """
         get = self._slot.get
-        slots = [get(v, -1) for v in ids]
+        slots = list(map(get, ids.tolist() if isinstance(ids, np.ndarray) else ids))
         new = np.zeros(len(slots), dtype=bool)
-        if -1 in slots:
+        if None in slots:
             for i, s in enumerate(slots):
-                if s == -1:
+                if s is None:
                     v = ids[i]
-                    s = get(v, -1)
-                    if s == -1:
+                    s = get(v)
+                    if s is None:
                         s = self._new_slot(v)
                         new[i] = True
                     slots[i] = s
@@ -153,7 +155,7 @@ class StateStore:
             s = self.high
             self.high += 1
         self._slot[vehicle_id] = s
-        self.ids[s] = vehicle_id
+        self.ids[s] = self.id_of[s] = vehicle_id
         self.used[s] = True
         self._clear(np.array([s]))
         return s
@@ -254,7 +256,7 @@ class StateStore:
             assert v is not None
             ids.append(v)
             del self._slot[v]
-            self.ids[s] = None
+            self.ids[s] = self.id_of[s] = None
             if self.log_evictions:
                 self.evicted_log.append((v, int(p)))
         self.used[slots] = False
@@ -339,7 +341,7 @@ class StateStore:
         else:
             return self._new_slot(vehicle_id)
         self._slot[vehicle_id] = want
-        self.ids[want] = vehicle_id
+        self.ids[want] = self.id_of[want] = vehicle_id
         self.used[want] = True
         self._clear(np.array([want]))
         return want
@@ -362,7 +364,7 @@ class StateStore:
                 continue
             ids.append(v)
             del self._slot[v]
-            self.ids[s] = None
+            self.ids[s] = self.id_of[s] = None
         self.used[slots] = False
         self._clear(slots)
         self._free.extend(reversed(slots.tolist()))

@@ -125,7 +125,7 @@ class VehicleStage:
             length=store.length[act], width=store.width[act], paths=store.path[act],
             sigma=store.sigma[act],
         )
-        ids = np.array([store.ids[s] for s in act.tolist()], dtype=object)
+        ids = store.id_of[act]
         return PredictedTick(t, ids, fleet, store.sigma[act])
 
     def restore(self, ids: list[str], want_slots: list[int], rows: np.ndarray,
