@@ -21,6 +21,7 @@ from kafka.structs import OffsetAndMetadata
 from trajstream.errors import ConfigError, KafkaUnavailable
 from trajstream.stream.kafka import Columns, Record
 from trajstream.stream.kafka._common import WATERMARK_CACHE_S, throwaway_group, unreachable
+from trajstream.stream.kafka._recordbatch import install as install_fast_parser
 
 log = logging.getLogger("trajstream.stream.kafka")
 
@@ -246,6 +247,7 @@ class KafkaPythonConsumer:
             **translate(config, KafkaConsumer.DEFAULT_CONFIG, role="consumer", shared=shared),
         }
         self._c: KafkaConsumer = _build(KafkaConsumer, bootstrap, conf)
+        self._fast = install_fast_parser(self._c)  # poll gives (offset, ts, key, value)
         self._queried: dict[TopicPartition, tuple[float, int]] = {}
         outer = self
 
@@ -271,13 +273,14 @@ class KafkaPythonConsumer:
     def group_metadata(self) -> Any:
         return self._c.group_metadata()
 
-    def _fetch(self, max_records: int, timeout_s: float) -> list[Any]:
+    def _fetch(self, max_records: int, timeout_s: float) -> dict[Any, list[Any]]:
         try:
-            batches = self._c.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+            return self._c.poll(  # type: ignore[no-any-return]
+                timeout_ms=int(timeout_s * 1000), max_records=max_records)
         except kerr.KafkaError as exc:
             if getattr(exc, "retriable", False):
                 log.warning("kafka consumer: %s", exc)
-                return []
+                return {}
             if isinstance(exc, kerr.FencedInstanceIdError):
                 fatal = KafkaUnavailable(
                     f"Kafka consumer fenced: {exc} (another process of the group runs with "
@@ -285,18 +288,30 @@ class KafkaPythonConsumer:
                 fatal.retriable = False
                 raise fatal from exc
             raise KafkaUnavailable(f"Kafka consumer failed: {exc}") from exc
-        if len(batches) == 1:
-            return next(iter(batches.values()))  # type: ignore[no-any-return]
-        return [r for records in batches.values() for r in records]
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
-        return [Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
-                for r in self._fetch(max_records, timeout_s)]
+        out: list[Record] = []
+        for tp, recs in self._fetch(max_records, timeout_s).items():
+            t, p = tp.topic, tp.partition
+            if self._fast:
+                out.extend(Record(t, p, o, k, v, ts) for o, ts, k, v in recs)
+            else:
+                out.extend(Record(t, p, r.offset, r.key, r.value, r.timestamp) for r in recs)
+        return out
 
     def poll_columns(self, max_records: int, timeout_s: float) -> Columns:
-        recs = self._fetch(max_records, timeout_s)
-        return Columns([r.partition for r in recs], [r.offset for r in recs],
-                       [r.key for r in recs], [r.value for r in recs])
+        cols = Columns([], [], [], [])
+        for tp, recs in self._fetch(max_records, timeout_s).items():
+            cols.partitions.extend([tp.partition] * len(recs))
+            if self._fast:  # (offset, timestamp, key, value) tuples
+                cols.offsets.extend([r[0] for r in recs])
+                cols.keys.extend([r[2] for r in recs])
+                cols.values.extend([r[3] for r in recs])
+            else:
+                cols.offsets.extend([r.offset for r in recs])
+                cols.keys.extend([r.key for r in recs])
+                cols.values.extend([r.value for r in recs])
+        return cols
 
     def commit(self, offsets: dict[tuple[str, int], int]) -> None:
         if not offsets:  # commit() without offsets would commit the current positions
@@ -449,6 +464,7 @@ def read_to_end(bootstrap: str, topic: str, partitions: list[int], read_committe
         **translate({}, KafkaConsumer.DEFAULT_CONFIG, role="consumer", shared=client_config),
         "group_id": None, "enable_auto_commit": False,
         "isolation_level": "read_committed" if read_committed else "read_uncommitted"})
+    fast = install_fast_parser(c)
     out: list[tuple[bytes | None, bytes | None, int]] = []
     deadline = time.monotonic() + timeout_s
     try:
@@ -467,8 +483,10 @@ def read_to_end(bootstrap: str, topic: str, partitions: list[int], read_committe
         while left:
             if time.monotonic() > deadline:
                 raise unreachable(bootstrap, f"changelog {topic} not read within {timeout_s:g} s")
-            for recs in c.poll(timeout_ms=200, max_records=10_000).values():
-                out.extend((r.key, r.value, r.partition) for r in recs)
+            for tp, recs in c.poll(timeout_ms=200, max_records=10_000).items():
+                p = tp.partition
+                out.extend([(k, v, p) for _, _, k, v in recs] if fast else
+                           [(r.key, r.value, p) for r in recs])
             for tp in list(left):
                 if c.position(tp) >= ends[tp]:
                     left.discard(tp)
