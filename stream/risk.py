@@ -32,7 +32,11 @@ Pipeline of :func:`assess` at event time ``t`` (vectorised; no per-pair Python):
    reaches ``warning_probability``; ``ttc`` is the nominal contact, or the first moment
    the probability reaches that. Near-parallel pairs need a nominal contact with
    ``parallel_probability``: sideways, lane keeping holds them apart, which a sigma grown
-   by heading error does not express. Likewise a vehicle standing still (slower than
+   by heading error does not express. Oncoming pairs are near-parallel only while neither
+   is predicted to turn away (its path heads off its heading by more than
+   ``parallel_tol_rad`` at the window's end, :func:`_turns_away`): a left turn across the
+   oncoming car's path is judged on the paths, as crossing paths are, not held apart by
+   lane keeping. Likewise a vehicle standing still (slower than
    ``still_speed_mps``) beside the other's way needs a nominal contact: the other driver
    sees it and passes it (a turn past a car waiting at a junction comes within a metre of
    it), and the still one's predicted path foresees it pulling out.
@@ -726,7 +730,7 @@ def _exact(
     grow = 2.0 * np.minimum(sig, _PRUNE_SIGMA_M)
     reach, k_sig = _prune_reach(fleet, cfg)
     frame_all = _PairFrame(fleet, a, b, smp.x[b, 0] - smp.x[a, 0], smp.y[b, 0] - smp.y[a, 0],
-                           cfg)
+                           cfg, _turns_away(fleet, smp, cfg))
     follow_all = frame_all.following
     sig2 = sig * sig
     pair_parts, int_parts, dmin_parts = [], [], []
@@ -1191,21 +1195,36 @@ def _lateral_tol(va: np.ndarray, vb: np.ndarray, cfg: RiskConfig) -> np.ndarray:
     return np.maximum(cfg.lateral_heading_tol_rad * np.hypot(va, vb), cfg.lateral_speed_tol_mps)
 
 
+def _turns_away(fleet: Fleet, smp: Samples, cfg: RiskConfig) -> np.ndarray:
+    """Vehicles whose predicted path, at the end of the window, heads off their current
+    heading by more than ``parallel_tol_rad``: the model foresees a turn (left across
+    oncoming traffic, out of a junction's stop line), which lane keeping does not hold."""
+    c = smp.ux[:, -1] * np.cos(fleet.heading) + smp.uy[:, -1] * np.sin(fleet.heading)
+    return c < math.cos(cfg.parallel_tol_rad)
+
+
 class _PairFrame:
-    """Relative geometry of pairs at time t: direction classes and the pair's own axes."""
+    """Relative geometry of pairs at time t: direction classes and the pair's own axes.
+
+    Near-parallel (same way or oncoming) by current headings, except an oncoming pair with
+    one predicted to turn away (``turns``, per fleet row): a turn across the path of the
+    oncoming car is judged on the predicted paths alone, as crossing paths are. Vehicles
+    going the same way turn together (side by side through a junction) and stay parallel."""
 
     def __init__(
         self, fleet: Fleet, a: np.ndarray, b: np.ndarray, dx0: np.ndarray, dy0: np.ndarray,
-        cfg: RiskConfig,
+        cfg: RiskConfig, turns: np.ndarray | None = None,
     ) -> None:
         ha, hb = fleet.heading[a], fleet.heading[b]
         dh = np.angle(np.exp(1j * (hb - ha)))
         cos_tol = math.cos(cfg.parallel_tol_rad)
+        oncoming = np.cos(dh) <= -cos_tol
+        steady = True if turns is None else ~(turns[a] | turns[b])
         self.same = np.cos(dh) >= cos_tol
-        self.opposite = np.cos(dh) <= -cos_tol
+        self.opposite = oncoming & steady
         self.parallel = self.same | self.opposite
         # Axis: mean direction of travel (b's heading flipped when oncoming).
-        self.axis = ha + 0.5 * np.where(self.opposite, np.angle(np.exp(1j * (dh - np.pi))), dh)
+        self.axis = ha + 0.5 * np.where(oncoming, np.angle(np.exp(1j * (dh - np.pi))), dh)
         ux, uy = np.cos(self.axis), np.sin(self.axis)
         self.lon = dx0 * ux + dy0 * uy
         self.lat = -dx0 * uy + dy0 * ux

@@ -421,6 +421,23 @@ def test_oncoming_in_own_lane_vs_wrong_way() -> None:
     assert pairs_of(c) == [(0, 1)] and c.severity[0] == WARNING
 
 
+def test_an_oncoming_car_predicted_to_turn_across_the_path_is_not_held_in_its_lane() -> None:
+    # b comes the other way a lane over (3.5 m), its heading still oncoming, and the model
+    # foresees its left turn across a's lane (a quarter turn of radius 8 m at 6 m/s); a
+    # arrives at 12 m/s as b crosses. Lane keeping does not hold a car that turns.
+    rows = [dict(x=20.4, y=0, v=12, h=0.0), dict(x=45, y=3.5, v=6, h=math.pi, yaw=0.05)]
+    fleet = cv_fleet(rows)
+    theta = math.pi / 2 + np.minimum(6.0 * SPEC.offsets_s / 8.0, math.pi / 2)
+    past = np.maximum(6.0 * SPEC.offsets_s - 8.0 * math.pi / 2, 0.0)  # on, straight, after
+    paths = fleet.paths.copy()
+    paths[1, :, 0] = 45 + 8 * np.cos(theta)
+    paths[1, :, 1] = -4.5 + 8 * np.sin(theta) - past
+    c = assess(T, dataclasses.replace(fleet, paths=paths), SPEC)
+    assert pairs_of(c) == [(0, 1)] and 1.0 < c.ttc[0] < 2.0
+    # the same car predicted on in its lane passes by
+    assert len(assess(T, fleet, SPEC)) == 0
+
+
 def test_a_turn_in_progress_makes_a_contact_less_likely() -> None:
     # mid-turn at 5 m/s, its tangent passes 1.5 m from the centre of a car waiting there: it
     # may end or keep its turn, so its path is known sideways only to v |omega| tau^2 / 2
