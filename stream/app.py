@@ -642,6 +642,8 @@ class Processor:
         forget = getattr(self.io.source, "forget", None)
         if forget is not None:
             forget(mine)
+        if self.io.changelog is not None:
+            self.io.changelog.forget(mine)
         if self._publisher is not None:
             self._publisher.forget(mine)
         self.owned -= mine

@@ -1,19 +1,28 @@
 """What a state checkpoint holds and how it is encoded for the changelog topic (pure, no I/O).
 
 The changelog is a compacted topic with the positions topic's partition count; a vehicle's
-record goes to the partition its positions came from, so a consumer that is assigned input
+state goes to the partition its positions came from, so a consumer that is assigned input
 partition p restores exactly changelog partition p. Two kinds of record:
 
-- key ``vehicle_id``: the vehicle's whole state (slot arrays incl. LSTM h/c, kinematics,
-  last observation and event time, latest path) as raw float64/float32 bytes (bit-exact),
-  plus the alert episodes and unconfirmed conflicts of the pairs it owns (the pair's lower
-  id owns them). Only vehicles changed since the previous checkpoint are written; an
-  evicted vehicle gets a tombstone (value None), which compaction then removes.
+- key ``shard_key(s, n)``: the whole state of every vehicle of shard ``s`` of the
+  partition's ``n`` shards (a vehicle's shard is a hash of its id, :func:`shard_of`): slot
+  arrays incl. LSTM h/c, kinematics, last observation and event time, latest path, as raw
+  float64/float32 bytes (bit-exact), plus the alert episodes and unconfirmed conflicts of
+  the pairs each owns (the pair's lower id owns them). One record holds about a hundred
+  vehicles (:func:`encode_shard`), so a commit sends tens of records, not one per vehicle:
+  each record costs the Kafka client about as much as a position does. A shard whose
+  vehicles changed is written whole; an emptied one gets a tombstone (value None), which
+  compaction then removes. stream/changelog.py keeps the shard count in step with the
+  partition's fleet.
 - key ``META_PREFIX + "<p>"`` (one per input partition p): the engine's event-time
   position as seen from that partition: the last
   released tick, the newest event time seen (overall and in that partition), the next
   eviction time and the episode tracker's latest assessment time. These are not
   per-vehicle, and without them a restarted engine would re-run or skip ticks.
+
+Changelogs written before the shards (one record per vehicle, key ``vehicle_id``, a JSON
+object with base64 arrays) are read too; the writer replaces them with shards at the first
+commit after the restore and tombstones their keys.
 
 A checkpoint is taken at every commit point, after the engine has processed every record
 handed out, and written (flushed) before the input offsets are committed. Input records
@@ -21,29 +30,32 @@ after the committed offset are read again after a crash: the ones already applie
 or before their vehicle's restored last event time (dropped ``stale``) or in a released tick
 (dropped ``late``); the ones that were still held back are accepted again. So every record
 takes effect exactly once and a restarted run produces the same alerts (deterministic
-``alert_id``) and predictions as an uninterrupted one.
+``alert_id``) and predictions as an uninterrupted one. A crash in the middle of writing a
+commit leaves each shard at its old or its new state; a vehicle found in two shards (the
+shard count changed in that commit) is taken from the one written last.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import orjson
 
-__all__ = ["META_PREFIX", "Checkpoint", "VehicleRows", "VehicleState", "decode", "encode_meta",
-           "encode_vehicle", "encode_vehicles", "meta_key"]
+__all__ = ["META_PREFIX", "SHARD_PREFIX", "Checkpoint", "VehicleRows", "VehicleState", "decode",
+           "decode_shard", "encode_meta", "encode_shard", "meta_key", "shard_key", "shard_of"]
 
 # Meta keys start with a byte that never occurs in UTF-8, so no vehicle id (always UTF-8
 # encoded) can collide with them; one key per partition, so compaction keeps every
 # partition's meta (a shared key kept only the last partition written).
 META_PREFIX = b"\xffmeta:"
+SHARD_PREFIX = b"\xffvehicles:"  # likewise for the shard records
 _LEGACY_META_KEY = b"__meta__"  # changelogs written before per-partition keys
-_VERSION = 1
+_VERSION = 2  # 1: a record per vehicle (still read)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,40 +96,47 @@ class Checkpoint:
     vehicles: VehicleRows = field(default_factory=VehicleRows)
     tombstones: list[tuple[str, int]] = field(default_factory=list)  # (vehicle_id, partition)
     meta: dict[str, Any] = field(default_factory=dict)  # "part_max": {partition: ts}, ...
+    # The current state of live vehicles by id (unknown ids left out): the changelog writes
+    # whole shards, so it also needs the unchanged vehicles of a shard that changed.
+    export: Callable[[Sequence[str]], VehicleRows] | None = None
 
 
-def _row_bytes(a: np.ndarray, dtype: type) -> tuple[memoryview, int]:
-    """The raw bytes of a 2-D array's rows as one buffer, and the width of a row in it."""
-    a = np.ascontiguousarray(a, dtype=dtype)
-    return a.reshape(-1).data.cast("B"), a.shape[1] * a.itemsize
+def shard_of(vehicle_id: str, shards: int) -> int:
+    """The shard of ``vehicle_id`` among ``shards`` (a power of two); stable across runs."""
+    return zlib.crc32(vehicle_id.encode()) & (shards - 1)
 
 
-def encode_vehicles(vs: VehicleRows) -> list[bytes]:
-    """The changelog value of every vehicle in ``vs``: the JSON object
-    ``{"v", "p", "s", "row", "rec", "ep"}`` with the state arrays base64-encoded.
+def shard_key(shard: int, shards: int) -> bytes:
+    """The changelog key of shard ``shard`` of ``shards``. The count is part of the key, so
+    a partition re-sharded to another count never overwrites a record it still needs."""
+    return SHARD_PREFIX + b"%d/%d" % (shard, shards)
 
-    One formatting step per vehicle over slices of two shared buffers, not a dict and an
-    ``orjson.dumps`` each (a commit writes every vehicle that moved: thousands); the bytes
-    are what ``orjson.dumps`` of that dict gives.
+
+def encode_shard(vs: VehicleRows) -> bytes:
+    """The changelog value of a shard's vehicles: one JSON line (version, ids, slots, row
+    widths, episodes by id), then every float64 row and every float32 recurrent state, raw.
     """
-    b64 = binascii.b2a_base64
-    rows, wr = _row_bytes(vs.rows, np.float64)
-    rec, wc = _row_bytes(vs.rec, np.float32)
-    eps, dumps = vs.episodes, orjson.dumps
-    fmt = b'{"v":%d,' % _VERSION + b'"p":%d,"s":%d,"row":"%s","rec":"%s","ep":%s}'
-    return [
-        fmt % (p, s, b64(rows[i * wr:(i + 1) * wr], newline=False),
-               b64(rec[i * wc:(i + 1) * wc], newline=False),
-               b"null" if (ep := eps.get(v)) is None else dumps(ep))
-        for i, (v, p, s) in enumerate(zip(vs.ids, vs.partitions, vs.slots, strict=True))
-    ]
+    rows = np.ascontiguousarray(vs.rows, dtype=np.float64)
+    rec = np.ascontiguousarray(vs.rec, dtype=np.float32)
+    eps = {v: e for v in vs.ids if (e := vs.episodes.get(v)) is not None}
+    head = orjson.dumps({"v": _VERSION, "ids": vs.ids, "s": vs.slots, "w": rows.shape[1],
+                         "r": rec.shape[1], "ep": eps})
+    return b"".join((head, b"\n", rows.data, rec.data))
 
 
-def encode_vehicle(v: VehicleState) -> bytes:
-    """One vehicle's changelog value (see :func:`encode_vehicles`)."""
-    return encode_vehicles(VehicleRows(
-        [v.vehicle_id], [v.partition], [v.slot], v.row.reshape(1, -1), v.rec.reshape(1, -1),
-        {} if v.episodes is None else {v.vehicle_id: v.episodes}))[0]
+def decode_shard(value: bytes, partition: int) -> list[VehicleState]:
+    """The vehicles of one :func:`encode_shard` value (ValueError if it does not add up)."""
+    head, _, body = value.partition(b"\n")
+    d = orjson.loads(head)
+    ids, n, w, r = d["ids"], len(d["ids"]), int(d["w"]), int(d["r"])
+    if d.get("v") != _VERSION or len(body) != n * (8 * w + 4 * r) or len(d["s"]) != n:
+        raise ValueError(f"changelog shard record of version {d.get('v')} with {n} vehicles "
+                         f"has {len(body)} bytes of state, expected {n * (8 * w + 4 * r)}")
+    rows = np.frombuffer(body, dtype=np.float64, count=n * w).reshape(n, w)
+    rec = np.frombuffer(body, dtype=np.float32, offset=8 * n * w).reshape(n, r)
+    eps = d["ep"]
+    return [VehicleState(v, partition, int(s), rows[i], rec[i], eps.get(v))
+            for i, (v, s) in enumerate(zip(ids, d["s"], strict=True))]
 
 
 def meta_key(partition: int) -> bytes:
@@ -144,18 +163,25 @@ def decode(records: list[tuple[bytes | None, bytes | None, int]]
     """Latest state per key from changelog records ``(key, value, partition)`` in log order.
 
     Tombstones remove their key. Returns the vehicles and the meta record per partition.
-    A legacy ``__meta__`` record (one key shared by all partitions, so a key per changelog
-    partition here) is read as its partition's meta unless that partition has a new one.
+    A vehicle in two records of its partition (a crash while its shard count changed) is
+    taken from the later one. Records of a vehicle each (before the shards) are read as
+    before; a legacy ``__meta__`` record (one key shared by all partitions, so a key per
+    changelog partition here) is read as its partition's meta unless that partition has a
+    new one.
     """
-    latest: dict[tuple[bytes, int], bytes | None] = {}
-    for key, value, part in records:
+    latest: dict[tuple[bytes, int], tuple[int, bytes | None]] = {}
+    for i, (key, value, part) in enumerate(records):
         if key is not None:
-            latest[(key, part)] = value
-    vehicles: list[VehicleState] = []
+            latest[(key, part)] = (i, value)
+    found: dict[tuple[str, int], tuple[int, VehicleState]] = {}
     metas: dict[int, dict[str, Any]] = {}
     legacy: dict[int, dict[str, Any]] = {}
-    for (key, part), value in latest.items():
+    for (key, part), (i, value) in sorted(latest.items(), key=lambda kv: kv[1][0]):
         if value is None:
+            continue
+        if key.startswith(SHARD_PREFIX):
+            for v in decode_shard(value, part):
+                found[(v.vehicle_id, part)] = (i, v)
             continue
         d = orjson.loads(value)
         is_legacy = key == _LEGACY_META_KEY and "row" not in d
@@ -164,12 +190,13 @@ def decode(records: list[tuple[bytes | None, bytes | None, int]]
                 d[k] = _num(d.get(k))
             (legacy if is_legacy else metas)[part] = d
             continue
-        vehicles.append(VehicleState(
-            key.decode(), int(d["p"]), int(d["s"]),
+        vid = key.decode()
+        found[(vid, part)] = (i, VehicleState(
+            vid, int(d["p"]), int(d["s"]),
             np.frombuffer(base64.b64decode(d["row"]), dtype=np.float64),
             np.frombuffer(base64.b64decode(d["rec"]), dtype=np.float32),
             d.get("ep"),
         ))
     for part, d in legacy.items():
         metas.setdefault(part, d)
-    return vehicles, metas
+    return [v for _, v in found.values()], metas

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -252,17 +252,24 @@ class Engine:
         if changed:
             extra = store.lookup(sorted(changed))
             slots = np.union1d(slots, extra[extra >= 0])
-        ids = [store.ids[s] for s in slots.tolist()]
-        eps = tracker.snapshot(ids) if changed or ids else {}
-        rows, rec = store.export_rows(slots)
-        vehicles = VehicleRows(ids, store.partition[slots].tolist(), slots.tolist(), rows, rec,
-                               eps)
         meta = {
             **self.admission.meta(),
             "next_evict": self.vehicles.next_evict, "newest": self.vehicles.newest_applied_ts,
             "prev_t": tracker.prev_t,
         }
-        return Checkpoint(vehicles, gone, meta)
+        return Checkpoint(self._rows(slots), gone, meta, self.export)
+
+    def export(self, ids: Sequence[str]) -> VehicleRows:
+        """The current state of those of ``ids`` that are live (the changelog's shards)."""
+        slots = self.store.lookup(ids)
+        return self._rows(slots[slots >= 0])
+
+    def _rows(self, slots: np.ndarray) -> VehicleRows:
+        store = self.store
+        ids = [store.ids[s] for s in slots.tolist()]
+        eps = self.tracker.snapshot(ids) if ids else {}
+        rows, rec = store.export_rows(slots)
+        return VehicleRows(ids, store.partition[slots].tolist(), slots.tolist(), rows, rec, eps)
 
     def restore(self, vehicles: list[VehicleState], metas: dict[int, dict[str, Any]]) -> None:
         """Load states and event-time positions read back from the changelog; ``metas`` has

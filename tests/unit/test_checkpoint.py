@@ -11,6 +11,7 @@ from trajstream.model.kinematics import Kinematics
 from trajstream.model.predictors import ConstantVelocity, PathSpec
 from trajstream.simulator import SimConfig, iter_ticks
 from trajstream.stream import checkpoint as ck
+from trajstream.stream.changelog import Changelog
 from trajstream.stream.codec import CodecConfig, PositionBatch, decode_batch
 from trajstream.stream.config import EngineConfig
 from trajstream.stream.engine import Engine
@@ -60,16 +61,19 @@ def _run(eng: Engine, msgs: list[tuple[bytes, bytes]], start: int, stop: int, se
         out["pred"] += [v for _, v in o.predictions]
 
 
-def _roundtrip(cps: list[ck.Checkpoint]) -> tuple[list[ck.VehicleState], dict]:
-    """Encode checkpoints as changelog records (as the changelog writer does), decode them."""
-    recs: list[tuple[bytes | None, bytes | None, int]] = []
-    for cp in cps:
-        for v in cp.vehicles:
-            recs.append((v.vehicle_id.encode(), ck.encode_vehicle(v), v.partition))
-        for vid, p in cp.tombstones:
-            recs.append((vid.encode(), None, p))
-        recs.append((ck.meta_key(0), ck.encode_meta(cp.meta, 0), 0))
-    return ck.decode(recs)
+class _Recorder:
+    """Keeps what a producer would send, as (key, value, partition) in log order."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[bytes | None, bytes | None, int]] = []
+
+    def send(self, topic: str, value: bytes | None, key: bytes, partition: int) -> None:
+        self.log.append((key, value, partition))
+
+
+def _changelog(log: _Recorder, partitions: int = 3) -> Changelog:
+    """The real changelog writer, on a topic in memory (a new one: a new process)."""
+    return Changelog(log, "cl", bootstrap="-", client="-", partitions=partitions)
 
 
 @pytest.mark.parametrize("reuse", [False, True], ids=["restart", "rebalance"])
@@ -84,25 +88,26 @@ def test_restored_engine_equals_uninterrupted(traffic, cuts, reuse):
     assert len(ref_out["alerts"]) >= 3
 
     got: dict[str, list[bytes]] = {"alerts": [], "pred": []}
-    cps: list[ck.Checkpoint] = []
-    start, eng = 0, _engine()
+    log = _Recorder()
+    start, eng, changelog = 0, _engine(), _changelog(log)
     for cut in (*cuts, None):
         stop = len(traffic) if cut is None else cut
         _run(eng, traffic, start, stop, 0, 700, got)
         if cut is None:
             got["alerts"] += [v for _, v in eng.flush().alerts]
             break
-        cps.append(eng.checkpoint())
+        changelog.write(eng.checkpoint(), [0])
         pending = eng.min_pending_seq
         start = stop if pending is None else pending  # the committed position
         if reuse:
             eng.reset()  # all partitions revoked, then assigned again
-        else:
-            eng = _engine()  # crash: a new process restores from the changelog
+            changelog.forget([0])
+        else:  # crash: a new process restores from the changelog
+            eng, changelog = _engine(), _changelog(log)
         # an empty poll before the partitions are assigned (Kafka) must not matter
         eng.process(PositionBatch.empty(), 0, partitions=np.zeros(0, dtype=np.int64),
                     blocking=set())
-        eng.restore(*_roundtrip(cps))
+        eng.restore(*changelog.load(log.log, [0]))
     ids = lambda xs: sorted(orjson.loads(a)["alert_id"] for a in xs)  # noqa: E731
     assert ids(got["alerts"]) == ids(ref_out["alerts"])
     # Predictions after each restart equal the uninterrupted ones for the same (vehicle, ts).
@@ -119,7 +124,10 @@ def test_only_changes_are_written_and_evictions_are_tombstones(traffic):
     eng.store.log_evictions = True
     out: dict[str, list[bytes]] = {"alerts": [], "pred": []}
     _run(eng, traffic, 0, 4000, 0, 500, out)
+    log = _Recorder()
+    changelog = _changelog(log)
     first = eng.checkpoint()
+    changelog.write(first, [0])
     assert len(first.vehicles) == len(eng.store)
     assert not eng.checkpoint().vehicles  # nothing changed since
     # silence: only one vehicle keeps sending, the others are evicted by TTL
@@ -134,7 +142,8 @@ def test_only_changes_are_written_and_evictions_are_tombstones(traffic):
     assert [v.vehicle_id for v in cp.vehicles] == [vid]
     gone = {v for v, _ in cp.tombstones}
     assert vid not in gone and gone >= {v.vehicle_id for v in first.vehicles} - {vid}
-    vehicles, metas = _roundtrip([first, cp])
+    changelog.write(cp, [0])
+    vehicles, metas = ck.decode(log.log)
     assert [v.vehicle_id for v in vehicles] == [vid]
     assert metas[0]["done"] == eng.watermark_tick
 
@@ -142,7 +151,9 @@ def test_only_changes_are_written_and_evictions_are_tombstones(traffic):
 def test_restore_rejects_state_of_another_predictor(traffic):
     eng = _engine()
     _run(eng, traffic, 0, 2000, 0, 500, {"alerts": [], "pred": []})
-    vehicles, metas = _roundtrip([eng.checkpoint()])
+    log = _Recorder()
+    _changelog(log).write(eng.checkpoint(), [0])
+    vehicles, metas = ck.decode(log.log)
     other = Engine(EngineConfig(), ConstantVelocity(SPEC))
     with pytest.raises(Exception, match="predictor state"):
         other.restore(vehicles, metas)
@@ -162,24 +173,12 @@ def test_dropped_partitions_forget_state_and_buffer(traffic):
     assert not np.isin(eng.store.partition[eng.store.used], [1]).any()
 
 
-class _Recorder:
-    """Keeps what a producer would send, as (key, value, partition) in log order."""
-
-    def __init__(self) -> None:
-        self.log: list[tuple[bytes | None, bytes | None, int]] = []
-
-    def send(self, topic: str, value: bytes | None, key: bytes, partition: int) -> None:
-        self.log.append((key, value, partition))
-
-
 def test_several_partitions_restored_at_once_keep_each_ones_meta(traffic):
     """Two owners checkpoint different partitions at different positions into one changelog;
     a member taking both over gets both metas back and starts at the earlier released tick
     (the later one would drop the other partition's re-read records as late)."""
-    from trajstream.stream.changelog import Changelog
-
     log = _Recorder()
-    changelog = Changelog(log, "cl", bootstrap="-", client="-", partitions=3)
+    changelog = _changelog(log)
     ahead, behind = _engine(), _engine()
     _run(ahead, traffic, 0, 4000, 0, 500, {"alerts": [], "pred": []})
     _run(behind, traffic, 0, 2000, 0, 500, {"alerts": [], "pred": []})
@@ -197,7 +196,7 @@ def test_several_partitions_restored_at_once_keep_each_ones_meta(traffic):
 def test_meta_keys_cannot_collide_with_a_vehicle_id():
     row, rec = np.arange(4, dtype=np.float64), np.zeros(2, np.float32)
     recs = [
-        (b"__meta__", ck.encode_vehicle(ck.VehicleState("__meta__", 1, 0, row, rec)), 1),
+        (b"__meta__", _v1_record(ck.VehicleState("__meta__", 1, 0, row, rec)), 1),
         (ck.meta_key(1), ck.encode_meta({"done": 7, "part_max": {1: 3.0}}, 1), 1),
         (ck.meta_key(0), ck.encode_meta({"done": 5, "part_max": {}}, 0), 0),
     ]
@@ -233,7 +232,7 @@ def test_a_partition_whose_owner_saw_no_record_does_not_hold_back_the_restore(tr
     start = eng.min_pending_seq
     assert start is not None
     recs: list[tuple[bytes | None, bytes | None, int]] = [
-        (v.vehicle_id.encode(), ck.encode_vehicle(v), v.partition) for v in cp.vehicles]
+        (ck.shard_key(0, 1), ck.encode_shard(cp.vehicles), 0)]
     recs.append((ck.meta_key(0), ck.encode_meta(cp.meta, 0), 0))
     recs.append((ck.meta_key(1), ck.encode_meta(idle.checkpoint().meta, 1), 1))
     legacy = {**cp.meta, "done": -(2**62) - 1}
@@ -261,7 +260,7 @@ def test_a_partition_without_position_restored_with_one_ahead_loses_no_record(tr
     cp = ahead.checkpoint()
     assert cp.meta["done"] is not None
     recs: list[tuple[bytes | None, bytes | None, int]] = [
-        (v.vehicle_id.encode(), ck.encode_vehicle(v), 0) for v in cp.vehicles]
+        (ck.shard_key(0, 1), ck.encode_shard(cp.vehicles), 0)]
     recs.append((ck.meta_key(0), ck.encode_meta(cp.meta, 0), 0))
     vehicles, metas = ck.decode(recs)
     eng = _engine()
@@ -277,28 +276,45 @@ def test_a_partition_without_position_restored_with_one_ahead_loses_no_record(tr
     assert eng.stats["accepted"] == alone.stats["accepted"]
 
 
-@pytest.mark.parametrize("width,state", [(105, 128), (1, 0), (2, 1), (3, 2), (107, 64)])
-def test_encoded_vehicles_are_the_json_records_byte_for_byte(width, state):
-    """The batched encoder writes exactly ``orjson.dumps`` of the record dict with the arrays
-    base64-encoded one by one (every base64 padding case, non-finite values, episodes or
-    none, no recurrent state), so changelogs written before and after read back the same."""
+def _v1_record(v: ck.VehicleState) -> bytes:
+    """A vehicle's record as changelogs before the shards held it (one per vehicle)."""
     import base64
 
+    b64 = lambda a: base64.b64encode(np.ascontiguousarray(a).tobytes()).decode()  # noqa: E731
+    return orjson.dumps({"v": 1, "p": v.partition, "s": v.slot, "row": b64(v.row),
+                         "rec": b64(v.rec.astype(np.float32)), "ep": v.episodes})
+
+
+def _vehicle_rows(width: int, state: int, n: int = 40) -> ck.VehicleRows:
     rng = np.random.default_rng(width + state)
-    n = 40
     rows = rng.normal(size=(n, width))
     rows[::7, 0], rows[::5, -1] = np.nan, -np.inf
     rec = rng.normal(size=(n, state)).astype(np.float32)
     ids = [f"v{i}" for i in range(n)]
     eps = {ids[i]: {"episodes": {"w": {"start": 1.5, "last": 2.0, "severity": "high"}},
                     "pending": {"z": {"last": 2.0, "count": 2}}} for i in range(0, n, 3)}
-    vs = ck.VehicleRows(ids, [i % 6 for i in range(n)], [3 * i for i in range(n)], rows, rec,
-                        eps)
-    b64 = lambda a: base64.b64encode(a.tobytes()).decode()  # noqa: E731
-    want = [orjson.dumps({"v": 1, "p": i % 6, "s": 3 * i, "row": b64(rows[i]),
-                          "rec": b64(rec[i]), "ep": eps.get(ids[i])}) for i in range(n)]
-    assert ck.encode_vehicles(vs) == want
-    assert [ck.encode_vehicle(v) for v in vs] == want
-    back, _ = ck.decode([(v.encode(), w, 0) for v, w in zip(ids, want, strict=True)])
-    assert all(np.array_equal(b.row, rows[i], equal_nan=True) and np.array_equal(b.rec, rec[i])
-               and b.episodes == eps.get(ids[i]) for i, b in enumerate(back))
+    return ck.VehicleRows(ids, [2] * n, [3 * i for i in range(n)], rows, rec, eps)
+
+
+def _same(got: list[ck.VehicleState], vs: ck.VehicleRows) -> bool:
+    return len(got) == len(vs) and all(
+        b.vehicle_id == vs.ids[i] and b.slot == vs.slots[i] and b.partition == vs.partitions[i]
+        and np.array_equal(b.row, vs.rows[i], equal_nan=True) and np.array_equal(b.rec, vs.rec[i])
+        and b.episodes == vs.episodes.get(vs.ids[i]) for i, b in enumerate(got))
+
+
+@pytest.mark.parametrize("width,state", [(105, 128), (1, 0), (2, 1), (3, 2), (107, 64)])
+def test_a_shard_record_holds_its_vehicles_bit_for_bit(width, state):
+    """Every row width, no recurrent state, non-finite values, episodes or none."""
+    vs = _vehicle_rows(width, state)
+    value = ck.encode_shard(vs)
+    assert _same(ck.decode_shard(value, 2), vs)
+    assert _same(ck.decode([(ck.shard_key(1, 4), value, 2)])[0], vs)
+    with pytest.raises(ValueError):
+        ck.decode_shard(value[:-1], 2)
+
+
+def test_changelogs_of_a_record_per_vehicle_are_still_read():
+    vs = _vehicle_rows(105, 128)
+    back, _ = ck.decode([(v.vehicle_id.encode(), _v1_record(v), 2) for v in vs])
+    assert _same(back, vs)
