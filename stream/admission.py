@@ -48,6 +48,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Collection
+from itertools import repeat
 from dataclasses import dataclass
 from typing import Any
 
@@ -607,14 +608,13 @@ class Admission:
         m = rows.size
         if m == 0:
             return np.zeros(0, dtype=bool), np.zeros(0, dtype=bool)
-        ids = batch.vehicle_id[rows]
+        ids = batch.vehicle_id[rows].tolist()
         ts = batch.ts[rows]
-        groups: dict[str, int] = {}
-        setdefault = groups.setdefault
-        gid = np.fromiter((setdefault(v, len(groups)) for v in ids), dtype=np.int64, count=m)
-        names = list(groups)
-        seen = self._seen.get
-        carry = np.fromiter((seen(v, -math.inf) for v in names), dtype=np.float64,
+        # vehicles numbered in order of first appearance (dict calls mapped in C)
+        names = list(dict.fromkeys(ids))
+        number = dict(zip(names, range(len(names))))
+        gid = np.fromiter(map(number.__getitem__, ids), dtype=np.int64, count=m)
+        carry = np.fromiter(map(self._seen.get, names, repeat(-math.inf)), dtype=np.float64,
                             count=len(names))
         # Exact per-vehicle running maximum via ranks: key = group * (U + 1) + rank(ts).
         uniq, inv = np.unique(np.concatenate([ts, carry]), return_inverse=True)
@@ -651,8 +651,8 @@ class Admission:
         # newest event time per vehicle after this batch (ranks start at 1)
         ends = np.flatnonzero(np.r_[start[1:], True])
         newest = uniq[np.maximum(key, prev_max)[ends] - base[ends] - 1]
-        self._seen.update(zip([names[i] for i in g[ends].tolist()], newest.tolist(),
-                              strict=True))
+        # (g[ends] is 0, 1, ... : one end per vehicle, in the order of names)
+        self._seen.update(zip(names, newest.tolist(), strict=True))
         return stale, dense
 
     def _prune_seen(self) -> None:
