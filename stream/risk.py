@@ -515,11 +515,20 @@ def assess(t: float, fleet: Fleet, spec: PathSpec, cfg: RiskConfig | None = None
     if a.shape[0] == 0:
         return Conflicts.empty()
 
-    # Sample only the vehicles that have a candidate.
+    # Sample only the vehicles that have a candidate, in the grid's order: a pair's two
+    # rows are then near each other in memory. (In slot order they are anywhere in the
+    # sample arrays; at 100k vehicles those gathers cost ~3x more per pair.) Each pair
+    # keeps its orientation (a before b in the fleet), so the results are the same.
+    g = np.floor((lo - lo.min(axis=0)) / cell).astype(np.int64)
+    grid_key = g[:, 0] * (int(g[:, 1].max()) + 1) + g[:, 1]
+
+    def in_grid_order(rows: np.ndarray) -> np.ndarray:
+        return rows[np.argsort(grid_key[rows], kind="stable")]
+
     need = np.zeros(len(local), dtype=bool)
     need[a] = True
     need[b] = True
-    sel = np.flatnonzero(need)
+    sel = in_grid_order(np.flatnonzero(need))
     remap = np.full(len(local), -1, dtype=np.int64)
     remap[sel] = np.arange(sel.shape[0])
     sub = local.take(sel)
@@ -533,18 +542,18 @@ def assess(t: float, fleet: Fleet, spec: PathSpec, cfg: RiskConfig | None = None
             need[:] = False
             need[a[m]] = True
             need[b[m]] = True
-            sel_cv = np.flatnonzero(need)
+            sel_cv = in_grid_order(np.flatnonzero(need))
+            to_sub = remap[sel_cv]  # back to the rows of sub
             remap[sel_cv] = np.arange(sel_cv.shape[0])
             sub_cv = cv.take(sel_cv)
             c_cv = _exact(t, sub_cv, sample_paths(t, sub_cv, spec, cfg), radius[sel_cv],
                           remap[a[m]], remap[b[m]], cfg)
-            # back to the rows of sub
-            to_sub = np.searchsorted(sel, sel_cv)
             c = _union(c, replace(c_cv, a=to_sub[c_cv.a], b=to_sub[c_cv.b]), sel.shape[0])
-    order = np.lexsort((c.b, c.a))
     back = idx[sel]
+    ca, cb = back[c.a], back[c.b]
+    order = np.lexsort((cb, ca))
     return Conflicts(
-        a=back[c.a[order]], b=back[c.b[order]], ttc=c.ttc[order],
+        a=ca[order], b=cb[order], ttc=c.ttc[order],
         min_distance=c.min_distance[order], cpa_t=c.cpa_t[order], cpa_x=c.cpa_x[order] + ox,
         cpa_y=c.cpa_y[order] + oy, severity=c.severity[order],
         probability=None if c.probability is None else c.probability[order],
