@@ -28,6 +28,7 @@ import numpy as np
 
 from trajstream.stream import internal
 from trajstream.stream.admission import NO_TICK
+from trajstream.stream.allocator import keep_temporaries_in_heap
 from trajstream.stream.checkpoint import Checkpoint, VehicleState
 from trajstream.stream.codec import CodecConfig, Rejection
 from trajstream.stream.config import EngineConfig
@@ -71,6 +72,7 @@ class RiskEngine:
     loop of stream/app.py runs it like the single-process engine."""
 
     def __init__(self, config: EngineConfig, grid: TileGrid, metrics: Any = None) -> None:
+        keep_temporaries_in_heap()  # see stream/allocator.py
         self.config = config
         self.spec = config.spec
         self.grid = grid
