@@ -48,8 +48,8 @@ import logging
 import math
 import time
 from collections.abc import Callable, Collection
-from itertools import repeat
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -612,7 +612,7 @@ class Admission:
         ts = batch.ts[rows]
         # vehicles numbered in order of first appearance (dict calls mapped in C)
         names = list(dict.fromkeys(ids))
-        number = dict(zip(names, range(len(names))))
+        number = dict(zip(names, range(len(names)), strict=True))
         gid = np.fromiter(map(number.__getitem__, ids), dtype=np.int64, count=m)
         carry = np.fromiter(map(self._seen.get, names, repeat(-math.inf)), dtype=np.float64,
                             count=len(names))

@@ -87,7 +87,7 @@ class StateStore:
     # -- storage -------------------------------------------------------------------------
 
     def _alloc(self, capacity: int) -> None:
-        def grow(name: str, shape: tuple[int, ...], fill: float, dtype: type) -> None:
+        def grow(name: str, shape: tuple[int, ...], fill: float | None, dtype: type) -> None:
             new: np.ndarray = np.full(shape, fill, dtype=dtype)
             old = self.__dict__.get(name)
             if old is not None:
