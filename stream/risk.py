@@ -1301,13 +1301,13 @@ def _plausible(
         # the leader's stopping distance instead.
         need_moving = dec_l + rel * rel / (2.0 * gap)
         stop_l = np.where(dec_l > 0, v_l * v_l / (2.0 * np.maximum(dec_l, 1e-9)), 0.0)
-        need_stop = v_f * v_f / (2.0 * (gap + stop_l))
         t_leader_stops = np.where(dec_l > 0, v_l / np.maximum(dec_l, 1e-9), np.inf)
         if wreck is not None:
             dead = wreck[ld] < t_leader_stops
             w = np.where(dead, wreck[ld], 0.0)
             stop_l = np.where(dead, v_l * w - 0.5 * dec_l * w * w, stop_l)
             t_leader_stops = np.where(dead, w, t_leader_stops)
+        need_stop = v_f * v_f / (2.0 * (gap + stop_l))
         t_least_gap = 2.0 * gap / np.maximum(rel, 1e-9)
         leader_first = (v_l <= cfg.still_speed_mps) | (t_leader_stops < t_least_gap)
         need = np.where(leader_first, need_stop, need_moving)

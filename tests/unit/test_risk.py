@@ -373,6 +373,10 @@ def test_the_car_behind_a_crash_sees_the_wreck() -> None:
     ttc = dict(zip(pairs_of(c), c.ttc.tolist(), strict=True))
     assert sev[(0, 1)] == CRITICAL and ttc[(0, 1)] == pytest.approx(0.9, abs=0.1)
     assert sev[(1, 2)] == WARNING and ttc[(1, 2)] == pytest.approx(0.9 + 10 / 14, abs=0.1)
+    # both easing off a little (fitted noise) is no different: the middle car stops dead at
+    # the crash, not at the end of its long gentle stop
+    c = assess(T, cv_fleet([wreck, dict(mid, acc=-0.05), dict(tail, acc=-0.3)]), SPEC)
+    assert (1, 2) in pairs_of(c)
     # no crash ahead (the middle car brakes in time): it and the third car never meet
     c = assess(T, cv_fleet([wreck, dict(mid, x=100 - 4.5 - 30, acc=-4), tail]), SPEC)
     assert (1, 2) not in pairs_of(c)
