@@ -853,10 +853,8 @@ def _exact(
     # Per pair (entries are pair-major): most probable overlap, first nominal contact, and
     # the first time the overlap probability reaches warning_probability.
     p_max = np.maximum.reduceat(p_entry, heads)
-    key_c = np.lexsort((toi, pe))
-    key_w = np.lexsort((t_warn, pe))
-    first_c = key_c[heads]  # entry of each pair's first nominal contact (inf: none)
-    first_w = key_w[heads]
+    first_c = _first_finite(toi, heads)  # entry of each pair's first nominal contact
+    first_w = _first_finite(t_warn, heads)
     nominal = np.isfinite(toi[first_c])
     ref = np.where(nominal, first_c, first_w)  # the entry whose moment gives ttc and cpa
     ttc = np.where(nominal, toi[first_c], t_warn[first_w])
@@ -917,6 +915,15 @@ def _exact(
         cpa_y=my, severity=np.where(critical, CRITICAL, WARNING).astype(np.int8),
         probability=p_max,
     )
+
+
+def _first_finite(v: np.ndarray, heads: np.ndarray) -> np.ndarray:
+    """Per pair (entries pair-major from ``heads``, interval ascending), its entry with the
+    least ``v``: a time within the entry's interval, so the first finite one; the pair's
+    first entry where none is finite. Linear, where a sort on (pair, v) is not."""
+    e = v.shape[0]
+    first = np.minimum.reduceat(np.where(np.isfinite(v), np.arange(e), e), heads)
+    return np.where(first < e, first, heads)
 
 
 def _passing_still(fleet: Fleet, a: np.ndarray, b: np.ndarray, cfg: RiskConfig) -> np.ndarray:
