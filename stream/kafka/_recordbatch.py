@@ -221,6 +221,10 @@ def install(consumer: Any) -> bool:
         log.info("kafka-python's fetcher is not the expected one: records parsed one by one")
         return False
     if base not in _FAST:
-        _FAST[base] = _fast_partition_records(base)
+        try:
+            _FAST[base] = _fast_partition_records(base)
+        except ImportError:  # a kafka-python without IsolationLevel: its own path
+            log.info("kafka-python's fetcher is not the expected one: records parsed one by one")
+            return False
     fetcher.PartitionRecords = _FAST[base]
     return True
