@@ -209,8 +209,9 @@ def write_model_card(path: Path, info: dict) -> Path:
             "## Sigma calibration",
             "",
             _para(
-                "The network's 1-sigma per point, which the risk stage turns into overlap "
-                "probabilities, is multiplied by a per-point scale fitted on the "
+                "The network's 1-sigma per point (meant for the risk stage's overlap "
+                "probabilities, which do not read it yet: README, \"Warning quality\") is "
+                "multiplied by a per-point scale fitted on the "
                 "validation set (each source counting alike) so that 86.5% of the errors "
                 "fall within 2 sigma, as for a "
                 "2-D Gaussian (`model/calibration.py`; stored in `lstm.npz` as `sigma_scale`, "

@@ -22,9 +22,12 @@ Pipeline of :func:`assess` at event time ``t`` (vectorised; no per-pair Python):
    ``still_speed_mps``), each grown by ``margin_m / 2``. Between two samples the relative
    motion is linear, and a continuous separating-axis test gives the exact time of first
    nominal contact, so fast pairs cannot pass through each other between samples. Each
-   path point is uncertain: along the path by the predictor's own 1-sigma (the LSTM's, per
-   point; ``accel_sigma_mps2 tau^2 / 2`` for predictors without one), across it by what the
-   heading (``lateral_heading_tol_rad v tau``) and a turn in progress can do. The
+   path point is uncertain: along the path by ``accel_sigma_mps2 tau^2 / 2`` (meant to be
+   the predictor's own 1-sigma per point where it gives one, but :func:`assess` does not
+   pass the LSTM's on yet: every threshold was tuned without it, and with it the built-in
+   simulator's collision-free traffic gets ~30% more alerts; README, "Warning quality"),
+   across it by what the heading (``lateral_heading_tol_rad v tau``) and a turn in
+   progress can do. The
    probability of footprint overlap is taken at the samples, in the middle of the nominal
    overlap (:func:`overlap_probability`) and, for a passing pair, on its miss distance at
    closest approach (:func:`encounter_probability`: errors along the relative motion only
@@ -485,7 +488,8 @@ def assess(t: float, fleet: Fleet, spec: PathSpec, cfg: RiskConfig | None = None
     length = np.where(np.isfinite(fleet.length) & (fleet.length > 0), fleet.length,
                       DEFAULT_LENGTH_M)
     width = np.where(np.isfinite(fleet.width) & (fleet.width > 0), fleet.width, DEFAULT_WIDTH_M)
-    # Work relative to a local origin: keeps float precision for large coordinates.
+    # Work relative to a local origin: keeps float precision for large coordinates. The
+    # fleet's sigma is left out (see 4. in the module docstring): a known gap, not a choice.
     ox, oy = float(np.median(fleet.x)), float(np.median(fleet.y))
     local = Fleet(fleet.ts, fleet.x - ox, fleet.y - oy, fleet.speed, fleet.heading, yaw, accel,
                   length, width, fleet.paths - np.array([ox, oy]))
