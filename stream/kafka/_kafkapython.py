@@ -21,6 +21,7 @@ from kafka.structs import OffsetAndMetadata
 from trajstream.errors import ConfigError, KafkaUnavailable
 from trajstream.stream.kafka import Columns, Record
 from trajstream.stream.kafka._common import WATERMARK_CACHE_S, throwaway_group, unreachable
+from trajstream.stream.kafka._recordbatch import FastRecord, as_tuples
 from trajstream.stream.kafka._recordbatch import install as install_fast_parser
 
 log = logging.getLogger("trajstream.stream.kafka")
@@ -273,10 +274,11 @@ class KafkaPythonConsumer:
     def group_metadata(self) -> Any:
         return self._c.group_metadata()
 
-    def _fetch(self, max_records: int, timeout_s: float) -> dict[Any, list[Any]]:
+    def _fetch(self, max_records: int, timeout_s: float) -> dict[Any, list[FastRecord]]:
+        """Polled records by topic-partition, as (offset, timestamp, key, value)."""
         try:
-            return self._c.poll(  # type: ignore[no-any-return]
-                timeout_ms=int(timeout_s * 1000), max_records=max_records)
+            polled = self._c.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+            return {tp: as_tuples(recs, self._fast) for tp, recs in polled.items()}
         except kerr.KafkaError as exc:
             if getattr(exc, "retriable", False):
                 log.warning("kafka consumer: %s", exc)
@@ -293,24 +295,16 @@ class KafkaPythonConsumer:
         out: list[Record] = []
         for tp, recs in self._fetch(max_records, timeout_s).items():
             t, p = tp.topic, tp.partition
-            if self._fast:
-                out.extend(Record(t, p, o, k, v, ts) for o, ts, k, v in recs)
-            else:
-                out.extend(Record(t, p, r.offset, r.key, r.value, r.timestamp) for r in recs)
+            out.extend(Record(t, p, o, k, v, ts) for o, ts, k, v in recs)
         return out
 
     def poll_columns(self, max_records: int, timeout_s: float) -> Columns:
         cols = Columns([], [], [], [])
         for tp, recs in self._fetch(max_records, timeout_s).items():
             cols.partitions.extend([tp.partition] * len(recs))
-            if self._fast:  # (offset, timestamp, key, value) tuples
-                cols.offsets.extend([r[0] for r in recs])
-                cols.keys.extend([r[2] for r in recs])
-                cols.values.extend([r[3] for r in recs])
-            else:
-                cols.offsets.extend([r.offset for r in recs])
-                cols.keys.extend([r.key for r in recs])
-                cols.values.extend([r.value for r in recs])
+            cols.offsets.extend([r[0] for r in recs])
+            cols.keys.extend([r[2] for r in recs])
+            cols.values.extend([r[3] for r in recs])
         return cols
 
     def commit(self, offsets: dict[tuple[str, int], int]) -> None:
@@ -485,8 +479,7 @@ def read_to_end(bootstrap: str, topic: str, partitions: list[int], read_committe
                 raise unreachable(bootstrap, f"changelog {topic} not read within {timeout_s:g} s")
             for tp, recs in c.poll(timeout_ms=200, max_records=10_000).items():
                 p = tp.partition
-                out.extend([(k, v, p) for _, _, k, v in recs] if fast else
-                           [(r.key, r.value, p) for r in recs])
+                out.extend([(k, v, p) for _, _, k, v in as_tuples(recs, fast)])
             for tp in list(left):
                 if c.position(tp) >= ends[tp]:
                     left.discard(tp)

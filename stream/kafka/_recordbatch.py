@@ -21,9 +21,18 @@ from typing import Any
 
 log = logging.getLogger("trajstream.stream.kafka")
 
-__all__ = ["install", "parse_records"]
+__all__ = ["FastRecord", "as_tuples", "install", "parse_records"]
 
 FastRecord = tuple[int, int, "bytes | None", "bytes | None"]  # offset, timestamp, key, value
+
+
+def as_tuples(records: list[Any], fast: bool) -> list[FastRecord]:
+    """A polled partition's records as :data:`FastRecord` tuples: as they come from a
+    consumer with :func:`install` in effect (``fast``), else from kafka-python's
+    ConsumerRecords (the fallback path; one shape for the callers either way)."""
+    if fast:
+        return records
+    return [(r.offset, r.timestamp, r.key, r.value) for r in records]
 
 
 def _uvarint(buf: bytes, pos: int) -> tuple[int, int]:
