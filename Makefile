@@ -28,7 +28,7 @@ test: venv kafka-jars
 # The benchmarks behind the README's figures, each printing what it measured; the Kafka
 # ones start their own throwaway broker. Takes several minutes. (bench_model_size.py, which
 # retrains the LSTM at several sizes, runs on its own.)
-BENCHES := codec risk model simulator processor map
+BENCHES := codec risk model kinematics simulator processor map
 bench: venv kafka-jars
 	@for name in $(BENCHES); do script=bench/bench_$$name.py; \
 	  echo "== $$script"; $(PY) $$script || exit 1; echo; \
