@@ -113,6 +113,9 @@ _BLOCK = 1024
 # than this cannot give a footprint overlap probability near the thresholds anyway.
 _PRUNE_SIGMA_M = 5.0
 _FOLLOW_STEP_S = 0.05  # time grid of the following pairs' bumper contact
+# (pair, interval) entries per run of the contact search: its ~100 temporaries stay in the
+# cache (whole-fleet ones of several MB each at 100k vehicles cost twice as much per entry)
+_ENTRY_BLOCK = 16384
 
 
 @dataclass(frozen=True, slots=True)
@@ -764,8 +767,104 @@ def _exact(
         return Conflicts.empty()
     dmin_all = np.concatenate(dmin_parts)
 
-    # 2. Nominal contact (continuous, between samples) and the overlap probability at the
-    #    interval's ends and in the middle of the nominal overlap.
+    # 2. Per pair from its entries (in runs of whole pairs, each small enough for the cache:
+    #    at 100k vehicles whole-fleet temporaries cost twice as much per entry).
+    parts = [_pair_contacts(fleet, smp, a, b, pe[lo:hi], je[lo:hi], follow_all, cfg)
+             for lo, hi in _runs(pe, _ENTRY_BLOCK)]
+    pp, p_max, nominal, ttc, fr_ref, x0, y0, x1, y1 = (
+        np.concatenate(col) for col in zip(*parts, strict=True))
+    a_c, b_c = a[pp], b[pp]
+    frame = frame_all.take(pp)
+    pw = cfg.warning_probability
+    # Near-parallel pairs need a nominal contact that is near certain (parallel_probability):
+    # sideways they are held apart by lane keeping, which a path sigma grown by heading
+    # error does not express, and a heading error of 0.02 rad makes paths a lane apart
+    # graze each other within the horizon.
+    geometric = (p_max >= pw) & np.isfinite(ttc) & (
+        ~frame.parallel | (nominal & (p_max >= cfg.parallel_probability)))
+    # A vehicle standing still beside the other's way is an obstacle its driver sees and
+    # passes (a turn past a car waiting at a junction comes within a metre of it): such a
+    # pair needs a nominal contact of the predicted paths, the still one's foreseeing it
+    # pulling out. One standing in the mover's way (ahead, within a lane of its heading
+    # line) is left as it is: a stopped car ahead is the rear end not braked for in time.
+    geometric &= ~_passing_still(fleet, a_c, b_c, cfg) | nominal
+    # Following in one lane: contact on the current speeds and braking (the predictor
+    # foresees the ordinary stop a distracted driver does not make).
+    # severity is judged without a follower's acceleration carried on (it warns only)
+    ttc_f, closing_f, ttc_sev = _following_contact(fleet, a_c, b_c, frame, cfg, wreck=wreck)
+    follow = frame.following
+    ok = np.where(follow, ttc_f < horizon, geometric)
+    ttc = np.where(follow, ttc_f, ttc)
+
+    # 3. Closing speed (along the line of centres at that moment), then the filters.
+    rvx, rvy = x1 - x0, y1 - y0
+    cx, cy = x0 + fr_ref * rvx, y0 + fr_ref * rvy
+    rvx, rvy = rvx / step, rvy / step
+    dn = np.hypot(cx, cy)
+    closing = np.where(dn > 1e-6, -(cx * rvx + cy * rvy) / np.maximum(dn, 1e-6),
+                       np.hypot(rvx, rvy))
+    closing = np.where(follow, closing_f, closing)
+    plausible, critical_ok = _plausible(fleet, a_c, b_c, frame, ttc_f, cfg, wreck)
+    # A neighbour in another lane is warned of a lane change into it, never critical: the
+    # merging driver sees the car beside it and usually completes the change behind or
+    # ahead of it (recorded highway traffic); critical once they overlap sideways.
+    critical_ok &= ~(frame.parallel & frame.other_lane)
+    keep = np.flatnonzero(ok & (closing >= cfg.min_closing_speed_mps) & plausible)
+    if keep.shape[0] == 0:
+        return Conflicts.empty()
+    a_c, b_c, ttc, p_max, ttc_sev = a_c[keep], b_c[keep], ttc[keep], p_max[keep], ttc_sev[keep]
+    follow, critical_ok, nominal = follow[keep], critical_ok[keep], nominal[keep]
+    # midpoint of the two predicted centres at contact
+    u = ttc / step
+    jb = np.minimum(u.astype(np.int64), smp.x.shape[1] - 2)
+    fb = u - jb
+    mx = 0.5 * (smp.x[a_c, jb] + smp.x[b_c, jb]
+                + fb * (smp.x[a_c, jb + 1] - smp.x[a_c, jb] + smp.x[b_c, jb + 1] - smp.x[b_c, jb]))
+    my = 0.5 * (smp.y[a_c, jb] + smp.y[b_c, jb]
+                + fb * (smp.y[a_c, jb + 1] - smp.y[a_c, jb] + smp.y[b_c, jb + 1] - smp.y[b_c, jb]))
+    # Critical: the predicted paths (which foresee a driver's ordinary braking) overlap with
+    # critical_probability; for a follower, they also touch, and an ordinary stop no longer
+    # fits (critical_ok).
+    likely = (p_max >= cfg.critical_probability) & (nominal | ~follow)
+    critical = (np.where(follow, ttc_sev, ttc) < cfg.critical_ttc_s) & likely & critical_ok
+    return Conflicts(
+        a=a_c, b=b_c, ttc=ttc, min_distance=dmin_all[pp[keep]], cpa_t=t + ttc, cpa_x=mx,
+        cpa_y=my, severity=np.where(critical, CRITICAL, WARNING).astype(np.int8),
+        probability=p_max,
+    )
+
+
+def _first_finite(v: np.ndarray, heads: np.ndarray) -> np.ndarray:
+    """Per pair (entries pair-major from ``heads``, interval ascending), its entry with the
+    least ``v``: a time within the entry's interval, so the first finite one; the pair's
+    first entry where none is finite. Linear, where a sort on (pair, v) is not."""
+    e = v.shape[0]
+    first = np.minimum.reduceat(np.where(np.isfinite(v), np.arange(e), e), heads)
+    return np.where(first < e, first, heads)
+
+
+def _runs(pe: np.ndarray, size: int) -> list[tuple[int, int]]:
+    """Consecutive slices of the pair-major entries ``pe``, each about ``size`` long and
+    made of whole pairs."""
+    heads = np.flatnonzero(np.concatenate([[True], pe[1:] != pe[:-1]]))
+    cuts = np.unique(heads[np.minimum(np.searchsorted(heads, np.arange(0, pe.shape[0], size)),
+                                      heads.shape[0] - 1)])
+    bounds = np.append(cuts, pe.shape[0])
+    return [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def _pair_contacts(
+    fleet: Fleet, smp: Samples, a: np.ndarray, b: np.ndarray, pe: np.ndarray,
+    je: np.ndarray, follow_all: np.ndarray, cfg: RiskConfig,
+) -> tuple[np.ndarray, ...]:
+    """Nominal contact (continuous, between samples) and the overlap probability at the
+    interval's ends and in the middle of the nominal overlap, of the (pair, interval)
+    entries ``pe``/``je`` (pair-major, whole pairs); per pair: its index, the largest
+    probability, whether the paths touch, the time to contact (or to the probability
+    reaching ``warning_probability``) and the relative motion of its interval there (the
+    fraction into it, the offsets at its start and end)."""
+    step = cfg.sample_step_s
+    horizon = cfg.warning_ttc_s
     n_s = smp.x.shape[1]
     ea, eb = a[pe], b[pe]
     fa, fb_ = ea * n_s + je, eb * n_s + je  # flat sample indices of the interval starts
@@ -776,20 +875,18 @@ def _exact(
     hm = 0.5 * cfg.margin_m
     la, wa = 0.5 * fleet.length[ea] + hm, 0.5 * fleet.width[ea] + hm
     lb, wb = 0.5 * fleet.length[eb] + hm, 0.5 * fleet.width[eb] + hm
-    hit, f_in, f_out = _contact_blocks(x0, y0, x1, y1, ax, ay, la, wa, bx, by, lb, wb)
+    hit, f_in, f_out = overlap_window(x0, y0, x1, y1, ax, ay, la, wa, bx, by, lb, wb)
     toi = np.where(hit, (je + f_in) * step, np.inf)
     toi = np.where(toi < horizon, toi, np.inf)
     slon, slat = smp.slon.ravel(), smp.slat.ravel()
-    # Pairs following in one lane are judged on kinematics (below); their overlap
+    # Pairs following in one lane are judged on kinematics (in _exact); their overlap
     # probability only matters where the predicted paths touch (critical).
     heads = np.flatnonzero(np.concatenate([[True], pe[1:] != pe[:-1]]))
     pp = pe[heads]
-    a_c, b_c = a[pp], b[pp]
-    frame = frame_all.take(pp)
+    following = follow_all[pp]
     entry_pair = np.repeat(np.arange(heads.shape[0]), np.diff(np.append(heads, pe.shape[0])))
     touching = np.logical_or.reduceat(np.isfinite(toi), heads)
-    e = np.flatnonzero(~frame.following[entry_pair] | touching[entry_pair])
-
+    e = np.flatnonzero(~following[entry_pair] | touching[entry_pair])
     # the entries' geometry and sigmas at both ends of their intervals, gathered once
     fa_e, fb_e = fa[e], fb_[e]
     ex0, ey0, ex1, ey1 = x0[e], y0[e], x1[e], y1[e]
@@ -800,7 +897,7 @@ def _exact(
     # Below warning_probability a probability only counts for a pair's own p_max, which
     # only a following pair reports (it alerts on kinematics, whatever its probability):
     # for the others an upper bound under warning_probability is as good (and cheaper).
-    below = np.where(frame.following[entry_pair[e]], 0.0, cfg.warning_probability)
+    below = np.where(following[entry_pair[e]], 0.0, cfg.warning_probability)
 
     def prob(fr: np.ndarray | float, k: np.ndarray | slice = slice(None)) -> np.ndarray:
         """Overlap probability of entries ``e[k]`` at fractions ``fr`` of their intervals
@@ -863,71 +960,7 @@ def _exact(
     ref = np.where(nominal, first_c, first_w)  # the entry whose moment gives ttc and cpa
     ttc = np.where(nominal, toi[first_c], t_warn[first_w])
     fr_ref = np.where(nominal, f_in[first_c], f_warn[first_w])
-    # Near-parallel pairs need a nominal contact that is near certain (parallel_probability):
-    # sideways they are held apart by lane keeping, which a path sigma grown by heading
-    # error does not express, and a heading error of 0.02 rad makes paths a lane apart
-    # graze each other within the horizon.
-    geometric = (p_max >= pw) & np.isfinite(ttc) & (
-        ~frame.parallel | (nominal & (p_max >= cfg.parallel_probability)))
-    # A vehicle standing still beside the other's way is an obstacle its driver sees and
-    # passes (a turn past a car waiting at a junction comes within a metre of it): such a
-    # pair needs a nominal contact of the predicted paths, the still one's foreseeing it
-    # pulling out. One standing in the mover's way (ahead, within a lane of its heading
-    # line) is left as it is: a stopped car ahead is the rear end not braked for in time.
-    geometric &= ~_passing_still(fleet, a_c, b_c, cfg) | nominal
-    # Following in one lane: contact on the current speeds and braking (the predictor
-    # foresees the ordinary stop a distracted driver does not make).
-    # severity is judged without a follower's acceleration carried on (it warns only)
-    ttc_f, closing_f, ttc_sev = _following_contact(fleet, a_c, b_c, frame, cfg, wreck=wreck)
-    follow = frame.following
-    ok = np.where(follow, ttc_f < horizon, geometric)
-    ttc = np.where(follow, ttc_f, ttc)
-
-    # 3. Closing speed (along the line of centres at that moment), then the filters.
-    rvx, rvy = x1[ref] - x0[ref], y1[ref] - y0[ref]
-    cx, cy = x0[ref] + fr_ref * rvx, y0[ref] + fr_ref * rvy
-    rvx, rvy = rvx / step, rvy / step
-    dn = np.hypot(cx, cy)
-    closing = np.where(dn > 1e-6, -(cx * rvx + cy * rvy) / np.maximum(dn, 1e-6),
-                       np.hypot(rvx, rvy))
-    closing = np.where(follow, closing_f, closing)
-    plausible, critical_ok = _plausible(fleet, a_c, b_c, frame, ttc_f, cfg, wreck)
-    # A neighbour in another lane is warned of a lane change into it, never critical: the
-    # merging driver sees the car beside it and usually completes the change behind or
-    # ahead of it (recorded highway traffic); critical once they overlap sideways.
-    critical_ok &= ~(frame.parallel & frame.other_lane)
-    keep = np.flatnonzero(ok & (closing >= cfg.min_closing_speed_mps) & plausible)
-    if keep.shape[0] == 0:
-        return Conflicts.empty()
-    a_c, b_c, ttc, p_max, ttc_sev = a_c[keep], b_c[keep], ttc[keep], p_max[keep], ttc_sev[keep]
-    follow, critical_ok, nominal = follow[keep], critical_ok[keep], nominal[keep]
-    # midpoint of the two predicted centres at contact
-    u = ttc / step
-    jb = np.minimum(u.astype(np.int64), n_s - 2)
-    fb = u - jb
-    mx = 0.5 * (smp.x[a_c, jb] + smp.x[b_c, jb]
-                + fb * (smp.x[a_c, jb + 1] - smp.x[a_c, jb] + smp.x[b_c, jb + 1] - smp.x[b_c, jb]))
-    my = 0.5 * (smp.y[a_c, jb] + smp.y[b_c, jb]
-                + fb * (smp.y[a_c, jb + 1] - smp.y[a_c, jb] + smp.y[b_c, jb + 1] - smp.y[b_c, jb]))
-    # Critical: the predicted paths (which foresee a driver's ordinary braking) overlap with
-    # critical_probability; for a follower, they also touch, and an ordinary stop no longer
-    # fits (critical_ok).
-    likely = (p_max >= cfg.critical_probability) & (nominal | ~follow)
-    critical = (np.where(follow, ttc_sev, ttc) < cfg.critical_ttc_s) & likely & critical_ok
-    return Conflicts(
-        a=a_c, b=b_c, ttc=ttc, min_distance=dmin_all[pp[keep]], cpa_t=t + ttc, cpa_x=mx,
-        cpa_y=my, severity=np.where(critical, CRITICAL, WARNING).astype(np.int8),
-        probability=p_max,
-    )
-
-
-def _first_finite(v: np.ndarray, heads: np.ndarray) -> np.ndarray:
-    """Per pair (entries pair-major from ``heads``, interval ascending), its entry with the
-    least ``v``: a time within the entry's interval, so the first finite one; the pair's
-    first entry where none is finite. Linear, where a sort on (pair, v) is not."""
-    e = v.shape[0]
-    first = np.minimum.reduceat(np.where(np.isfinite(v), np.arange(e), e), heads)
-    return np.where(first < e, first, heads)
+    return pp, p_max, nominal, ttc, fr_ref, x0[ref], y0[ref], x1[ref], y1[ref]
 
 
 def _passing_still(fleet: Fleet, a: np.ndarray, b: np.ndarray, cfg: RiskConfig) -> np.ndarray:
@@ -1154,17 +1187,6 @@ def _closest_d2(dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
     f = np.clip(-(x0 * ex + y0 * ey) / np.where(ee > 0, ee, 1.0), 0.0, 1.0)
     cx, cy = x0 + f * ex, y0 + f * ey
     return cx * cx + cy * cy
-
-
-def _contact_blocks(*args: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`overlap_window` over 1-D entries in blocks (small temporaries)."""
-    n = args[0].shape[0]
-    if n <= _BLOCK * 16:
-        return overlap_window(*args)
-    parts = [overlap_window(*(x[s: s + _BLOCK * 16] for x in args))
-             for s in range(0, n, _BLOCK * 16)]
-    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
-            np.concatenate([p[2] for p in parts]))
 
 
 def contact_in_interval(

@@ -271,6 +271,35 @@ def test_assess_does_not_depend_on_the_cell_size() -> None:
     assert np.array_equal(order, np.arange(len(ref)))
 
 
+def test_contact_search_in_runs_of_whole_pairs_equals_one_run(monkeypatch) -> None:
+    """The contact search works through its (pair, interval) entries in cache-sized runs of
+    whole pairs; any run length gives the same conflicts to the bit."""
+    import trajstream.stream.risk as risk
+
+    fleet = random_city(600, 1)
+    monkeypatch.setattr(risk, "_ENTRY_BLOCK", 1 << 30)
+    ref = assess(T, fleet, SPEC)
+    assert len(ref) >= 5
+    for size in (1, 7, 64):
+        monkeypatch.setattr(risk, "_ENTRY_BLOCK", size)
+        c = assess(T, fleet, SPEC)
+        for f in dataclasses.fields(c):
+            assert np.array_equal(getattr(c, f.name), getattr(ref, f.name)), f.name
+
+
+def test_runs_cut_only_between_pairs() -> None:
+    from trajstream.stream.risk import _runs
+
+    pe = np.array([0, 0, 0, 2, 2, 5, 7, 7, 7, 7, 9])
+    for size in (1, 2, 3, 4, 100):
+        runs = _runs(pe, size)
+        assert runs[0][0] == 0 and runs[-1][1] == pe.shape[0]
+        assert all(hi == lo for (_, hi), (lo, _) in zip(runs[:-1], runs[1:], strict=True))
+        assert all(pe[lo - 1] != pe[lo] for lo, _ in runs[1:])
+    assert _runs(pe, 1) == [(0, 3), (3, 5), (5, 6), (6, 10), (10, 11)]
+    assert _runs(pe, 100) == [(0, 11)]
+
+
 # ---- nuisance filters and braking awareness (exact inputs) ---------------------------------
 
 def test_still_pairs_never_conflict_even_overlapping() -> None:
