@@ -21,8 +21,9 @@ bench_quality.py's and are not offered here: tune on these, confirm once there.
   replay NAMES         the current conflict stage on the captured ticks -> alerts, scored
   score NAMES          score the alerts of the last replay (or --tag) again
 
-Scoring options: --baseline (CV-TTC row), --diag (alerts by relation, severity, justified),
---per-kind, --missed. Files live in --dir (default <repo>/out/tuning, git-ignored).
+Scoring options: --baseline (CV-TTC row), --diag (alerts by relation, severity, justified,
+and which of the two vehicles really reached the predicted contact), --per-kind, --missed.
+Files live in --dir (default <repo>/out/tuning, git-ignored).
 
 Usage: python bench/bench_risk_replay.py inputs|capture|replay|score [NAMES...] [--dir DIR]
        [--tag TAG] [--baseline] [--diag] [--per-kind] [--missed]
@@ -44,6 +45,7 @@ from collections import Counter  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -176,6 +178,29 @@ def relation(alert: dict[str, Any]) -> str:
     return "oncoming" if abs(dh) > math.pi - 0.3 else "crossing/turning"
 
 
+REACH_M = 2.5  # a vehicle whose centre passes this close to the predicted contact reached it
+
+
+def reached(alert: dict[str, Any], tracks: Any, horizon_s: float) -> str:
+    """Which of the pair really came to the alert's predicted contact point (the midpoint of
+    the two predicted centres, ``closest_approach``) within the horizon plus 2 s: "both",
+    "one" (the other stopped short, yielded or went another way) or "neither". A false
+    warning where "one" reached it is a conflict one driver avoided; "both" is a matter of
+    timing (the two passed the point apart in time)."""
+    from trajstream.stream.evaluation.tracks import sample_times
+
+    cx, cy = alert["closest_approach"]["x"], alert["closest_approach"]["y"]
+    t = sample_times(alert["ts"], alert["ts"] + horizon_s + 2.0, 0.1)
+    n = 0
+    for v in (alert["vehicle_a"], alert["vehicle_b"]):
+        i = tracks.index.get(v)
+        if i is None:
+            continue
+        x, y, _, present = tracks.state(i, t)
+        n += bool(np.any(present & (np.hypot(x - cx, y - cy) <= REACH_M)))
+    return ("neither", "one", "both")[n]
+
+
 def _line(r: dict[str, Any]) -> str:
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{100 * v:.0f}%"
@@ -213,11 +238,14 @@ def score(name: str, d: Path, alerts_path: Path, args: argparse.Namespace) -> No
         print(f"{'':<12} cv-ttc     {_line(rb)}")
     if args.diag:
         ok = justified(alerts, truth, tracks, cfg)
-        c = Counter((relation(a), a["severity"], bool(j)) for a, j in zip(alerts, ok,
-                                                                            strict=True))
-        for key in sorted(c):
+        c = Counter((relation(a), a["severity"], bool(j), reached(a, tracks, cfg.horizon_s))
+                    for a, j in zip(alerts, ok, strict=True))
+        print(f"   {'relation':<20} {'severity':<8} {'':<11} {'total':>6}  reached the contact: "
+              "both / one / neither")
+        for key in sorted({k[:3] for k in c}):
+            n = [c[(*key, r)] for r in ("both", "one", "neither")]
             print(f"   {key[0]:<20} {key[1]:<8} {'justified' if key[2] else 'unjustified':<11}"
-                  f" {c[key]}")
+                  f" {sum(n):>6}  {n[0]} / {n[1]} / {n[2]}")
     if args.missed:
         for m in r["missed"]:
             print("   missed", m)
