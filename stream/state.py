@@ -22,6 +22,7 @@ import numpy as np
 
 from trajstream.contracts import DEFAULT_LENGTH_M, DEFAULT_WIDTH_M
 from trajstream.model.kinematics import HEADING_FLAG, SPEED_FLAG, Kinematics, KinematicsTracker
+from trajstream.stream.slots import SlotAllocator
 
 __all__ = ["StateStore"]
 
@@ -36,9 +37,10 @@ FLAG_REASONS: tuple[tuple[int, str], ...] = (
 class StateStore:
     """Slots, growable arrays and the per-vehicle rules (gap reset, TTL eviction).
 
-    Slot allocation is deterministic: the free list is last-in first-out and allocation
-    follows the order ids are presented in, so the same sequence of calls gives the same
-    layout (the engine relies on this for batch-independent results).
+    Slot allocation is deterministic: the free list is last-in first-out
+    (:class:`SlotAllocator`) and allocation follows the order ids are presented in, so the
+    same sequence of calls gives the same layout (the engine relies on this for
+    batch-independent results).
     """
 
     used: np.ndarray  # (capacity,) bool: slot holds a vehicle
@@ -69,11 +71,6 @@ class StateStore:
         self.reset_gap_s = float(reset_gap_s)
         self.kin = KinematicsTracker(max(capacity, 1), gps_sigma_m=gps_sigma_m,
                                      check_reported=True)
-        self._slot: dict[str, int] = {}
-        self._free: list[int] = []
-        self.ids: list[str | None] = []
-        self.high = 0  # slots [0, high) have been used at least once
-        self.capacity = 0
         self.resets = 0  # gap resets since start
         self.jumps = 0  # tracks restarted by an impossible jump since start
         self.flags = np.zeros(0, dtype=np.int8)  # per row of the last update
@@ -82,9 +79,23 @@ class StateStore:
         # (log_evictions): otherwise it would grow with every id ever seen.
         self.log_evictions = False
         self.evicted_log: list[tuple[str, int]] = []
-        self._alloc(max(capacity, 1))
+        self._allocator = SlotAllocator(max(capacity, 1), self._alloc)
 
     # -- storage -------------------------------------------------------------------------
+
+    @property
+    def ids(self) -> list[str | None]:
+        """Per slot: its vehicle id, None while free."""
+        return self._allocator.ids
+
+    @property
+    def high(self) -> int:
+        """Slots [0, high) have been used at least once."""
+        return self._allocator.high
+
+    @property
+    def capacity(self) -> int:
+        return self._allocator.capacity
 
     def _alloc(self, capacity: int) -> None:
         def grow(name: str, shape: tuple[int, ...], fill: float | None, dtype: type) -> None:
@@ -107,23 +118,21 @@ class StateStore:
         grow("partition", (capacity,), -1, np.int64)
         grow("dirty", (capacity,), False, bool)
         grow("id_of", (capacity,), None, object)
-        self.ids.extend([None] * (capacity - len(self.ids)))
         self.kin.ensure_capacity(capacity)
-        self.capacity = capacity
 
     def __len__(self) -> int:
         """Vehicles currently holding a slot."""
-        return len(self._slot)
+        return len(self._allocator)
 
     def __contains__(self, vehicle_id: object) -> bool:
-        return vehicle_id in self._slot
+        return vehicle_id in self._allocator.slot_of
 
     def slot_of(self, vehicle_id: str) -> int | None:
-        return self._slot.get(vehicle_id)
+        return self._allocator.slot_of.get(vehicle_id)
 
     def lookup(self, ids: Sequence[str] | np.ndarray) -> np.ndarray:
         """Slots of ``ids`` (-1 for unknown ones), without allocating."""
-        get = self._slot.get
+        get = self._allocator.slot_of.get
         return np.fromiter((get(v, -1) for v in ids), dtype=np.int64, count=len(ids))
 
     def slots_for(self, ids: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -132,7 +141,7 @@ class StateStore:
         Returns ``(slots, new)`` where ``new`` marks the rows that allocated a slot; a
         repeated unknown id allocates once, at its first occurrence.
         """
-        get = self._slot.get
+        get = self._allocator.slot_of.get
         slots = list(map(get, ids.tolist() if isinstance(ids, np.ndarray) else ids))
         new = np.zeros(len(slots), dtype=bool)
         if None in slots:
@@ -146,16 +155,10 @@ class StateStore:
                     slots[i] = s
         return np.asarray(slots, dtype=np.int64), new
 
-    def _new_slot(self, vehicle_id: str) -> int:
-        if self._free:
-            s = self._free.pop()
-        else:
-            if self.high >= self.capacity:
-                self._alloc(2 * self.capacity)
-            s = self.high
-            self.high += 1
-        self._slot[vehicle_id] = s
-        self.ids[s] = self.id_of[s] = vehicle_id
+    def _new_slot(self, vehicle_id: str, prefer: int = -1) -> int:
+        """A cleared slot for ``vehicle_id`` (``prefer`` when free: see SlotAllocator.take)."""
+        s = self._allocator.take(vehicle_id, prefer)
+        self.id_of[s] = vehicle_id
         self.used[s] = True
         self._clear(np.array([s]))
         return s
@@ -249,22 +252,24 @@ class StateStore:
             slots = np.flatnonzero(self.used[:h] & (self.last_ts[:h] <= before_ts))
         if slots.size == 0:
             return [], slots
-        ids: list[str] = []
-        parts = self.partition[slots].tolist()
-        for s, p in zip(slots.tolist(), parts, strict=True):
-            v = self.ids[s]
-            assert v is not None
-            ids.append(v)
-            del self._slot[v]
-            self.ids[s] = self.id_of[s] = None
-            if self.log_evictions:
-                self.evicted_log.append((v, int(p)))
-        self.used[slots] = False
-        self._clear(slots)
-        # Reversed so that pop() hands out the lowest freed slot first.
-        self._free.extend(reversed(slots.tolist()))
+        parts = self.partition[slots].tolist()  # before _release clears them
+        ids = self._release(slots.tolist())
+        if self.log_evictions:
+            self.evicted_log.extend(zip(ids, parts, strict=True))
         self.evictions += len(ids)
         return ids, slots
+
+    def _release(self, slots: list[int]) -> list[str]:
+        """Free ``slots`` (each holding a vehicle) and clear their rows; returns their ids.
+
+        Released last to first, so that new vehicles get them in the order given (ascending
+        from evict and drop: the lowest freed slot first)."""
+        ids = [self._allocator.release(s) for s in reversed(slots)]
+        ids.reverse()
+        self.id_of[slots] = None
+        self.used[slots] = False
+        self._clear(np.asarray(slots, dtype=np.int64))
+        return ids
 
     # -- checkpoints ---------------------------------------------------------------------
 
@@ -299,9 +304,10 @@ class StateStore:
         """
         slots = np.empty(len(ids), dtype=np.int64)
         for i, (v, want) in enumerate(zip(ids, want_slots, strict=True)):
-            s = self._slot.get(v)
+            s = self._allocator.slot_of.get(v)
             if s is None:
-                s = self._claim(v, int(want))
+                # the recorded slot when it is free: the same layout as before a restart
+                s = self._new_slot(v, int(want))
             slots[i] = s
         if not len(ids):
             return slots
@@ -327,25 +333,6 @@ class StateStore:
         self.dirty[slots] = False
         return slots
 
-    def _claim(self, vehicle_id: str, want: int) -> int:
-        """A slot for a restored vehicle: ``want`` when it is free, else a new one."""
-        if want < 0:
-            return self._new_slot(vehicle_id)
-        while want >= self.capacity:
-            self._alloc(2 * self.capacity)
-        if want >= self.high:
-            self._free.extend(reversed(range(self.high, want)))
-            self.high = want + 1
-        elif want in self._free:
-            self._free.remove(want)
-        else:
-            return self._new_slot(vehicle_id)
-        self._slot[vehicle_id] = want
-        self.ids[want] = self.id_of[want] = vehicle_id
-        self.used[want] = True
-        self._clear(np.array([want]))
-        return want
-
     def take_changes(self) -> tuple[np.ndarray, list[tuple[str, int]]]:
         """Slots changed and (id, partition) evicted since the last call; clears both."""
         h = self.high
@@ -356,16 +343,6 @@ class StateStore:
 
     def drop(self, slots: np.ndarray) -> list[str]:
         """Forget ``slots`` without logging an eviction (partition revoked: the changelog
-        keeps their state for the new owner). Returns their ids."""
-        ids: list[str] = []
-        for s in slots.tolist():
-            v = self.ids[s]
-            if v is None:
-                continue
-            ids.append(v)
-            del self._slot[v]
-            self.ids[s] = self.id_of[s] = None
-        self.used[slots] = False
-        self._clear(slots)
-        self._free.extend(reversed(slots.tolist()))
-        return ids
+        keeps their state for the new owner). Returns their ids; free slots are skipped."""
+        ids = self.ids
+        return self._release([s for s in slots.tolist() if ids[s] is not None])

@@ -19,6 +19,7 @@ import orjson
 from trajstream.contracts import DEFAULT_LENGTH_M, DEFAULT_WIDTH_M
 from trajstream.stream.codec import PositionBatch
 from trajstream.stream.livemap.frames import FleetSnapshot
+from trajstream.stream.slots import SlotAllocator
 
 __all__ = ["FleetTable"]
 
@@ -42,14 +43,23 @@ class FleetTable:
     def __init__(self, *, ttl_s: float = 10.0, capacity: int = 1024) -> None:
         self.ttl_s = float(ttl_s)
         self.points = 0  # path length, fixed by the first prediction seen
-        self._slot: dict[str, int] = {}
-        self._free: list[int] = []
-        self.ids: list[str | None] = []
-        self.capacity = 0
-        self.high = 0
         self.newest_ts = -math.inf
         self.ignored_predictions = 0
-        self._alloc(max(capacity, 1))
+        self._allocator = SlotAllocator(max(capacity, 1), self._alloc)
+
+    @property
+    def ids(self) -> list[str | None]:
+        """Per slot: its vehicle id, None while free."""
+        return self._allocator.ids
+
+    @property
+    def high(self) -> int:
+        """Slots [0, high) have been used at least once."""
+        return self._allocator.high
+
+    @property
+    def capacity(self) -> int:
+        return self._allocator.capacity
 
     def _alloc(self, capacity: int) -> None:
         def grow(name: str, shape: tuple[int, ...], fill: float, dtype: Any = np.float64) -> None:
@@ -68,14 +78,12 @@ class FleetTable:
         grow("path_ts", (capacity,), np.nan)
         grow("path", (capacity, self.points, 2), np.nan)
         grow("sigma", (capacity, self.points), np.nan, np.float32)
-        self.ids.extend([None] * (capacity - len(self.ids)))
-        self.capacity = capacity
 
     def __len__(self) -> int:
-        return len(self._slot)
+        return len(self._allocator)
 
     def _slots(self, ids: list[str]) -> np.ndarray:
-        get = self._slot.get
+        get = self._allocator.slot_of.get
         out = np.empty(len(ids), dtype=np.int64)
         for i, v in enumerate(ids):
             s = get(v)
@@ -85,15 +93,7 @@ class FleetTable:
         return out
 
     def _new(self, vehicle_id: str) -> int:
-        if self._free:
-            s = self._free.pop()
-        else:
-            if self.high >= self.capacity:
-                self._alloc(2 * self.capacity)
-            s = self.high
-            self.high += 1
-        self._slot[vehicle_id] = s
-        self.ids[s] = vehicle_id
+        s = self._allocator.take(vehicle_id)
         self.ts[s] = np.nan
         self.path_ts[s] = np.nan
         self.path[s] = np.nan
@@ -190,7 +190,8 @@ class FleetTable:
 
     def _apply_predictions(self, ids: list[str], ts: np.ndarray, path: np.ndarray,
                            sigma: np.ndarray) -> None:
-        known = [i for i, v in enumerate(ids) if v in self._slot]  # no position yet: wait
+        held = self._allocator.slot_of
+        known = [i for i, v in enumerate(ids) if v in held]  # no position yet: wait
         if not known:
             return
         idx = np.asarray(known)
@@ -214,13 +215,11 @@ class FleetTable:
         h = self.high
         with np.errstate(invalid="ignore"):
             gone = np.flatnonzero(self.ts[:h] <= before_ts)
+        ids = self.ids
         for s in gone.tolist():
-            v = self.ids[s]
-            if v is not None:
-                del self._slot[v]
-                self.ids[s] = None
+            if ids[s] is not None:
+                self._allocator.release(s)
                 self.ts[s] = np.nan
-                self._free.append(s)
         return int(gone.size)
 
     def snapshot(self, show_s: float) -> FleetSnapshot:
