@@ -6,6 +6,8 @@ import logging
 import socket
 import time
 import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from trajstream.errors import ConfigError, KafkaUnavailable
 
@@ -31,6 +33,49 @@ def parse_bootstrap(bootstrap: str) -> list[tuple[str, int]]:
             raise ConfigError(f"invalid Kafka bootstrap {bootstrap!r}: port {port} out of range")
         servers.append((host, port))
     return servers
+
+
+def partitions_of(tps: Iterable[Any]) -> list[tuple[str, int]]:
+    """Either client's TopicPartitions as sorted (topic, partition) pairs."""
+    return sorted((tp.topic, tp.partition) for tp in tps)
+
+
+class RebalanceHooks:
+    """``make_consumer``'s on_assign/on_revoke behind either client's rebalance callbacks,
+    which hand them the partitions as sorted (topic, partition) pairs.
+
+    ``in_revoke`` is True while on_revoke runs: an offset commit it makes must not wait for
+    an answer (see the consumers' ``commit``).
+    """
+
+    def __init__(self, on_assign: Callable[[list[tuple[str, int]]], None] | None,
+                 on_revoke: Callable[[list[tuple[str, int]]], None] | None) -> None:
+        self._on_assign = on_assign
+        self._on_revoke = on_revoke
+        self.in_revoke = False
+
+    def assigned(self, tps: Iterable[Any]) -> None:
+        if self._on_assign is not None:
+            self._on_assign(partitions_of(tps))
+
+    def revoked(self, tps: Iterable[Any]) -> None:
+        if self._on_revoke is not None:
+            self.in_revoke = True
+            try:
+                self._on_revoke(partitions_of(tps))
+            finally:
+                self.in_revoke = False
+
+
+def undelivered(failed: int, bootstrap: str, first_failure: str) -> KafkaUnavailable:
+    """A producer's messages that could not be delivered. Not retriable: they are lost, only
+    a replay from the committed offsets brings them back."""
+    exc = KafkaUnavailable(
+        f"{failed} message(s) could not be delivered to Kafka at {bootstrap}; "
+        f"first: {first_failure}"
+    )
+    exc.retriable = False
+    return exc
 
 
 def throwaway_group() -> str:

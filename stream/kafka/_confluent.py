@@ -22,7 +22,14 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from trajstream.errors import ConfigError, KafkaUnavailable
 from trajstream.stream.kafka import Columns, Record
-from trajstream.stream.kafka._common import WATERMARK_CACHE_S, throwaway_group, unreachable
+from trajstream.stream.kafka._common import (
+    WATERMARK_CACHE_S,
+    RebalanceHooks,
+    partitions_of,
+    throwaway_group,
+    undelivered,
+    unreachable,
+)
 
 log = logging.getLogger("trajstream.stream.kafka")
 # librdkafka's own log lines (connection refused, ...) go here instead of raw stderr.
@@ -176,12 +183,7 @@ class ConfluentProducer:
         if self._fatal is not None:
             raise KafkaUnavailable(f"Kafka producer failed fatally: {self._fatal.str()}")
         if self._failed:
-            exc = KafkaUnavailable(
-                f"{self._failed} message(s) could not be delivered to Kafka at "
-                f"{self._bootstrap}; first: {self._first_failure}"
-            )
-            exc.retriable = False  # lost: only a replay from the committed offsets helps
-            raise exc
+            raise undelivered(self._failed, self._bootstrap, self._first_failure)
 
     def send(self, topic: str, value: bytes | None, key: bytes | None = None,
              partition: int | None = None) -> None:
@@ -294,25 +296,12 @@ class ConfluentConsumer:
         # Watermarks and start offsets looked up at the broker, with the time of the lookup.
         self._queried: dict[tuple[str, int], tuple[float, int]] = {}
         self._start: dict[tuple[str, int], int] = {}
-        self._on_assign = on_assign
-        self._on_revoke = on_revoke
+        self._hooks = hooks = RebalanceHooks(on_assign, on_revoke)
         self._commit_call: _Call | None = None
-        self._in_revoke = False
         self._topics = list(topics)
-        self._c.subscribe(topics, on_assign=self._assigned, on_revoke=self._revoked,
-                          on_lost=self._revoked)
-
-    def _assigned(self, consumer: Any, parts: list[TopicPartition]) -> None:
-        if self._on_assign is not None:
-            self._on_assign(sorted((tp.topic, tp.partition) for tp in parts))
-
-    def _revoked(self, consumer: Any, parts: list[TopicPartition]) -> None:
-        if self._on_revoke is not None:
-            self._in_revoke = True
-            try:
-                self._on_revoke(sorted((tp.topic, tp.partition) for tp in parts))
-            finally:
-                self._in_revoke = False
+        self._c.subscribe(topics, on_assign=lambda _, parts: hooks.assigned(parts),
+                          on_revoke=lambda _, parts: hooks.revoked(parts),
+                          on_lost=lambda _, parts: hooks.revoked(parts))
 
     def group_metadata(self) -> Any:
         return self._c.consumer_group_metadata()
@@ -387,7 +376,7 @@ class ConfluentConsumer:
             raise KafkaUnavailable(f"an offset commit is still unanswered after "
                                    f"{COMMIT_TIMEOUT_S:g} s; is the broker reachable?")
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-        if self._in_revoke:
+        if self._hooks.in_revoke:
             # Inside the revoke callback (called from consume()) a synchronous commit from
             # the daemon thread is not answered until the callback returns: the member and
             # the one joining both waited COMMIT_TIMEOUT_S, and the new owner read the
@@ -412,7 +401,7 @@ class ConfluentConsumer:
                                        f"{tp.error}")
 
     def assignment(self) -> list[tuple[str, int]]:
-        return sorted((tp.topic, tp.partition) for tp in self._c.assignment())
+        return partitions_of(self._c.assignment())
 
     def ping(self, timeout_s: float) -> None:
         try:  # a metadata request; a topic that does not exist yet is still an answer

@@ -20,7 +20,14 @@ from kafka.structs import OffsetAndMetadata
 
 from trajstream.errors import ConfigError, KafkaUnavailable
 from trajstream.stream.kafka import Columns, Record
-from trajstream.stream.kafka._common import WATERMARK_CACHE_S, throwaway_group, unreachable
+from trajstream.stream.kafka._common import (
+    WATERMARK_CACHE_S,
+    RebalanceHooks,
+    partitions_of,
+    throwaway_group,
+    undelivered,
+    unreachable,
+)
 from trajstream.stream.kafka._recordbatch import FastRecord, as_tuples
 from trajstream.stream.kafka._recordbatch import install as install_fast_parser
 
@@ -165,12 +172,7 @@ class KafkaPythonProducer:
 
     def _check(self) -> None:
         if self._failed:
-            exc = KafkaUnavailable(
-                f"{self._failed} message(s) could not be delivered to Kafka at "
-                f"{self._bootstrap}; first: {self._first_failure}"
-            )
-            exc.retriable = False  # lost: only a replay from the committed offsets helps
-            raise exc
+            raise undelivered(self._failed, self._bootstrap, self._first_failure)
 
     def send(self, topic: str, value: bytes | None, key: bytes | None = None,
              partition: int | None = None) -> None:
@@ -228,6 +230,19 @@ class KafkaPythonProducer:
         self._p.close(timeout=5.0)
 
 
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """kafka-python's rebalance callbacks, passed on to the consumer's hooks."""
+
+    def __init__(self, hooks: RebalanceHooks) -> None:
+        self._hooks = hooks
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self._hooks.revoked(revoked)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self._hooks.assigned(assigned)
+
+
 class KafkaPythonConsumer:
     def __init__(
         self,
@@ -250,26 +265,9 @@ class KafkaPythonConsumer:
         self._c: KafkaConsumer = _build(KafkaConsumer, bootstrap, conf)
         self._fast = install_fast_parser(self._c)  # poll gives (offset, ts, key, value)
         self._queried: dict[TopicPartition, tuple[float, int]] = {}
-        outer = self
-
-        class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-            def on_partitions_revoked(self, revoked: Any) -> None:
-                if outer._on_revoke is not None:
-                    outer._in_revoke = True
-                    try:
-                        outer._on_revoke(sorted((tp.topic, tp.partition) for tp in revoked))
-                    finally:
-                        outer._in_revoke = False
-
-            def on_partitions_assigned(self, assigned: Any) -> None:
-                if outer._on_assign is not None:
-                    outer._on_assign(sorted((tp.topic, tp.partition) for tp in assigned))
-
-        self._on_assign = on_assign
-        self._on_revoke = on_revoke
-        self._in_revoke = False
+        self._hooks = RebalanceHooks(on_assign, on_revoke)
         self._topics = list(topics)
-        self._c.subscribe(topics, listener=_Listener())
+        self._c.subscribe(topics, listener=_Listener(self._hooks))
 
     def group_metadata(self) -> Any:
         return self._c.group_metadata()
@@ -313,7 +311,7 @@ class KafkaPythonConsumer:
         to_commit = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
                      for (t, p), o in offsets.items()}
         try:
-            if self._in_revoke:
+            if self._hooks.in_revoke:
                 # The rebalance listener runs on the client's I/O thread, which refuses a
                 # blocking commit (RuntimeError): commit without waiting, before the rejoin.
                 # If it fails, the new owner reads those records again.
@@ -324,7 +322,7 @@ class KafkaPythonConsumer:
             raise KafkaUnavailable(f"offset commit failed: {exc}") from exc
 
     def assignment(self) -> list[tuple[str, int]]:
-        return sorted((tp.topic, tp.partition) for tp in self._c.assignment())
+        return partitions_of(self._c.assignment())
 
     def ping(self, timeout_s: float) -> None:
         try:  # a fresh metadata request
