@@ -45,11 +45,13 @@ Pipeline of :func:`assess` at event time ``t`` (vectorised; no per-pair Python):
    it), and the still one's predicted path foresees it pulling out.
    **Two hypotheses.** Motion forecasting is multi-modal: a vehicle in a lane change or a
    drift that the model smooths away (its constant-velocity path leaves the model's path
-   sideways by more than half its width, while it is not turning) is also assessed on that
-   straight line, sigma growing kinematically (:func:`_departs_sideways`). A pair is a
+   sideways by more than half its width, while it is not turning;
+   :func:`_departs_sideways`) makes its pairs be assessed a second time with *both*
+   vehicles on their straight lines, sigma growing kinematically. Such a pair is a
    conflict when either hypothesis finds one: the larger probability, the earlier contact.
-   The straight line can warn, never make an alert critical (it does not foresee the
-   ordinary braking the model does). Others keep the model's path only.
+   The straight lines can warn, never make an alert critical (they do not foresee the
+   ordinary braking the model does). Pairs without a manoeuvring vehicle keep the model's
+   paths only.
 5. **Following in one lane** (same direction, sideways overlapping, one fully ahead): the
    conflict is bumper contact on current speeds and braking within ``warning_ttc_s``
    (the predictor foresees the ordinary stop a distracted driver does not make); a
