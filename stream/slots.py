@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-__all__ = ["SlotAllocator"]
+__all__ = ["SlotAllocator", "SlotOwner"]
 
 
 class SlotAllocator:
@@ -76,3 +76,28 @@ class SlotAllocator:
         self._grow(capacity)
         self.ids.extend([None] * (capacity - len(self.ids)))
         self.capacity = capacity
+
+
+class SlotOwner:
+    """What an owner of slot-indexed arrays shows of its :class:`SlotAllocator` (kept at
+    ``_allocator``): callers read ``ids``, ``high`` and ``capacity`` on the owner."""
+
+    _allocator: SlotAllocator
+
+    def __len__(self) -> int:
+        """Vehicles currently holding a slot."""
+        return len(self._allocator)
+
+    @property
+    def ids(self) -> list[str | None]:
+        """Per slot: its vehicle id, None while free."""
+        return self._allocator.ids
+
+    @property
+    def high(self) -> int:
+        """Slots [0, high) have been used at least once."""
+        return self._allocator.high
+
+    @property
+    def capacity(self) -> int:
+        return self._allocator.capacity

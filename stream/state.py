@@ -22,7 +22,7 @@ import numpy as np
 
 from trajstream.contracts import DEFAULT_LENGTH_M, DEFAULT_WIDTH_M
 from trajstream.model.kinematics import HEADING_FLAG, SPEED_FLAG, Kinematics, KinematicsTracker
-from trajstream.stream.slots import SlotAllocator
+from trajstream.stream.slots import SlotAllocator, SlotOwner
 
 __all__ = ["StateStore"]
 
@@ -34,7 +34,7 @@ FLAG_REASONS: tuple[tuple[int, str], ...] = (
     (SPEED_FLAG, "speed"), (HEADING_FLAG, "heading"), (JUMP_FLAG, "jump"))
 
 
-class StateStore:
+class StateStore(SlotOwner):
     """Slots, growable arrays and the per-vehicle rules (gap reset, TTL eviction).
 
     Slot allocation is deterministic: the free list is last-in first-out
@@ -83,20 +83,6 @@ class StateStore:
 
     # -- storage -------------------------------------------------------------------------
 
-    @property
-    def ids(self) -> list[str | None]:
-        """Per slot: its vehicle id, None while free."""
-        return self._allocator.ids
-
-    @property
-    def high(self) -> int:
-        """Slots [0, high) have been used at least once."""
-        return self._allocator.high
-
-    @property
-    def capacity(self) -> int:
-        return self._allocator.capacity
-
     def _alloc(self, capacity: int) -> None:
         def grow(name: str, shape: tuple[int, ...], fill: float | None, dtype: type) -> None:
             new: np.ndarray = np.full(shape, fill, dtype=dtype)
@@ -119,10 +105,6 @@ class StateStore:
         grow("dirty", (capacity,), False, bool)
         grow("id_of", (capacity,), None, object)
         self.kin.ensure_capacity(capacity)
-
-    def __len__(self) -> int:
-        """Vehicles currently holding a slot."""
-        return len(self._allocator)
 
     def __contains__(self, vehicle_id: object) -> bool:
         return vehicle_id in self._allocator.slot_of

@@ -19,7 +19,7 @@ import orjson
 from trajstream.contracts import DEFAULT_LENGTH_M, DEFAULT_WIDTH_M
 from trajstream.stream.codec import PositionBatch
 from trajstream.stream.livemap.frames import FleetSnapshot
-from trajstream.stream.slots import SlotAllocator
+from trajstream.stream.slots import SlotAllocator, SlotOwner
 
 __all__ = ["FleetTable"]
 
@@ -27,7 +27,7 @@ MOVED_M = 0.5  # heading is derived from successive fixes only over at least thi
 MAX_POINTS = 200
 
 
-class FleetTable:
+class FleetTable(SlotOwner):
     """Latest position and predicted path per vehicle."""
 
     ts: np.ndarray  # (capacity,) event time of the newest fix (NaN: free slot)
@@ -47,20 +47,6 @@ class FleetTable:
         self.ignored_predictions = 0
         self._allocator = SlotAllocator(max(capacity, 1), self._alloc)
 
-    @property
-    def ids(self) -> list[str | None]:
-        """Per slot: its vehicle id, None while free."""
-        return self._allocator.ids
-
-    @property
-    def high(self) -> int:
-        """Slots [0, high) have been used at least once."""
-        return self._allocator.high
-
-    @property
-    def capacity(self) -> int:
-        return self._allocator.capacity
-
     def _alloc(self, capacity: int) -> None:
         def grow(name: str, shape: tuple[int, ...], fill: float, dtype: Any = np.float64) -> None:
             new = np.full(shape, fill, dtype=dtype)
@@ -78,9 +64,6 @@ class FleetTable:
         grow("path_ts", (capacity,), np.nan)
         grow("path", (capacity, self.points, 2), np.nan)
         grow("sigma", (capacity, self.points), np.nan, np.float32)
-
-    def __len__(self) -> int:
-        return len(self._allocator)
 
     def _slots(self, ids: list[str]) -> np.ndarray:
         get = self._allocator.slot_of.get
