@@ -231,16 +231,32 @@ class KafkaPythonProducer:
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    """kafka-python's rebalance callbacks, passed on to the consumer's hooks."""
+    """kafka-python's rebalance callbacks, passed on to the consumer's hooks.
+
+    They run on the client's I/O thread, which also sends the group heartbeats. A revoke is
+    passed on at once (its offset commit must go out before the partitions move). An
+    assignment is only noted, and :meth:`KafkaPythonConsumer._fetch` runs the hook on the
+    polling thread before it hands out a record: the hook restores vehicle state, which can
+    take longer than the session timeout, and blocking the I/O thread that long got the
+    member evicted from the group, after which the client never found the coordinator
+    again (seen as a hang under load)."""
 
     def __init__(self, hooks: RebalanceHooks) -> None:
         self._hooks = hooks
+        self.assigned: list[list[Any]] = []  # assignments not yet passed on, oldest first
 
     def on_partitions_revoked(self, revoked: Any) -> None:
+        gone = set(revoked)
+        self.assigned = [[tp for tp in tps if tp not in gone] for tps in self.assigned]
         self._hooks.revoked(revoked)
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        self._hooks.assigned(assigned)
+        self.assigned.append(list(assigned))
+
+    def pass_on_assigned(self) -> None:
+        """Run the hook of every assignment noted since the last call."""
+        while self.assigned:
+            self._hooks.assigned(self.assigned.pop(0))
 
 
 class KafkaPythonConsumer:
@@ -267,7 +283,8 @@ class KafkaPythonConsumer:
         self._queried: dict[TopicPartition, tuple[float, int]] = {}
         self._hooks = RebalanceHooks(on_assign, on_revoke)
         self._topics = list(topics)
-        self._c.subscribe(topics, listener=_Listener(self._hooks))
+        self._listener = _Listener(self._hooks)
+        self._c.subscribe(topics, listener=self._listener)
 
     def group_metadata(self) -> Any:
         return self._c.group_metadata()
@@ -276,6 +293,7 @@ class KafkaPythonConsumer:
         """Polled records by topic-partition, as (offset, timestamp, key, value)."""
         try:
             polled = self._c.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+            self._listener.pass_on_assigned()  # before any record of the new partitions
             return {tp: as_tuples(recs, self._fast) for tp, recs in polled.items()}
         except kerr.KafkaError as exc:
             if getattr(exc, "retriable", False):
