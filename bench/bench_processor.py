@@ -187,10 +187,10 @@ def main() -> None:
                 for client in clients:
                     # kafka-python twice: with the processor's batch parser (the ceiling of
                     # its ratio) and with the library's own per-record parser
-                    for name, parser in ((client, client == "kafka-python"),
-                                         (OWN_PARSER, False)):
-                        if name == OWN_PARSER and client != "kafka-python":
-                            continue
+                    reads = [(client, client == "kafka-python")]
+                    if client == "kafka-python":
+                        reads.append((OWN_PARSER, False))
+                    for name, parser in reads:
                         wall, cpu = _raw_consume(bootstrap, topic, client, n,
                                                  args.max_batch_records, parser)
                         raws.setdefault((vehicles, name), []).append((wall, cpu))

@@ -613,7 +613,7 @@ def _with_wrecks(
     both = {f: np.concatenate([getattr(c, f), getattr(c2, f)]) for f in Conflicts.__slots__}
     order = np.lexsort((both["ttc"], both["a"] * n + both["b"]))
     k = (both["a"] * n + both["b"])[order]
-    heads = np.flatnonzero(np.concatenate([[True], k[1:] != k[:-1]]))
+    heads = _run_heads(k)
     out = {f: v[order[heads]] for f, v in both.items()}
     for f, red in (("severity", np.maximum), ("probability", np.maximum),
                    ("min_distance", np.minimum)):
@@ -845,10 +845,15 @@ def _first_finite(v: np.ndarray, heads: np.ndarray) -> np.ndarray:
     return np.where(first < e, first, heads)
 
 
+def _run_heads(k: np.ndarray) -> np.ndarray:
+    """Index of the first element of each run of equal values in ``k`` (non-empty)."""
+    return np.flatnonzero(np.concatenate([[True], k[1:] != k[:-1]]))
+
+
 def _runs(pe: np.ndarray, size: int) -> list[tuple[int, int]]:
     """Consecutive slices of the pair-major entries ``pe``, each about ``size`` long and
     made of whole pairs."""
-    heads = np.flatnonzero(np.concatenate([[True], pe[1:] != pe[:-1]]))
+    heads = _run_heads(pe)
     cuts = np.unique(heads[np.minimum(np.searchsorted(heads, np.arange(0, pe.shape[0], size)),
                                       heads.shape[0] - 1)])
     bounds = np.append(cuts, pe.shape[0])
@@ -883,7 +888,7 @@ def _pair_contacts(
     slon, slat = smp.slon.ravel(), smp.slat.ravel()
     # Pairs following in one lane are judged on kinematics (in _exact); their overlap
     # probability only matters where the predicted paths touch (critical).
-    heads = np.flatnonzero(np.concatenate([[True], pe[1:] != pe[:-1]]))
+    heads = _run_heads(pe)
     pp = pe[heads]
     following = follow_all[pp]
     entry_pair = np.repeat(np.arange(heads.shape[0]), np.diff(np.append(heads, pe.shape[0])))
