@@ -29,6 +29,7 @@ __all__ = ["Progress", "TickRows", "decode", "encode_progress", "encode_tick"]
 _VERSION = 1
 _LEN = struct.Struct(">I")
 _STATE = ("ts", "x", "y", "speed", "heading", "yaw_rate", "accel", "length", "width")
+_HEADING = _STATE.index("heading")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ def encode_tick(k: int, model: str, tick: PredictedTick, rows: np.ndarray) -> by
     n = int(rows.shape[0])
     points = int(f.paths.shape[1])
     state = np.stack([getattr(f, c)[rows] for c in _STATE], axis=1).astype(np.float64)
+    if f.heading_known is not None:  # a heading not observed yet travels as NaN
+        state[:, _HEADING] = np.where(f.heading_known[rows], state[:, _HEADING], np.nan)
     sigma = (np.full((n, points), np.nan, np.float32) if tick.sigma is None
              else tick.sigma[rows].astype(np.float32))
     header = {"v": _VERSION, "kind": "tick", "k": int(k), "t": float(tick.t), "model": model,
@@ -93,6 +96,9 @@ def decode(value: bytes) -> TickRows | Progress:
     at = body + sizes[0]
     paths = np.frombuffer(value, np.float64, n * points * 2, at).reshape(n, points, 2)
     sigma = np.frombuffer(value, np.float32, n * points, at + sizes[1]).reshape(n, points)
-    fleet = Fleet(**{c: state[:, i] for i, c in enumerate(_STATE)}, paths=paths, sigma=sigma)
+    cols = {c: state[:, i] for i, c in enumerate(_STATE)}
+    known = np.isfinite(cols["heading"])
+    cols["heading"] = np.where(known, cols["heading"], 0.0)
+    fleet = Fleet(**cols, paths=paths, sigma=sigma, heading_known=known)
     tick = PredictedTick(float(header["t"]), np.array(ids, dtype=object), fleet, sigma)
     return TickRows(int(header["k"]), str(header["model"]), tick)

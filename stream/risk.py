@@ -52,11 +52,13 @@ Pipeline of :func:`assess` at event time ``t`` (vectorised; no per-pair Python):
    The straight lines can warn, never make an alert critical (they do not foresee the
    ordinary braking the model does). Pairs without a manoeuvring vehicle keep the model's
    paths only.
-5. **Following in one lane** (same direction, sideways overlapping, one fully ahead): the
-   conflict is bumper contact on current speeds and braking within ``warning_ttc_s``
-   (the predictor foresees the ordinary stop a distracted driver does not make); a
-   follower speeding up while its leader brakes has not reacted and keeps accelerating
-   (out of a queue into a leader stopping short; for a warning, not for severity). Kept
+5. **Following in one lane** (same direction, sideways overlapping, one fully ahead; a
+   vehicle whose heading is not known yet, standing since its first fix without reporting
+   one, counts as going the other's way: a car queueing in that one's lane): the conflict
+   is bumper contact on current speeds and braking within ``warning_ttc_s`` (the
+   predictor foresees the ordinary stop a distracted driver does not make); a follower
+   speeding up while its leader brakes has not reacted and keeps accelerating (out of a
+   queue into a leader stopping short; for a warning, not for severity). Kept
    when the follower brakes less than it needs to stop ``standstill_gap_m`` behind the
    leader (the leader's own braking included) and either needs more than
    ``warning_decel_mps2`` (``comfort_decel_mps2`` once it brakes harder than
@@ -205,6 +207,9 @@ class Fleet:
     width: np.ndarray
     paths: np.ndarray
     sigma: np.ndarray | None = None  # (n, P) 1-sigma of each path point, m; NaN: not given
+    # (n,) bool, False where no heading has been observed yet (a vehicle never seen moving
+    # and reporting none: ``heading`` is a placeholder); None: every heading is known
+    heading_known: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
@@ -495,18 +500,20 @@ def assess(t: float, fleet: Fleet, spec: PathSpec, cfg: RiskConfig | None = None
     width = np.where(np.isfinite(fleet.width) & (fleet.width > 0), fleet.width, DEFAULT_WIDTH_M)
     # Work relative to a local origin: keeps float precision for large coordinates. The
     # fleet's sigma is left out (see 4. in the module docstring): a known gap, not a choice.
+    known = (np.ones(len(fleet), dtype=bool) if fleet.heading_known is None
+             else fleet.heading_known.astype(bool))
     ox, oy = float(np.median(fleet.x)), float(np.median(fleet.y))
     local = Fleet(fleet.ts, fleet.x - ox, fleet.y - oy, fleet.speed, fleet.heading, yaw, accel,
                   length, width, fleet.paths - np.array([ox, oy]))
     local = Fleet(local.ts, local.x, local.y, local.speed, local.heading, yaw, accel, length,
-                  width, _clip_paths(local, spec, cfg))
+                  width, _clip_paths(local, spec, cfg), heading_known=known)
 
     radius = 0.5 * np.hypot(length, width) + 0.5 * cfg.margin_m
     lo, hi = _swept_boxes(t, local, spec, cfg)
     cv: Fleet | None = None
     if cfg.cv_hypothesis:
         cv = Fleet(local.ts, local.x, local.y, local.speed, local.heading, yaw, accel, length,
-                   width, _cv_paths(local, spec))
+                   width, _cv_paths(local, spec), heading_known=known)
         manoeuvre = _departs_sideways(local, cv, spec, cfg)
         if np.any(manoeuvre):
             lo_cv, hi_cv = _swept_boxes(t, cv.take(np.flatnonzero(manoeuvre)), spec, cfg)
@@ -1265,6 +1272,11 @@ class _PairFrame:
         cfg: RiskConfig, turns: np.ndarray | None = None,
     ) -> None:
         ha, hb = fleet.heading[a], fleet.heading[b]
+        if fleet.heading_known is not None:
+            # A vehicle never seen moving has no heading yet: it is taken to stand along the
+            # other's (a car queueing in its lane), so a stopped car ahead is followed.
+            ka, kb = fleet.heading_known[a], fleet.heading_known[b]
+            ha, hb = np.where(ka | ~kb, ha, hb), np.where(kb | ~ka, hb, ha)
         dh = np.angle(np.exp(1j * (hb - ha)))
         cos_tol = math.cos(cfg.parallel_tol_rad)
         oncoming = np.cos(dh) <= -cos_tol

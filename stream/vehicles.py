@@ -123,7 +123,7 @@ class VehicleStage:
             ts=store.last_ts[act], x=kin.x[act], y=kin.y[act], speed=kin.speed[act],
             heading=kin.heading[act], yaw_rate=kin.yaw_rate[act], accel=kin.accel[act],
             length=store.length[act], width=store.width[act], paths=store.path[act],
-            sigma=store.sigma[act],
+            sigma=store.sigma[act], heading_known=kin.heading_known[act] > 0,
         )
         ids = store.id_of[act]
         return PredictedTick(t, ids, fleet, store.sigma[act])

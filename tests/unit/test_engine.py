@@ -364,3 +364,22 @@ def test_release_on_evidence_changes_when_alerts_go_out_not_which():
     late, late_delay = emitted(EngineConfig(tick_lateness_s=0.5))
     assert early and early == late
     assert max(early_delay) < 0.2 and min(late_delay) > 0.5
+
+
+
+def test_the_risk_stage_knows_which_headings_are_placeholders():
+    """A car standing since its first fix without a reported heading has heading 0 as a
+    placeholder: the fleet the risk stage assesses says so (test_risk.py's stopped car never
+    seen moving shows what that changes); once it moves, or reports one, it is known."""
+    def pos(vid: str, t: float, x: float, **extra: float) -> bytes:
+        return orjson.dumps({"vehicle_id": vid, "ts": round(t, 3), "x": x, "y": 0.0, **extra})
+
+    values = []
+    for k in range(20):
+        t = T0 + 0.1 * k
+        values += [pos("stopped", t, 0.0), pos("stopped-reporting", t, 50.0, heading=1.0),
+                   pos("moving", t, 100.0 - 14.0 * 0.1 * k)]
+    _, eng = run(values, 10)
+    tick = eng.vehicles.predicted(T0 + 1.9)
+    known = dict(zip(tick.ids.tolist(), tick.fleet.heading_known.tolist(), strict=True))
+    assert known == {"stopped": False, "stopped-reporting": True, "moving": True}

@@ -342,6 +342,31 @@ def test_following_warns_a_follower_braking_less_than_it_needs() -> None:
     assert len(assess(T, cv_fleet([leader, dict(x=100 - 4.5 - 25, v=9)]), SPEC)) == 0
 
 
+def test_a_stopped_car_never_seen_moving_is_followed_whatever_its_placeholder_heading() -> None:
+    # positions only and standing since its first fix: no heading is known, 0 stands in.
+    # A follower heading west (3.05 rad) towards it, 30 m bumper gap at 14 m/s: taken for
+    # real, the placeholder makes the pair oncoming (held apart by lane keeping) and the
+    # warning 2.15 s before contact is lost; unknown, the car stands along the follower's lane
+    h, d = 3.05, 4.5 + 30
+
+    def fleet(lead_heading: float) -> Fleet:
+        return cv_fleet([dict(x=d * math.cos(h), y=d * math.sin(h), v=0, h=lead_heading),
+                         dict(x=0, y=0, v=14, h=h)])
+
+    aligned = assess(T, fleet(h), SPEC)
+    assert aligned.severity.tolist() == [WARNING]
+    assert len(assess(T, fleet(0.0), SPEC)) == 0  # the placeholder as a heading
+    unknown = assess(T, dataclasses.replace(fleet(0.0), heading_known=np.array([False, True])),
+                     SPEC)
+    assert unknown.severity.tolist() == [WARNING]
+    assert unknown.ttc.tolist() == aligned.ttc.tolist()
+    # the same follower braking for it in time stays quiet
+    braking = dataclasses.replace(
+        cv_fleet([dict(x=d * math.cos(h), y=d * math.sin(h), v=0, h=0.0),
+                  dict(x=0, y=0, v=14, h=h, acc=-4.0)]), heading_known=np.array([False, True]))
+    assert len(assess(T, braking, SPEC)) == 0
+
+
 def test_a_follower_already_braking_is_warned_once_a_comfortable_stop_no_longer_fits() -> None:
     leader = dict(x=100, y=0, v=0, h=0)
     # 12 m/s, 29 m bumper gap: a 2.6 m/s^2 stop needed (contact in 2.4 s on current speeds)

@@ -116,3 +116,18 @@ def test_tiles_fan_out_within_the_halo():
     assert len(per_row[1]) == 2 and home[1] in per_row[1]  # near one edge
     assert len(per_row[2]) == 4  # near a corner: the corner tile is within 1.4 m
     assert per_row[3] == set()  # no position, no partition
+
+
+def test_a_heading_not_observed_yet_travels_as_unknown():
+    from trajstream.stream.conflicts import PredictedTick
+    from trajstream.stream.risk import Fleet
+
+    n, points = 3, 4
+    col = np.arange(n, dtype=np.float64)
+    fleet = Fleet(col, col, col, col, np.array([0.5, 0.0, 1.0]), col, col, col + 4, col + 2,
+                  np.zeros((n, points, 2)), heading_known=np.array([True, False, True]))
+    tick = PredictedTick(1.0, np.array(["a", "b", "c"], dtype=object), fleet,
+                         np.zeros((n, points), np.float32))
+    got = internal.decode(internal.encode_tick(10, "lstm", tick, np.arange(n)))
+    assert got.tick.fleet.heading_known.tolist() == [True, False, True]
+    assert got.tick.fleet.heading.tolist() == [0.5, 0.0, 1.0]
