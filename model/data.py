@@ -194,8 +194,8 @@ def replay(
     nveh = len(pos.ids)
     tracker = KinematicsTracker(max(nveh, 1), gps_sigma_m=gps_sigma_m)
     last_ts = np.full(max(nveh, 1), np.nan)
-    fields = {f: np.zeros(n) for f in Kinematics.__slots__ if f != "first"}
-    first = np.zeros(n, dtype=bool)
+    flags = {f: np.zeros(n, dtype=bool) for f in ("first", "heading_known")}
+    fields = {f: np.zeros(n) for f in Kinematics.__slots__ if f not in flags}
     neighbours = np.zeros((n, N_NEIGHBOUR_FEATURES))
     groups = step_groups(pos, tick_s)
     for idx in groups:
@@ -208,15 +208,14 @@ def replay(
         kin = tracker.update(slots, ts, pos.x[idx], pos.y[idx], pos.speed[idx], pos.heading[idx])
         last_ts[slots] = ts
         neighbours[idx] = neighbour_features(kin, slots, tracker)
-        for f, arr in fields.items():
+        for f, arr in (*fields.items(), *flags.items()):
             arr[idx] = getattr(kin, f)
-        first[idx] = kin.first
     # segments: a new one at every first fix, numbered in (vehicle, time) order
     by_vt = np.lexsort((pos.ts, pos.vehicle))
-    seg_sorted = np.cumsum(first[by_vt]) - 1
+    seg_sorted = np.cumsum(flags["first"][by_vt]) - 1
     segment = np.empty(n, dtype=np.int64)
     segment[by_vt] = seg_sorted
-    return Replay(pos=pos, kin=Kinematics(first=first, **fields), groups=groups, segment=segment,
+    return Replay(pos=pos, kin=Kinematics(**fields, **flags), groups=groups, segment=segment,
                   neighbours=neighbours)
 
 

@@ -234,7 +234,7 @@ class Fleet:
             yaw_rate=kin.yaw_rate, accel=kin.accel,
             length=np.full(n, DEFAULT_LENGTH_M) if length is None else length,
             width=np.full(n, DEFAULT_WIDTH_M) if width is None else width,
-            paths=paths, sigma=sigma,
+            paths=paths, sigma=sigma, heading_known=kin.heading_known,
         )
 
 
