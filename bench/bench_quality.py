@@ -303,6 +303,9 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         for kind, r in safe_o["per_kind"].items():
             b = safe_b["per_kind"][kind]
             lines.append(f"  {kind:<24} {r['n']:>3}: {r['critical']:>3} / {b['critical']:>3}")
+        from trajstream.stream.evaluation.report import feed_table
+
+        lines += ["library, " + feed_table(lib["rows"])]
     return "\n".join(lines)
 
 

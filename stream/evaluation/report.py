@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["plot_leads", "table"]
+__all__ = ["feed_table", "plot_leads", "table"]
 
 
 def _pct(v: float | None) -> str:
@@ -46,6 +46,30 @@ def table(rows: Mapping[str, Mapping[str, Any]], min_lead_s: float) -> str:
                              f"{_pct(pk['recall_required_lead'])}")
             lines.append(f"{k:<24} " + " ".join(f"{c:>22}" for c in cells))
         lines.append(f"{'':<24} (collisions: recall >= {min_lead_s:g} s / at the required lead)")
+    feeds = feed_table(rows)
+    if feeds:
+        lines += ["", feeds]
+    return "\n".join(lines)
+
+
+def feed_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
+    """A library's recall at the required lead and safe scenarios with a critical alert, by
+    what its vehicles report (empty for traffic that is not a library)."""
+    feeds = [r.get("per_feed") for r in rows.values()]
+    if not any(feeds):
+        return ""
+    names = next(f for f in feeds if f)
+    lines = [f"{'by feed':<24} " + " ".join(f"{n:>22}" for n in rows)]
+    for feed in names:
+        cells = []
+        for f in feeds:
+            c = f.get(feed) if f else None
+            cells.append("-" if c is None else
+                         f"{c['collisions']}: {_pct(c['recall_required_lead'])}; "
+                         f"{c['safe_with_critical']}/{c['safe']}")
+        lines.append(f"{feed:<24} " + " ".join(f"{c:>22}" for c in cells))
+    lines.append(f"{'':<24} (collisions: recall at the required lead; "
+                 "safe scenarios with a critical alert)")
     return "\n".join(lines)
 
 

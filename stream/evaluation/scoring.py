@@ -16,11 +16,14 @@
 - **Alert rate**: warning and critical alerts per vehicle-hour of observed traffic.
 - **Safe scenarios**: scenarios of a library that must stay quiet, and whether any critical
   (or any) alert touched them.
+- **By feed**: a library's recall and safe scenarios split by what its vehicles report:
+  speed and heading beside each fix, or positions only (the processor then derives both
+  from the fixes, later and noisier).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +34,10 @@ from trajstream.stream.config import ENGINE_DEFAULTS
 from trajstream.stream.evaluation.kinds import KINDS, classify
 from trajstream.stream.evaluation.tracks import Tracks, footprint_gap, sample_times
 
-__all__ = ["CollisionOutcome", "ReleaseClock", "ScoreConfig", "score"]
+__all__ = ["FEEDS", "CollisionOutcome", "ReleaseClock", "ScoreConfig", "score"]
+
+#: A library scenario's feed, by its truth line's ``reported`` flag (True first).
+FEEDS = ("speed+heading", "positions only")
 
 _SAMPLE_S = 0.1
 
@@ -229,6 +235,7 @@ def score(
         "unjustified_critical_per_vehicle_hour": (float((crit & ~ok).sum()) / hours
                                                   if hours > 0 else None),
         "safe_scenarios": safe,
+        "per_feed": _per_feed(eligible, ok_req, alerts, truth),
         "missed": [
             {"vehicle_a": o.vehicle_a, "vehicle_b": o.vehicle_b, "ts": o.ts, "kind": o.kind,
              "live_lead_s": None if o.live_lead_s is None else round(o.live_lead_s, 3),
@@ -238,14 +245,19 @@ def score(
     }
 
 
-def _safe_scenarios(
-    alerts: Sequence[Mapping[str, Any]], truth: Sequence[Mapping[str, Any]]
-) -> dict[str, Any] | None:
-    """Safe library scenarios (truth lines ``{"type": "scenario", "conflict": false, ...}``)
-    touched by a critical alert or by any alert, overall and per scenario kind."""
-    scenarios = [e for e in truth if e.get("type") == "scenario" and not e.get("conflict")]
-    if not scenarios:
-        return None
+def _library_scenarios(
+    truth: Sequence[Mapping[str, Any]], conflict: bool | None = None
+) -> list[Mapping[str, Any]]:
+    """The truth's scenario lines (a library's), all or those with the given ``conflict``."""
+    return [e for e in truth if e.get("type") == "scenario"
+            and (conflict is None or bool(e.get("conflict")) == conflict)]
+
+
+def _worst_by_scenario(
+    alerts: Sequence[Mapping[str, Any]], scenarios: Sequence[Mapping[str, Any]]
+) -> dict[str, int]:
+    """Per scenario touched by an alert between two of its own vehicles: the worst severity
+    (1 warning, 2 critical)."""
     worst: dict[str, int] = {}
     rank = {"warning": 1, "critical": 2}
     owner = {str(v): str(s["scenario"]) for s in scenarios for v in s.get("vehicles", [])}
@@ -253,6 +265,18 @@ def _safe_scenarios(
         sa, sb = owner.get(str(a["vehicle_a"])), owner.get(str(a["vehicle_b"]))
         if sa is not None and sa == sb:
             worst[sa] = max(worst.get(sa, 0), rank.get(str(a.get("severity")), 0))
+    return worst
+
+
+def _safe_scenarios(
+    alerts: Sequence[Mapping[str, Any]], truth: Sequence[Mapping[str, Any]]
+) -> dict[str, Any] | None:
+    """Safe library scenarios (truth lines ``{"type": "scenario", "conflict": false, ...}``)
+    touched by a critical alert or by any alert, overall and per scenario kind."""
+    scenarios = _library_scenarios(truth, conflict=False)
+    if not scenarios:
+        return None
+    worst = _worst_by_scenario(alerts, scenarios)
     per_kind: dict[str, dict[str, int]] = {}
     for s in scenarios:
         k = per_kind.setdefault(str(s.get("kind", "?")), {"n": 0, "critical": 0, "any": 0})
@@ -264,3 +288,30 @@ def _safe_scenarios(
     n_crit = sum(w >= 2 for w in worst.values())
     return {"n": n, "with_critical": n_crit, "with_any": len(worst),
             "critical_fraction": n_crit / n, "per_kind": per_kind}
+
+
+def _per_feed(
+    eligible: Sequence[CollisionOutcome], ok_req: Callable[[CollisionOutcome], bool],
+    alerts: Sequence[Mapping[str, Any]], truth: Sequence[Mapping[str, Any]],
+) -> dict[str, Any] | None:
+    """A library's recall at the required lead and its safe scenarios with a critical alert,
+    per feed (:data:`FEEDS`); None for traffic that is not a library."""
+    scenarios = _library_scenarios(truth)
+    if not scenarios:
+        return None
+    feed = {str(s["scenario"]): FEEDS[0] if s.get("reported") else FEEDS[1] for s in scenarios}
+    of_pair = {(str(e["vehicle_a"]), str(e["vehicle_b"]), float(e["ts"])): feed.get(
+        str(e.get("scenario"))) for e in truth if e.get("type") == "collision"}
+    safe = [s for s in scenarios if not s.get("conflict")]
+    worst = _worst_by_scenario(alerts, safe)
+    out: dict[str, Any] = {}
+    for name in FEEDS:
+        mine = [o for o in eligible if of_pair.get((o.vehicle_a, o.vehicle_b, o.ts)) == name]
+        quiet = [s for s in safe if feed[str(s["scenario"])] == name]
+        out[name] = {
+            "collisions": len(mine),
+            "recall_required_lead": _recall(sum(map(ok_req, mine)), len(mine)),
+            "safe": len(quiet),
+            "safe_with_critical": sum(worst.get(str(s["scenario"]), 0) >= 2 for s in quiet),
+        }
+    return out

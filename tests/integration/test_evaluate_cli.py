@@ -36,6 +36,7 @@ def test_table_json_and_plot(tmp_path: Path) -> None:
     args = _files(tmp_path)
     table = trajstream("evaluate", *args, "--min-history-s", "2").stdout
     assert "trajstream" in table and "cv-ttc" in table and "opposite_direction" in table
+    assert "by feed" not in table  # not a library
     plot = tmp_path / "leads.png"
     out = trajstream("evaluate", *args, "--min-history-s", "2", "--json", "--plot", str(plot))
     doc = orjson.loads(out.stdout)
@@ -46,6 +47,19 @@ def test_table_json_and_plot(tmp_path: Path) -> None:
     assert ours["recall_min_lead"] == 1.0 and ours["precision"] == 1.0
     assert base["eligible"] == 1 and base["live_lead_s"]["p50"] > 1.0
     assert plot.stat().st_size > 1000
+
+
+def test_a_library_is_split_by_feed(tmp_path: Path) -> None:
+    args = _files(tmp_path)
+    truth = [{"type": "scenario", "scenario": "s1", "kind": "head_on", "conflict": True,
+              "vehicles": ["a", "b"], "reported": False},
+             {"type": "collision", "vehicle_a": "a", "vehicle_b": "b", "ts": T0 + 4.775,
+              "scenario": "s1", "required_lead_s": 1.0}]
+    args[args.index("--truth") + 1] = _write(tmp_path / "t.jsonl", truth)
+    table = trajstream("evaluate", *args, "--min-history-s", "2").stdout
+    feeds = table[table.index("by feed"):].splitlines()
+    assert feeds[1].split()[:2] == ["speed+heading", "0:"]
+    assert feeds[2].split()[:5] == ["positions", "only", "1:", "100%;", "0/0"]
 
 
 def test_bad_alerts_file_is_one_error_line(tmp_path: Path) -> None:

@@ -171,6 +171,40 @@ def test_alert_rates_and_safe_scenarios() -> None:
     assert r["safe_scenarios"]["per_kind"]["side_by_side"] == {"n": 1, "critical": 1, "any": 1}
 
 
+def test_recall_and_safe_scenarios_by_feed() -> None:
+    # two rear-end conflicts (one per feed), two safe pairs (one per feed)
+    tr = tracks_of(line("a", 0, 0, 0, 10), line("b", 80, 0, 0, 0.0),
+                   line("c", 0, 20, 0, 10, reported=False), line("d", 80, 20, 0, 0.0,
+                                                                  reported=False),
+                   line("e", 0, 40, 0, 10), line("f", 0, 43.5, 0, 10),
+                   line("g", 0, 60, 0, 10, reported=False), line("h", 0, 63.5, 0, 10,
+                                                                 reported=False))
+    truth = [
+        {"type": "scenario", "scenario": "s1", "kind": "lead_stopped", "conflict": True,
+         "vehicles": ["a", "b"], "reported": True},
+        {"type": "scenario", "scenario": "s2", "kind": "lead_stopped", "conflict": True,
+         "vehicles": ["c", "d"], "reported": False},
+        {"type": "scenario", "scenario": "s3", "kind": "side_by_side", "conflict": False,
+         "vehicles": ["e", "f"], "reported": True},
+        {"type": "scenario", "scenario": "s4", "kind": "side_by_side", "conflict": False,
+         "vehicles": ["g", "h"], "reported": False},
+        collision("a", "b", 7.55, kind="rear_end", required_lead_s=2.0, scenario="s1"),
+        collision("c", "d", 7.55, kind="rear_end", required_lead_s=2.0, scenario="s2"),
+    ]
+    # s1 alerted 4 s ahead, s2 only 0.5 s; a critical on the positions-only safe pair
+    alerts = [alert("a", "b", 3.5), alert("c", "d", 7.0), alert("g", "h", 2.0, "critical"),
+              alert("e", "f", 2.0)]
+    r = score(alerts, truth, tr, ScoreConfig())
+    assert r["per_feed"] == {
+        "speed+heading": {"collisions": 1, "recall_required_lead": 1.0, "safe": 1,
+                          "safe_with_critical": 0},
+        "positions only": {"collisions": 1, "recall_required_lead": 0.0, "safe": 1,
+                           "safe_with_critical": 1},
+    }
+    # traffic that is not a library has no feeds
+    assert score(alerts, truth[4:], tr, ScoreConfig())["per_feed"] is None
+
+
 def test_baseline_alerts_a_head_on_pair_at_its_ttc() -> None:
     # centres 100 m apart closing at 20 m/s: fronts touch when 4.5 m apart, at t = 4.775 s
     tr = tracks_of(line("a", 0, 0, 0, 10), line("b", 100, 0, math.pi, 10))
