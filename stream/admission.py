@@ -65,6 +65,9 @@ log = logging.getLogger("trajstream.stream.admission")
 _COLS = ("ts", "x", "y", "speed", "heading", "length", "width")
 # The tick of "no event time yet" (a watermark of -inf): nothing up to it is ever complete.
 NO_TICK = -(2**62)
+# Fixes of one vehicle held ahead of its partition at most (the oldest is dropped 'ahead'):
+# a partition with a single sender running ahead would otherwise hold its fixes forever.
+_MAX_HELD = 100
 
 
 @dataclass(frozen=True)
@@ -439,10 +442,12 @@ class Admission:
         """Rows not to admit now (None: none): held or quarantined for running ahead.
 
         In arrival order per partition, a row jumping more than ``max_clock_skew_s`` past the
-        newest event time accepted there is held until the partition's next record decides:
-        another vehicle at least as far on confirms the jump (traffic resuming after a gap,
-        a feed whose fixes come in whole seconds) and both are admitted; anything else means
-        this vehicle's clock runs ahead, and the held row is dropped ``ahead``. A partition
+        newest event time accepted there is held until another vehicle's record decides
+        (the vehicle's own further fixes, as far ahead, are held with it, up to
+        ``_MAX_HELD``): a vehicle at least as far on confirms the jump (traffic resuming
+        after a gap, a feed whose fixes come in whole seconds) and the held rows are
+        admitted with it; anything else means this vehicle's clock runs ahead, and the held
+        rows are dropped ``ahead``. A partition
         with no other vehicle has nobody to disagree with. Held rows of earlier batches that
         are confirmed are appended to the buffer here."""
         skew = self.config.max_clock_skew_s
@@ -479,6 +484,14 @@ class Admission:
                 tops[p] = self._part_top(p)
             held = self._held.get(p)
             confirmed = False
+            if held and held[0].vehicle == v and t > tops[p] + skew:
+                # the held vehicle's own next fix, still ahead: it waits with the others
+                # (its first fixes after a gap may all come before anyone else's)
+                out[i] = True
+                held.append(_Held.of(batch, i, t, p, seq0))
+                if len(held) > _MAX_HELD:
+                    self._drop_held(held.pop(0))
+                continue
             if held:
                 for h in held:
                     if h.vehicle != v and t >= h.ts - skew:
@@ -525,20 +538,23 @@ class Admission:
                         "dropped as 'ahead'", h.vehicle, h.ts, self.config.max_clock_skew_s)
 
     def _admit_held(self, rows: list[_Held]) -> None:
-        """Confirmed rows of earlier batches join the buffer."""
+        """Confirmed rows of earlier batches join the buffer, checked stale and dense like
+        any other (a vehicle's held fixes need not be in order)."""
         cols = {c: np.array([h.cols[c] for h in rows]) for c in _COLS}
         batch = PositionBatch(vehicle_id=np.array([h.vehicle for h in rows], dtype=object),
                               index=np.arange(len(rows), dtype=np.int64), **cols)
-        idx = np.arange(len(rows))
-        ticks = self._tick_of(batch.ts)
-        if self._done is not None:
-            np.maximum(ticks, self._done + 1, out=ticks)
-        self._pending.append(batch, idx, ticks,
-                             np.array([h.seq for h in rows], dtype=np.int64),
-                             np.array([h.part for h in rows], dtype=np.int64))
-        self.stats["accepted"] += len(rows)
+        stale, dense = self._stale(batch, np.arange(len(rows)))
+        self._count_drops(int(stale.sum()), 0, 0, int(dense.sum()))
+        idx = np.flatnonzero(~(stale | dense))
+        if idx.size:
+            ticks = self._tick_of(batch.ts[idx])
+            if self._done is not None:
+                np.maximum(ticks, self._done + 1, out=ticks)
+            self._pending.append(batch, idx, ticks,
+                                 np.array([rows[i].seq for i in idx], dtype=np.int64),
+                                 np.array([rows[i].part for i in idx], dtype=np.int64))
+            self.stats["accepted"] += int(idx.size)
         for h in rows:
-            self._seen[h.vehicle] = max(self._seen.get(h.vehicle, -math.inf), h.ts)
             if h.part == -1:
                 self._max_ts = max(self._max_ts, h.ts)
             else:

@@ -117,6 +117,36 @@ def test_traffic_resuming_after_a_gap_is_confirmed_by_a_second_vehicle() -> None
     assert eng2.summary()["accepted"] == 120 and eng2.min_pending_seq is not None
 
 
+def test_the_first_vehicle_after_a_gap_may_send_several_fixes_before_the_next() -> None:
+    """Traffic resuming: vehicle a's first three fixes arrive before anyone else's. They wait
+    together for another vehicle; b's confirms all three, in one batch or across batches."""
+    t0 = 1_764_081_000.0
+    before = [(v, t0 + k * 0.1) for k in range(20) for v in ("a", "b", "c")]
+    later = t0 + 3600.0
+    after = [("a", later), ("a", later + 0.1), ("a", later + 0.2)] + [
+        (v, later + k * 0.1) for k in range(3, 20) for v in ("a", "b", "c")]
+    for cut in (None, 1, 2, 3):
+        eng = _engine()
+        eng.process(_batch(before))
+        parts = [after] if cut is None else [after[:cut], after[cut:]]
+        dropped = [d for part in parts for d in eng.process(_batch(part)).dropped]
+        s = eng.summary()
+        assert s["ahead"] == 0 and not dropped, cut
+        assert s["accepted"] == 60 + len(after), cut
+    # held fixes out of order or repeated are stale like any other once confirmed
+    eng = _engine()
+    eng.process(_batch(before))
+    eng.process(_batch([("a", later + 0.2), ("a", later + 0.1), ("a", later + 0.2)]))
+    eng.process(_batch([("b", later + 0.2)]))
+    assert eng.summary()["stale"] == 2 and eng.summary()["accepted"] == 62
+    # a vehicle whose clock runs ahead is still quarantined, however many fixes it sends
+    eng = _engine()
+    eng.process(_batch(before))
+    fast = [("a", t0 + 60 + k * 0.1) for k in range(5)]
+    eng.process(_batch(fast + [("b", t0 + 2.0), ("c", t0 + 2.0)]))
+    assert eng.summary()["ahead"] == 5 and eng.summary()["accepted"] == 62
+
+
 def test_a_single_vehicle_has_nobody_to_disagree_with() -> None:
     eng = _engine()
     t0 = 1_764_081_000.0
