@@ -47,8 +47,10 @@ class Kinematics:
     ``x``/``y`` are the latest observed position, ``prev_x``/``prev_y`` the previous one (equal
     to the latest when ``first``), ``dt`` the event time since the previous fix (0 when
     ``first``). Angles in radians counter-clockwise from +x, speeds in m/s. ``heading_known``
-    is False while no heading has been reported or derived from motion (``heading`` is then a
-    placeholder); None where the producer does not say (every heading taken as known).
+    is False while no heading has been reported and the vehicle has not yet been seen moving
+    clearly (a fitted speed past ``HEADING_MIN_SIGMAS`` sigmas of the fit: a standing car, any
+    car over its first few fixes); ``heading`` is then a placeholder. None where the producer
+    does not say (every heading taken as known).
     """
 
     ts: np.ndarray

@@ -207,8 +207,9 @@ class Fleet:
     width: np.ndarray
     paths: np.ndarray
     sigma: np.ndarray | None = None  # (n, P) 1-sigma of each path point, m; NaN: not given
-    # (n,) bool, False where no heading has been observed yet (a vehicle never seen moving
-    # and reporting none: ``heading`` is a placeholder); None: every heading is known
+    # (n,) bool, False where no heading has been observed yet (none reported, and the
+    # vehicle not yet seen moving clearly: a standing car, or one over its first few fixes;
+    # ``heading`` is a placeholder); None: every heading is known
     heading_known: np.ndarray | None = None
 
     def __len__(self) -> int:
