@@ -1,13 +1,14 @@
 """Batched decode and validation of position messages into columnar numpy arrays.
 
-One pass of Python over the batch does only what must be per record: the size check, one
-``orjson.loads`` and a handful of ``type()`` checks on the common message shape. Everything
-numeric (finiteness, ranges, a heading within one turn, lat/lon projection, defaults) is
-then checked on whole columns at once. Unusual but valid shapes (lat/lon, length/width) and
-every failure take a slower path that also names the reason. Columns are filled into
-preallocated Python lists and converted once: numpy's per-element ``__setitem__`` costs
-about twice a list store, which is most of the budget at several hundred thousand records
-per second.
+A batch in which every record has the common shape (a JSON object, vehicle_id, numeric
+ts/x/y or lat/lon, optional fields numeric or absent, the key equal to the vehicle_id) is
+taken in whole columns: one ``orjson.loads`` per record and a few passes that run in C
+(``map``, type sets). Any other batch takes one pass of Python per record, which names every
+rejection; unusual but valid shapes (lat/lon beside x/y, a mix) take it too. Either way
+everything numeric (finiteness, ranges, a heading within one turn, lat/lon projection,
+defaults) is then checked on whole columns at once. Columns are built as Python lists and
+converted once: numpy's per-element ``__setitem__`` costs about twice a list store, which is
+most of the budget at several hundred thousand records per second.
 
 Every rejected record gets one bounded ``reason`` (see :data:`REASONS`, used as a metric
 label) and a human ``detail``; the dead-letter policy (stream/deadletter.py) acts on them.
@@ -19,6 +20,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -241,23 +243,60 @@ def _not_json_reason(value: bytes, exc: Exception) -> tuple[str, str]:
     return "not_json", msg
 
 
-def decode_batch(
-    keys: Sequence[bytes | None] | None,
-    values: Sequence[bytes | None],
-    cfg: CodecConfig,
-) -> tuple[PositionBatch, list[Rejection]]:
-    """Decode and validate one micro-batch of position messages.
+_FIELD_NAMES = ("vehicle_id", "ts", "x", "y", "speed", "heading", "length", "width")
+_NUMBER = frozenset((float, int))
+_OPTIONAL = frozenset((float, int, type(None)))
 
-    ``keys[i]`` is the Kafka key of ``values[i]``: ``None`` (files, memory queue; ``keys``
-    itself may be ``None``) means "use vehicle_id", an empty key is rejected ``empty_key`` and
-    one that differs from vehicle_id ``key_mismatch``. Returns the valid records (input order
-    kept, ``index`` into the input) and one :class:`Rejection` per refused record, sorted by
-    index.
-    """
+
+def _bulk_columns(
+    keys: Sequence[bytes | None] | None, values: Sequence[bytes | None], cfg: CodecConfig,
+) -> tuple[list[list[Any]], bool] | None:
+    """The columns of a batch in which every record has the common shape (a JSON object
+    with a valid vehicle_id, numeric ts and x/y, or lat/lon in every record, optional fields
+    numeric or absent, the key equal to the vehicle_id), taken in a few passes that run in C
+    (``map``), and whether they hold lat/lon; None when any record differs, and
+    :func:`_each_record` then takes the batch one record at a time, naming each rejection.
+    Accepts exactly what that loop accepts without a rejection."""
+    try:
+        if max(map(len, values)) > cfg.max_message_bytes:  # type: ignore[arg-type]
+            return None
+        docs = list(map(orjson.loads, values))  # type: ignore[arg-type]
+    except (TypeError, orjson.JSONDecodeError):  # a null value (tombstone), bad JSON
+        return None
+    if set(map(type, docs)) != {dict}:
+        return None
+    cols: list[list[Any]] = [list(map(dict.get, docs, repeat(name))) for name in _FIELD_NAMES]
+    if cfg.has_origin and set(cols[2]) == {None} and set(cols[3]) == {None}:
+        cols[2:4] = (list(map(dict.get, docs, repeat(f))) for f in ("lat", "lon"))
+        geo = True
+    else:
+        geo = False
+    vid = cols[0]
+    if set(map(type, vid)) != {str}:
+        return None
+    for col in cols[1:4]:
+        if not set(map(type, col)) <= _NUMBER:
+            return None
+    for col in cols[4:]:
+        if not set(map(type, col)) <= _OPTIONAL:
+            return None
+    if min(map(len, vid)) == 0 or max(map(len, vid)) > cfg.max_vehicle_id_chars:
+        return None
+    joined = " ".join(vid)  # printable exactly when every id is
+    if not joined.isprintable() or "|" in joined:
+        return None
+    if keys is not None and list(map(str.encode, vid)) != list(keys):
+        return None
+    return cols, geo
+
+
+def _each_record(
+    keys: Sequence[bytes | None] | None, values: Sequence[bytes | None], cfg: CodecConfig,
+    rejections: list[Rejection],
+) -> tuple[list[list[Any]], list[int], list[int]]:
+    """One record at a time: the columns of the valid records, their input indices and the
+    rows holding lat/lon; a :class:`Rejection` per refused record."""
     n = len(values)
-    if keys is not None and len(keys) != n:
-        raise ValueError(f"keys and values differ in length: {len(keys)} != {n}")
-    rejections: list[Rejection] = []
     reject = rejections.append
     max_bytes = cfg.max_message_bytes
     max_id = cfg.max_vehicle_id_chars
@@ -350,22 +389,53 @@ def decode_batch(
             geo_rows.append(m)
         m += 1
 
+    cols = [c_id, c_ts, c_x, c_y, c_sp, c_hd, c_len, c_wid]
+    return [c[:m] for c in cols], c_idx[:m], geo_rows
+
+
+def decode_batch(
+    keys: Sequence[bytes | None] | None,
+    values: Sequence[bytes | None],
+    cfg: CodecConfig,
+) -> tuple[PositionBatch, list[Rejection]]:
+    """Decode and validate one micro-batch of position messages.
+
+    ``keys[i]`` is the Kafka key of ``values[i]``: ``None`` (files, memory queue; ``keys``
+    itself may be ``None``) means "use vehicle_id", an empty key is rejected ``empty_key`` and
+    one that differs from vehicle_id ``key_mismatch``. Returns the valid records (input order
+    kept, ``index`` into the input) and one :class:`Rejection` per refused record, sorted by
+    index.
+    """
+    n = len(values)
+    if keys is not None and len(keys) != n:
+        raise ValueError(f"keys and values differ in length: {len(keys)} != {n}")
+    rejections: list[Rejection] = []
+    bulk = _bulk_columns(keys, values, cfg) if n else None
+    if bulk is not None:
+        (c_id, c_ts, c_x, c_y, c_sp, c_hd, c_len, c_wid), geo = bulk
+        idx_arr = np.arange(n, dtype=np.int64)
+        geo_rows = list(range(n)) if geo else []
+    else:
+        (c_id, c_ts, c_x, c_y, c_sp, c_hd, c_len, c_wid), c_idx, geo_rows = _each_record(
+            keys, values, cfg, rejections)
+        idx_arr = np.array(c_idx, dtype=np.int64)
+    m = idx_arr.shape[0]
+
     if m == 0:
         return PositionBatch.empty(), rejections
     f64 = np.float64
     # None -> NaN in the float conversion: absent optional fields come out as NaN.
     cols = {
-        "ts": np.array(c_ts[:m], dtype=f64),
-        "x": np.array(c_x[:m], dtype=f64),
-        "y": np.array(c_y[:m], dtype=f64),
-        "speed": np.array(c_sp[:m], dtype=f64),
-        "heading": np.array(c_hd[:m], dtype=f64),
-        "length": np.array(c_len[:m], dtype=f64),
-        "width": np.array(c_wid[:m], dtype=f64),
+        "ts": np.array(c_ts, dtype=f64),
+        "x": np.array(c_x, dtype=f64),
+        "y": np.array(c_y, dtype=f64),
+        "speed": np.array(c_sp, dtype=f64),
+        "heading": np.array(c_hd, dtype=f64),
+        "length": np.array(c_len, dtype=f64),
+        "width": np.array(c_wid, dtype=f64),
     }
     vid_arr = np.empty(m, dtype=object)
-    vid_arr[:] = c_id[:m]
-    idx_arr = np.array(c_idx[:m], dtype=np.int64)
+    vid_arr[:] = c_id
 
     bad = _check_columns(cols, geo_rows, idx_arr, cfg, rejections)
     batch = _finish(vid_arr, cols, idx_arr, geo_rows, cfg)

@@ -397,6 +397,36 @@ def test_mixed_batch_keeps_order_and_index() -> None:
     assert {r.index: r.reason for r in rej} == expect_bad
 
 
+@pytest.mark.parametrize("cfg", [CFG, GEO], ids=["xy", "origin"])
+def test_whole_batch_and_record_by_record_decode_alike(cfg: CodecConfig) -> None:
+    """A batch of valid records is decoded in whole columns; one bad record sends the batch
+    through the per-record loop. Both give the same valid rows, to the bit."""
+    rng = np.random.default_rng(3)
+    variants = [
+        {}, {"ts": int(TS) + 1}, {"x": 7}, {"speed": None}, {"heading": _DROP},
+        {"speed": _DROP, "heading": _DROP}, {"length": 12.0, "width": 2.5},
+        {"lat": 52.5, "lon": 13.4}, {"heading": -3.0}, {"vehicle_id": "fahrzeug-ä"},
+    ]
+    values, keys = [], []
+    for i in range(200):
+        m = msg(**{"vehicle_id": f"veh-{i % 37}", "ts": TS + i * 0.01,
+                   "x": float(rng.normal(0, 500)), **variants[i % len(variants)]})
+        values.append(orjson.dumps(m))
+        keys.append(m["vehicle_id"].encode())
+    whole, rej = decode_batch(keys, values, cfg)
+    one_by_one, rej2 = decode_batch([*keys, b"k"], [*values, b"not json"], cfg)
+    assert rej == [] and [r.reason for r in rej2] == ["not_json"]
+    for name in ("vehicle_id", "ts", "x", "y", "speed", "heading", "length", "width", "index"):
+        np.testing.assert_array_equal(getattr(whole, name), getattr(one_by_one, name), name)
+    if cfg is GEO:  # every record with lat/lon only: projected in the whole-column pass too
+        geo = [orjson.dumps({"vehicle_id": "g", "ts": TS + k, "lat": 52.52 + k * 1e-4,
+                             "lon": 13.4}) for k in range(5)]
+        a, _ = decode_batch(None, geo, cfg)
+        b, _ = decode_batch(None, [*geo, b"[]"], cfg)
+        assert a.x.tolist() == b.x.tolist() and a.y.tolist() == b.y.tolist()
+        assert a.y.max() > 40.0
+
+
 def test_empty_input() -> None:
     batch, rej = decode_batch([], [], CFG)
     assert len(batch) == 0 and rej == []
