@@ -2,6 +2,9 @@
 
 The LSTM and the risk rules read speed, heading, yaw rate and acceleration from
 ``KinematicsTracker``; a vehicle that reports positions only gets all four from its fixes.
+Its fitted speed is that of the fit window's centre; the risk rules read ``speed_now``, the
+same carried forward to the latest fix with the filtered acceleration (the LSTM keeps the
+fitted one it was trained on).
 An estimate that lags shows a braking leader or a starting turn late, to the model and to the
 warner alike, so the estimator is chosen here, on its own truth, not on the warner's figures.
 
@@ -11,7 +14,7 @@ random phase, Gaussian GPS noise per axis), each vehicle up to its first contact
 noise level and with or without reported speed/heading, for every fix after the first
 ``WARM_S``:
 
-- RMSE of speed, heading (moving above 2 m/s), yaw rate and acceleration, over all fixes
+- RMSE of speed, speed now, heading (moving above 2 m/s), yaw rate and acceleration, over all fixes
   and over the manoeuvring ones (|true acceleration| > 1 m/s^2 or |true yaw rate| > 0.05
   rad/s);
 - delay: the shift d (0-2 s) for which the estimate best matches the truth d earlier, over
@@ -38,7 +41,7 @@ HZ = 10.0
 WARM_S = 1.5  # the fit window fills first; errors before are start-up, not lag
 MOVING_MPS = 2.0
 DELAYS = np.arange(0.0, 2.0001, 0.05)
-QUANTITIES = ("speed", "heading", "yaw", "accel")
+QUANTITIES = ("speed", "speed_now", "heading", "yaw", "accel")
 
 
 def _tracks(rng: np.random.Generator, per_scenario: int) -> list[precrash.Motion]:
@@ -98,6 +101,7 @@ def run(tracks: list[precrash.Motion], gps: float, reported: bool,
             sp = hd = np.full(slots.shape[0], np.nan)
         kin = tracker.update(slots, ts, x, y, sp, hd)
         est["speed"].append(kin.speed)
+        est["speed_now"].append(kin.speed_now)
         est["heading"].append(kin.heading)
         est["yaw"].append(kin.yaw_rate)
         est["accel"].append(kin.accel)
@@ -113,7 +117,8 @@ def _truth_at(tracks: list[precrash.Motion], rates: list[tuple[np.ndarray, np.nd
               veh: np.ndarray, k: np.ndarray) -> dict[str, np.ndarray]:
     """True speed, heading, yaw rate and acceleration of vehicles ``veh`` at grid ``k``."""
     start = np.concatenate([[0], np.cumsum([t.x.shape[0] for t in tracks])])
-    flat = {"speed": np.concatenate([t.speed for t in tracks]),
+    speed = np.concatenate([t.speed for t in tracks])
+    flat = {"speed": speed, "speed_now": speed,
             "heading": np.concatenate([t.heading for t in tracks]),
             "yaw": np.concatenate([r[0] for r in rates]),
             "accel": np.concatenate([r[1] for r in rates])}
@@ -157,8 +162,10 @@ def main() -> None:
     tracks = _tracks(np.random.default_rng(args.seed), args.per_scenario)
     print(f"{len(tracks)} vehicle tracks from {args.per_scenario} draws of each library "
           f"scenario, 10 Hz; RMSE all fixes / manoeuvring fixes, delay on manoeuvring fixes")
-    units = {"speed": "m/s", "heading": "deg", "yaw": "deg/s", "accel": "m/s^2"}
-    scale = {"speed": 1.0, "heading": 180 / math.pi, "yaw": 180 / math.pi, "accel": 1.0}
+    units = {"speed": "m/s", "speed_now": "m/s", "heading": "deg", "yaw": "deg/s",
+             "accel": "m/s^2"}
+    scale = {"speed": 1.0, "speed_now": 1.0, "heading": 180 / math.pi, "yaw": 180 / math.pi,
+             "accel": 1.0}
     print(f"{'gps':>4} {'reports':>9} | " + " | ".join(
         f"{q + ' (' + units[q] + ')':^22}" for q in QUANTITIES))
     for gps in (float(g) for g in args.gps.split(",")):

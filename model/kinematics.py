@@ -50,7 +50,8 @@ class Kinematics:
     is False while no heading has been reported and the vehicle has not yet been seen moving
     clearly (a fitted speed past ``HEADING_MIN_SIGMAS`` sigmas of the fit: a standing car, any
     car over its first few fixes); ``heading`` is then a placeholder. None where the producer
-    does not say (every heading taken as known).
+    does not say (every heading taken as known). ``speed_now``: the speed at the latest fix
+    (see :class:`KinematicsTracker`; None: ``speed``).
     """
 
     ts: np.ndarray
@@ -65,6 +66,7 @@ class Kinematics:
     accel: np.ndarray
     first: np.ndarray
     heading_known: np.ndarray | None = None
+    speed_now: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
@@ -93,6 +95,14 @@ class KinematicsTracker:
 
     ``gps_sigma_m`` is the assumed position noise; it sets the dead band under which a
     position-derived speed is treated as zero.
+
+    A position-derived speed is a line fit over the window, so it is the speed of the
+    window's centre (~0.55 s back at 10 Hz): braking at 3 m/s^2 it reads 1.6 m/s fast.
+    ``speed_now`` carries it forward to the latest fix with the filtered acceleration, which
+    takes most of that lag out (``bench/bench_kinematics.py``); the risk rules read it.
+    ``speed``, the fitted value, stays what the LSTM reads (it was trained on it) and what
+    the acceleration is differenced from (differencing the carried-forward speed would feed
+    the acceleration back into itself). A reported speed is both.
 
     With ``check_reported`` a reported speed or heading is used only while it agrees with
     the vehicle's motion: over the fit window (``WINDOW_S``, at least 3 fixes, all reporting)
@@ -135,6 +145,7 @@ class KinematicsTracker:
         self.heading_known = grow(g("heading_known"), (capacity,), 0.0)
         self.yaw_rate = grow(g("yaw_rate"), (capacity,), 0.0)
         self.accel = grow(g("accel"), (capacity,), 0.0)
+        self.speed_now = grow(g("speed_now"), (capacity,), 0.0)
         self.hist_t = grow(g("hist_t"), (capacity, WINDOW), np.nan)
         self.hist_x = grow(g("hist_x"), (capacity, WINDOW), 0.0)
         self.hist_y = grow(g("hist_y"), (capacity, WINDOW), 0.0)
@@ -158,6 +169,7 @@ class KinematicsTracker:
         self.heading_known[slots] = 0.0
         self.yaw_rate[slots] = 0.0
         self.accel[slots] = 0.0
+        self.speed_now[slots] = 0.0
         self.hist_t[slots] = np.nan
         if self.check_reported:
             self.hist_s[slots] = np.nan
@@ -191,7 +203,7 @@ class KinematicsTracker:
         ht, hx, hy = (_shifted(self.hist_t, slots, ts), _shifted(self.hist_x, slots, x),
                       _shifted(self.hist_y, slots, y))
         self.hist_t[slots], self.hist_x[slots], self.hist_y[slots] = ht, hx, hy
-        fit_vx, fit_vy, fit_sigma, w = self._fit_velocity(ts, ht, hx, hy)
+        fit_vx, fit_vy, fit_sigma, w, fit_age = self._fit_velocity(ts, ht, hx, hy)
 
         # Speed: reported, else fitted with a dead band of ~3 sigma of the fit.
         fit_speed = np.hypot(fit_vx, fit_vy)
@@ -241,10 +253,13 @@ class KinematicsTracker:
         known = prev_known | usable
         self.heading_known[slots] = known.astype(np.float64)
         self.yaw_rate[slots], self.accel[slots] = new_yaw, new_acc
+        carried = np.maximum(est_speed + new_acc * fit_age, 0.0)
+        speed_now = np.where(moving & ~first & ~has_speed, carried, new_speed)
+        self.speed_now[slots] = speed_now
         return Kinematics(
             ts=ts, x=x, y=y, prev_x=prev_x, prev_y=prev_y, dt=dt, speed=new_speed,
             heading=new_heading, yaw_rate=new_yaw, accel=new_acc, first=first,
-            heading_known=known,
+            heading_known=known, speed_now=speed_now,
         )
 
     def _check(self, slots: np.ndarray, speed: np.ndarray, heading: np.ndarray,
@@ -277,9 +292,10 @@ class KinematicsTracker:
 
     def _fit_velocity(
         self, now: np.ndarray, ht: np.ndarray, hx: np.ndarray, hy: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Least-squares velocity over recent fixes, the standard error of its speed and the
-        weights (1: the fix is in the fit window)."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Least-squares velocity over recent fixes, the standard error of its speed, the
+        weights (1: the fix is in the fit window) and how long before ``now`` the fitted
+        velocity holds (the mean age of the window's fixes)."""
         age = now[:, None] - ht
         w = (np.isfinite(ht) & (age <= WINDOW_S)).astype(np.float64)
         n = w.sum(axis=1)
@@ -294,4 +310,4 @@ class KinematicsTracker:
         vx = np.where(ok, (dtm * (hx - xm[:, None])).sum(axis=1) / safe, 0.0)
         vy = np.where(ok, (dtm * (hy - ym[:, None])).sum(axis=1) / safe, 0.0)
         sigma = np.where(ok, self.gps_sigma_m / np.sqrt(safe), np.inf)
-        return vx, vy, sigma, w
+        return vx, vy, sigma, w, np.where(ok, -tm, 0.0)

@@ -192,8 +192,9 @@ class Fleet:
     """Vehicles to assess at one event time; arrays (n,), ``paths`` (n, P, 2).
 
     ``paths[i, k]`` is the predicted absolute position at ``ts[i] + spec.offsets_s[k]``.
-    Angles in radians counter-clockwise from +x, speeds m/s, ``accel`` m/s^2 (negative when
-    braking), ``length``/``width`` metres.
+    Angles in radians counter-clockwise from +x, speeds m/s (at ``ts``: for a vehicle that
+    reports none, the fitted speed carried forward to its latest fix), ``accel`` m/s^2
+    (negative when braking), ``length``/``width`` metres.
     """
 
     ts: np.ndarray
@@ -231,7 +232,8 @@ class Fleet:
         """The fleet of a predictor step; sizes default to the contract's vehicle size."""
         n = len(kin)
         return Fleet(
-            ts=kin.ts, x=kin.x, y=kin.y, speed=kin.speed, heading=kin.heading,
+            ts=kin.ts, x=kin.x, y=kin.y,
+            speed=kin.speed if kin.speed_now is None else kin.speed_now, heading=kin.heading,
             yaw_rate=kin.yaw_rate, accel=kin.accel,
             length=np.full(n, DEFAULT_LENGTH_M) if length is None else length,
             width=np.full(n, DEFAULT_WIDTH_M) if width is None else width,

@@ -256,8 +256,10 @@ class StateStore(SlotOwner):
     # -- checkpoints ---------------------------------------------------------------------
 
     def row_width(self) -> int:
-        """Length of one exported float64 row (see :meth:`export_rows`)."""
-        return 7 + 2 * self.points + 8 + 3 * self.kin.hist_t.shape[1]
+        """Length of one exported float64 row (see :meth:`export_rows`). Rows one shorter,
+        written before the speed at the latest fix was kept, are read too (it is then taken
+        to be the fitted speed until the vehicle's next fix)."""
+        return 7 + 2 * self.points + 8 + 3 * self.kin.hist_t.shape[1] + 1
 
     def export_rows(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Everything about ``slots`` as float64 rows plus their recurrent state (float32).
@@ -273,7 +275,7 @@ class StateStore(SlotOwner):
             self.path[slots].reshape(slots.size, 2 * self.points),
             np.stack([k.ts[slots], k.x[slots], k.y[slots], k.speed[slots], k.heading[slots],
                       k.heading_known[slots], k.yaw_rate[slots], k.accel[slots]], axis=1),
-            k.hist_t[slots], k.hist_x[slots], k.hist_y[slots],
+            k.hist_t[slots], k.hist_x[slots], k.hist_y[slots], k.speed_now[slots, None],
         ], axis=1)
         return rows, self.rec[slots].copy()
 
@@ -310,6 +312,7 @@ class StateStore(SlotOwner):
         k.hist_t[slots] = r[:, o:o + w]
         k.hist_x[slots] = r[:, o + w:o + 2 * w]
         k.hist_y[slots] = r[:, o + 2 * w:o + 3 * w]
+        k.speed_now[slots] = r[:, -1] if r.shape[1] == self.row_width() else k.speed[slots]
         if self.state_dim:
             self.rec[slots] = rec.reshape(len(ids), self.state_dim)
         self.dirty[slots] = False

@@ -120,7 +120,7 @@ class VehicleStage:
             act = act[~ahead]
         kin = store.kin
         fleet = Fleet(
-            ts=store.last_ts[act], x=kin.x[act], y=kin.y[act], speed=kin.speed[act],
+            ts=store.last_ts[act], x=kin.x[act], y=kin.y[act], speed=kin.speed_now[act],
             heading=kin.heading[act], yaw_rate=kin.yaw_rate[act], accel=kin.accel[act],
             length=store.length[act], width=store.width[act], paths=store.path[act],
             sigma=store.sigma[act], heading_known=kin.heading_known[act] > 0,
@@ -132,7 +132,7 @@ class VehicleStage:
                 rec: np.ndarray) -> np.ndarray:
         """Load vehicle states read back from a changelog; returns their slots."""
         store = self.store
-        if rows.shape[1] != store.row_width():
+        if rows.shape[1] not in (store.row_width(), store.row_width() - 1):
             raise ConfigError(
                 f"the changelog holds state of another layout ({rows.shape[1]} values "
                 f"per vehicle, this engine uses {store.row_width()}): a different "

@@ -103,3 +103,24 @@ def test_same_calls_give_same_layout():
         return out
 
     assert run() == run()
+
+
+def test_rows_carry_the_speed_now_and_rows_without_it_still_load():
+    """Positions only, braking: the speed at the latest fix is not the fitted one. It goes
+    into the checkpoint row; a row written before it was kept (one value shorter) loads with
+    the fitted speed in its place."""
+    store = StateStore(4, points=5)
+    for k in range(20):
+        t = 0.1 * k
+        _fix(store, ["a"], 100.0 + t, x=15.0 * t - 1.5 * t * t)  # 15 m/s, braking at 3 m/s^2
+    slot = store.lookup(["a"])
+    k = store.kin
+    assert k.speed_now[slot][0] < k.speed[slot][0] - 1.0
+    rows, rec = store.export_rows(slot)
+    assert rows.shape[1] == store.row_width()
+    for width, expect in ((rows.shape[1], k.speed_now[slot][0]),
+                          (rows.shape[1] - 1, k.speed[slot][0])):
+        other = StateStore(4, points=5)
+        got = other.import_rows(["a"], [0], rows[:, :width], rec)
+        assert other.kin.speed_now[got][0] == expect
+        assert other.kin.speed[got][0] == k.speed[slot][0]
