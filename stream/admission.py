@@ -447,9 +447,9 @@ class Admission:
         ``_MAX_HELD``): a vehicle at least as far on confirms the jump (traffic resuming
         after a gap, a feed whose fixes come in whole seconds) and the held rows are
         admitted with it; anything else means this vehicle's clock runs ahead, and the held
-        rows are dropped ``ahead``. A partition
-        with no other vehicle has nobody to disagree with. Held rows of earlier batches that
-        are confirmed are appended to the buffer here."""
+        rows are dropped ``ahead``. A partition with no other vehicle has nobody to disagree
+        with. Held rows of earlier batches that are confirmed are appended to the buffer
+        here."""
         skew = self.config.max_clock_skew_s
         n = good_ts.shape[0]
         parts = partitions if partitions is not None else np.full(n, -1, dtype=np.int64)
