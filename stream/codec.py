@@ -4,7 +4,8 @@ A batch in which every record has the common shape (a JSON object, vehicle_id, n
 ts/x/y or lat/lon, optional fields numeric or absent, the key equal to the vehicle_id) is
 taken in whole columns: one ``orjson.loads`` per record and a few passes that run in C
 (``map``, type sets). Any other batch takes one pass of Python per record, which names every
-rejection; unusual but valid shapes (lat/lon beside x/y, a mix) take it too. Either way
+rejection (its values parsed once either way, unless one is not JSON); unusual but valid
+shapes (lat/lon beside x/y, a mix) take it too. Either way
 everything numeric (finiteness, ranges, a heading within one turn, lat/lon projection,
 defaults) is then checked on whole columns at once. Columns are built as Python lists and
 converted once: numpy's per-element ``__setitem__`` costs about twice a list store, which is
@@ -248,21 +249,26 @@ _NUMBER = frozenset((float, int))
 _OPTIONAL = frozenset((float, int, type(None)))
 
 
+def _parse_all(values: Sequence[bytes | None], cfg: CodecConfig) -> list[Any] | None:
+    """Every value parsed, in one pass that runs in C; None when any is null (a tombstone),
+    oversized or not JSON (:func:`_each_record` then names which)."""
+    try:
+        if max(map(len, values)) > cfg.max_message_bytes:  # type: ignore[arg-type]
+            return None
+        return list(map(orjson.loads, values))  # type: ignore[arg-type]
+    except (TypeError, orjson.JSONDecodeError):
+        return None
+
+
 def _bulk_columns(
-    keys: Sequence[bytes | None] | None, values: Sequence[bytes | None], cfg: CodecConfig,
+    keys: Sequence[bytes | None] | None, docs: list[Any], cfg: CodecConfig,
 ) -> tuple[list[list[Any]], bool] | None:
-    """The columns of a batch in which every record has the common shape (a JSON object
-    with a valid vehicle_id, numeric ts and x/y, or lat/lon in every record, optional fields
+    """The columns of parsed records that all have the common shape (a JSON object with a
+    valid vehicle_id, numeric ts and x/y, or lat/lon in every record, optional fields
     numeric or absent, the key equal to the vehicle_id), taken in a few passes that run in C
     (``map``), and whether they hold lat/lon; None when any record differs, and
     :func:`_each_record` then takes the batch one record at a time, naming each rejection.
     Accepts exactly what that loop accepts without a rejection."""
-    try:
-        if max(map(len, values)) > cfg.max_message_bytes:  # type: ignore[arg-type]
-            return None
-        docs = list(map(orjson.loads, values))  # type: ignore[arg-type]
-    except (TypeError, orjson.JSONDecodeError):  # a null value (tombstone), bad JSON
-        return None
     if set(map(type, docs)) != {dict}:
         return None
     cols: list[list[Any]] = [list(map(dict.get, docs, repeat(name))) for name in _FIELD_NAMES]
@@ -292,10 +298,11 @@ def _bulk_columns(
 
 def _each_record(
     keys: Sequence[bytes | None] | None, values: Sequence[bytes | None], cfg: CodecConfig,
-    rejections: list[Rejection],
+    rejections: list[Rejection], docs: list[Any] | None = None,
 ) -> tuple[list[list[Any]], list[int], list[int]]:
     """One record at a time: the columns of the valid records, their input indices and the
-    rows holding lat/lon; a :class:`Rejection` per refused record."""
+    rows holding lat/lon; a :class:`Rejection` per refused record. ``docs``: the values
+    already parsed (:func:`_parse_all`), not parsed again."""
     n = len(values)
     reject = rejections.append
     max_bytes = cfg.max_message_bytes
@@ -319,19 +326,23 @@ def _each_record(
     m = 0
 
     for i in range(n):
-        v = values[i]
-        if v is None:
-            reject(Rejection(i, "not_json", "null value (tombstone)"))
-            continue
-        if len(v) > max_bytes:
-            reject(Rejection(i, "oversized", f"{len(v)} bytes > max_message_bytes={max_bytes}"))
-            continue
-        try:
-            d = loads(v)
-        except JSONDecodeError as exc:
-            reason, detail = _not_json_reason(bytes(v), exc)
-            reject(Rejection(i, reason, detail))
-            continue
+        if docs is not None:
+            d = docs[i]
+        else:
+            v = values[i]
+            if v is None:
+                reject(Rejection(i, "not_json", "null value (tombstone)"))
+                continue
+            if len(v) > max_bytes:
+                reject(Rejection(i, "oversized",
+                                 f"{len(v)} bytes > max_message_bytes={max_bytes}"))
+                continue
+            try:
+                d = loads(v)
+            except JSONDecodeError as exc:
+                reason, detail = _not_json_reason(bytes(v), exc)
+                reject(Rejection(i, reason, detail))
+                continue
         if type(d) is not dict:
             reject(Rejection(i, "not_object", f"JSON {_type_name(d)}, expected an object"))
             continue
@@ -410,14 +421,15 @@ def decode_batch(
     if keys is not None and len(keys) != n:
         raise ValueError(f"keys and values differ in length: {len(keys)} != {n}")
     rejections: list[Rejection] = []
-    bulk = _bulk_columns(keys, values, cfg) if n else None
+    docs = _parse_all(values, cfg) if n else None
+    bulk = _bulk_columns(keys, docs, cfg) if docs is not None else None
     if bulk is not None:
         (c_id, c_ts, c_x, c_y, c_sp, c_hd, c_len, c_wid), geo = bulk
         idx_arr = np.arange(n, dtype=np.int64)
         geo_rows = list(range(n)) if geo else []
     else:
         (c_id, c_ts, c_x, c_y, c_sp, c_hd, c_len, c_wid), c_idx, geo_rows = _each_record(
-            keys, values, cfg, rejections)
+            keys, values, cfg, rejections, docs)
         idx_arr = np.array(c_idx, dtype=np.int64)
     m = idx_arr.shape[0]
 
