@@ -25,7 +25,7 @@ from trajstream.stream.codec import CodecConfig, decode_batch
 from trajstream.stream.config import EngineConfig
 
 _ENGINE = EngineConfig()  # the processor's defaults
-TICK_S = _ENGINE.risk_interval_s  # the predictor runs once per tick (a sub-step per fix)
+TICK_S = _ENGINE.tick_s  # the predictor runs once per tick (a sub-step per fix)
 RESET_GAP_S = _ENGINE.reset_gap_s  # a vehicle silent for longer starts over
 MAX_TARGET_GAP_S = 0.6  # longer gaps between fixes make an interpolated target unreliable
 
@@ -111,7 +111,7 @@ def recorded_side(pos: Positions, side: Side) -> Positions:
 def event_time_order(
     pos: Positions,
     allowed_lateness_s: float = _ENGINE.allowed_lateness_s,
-    tick_s: float = _ENGINE.risk_interval_s,
+    tick_s: float = _ENGINE.tick_s,
     min_fix_interval_s: float = _ENGINE.min_fix_interval_s,
 ) -> Positions:
     """The records the engine (stream/engine.py) applies, in the order it applies them.

@@ -211,7 +211,7 @@ class Admission:
                  wall_clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self._wall = wall_clock
-        self._dt = float(config.risk_interval_s)
+        self._dt = float(config.tick_s)
         self.stats: dict[str, int] = {
             "records": 0, "accepted": 0, "stale": 0, "late": 0, "future": 0, "dense": 0,
             "ahead": 0,

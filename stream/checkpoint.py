@@ -38,6 +38,7 @@ shard count changed in that commit) is taken from the one written last.
 from __future__ import annotations
 
 import base64
+import math
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -47,7 +48,8 @@ import numpy as np
 import orjson
 
 __all__ = ["META_PREFIX", "SHARD_PREFIX", "Checkpoint", "VehicleRows", "VehicleState", "decode",
-           "decode_shard", "encode_meta", "encode_shard", "meta_key", "shard_key", "shard_of"]
+           "decode_shard", "encode_meta", "encode_shard", "meta_key", "restored_tick",
+           "shard_key", "shard_of"]
 
 # Meta keys start with a byte that never occurs in UTF-8, so no vehicle id (always UTF-8
 # encoded) can collide with them; one key per partition, so compaction keeps every
@@ -142,6 +144,15 @@ def decode_shard(value: bytes, partition: int) -> list[VehicleState]:
 def meta_key(partition: int) -> bytes:
     """The changelog key of input partition ``partition``'s meta record."""
     return META_PREFIX + str(int(partition)).encode()
+
+
+def restored_tick(meta: dict[str, Any], k: Any, tick_s: float, legacy_tick_s: float) -> int:
+    """Tick number ``k`` of a changelog ``meta`` in ticks of ``tick_s``. The meta says its
+    own step (``tick_s``); one written before the key existed counted in ``legacy_tick_s``
+    (the risk interval then). Tick k covers ``((k-1) dt, k dt]``, so tick k of a coarser
+    step ends where tick ``k * ratio`` of a finer one does."""
+    ratio = float(meta.get("tick_s", legacy_tick_s)) / tick_s
+    return int(math.floor(int(k) * ratio + 1e-6))
 
 
 def encode_meta(meta: dict[str, Any], partition: int) -> bytes:

@@ -83,11 +83,20 @@ def _engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
                   "past the tick (not --allowed-lateness-s later); a fix behind its partition "
                   "by more than this counts at the partition's current tick. At most "
                   "--allowed-lateness-s."),
+        _opt("--tick-s", env="TICK_S",
+             default=ENGINE_DEFAULTS.tick_s, type=click.FloatRange(min=MIN_RISK_INTERVAL_S),
+             help="Step of event time: records are released and vehicles updated tick by "
+                  "tick. Between two whole-fleet assessments a conflict already found is "
+                  "assessed again at every tick, on the vehicles' next fixes, so one within "
+                  "2.5 s of contact is confirmed (as a warning) a tick after it is found. "
+                  f"Match it to the fleet's fix interval (at least {MIN_RISK_INTERVAL_S} s); "
+                  "set it to --risk-interval-s to confirm only at whole-fleet assessments."),
         _opt("--risk-interval-s", env="RISK_INTERVAL_S",
              default=ENGINE_DEFAULTS.risk_interval_s,
              type=click.FloatRange(min=MIN_RISK_INTERVAL_S),
-             help="Risk is assessed at event times that are multiples of this (at least "
-                  f"{MIN_RISK_INTERVAL_S} s: every tick assesses every recent vehicle pair)."),
+             help="The whole fleet is assessed at event times that are multiples of this, a "
+                  f"multiple of --tick-s (at least {MIN_RISK_INTERVAL_S} s: each assesses "
+                  "every recent vehicle pair)."),
         _opt("--stale-after-s", env="STALE_AFTER_S",
              default=ENGINE_DEFAULTS.stale_after_s, type=_POS_FLOAT,
              help="A vehicle takes part in risk only if its last fix is at most this old."),
@@ -158,6 +167,12 @@ def _engine_config(kw: dict[str, Any]) -> EngineConfig:
     if kw["weights"] is not None and kw["predictor"] != "lstm":
         raise click.BadParameter(f"applies to --predictor lstm, not {kw['predictor']}",
                                  param_hint="--weights")
+    per_tick = kw["risk_interval_s"] / kw["tick_s"]
+    if per_tick < 1 - 1e-9 or abs(per_tick - round(per_tick)) > 1e-6:
+        raise click.BadParameter(
+            f"must be a multiple of --tick-s ({kw['tick_s']:g}), got {kw['risk_interval_s']:g}; "
+            f"set --tick-s to it to assess the whole fleet at every tick",
+            param_hint="--risk-interval-s")
     if not kw["warning_ttc_s"] > kw["critical_ttc_s"]:
         raise click.BadParameter(
             f"must be greater than --critical-ttc-s ({kw['critical_ttc_s']}), got "
@@ -168,7 +183,7 @@ def _engine_config(kw: dict[str, Any]) -> EngineConfig:
     return EngineConfig(
         horizon_s=kw["horizon_s"], step_s=kw["step_s"],
         allowed_lateness_s=kw["allowed_lateness_s"], tick_lateness_s=kw["tick_lateness_s"],
-        risk_interval_s=kw["risk_interval_s"],
+        tick_s=kw["tick_s"], risk_interval_s=kw["risk_interval_s"],
         stale_after_s=kw["stale_after_s"], ttl_s=kw["ttl_s"], reset_gap_s=kw["reset_gap_s"],
         max_future_s=kw["max_future_s"], max_partition_skew_s=kw["max_partition_skew_s"],
         min_fix_interval_s=kw["min_fix_interval_s"], max_clock_skew_s=kw["max_clock_skew_s"],

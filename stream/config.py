@@ -103,7 +103,12 @@ class EngineConfig:
       ``allowed_lateness_s``. A fix that arrives behind its partition by more than this is
       still used, at the partition's current tick instead of its own. Capped at
       ``allowed_lateness_s``.
-    - ``risk_interval_s``: risk is assessed at event times that are multiples of this.
+    - ``tick_s``: the engine's step of event time. Records are released, vehicles updated
+      and alert episodes tracked tick by tick; a conflict awaiting confirmation is assessed
+      again at the next tick, on each vehicle's next fix, so one near contact is confirmed
+      a tick after it is found rather than one ``risk_interval_s`` (stream/episodes.py).
+    - ``risk_interval_s``: the whole fleet is assessed at event times that are multiples of
+      this (a multiple of ``tick_s``).
     - ``stale_after_s``: a vehicle takes part in risk only if its last fix is this recent.
     - ``ttl_s``: a vehicle silent this long (event time) is forgotten; bounds memory.
     - ``reset_gap_s``: a gap this long between two fixes restarts the vehicle's motion state.
@@ -127,6 +132,7 @@ class EngineConfig:
     step_s: float = 0.2
     allowed_lateness_s: float = 0.5
     tick_lateness_s: float = 0.05
+    tick_s: float = 0.1
     risk_interval_s: float = 0.2
     stale_after_s: float = 1.0
     ttl_s: float = 30.0
@@ -142,18 +148,25 @@ class EngineConfig:
     episodes: Any = None
 
     def __post_init__(self) -> None:
-        for name in ("horizon_s", "step_s", "risk_interval_s", "stale_after_s", "ttl_s",
+        for name in ("horizon_s", "step_s", "tick_s", "risk_interval_s", "stale_after_s", "ttl_s",
                      "reset_gap_s", "max_future_s", "max_partition_skew_s", "min_fix_interval_s",
                      "max_clock_skew_s",
                      "error_anchor_interval_s", "gps_sigma_m"):
             _finite_pos(name, float(getattr(self, name)))
         _finite_pos("allowed_lateness_s", float(self.allowed_lateness_s), allow_zero=True)
         _finite_pos("tick_lateness_s", float(self.tick_lateness_s), allow_zero=True)
+        if self.tick_s < MIN_RISK_INTERVAL_S:
+            raise ConfigError(f"tick_s must be >= {MIN_RISK_INTERVAL_S} s, got {self.tick_s!r}")
         if self.risk_interval_s < MIN_RISK_INTERVAL_S:
             raise ConfigError(
                 f"risk_interval_s must be >= {MIN_RISK_INTERVAL_S} s, got "
                 f"{self.risk_interval_s!r}: each tick assesses every recent vehicle pair, so a "
                 f"finer interval multiplies the work without seeing more")
+        per_tick = self.risk_interval_s / self.tick_s
+        if per_tick < 1 - 1e-9 or abs(per_tick - round(per_tick)) > 1e-6:
+            raise ConfigError(
+                f"risk_interval_s ({self.risk_interval_s}) must be a multiple of tick_s "
+                f"({self.tick_s}); set tick_s to it to assess the whole fleet at every tick")
         ratio = self.horizon_s / self.step_s
         if abs(ratio - round(ratio)) > 1e-6:
             raise ConfigError(
@@ -187,6 +200,12 @@ class EngineConfig:
     @property
     def spec(self) -> PathSpec:
         return PathSpec(horizon_s=self.horizon_s, step_s=self.step_s)
+
+    @property
+    def ticks_per_risk(self) -> int:
+        """Ticks per whole-fleet assessment: tick k assesses the whole fleet when
+        ``k % ticks_per_risk == 0``."""
+        return int(round(self.risk_interval_s / self.tick_s))
 
 
 ENGINE_DEFAULTS = EngineConfig()

@@ -11,7 +11,7 @@ with deterministic ids. No I/O; the caller's clock is the tick's event time.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,19 +73,21 @@ class ConflictStage:
         self.stats: dict[str, int] = {"warning": 0, "critical": 0}
 
     def assess(self, tick: PredictedTick,
-               owns: Callable[[TickResult], np.ndarray] | None = None) -> TickResult:
+               owns: Callable[[TickResult], np.ndarray] | None = None, *,
+               partial: bool = False) -> TickResult:
         """Assess one tick; ticks must come in increasing event time.
 
         Every pair's episode is tracked; with ``owns`` (a mask over the result's conflicts)
         only the alerts of the pairs it owns are emitted (the risk stage, where several
-        processes see a pair and one alerts it)."""
+        processes see a pair and one alerts it). ``partial``: the tick holds only the
+        :meth:`watched` vehicles (between two whole-fleet assessments)."""
         t, fleet = tick.t, tick.fleet
         t0 = time.perf_counter()
         conflicts = assess(t, fleet, self.spec, self.risk)
-        if self.metrics is not None:
+        if self.metrics is not None and not partial:
             self.metrics.risk_seconds.observe(time.perf_counter() - t0)
         pairs, index_a, index_b = episodes.conflict_pairs(conflicts, tick.ids)
-        decisions = self.tracker.update(t, pairs, conflicts)
+        decisions = self.tracker.update(t, pairs, conflicts, partial=partial)
         result = TickResult(conflicts, pairs, index_a, index_b, decisions)
         mine = owns(result) if owns is not None else None
         for d in decisions:
@@ -100,6 +102,11 @@ class ConflictStage:
             result.alerts.append((episodes.alert_key(d.vehicle_a, d.vehicle_b),
                                   encode_json(msg)))
         return result
+
+    def watched(self) -> Collection[str]:
+        """What a partial assessment between two whole-fleet ones needs: the vehicles of
+        the conflicts awaiting confirmation and the other vehicles of their open episodes."""
+        return self.tracker.watched()
 
     def forget(self, vehicle_ids: Iterable[str]) -> None:
         """Drop the episodes of vehicles that are gone (evicted, partition revoked)."""

@@ -15,7 +15,7 @@ replay and a live run agree, and it rests on four rules, all on event time:
    fix in the same ``min_fix_interval_s`` bucket of event time (a flooding sender cannot
    cost more than a bounded number of sub-steps).
 2. **Ticks out on evidence, late by the watermark.** Tick k is the event-time interval
-   ``((k-1)*dt, k*dt]``, dt = ``risk_interval_s``. Accepted records wait in a buffer; tick k
+   ``((k-1)*dt, k*dt]``, dt = ``tick_s`` (0.1 s). Accepted records wait in a buffer; tick k
    is released as soon as every input partition has delivered a record later than
    ``k*dt + tick_lateness_s`` (a record arriving further behind its own partition than that
    counts at the partition's current tick instead), or at the latest when the watermark
@@ -24,8 +24,13 @@ replay and a live run agree, and it rests on four rules, all on event time:
 3. **Ticks.** Released records are applied tick by tick in event-time order. Within a tick a
    vehicle with several fixes gets one sub-step per fix; each sub-step runs the kinematic
    update and one batched predictor call for the vehicles in it (never per message). Then
-   risk is assessed at ``t = k*dt`` over every vehicle updated within ``stale_after_s``, and
-   the episode tracker turns conflicts into alerts.
+   risk is assessed at ``t = k*dt`` over every vehicle updated within ``stale_after_s``
+   when ``t`` is a multiple of ``risk_interval_s`` (0.2 s), and the episode tracker turns
+   conflicts into alerts. At the ticks between, only the vehicles of conflicts awaiting
+   confirmation (and the other vehicles of their open episodes) are assessed, on their
+   next fix: a conflict near contact found at one whole-fleet assessment is confirmed (as a
+   warning) a tick later, not an interval later; a critical alert still takes a whole-fleet
+   assessment (stream/episodes.py).
 4. **Deterministic state layout.** Vehicle slots are allocated when a tick applies their
    first fix and freed by TTL eviction on tick times, so the same released sequence gives
    the same slots and the same fleet order.
@@ -51,7 +56,12 @@ import numpy as np
 from trajstream.model.predictors import Predictor
 from trajstream.stream.admission import NO_TICK, Admission
 from trajstream.stream.allocator import keep_temporaries_in_heap
-from trajstream.stream.checkpoint import Checkpoint, VehicleRows, VehicleState
+from trajstream.stream.checkpoint import (
+    Checkpoint,
+    VehicleRows,
+    VehicleState,
+    restored_tick,
+)
 from trajstream.stream.codec import PositionBatch
 from trajstream.stream.config import EngineConfig
 from trajstream.stream.conflicts import ConflictStage
@@ -110,7 +120,8 @@ class Engine:
         self.admission = Admission(config, metrics, wall_clock=wall_clock)
         self.conflicts = ConflictStage(self.spec, predictor.name, config.risk, config.episodes,
                                        metrics)
-        self._dt = float(config.risk_interval_s)
+        self._dt = float(config.tick_s)
+        self._per_risk = config.ticks_per_risk
         self._ticks = 0
         self._ticks_at_reset = 0  # ticks when the position was last reset
 
@@ -231,7 +242,13 @@ class Engine:
             if gone:
                 conflicts.forget(gone)
             if publisher is None:
-                out.alerts.extend(conflicts.assess(vehicles.predicted(t)).alerts)
+                if k % self._per_risk == 0:
+                    out.alerts.extend(conflicts.assess(vehicles.predicted(t)).alerts)
+                else:
+                    watched = conflicts.watched()
+                    if watched:
+                        out.alerts.extend(conflicts.assess(
+                            vehicles.predicted(t, only=watched), partial=True).alerts)
             else:
                 out.internal.extend(publisher.publish(k, vehicles.predicted(t)))
             self._ticks += 1
@@ -257,7 +274,7 @@ class Engine:
         meta = {
             **self.admission.meta(),
             "next_evict": self.vehicles.next_evict, "newest": self.vehicles.newest_applied_ts,
-            "prev_t": tracker.prev_t,
+            "prev_t": tracker.prev_t, "tick_s": self._dt,
         }
         return Checkpoint(self._rows(slots), gone, meta, self.export)
 
@@ -314,7 +331,9 @@ class Engine:
             if fresh and done and len(done) == len(metas):
                 first = min(done, key=lambda m: int(m["done"]))
                 late = first.get("late_upto")
-                self.admission.resume(int(first["done"]), None if late is None else int(late))
+                def tick(k: Any) -> int:
+                    return restored_tick(first, k, self._dt, self.config.risk_interval_s)
+                self.admission.resume(tick(first["done"]), None if late is None else tick(late))
                 stage.next_evict = first.get("next_evict", -math.inf)
                 if first.get("prev_t") is not None:
                     self.tracker.restore({}, prev_t=float(first["prev_t"]))

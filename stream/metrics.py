@@ -179,7 +179,8 @@ class Metrics:
         )
         self.risk_seconds = Histogram(
             "trajstream_risk_seconds",
-            "Wall time of one risk assessment (grid and closest approach).",
+            "Wall time of one whole-fleet risk assessment (grid and closest approach; "
+            "not the partial ones between, which confirm conflicts already found).",
             buckets=RISK_BUCKETS,
             registry=r,
         )

@@ -29,7 +29,7 @@ import numpy as np
 from trajstream.stream import internal
 from trajstream.stream.admission import NO_TICK
 from trajstream.stream.allocator import keep_temporaries_in_heap
-from trajstream.stream.checkpoint import Checkpoint, VehicleState
+from trajstream.stream.checkpoint import Checkpoint, VehicleState, restored_tick
 from trajstream.stream.codec import CodecConfig, Rejection
 from trajstream.stream.config import EngineConfig
 from trajstream.stream.conflicts import ConflictStage, PredictedTick, TickResult
@@ -78,7 +78,8 @@ class RiskEngine:
         self.grid = grid
         self.metrics = metrics
         self.conflicts = ConflictStage(self.spec, "?", config.risk, config.episodes, metrics)
-        self._dt = float(config.risk_interval_s)
+        self._dt = float(config.tick_s)
+        self._per_risk = config.ticks_per_risk
         # the single engine's counters (the loop's summary line reads them), drops by reason
         self.stats: dict[str, int] = {"records": 0, "accepted": 0, "ticks": 0,
                                       **dict.fromkeys(DROP_REASONS, 0)}
@@ -220,13 +221,18 @@ class RiskEngine:
                 kk = ahead
                 continue
             t = kk * dt
-            tick = _merge(t, slot) if slot is not None else PredictedTick(t, *empty)
-            self._vehicles = len(tick)
-            self._fleet = tick.fleet
-            self._tick_k = kk
-            result = stage.assess(tick, owns=self._owns)
+            # between whole-fleet assessments only the watched vehicles, as stream/engine.py
+            only = stage.watched() if kk % self._per_risk else None
+            if only is None or only:
+                merged = _merge(t, slot, only) if slot is not None else None
+                tick = merged if merged is not None else PredictedTick(t, *empty)
+                if only is None:
+                    self._vehicles = len(tick)
+                self._fleet = tick.fleet
+                self._tick_k = kk
+                result = stage.assess(tick, owns=self._owns, partial=only is not None)
+                out.alerts.extend(result.alerts)
             self._unhold(kk)
-            out.alerts.extend(result.alerts)
             self.stats["ticks"] += 1
             self.newest_applied_ts = max(self.newest_applied_ts, t)
             kk += 1
@@ -293,7 +299,7 @@ class RiskEngine:
                             per[q]["pairs"].setdefault(a, {}).setdefault(kind, {})[b] = \
                                 state[key]
         meta = {"done": self._done, "prev_t": self.conflicts.tracker.prev_t,
-                "inputs": self._inputs, "per_partition": per}
+                "inputs": self._inputs, "tick_s": self._dt, "per_partition": per}
         return Checkpoint(meta=meta)
 
     def restore(self, vehicles: list[VehicleState], metas: dict[int, dict[str, Any]]) -> None:
@@ -306,8 +312,8 @@ class RiskEngine:
         # partitions that have one wait for it (held, below) as those further on do.
         behind = fresh and len(done) < len(metas)
         if fresh and done and not behind:
-            first = min(done, key=lambda m: int(m["done"]))
-            self._done = int(first["done"])
+            first = min(done, key=lambda m: self._tick_of(m, m["done"]))
+            self._done = self._tick_of(first, first["done"])
             if first.get("prev_t") is not None:
                 self.conflicts.tracker.restore({}, prev_t=float(first["prev_t"]))
         now = [self._done] if self._done is not None else [NO_TICK] if behind else []
@@ -325,15 +331,18 @@ class RiskEngine:
                     for b, e in st.get(kind, {}).items():
                         pairs[(a, b)] = {key: e}
                         self._owners[(a, b)] = q
-            q_done = m.get("done")
-            if q_done is not None and now and int(q_done) > now[0]:
+            q_done = None if m.get("done") is None else self._tick_of(m, m["done"])
+            if q_done is not None and now and q_done > now[0]:
                 # This partition's previous owner got further than the rest: the ticks up
                 # to its position are assessed again for the others; its own pairs wait
                 # (their alerts of those ticks are out already) and take the saved states
                 # once the tick they were saved at is reached.
-                self._hold[q] = (int(q_done), pairs)
+                self._hold[q] = (q_done, pairs)
             else:
                 self.conflicts.tracker.set_pairs(pairs)
+
+    def _tick_of(self, meta: dict[str, Any], k: Any) -> int:
+        return restored_tick(meta, k, self._dt, self.config.risk_interval_s)
 
     def drop_partitions(self, parts: Collection[int]) -> list[str]:
         """Revoked partitions: forget their progress (their records stay buffered only as
@@ -357,9 +366,12 @@ def _empty_tick(points: int) -> tuple[np.ndarray, Fleet, np.ndarray]:
     return np.zeros(0, dtype=object), fleet, np.zeros((0, points), np.float32)
 
 
-def _merge(t: float, slot: _Tick) -> PredictedTick:
-    """One tick's vehicles from all records, ordered by vehicle id (deterministic)."""
-    ids = sorted(slot.rows)
+def _merge(t: float, slot: _Tick, only: Collection[str] | None = None) -> PredictedTick | None:
+    """One tick's vehicles (those among ``only``) from all records, ordered by vehicle id
+    (deterministic); None when there are none."""
+    ids = sorted(slot.rows if only is None else [v for v in slot.rows if v in only])
+    if not ids:
+        return None
     by_record: dict[int, tuple[PredictedTick, list[int], list[int]]] = {}
     for i, v in enumerate(ids):
         tk, r = slot.rows[v]

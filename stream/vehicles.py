@@ -105,16 +105,18 @@ class VehicleStage:
         self.next_evict = t + min(1.0, self.config.ttl_s / 4)
         return ids
 
-    def predicted(self, t: float) -> PredictedTick:
+    def predicted(self, t: float, only: Collection[str] | None = None) -> PredictedTick:
         """The vehicles with a fix within ``stale_after_s`` before tick time ``t``, in slot
-        order.
+        order; with ``only``, those of them among these ids.
 
         A vehicle whose state is past the tick (restored from a partition whose previous
         owner had got further, while this process re-applies an earlier tick) is left out:
         it is assessed at its own ticks, not with a position from the future."""
         store = self.store
         act = store.active(t - self.config.stale_after_s)
-        dt = float(self.config.risk_interval_s)
+        if only is not None:
+            act = act[np.isin(act, store.lookup(list(only)))]
+        dt = float(self.config.tick_s)
         ahead = np.ceil(store.last_ts[act] / dt) > round(t / dt)
         if ahead.any():
             act = act[~ahead]

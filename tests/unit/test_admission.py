@@ -11,6 +11,9 @@ from trajstream.stream.codec import CodecConfig, PositionBatch, decode_batch
 from trajstream.stream.config import EngineConfig
 
 T0 = 1_764_081_000.0
+# Ticks of 0.2 s (the product's are 0.1 s): the arithmetic in the tests below is written in
+# them; the rules do not depend on the tick's length.
+CONFIG = EngineConfig(tick_s=0.2)
 
 
 def _batch(*fixes: tuple[str, float]) -> PositionBatch:
@@ -22,7 +25,7 @@ def _batch(*fixes: tuple[str, float]) -> PositionBatch:
 
 
 def test_a_tick_is_released_once_the_input_is_past_it_without_waiting_for_the_watermark():
-    adm = Admission(EngineConfig(), wall_clock=lambda: T0)
+    adm = Admission(CONFIG, wall_clock=lambda: T0)
     # the newest fix (0.35 s) is more than tick_lateness_s (0.05 s) past the tick ending at
     # 0.2 s: that tick is complete, though the watermark (0.35 - 0.5 s) has released nothing
     rel = adm.release(adm.admit(_batch(("a", 0.15), ("b", 0.05), ("a", 0.35)), 0, None, None))
@@ -36,7 +39,7 @@ def test_a_tick_is_released_once_the_input_is_past_it_without_waiting_for_the_wa
 
 
 def test_a_straggler_counts_at_its_partitions_current_tick_and_only_the_watermark_makes_late():
-    adm = Admission(EngineConfig(), wall_clock=lambda: T0)
+    adm = Admission(CONFIG, wall_clock=lambda: T0)
     adm.release(adm.admit(_batch(("a", 0.15), ("a", 0.35)), 0, None, None))
     done = adm.done
     # 0.19 s belongs to a released tick, but the watermark (-0.15 s) had not passed it: it
@@ -62,7 +65,7 @@ def _ticks_by_record(arrivals: list[tuple[int, str, float]], cut: int,
     queues: dict[int, list[tuple[str, float]]] = {}
     for p, v, t in arrivals:
         queues.setdefault(p, []).append((v, t))
-    adm = Admission(EngineConfig(), wall_clock=lambda: T0)
+    adm = Admission(CONFIG, wall_clock=lambda: T0)
     out: dict[tuple[str, float], int] = {}
 
     def take(rel: Released | None) -> None:
@@ -138,7 +141,7 @@ def test_which_records_are_late_depends_on_their_partitions_order_alone():
 
 
 def test_a_partition_with_records_to_deliver_holds_the_release_and_an_idle_one_does_not():
-    adm = Admission(EngineConfig(), wall_clock=lambda: T0)
+    adm = Admission(CONFIG, wall_clock=lambda: T0)
     zero, one = np.zeros(10, np.int64), np.ones(10, np.int64)
     fast = _batch(*(("a", 0.1 * k) for k in range(1, 11)))
     assert adm.admit(fast, 0, zero, {0, 1}) < 0  # partition 1 not seen yet: nothing out
@@ -154,7 +157,7 @@ def test_a_partition_with_records_to_deliver_holds_the_release_and_an_idle_one_d
 
 
 def test_a_resumed_admission_tells_late_records_from_released_ticks():
-    adm = Admission(EngineConfig(), wall_clock=lambda: T0)
+    adm = Admission(CONFIG, wall_clock=lambda: T0)
     tick = int(np.ceil((T0 + 1.0) / 0.2))
     adm.resume(tick, tick - 3)
     adm.admit(_batch(("a", 0.3), ("b", 0.9), ("c", 1.3)), 0, None, None)
@@ -164,7 +167,7 @@ def test_a_resumed_admission_tells_late_records_from_released_ticks():
 
 
 def test_late_stale_and_future_are_dropped_and_counted():
-    adm = Admission(EngineConfig(), wall_clock=lambda: T0)
+    adm = Admission(CONFIG, wall_clock=lambda: T0)
     steady = _batch(*(("a", t) for t in (0.1, 0.5, 0.9, 1.3, 1.7, 2.0)))
     adm.release(adm.admit(steady, 0, None, None))
     adm.admit(_batch(("b", 0.3),  # tick released already: late
@@ -180,7 +183,7 @@ def test_each_partition_commits_up_to_its_own_first_waiting_record():
     """Partition 0 runs 2 s ahead of partition 1, which holds the watermark: partition 0's
     records wait, but partition 1's released records must not wait behind them (its offsets
     move on; after a restore they are not read again and dropped late)."""
-    adm = Admission(EngineConfig(), wall_clock=lambda: T0)
+    adm = Admission(CONFIG, wall_clock=lambda: T0)
     fast = _batch(*(("a", 0.1 * k) for k in range(1, 31)))  # 0.1 .. 3.0 s, seq 0-29
     adm.release(adm.admit(fast, 0, np.zeros(30, dtype=np.int64), {1}))
     assert adm.done is None  # partition 1 not seen yet: no watermark, nothing released
@@ -197,7 +200,7 @@ def test_each_partition_commits_up_to_its_own_first_waiting_record():
 
 
 def test_the_changelog_position_keeps_buffered_records_from_being_late_after_a_restart():
-    adm = Admission(EngineConfig(), wall_clock=lambda: T0)
+    adm = Admission(CONFIG, wall_clock=lambda: T0)
     zero, one = np.zeros(1, np.int64), np.ones(1, np.int64)
     fast = _batch(*(("a", t) for t in (0.1, 0.3, 0.5, 0.7, 0.9, 1.08)))
     adm.release(adm.admit(fast, 0, np.zeros(6, np.int64), {0, 1}))
@@ -214,7 +217,7 @@ def test_the_changelog_position_keeps_buffered_records_from_being_late_after_a_r
     assert adm._late_upto is not None and adm._late_upto >= own  # the watermark passed it
     meta = adm.meta()
     assert meta["late_upto"] < own
-    again = Admission(EngineConfig(), wall_clock=lambda: T0)
+    again = Admission(CONFIG, wall_clock=lambda: T0)
     again.resume(meta["done"], meta["late_upto"])
     again.admit(_batch(("c", 0.45)), 0, one, {0, 1})
     assert again.stats["late"] == 0 and len(again) == 1

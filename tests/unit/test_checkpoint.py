@@ -332,3 +332,18 @@ def test_changelogs_of_a_record_per_vehicle_are_still_read():
     vs = _vehicle_rows(105, 128)
     back, _ = ck.decode([(v.vehicle_id.encode(), _v1_record(v), 2) for v in vs])
     assert _same(back, vs)
+
+
+def test_a_changelog_counting_ticks_of_the_risk_interval_resumes_at_the_same_event_time():
+    """Changelogs written before ``tick_s`` numbered ticks in ``risk_interval_s`` (0.2 s);
+    the engine's ticks are 0.1 s: tick k then ends where tick 2k does now."""
+    assert ck.restored_tick({}, 41, 0.1, 0.2) == 82
+    assert ck.restored_tick({"tick_s": 0.1}, 41, 0.1, 0.2) == 41
+    assert ck.restored_tick({"tick_s": 0.2}, 41, 0.2, 0.2) == 41
+    k = 8_822_740_001  # a tick of 0.2 s in 2025 (float error must not lose one)
+    assert ck.restored_tick({}, k, 0.1, 0.2) == 2 * k
+    eng = Engine(EngineConfig(), ConstantVelocity(SPEC))
+    meta = {"done": k, "late_upto": k - 2, "next_evict": 0.0, "newest": k * 0.2, "prev_t": None}
+    eng.restore([], {0: meta})
+    assert eng.admission.done == 2 * k
+    assert eng.checkpoint().meta["tick_s"] == 0.1

@@ -224,3 +224,50 @@ def test_alert_message_follows_the_contract() -> None:
     assert msg["model"] == "cv" and msg["dt"] == spec.step_s
     again = orjson.loads(orjson.dumps(msg))
     assert again["vehicles"]["a"]["path"][-1] == [20.0, 2.0]
+
+
+def _update(tracker: EpisodeTracker, t: float, tick: dict[tuple[str, str], int], ttc: float,
+            partial: bool = False) -> list[tuple[str, int]]:
+    pairs = list(tick)
+    got = tracker.update(T0 + t, pairs, conflicts([tick[p] for p in pairs], ttc),
+                         partial=partial)
+    return [(d.vehicle_a, d.severity) for d in got]
+
+
+def test_a_partial_assessment_confirms_a_near_conflict_as_a_warning_and_escalates_none():
+    tr = EpisodeTracker()
+    assert _update(tr, 0.0, {AB: CRITICAL}, ttc=1.0) == []  # whole fleet: found
+    # the next tick, only the watched vehicles: confirmed, but as a warning
+    assert _update(tr, 0.1, {AB: CRITICAL}, ttc=0.9, partial=True) == [("veh-a", WARNING)]
+    assert _update(tr, 0.2, {AB: CRITICAL}, ttc=0.8) == [("veh-a", CRITICAL)]  # whole fleet
+    # an open episode neither escalates nor alerts again at a partial assessment
+    tr = EpisodeTracker()
+    _update(tr, 0.0, {CD: WARNING}, ttc=1.0)
+    assert _update(tr, 0.1, {CD: WARNING}, ttc=0.9, partial=True) == [("veh-c", WARNING)]
+    assert _update(tr, 0.3, {CD: CRITICAL}, ttc=0.7, partial=True) == []
+    assert _update(tr, 0.4, {CD: CRITICAL}, ttc=0.6) == [("veh-c", CRITICAL)]
+
+
+def test_a_conflict_far_from_contact_waits_for_the_next_whole_fleet_assessment():
+    tr = EpisodeTracker(EpisodeConfig(early_confirm_ttc_s=2.5))
+    assert _update(tr, 0.0, {AB: WARNING}, ttc=3.0) == []
+    assert _update(tr, 0.1, {AB: WARNING}, ttc=2.9, partial=True) == []  # still pending
+    assert tr.watched() == {"veh-a", "veh-b"}
+    assert _update(tr, 0.2, {AB: WARNING}, ttc=2.8) == [("veh-a", WARNING)]
+    # gone at the partial assessment: the streak breaks as at any assessment
+    tr = EpisodeTracker()
+    _update(tr, 0.0, {AB: WARNING}, ttc=1.0)
+    assert _update(tr, 0.1, {}, ttc=1.0, partial=True) == []
+    assert _update(tr, 0.2, {AB: WARNING}, ttc=0.8) == []
+    with pytest.raises(ConfigError):
+        EpisodeConfig(early_confirm_ttc_s=-1.0)
+
+
+def test_watched_are_the_unconfirmed_pairs_and_their_vehicles_open_episodes():
+    tr = EpisodeTracker()
+    feed(tr, [{AB: CRITICAL, CD: WARNING}, {AB: CRITICAL, CD: WARNING}])  # both open
+    assert tr.watched() == set()  # nothing awaits confirmation: no partial assessment
+    be = ("veh-b", "veh-e")  # e runs into the wreck of a and b
+    tr.update(T0 + 2 * DT, [AB, be, CD], conflicts([CRITICAL, WARNING, WARNING]))
+    # e's pending pair, and a: the other vehicle of b's open episode; not c and d
+    assert tr.watched() == {"veh-a", "veh-b", "veh-e"}

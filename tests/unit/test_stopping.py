@@ -32,7 +32,10 @@ def test_risk_interval_below_the_minimum_is_refused(tmp_path: Path, capsys) -> N
     assert main([*argv, "--risk-interval-s", "1e-6"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--risk-interval-s" in err and "x>=0.05" in err and len(err.splitlines()) == 1
-    assert main([*argv, "--risk-interval-s", "0.05"]) == 0
+    assert main([*argv, "--risk-interval-s", "0.05"]) == 2  # finer than --tick-s (0.1 s)
+    err = capsys.readouterr().err.strip()
+    assert "multiple of --tick-s" in err and len(err.splitlines()) == 1
+    assert main([*argv, "--risk-interval-s", "0.05", "--tick-s", "0.05"]) == 0
 
 
 def test_event_time_chunks_cover_the_batch_in_order_and_bound_the_span() -> None:
