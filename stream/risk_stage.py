@@ -7,7 +7,9 @@ sent twice, by a replay or through two tiles of one partition, counts once), ass
 over all of them with the same conflict stage a single process runs (stream/conflicts.py),
 tracks the episodes of every pair it sees, and publishes the alerts of the pairs it owns (the
 partition of the tile holding the pair's midpoint, stream/tiles.py): each pair is alerted
-by exactly one partition.
+by exactly one partition. Like the single engine it assesses the whole fleet only every
+``risk_interval_s``, and at the ticks between only the vehicles its episode tracker watches
+(stream/episodes.py), out of the rows it was sent.
 
 Event time: tick k is complete once every input partition of the positions topic reported
 (progress records) that it released tick k, on every owned partition; ticks are assessed
