@@ -157,7 +157,11 @@ class _Pending:
         self.min_tick = min(int(c["tick"].min()) for c in chunks) if chunks else None
 
     def pop_until(self, k: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-        """Remove the records of ticks <= k; returned sorted by (tick, event time, arrival).
+        """Remove the records of ticks <= k; returned sorted by tick, event time, input
+        partition and, last, arrival (a partition's own order): records of one instant
+        from several partitions (fleets on synchronised clocks) come out in the same order
+        however the polls interleaved the partitions, and that order decides the vehicle
+        stage's sub-steps.
 
         The returned columns include ``part`` (the input partition, -1 when none)."""
         if self.min_tick is None or self.min_tick > k:
@@ -174,7 +178,8 @@ class _Pending:
         self.size = int(rest["tick"].shape[0])
         self.chunks = [rest] if self.size else []
         self.min_tick = int(rest["tick"].min()) if self.size else None
-        order = np.lexsort((merged["ts"][sel], merged["tick"][sel]))  # stable: arrival last
+        order = np.lexsort((merged["seq"][sel], merged["part"][sel], merged["ts"][sel],
+                            merged["tick"][sel]))
         out = {c: merged[c][sel][order] for c in (*_COLS, "part")}
         return out, merged["ids"][sel][order], merged["tick"][sel][order]
 
