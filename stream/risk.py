@@ -25,7 +25,7 @@ Pipeline of :func:`assess` at event time ``t`` (vectorised; no per-pair Python):
    path point is uncertain: along the path by ``accel_sigma_mps2 tau^2 / 2`` (meant to be
    the predictor's own 1-sigma per point where it gives one, but :func:`assess` does not
    pass the LSTM's on yet: every threshold was tuned without it, and with it the built-in
-   simulator's collision-free traffic gets ~30% more alerts; README, "Warning quality"),
+   simulator's collision-free traffic gets ~30% more alerts; docs/quality.md),
    across it by what the heading (``lateral_heading_tol_rad v tau``) and a turn in
    progress can do. The
    probability of footprint overlap is taken at the samples, in the middle of the nominal
