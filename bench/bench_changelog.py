@@ -59,11 +59,17 @@ def _best_cpu_ms(f: Callable[[], object], repeat: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bootstrap", default=os.environ.get("TRAJSTREAM_BENCH_BOOTSTRAP"))
-    ap.add_argument("--vehicles", type=int, default=5000)
-    ap.add_argument("--repeat", type=int, default=7)
-    ap.add_argument("--clients", default="confluent,kafka-python")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--bootstrap", default=os.environ.get("TRAJSTREAM_BENCH_BOOTSTRAP"),
+                    help="Kafka bootstrap servers (HOST:PORT) of a running broker; unset: "
+                    "start a throwaway one (env TRAJSTREAM_BENCH_BOOTSTRAP)")
+    ap.add_argument("--vehicles", type=int, default=5000,
+                    help="vehicles whose state one commit writes")
+    ap.add_argument("--repeat", type=int, default=7,
+                    help="commits timed per writer; the best CPU time is printed")
+    ap.add_argument("--clients", default="confluent,kafka-python",
+                    help="Kafka clients to time, comma-separated (confluent, kafka-python)")
     args = ap.parse_args()
     cfg = EngineConfig()
     predictor = load_predictor("lstm", cfg.spec)

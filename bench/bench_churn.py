@@ -38,11 +38,16 @@ def rss_mb() -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--ids", type=int, default=1_000_000)
-    ap.add_argument("--per-second", type=int, default=2000)
-    ap.add_argument("--fixes", type=int, default=2)
-    ap.add_argument("--ttl-s", type=float, default=5.0)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--ids", type=int, default=1_000_000,
+                    help="distinct vehicle ids passed through the engine")
+    ap.add_argument("--per-second", type=int, default=2000,
+                    help="new vehicles appearing per event-time second")
+    ap.add_argument("--fixes", type=int, default=2,
+                    help="fixes each vehicle sends (0.5 s apart) before falling silent")
+    ap.add_argument("--ttl-s", type=float, default=5.0,
+                    help="engine TTL (s): a vehicle silent this long is evicted")
     a = ap.parse_args()
     eng = Engine(EngineConfig(ttl_s=a.ttl_s, reset_gap_s=min(5.0, a.ttl_s)),
                  ConstantVelocity(PathSpec()))

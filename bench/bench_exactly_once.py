@@ -7,7 +7,7 @@ Each with a fresh group; prints positions/s from the processor's own summary lin
 time. Commit interval: --commit-interval-s (default 1 s, the CLI default).
 
 Usage: python bench/bench_exactly_once.py [--bootstrap HOST:PORT] [--vehicles 300]
-    [--seconds 60] [--predictor cv] [--commit-interval-s 1.0] [--repeat 2]
+    [--seconds 60] [--predictor cv] [--commit-interval-s 1.0] [--repeat 3]
 Without --bootstrap a throwaway broker is started from broker/lib.
 """
 
@@ -37,13 +37,20 @@ def run(*args: str) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bootstrap", default=os.environ.get("TRAJSTREAM_BENCH_BOOTSTRAP"))
-    ap.add_argument("--vehicles", type=int, default=300)
-    ap.add_argument("--seconds", type=int, default=60)
-    ap.add_argument("--predictor", default="cv")
-    ap.add_argument("--commit-interval-s", default="1.0")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--bootstrap", default=os.environ.get("TRAJSTREAM_BENCH_BOOTSTRAP"),
+                    help="Kafka bootstrap servers (HOST:PORT) of a running broker; unset: "
+                    "start a throwaway one (env TRAJSTREAM_BENCH_BOOTSTRAP)")
+    ap.add_argument("--vehicles", type=int, default=300, help="simulated vehicles")
+    ap.add_argument("--seconds", type=int, default=60,
+                    help="seconds of simulated traffic in the topic")
+    ap.add_argument("--predictor", default="cv",
+                    help="predictor of `trajstream process` (cv, ctrv, lstm)")
+    ap.add_argument("--commit-interval-s", default="1.0",
+                    help="commit interval (s) passed to `trajstream process`")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="rounds of the three modes; the median is printed")
     a = ap.parse_args()
     with kafka_broker(a.bootstrap) as bootstrap:
         d = Path(tempfile.mkdtemp(prefix="bench-eos-data-"))

@@ -89,8 +89,12 @@ def _angle_error_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def main() -> int:
     from trajstream.simulator.recorded.location import recorded_data_dir
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data-dir", type=Path, default=recorded_data_dir())
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--data-dir", type=Path, default=recorded_data_dir(),
+                    help="folder holding ngsim-us101.jsonl.gz and ngsim-peachtree.jsonl.gz "
+                    "($TRAJSTREAM_DATA_DIR, else shared/data beside the repository's "
+                    "folder)")
     args = ap.parse_args()
     print("NGSIM import: heading and centre recovered from front-bumper rows, against "
           "CommonRoad's orientation")

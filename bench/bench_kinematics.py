@@ -154,10 +154,13 @@ def _score(tracks: list[precrash.Motion], rates: list[tuple[np.ndarray, np.ndarr
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--per-scenario", type=int, default=10)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--per-scenario", type=int, default=10,
+                    help="draws of each pre-crash library scenario")
     ap.add_argument("--gps", default="0,0.2,0.4", help="GPS sigma per axis (m), comma list")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0,
+                    help="seed of the scenario draws, fix phases and GPS noise")
     args = ap.parse_args()
     tracks = _tracks(np.random.default_rng(args.seed), args.per_scenario)
     print(f"{len(tracks)} vehicle tracks from {args.per_scenario} draws of each library "

@@ -265,15 +265,20 @@ def _run(bootstrap: str, rate: int, seconds: float, warmup_s: float, client: str
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bootstrap", default=os.environ.get("TRAJSTREAM_BENCH_BOOTSTRAP"))
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--bootstrap", default=os.environ.get("TRAJSTREAM_BENCH_BOOTSTRAP"),
+                    help="Kafka bootstrap servers (HOST:PORT) of a running broker; unset: "
+                    "start a throwaway one (env TRAJSTREAM_BENCH_BOOTSTRAP)")
     ap.add_argument("--rates", default="5000,20000,50000",
                     help="positions/s to publish, comma-separated (10 Hz: rate/10 vehicles)")
     ap.add_argument("--seconds", type=float, default=20.0, help="measured seconds per rate")
     ap.add_argument("--warmup-s", type=float, default=5.0,
                     help="published before measuring (model load, group join, first ticks)")
-    ap.add_argument("--kafka-client", default="confluent", choices=["confluent", "kafka-python"])
-    ap.add_argument("--seed", type=int, default=5)
+    ap.add_argument("--kafka-client", default="confluent", choices=["confluent", "kafka-python"],
+                    help="Kafka client of the `trajstream process` under test (the publisher "
+                    "always uses confluent)")
+    ap.add_argument("--seed", type=int, default=5, help="seed of the simulated traffic")
     args = ap.parse_args()
     from trajstream.stream.config import ENGINE_DEFAULTS
 

@@ -350,19 +350,31 @@ def _measure(page: Any, label: str, seconds: float) -> None:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_viewer":
         ap = argparse.ArgumentParser()
-        ap.add_argument("_viewer")
-        ap.add_argument("--port", type=int, required=True)
-        ap.add_argument("--mode", required=True)
+        ap.add_argument("_viewer", help="internal: run as the stand-in viewer process")
+        ap.add_argument("--port", type=int, required=True,
+                        help="port of the map server to connect to")
+        ap.add_argument("--mode", required=True,
+                        help="'stalled': never read after the first frame; anything else: "
+                        "acknowledge every frame")
         a = ap.parse_args()
         _viewer(a.port, a.mode)
         return
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=["overhead", "feed", "browser", "all"], default="all")
-    ap.add_argument("--vehicles", type=int, default=5000)
-    ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=3)
-    ap.add_argument("--browser-seconds", type=float, default=30.0)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--part", choices=["overhead", "feed", "browser", "all"], default="all",
+                    help="which part to run: overhead (processor with and without the map), feed "
+                    "(the map's Kafka feed), browser (headless Chromium), or all three")
+    ap.add_argument("--vehicles", type=int, default=5000, help="fleet size (every part)")
+    ap.add_argument("--seconds", type=float, default=10.0,
+                    help="seconds of simulated 10 Hz traffic drained by the overhead and feed "
+                    "parts")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="interleaved rounds of the overhead part; the median is reported")
+    ap.add_argument("--seed", type=int, default=3,
+                    help="seed of the simulated traffic (overhead and feed parts)")
+    ap.add_argument("--browser-seconds", type=float, default=30.0,
+                    help="measured seconds of the browser part, split between the whole-fleet "
+                    "and zoomed-in views")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.part in ("overhead", "all"):

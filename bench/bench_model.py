@@ -120,10 +120,13 @@ def _naive(weights: LstmWeights, calls: int) -> list[tuple[str, float]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--seconds", type=float, default=1.0, help="timing budget per cell")
-    ap.add_argument("--naive-calls", type=int, default=30)
-    ap.add_argument("--weights", default=str(SHIPPED_WEIGHTS))
+    ap.add_argument("--naive-calls", type=int, default=30,
+                    help="calls timed for naive per-message inference (model.predict, model(x))")
+    ap.add_argument("--weights", default=str(SHIPPED_WEIGHTS),
+                    help="LSTM weights file to time and evaluate")
     ap.add_argument("--accuracy", action=argparse.BooleanOptionalAction, default=True,
                     help="also the held-out accuracy against CV (simulates the SUMO and "
                     "built-in test runs unless --sim-dir has them)")

@@ -51,11 +51,16 @@ def _step_rate(pred: LstmPredictor, n: int = 1024, seconds: float = 1.0) -> floa
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", type=Path, default=None)
-    ap.add_argument("--units", default="16,32,48,64")
-    ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--train-files", type=int, default=DataConfig.train_files)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--data-dir", type=Path, default=None,
+                    help="keep/reuse the simulated training data here; unset: simulate into a "
+                    "temporary folder")
+    ap.add_argument("--units", default="16,32,48,64",
+                    help="LSTM sizes (units) to train and compare, comma-separated")
+    ap.add_argument("--epochs", type=int, default=10, help="training epochs per size")
+    ap.add_argument("--train-files", type=int, default=DataConfig.train_files,
+                    help="how many of the simulated training files to train on")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     spec = PathSpec()

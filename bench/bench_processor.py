@@ -160,14 +160,23 @@ def _drain(bootstrap: str, topic: str, predictor: str, client: str, max_batch: i
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bootstrap", default=os.environ.get("TRAJSTREAM_BENCH_BOOTSTRAP"))
-    ap.add_argument("--vehicles", default="1000,5000,20000")
-    ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--predictors", default="cv,lstm")
-    ap.add_argument("--clients", default="confluent,kafka-python")
-    ap.add_argument("--max-batch-records", type=int, default=5000)
-    ap.add_argument("--seed", type=int, default=3)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--bootstrap", default=os.environ.get("TRAJSTREAM_BENCH_BOOTSTRAP"),
+                    help="Kafka bootstrap servers (HOST:PORT) of a running broker; unset: "
+                    "start a throwaway one (env TRAJSTREAM_BENCH_BOOTSTRAP)")
+    ap.add_argument("--vehicles", default="1000,5000,20000",
+                    help="fleet sizes, comma-separated (a topic is filled for each)")
+    ap.add_argument("--seconds", type=float, default=10.0,
+                    help="seconds of simulated 10 Hz traffic per fleet")
+    ap.add_argument("--predictors", default="cv,lstm",
+                    help="predictors to drain with, comma-separated (cv, ctrv, lstm)")
+    ap.add_argument("--clients", default="confluent,kafka-python",
+                    help="Kafka clients to drain and read with, comma-separated (confluent, "
+                    "kafka-python)")
+    ap.add_argument("--max-batch-records", type=int, default=5000,
+                    help="most records per micro-batch of the processor and per raw consume call")
+    ap.add_argument("--seed", type=int, default=3, help="seed of the simulated traffic")
     ap.add_argument("--profile", type=Path, default=None,
                     help="write a pyinstrument profile of each drain into this directory")
     args = ap.parse_args()

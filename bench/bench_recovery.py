@@ -110,12 +110,16 @@ def _trial(bootstrap: str, topic: str, client: str, setting: str) -> tuple[float
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--clients", default="confluent,kafka-python")
-    ap.add_argument("--settings", default="before,default,static")
-    ap.add_argument("--vehicles", type=int, default=150)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--clients", default="confluent,kafka-python",
+                    help="Kafka clients to test, comma-separated (confluent, kafka-python)")
+    ap.add_argument("--settings", default="before,default,static",
+                    help="group settings to test, comma-separated: before (the clients' own 45 s "
+                    "sessions), default (the product's), static (--instance-id)")
+    ap.add_argument("--vehicles", type=int, default=150, help="simulated vehicles")
     ap.add_argument("--duration", type=float, default=240.0, help="simulated seconds")
-    ap.add_argument("--partitions", type=int, default=3)
+    ap.add_argument("--partitions", type=int, default=3, help="partitions of the positions topic")
     ap.add_argument("--bootstrap", default=None, help="use this broker instead of starting one")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-recovery-") as tmp, \

@@ -104,10 +104,12 @@ def candidate_count(fleet: Fleet, spec: PathSpec, cfg: RiskConfig) -> tuple[int,
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="1000,10000,100000")
-    ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--seed", type=int, default=0)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--sizes", default="1000,10000,100000", help="fleet sizes, comma-separated")
+    ap.add_argument("--repeat", type=int, default=5,
+                    help="timed assessments per size; the median is printed")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic city fleet")
     args = ap.parse_args()
     spec, cfg = PathSpec(), RiskConfig()
     sizes = [int(s) for s in args.sizes.split(",")]

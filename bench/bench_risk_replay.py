@@ -119,9 +119,9 @@ def capture(name: str, d: Path) -> None:
     orig = cm.ConflictStage.assess
     seen: list[Any] = []
 
-    def keep(self: Any, tick: Any, owns: Any = None) -> Any:
-        seen.append((self.spec, self.model, tick))
-        return orig(self, tick, owns)
+    def keep(self: Any, tick: Any, owns: Any = None, *, partial: bool = False) -> Any:
+        seen.append((self.spec, self.model, tick, partial))
+        return orig(self, tick, owns, partial=partial)
 
     cm.ConflictStage.assess = keep  # type: ignore[method-assign]
     try:
@@ -139,13 +139,13 @@ def replay(name: str, d: Path, tag: str) -> Path:
 
     with open(d / f"{name}.ticks.pkl", "rb") as f:
         seen = pickle.load(f)
-    spec, model, _ = seen[0]
+    spec, model, *_ = seen[0]
     stage = ConflictStage(spec, model)
     out = d / f"{name}.{tag}.alerts.jsonl"
     c0, n = time.process_time(), 0
     with open(out, "wb") as f:
-        for _, _, tick in seen:
-            for _k, v in stage.assess(tick).alerts:
+        for _, _, tick, partial in seen:
+            for _k, v in stage.assess(tick, partial=partial).alerts:
                 f.write(v + b"\n")
                 n += 1
     print(f"{name}: replayed {len(seen)} ticks, {n} alerts, "
@@ -255,9 +255,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  epilog=__doc__.split("\n\n", 1)[1],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=("inputs", "capture", "replay", "score"))
+    ap.add_argument("command", choices=("inputs", "capture", "replay", "score"),
+                    help="inputs: write the tuning inputs; capture: pickle a run's "
+                    "conflict-stage ticks; replay: run the current conflict stage on them "
+                    "and score; score: score the last replay's alerts again")
     ap.add_argument("names", nargs="*", help=f"tuning sets: {', '.join(tuning_sets())}")
-    ap.add_argument("--dir", type=Path, default=REPO / "out" / "tuning")
+    ap.add_argument("--dir", type=Path, default=REPO / "out" / "tuning",
+                    help="where the inputs, captured ticks and alerts live (default: "
+                    "%(default)s)")
     ap.add_argument("--tag", default="replay", help="name of the replayed alerts files")
     ap.add_argument("--baseline", action="store_true", help="also score CV-TTC")
     ap.add_argument("--diag", action="store_true", help="alerts by relation and severity")

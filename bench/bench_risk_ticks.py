@@ -61,12 +61,17 @@ def capture(path: Path, every: int) -> list[tuple[Any, ...]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--vehicles", type=int, default=5000)
-    ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--seed", type=int, default=3)
-    ap.add_argument("--every", type=int, default=6)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--vehicles", type=int, default=5000,
+                    help="simulated vehicles (the traffic bench_processor uses)")
+    ap.add_argument("--seconds", type=float, default=10.0,
+                    help="seconds of simulated 10 Hz traffic")
+    ap.add_argument("--seed", type=int, default=3, help="seed of the simulated traffic")
+    ap.add_argument("--every", type=int, default=6,
+                    help="keep every N-th risk assessment (after the first 10)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="timed runs per assessment; the best is kept")
     group = ap.add_mutually_exclusive_group()
     group.add_argument("--save", type=Path, help="pickle the captured ticks here")
     group.add_argument("--check", type=Path, help="time these pickled ticks, check conflicts")

@@ -272,15 +272,21 @@ def split_cpu(path: Path, partitions: int, predictor: str, tile_m: float
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bootstrap", default=os.environ.get("TRAJSTREAM_BENCH_BOOTSTRAP"))
-    ap.add_argument("--vehicles", type=int, default=1000)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--bootstrap", default=os.environ.get("TRAJSTREAM_BENCH_BOOTSTRAP"),
+                    help="Kafka bootstrap servers (HOST:PORT) of a running broker; unset: "
+                    "start a throwaway one (env TRAJSTREAM_BENCH_BOOTSTRAP)")
+    ap.add_argument("--vehicles", type=int, default=1000, help="simulated vehicles")
     # 180 s: a 2-process drain then lasts ~20 s, of which ~6 s is the join (the broker's 3 s
     # initial rebalance delay and start-up); with 60 s only ~6 s of it was steady.
-    ap.add_argument("--seconds", type=int, default=180)
-    ap.add_argument("--partitions", type=int, default=6)
-    ap.add_argument("--predictor", default="lstm")
-    ap.add_argument("--tile-m", default="1000")
+    ap.add_argument("--seconds", type=int, default=180,
+                    help="seconds of simulated 10 Hz traffic published to the topic")
+    ap.add_argument("--partitions", type=int, default=6, help="partitions of the positions topic")
+    ap.add_argument("--predictor", default="lstm",
+                    help="predictor of the predict stage (cv, ctrv, lstm)")
+    ap.add_argument("--tile-m", default="1000",
+                    help="side (m) of the square tiles the risk stage is keyed by")
     ap.add_argument("--rounds", type=int, default=3,
                     help="interleaved 1- and 2-process runs; the median is reported")
     ap.add_argument("--split-rounds", type=int, default=3,

@@ -116,14 +116,18 @@ def _plot(rows: list[dict[str, float]], path: Path, predictor: str) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--vehicles", default="1000,2000,5000,10000,20000,50000,100000")
-    ap.add_argument("--predictor", default="lstm", choices=["lstm", "cv", "ctrv"])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--vehicles", default="1000,2000,5000,10000,20000,50000,100000",
+                    help="fleet sizes, comma-separated")
+    ap.add_argument("--predictor", default="lstm", choices=["lstm", "cv", "ctrv"],
+                    help="predictor of the engine's vehicle stage")
     ap.add_argument("--seconds", type=float, default=3.0, help="simulated seconds per fleet")
     ap.add_argument("--warmup-s", type=float, default=1.5,
                     help="event time before measuring (state, predictor warm-up)")
-    ap.add_argument("--seed", type=int, default=3)
-    ap.add_argument("--plot", type=Path, default=REPO / "docs" / "img" / "scaling.png")
+    ap.add_argument("--seed", type=int, default=3, help="seed of the simulated traffic")
+    ap.add_argument("--plot", type=Path, default=REPO / "docs" / "img" / "scaling.png",
+                    help="where to write the log-log plot")
     args = ap.parse_args()
     rows = []
     for vehicles in [int(v) for v in args.vehicles.split(",")]:

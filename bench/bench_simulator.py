@@ -108,8 +108,9 @@ def simulate_to_kafka(cfg: SimConfig, bootstrap: str, pace: bool) -> tuple[float
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--vehicles", type=int, default=5000)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--vehicles", type=int, default=5000, help="simulated vehicles")
     ap.add_argument("--seconds", type=float, default=20.0, help="simulated seconds per run")
     ap.add_argument("--warmup", type=float, default=10.0, help="warm-up seconds (not timed)")
     ap.add_argument("--bootstrap", default=None, help="use this broker instead of starting one")

@@ -86,13 +86,18 @@ def _describe_difference(ref: list[bytes], got: list[bytes]) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--engine", choices=("builtin", "sumo"), default="builtin")
-    ap.add_argument("--vehicles", type=int, default=200)
-    ap.add_argument("--duration", type=float, default=120.0)
-    ap.add_argument("--seed", type=int, default=11)
-    ap.add_argument("--share", type=float, default=0.10)
-    ap.add_argument("--bootstrap", default=None)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--engine", choices=("builtin", "sumo"), default="builtin",
+                    help="simulator engine of the run")
+    ap.add_argument("--vehicles", type=int, default=200, help="simulated vehicles")
+    ap.add_argument("--duration", type=float, default=120.0, help="simulated seconds")
+    ap.add_argument("--seed", type=int, default=11, help="simulation seed")
+    ap.add_argument("--share", type=float, default=0.10,
+                    help="hostile records mixed in, as a share of the valid records")
+    ap.add_argument("--bootstrap", default=None,
+                    help="Kafka bootstrap servers (HOST:PORT) of a running broker; unset: start "
+                    "a throwaway one")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:
         pos = Path(tmp) / "positions.jsonl"

@@ -97,10 +97,12 @@ def run_once(kind: str, seed: int, vehicles: int, seconds: float, reckless: floa
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--vehicles", type=int, default=1000)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--vehicles", type=int, default=1000, help="simulated vehicles")
     ap.add_argument("--seconds", type=float, default=400.0, help="published seconds per run")
-    ap.add_argument("--kinds", default="grid,spider,random")
+    ap.add_argument("--kinds", default="grid,spider,random",
+                    help="SUMO network kinds to generate, comma-separated (grid, spider, random)")
     ap.add_argument("--seeds", default="1", help="comma-separated seeds")
     ap.add_argument("--reckless", type=float, default=SimConfig().reckless_fraction,
                     help="fraction of reckless drivers (0: are careful drivers crash-free?)")
