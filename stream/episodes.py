@@ -153,13 +153,11 @@ class EpisodeTracker:
         the other vehicle of every open episode of theirs (a wreck ahead of a follower is
         an episode of the car it hits)."""
         by_vehicle = self._by_vehicle
-        out: set[str] = set()
-        for a, b in self._s.pending:
-            for v in (a, b):
-                if v not in out:
-                    out.add(v)
-                    for pair in by_vehicle.get(v, ()):
-                        out.update(pair)
+        core = {v for pair in self._s.pending for v in pair}
+        out = set(core)
+        for v in core:  # every vehicle of a pending pair: not in the order of ``pending``,
+            for pair in by_vehicle.get(v, ()):  # which a restore from a changelog changes
+                out.update(pair)
         return out
 
     def update(

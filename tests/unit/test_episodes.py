@@ -271,3 +271,17 @@ def test_watched_are_the_unconfirmed_pairs_and_their_vehicles_open_episodes():
     tr.update(T0 + 2 * DT, [AB, be, CD], conflicts([CRITICAL, WARNING, WARNING]))
     # e's pending pair, and a: the other vehicle of b's open episode; not c and d
     assert tr.watched() == {"veh-a", "veh-b", "veh-e"}
+
+
+@pytest.mark.parametrize("order", ["c-d first", "b-c first"])
+def test_watched_do_not_depend_on_the_order_conflicts_were_found(order):
+    """A restore from a changelog rebuilds the unconfirmed conflicts in another order than
+    they were found: the watched vehicles (what a partial assessment looks at) must not
+    change with it, or a restarted processor alerts differently."""
+    tr = EpisodeTracker()
+    feed(tr, [{AB: CRITICAL}, {AB: CRITICAL}])  # a and b: an open episode
+    bc = ("veh-b", "veh-c")
+    new = [CD, bc] if order == "c-d first" else [bc, CD]
+    tr.update(T0 + 2 * DT, [AB, *new], conflicts([CRITICAL, WARNING, WARNING]))
+    # the vehicles of both unconfirmed pairs, and a: the other vehicle of b's open episode
+    assert tr.watched() == {"veh-a", "veh-b", "veh-c", "veh-d"}
