@@ -153,10 +153,12 @@ class EpisodeTracker:
         the other vehicle of every open episode of theirs (a wreck ahead of a follower is
         an episode of the car it hits)."""
         by_vehicle = self._by_vehicle
+        # Expanded from the set of the pending pairs' vehicles, not pair by pair: the
+        # result must not depend on the order of ``pending``, which a restore rebuilds.
         core = {v for pair in self._s.pending for v in pair}
         out = set(core)
-        for v in core:  # every vehicle of a pending pair: not in the order of ``pending``,
-            for pair in by_vehicle.get(v, ()):  # which a restore from a changelog changes
+        for v in core:
+            for pair in by_vehicle.get(v, ()):
                 out.update(pair)
         return out
 
