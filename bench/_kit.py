@@ -1,4 +1,5 @@
-"""What several benchmarks share: a throwaway Kafka broker and cached simulated traffic.
+"""What several benchmarks share: a throwaway Kafka broker, cached simulated traffic and
+--help that shows each option's default.
 
 The benchmarks run as scripts (``python bench/bench_x.py``), so this folder is on their
 import path and ``import _kit`` finds this module.
@@ -6,6 +7,7 @@ import path and ``import _kit`` finds this module.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.util
 import socket
@@ -18,6 +20,16 @@ from types import ModuleType
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".run" / "bench"
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: ...)" only where there is one: not to flags, nor to options whose
+    unset value the help already explains."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.nargs == 0:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _broker_module() -> ModuleType:

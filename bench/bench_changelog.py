@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from _kit import kafka_broker
+from _kit import HelpFormatter, kafka_broker
 
 from trajstream.stream import checkpoint as ck
 from trajstream.stream.app import load_predictor
@@ -60,7 +60,7 @@ def _best_cpu_ms(f: Callable[[], object], repeat: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                 formatter_class=HelpFormatter)
     ap.add_argument("--bootstrap", default=os.environ.get("TRAJSTREAM_BENCH_BOOTSTRAP"),
                     help="Kafka bootstrap servers (HOST:PORT) of a running broker; unset: "
                     "start a throwaway one (env TRAJSTREAM_BENCH_BOOTSTRAP)")

@@ -19,6 +19,7 @@ import argparse  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
+from _kit import HelpFormatter
 
 from trajstream.contracts import DEFAULT_LENGTH_M, DEFAULT_WIDTH_M  # noqa: E402
 from trajstream.model.predictors import ConstantVelocity, PathSpec  # noqa: E402
@@ -39,7 +40,7 @@ def rss_mb() -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                 formatter_class=HelpFormatter)
     ap.add_argument("--ids", type=int, default=1_000_000,
                     help="distinct vehicle ids passed through the engine")
     ap.add_argument("--per-second", type=int, default=2000,

@@ -12,6 +12,7 @@ import random
 import time
 
 import orjson
+from _kit import HelpFormatter
 
 from trajstream.stream.codec import CodecConfig, decode_batch
 
@@ -42,7 +43,7 @@ def _messages(n: int, kind: str, rng: random.Random) -> tuple[list[bytes], list[
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                 formatter_class=HelpFormatter)
     ap.add_argument("--records", type=int, default=10_000, help="records per decoded batch")
     ap.add_argument("--repeat", type=int, default=7,
                     help="timed decodes per message kind; the best is printed")

@@ -24,7 +24,7 @@ import time
 import uuid
 from pathlib import Path
 
-from _kit import kafka_broker
+from _kit import HelpFormatter, kafka_broker
 
 
 def run(*args: str) -> str:
@@ -38,7 +38,7 @@ def run(*args: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                 formatter_class=HelpFormatter)
     ap.add_argument("--bootstrap", default=os.environ.get("TRAJSTREAM_BENCH_BOOTSTRAP"),
                     help="Kafka bootstrap servers (HOST:PORT) of a running broker; unset: "
                     "start a throwaway one (env TRAJSTREAM_BENCH_BOOTSTRAP)")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+from _kit import HelpFormatter
 
 from trajstream.simulator.recorded.ngsim import (
     MIN_TRAVEL_M,
@@ -90,7 +91,7 @@ def main() -> int:
     from trajstream.simulator.recorded.location import recorded_data_dir
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                 formatter_class=HelpFormatter)
     ap.add_argument("--data-dir", type=Path, default=recorded_data_dir(),
                     help="folder holding ngsim-us101.jsonl.gz and ngsim-peachtree.jsonl.gz "
                     "($TRAJSTREAM_DATA_DIR, else shared/data beside the repository's "

@@ -50,7 +50,7 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
-from _kit import free_port, kafka_broker  # noqa: E402
+from _kit import HelpFormatter, free_port, kafka_broker  # noqa: E402
 
 PARTITIONS = 6
 HZ = 10.0
@@ -266,7 +266,7 @@ def _run(bootstrap: str, rate: int, seconds: float, warmup_s: float, client: str
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                 formatter_class=HelpFormatter)
     ap.add_argument("--bootstrap", default=os.environ.get("TRAJSTREAM_BENCH_BOOTSTRAP"),
                     help="Kafka bootstrap servers (HOST:PORT) of a running broker; unset: "
                     "start a throwaway one (env TRAJSTREAM_BENCH_BOOTSTRAP)")

@@ -41,7 +41,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
-from _kit import kafka_broker, simulated_traffic  # noqa: E402
+from _kit import HelpFormatter, kafka_broker, simulated_traffic  # noqa: E402
 
 PARTITIONS = 6
 OWN_PARSER = "kp-own-parse"  # the raw kafka-python read with the library's per-record parser
@@ -161,7 +161,7 @@ def _drain(bootstrap: str, topic: str, predictor: str, client: str, max_batch: i
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                 formatter_class=HelpFormatter)
     ap.add_argument("--bootstrap", default=os.environ.get("TRAJSTREAM_BENCH_BOOTSTRAP"),
                     help="Kafka bootstrap servers (HOST:PORT) of a running broker; unset: "
                     "start a throwaway one (env TRAJSTREAM_BENCH_BOOTSTRAP)")

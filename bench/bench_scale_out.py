@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from _kit import free_port, kafka_broker
+from _kit import HelpFormatter, free_port, kafka_broker
 
 # As `trajstream` does (numpy is imported later, inside the functions): OpenBLAS threads
 # spinning on the other core would count in the engine's CPU time.
@@ -273,7 +273,7 @@ def split_cpu(path: Path, partitions: int, predictor: str, tile_m: float
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                 formatter_class=HelpFormatter)
     ap.add_argument("--bootstrap", default=os.environ.get("TRAJSTREAM_BENCH_BOOTSTRAP"),
                     help="Kafka bootstrap servers (HOST:PORT) of a running broker; unset: "
                     "start a throwaway one (env TRAJSTREAM_BENCH_BOOTSTRAP)")

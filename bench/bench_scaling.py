@@ -25,6 +25,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from _kit import HelpFormatter
 from tqdm import tqdm  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -117,7 +118,7 @@ def _plot(rows: list[dict[str, float]], path: Path, predictor: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                 formatter_class=HelpFormatter)
     ap.add_argument("--vehicles", default="1000,2000,5000,10000,20000,50000,100000",
                     help="fleet sizes, comma-separated")
     ap.add_argument("--predictor", default="lstm", choices=["lstm", "cv", "ctrv"],

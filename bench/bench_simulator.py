@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from _kit import kafka_broker
+from _kit import HelpFormatter, kafka_broker
 from tqdm import tqdm
 
 from trajstream.simulator import SimConfig, iter_ticks
@@ -109,7 +109,7 @@ def simulate_to_kafka(cfg: SimConfig, bootstrap: str, pace: bool) -> tuple[float
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                 formatter_class=HelpFormatter)
     ap.add_argument("--vehicles", type=int, default=5000, help="simulated vehicles")
     ap.add_argument("--seconds", type=float, default=20.0, help="simulated seconds per run")
     ap.add_argument("--warmup", type=float, default=10.0, help="warm-up seconds (not timed)")

@@ -87,7 +87,7 @@ def _describe_difference(ref: list[bytes], got: list[bytes]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                 formatter_class=_kit.HelpFormatter)
     ap.add_argument("--engine", choices=("builtin", "sumo"), default="builtin",
                     help="simulator engine of the run")
     ap.add_argument("--vehicles", type=int, default=200, help="simulated vehicles")

@@ -24,6 +24,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from _kit import HelpFormatter
 from tqdm import tqdm
 
 from trajstream.simulator import SimConfig
@@ -98,7 +99,7 @@ def run_once(kind: str, seed: int, vehicles: int, seconds: float, reckless: floa
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                 formatter_class=HelpFormatter)
     ap.add_argument("--vehicles", type=int, default=1000, help="simulated vehicles")
     ap.add_argument("--seconds", type=float, default=400.0, help="published seconds per run")
     ap.add_argument("--kinds", default="grid,spider,random",
