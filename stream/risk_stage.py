@@ -16,7 +16,9 @@ Event time: tick k is complete once every input partition of the positions topic
 in order, each exactly once. Records of a tick already assessed are dropped ``late``
 (replays of a restarted predict process). State for the changelog (stream/changelog.py):
 one record per owned partition with its released tick, the progress seen before the
-committed offsets, and the episodes of the pairs it owns. No I/O.
+committed offsets, the episodes of the pairs it owns, and those of the pairs near its tiles
+(``near``): a pair's midpoint moves, and the process its next owner restores must know an
+episode that began before that process did. No I/O.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ from trajstream.stream.risk import Fleet
 from trajstream.stream.tiles import TileGrid
 
 __all__ = ["RiskEngine"]
+
+# pair -> its state as the episode tracker sets it (None: drop the pair)
+_Pairs = dict[tuple[str, str], dict[str, Any] | None]
 
 
 @dataclass
@@ -98,8 +103,11 @@ class RiskEngine:
         self._events: list[tuple[int, int, int, int]] = []  # (seq, q, p, done) uncommitted
         self._committed: dict[int, dict[int, int]] = {}  # progress before committed offsets
         self._owners: dict[tuple[str, str], int] = {}  # pair -> owning partition, last seen
-        # partition -> (tick, its pairs' states then): restored ahead of the released tick
-        self._hold: dict[int, tuple[int, dict[tuple[str, str], dict[str, Any] | None]]] = {}
+        # pair -> the other partitions with a tile within the halo of its midpoint, last seen
+        self._near: dict[tuple[str, str], tuple[int, ...]] = {}
+        # partition -> (tick, its pairs' states then, the near pairs'): restored ahead of the
+        # released tick
+        self._hold: dict[int, tuple[int, _Pairs, _Pairs]] = {}
         self.newest_applied_ts = -math.inf
         self._vehicles = 0
         self._tick_k = 0
@@ -249,6 +257,13 @@ class RiskEngine:
         ia, ib = result.index_a, result.index_b
         q = self.grid.owner(f.x[ia], f.y[ia], f.x[ib], f.y[ib])
         self._owners.update(zip(result.pairs, q.tolist(), strict=True))
+        rows, parts = self.grid.fan_out(0.5 * (f.x[ia] + f.x[ib]), 0.5 * (f.y[ia] + f.y[ib]))
+        near: dict[int, list[int]] = {}
+        for r, part in zip(rows.tolist(), parts.tolist(), strict=True):
+            near.setdefault(r, []).append(part)
+        owner = q.tolist()
+        for r, pair in enumerate(result.pairs):
+            self._near[pair] = tuple(x for x in near.get(r, ()) if x != owner[r])
         mine = [p for p in self._progress if p not in self._hold
                 or self._hold[p][0] < self._tick_k]
         return np.isin(q, mine)
@@ -256,13 +271,24 @@ class RiskEngine:
     def _unhold(self, k: int) -> None:
         """Partitions restored at tick <= ``k`` take their saved pair states now: drop what
         the re-assessment made of their pairs, put the saved ones."""
-        for q in [q for q, (kq, _) in self._hold.items() if kq <= k]:
-            _, saved = self._hold.pop(q)
-            stale: dict[tuple[str, str], dict[str, Any] | None] = {
+        for q in [q for q, (kq, _, _) in self._hold.items() if kq <= k]:
+            _, saved, near = self._hold.pop(q)
+            self._add_near(near, q)
+            stale: _Pairs = {
                 p: None for p, owner in self._owners.items() if owner == q and p not in saved}
+            # near pairs: what this process saw of them since its restore is less than the
+            # saved history, unless one of its own partitions owns them
+            self.conflicts.tracker.set_pairs(
+                {p: st for p, st in near.items() if self._owners.get(p) not in self._progress})
             self.conflicts.tracker.set_pairs({**stale, **saved})
             for p in saved:
                 self._owners[p] = q
+
+    def _add_near(self, pairs: _Pairs, q: int) -> None:
+        """Restored near partition ``q``: written back to its record until assessed again."""
+        for p in pairs:
+            if q not in self._near.get(p, ()):
+                self._near[p] = (*self._near.get(p, ()), q)
 
     # -- changelog -----------------------------------------------------------------------------
 
@@ -282,24 +308,23 @@ class RiskEngine:
         tracked = {(a, b) for a, st in snap.items() for kind in ("episodes", "pending")
                    for b in st.get(kind, {})}
         self._owners = {p: q for p, q in self._owners.items() if p in tracked}
+        self._near = {p: qs for p, qs in self._near.items() if p in tracked}
         per: dict[int, dict[str, Any]] = {
             q: {"progress": {str(p): d for p, d in self._committed.get(q, {}).items()},
-                "pairs": {}} for q in self._progress}
+                "pairs": {}, "near": {}} for q in self._progress}
         for a, st in snap.items():
             for kind in ("episodes", "pending"):
                 for b, e in st.get(kind, {}).items():
                     owner = self._owners.get((a, b))
                     if owner is not None and owner in per:
                         per[owner]["pairs"].setdefault(a, {}).setdefault(kind, {})[b] = e
-        for q, (kq, saved) in self._hold.items():
+                    for q in self._near.get((a, b), ()):
+                        if q in per:
+                            per[q]["near"].setdefault(a, {}).setdefault(kind, {})[b] = e
+        for q, (kq, saved, near) in self._hold.items():
             if q in per:  # still at its own position: write it back as it came
                 per[q]["done"], per[q]["prev_t"] = kq, kq * self._dt
-                per[q]["pairs"] = {}
-                for (a, b), state in saved.items():
-                    for key, kind in (("episode", "episodes"), ("pending", "pending")):
-                        if state is not None and key in state:
-                            per[q]["pairs"].setdefault(a, {}).setdefault(kind, {})[b] = \
-                                state[key]
+                per[q]["pairs"], per[q]["near"] = _by_vehicle(saved), _by_vehicle(near)
         meta = {"done": self._done, "prev_t": self.conflicts.tracker.prev_t,
                 "inputs": self._inputs, "tick_s": self._dt, "per_partition": per}
         return Checkpoint(meta=meta)
@@ -319,6 +344,7 @@ class RiskEngine:
             if first.get("prev_t") is not None:
                 self.conflicts.tracker.restore({}, prev_t=float(first["prev_t"]))
         now = [self._done] if self._done is not None else [NO_TICK] if behind else []
+        ready: list[tuple[_Pairs, _Pairs]] = []
         for q, m in metas.items():
             self._progress.setdefault(q, {})
             prog = {int(p): int(d) for p, d in (m.get("progress") or {}).items()}
@@ -327,21 +353,23 @@ class RiskEngine:
             for p, d in prog.items():
                 mine[p] = max(mine.get(p, d), d)
             self._inputs = max(self._inputs, int(m.get("inputs") or 0))
-            pairs: dict[tuple[str, str], dict[str, Any] | None] = {}
-            for a, st in (m.get("pairs") or {}).items():
-                for kind, key in (("episodes", "episode"), ("pending", "pending")):
-                    for b, e in st.get(kind, {}).items():
-                        pairs[(a, b)] = {key: e}
-                        self._owners[(a, b)] = q
+            pairs, near = _pair_states(m.get("pairs")), _pair_states(m.get("near"))
+            self._owners.update(dict.fromkeys(pairs, q))
+            self._add_near(near, q)
             q_done = None if m.get("done") is None else self._tick_of(m, m["done"])
             if q_done is not None and now and q_done > now[0]:
                 # This partition's previous owner got further than the rest: the ticks up
                 # to its position are assessed again for the others; its own pairs wait
                 # (their alerts of those ticks are out already) and take the saved states
                 # once the tick they were saved at is reached.
-                self._hold[q] = (q_done, pairs)
+                self._hold[q] = (q_done, pairs, near)
             else:
-                self.conflicts.tracker.set_pairs(pairs)
+                ready.append((pairs, near))
+        # the pairs near a partition's tiles first: a partition's own pairs win
+        for _, near in ready:
+            self.conflicts.tracker.set_pairs(near)
+        for pairs, _ in ready:
+            self.conflicts.tracker.set_pairs(pairs)
 
     def _tick_of(self, meta: dict[str, Any], k: Any) -> int:
         return restored_tick(meta, k, self._dt, self.config.risk_interval_s)
@@ -360,6 +388,27 @@ class RiskEngine:
         return {**self.stats, **self.conflicts.stats, "vehicles": self._vehicles,
                 "pending": sum(len(t.rows) for t in self._ticks.values()), "resets": 0,
                 "error_m": {}}
+
+
+def _pair_states(saved: dict[str, Any] | None) -> _Pairs:
+    """``{a: {"episodes": {b: e}, "pending": {b: p}}}`` (a changelog meta's) as
+    ``{(a, b): {"episode": e}}`` or ``{(a, b): {"pending": p}}``."""
+    out: _Pairs = {}
+    for a, st in (saved or {}).items():
+        for kind, key in (("episodes", "episode"), ("pending", "pending")):
+            for b, e in st.get(kind, {}).items():
+                out[(a, b)] = {key: e}
+    return out
+
+
+def _by_vehicle(pairs: _Pairs) -> dict[str, Any]:
+    """The inverse of :func:`_pair_states`."""
+    out: dict[str, Any] = {}
+    for (a, b), state in pairs.items():
+        for key, kind in (("episode", "episodes"), ("pending", "pending")):
+            if state is not None and key in state:
+                out.setdefault(a, {}).setdefault(kind, {})[b] = state[key]
+    return out
 
 
 def _empty_tick(points: int) -> tuple[np.ndarray, Fleet, np.ndarray]:

@@ -13,6 +13,7 @@ import pytest
 from trajstream.model.predictors import ConstantVelocity, PathSpec
 from trajstream.simulator import SimConfig, iter_ticks
 from trajstream.stream import internal
+from trajstream.stream.checkpoint import encode_meta
 from trajstream.stream.codec import CodecConfig, decode_batch
 from trajstream.stream.config import EngineConfig
 from trajstream.stream.engine import Engine
@@ -34,7 +35,9 @@ def _part(key: bytes) -> int:
     return zlib.crc32(key) % INPUTS
 
 
-def _single(traffic) -> set[str]:
+@pytest.fixture(scope="module")
+def want(traffic) -> set[str]:
+    """The single process's alert ids."""
     eng = Engine(CFG, ConstantVelocity(PathSpec()))
     out = []
     for i in range(0, len(traffic), 500):
@@ -63,35 +66,66 @@ def _predict(traffic, owners: list[set[int]], grid: TileGrid) -> list[list[bytes
     return log
 
 
-def _risk(log: list[list[bytes]], owners: list[set[int]], grid: TileGrid, step: int) -> list[str]:
+def _risk(log: list[list[bytes]], owners: list[set[int]], grid: TileGrid, step: int,
+          restart_every: int = 0) -> list[str]:
+    """Each risk process reads its partitions ``step`` records at a time; with
+    ``restart_every``, each time it has read that many more records for the first time it
+    commits (changelog meta, and offsets at the first record of a tick not yet released)
+    and a new process restores from that."""
     alerts: list[str] = []
     for owned in owners:
         eng = RiskEngine(CFG, grid)
         eng.assign(owned)
         pos = dict.fromkeys(owned, 0)
         seq = 0
+        where: list[tuple[int, int]] = []  # per seq: (partition, offset)
+        high = dict(pos)  # the furthest offsets read
+        restart_at = restart_every
         while any(pos[q] < len(log[q]) for q in owned):
             for q in sorted(owned):
                 vals = log[q][pos[q]:pos[q] + step]
+                where += [(q, pos[q] + i) for i in range(len(vals))]
                 pos[q] += len(vals)
                 batch, rej = eng.decode_records(None, vals, CodecConfig())
                 assert not rej
                 out = eng.process(batch, seq, partitions=np.full(len(batch), q))
                 seq += len(vals)
                 alerts += [orjson.loads(v)["alert_id"] for _, v in out.alerts]
+            high = {q: max(high[q], pos[q]) for q in owned}
+            if restart_every and sum(high.values()) >= restart_at:
+                restart_at += restart_every
+                meta = eng.checkpoint().meta
+                first = eng.min_pending_seq
+                if first is not None:
+                    for q, off in where[first:]:
+                        pos[q] = min(pos[q], off)
+                eng = RiskEngine(CFG, grid)
+                eng.assign(owned)
+                eng.restore([], {q: orjson.loads(encode_meta(meta, q)) for q in owned})
         # end of input: the predict processes flushed and stopped
         alerts += [orjson.loads(v)["alert_id"] for _, v in eng.flush().alerts]
     return alerts
 
 
 @pytest.mark.parametrize("tile_m", [60.0, 400.0])
-def test_two_stages_give_the_single_process_alerts(traffic, tile_m):
-    want = _single(traffic)
+def test_two_stages_give_the_single_process_alerts(traffic, want, tile_m):
     assert len(want) >= 5
     grid = TileGrid(tile_m, 170.0, RISK_PARTS)
     log = _predict(traffic, [{0, 2, 4}, {1, 3, 5}], grid)
     got = _risk(log, [{0, 1}, {2, 3, 4}, {5}], grid, step=7)
     assert len(got) == len(set(got))  # every pair alerted by exactly one risk process
+    assert set(got) == want
+
+
+def test_risk_processes_restored_mid_stream_give_the_single_process_alerts(traffic, want):
+    """A pair's midpoint moves from one risk partition's tiles to another's while its episode
+    is open: the process that takes it over must know the episode, also when it was
+    restored after the episode began (it alerted a second episode before the changelog
+    carried pairs near a partition's tiles)."""
+    grid = TileGrid(60.0, 170.0, RISK_PARTS)
+    log = _predict(traffic, [{0, 2, 4}, {1, 3, 5}], grid)
+    got = _risk(log, [{0, 1}, {2, 3, 4}, {5}], grid, step=7, restart_every=60)
+    assert len(got) == len(set(got))
     assert set(got) == want
 
 
