@@ -276,13 +276,16 @@ class RiskEngine:
             self._add_near(near, q)
             stale: _Pairs = {
                 p: None for p, owner in self._owners.items() if owner == q and p not in saved}
-            # near pairs: what this process saw of them since its restore is less than the
-            # saved history, unless one of its own partitions owns them
-            self.conflicts.tracker.set_pairs(
-                {p: st for p, st in near.items() if self._owners.get(p) not in self._progress})
+            self._set_near(near)
             self.conflicts.tracker.set_pairs({**stale, **saved})
             for p in saved:
                 self._owners[p] = q
+
+    def _set_near(self, near: _Pairs) -> None:
+        """Restored near pairs: what this process saw of them since its restore is less than
+        the saved history, unless one of its own partitions owns them."""
+        self.conflicts.tracker.set_pairs(
+            {p: st for p, st in near.items() if self._owners.get(p) not in self._progress})
 
     def _add_near(self, pairs: _Pairs, q: int) -> None:
         """Restored near partition ``q``: written back to its record until assessed again."""
@@ -365,9 +368,10 @@ class RiskEngine:
                 self._hold[q] = (q_done, pairs, near)
             else:
                 ready.append((pairs, near))
-        # the pairs near a partition's tiles first: a partition's own pairs win
+        # the pairs near a partition's tiles first (unless a partition this process had
+        # already owns them: what it saw of them is as long), a partition's own pairs win
         for _, near in ready:
-            self.conflicts.tracker.set_pairs(near)
+            self._set_near(near)
         for pairs, _ in ready:
             self.conflicts.tracker.set_pairs(pairs)
 
