@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import os
 import socket
 import sys
 import tempfile
@@ -20,6 +21,18 @@ from types import ModuleType
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".run" / "bench"
+
+
+def parser(doc: str | None, *, bootstrap: bool = False) -> argparse.ArgumentParser:
+    """A benchmark's command line: its docstring's first line as the description, defaults
+    in --help, and with ``bootstrap`` the broker option every Kafka benchmark takes."""
+    ap = argparse.ArgumentParser(description=(doc or "").splitlines()[0],
+                                 formatter_class=HelpFormatter)
+    if bootstrap:
+        ap.add_argument("--bootstrap", default=os.environ.get("TRAJSTREAM_BENCH_BOOTSTRAP"),
+                        help="Kafka bootstrap servers (HOST:PORT) of a running broker; unset: "
+                        "start a throwaway one (env TRAJSTREAM_BENCH_BOOTSTRAP)")
+    return ap
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -13,9 +13,7 @@ Usage: python bench/bench_changelog.py [--bootstrap HOST:PORT] [--vehicles 5000]
 
 from __future__ import annotations
 
-import argparse
 import binascii
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -23,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from _kit import HelpFormatter, kafka_broker
+from _kit import kafka_broker, parser
 
 from trajstream.stream import checkpoint as ck
 from trajstream.stream.app import load_predictor
@@ -59,11 +57,7 @@ def _best_cpu_ms(f: Callable[[], object], repeat: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=HelpFormatter)
-    ap.add_argument("--bootstrap", default=os.environ.get("TRAJSTREAM_BENCH_BOOTSTRAP"),
-                    help="Kafka bootstrap servers (HOST:PORT) of a running broker; unset: "
-                    "start a throwaway one (env TRAJSTREAM_BENCH_BOOTSTRAP)")
+    ap = parser(__doc__, bootstrap=True)
     ap.add_argument("--vehicles", type=int, default=5000,
                     help="vehicles whose state one commit writes")
     ap.add_argument("--repeat", type=int, default=7,

@@ -15,11 +15,10 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
-from _kit import HelpFormatter
+from _kit import parser
 
 from trajstream.contracts import DEFAULT_LENGTH_M, DEFAULT_WIDTH_M  # noqa: E402
 from trajstream.model.predictors import ConstantVelocity, PathSpec  # noqa: E402
@@ -39,8 +38,7 @@ def rss_mb() -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=HelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--ids", type=int, default=1_000_000,
                     help="distinct vehicle ids passed through the engine")
     ap.add_argument("--per-second", type=int, default=2000,

@@ -7,12 +7,11 @@ Run: .venv/bin/python bench/bench_codec.py [--records 10000] [--repeat 7]
 
 from __future__ import annotations
 
-import argparse
 import random
 import time
 
 import orjson
-from _kit import HelpFormatter
+from _kit import parser
 
 from trajstream.stream.codec import CodecConfig, decode_batch
 
@@ -42,8 +41,7 @@ def _messages(n: int, kind: str, rng: random.Random) -> tuple[list[bytes], list[
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=HelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--records", type=int, default=10_000, help="records per decoded batch")
     ap.add_argument("--repeat", type=int, default=7,
                     help="timed decodes per message kind; the best is printed")

@@ -13,7 +13,6 @@ Without --bootstrap a throwaway broker is started from broker/lib.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import statistics
@@ -24,7 +23,7 @@ import time
 import uuid
 from pathlib import Path
 
-from _kit import HelpFormatter, kafka_broker
+from _kit import kafka_broker, parser
 
 
 def run(*args: str) -> str:
@@ -37,11 +36,7 @@ def run(*args: str) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=HelpFormatter)
-    ap.add_argument("--bootstrap", default=os.environ.get("TRAJSTREAM_BENCH_BOOTSTRAP"),
-                    help="Kafka bootstrap servers (HOST:PORT) of a running broker; unset: "
-                    "start a throwaway one (env TRAJSTREAM_BENCH_BOOTSTRAP)")
+    ap = parser(__doc__, bootstrap=True)
     ap.add_argument("--vehicles", type=int, default=300, help="simulated vehicles")
     ap.add_argument("--seconds", type=int, default=60,
                     help="seconds of simulated traffic in the topic")

@@ -16,7 +16,6 @@ $TRAJSTREAM_DATA_DIR, else shared/data beside the repository's folder.)
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-from _kit import HelpFormatter
+from _kit import parser
 
 from trajstream.simulator.recorded.ngsim import (
     MIN_TRAVEL_M,
@@ -90,8 +89,7 @@ def _angle_error_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def main() -> int:
     from trajstream.simulator.recorded.location import recorded_data_dir
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                 formatter_class=HelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--data-dir", type=Path, default=recorded_data_dir(),
                     help="folder holding ngsim-us101.jsonl.gz and ngsim-peachtree.jsonl.gz "
                     "($TRAJSTREAM_DATA_DIR, else shared/data beside the repository's "

@@ -29,11 +29,10 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
 import math  # noqa: E402
 
 import numpy as np  # noqa: E402
-from _kit import HelpFormatter
+from _kit import parser
 
 from trajstream.model.kinematics import KinematicsTracker  # noqa: E402
 from trajstream.simulator import precrash  # noqa: E402
@@ -155,8 +154,7 @@ def _score(tracks: list[precrash.Motion], rates: list[tuple[np.ndarray, np.ndarr
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=HelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--per-scenario", type=int, default=10,
                     help="draws of each pre-crash library scenario")
     ap.add_argument("--gps", default="0,0.2,0.4", help="GPS sigma per axis (m), comma list")

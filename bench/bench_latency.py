@@ -38,7 +38,6 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
 import math  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -50,7 +49,7 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
-from _kit import HelpFormatter, free_port, kafka_broker  # noqa: E402
+from _kit import free_port, kafka_broker, parser  # noqa: E402
 
 PARTITIONS = 6
 HZ = 10.0
@@ -265,11 +264,7 @@ def _run(bootstrap: str, rate: int, seconds: float, warmup_s: float, client: str
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=HelpFormatter)
-    ap.add_argument("--bootstrap", default=os.environ.get("TRAJSTREAM_BENCH_BOOTSTRAP"),
-                    help="Kafka bootstrap servers (HOST:PORT) of a running broker; unset: "
-                    "start a throwaway one (env TRAJSTREAM_BENCH_BOOTSTRAP)")
+    ap = parser(__doc__, bootstrap=True)
     ap.add_argument("--rates", default="5000,20000,50000",
                     help="positions/s to publish, comma-separated (10 Hz: rate/10 vehicles)")
     ap.add_argument("--seconds", type=float, default=20.0, help="measured seconds per rate")

@@ -48,7 +48,7 @@ import urllib.request  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from _kit import HelpFormatter, free_port, kafka_broker, simulated_traffic  # noqa: E402
+from _kit import free_port, kafka_broker, parser, simulated_traffic  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -359,8 +359,7 @@ def main() -> None:
         a = ap.parse_args()
         _viewer(a.port, a.mode)
         return
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=HelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--part", choices=["overhead", "feed", "browser", "all"], default="all",
                     help="which part to run: overhead (processor with and without the map), feed "
                     "(the map's Kafka feed), browser (headless Chromium), or all three")

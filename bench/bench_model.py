@@ -31,7 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the processor runs (stream/cli.py)
 
 import numpy as np  # noqa: E402
-from _kit import HelpFormatter
+from _kit import parser
 
 from trajstream.model import SHIPPED_WEIGHTS  # noqa: E402
 from trajstream.model.kinematics import Kinematics, KinematicsTracker  # noqa: E402
@@ -121,8 +121,7 @@ def _naive(weights: LstmWeights, calls: int) -> list[tuple[str, float]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=HelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--seconds", type=float, default=1.0, help="timing budget per cell")
     ap.add_argument("--naive-calls", type=int, default=30,
                     help="calls timed for naive per-message inference (model.predict, model(x))")

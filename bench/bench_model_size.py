@@ -10,7 +10,6 @@ Run: .venv/bin/python bench/bench_model_size.py --data-dir /tmp/trajdata [--unit
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import tempfile
@@ -21,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as in the processor (stream/cli.py)
 
 import numpy as np  # noqa: E402
-from _kit import HelpFormatter  # noqa: E402
+from _kit import parser  # noqa: E402
 
 from trajstream.model.data import future_positions  # noqa: E402
 from trajstream.model.evaluate import run_predictors  # noqa: E402
@@ -52,8 +51,7 @@ def _step_rate(pred: LstmPredictor, n: int = 1024, seconds: float = 1.0) -> floa
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=HelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--data-dir", type=Path, default=None,
                     help="keep/reuse the simulated training data here; unset: simulate into a "
                     "temporary folder")

@@ -32,7 +32,6 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `trajstream` does, before numpy
 
-import argparse  # noqa: E402
 import logging  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
@@ -41,7 +40,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
-from _kit import HelpFormatter, kafka_broker, simulated_traffic  # noqa: E402
+from _kit import kafka_broker, parser, simulated_traffic  # noqa: E402
 
 PARTITIONS = 6
 OWN_PARSER = "kp-own-parse"  # the raw kafka-python read with the library's per-record parser
@@ -160,11 +159,7 @@ def _drain(bootstrap: str, topic: str, predictor: str, client: str, max_batch: i
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=HelpFormatter)
-    ap.add_argument("--bootstrap", default=os.environ.get("TRAJSTREAM_BENCH_BOOTSTRAP"),
-                    help="Kafka bootstrap servers (HOST:PORT) of a running broker; unset: "
-                    "start a throwaway one (env TRAJSTREAM_BENCH_BOOTSTRAP)")
+    ap = parser(__doc__, bootstrap=True)
     ap.add_argument("--vehicles", default="1000,5000,20000",
                     help="fleet sizes, comma-separated (a topic is filled for each)")
     ap.add_argument("--seconds", type=float, default=10.0,

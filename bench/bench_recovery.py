@@ -18,7 +18,6 @@ Without --bootstrap a throwaway broker is started from broker/lib (as `make test
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import subprocess
@@ -29,7 +28,7 @@ import time
 import uuid
 from pathlib import Path
 
-from _kit import HelpFormatter, kafka_broker
+from _kit import kafka_broker, parser
 
 # The clients' own session settings, to show what the product defaults replaced.
 BEFORE = {"confluent": ["session.timeout.ms=45000", "heartbeat.interval.ms=3000"],
@@ -110,8 +109,7 @@ def _trial(bootstrap: str, topic: str, client: str, setting: str) -> tuple[float
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=HelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--clients", default="confluent,kafka-python",
                     help="Kafka clients to test, comma-separated (confluent, kafka-python)")
     ap.add_argument("--settings", default="before,default,static",

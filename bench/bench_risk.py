@@ -16,12 +16,11 @@ Usage: python bench/bench_risk.py [--sizes 1000,10000,100000] [--repeat 5] [--se
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import numpy as np
-from _kit import HelpFormatter
+from _kit import parser
 
 from trajstream.contracts import DEFAULT_LENGTH_M, DEFAULT_WIDTH_M
 from trajstream.model.predictors import PathSpec
@@ -105,8 +104,7 @@ def candidate_count(fleet: Fleet, spec: PathSpec, cfg: RiskConfig) -> tuple[int,
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=HelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--sizes", default="1000,10000,100000", help="fleet sizes, comma-separated")
     ap.add_argument("--repeat", type=int, default=5,
                     help="timed assessments per size; the median is printed")

@@ -20,7 +20,6 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `trajstream` does, before numpy
 
-import argparse  # noqa: E402
 import pickle  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -28,7 +27,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
-from _kit import HelpFormatter, simulated_traffic  # noqa: E402
+from _kit import parser, simulated_traffic  # noqa: E402
 
 FIELDS = ("a", "b", "ttc", "min_distance", "cpa_t", "cpa_x", "cpa_y", "severity", "probability")
 
@@ -61,8 +60,7 @@ def capture(path: Path, every: int) -> list[tuple[Any, ...]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=HelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--vehicles", type=int, default=5000,
                     help="simulated vehicles (the traffic bench_processor uses)")
     ap.add_argument("--seconds", type=float, default=10.0,

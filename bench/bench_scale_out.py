@@ -40,7 +40,6 @@ Without --bootstrap a throwaway broker is started from broker/lib.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import statistics
@@ -55,7 +54,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from _kit import HelpFormatter, free_port, kafka_broker
+from _kit import free_port, kafka_broker, parser
 
 # As `trajstream` does (numpy is imported later, inside the functions): OpenBLAS threads
 # spinning on the other core would count in the engine's CPU time.
@@ -272,11 +271,7 @@ def split_cpu(path: Path, partitions: int, predictor: str, tile_m: float
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=HelpFormatter)
-    ap.add_argument("--bootstrap", default=os.environ.get("TRAJSTREAM_BENCH_BOOTSTRAP"),
-                    help="Kafka bootstrap servers (HOST:PORT) of a running broker; unset: "
-                    "start a throwaway one (env TRAJSTREAM_BENCH_BOOTSTRAP)")
+    ap = parser(__doc__, bootstrap=True)
     ap.add_argument("--vehicles", type=int, default=1000, help="simulated vehicles")
     # 180 s: a 2-process drain then lasts ~20 s, of which ~6 s is the join (the broker's 3 s
     # initial rebalance delay and start-up); with 60 s only ~6 s of it was steady.

@@ -20,12 +20,11 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `trajstream` does, before numpy
 
-import argparse  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-from _kit import HelpFormatter
+from _kit import parser
 from tqdm import tqdm  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -117,8 +116,7 @@ def _plot(rows: list[dict[str, float]], path: Path, predictor: str) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=HelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--vehicles", default="1000,2000,5000,10000,20000,50000,100000",
                     help="fleet sizes, comma-separated")
     ap.add_argument("--predictor", default="lstm", choices=["lstm", "cv", "ctrv"],

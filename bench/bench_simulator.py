@@ -15,7 +15,6 @@ Without --bootstrap a throwaway broker is started from broker/lib (as `make test
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from _kit import HelpFormatter, kafka_broker
+from _kit import kafka_broker, parser
 from tqdm import tqdm
 
 from trajstream.simulator import SimConfig, iter_ticks
@@ -108,8 +107,7 @@ def simulate_to_kafka(cfg: SimConfig, bootstrap: str, pace: bool) -> tuple[float
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=HelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--vehicles", type=int, default=5000, help="simulated vehicles")
     ap.add_argument("--seconds", type=float, default=20.0, help="simulated seconds per run")
     ap.add_argument("--warmup", type=float, default=10.0, help="warm-up seconds (not timed)")

@@ -14,7 +14,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import tempfile
@@ -86,8 +85,7 @@ def _describe_difference(ref: list[bytes], got: list[bytes]) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=_kit.HelpFormatter)
+    ap = _kit.parser(__doc__)
     ap.add_argument("--engine", choices=("builtin", "sumo"), default="builtin",
                     help="simulator engine of the run")
     ap.add_argument("--vehicles", type=int, default=200, help="simulated vehicles")

@@ -15,7 +15,6 @@ Run: .venv/bin/python bench/bench_sumo.py [--vehicles 1000] [--seconds 400]
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from _kit import HelpFormatter
+from _kit import parser
 from tqdm import tqdm
 
 from trajstream.simulator import SimConfig
@@ -98,8 +97,7 @@ def run_once(kind: str, seed: int, vehicles: int, seconds: float, reckless: floa
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=HelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--vehicles", type=int, default=1000, help="simulated vehicles")
     ap.add_argument("--seconds", type=float, default=400.0, help="published seconds per run")
     ap.add_argument("--kinds", default="grid,spider,random",
