@@ -14,7 +14,10 @@ cores compute the same function from the same weights:
   construction, so no compile stalls mid-stream; imports TensorFlow).
 
 Feature normalisation is folded into the first-layer weights at load time. The processor
-runs with single-threaded BLAS (stream/cli.py): these matmuls are too small to split.
+runs with single-threaded BLAS (trajstream/cli.py): these matmuls are too small to split.
+Large batches are stepped in blocks of rows (``ROWS_PER_BLOCK``): the gate block of a whole
+100k-vehicle tick is ~80 MB, and out of cache a row cost twice what it costs in a block of
+2048, with the same numbers to the bit.
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ from trajstream.model.weights_io import LstmWeights
 Backend = Literal["numpy", "tf", "tf-xla", "auto"]
 AUTO_XLA_MIN_ROWS = 512  # "auto": numpy below, XLA from here (where XLA measured faster)
 BUCKETS: tuple[int, ...] = (64, 256, 1024, 4096, 8192)
+# numpy core: most rows per block (the TF cores take their largest bucket). A batch is cut
+# into equal blocks, not into full ones and a remainder: below ~7 rows OpenBLAS takes another
+# kernel whose last bits differ, and a vehicle's prediction would depend on its place in the
+# batch.
+ROWS_PER_BLOCK = 2048
 _DEFAULT_SPEC = PathSpec()
 
 
@@ -160,21 +168,21 @@ class _TfCore:
 
 
 def _world_paths(
-    kin: Kinematics, offsets_s: np.ndarray, res_fwd: np.ndarray, res_lat: np.ndarray
-) -> np.ndarray:
-    """CV in the vehicle frame plus the residual, rotated and offset to x/y (float64).
+    x: np.ndarray, y: np.ndarray, heading: np.ndarray, speed: np.ndarray,
+    offsets_s: np.ndarray, res_fwd: np.ndarray, res_lat: np.ndarray, out: np.ndarray,
+) -> None:
+    """CV in the vehicle frame plus the residual, rotated and offset to x/y (float64),
+    written to ``out`` (n, points, 2).
 
     The same as ``to_world(x, y, heading, cv_local(speed, offsets) + residual)`` with fewer
     temporaries.
     """
-    c = np.cos(kin.heading)[:, None]
-    s = np.sin(kin.heading)[:, None]
-    fwd = kin.speed[:, None] * offsets_s + res_fwd
+    c = np.cos(heading)[:, None]
+    s = np.sin(heading)[:, None]
+    fwd = speed[:, None] * offsets_s + res_fwd
     lat = res_lat.astype(np.float64)
-    paths = np.empty((fwd.shape[0], offsets_s.size, 2))
-    paths[..., 0] = kin.x[:, None] + c * fwd - s * lat
-    paths[..., 1] = kin.y[:, None] + s * fwd + c * lat
-    return paths
+    out[..., 0] = x[:, None] + c * fwd - s * lat
+    out[..., 1] = y[:, None] + s * fwd + c * lat
 
 
 class LstmPredictor:
@@ -213,6 +221,7 @@ class LstmPredictor:
         self._fw = _Folded(weights)
         self._sigma_scale = np.asarray(weights.sigma_scale, np.float32)
         self._p = cfg.points
+        self._rows = ROWS_PER_BLOCK if backend == "numpy" else BUCKETS[-1]
         if backend == "numpy":
             self._core = lambda x, s: _numpy_core(self._fw, x, s)
         elif backend in ("tf", "tf-xla"):
@@ -242,11 +251,20 @@ class LstmPredictor:
         if kin.first.any():
             state = state.copy()
             state[kin.first] = 0.0
-        feats = raw_features(kin, neighbours)[:, : self._n_features]
-        out, new_state = self.core(feats, state)
-        p = self._p
-        paths = _world_paths(kin, self._offsets, out[:, 0 : 2 * p : 2], out[:, 1 : 2 * p : 2])
-        sigma = np.exp(np.clip(out[:, 2 * p :], -4.0, 4.0))
+        feats = np.ascontiguousarray(raw_features(kin, neighbours)[:, : self._n_features],
+                                     np.float32)
+        n, p = feats.shape[0], self._p
+        paths = np.empty((n, p, 2))
+        new_state = np.empty((n, self.state_dim), np.float32)
+        sigma = np.empty((n, p), np.float32)
+        blocks = -(-n // self._rows)  # equal blocks: none of a few rows (see ROWS_PER_BLOCK)
+        bounds = [n * i // blocks for i in range(blocks + 1)]
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            b = slice(lo, hi)
+            out, new_state[b] = self._core(feats[b], state[b])
+            _world_paths(kin.x[b], kin.y[b], kin.heading[b], kin.speed[b], self._offsets,
+                         out[:, 0 : 2 * p : 2], out[:, 1 : 2 * p : 2], paths[b])
+            np.exp(np.clip(out[:, 2 * p :], -4.0, 4.0), out=sigma[b])
         sigma *= self._sigma_scale
         return paths, new_state, sigma
 

@@ -19,7 +19,7 @@ from trajstream.model.features import cv_local, raw_features, to_world
 from trajstream.model.kinematics import Kinematics
 from trajstream.model.neighbours import N_NEIGHBOUR_FEATURES
 from trajstream.model.predictors import PathSpec
-from trajstream.model.runtime import BUCKETS, LstmPredictor, bucket_size
+from trajstream.model.runtime import BUCKETS, ROWS_PER_BLOCK, LstmPredictor, bucket_size
 from trajstream.model.synthetic import synthetic_records
 from trajstream.model.weights_io import LstmWeights
 
@@ -122,6 +122,28 @@ def test_backends_agree_across_buckets(weights):
             np.testing.assert_allclose(b_s, a_s, atol=2e-5, rtol=1e-5)
     assert [bucket_size(n) for n in (1, 64, 65, 1024, 1025, 10**5)] == [
         64, 64, 256, 1024, 4096, BUCKETS[-1]]
+
+
+def test_a_batch_stepped_in_blocks_gives_every_row_the_numbers_it_gets_alone(weights, sequences):
+    """Large batches are stepped in blocks of rows (for the cache): a vehicle's prediction
+    must not depend on where in the batch it stands, to the bit (replays compare alerts byte
+    for byte). A batch of 2 blocks + 5 rows is cut into three equal blocks: a block of 5
+    rows would take another BLAS kernel, whose last bits differ."""
+    pred = load_predictor("lstm")
+    n = 2 * ROWS_PER_BLOCK + 5
+    rng = np.random.default_rng(3)
+    pick = rng.integers(0, 6, n)
+    kin = sequences[10].take(pick)
+    kin = dataclasses.replace(kin, x=kin.x + rng.uniform(-500, 500, n),
+                              speed=kin.speed * rng.uniform(0.5, 1.5, n))
+    state = rng.normal(0, 0.5, (n, pred.state_dim)).astype(np.float32)
+    nb = rng.uniform(0.0, 1.0, (n, N_NEIGHBOUR_FEATURES))
+    whole = pred.step_full(kin, state, nb)
+    rows = np.r_[0:7, ROWS_PER_BLOCK - 3: ROWS_PER_BLOCK + 3, n - 4: n]
+    part = pred.step_full(kin.take(rows), state[rows], nb[rows])
+    for name, w, p in zip(("paths", "state", "sigma"), whole, part, strict=True):
+        assert w.shape[0] == n
+        np.testing.assert_array_equal(w[rows], p, err_msg=name)
 
 
 def test_first_fix_ignores_incoming_state(weights, sequences):
