@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the processor runs (stream/cli.py)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the processor runs (trajstream/cli.py)
 
 import numpy as np  # noqa: E402
 from _kit import parser
