@@ -124,7 +124,7 @@ def test_backends_agree_across_buckets(weights):
         64, 64, 256, 1024, 4096, BUCKETS[-1]]
 
 
-def test_a_batch_stepped_in_blocks_gives_every_row_the_numbers_it_gets_alone(weights, sequences):
+def test_a_batch_stepped_in_blocks_gives_its_rows_the_numbers_of_a_small_batch(sequences):
     """Large batches are stepped in blocks of rows (for the cache): a vehicle's prediction
     must not depend on where in the batch it stands, to the bit (replays compare alerts byte
     for byte). A batch of 2 blocks + 5 rows is cut into three equal blocks: a block of 5
