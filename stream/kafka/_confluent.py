@@ -415,9 +415,9 @@ class ConfluentConsumer:
 
     def lags(self) -> dict[tuple[str, int], int] | None:
         """Per assigned partition, records behind the high watermark; None when not known
-        now. Also None while an offset commit is unanswered: librdkafka's ``assignment()``
-        then waits behind it as ``consume()`` does, with no timeout (a processor whose
-        broker had gone hung here, and its stall clock never ended it)."""
+        now. Also None while an offset commit is unanswered: a processor whose broker had
+        gone was seen stuck in librdkafka's ``assignment()`` (no timeout) beside such a
+        commit, as ``consume()`` waits behind one, and its stall clock never ended it."""
         call = self._commit_call
         if call is not None and not call.done.is_set():
             return None
