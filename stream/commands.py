@@ -131,6 +131,11 @@ def _engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
              default=RISK_DEFAULTS.warning_ttc_s, type=_POS_FLOAT,
              help="Predicted contact within this many seconds is a warning; must exceed "
                   "--critical-ttc-s."),
+        _opt("--critical-fix-age-s", env="CRITICAL_FIX_AGE_S",
+             default=RISK_DEFAULTS.critical_fix_age_s, type=click.FloatRange(min=0.0),
+             help="A pair with a vehicle silent longer than this (s) is warned of, never "
+                  "critical: it coasts on its prediction. For fleets reporting slower than "
+                  "2 Hz raise it (with --stale-after-s) to about twice their interval."),
         _opt("--margin-m", env="MARGIN_M",
              default=RISK_DEFAULTS.margin_m, type=click.FloatRange(min=0.0),
              help="Footprints closer than this count as contact (m)."),
@@ -178,7 +183,7 @@ def _engine_config(kw: dict[str, Any]) -> EngineConfig:
             f"must be greater than --critical-ttc-s ({kw['critical_ttc_s']}), got "
             f"{kw['warning_ttc_s']}", param_hint="--warning-ttc-s")
     risk = RiskConfig(critical_ttc_s=kw["critical_ttc_s"], warning_ttc_s=kw["warning_ttc_s"],
-                      margin_m=kw["margin_m"])
+                      margin_m=kw["margin_m"], critical_fix_age_s=kw["critical_fix_age_s"])
     episodes = EpisodeConfig(clear_after_s=kw["clear_after_s"], confirm_ticks=kw["confirm_ticks"])
     return EngineConfig(
         horizon_s=kw["horizon_s"], step_s=kw["step_s"],

@@ -6,7 +6,8 @@ Two kinds, both ``<4-byte big-endian header length><JSON header><raw arrays>``:
   :class:`~stream.conflicts.PredictedTick` arrays, bit-exact (float64 state and paths,
   float32 sigma), so the risk stage computes exactly what a single process computes. Header
   ``{"v", "kind": "tick", "k", "t", "model", "ids", "points"}``. One record per (risk
-  partition, tick) per predict process.
+  partition, tick) per predict process. Version 2 added each track's start (``since``);
+  version 1 records still decode, every track taken as long enough (a rolling upgrade).
 - **progress**: input partition ``p`` of the positions topic has released every tick up to
   ``done``; ``inputs`` is the positions topic's partition count. Sent to every partition of
   the internal topic after the tick records it covers, so a risk process knows tick k is
@@ -26,10 +27,12 @@ from trajstream.stream.risk import Fleet
 
 __all__ = ["Progress", "TickRows", "decode", "encode_progress", "encode_tick"]
 
-_VERSION = 1
+_VERSION = 2
 _LEN = struct.Struct(">I")
-_STATE = ("ts", "x", "y", "speed", "heading", "yaw_rate", "accel", "length", "width")
+_STATE = ("ts", "x", "y", "speed", "heading", "yaw_rate", "accel", "length", "width", "since")
 _HEADING = _STATE.index("heading")
+# state columns per record version: version 1 had no "since"
+_COLUMNS = {1: _STATE[:-1], 2: _STATE}
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,8 @@ def encode_tick(k: int, model: str, tick: PredictedTick, rows: np.ndarray) -> by
     f = tick.fleet
     n = int(rows.shape[0])
     points = int(f.paths.shape[1])
-    state = np.stack([getattr(f, c)[rows] for c in _STATE], axis=1).astype(np.float64)
+    state = np.stack([np.full(n, np.nan) if getattr(f, c) is None else getattr(f, c)[rows]
+                      for c in _STATE], axis=1).astype(np.float64)
     if f.heading_known is not None:  # a heading not observed yet travels as NaN
         state[:, _HEADING] = np.where(f.heading_known[rows], state[:, _HEADING], np.nan)
     sigma = (np.full((n, points), np.nan, np.float32) if tick.sigma is None
@@ -81,22 +85,23 @@ def decode(value: bytes) -> TickRows | Progress:
         header = orjson.loads(value[_LEN.size:body])
     except orjson.JSONDecodeError as exc:
         raise ValueError(f"bad header: {exc}") from exc
-    if not isinstance(header, dict) or header.get("v") != _VERSION:
+    if not isinstance(header, dict) or header.get("v") not in _COLUMNS:
         raise ValueError("unknown record version")
     if header.get("kind") == "progress":
         return Progress(int(header["p"]), int(header["done"]), int(header["inputs"]))
     if header.get("kind") != "tick":
         raise ValueError(f"unknown record kind {header.get('kind')!r}")
     ids = header["ids"]
-    n, points = len(ids), int(header["points"])
-    sizes = (n * len(_STATE) * 8, n * points * 2 * 8, n * points * 4)
+    columns = _COLUMNS[header["v"]]
+    n, points, width = len(ids), int(header["points"]), len(columns)
+    sizes = (n * width * 8, n * points * 2 * 8, n * points * 4)
     if len(value) != body + sum(sizes):
         raise ValueError("record size does not match its header")
-    state = np.frombuffer(value, np.float64, n * len(_STATE), body).reshape(n, len(_STATE))
+    state = np.frombuffer(value, np.float64, n * width, body).reshape(n, width)
     at = body + sizes[0]
     paths = np.frombuffer(value, np.float64, n * points * 2, at).reshape(n, points, 2)
     sigma = np.frombuffer(value, np.float32, n * points, at + sizes[1]).reshape(n, points)
-    cols = {c: state[:, i] for i, c in enumerate(_STATE)}
+    cols = {c: state[:, i] for i, c in enumerate(columns)}
     known = np.isfinite(cols["heading"])
     cols["heading"] = np.where(known, cols["heading"], 0.0)
     fleet = Fleet(**cols, paths=paths, sigma=sigma, heading_known=known)

@@ -72,7 +72,13 @@ Pipeline of :func:`assess` at event time ``t`` (vectorised; no per-pair Python):
 7. **Severity.** Critical: ``ttc < critical_ttc_s`` and overlap probability at least
    ``critical_probability`` (for a follower: the predicted paths touch too, and it needs
    more than ``comfort_decel_mps2``: an ordinary stop no longer fits). A neighbour in
-   another lane is never critical (a lane change next to it is warned). Otherwise warning.
+   another lane is never critical (a lane change next to it is warned). Nor is a pair
+   whose evidence is thin: a vehicle silent for more than ``critical_fix_age_s`` (five
+   fixes missed at 10 Hz) is coasting on its prediction and may have left the road or the
+   coverage, and a track younger than ``critical_track_s`` (a new or restarted one) has
+   had too few fixes to fit its heading and speed; as ADAS tracks must be confirmed before
+   they brake for them, such a pair is warned, and critical once the evidence is there.
+   Otherwise warning.
 8. **Other filters.** Closing speed at contact below ``min_closing_speed_mps`` (touching
    by noise or creeping); near-parallel pairs apart sideways now whose lateral closing
    speed is within ``max(lateral_speed_tol_mps, lateral_heading_tol_rad * hypot(v_a,
@@ -142,6 +148,8 @@ class RiskConfig:
     accel_sigma_mps2: float = 0.5  # along-track growth a tau^2 / 2 of paths without a sigma
     warning_probability: float = 0.3  # footprint overlap probability of a warning
     critical_probability: float = 0.6  # ... and of a critical alert (with ttc < critical_ttc_s)
+    critical_fix_age_s: float = 0.5  # a vehicle silent longer than this is never critical
+    critical_track_s: float = 0.5  # ... nor one whose track is younger than this
     parallel_probability: float = 0.6  # ... of any alert between near-parallel vehicles
     warning_decel_mps2: float = 2.0  # a follower needing this, and braking less, is warned
     follow_warning_ttc_s: float = 2.0  # ... or closer than this to contact, braking less
@@ -212,6 +220,9 @@ class Fleet:
     # vehicle not yet seen moving clearly: a standing car, or one over its first few fixes;
     # ``heading`` is a placeholder); None: every heading is known
     heading_known: np.ndarray | None = None
+    # (n,) event time of the first fix of the vehicle's current track (NaN: not known, taken
+    # as long enough); None: every track is long enough
+    since: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
@@ -509,14 +520,14 @@ def assess(t: float, fleet: Fleet, spec: PathSpec, cfg: RiskConfig | None = None
     local = Fleet(fleet.ts, fleet.x - ox, fleet.y - oy, fleet.speed, fleet.heading, yaw, accel,
                   length, width, fleet.paths - np.array([ox, oy]))
     local = Fleet(local.ts, local.x, local.y, local.speed, local.heading, yaw, accel, length,
-                  width, _clip_paths(local, spec, cfg), heading_known=known)
+                  width, _clip_paths(local, spec, cfg), heading_known=known, since=fleet.since)
 
     radius = 0.5 * np.hypot(length, width) + 0.5 * cfg.margin_m
     lo, hi = _swept_boxes(t, local, spec, cfg)
     cv: Fleet | None = None
     if cfg.cv_hypothesis:
         cv = Fleet(local.ts, local.x, local.y, local.speed, local.heading, yaw, accel, length,
-                   width, _cv_paths(local, spec), heading_known=known)
+                   width, _cv_paths(local, spec), heading_known=known, since=fleet.since)
         manoeuvre = _departs_sideways(local, cv, spec, cfg)
         if np.any(manoeuvre):
             lo_cv, hi_cv = _swept_boxes(t, cv.take(np.flatnonzero(manoeuvre)), spec, cfg)
@@ -839,6 +850,11 @@ def _exact(
     # fits (critical_ok).
     likely = (p_max >= cfg.critical_probability) & (nominal | ~follow)
     critical = (np.where(follow, ttc_sev, ttc) < cfg.critical_ttc_s) & likely & critical_ok
+    # Thin evidence (point 7): a vehicle coasting on its prediction or a track just begun.
+    sure = t - fleet.ts <= cfg.critical_fix_age_s
+    if fleet.since is not None:
+        sure &= ~(t - fleet.since < cfg.critical_track_s)  # NaN: not known, long enough
+    critical &= sure[a_c] & sure[b_c]
     return Conflicts(
         a=a_c, b=b_c, ttc=ttc, min_distance=dmin_all[pp[keep]], cpa_t=t + ttc, cpa_x=mx,
         cpa_y=my, severity=np.where(critical, CRITICAL, WARNING).astype(np.int8),

@@ -437,10 +437,11 @@ def _merge(t: float, slot: _Tick, only: Collection[str] | None = None) -> Predic
     first = next(iter(by_record.values()))[0]
     points = first.fleet.paths.shape[1]
     cols = {c: np.empty(n) for c in Fleet.__slots__
-            if c not in ("paths", "sigma", "heading_known")}
+            if c not in ("paths", "sigma", "heading_known", "since")}
     paths = np.empty((n, points, 2))
     sigma = np.full((n, points), np.nan, np.float32)
     known = np.ones(n, dtype=bool)
+    since = np.full(n, np.nan)
     for tk, at_list, r_list in by_record.values():
         dst, src = np.asarray(at_list), np.asarray(r_list)
         for c, col in cols.items():
@@ -448,7 +449,10 @@ def _merge(t: float, slot: _Tick, only: Collection[str] | None = None) -> Predic
         paths[dst] = tk.fleet.paths[src]
         if tk.fleet.heading_known is not None:
             known[dst] = tk.fleet.heading_known[src]
+        if tk.fleet.since is not None:
+            since[dst] = tk.fleet.since[src]
         if tk.sigma is not None:
             sigma[dst] = tk.sigma[src]
     return PredictedTick(t, np.array(ids, dtype=object),
-                         Fleet(**cols, paths=paths, sigma=sigma, heading_known=known), sigma)
+                         Fleet(**cols, paths=paths, sigma=sigma, heading_known=known,
+                               since=since), sigma)

@@ -126,6 +126,7 @@ class VehicleStage:
             heading=kin.heading[act], yaw_rate=kin.yaw_rate[act], accel=kin.accel[act],
             length=store.length[act], width=store.width[act], paths=store.path[act],
             sigma=store.sigma[act], heading_known=kin.heading_known[act] > 0,
+            since=store.since_ts[act],
         )
         ids = store.id_of[act]
         return PredictedTick(t, ids, fleet, store.sigma[act])

@@ -146,6 +146,29 @@ def test_head_on_ttc_closest_approach_and_severity() -> None:
     assert relaxed.severity.tolist() == [WARNING]
 
 
+def test_a_vehicle_silent_past_critical_fix_age_is_warned_of_never_critical() -> None:
+    # b's last fix is 0.6 s old (six fixes missed at 10 Hz), 12 m back on the same line: the
+    # same contact as a current fix, but b coasts on its prediction (it may have left)
+    fleet = cv_fleet([dict(x=0, y=0, v=20, h=0), dict(x=72, y=0, v=20, h=math.pi, ts=T - 0.6)])
+    c = assess(T, fleet, SPEC)
+    assert c.ttc.tolist() == [pytest.approx(1.38125)]
+    assert c.severity.tolist() == [WARNING]
+    assert assess(T, fleet, SPEC, RiskConfig(critical_fix_age_s=0.7)).severity.tolist() == [
+        CRITICAL]
+
+
+@pytest.mark.parametrize(("since", "severity"), [
+    (None, CRITICAL), (math.nan, CRITICAL), (T - 0.6, CRITICAL), (T - 0.3, WARNING)])
+def test_a_track_younger_than_critical_track_s_is_warned_of_never_critical(
+        since: float | None, severity: int) -> None:
+    fleet = cv_fleet([dict(x=0, y=0, v=20, h=0), dict(x=60, y=0, v=20, h=math.pi)])
+    if since is not None:  # a's track is old, b's began at `since` (NaN: not known)
+        fleet = dataclasses.replace(fleet, since=np.array([T - 10.0, since]))
+    c = assess(T, fleet, SPEC)
+    assert c.ttc.tolist() == [pytest.approx(1.38125)]
+    assert c.severity.tolist() == [severity]
+
+
 def test_contacts_beyond_the_warning_horizon_are_not_conflicts() -> None:
     # crossing: b's side reaches a's nose about 4.26 s from now
     fleet = cv_fleet([dict(x=0, y=-63, v=14, h=math.pi / 2), dict(x=-63, y=0, v=14, h=0)])

@@ -165,3 +165,27 @@ def test_a_heading_not_observed_yet_travels_as_unknown():
     got = internal.decode(internal.encode_tick(10, "lstm", tick, np.arange(n)))
     assert got.tick.fleet.heading_known.tolist() == [True, False, True]
     assert got.tick.fleet.heading.tolist() == [0.5, 0.0, 1.0]
+
+
+def test_a_track_start_travels_and_version_1_records_still_decode():
+    from trajstream.stream.conflicts import PredictedTick
+    from trajstream.stream.risk import Fleet
+
+    n, points = 2, 3
+    col = np.arange(n, dtype=np.float64)
+    paths, sigma = np.ones((n, points, 2)), np.zeros((n, points), np.float32)
+    ids = np.array(["a", "b"], dtype=object)
+    fleet = Fleet(col, col, col, col, col, col, col, col + 4, col + 2, paths,
+                  since=np.array([0.25, np.nan]))
+    got = internal.decode(internal.encode_tick(3, "cv", PredictedTick(1.0, ids, fleet, sigma),
+                                               np.arange(n))).tick.fleet
+    assert got.since[0] == 0.25 and np.isnan(got.since[1])
+    no_since = Fleet(col, col, col, col, col, col, col, col + 4, col + 2, paths)
+    got = internal.decode(internal.encode_tick(3, "cv", PredictedTick(1.0, ids, no_since, sigma),
+                                               np.arange(n))).tick.fleet
+    assert np.isnan(got.since).all()  # not known: taken as long enough
+    # a record of a predict process from before the track start was carried (version 1)
+    header = {"v": 1, "kind": "tick", "k": 3, "t": 1.0, "model": "cv", "ids": ["a", "b"],
+              "points": points}
+    old = internal.decode(internal._pack(header, np.zeros((n, 9)), paths, sigma))
+    assert old.tick.fleet.since is None and old.tick.fleet.length.tolist() == [0.0, 0.0]
