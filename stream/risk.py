@@ -76,8 +76,8 @@ Pipeline of :func:`assess` at event time ``t`` (vectorised; no per-pair Python):
    whose evidence is thin: a vehicle silent for more than ``critical_fix_age_s`` (five
    fixes missed at 10 Hz) is coasting on its prediction and may have left the road or the
    coverage, and a track younger than ``critical_track_s`` (a new or restarted one) has
-   had too few fixes to fit its heading and speed; as ADAS tracks must be confirmed before
-   they brake for them, such a pair is warned, and critical once the evidence is there.
+   had too few fixes to fit its heading and speed (a tracker confirms a track before
+   acting on it): such a pair is warned of, and critical once the evidence is there.
    Otherwise warning.
 8. **Other filters.** Closing speed at contact below ``min_closing_speed_mps`` (touching
    by noise or creeping); near-parallel pairs apart sideways now whose lateral closing
