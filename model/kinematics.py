@@ -271,9 +271,8 @@ class KinematicsTracker:
         hn = _shifted(self.hist_n, slots, np.sin(heading))
         self.hist_s[slots], self.hist_c[slots], self.hist_n[slots] = hs, hc, hn
         judged = (w.sum(axis=1) >= 3) & (fit_sigma <= FIT_SIGMA_MAX_MPS)
-        if not judged.any():
-            none = np.zeros(slots.size, dtype=bool)
-            return none, none
+        if not judged.any():  # two arrays: the caller ORs into each in place
+            return np.zeros(slots.size, dtype=bool), np.zeros(slots.size, dtype=bool)
         inside = w > 0
         n = np.maximum(w.sum(axis=1), 1.0)
         s_all = judged & np.isfinite(speed) & ~(inside & np.isnan(hs)).any(axis=1)

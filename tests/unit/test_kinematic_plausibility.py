@@ -136,6 +136,19 @@ def test_a_switch_to_km_h_mid_stream_is_flagged_from_the_switch_and_stays_throug
     assert used_speed[-1] < 0.5 and speed[-1] == 0.0
 
 
+def test_a_distrusted_speed_does_not_make_the_heading_distrusted_while_nothing_is_judged(
+        ) -> None:
+    """Speed in km/h, flagged within the first seconds; the fixes then come once a second,
+    too few for the fit to judge anything: the heading, never found wrong, stays used."""
+    d = _drive(lambda t: 0.0, lambda t: 0.0, 10.0, 12.0, noise_m=0.1)
+    keep = np.r_[np.arange(30), np.arange(30, 100, 10)]
+    d = {k: v[keep] for k, v in d.items()}
+    flags, _, used_heading = _track(d, d["speed"] * 3.6, d["heading"])
+    assert (flags[20:] & SPEED_FLAG).all()
+    assert not (flags & HEADING_FLAG).any()
+    assert np.abs(used_heading[-5:]).max() < 0.05
+
+
 def test_a_position_jump_restarts_the_track_and_is_flagged() -> None:
     store = StateStore(4)
     s = np.array([0])
