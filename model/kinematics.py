@@ -20,6 +20,14 @@ import numpy as np
 
 WINDOW = 12  # fixes kept per vehicle for the position-based velocity fit
 WINDOW_S = 1.5  # only fixes this recent take part in the fit
+# The full window is sized for this much position noise; a vehicle whose fixes show less
+# gets a shorter one (see KinematicsTracker), down to its newest 3 fixes.
+WINDOW_NOISE_M = 0.3
+NOISE_FLOOR_M = 0.02  # a measured noise below this is taken as this (rounding, jerk)
+# One window measures the noise to ~20%; the dead band takes it this much larger (2.5
+# standard errors), or a car standing in noise takes a heading from every low draw.
+_NOISE_MARGIN = 1.5
+_NOISE_MIN_TRIPLES = 3  # fixes' worth of evidence before the noise is measured, not assumed
 STILL_SPEED_MPS = 0.5  # below this a heading is not updated from motion
 # ...nor below this many sigma of the fit (its direction is then known to 1/6 rad). A car
 # standing in GPS noise fits speeds past the 3-sigma dead band now and then; taken as a
@@ -93,8 +101,16 @@ def _wrap(angle: np.ndarray) -> np.ndarray:
 class KinematicsTracker:
     """Per-slot kinematic state, grown on demand; ``update`` is vectorised over a batch.
 
-    ``gps_sigma_m`` is the assumed position noise; it sets the dead band under which a
-    position-derived speed is treated as zero.
+    The position noise is measured per vehicle from its own fixes: how far each fix of the
+    window lies off the chord of its two neighbours (second differences; at 10 Hz a turn or
+    hard braking moves a fix off that chord by under 3 cm, so what is left is noise).
+    ``gps_sigma_m`` is assumed until the window holds 5 fixes. The noise sets the dead band
+    under which a position-derived speed is treated as zero, and the window's length: a
+    line fit's speed error grows with the noise and shrinks with the window length to the
+    power 1.5, so the window is ``WINDOW_S * (noise / WINDOW_NOISE_M) ** (2/3)`` (at least
+    the newest 3 fixes): the same speed error as the full window at 0.3 m, at a fraction of
+    its lag for a vehicle with precise positions (RTK, a roadside tracker). Both come from
+    the window itself, so a restored tracker measures what an uninterrupted one does.
 
     A position-derived speed is a line fit over the window, so it is the speed of the
     window's centre (~0.55 s back at 10 Hz): braking at 3 m/s^2 it reads 1.6 m/s fast.
@@ -296,7 +312,11 @@ class KinematicsTracker:
         weights (1: the fix is in the fit window) and how long before ``now`` the fitted
         velocity holds (the mean age of the window's fixes)."""
         age = now[:, None] - ht
-        w = (np.isfinite(ht) & (age <= WINDOW_S)).astype(np.float64)
+        recent = np.isfinite(ht) & (age <= WINDOW_S)
+        noise = self._noise(ht, hx, hy, recent)
+        span = WINDOW_S * np.minimum(noise / WINDOW_NOISE_M, 1.0) ** (2.0 / 3.0)
+        newest3 = np.arange(ht.shape[1]) >= ht.shape[1] - 3
+        w = (recent & ((age <= span[:, None]) | newest3)).astype(np.float64)
         n = w.sum(axis=1)
         t = np.where(w > 0, -age, 0.0)
         tm = (w * t).sum(axis=1) / np.maximum(n, 1.0)
@@ -308,5 +328,24 @@ class KinematicsTracker:
         ym = (w * hy).sum(axis=1) / np.maximum(n, 1.0)
         vx = np.where(ok, (dtm * (hx - xm[:, None])).sum(axis=1) / safe, 0.0)
         vy = np.where(ok, (dtm * (hy - ym[:, None])).sum(axis=1) / safe, 0.0)
-        sigma = np.where(ok, self.gps_sigma_m / np.sqrt(safe), np.inf)
+        sigma = np.where(ok, _NOISE_MARGIN * noise / np.sqrt(safe), np.inf)
         return vx, vy, sigma, w, np.where(ok, -tm, 0.0)
+
+    def _noise(self, ht: np.ndarray, hx: np.ndarray, hy: np.ndarray,
+               recent: np.ndarray) -> np.ndarray:
+        """Position noise per row, from how far each recent fix lies off the chord of its
+        neighbours (``gps_sigma_m`` while fewer than ``_NOISE_MIN_TRIPLES`` fixes have both)."""
+        ok = recent[:, :-2] & recent[:, 1:-1] & recent[:, 2:]
+        with np.errstate(invalid="ignore"):  # NaN times of unfilled slots: masked below
+            # the chord's share of the way from the first fix to the third at the middle
+            # one (fixes of a vehicle come in event-time order: the gap is > 0)
+            share = (ht[:, 1:-1] - ht[:, :-2]) / (ht[:, 2:] - ht[:, :-2])
+            ex = hx[:, 1:-1] - hx[:, :-2] - share * (hx[:, 2:] - hx[:, :-2])
+            ey = hy[:, 1:-1] - hy[:, :-2] - share * (hy[:, 2:] - hy[:, :-2])
+            off = np.where(ok, ex * ex + ey * ey, 0.0).sum(axis=1)
+        # E[ex^2 + ey^2] = 2 (1 + share^2 + (1 - share)^2) sigma^2 for independent noise on
+        # each fix: 3 sigma^2 at even spacing (3.1 where one fix between is missing)
+        triples = ok.sum(axis=1)
+        measured = triples >= _NOISE_MIN_TRIPLES
+        sigma = np.sqrt(off / (3.0 * np.maximum(triples, 1)))
+        return np.where(measured, np.maximum(sigma, NOISE_FLOOR_M), self.gps_sigma_m)

@@ -157,6 +157,31 @@ def test_a_car_standing_in_gps_noise_gets_no_heading_until_it_drives_off():
     assert known_standing.mean() <= 0.05
 
 
+def test_the_fit_window_shortens_for_a_vehicle_whose_fixes_are_precise():
+    """Positions only, 10 Hz: 100 cars at 10 m/s start a 0.3 rad/s turn; one second into
+    it their heading is 0.3 rad. Exact fixes (a roadside tracker, RTK) measure as noise-free
+    and get a 3-fix window: the heading is ~0.15 s behind the turn. In 0.3 m of noise the
+    window stays whole (1.1 s) and the heading ~0.6 s behind, as it must to stay still."""
+    from trajstream.model.kinematics import KinematicsTracker
+
+    def heading_one_second_into_the_turn(noise_m: float) -> np.ndarray:
+        n, rng = 100, np.random.default_rng(1)
+        tracker, slots, nan = KinematicsTracker(n), np.arange(n), np.full(n, np.nan)
+        x = y = course = 0.0
+        for k in range(41):
+            if k:
+                course += 0.3 * 0.1 if k > 30 else 0.0
+                x, y = x + np.cos(course), y + np.sin(course)
+            kin = tracker.update(slots, np.full(n, 0.1 * k), x + rng.normal(0, noise_m, n),
+                                 y + rng.normal(0, noise_m, n), nan, nan)
+        assert course == pytest.approx(0.3)
+        return kin.heading
+
+    assert np.abs(heading_one_second_into_the_turn(0.0) - 0.3).max() < 0.06
+    assert np.median(heading_one_second_into_the_turn(0.05)) > 0.2
+    assert np.median(heading_one_second_into_the_turn(0.3)) < 0.15
+
+
 def test_speed_now_takes_the_fit_lag_out_of_a_braking_car():
     """Positions only, 10 Hz, 0.2 m noise: 100 cars at 15 m/s braking at 3 m/s^2 from 2 s.
     The fitted speed is that of the fit window's centre, ~1.6 m/s fast; carried forward

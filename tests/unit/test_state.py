@@ -8,13 +8,14 @@ import pytest
 from trajstream.stream.state import StateStore
 
 
-def _fix(store: StateStore, ids: list[str], ts: float | list[float], x: float = 0.0):
+def _fix(store: StateStore, ids: list[str], ts: float | list[float], x: float = 0.0,
+         y: float = 0.0):
     slots, new = store.slots_for(ids)
     n = len(ids)
     t = np.broadcast_to(np.asarray(ts, dtype=np.float64), (n,)).copy()
     xs = np.full(n, x) + np.arange(n) * 10.0
     nan = np.full(n, np.nan)
-    kin, started = store.update(slots, t, xs, np.zeros(n), nan, nan, np.full(n, 4.5),
+    kin, started = store.update(slots, t, xs, np.full(n, y), nan, nan, np.full(n, 4.5),
                                 np.full(n, 1.8))
     return slots, new, kin, started
 
@@ -106,13 +107,15 @@ def test_same_calls_give_same_layout():
 
 
 def test_rows_carry_the_speed_now_and_rows_without_it_still_load():
-    """Positions only, braking: the speed at the latest fix is not the fitted one. It goes
-    into the checkpoint row; a row written before it was kept (one value shorter) loads with
-    the fitted speed in its place."""
+    """Positions only, braking, in 0.3 m of sideways noise (the fit then spans its whole
+    window): the speed at the latest fix is not the fitted one. It goes into the checkpoint
+    row; a row written before it was kept (one value shorter) loads with the fitted speed in
+    its place."""
     store = StateStore(4, points=5)
     for k in range(20):
         t = 0.1 * k
-        _fix(store, ["a"], 100.0 + t, x=15.0 * t - 1.5 * t * t)  # 15 m/s, braking at 3 m/s^2
+        _fix(store, ["a"], 100.0 + t, x=15.0 * t - 1.5 * t * t,  # 15 m/s, braking at 3 m/s^2
+             y=0.3 * (-1) ** k)
     slot = store.lookup(["a"])
     k = store.kin
     assert k.speed_now[slot][0] < k.speed[slot][0] - 1.0
