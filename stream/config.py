@@ -142,7 +142,7 @@ class EngineConfig:
     min_fix_interval_s: float = 0.01
     max_clock_skew_s: float = 0.5
     error_anchor_interval_s: float = 1.0
-    gps_sigma_m: float = 0.3
+    gps_sigma_m: float = 0.3  # position noise assumed until a vehicle's fixes measure their own
     emit_predictions: bool = False
     risk: Any = None
     episodes: Any = None
