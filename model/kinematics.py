@@ -13,6 +13,7 @@ state store allocates the slots. Everything runs on event time.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,12 +99,42 @@ def _wrap(angle: np.ndarray) -> np.ndarray:
     return (angle + np.pi) % (2.0 * np.pi) - np.pi
 
 
+def _window(age: np.ndarray, recent: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """Weights (1: in the fit) of the fixes a line fit uses at this position noise: those
+    within ``WINDOW_S * (noise / WINDOW_NOISE_M) ** (2/3)``, and always the newest 3."""
+    span = WINDOW_S * np.minimum(noise / WINDOW_NOISE_M, 1.0) ** (2.0 / 3.0)
+    newest3 = np.arange(age.shape[1]) >= age.shape[1] - 3
+    return (recent & ((age <= span[:, None]) | newest3)).astype(np.float64)
+
+
+def _line_fit(
+    age: np.ndarray, w: np.ndarray, hx: np.ndarray, hy: np.ndarray, noise: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Least-squares velocity over the fixes weighted ``w``, the standard error of its speed
+    (the noise taken ``_NOISE_MARGIN`` larger) and how long before the newest fix the fitted
+    velocity holds (the mean age of the fitted fixes)."""
+    n = w.sum(axis=1)
+    t = np.where(w > 0, -age, 0.0)
+    tm = (w * t).sum(axis=1) / np.maximum(n, 1.0)
+    dtm = (t - tm[:, None]) * w
+    sxx = (dtm * dtm).sum(axis=1)
+    ok = (n >= 3) & (sxx > 1e-6)
+    safe = np.where(ok, sxx, 1.0)
+    xm = (w * hx).sum(axis=1) / np.maximum(n, 1.0)
+    ym = (w * hy).sum(axis=1) / np.maximum(n, 1.0)
+    vx = np.where(ok, (dtm * (hx - xm[:, None])).sum(axis=1) / safe, 0.0)
+    vy = np.where(ok, (dtm * (hy - ym[:, None])).sum(axis=1) / safe, 0.0)
+    sigma = np.where(ok, _NOISE_MARGIN * noise / np.sqrt(safe), np.inf)
+    return vx, vy, sigma, np.where(ok, -tm, 0.0)
+
+
 class KinematicsTracker:
     """Per-slot kinematic state, grown on demand; ``update`` is vectorised over a batch.
 
     The position noise is measured per vehicle from its own fixes: how far each fix of the
     window lies off the chord of its two neighbours (second differences; at 10 Hz a turn or
-    hard braking moves a fix off that chord by under 3 cm, so what is left is noise).
+    hard braking moves a fix off that chord by under 3 cm, so what is left is noise), their
+    median, so that one multipath fix is not taken for noisy fixes.
     ``gps_sigma_m`` is assumed until the window holds 5 fixes. The noise sets the dead band
     under which a position-derived speed is treated as zero, and the window's length: a
     line fit's speed error grows with the noise and shrinks with the window length to the
@@ -121,11 +152,12 @@ class KinematicsTracker:
     the acceleration back into itself). A reported speed is both.
 
     With ``check_reported`` a reported speed or heading is used only while it agrees with
-    the vehicle's motion: over the fit window (``WINDOW_S``, at least 3 fixes, all reporting)
-    the mean reported speed must match the fitted speed within ``SPEED_TOL_MPS`` +
-    ``SPEED_TOL_REL`` of the larger + 3 sigma of the fit, and above ``HEADING_CHECK_MPS`` the
-    mean reported direction must lie within ``HEADING_TOL_RAD`` of the fitted course. Means
-    over the same window as the fit cancel the fit's lag under steady acceleration or
+    the vehicle's motion: over the last ``WINDOW_S`` of fixes (at least 3, all reporting; the
+    whole of it, also where the fit itself uses fewer) the mean reported speed must match
+    a line fit's speed within ``SPEED_TOL_MPS`` + ``SPEED_TOL_REL`` of the larger + 3 sigma
+    of the fit, and above ``HEADING_CHECK_MPS`` the mean reported direction must lie within
+    ``HEADING_TOL_RAD`` of the fitted course. Means
+    over the same window as that fit cancel the fit's lag under steady acceleration or
     turning, so hard braking, real stops and GPS noise pass; km/h sent as m/s, ``speed: 0``
     on a moving vehicle, degrees or compass headings do not. A fix that fails uses the
     derived value instead (the fix itself is kept) and is marked in :attr:`flags`
@@ -219,7 +251,11 @@ class KinematicsTracker:
         ht, hx, hy = (_shifted(self.hist_t, slots, ts), _shifted(self.hist_x, slots, x),
                       _shifted(self.hist_y, slots, y))
         self.hist_t[slots], self.hist_x[slots], self.hist_y[slots] = ht, hx, hy
-        fit_vx, fit_vy, fit_sigma, w, fit_age = self._fit_velocity(ts, ht, hx, hy)
+        age = ts[:, None] - ht
+        recent = np.isfinite(ht) & (age <= WINDOW_S)
+        noise = self._noise(ht, hx, hy, recent)
+        w = _window(age, recent, noise)
+        fit_vx, fit_vy, fit_sigma, fit_age = _line_fit(age, w, hx, hy, noise)
 
         # Speed: reported, else fitted with a dead band of ~3 sigma of the fit.
         fit_speed = np.hypot(fit_vx, fit_vy)
@@ -228,8 +264,19 @@ class KinematicsTracker:
         has_speed = np.isfinite(speed)
         has_heading = np.isfinite(heading)
         if self.check_reported:
-            bad_speed, bad_heading = self._check(slots, speed, heading, w, fit_vx, fit_vy,
-                                                 fit_speed, fit_sigma)
+            # Judged over every recent fix, not the fit's window: the mean of the reported
+            # values matches a line fit's slope only over a window that smooths an abrupt
+            # change (a crash stops a car within one fix; over its newest 3 fixes the
+            # reported 15, 0 and 0 m/s average 5 where the car moved at 0.3).
+            cw, cvx, cvy, csig = w, fit_vx, fit_vy, fit_sigma
+            short = (w.sum(axis=1) < recent.sum(axis=1)).nonzero()[0]
+            if short.size:
+                cw, cvx, cvy, csig = w.copy(), cvx.copy(), cvy.copy(), csig.copy()
+                cw[short] = recent[short]
+                cvx[short], cvy[short], csig[short], _ = _line_fit(
+                    age[short], cw[short], hx[short], hy[short], noise[short])
+            bad_speed, bad_heading = self._check(slots, speed, heading, cw, cvx, cvy,
+                                                 np.hypot(cvx, cvy), csig)
             # once wrong, a vehicle's reported value stays unused for the rest of its track
             # (a unit mistake does not heal when the vehicle slows below what is judged)
             was = self.distrust[slots].astype(np.int8)
@@ -305,32 +352,6 @@ class KinematicsTracker:
         bad_heading = h_all & (dot < np.cos(HEADING_TOL_RAD) * norm)
         return bad_speed, bad_heading
 
-    def _fit_velocity(
-        self, now: np.ndarray, ht: np.ndarray, hx: np.ndarray, hy: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Least-squares velocity over recent fixes, the standard error of its speed, the
-        weights (1: the fix is in the fit window) and how long before ``now`` the fitted
-        velocity holds (the mean age of the window's fixes)."""
-        age = now[:, None] - ht
-        recent = np.isfinite(ht) & (age <= WINDOW_S)
-        noise = self._noise(ht, hx, hy, recent)
-        span = WINDOW_S * np.minimum(noise / WINDOW_NOISE_M, 1.0) ** (2.0 / 3.0)
-        newest3 = np.arange(ht.shape[1]) >= ht.shape[1] - 3
-        w = (recent & ((age <= span[:, None]) | newest3)).astype(np.float64)
-        n = w.sum(axis=1)
-        t = np.where(w > 0, -age, 0.0)
-        tm = (w * t).sum(axis=1) / np.maximum(n, 1.0)
-        dtm = (t - tm[:, None]) * w
-        sxx = (dtm * dtm).sum(axis=1)
-        ok = (n >= 3) & (sxx > 1e-6)
-        safe = np.where(ok, sxx, 1.0)
-        xm = (w * hx).sum(axis=1) / np.maximum(n, 1.0)
-        ym = (w * hy).sum(axis=1) / np.maximum(n, 1.0)
-        vx = np.where(ok, (dtm * (hx - xm[:, None])).sum(axis=1) / safe, 0.0)
-        vy = np.where(ok, (dtm * (hy - ym[:, None])).sum(axis=1) / safe, 0.0)
-        sigma = np.where(ok, _NOISE_MARGIN * noise / np.sqrt(safe), np.inf)
-        return vx, vy, sigma, w, np.where(ok, -tm, 0.0)
-
     def _noise(self, ht: np.ndarray, hx: np.ndarray, hy: np.ndarray,
                recent: np.ndarray) -> np.ndarray:
         """Position noise per row, from how far each recent fix lies off the chord of its
@@ -342,10 +363,16 @@ class KinematicsTracker:
             share = (ht[:, 1:-1] - ht[:, :-2]) / (ht[:, 2:] - ht[:, :-2])
             ex = hx[:, 1:-1] - hx[:, :-2] - share * (hx[:, 2:] - hx[:, :-2])
             ey = hy[:, 1:-1] - hy[:, :-2] - share * (hy[:, 2:] - hy[:, :-2])
-            off = np.where(ok, ex * ex + ey * ey, 0.0).sum(axis=1)
-        # E[ex^2 + ey^2] = 2 (1 + share^2 + (1 - share)^2) sigma^2 for independent noise on
-        # each fix: 3 sigma^2 at even spacing (3.1 where one fix between is missing)
+            off = np.sort(np.where(ok, ex * ex + ey * ey, np.inf), axis=1)
+        # ex and ey are normal with variance 1.5 sigma^2 at even spacing, so ex^2 + ey^2 is
+        # 1.5 sigma^2 chi-square(2), whose median is 1.5 sigma^2 * 2 ln 2. The median, not
+        # the mean: one fix off by metres (multipath) spoils three of the window's chords
+        # and would read as metres of noise, a dead band that stops a crawling car.
         triples = ok.sum(axis=1)
         measured = triples >= _NOISE_MIN_TRIPLES
-        sigma = np.sqrt(off / (3.0 * np.maximum(triples, 1)))
+        lo = np.maximum(triples - 1, 0) // 2
+        hi = np.minimum(triples // 2, off.shape[1] - 1)
+        mid = 0.5 * (np.take_along_axis(off, lo[:, None], axis=1)[:, 0]
+                     + np.take_along_axis(off, hi[:, None], axis=1)[:, 0])
+        sigma = np.sqrt(np.where(measured, mid, 0.0) / (3.0 * math.log(2.0)))
         return np.where(measured, np.maximum(sigma, NOISE_FLOOR_M), self.gps_sigma_m)

@@ -81,14 +81,19 @@ REAL = {
     "turning at a junction": (lambda t: 0.0, lambda t: 0.35 if 1.0 <= t < 5.5 else 0.0,
                               8.0, 8.0),
     "stop and go": (lambda t: 2.5 * math.sin(t), lambda t: 0.05 * math.cos(t / 2), 30.0, 6.0),
+    "stopped dead within a fix (a crash)": (
+        lambda t: -1500.0 if 4.0 <= t < 4.01 else 0.0, lambda t: 0.0, 8.0, 15.0),
 }
 
 
+@pytest.mark.parametrize("noise_m", [0.3, 0.0])
 @pytest.mark.parametrize("name", list(REAL))
-def test_real_motion_is_never_flagged(name: str) -> None:
+def test_real_motion_is_never_flagged(name: str, noise_m: float) -> None:
+    """In GPS-grade noise and with exact fixes (whose fit window is only 3 fixes: the check
+    still judges over the whole window)."""
     accel, yaw, seconds, v0 = REAL[name]
     for seed in range(3):
-        d = _drive(accel, yaw, seconds, v0, seed=seed)
+        d = _drive(accel, yaw, seconds, v0, noise_m=noise_m, seed=seed)
         flags, _, _ = _track(d, d["speed"], d["heading"])
         assert not flags.any(), (name, seed, np.flatnonzero(flags))
 
