@@ -25,8 +25,9 @@ WINDOW_S = 1.5  # only fixes this recent take part in the fit
 # gets a shorter one (see KinematicsTracker), down to its newest 3 fixes.
 WINDOW_NOISE_M = 0.3
 NOISE_FLOOR_M = 0.02  # a measured noise below this is taken as this (rounding, jerk)
-# One window measures the noise to ~20%; the dead band takes it this much larger (2.5
-# standard errors), or a car standing in noise takes a heading from every low draw.
+# One window measures the noise only roughly (the median of ~10 chords: a standard error of
+# ~25%); the dead band takes it this much larger, or a car standing in noise takes a
+# heading from the low draws.
 _NOISE_MARGIN = 1.5
 _NOISE_MIN_TRIPLES = 3  # fixes' worth of evidence before the noise is measured, not assumed
 STILL_SPEED_MPS = 0.5  # below this a heading is not updated from motion
@@ -156,10 +157,10 @@ class KinematicsTracker:
     whole of it, also where the fit itself uses fewer) the mean reported speed must match
     a line fit's speed within ``SPEED_TOL_MPS`` + ``SPEED_TOL_REL`` of the larger + 3 sigma
     of the fit, and above ``HEADING_CHECK_MPS`` the mean reported direction must lie within
-    ``HEADING_TOL_RAD`` of the fitted course. Means
-    over the same window as that fit cancel the fit's lag under steady acceleration or
-    turning, so hard braking, real stops and GPS noise pass; km/h sent as m/s, ``speed: 0``
-    on a moving vehicle, degrees or compass headings do not. A fix that fails uses the
+    ``HEADING_TOL_RAD`` of the fitted course. Means over the same window as that fit
+    cancel the fit's lag under steady acceleration or turning, so hard braking, real stops
+    and GPS noise pass; km/h sent as m/s, ``speed: 0`` on a moving vehicle, degrees or
+    compass headings do not. A fix that fails uses the
     derived value instead (the fix itself is kept) and is marked in :attr:`flags`
     (``SPEED_FLAG``, ``HEADING_FLAG``) for the caller to count; so is every later fix of the
     same track (a wrong unit does not heal when the vehicle slows below what is judged).
@@ -366,8 +367,8 @@ class KinematicsTracker:
             off = np.sort(np.where(ok, ex * ex + ey * ey, np.inf), axis=1)
         # ex and ey are normal with variance 1.5 sigma^2 at even spacing, so ex^2 + ey^2 is
         # 1.5 sigma^2 chi-square(2), whose median is 1.5 sigma^2 * 2 ln 2. The median, not
-        # the mean: one fix off by metres (multipath) spoils three of the window's chords
-        # and would read as metres of noise, a dead band that stops a crawling car.
+        # the mean: one fix metres off (multipath) spoils three of the window's chords, and
+        # their mean reads as a metre of noise, a dead band that stops a crawling car.
         triples = ok.sum(axis=1)
         measured = triples >= _NOISE_MIN_TRIPLES
         lo = np.maximum(triples - 1, 0) // 2
