@@ -29,7 +29,7 @@ NOISE_FLOOR_M = 0.02  # a measured noise below this is taken as this (rounding, 
 # ~25%); the dead band takes it this much larger, or a car standing in noise takes a
 # heading from the low draws.
 _NOISE_MARGIN = 1.5
-_NOISE_MIN_TRIPLES = 3  # fixes' worth of evidence before the noise is measured, not assumed
+_NOISE_MIN_TRIPLES = 3  # chords (5 fixes) before the noise is measured instead of assumed
 STILL_SPEED_MPS = 0.5  # below this a heading is not updated from motion
 # ...nor below this many sigma of the fit (its direction is then known to 1/6 rad). A car
 # standing in GPS noise fits speeds past the 3-sigma dead band now and then; taken as a
