@@ -5,7 +5,7 @@ switch mid-stream used to be taken as reported: hundreds of false alerts, or eve
 missed. The kinematic estimator now compares each vehicle's reported values with its motion
 between fixes over a tolerant window; a mismatch uses the derived value (the fix is kept),
 counted by reason. Real motion (GPS noise, stops, hard braking, turns, recorded NGSIM
-traffic) is never flagged.
+traffic) is never flagged; a recorded heading that contradicts the recorded positions is.
 """
 
 from __future__ import annotations
@@ -22,7 +22,13 @@ import pytest
 
 from tests.unit.test_recorded_import import _data_dir
 from trajstream.cli import main
-from trajstream.model.kinematics import HEADING_FLAG, SPEED_FLAG, KinematicsTracker
+from trajstream.model.kinematics import (
+    HEADING_CHECK_MPS,
+    HEADING_FLAG,
+    HEADING_TOL_RAD,
+    SPEED_FLAG,
+    KinematicsTracker,
+)
 from trajstream.model.predictors import ConstantVelocity, PathSpec
 from trajstream.stream import state as state_mod
 from trajstream.stream.codec import CodecConfig, decode_batch
@@ -269,15 +275,46 @@ def _update_without_flags(update: Callable) -> Callable:
     return wrapped
 
 
-def test_recorded_ngsim_traffic_is_not_flagged() -> None:
-    """Real roads (Peachtree Street: signals, queues, turns): nothing is flagged."""
+def _heading_off_course(rows: list[dict]) -> set[str]:
+    """Vehicles whose reported heading points away from where their positions go: the mean
+    reported direction more than the check's tolerance off the course from the first fix to
+    the last, over a track at more than ``HEADING_CHECK_MPS`` (a recording error)."""
+    tracks: dict[str, list[dict]] = {}
+    for r in rows:
+        tracks.setdefault(r["vehicle_id"], []).append(r)
+    off = set()
+    for v, t in tracks.items():
+        dx, dy, dt = t[-1]["x"] - t[0]["x"], t[-1]["y"] - t[0]["y"], t[-1]["ts"] - t[0]["ts"]
+        if dt <= 0 or math.hypot(dx, dy) / dt <= HEADING_CHECK_MPS:
+            continue
+        c = sum(math.cos(r["heading"]) for r in t)
+        s = sum(math.sin(r["heading"]) for r in t)
+        cos_off = (c * dx + s * dy) / (math.hypot(c, s) * math.hypot(dx, dy))
+        if cos_off < math.cos(HEADING_TOL_RAD):
+            off.add(v)
+    return off
+
+
+def test_recorded_ngsim_traffic_is_flagged_only_where_the_recording_contradicts_itself(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Real roads (Peachtree Street: signals, queues, turns, tracking glitches): no speed
+    and no jump is flagged, and a heading only on the one vehicle (recorded in two
+    overlapping scenarios) that drives at 7 m/s on a course 159 degrees off its recorded
+    heading for its whole track."""
     path = _data_dir() / "ngsim-peachtree.jsonl.gz"
     if not path.exists():
         pytest.skip(f"recorded NGSIM data not found in {path.parent} (set TRAJSTREAM_DATA_DIR)")
     rows = [orjson.loads(x) for x in gzip.decompress(path.read_bytes()).splitlines()]
+    caplog.set_level(logging.WARNING, logger="trajstream")
     _, s = _run(rows)
     assert s["accepted"] == len(rows)
-    assert (s["corrected_speed"], s["corrected_heading"], s["corrected_jump"]) == (0, 0, 0)
+    assert (s["corrected_speed"], s["corrected_jump"]) == (0, 0)
+    flagged = {r.getMessage().split()[1] for r in caplog.records
+               if "reported heading disagrees" in r.getMessage()}
+    assert flagged == _heading_off_course(rows) == {"USA_Peach-4_2_T-1/88",
+                                                    "USA_Peach-4_7_T-1/88"}
+    # its first fixes pass unjudged (too few to fit a course); the rest of its track is flagged
+    assert 0 < s["corrected_heading"] <= sum(r["vehicle_id"] in flagged for r in rows)
 
 
 def test_the_summary_line_counts_corrections_by_reason(
