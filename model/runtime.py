@@ -17,7 +17,8 @@ Feature normalisation is folded into the first-layer weights at load time. The p
 runs with single-threaded BLAS (trajstream/cli.py): these matmuls are too small to split.
 Large batches are stepped in blocks of rows (``ROWS_PER_BLOCK``): the gate block of a whole
 100k-vehicle tick is ~80 MB, and out of cache a row cost twice what it costs in a block of
-2048, with the same numbers to the bit.
+2048. The same batch gives the same bits every time; across batch sizes a row's numbers agree
+to float32 rounding, and to the bit only where the CPU's BLAS kernel makes them so.
 """
 
 from __future__ import annotations
@@ -36,9 +37,11 @@ Backend = Literal["numpy", "tf", "tf-xla", "auto"]
 AUTO_XLA_MIN_ROWS = 512  # "auto": numpy below, XLA from here (where XLA measured faster)
 BUCKETS: tuple[int, ...] = (64, 256, 1024, 4096, 8192)
 # numpy core: most rows per block (the TF cores take their largest bucket). A batch is cut
-# into equal blocks, not into full ones and a remainder: below ~7 rows OpenBLAS takes another
-# kernel whose last bits differ, and a vehicle's prediction would depend on its place in the
-# batch.
+# into equal blocks, not into full ones and a remainder: on the CPU of the 2026-12-05
+# measurements (OpenBLAS's Haswell kernels) calls below ~7 rows take another kernel whose
+# last bits differ, and equal blocks keep a vehicle's prediction independent of its place in
+# the batch to the bit. On an AVX2 AMD EPYC (2026-12-06) the last bits differ with a row's
+# place in any call.
 ROWS_PER_BLOCK = 2048
 _DEFAULT_SPEC = PathSpec()
 
