@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ def cli_env() -> dict[str, str]:
     """This environment without TRAJSTREAM_* settings, so only the test's flags count."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAJSTREAM_")}
     env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONFAULTHANDLER"] = "1"  # SIGABRT prints every thread's stack (see trajstream)
     return env
 
 
@@ -25,9 +27,23 @@ def cli_cmd(*args: str, log_level: str = "WARNING") -> list[str]:
 
 def trajstream(*args: str, timeout: float = 300.0,
                log_level: str = "WARNING") -> subprocess.CompletedProcess[str]:
-    """Run one command to completion; fail the test with its stderr when it exits non-zero."""
-    proc = subprocess.run(cli_cmd(*args, log_level=log_level), env=cli_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    """Run one command to completion; fail the test with its stderr when it exits non-zero,
+    and with every thread's stack when it is still running after ``timeout`` s (a hang)."""
+    cmd = cli_cmd(*args, log_level=log_level)
+    with subprocess.Popen(cmd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as p:
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGABRT)  # the fault handler prints the stacks, then exits
+            try:
+                _, err = p.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                _, err = p.communicate()
+            raise AssertionError(f"trajstream {' '.join(args)} still ran after {timeout:g} s; "
+                                 f"its threads then:\n{err[-8000:]}") from None
+    proc = subprocess.CompletedProcess(cmd, p.returncode, out, err)
     assert proc.returncode == 0, f"trajstream {' '.join(args)} failed:\n{proc.stderr[-3000:]}"
     return proc
 
