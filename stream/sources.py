@@ -22,7 +22,7 @@ import stat
 import sys
 import time
 from collections import deque
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import IO, Any, Protocol
@@ -45,6 +45,11 @@ log = logging.getLogger("trajstream.stream.sources")
 END = object()  # put on a MemorySource's queue to end the stream
 BLOCKING_REFRESH_S = 0.05
 PING_TIMEOUT_S = 2.0  # an idle consumer checks the broker answers within this
+# --until-end that has not reached the end after this long of empty polls says what it
+# waits for, then again at this interval: a group join or a first fetch take seconds, and a
+# hung run (CI) must not be silent, nor flood its log.
+UNTIL_END_WARN_AFTER_S = 30.0
+UNTIL_END_WARN_EVERY_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,11 +259,19 @@ class MemorySource:
         pass
 
 
+def _parts(tps: Sequence[tuple[str, int]]) -> str:
+    """``[("t", 0), ("t", 2)]`` as ``t[0], t[2]``."""
+    return ", ".join(f"{t}[{p}]" for t, p in tps)
+
+
 class KafkaSource:
     """The positions topic through the stream.kafka adapter (auto-commit off).
 
     With ``until_end`` the source reports ``exhausted`` once a poll comes back empty while
     partitions are assigned and the consumer lag is zero: drain what is there, then stop.
+    Until then, polls empty for ``UNTIL_END_WARN_AFTER_S`` log a warning saying what it
+    waits for (no assignment, unknown lag, or lag that polls do not return), repeated every
+    ``UNTIL_END_WARN_EVERY_S``; ``clock`` (monotonic seconds) times them.
     """
 
     def __init__(
@@ -267,12 +280,16 @@ class KafkaSource:
         topic: str,
         *,
         until_end: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.topic = topic
         self.exhausted = False
         self._c = consumer
         self._seq = _Seq()
         self._until_end = until_end
+        self._clock = clock
+        self._empty_since: float | None = None  # first of the current run of empty polls
+        self._warn_at = 0.0
         self._out: deque[tuple[int, np.ndarray, np.ndarray]] = deque()
         self._committed: dict[int, int] = {}
         self._uncommitted: dict[int, int] = {}
@@ -284,13 +301,43 @@ class KafkaSource:
         n = len(values)
         seq0 = self._seq.take(n)
         if n == 0:
-            if self._until_end and self._c.assignment() and self._c.lag() == 0:
-                self.exhausted = True
+            if self._until_end:
+                self._check_end()
             return RecordBatch([], [], self.topic, seq0)
+        self._empty_since = None
         parts = np.array(part_col, dtype=np.int64)
         offs = np.array(off_col, dtype=np.int64)
         self._out.append((seq0, parts, offs))
         return RecordBatch(keys, values, self.topic, seq0, parts, offs)
+
+    def _check_end(self) -> None:
+        """After an empty poll: at the end (assigned, lag 0) set ``exhausted``; otherwise
+        warn, at the rate limit, what the run waits for."""
+        assigned = self._c.assignment()
+        lag = self._c.lag() if assigned else None
+        if assigned and lag == 0:
+            self.exhausted = True
+            return
+        now = self._clock()
+        if self._empty_since is None:
+            self._empty_since, self._warn_at = now, now + UNTIL_END_WARN_AFTER_S
+            return
+        if now < self._warn_at:
+            return
+        self._warn_at = now + UNTIL_END_WARN_EVERY_S
+        if not assigned:
+            why = ("no partition is assigned to this consumer (waiting for the group join, "
+                   "or for other members of the group to release the partitions they hold)")
+        elif lag is None:
+            why = (f"the consumer lag on {_parts(assigned)} is unknown (the client has no "
+                   "high watermark or position from the broker; waiting for lag 0)")
+        else:
+            behind = ", ".join(f"{t}[{p}]: {k}" for (t, p), k in
+                               sorted((self._c.lags() or {}).items()) if k > 0)
+            why = (f"{lag} records of lag that polls do not return "
+                   f"({behind or 'per partition: unknown'})")
+        log.warning("--until-end: %.0f s of empty polls and not at the end of %s: %s",
+                    now - self._empty_since, self.topic, why)
 
     def offsets(self, done_before: int | None, pending: Mapping[int, int] | None = None
                 ) -> dict[tuple[str, int], int]:

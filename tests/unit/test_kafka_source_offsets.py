@@ -1,12 +1,17 @@
 """KafkaSource's offset bookkeeping (stream/sources.py) is pure: which offset to commit per
 partition given the records handed out and the engine's first waiting record per partition.
 A consumer replaying fixed polls drives it here; the broker path is exercised end to end in
-tests/integration/test_stages.py."""
+tests/integration/test_stages.py. Also: --until-end stops at lag 0 and, while it does not,
+warns what it waits for (a quiet fake consumer and a fake clock)."""
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from trajstream.stream.kafka import Columns
-from trajstream.stream.sources import KafkaSource
+from trajstream.stream.sources import UNTIL_END_WARN_AFTER_S, UNTIL_END_WARN_EVERY_S, KafkaSource
 
 
 class _Polls:
@@ -39,3 +44,103 @@ def test_offsets_per_partition_move_forward_only():
     src2 = KafkaSource(_Polls(([5, 3, 5, 3], [10, 20, 11, 21])), "t")
     src2.poll(10, 0.0)
     assert src2.offsets(1, None) == {("t", 5): 11}
+
+
+class _Quiet:
+    """A consumer whose polls return nothing; assignment and lag are set by the test."""
+
+    def __init__(self, assigned: list[tuple[str, int]],
+                 lags: dict[tuple[str, int], int] | None) -> None:
+        self.assigned, self.lags_now, self.records = assigned, lags, 0
+
+    def poll_columns(self, max_records: int, timeout_s: float) -> Columns:
+        n, self.records = self.records, 0
+        return Columns([0] * n, list(range(n)), [b"k"] * n, [b"v"] * n)
+
+    def assignment(self) -> list[tuple[str, int]]:
+        return self.assigned
+
+    def lag(self) -> int | None:
+        return None if self.lags_now is None else sum(self.lags_now.values())
+
+    def lags(self) -> dict[tuple[str, int], int] | None:
+        return self.lags_now
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _polls_until(src: KafkaSource, clock: _Clock, t: float) -> None:
+    """Empty polls every second up to ``t`` seconds after the clock's start."""
+    while clock.now < 1000.0 + t:
+        src.poll(10, 1.0)
+        clock.now += 1.0
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+@pytest.mark.parametrize(("assigned", "lags", "reason"), [
+    ([], None, "no partition is assigned to this consumer (waiting for the group join, or "
+               "for other members of the group to release the partitions they hold)"),
+    ([("t", 0), ("t", 1)], None, "the consumer lag on t[0], t[1] is unknown (the client has "
+     "no high watermark or position from the broker; waiting for lag 0)"),
+    ([("t", 0), ("t", 1), ("t", 2)], {("t", 0): 7, ("t", 1): 0, ("t", 2): 3},
+     "10 records of lag that polls do not return (t[0]: 7, t[2]: 3)"),
+])
+def test_until_end_warns_what_it_waits_for_at_a_rate_limit(
+        caplog: pytest.LogCaptureFixture, assigned: list[tuple[str, int]],
+        lags: dict[tuple[str, int], int] | None, reason: str) -> None:
+    caplog.set_level(logging.WARNING, logger="trajstream")
+    clock = _Clock()
+    src = KafkaSource(_Quiet(assigned, lags), "t", until_end=True, clock=clock)
+    _polls_until(src, clock, UNTIL_END_WARN_AFTER_S)  # the last one at 29 s: not yet
+    assert _warnings(caplog) == []
+    src.poll(10, 1.0)  # 30 s
+    assert _warnings(caplog) == [f"--until-end: 30 s of empty polls and not at the end of t: "
+                                 f"{reason}"]
+    _polls_until(src, clock, UNTIL_END_WARN_AFTER_S + UNTIL_END_WARN_EVERY_S)
+    assert len(_warnings(caplog)) == 1  # at most one per UNTIL_END_WARN_EVERY_S
+    src.poll(10, 1.0)
+    assert len(_warnings(caplog)) == 2
+    assert _warnings(caplog)[1].startswith("--until-end: 60 s of empty polls")
+    assert not src.exhausted
+
+
+def test_until_end_warning_clock_restarts_when_records_come(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="trajstream")
+    clock = _Clock()
+    consumer = _Quiet([("t", 0)], {("t", 0): 5})
+    src = KafkaSource(consumer, "t", until_end=True, clock=clock)
+    _polls_until(src, clock, 29.0)
+    consumer.records = 2
+    assert len(src.poll(10, 1.0)) == 2  # at 29 s: the quiet spell ends
+    _polls_until(src, clock, 29.0 + UNTIL_END_WARN_AFTER_S)
+    assert _warnings(caplog) == []
+    src.poll(10, 1.0)
+    assert len(_warnings(caplog)) == 1
+
+
+def test_until_end_stops_at_lag_zero_without_warning(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="trajstream")
+    clock = _Clock()
+    consumer = _Quiet([("t", 0)], {("t", 0): 4})
+    src = KafkaSource(consumer, "t", until_end=True, clock=clock)
+    _polls_until(src, clock, 20.0)
+    assert not src.exhausted
+    consumer.lags_now = {("t", 0): 0}
+    src.poll(10, 1.0)
+    assert src.exhausted
+    assert _warnings(caplog) == []
+    # without --until-end the same quiet consumer neither stops nor warns
+    plain = KafkaSource(_Quiet([], None), "t", clock=clock)
+    _polls_until(plain, clock, 200.0)
+    assert not plain.exhausted
+    assert _warnings(caplog) == []
