@@ -299,7 +299,9 @@ def _codec(origin_lat: float | None, origin_lon: float | None, max_message_bytes
       help="Where a consumer group without committed offsets starts.")
 @_opt("--until-end", env="UNTIL_END", is_flag=True, default=False,
       help="Kafka: stop once the end of the positions topic is reached (lag 0), assess the "
-           "last ticks as at the end of a file, exit 0.")
+           "last ticks as at the end of a file, exit 0. While polls come back empty and the "
+           "end is not reached, warns every 30 s what it waits for (partitions not assigned, "
+           "lag unknown, or lag on partitions that deliver nothing).")
 @_opt("--input", "input_path", env="INPUT", default=None, metavar="FILE.jsonl",
       help="Read positions from a JSONL file (- = stdin) to the end, then exit 0; selects the "
            "file source.")
