@@ -106,7 +106,7 @@ import numpy as np
 
 from trajstream.contracts import DEFAULT_LENGTH_M, DEFAULT_WIDTH_M
 from trajstream.errors import ConfigError
-from trajstream.model.kinematics import Kinematics
+from trajstream.model.kinematics import YAW_NOISE_RPS, Kinematics
 from trajstream.model.predictors import PathSpec
 
 WARNING = 1
@@ -143,7 +143,7 @@ class RiskConfig:
     parallel_tol_rad: float = 0.3
     lateral_heading_tol_rad: float = 0.03  # 1-sigma heading error: sideways growth v tau
     lateral_speed_tol_mps: float = 1.2  # headings fitted to noisy fixes (no reported heading)
-    yaw_noise_rps: float = 0.2  # yaw rates below this are estimation noise, not a turn
+    yaw_noise_rps: float = YAW_NOISE_RPS  # yaw rates below this are estimation noise, not a turn
     position_sigma_m: float = 0.3  # 1-sigma of a fix (GPS), the floor of every path sigma
     accel_sigma_mps2: float = 0.5  # along-track growth a tau^2 / 2 of paths without a sigma
     warning_probability: float = 0.3  # footprint overlap probability of a warning
