@@ -329,8 +329,9 @@ class KafkaSource:
             why = ("no partition is assigned to this consumer (waiting for the group join, "
                    "or for other members of the group to release the partitions they hold)")
         elif lag is None:
-            why = (f"the consumer lag on {_parts(assigned)} is unknown (the client has no "
-                   "high watermark or position from the broker; waiting for lag 0)")
+            why = (f"the consumer lag on {_parts(assigned)} is unknown (no high watermark "
+                   "or position from the broker yet, or an offset commit unanswered; "
+                   "waiting for lag 0)")
         else:
             behind = ", ".join(f"{t}[{p}]: {k}" for (t, p), k in
                                sorted((self._c.lags() or {}).items()) if k > 0)
@@ -422,7 +423,7 @@ class KafkaSource:
         Looked up at most every ``BLOCKING_REFRESH_S``; a slightly old answer only holds
         the watermark a little longer.
         """
-        now = time.monotonic()
+        now = self._clock()
         if now >= self._blocking_at + BLOCKING_REFRESH_S:
             lags = self._c.lags()
             self._blocking = set() if lags is None else {

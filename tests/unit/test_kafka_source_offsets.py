@@ -89,8 +89,9 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 @pytest.mark.parametrize(("assigned", "lags", "reason"), [
     ([], None, "no partition is assigned to this consumer (waiting for the group join, or "
                "for other members of the group to release the partitions they hold)"),
-    ([("t", 0), ("t", 1)], None, "the consumer lag on t[0], t[1] is unknown (the client has "
-     "no high watermark or position from the broker; waiting for lag 0)"),
+    ([("t", 0), ("t", 1)], None, "the consumer lag on t[0], t[1] is unknown (no high "
+     "watermark or position from the broker yet, or an offset commit unanswered; waiting "
+     "for lag 0)"),
     ([("t", 0), ("t", 1), ("t", 2)], {("t", 0): 7, ("t", 1): 0, ("t", 2): 3},
      "10 records of lag that polls do not return (t[0]: 7, t[2]: 3)"),
 ])
