@@ -314,7 +314,8 @@ class KafkaSource:
         """After an empty poll: at the end (assigned, lag 0) set ``exhausted``; otherwise
         warn, at the rate limit, what the run waits for."""
         assigned = self._c.assignment()
-        lag = self._c.lag() if assigned else None
+        lags = self._c.lags() if assigned else None
+        lag = None if lags is None else sum(lags.values())
         if assigned and lag == 0:
             self.exhausted = True
             return
@@ -328,15 +329,13 @@ class KafkaSource:
         if not assigned:
             why = ("no partition is assigned to this consumer (waiting for the group join, "
                    "or for other members of the group to release the partitions they hold)")
-        elif lag is None:
+        elif lags is None:
             why = (f"the consumer lag on {_parts(assigned)} is unknown (no high watermark "
                    "or position from the broker yet, or an offset commit unanswered; "
                    "waiting for lag 0)")
         else:
-            behind = ", ".join(f"{t}[{p}]: {k}" for (t, p), k in
-                               sorted((self._c.lags() or {}).items()) if k > 0)
-            why = (f"{lag} records of lag that polls do not return "
-                   f"({behind or 'per partition: unknown'})")
+            behind = ", ".join(f"{t}[{p}]: {k}" for (t, p), k in sorted(lags.items()) if k > 0)
+            why = f"{lag} records of lag that polls do not return ({behind})"
         log.warning("--until-end: %.0f s of empty polls and not at the end of %s: %s",
                     now - self._empty_since, self.topic, why)
 
