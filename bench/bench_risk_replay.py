@@ -154,14 +154,14 @@ def replay(name: str, d: Path, tag: str) -> Path:
 
 
 def _tracks(pos: Path) -> tuple[Any, Any]:
-    from trajstream.stream.evaluation.scoring import ReleaseClock, ScoreConfig
+    from trajstream.stream.evaluation.scoring import ReleaseClock
     from trajstream.stream.evaluation.tracks import Tracks, read_positions
 
     cache = pos.with_suffix(".tracks.pkl")
     if cache.is_file() and cache.stat().st_mtime > pos.stat().st_mtime:
         return pickle.loads(cache.read_bytes())
     batch = read_positions(pos)
-    out = (Tracks.from_batch(batch), ReleaseClock(batch.ts, ScoreConfig().tick_lateness_s))
+    out = (Tracks.from_batch(batch), ReleaseClock(batch))
     cache.write_bytes(pickle.dumps(out, protocol=5))
     return out
 

@@ -10,6 +10,7 @@ That keeps the features the network is trained on identical to the ones it is se
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import numpy as np
 from trajstream.errors import ConfigError
 from trajstream.model.kinematics import Kinematics, KinematicsTracker
 from trajstream.model.neighbours import N_NEIGHBOUR_FEATURES, neighbour_features
+from trajstream.stream.cadence import Cadence, tick_of
 from trajstream.stream.codec import CodecConfig, decode_batch
 from trajstream.stream.config import EngineConfig
 
@@ -32,7 +34,9 @@ MAX_TARGET_GAP_S = 0.6  # longer gaps between fixes make an interpolated target 
 
 @dataclass(frozen=True)
 class Positions:
-    """Columnar position records; ``vehicle`` indexes ``ids``. speed/heading NaN when absent."""
+    """Columnar position records; ``vehicle`` indexes ``ids``. speed/heading NaN when absent.
+    ``tick``: the engine's tick of each record (None: not assigned yet, see
+    :func:`event_time_order`)."""
 
     ids: tuple[str, ...]
     vehicle: np.ndarray
@@ -41,6 +45,7 @@ class Positions:
     y: np.ndarray
     speed: np.ndarray
     heading: np.ndarray
+    tick: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
@@ -49,6 +54,7 @@ class Positions:
         return Positions(
             self.ids, self.vehicle[index], self.ts[index], self.x[index], self.y[index],
             self.speed[index], self.heading[index],
+            None if self.tick is None else self.tick[index],
         )
 
 
@@ -114,15 +120,17 @@ def event_time_order(
     tick_s: float = _ENGINE.tick_s,
     min_fix_interval_s: float = _ENGINE.min_fix_interval_s,
 ) -> Positions:
-    """The records the engine (stream/engine.py) applies, in the order it applies them.
+    """The records the engine (stream/engine.py) applies, in the order it applies them, each
+    with the tick the engine applies it at.
 
     Input order is arrival order, one ordered stream. As in the engine: a record is *late*
     when its tick ((k-1)*tick_s, k*tick_s] was already released by the watermark (newest
     event time so far minus ``allowed_lateness_s``); *stale* when at or before an earlier
     on-time record of its vehicle; *dense* when in the same ``min_fix_interval_s`` bucket as
     the vehicle's previous fresh record. Those are dropped; the rest are sorted by event
-    time, ties in arrival order. (The engine's wall-clock ``future`` check never applies to
-    recorded data.)
+    time, ties in arrival order, and given the engine's ticks (stream/cadence.py: a fix its
+    vehicle's cadence did not expect is applied a tick later). (The engine's wall-clock
+    ``future`` check never applies to recorded data.)
     """
     n = len(pos)
     if n == 0:
@@ -143,8 +151,14 @@ def event_time_order(
         dense = np.r_[False, bucket[1:] == bucket[:-1]]
         keep[s + fresh[~dense]] = True
     kept = np.sort(order[keep])  # back to arrival order
-    kept = kept[np.argsort(pos.ts[kept], kind="stable")]
-    return pos.take(kept)
+    cadence = Cadence(tick_s, min(_ENGINE.tick_lateness_s, allowed_lateness_s))
+    ts_kept = pos.ts[kept]
+    ticks = cadence.assign(np.asarray(pos.ids, dtype=object)[pos.vehicle[kept]], ts_kept,
+                           tick_of(ts_kept, tick_s), newest[kept],
+                           np.full(kept.size, -1, dtype=np.int64))
+    by_time = np.argsort(ts_kept, kind="stable")
+    out = pos.take(kept[by_time])
+    return dataclasses.replace(out, tick=ticks[by_time])
 
 
 @dataclass(frozen=True)
@@ -169,7 +183,7 @@ def step_groups(pos: Positions, tick_s: float = TICK_S) -> list[np.ndarray]:
     n = len(pos)
     if n == 0:
         return []
-    tick = np.ceil(pos.ts / tick_s).astype(np.int64)
+    tick = tick_of(pos.ts, tick_s) if pos.tick is None else pos.tick
     by_vt = np.lexsort((pos.ts, tick, pos.vehicle))
     key_v, key_t = pos.vehicle[by_vt], tick[by_vt]
     new_run = np.r_[True, (key_v[1:] != key_v[:-1]) | (key_t[1:] != key_t[:-1])]

@@ -54,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from trajstream.stream.cadence import Cadence, tick_of
 from trajstream.stream.codec import PositionBatch
 from trajstream.stream.config import EngineConfig
 from trajstream.stream.metrics import DROP_REASONS
@@ -236,6 +237,7 @@ class Admission:
         """Forget every buffered record and the event-time position (keeps the counters)."""
         self._pending = _Pending()
         self._seen: dict[str, float] = {}  # newest accepted event time per vehicle
+        self._cadence = Cadence(self._dt, self._tick_lateness())
         self._next_prune = -math.inf
         self._max_ts = -math.inf  # newest event time accepted (M)
         self._part_max: dict[int, float] = {}  # the same per input partition
@@ -328,16 +330,22 @@ class Admission:
         """Forget the buffered records of ``parts`` and the vehicles that came from them."""
         for v in vehicle_ids:
             self._seen.pop(v, None)
+        gone = set(vehicle_ids)
+        self._cadence.forget(lambda v: v not in gone)
         self._pending.drop_partitions(parts)
+        self._cadence.drop_partitions(parts)
         for p in parts:
             self._part_max.pop(p, None)
             self._held.pop(p, None)
 
-    def remember(self, vehicle_ids: Collection[str], last_ts: Collection[float]) -> None:
-        """Restored vehicles: a record at or before their last event time is stale."""
+    def remember(self, vehicle_ids: Collection[str], last_ts: Collection[float],
+                 prev_ts: Collection[float], partitions: Collection[int]) -> None:
+        """Restored vehicles: a record at or before their last event time is stale, and
+        their next fix is due as their last two fixes say (``prev_ts`` NaN: one fix)."""
         seen = self._seen
         for v, t in zip(vehicle_ids, last_ts, strict=True):
             seen[v] = max(seen.get(v, -math.inf), t)
+        self._cadence.remember(vehicle_ids, prev_ts, last_ts, partitions)
 
     def meta(self) -> dict[str, Any]:
         """The event-time position for a changelog. ``late_upto`` stays below the own tick
@@ -361,8 +369,7 @@ class Admission:
     # -- arrival ---------------------------------------------------------------------------
 
     def _tick_of(self, ts: np.ndarray) -> np.ndarray:
-        # -inf (nothing seen yet) maps to a very early tick instead of an invalid cast
-        return np.ceil(np.maximum(ts, -1e17) / self._dt).astype(np.int64)
+        return tick_of(ts, self._dt)
 
     def _tick_of_scalar(self, ts: float) -> int:
         if not math.isfinite(ts):
@@ -373,23 +380,35 @@ class Admission:
         return min(self.config.tick_lateness_s, self.config.allowed_lateness_s)
 
     def _by_evidence(self, blocking: set[int], partitions: np.ndarray | None) -> int:
-        """The last tick every input partition has delivered a record ``tick_lateness_s``
-        past: those it has seen, and those with records still to deliver (one not seen yet
-        holds everything). A partition that neither has records to deliver nor kept up with
-        the watermark (it trails the newest event time by more than ``allowed_lateness_s``)
-        has stopped delivering and is left out: the watermark has released past it."""
-        j = self._tick_lateness()
+        """The last tick every input partition is complete through: it has delivered a
+        record ``tick_lateness_s`` past the tick, or every vehicle due in it by its cadence
+        (stream/cadence.py). That holds for the partitions seen and those with records
+        still to deliver (one not seen yet holds everything). A partition that neither has
+        records to deliver nor kept up with the watermark (it trails the newest event time
+        by more than ``allowed_lateness_s``) has stopped delivering and is left out: the
+        watermark has released past it."""
         if partitions is None and not self._part_max:
-            return self._tick_of_scalar(self._max_ts - j) - 1
-        idle_before = self._max_ts - self.config.allowed_lateness_s
-        low = math.inf
-        for p, top in self._part_max.items():
-            if p in blocking or p in self._holding or top >= idle_before:
-                low = min(low, top)
+            return self._complete(-1, self._max_ts)
         for p in blocking:
             if p not in self._part_max:
                 return NO_TICK
-        return self._tick_of_scalar(low - j) - 1 if math.isfinite(low) else NO_TICK
+        idle_before = self._max_ts - self.config.allowed_lateness_s
+        low: int | None = None
+        for p, top in self._part_max.items():
+            if p in blocking or p in self._holding or top >= idle_before:
+                k = self._complete(p, top)
+                low = k if low is None else min(low, k)
+        return NO_TICK if low is None else low
+
+    def _complete(self, part: int, top: float) -> int:
+        """The last tick partition ``part``, newest event time ``top``, is complete through."""
+        if not math.isfinite(top):
+            return NO_TICK
+        by_evidence = self._tick_of_scalar(top - self._tick_lateness()) - 1
+        if not self.config.release_on_cadence or self._held.get(part):
+            # (rows held ahead of the partition join at their own ticks once confirmed)
+            return by_evidence
+        return max(by_evidence, self._cadence.complete(part, top))
 
     def _admit(
         self, batch: PositionBatch, partitions: np.ndarray | None, blocking: set[int],
@@ -434,10 +453,13 @@ class Admission:
         self.stats["accepted"] += int(accepted.size)
         if n_future or n_late:
             self._explain(batch, future, late)
-        # the tick each accepted record belongs to: its own, or its partition's newest minus
-        # J when it arrived further behind than that (by then the tick may be out)
-        ticks = np.maximum(own_tick[accepted],
-                           self._tick_of(front[accepted] - self._tick_lateness()))
+        # the tick each accepted record belongs to: its own when its vehicle's cadence
+        # expected it (or its partition's newest minus J, when it arrived further behind
+        # than that), else the tick after its partition's newest (stream/cadence.py)
+        parts = (partitions[accepted] if partitions is not None
+                 else np.full(accepted.size, -1, dtype=np.int64))
+        ticks = self._cadence.assign(batch.vehicle_id[accepted], ts[accepted],
+                                     own_tick[accepted], front[accepted], parts)
         if self._done is not None:
             np.maximum(ticks, self._done + 1, out=ticks)
         return accepted, ticks
@@ -552,12 +574,13 @@ class Admission:
         self._count_drops(int(stale.sum()), 0, 0, int(dense.sum()))
         idx = np.flatnonzero(~(stale | dense))
         if idx.size:
-            ticks = self._tick_of(batch.ts[idx])
+            ts = batch.ts[idx]  # the rows are ahead of their partitions: each its own front
+            parts = np.array([rows[i].part for i in idx], dtype=np.int64)
+            ticks = self._cadence.assign(batch.vehicle_id[idx], ts, self._tick_of(ts), ts, parts)
             if self._done is not None:
                 np.maximum(ticks, self._done + 1, out=ticks)
             self._pending.append(batch, idx, ticks,
-                                 np.array([rows[i].seq for i in idx], dtype=np.int64),
-                                 np.array([rows[i].part for i in idx], dtype=np.int64))
+                                 np.array([rows[i].seq for i in idx], dtype=np.int64), parts)
             self.stats["accepted"] += int(idx.size)
         for h in rows:
             if h.part == -1:
@@ -682,6 +705,8 @@ class Admission:
         horizon = self._max_ts - self.config.ttl_s
         if self._seen:
             self._seen = {v: t for v, t in self._seen.items() if t > horizon}
+        if len(self._cadence) > len(self._seen):
+            self._cadence.forget(self._seen.__contains__)
         if len(self._quarantined) > 10_000:  # only log-once bookkeeping
             self._quarantined.clear()
         self._next_prune = self._max_ts + self.config.ttl_s / 4

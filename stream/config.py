@@ -103,6 +103,10 @@ class EngineConfig:
       ``allowed_lateness_s``. A fix that arrives behind its partition by more than this is
       still used, at the partition's current tick instead of its own. Capped at
       ``allowed_lateness_s``.
+    - ``release_on_cadence``: a tick is also complete once every vehicle due in it by its
+      reporting cadence has reported (stream/cadence.py): at 10 Hz a tick is out with its
+      last fix rather than the next one. Which tick a record belongs to is the same either
+      way; off, only the evidence and the watermark release ticks (for comparisons).
     - ``tick_s``: the engine's step of event time. Records are released, vehicles updated
       and alert episodes tracked tick by tick; a conflict awaiting confirmation is assessed
       again at the next tick, on each vehicle's next fix, so one near contact is confirmed
@@ -132,6 +136,7 @@ class EngineConfig:
     step_s: float = 0.2
     allowed_lateness_s: float = 0.5
     tick_lateness_s: float = 0.05
+    release_on_cadence: bool = True
     tick_s: float = 0.1
     risk_interval_s: float = 0.2
     stale_after_s: float = 1.0

@@ -307,7 +307,10 @@ class Engine:
             slots = stage.restore(ids, [v.slot for v in vehicles],
                                   np.stack([v.row for v in vehicles]),
                                   np.stack([v.rec for v in vehicles]))
-            self.admission.remember(ids, stage.store.last_ts[slots].tolist())
+            store = stage.store
+            self.admission.remember(ids, store.last_ts[slots].tolist(),
+                                    store.kin.hist_t[slots, -2].tolist(),
+                                    store.partition[slots].tolist())
             self.tracker.restore({v.vehicle_id: v.episodes or {} for v in vehicles})
         if metas:
             # The newest event times seen ("max_ts", "part_max") are NOT restored: they

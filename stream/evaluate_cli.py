@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -59,9 +60,10 @@ def _check_alerts(alerts: list[dict[str, Any]], path: str) -> None:
       "it the traffic is taken as collision-free (recorded roads).")
 @_opt("--tick-lateness-s", env="TICK_LATENESS_S", default=ENGINE_DEFAULTS.tick_lateness_s,
       type=_NON_NEG,
-      help="The processor's --tick-lateness-s: an alert reaches subscribers once the positions "
-      "(in their order in --positions, as a live feed delivers them) have a record this far "
-      "past its tick.")
+      help="The processor's --tick-lateness-s. An alert reaches subscribers once its tick is "
+      "out: the processor's own admission is run over --positions in their order (as a live "
+      "feed delivers them), and a tick is out once every vehicle due in it has reported, or "
+      "at the latest with a record this far past it.")
 @_opt("--processing-s", env="EVAL_PROCESSING_S", default=0.15, type=_NON_NEG,
       help="Delay of batching and processing added to every alert (the default micro-batch "
       "wait of 0.1 s plus a processing time).")
@@ -89,7 +91,7 @@ def evaluate(positions_path: str, alerts_path: str, truth_path: str | None,
     """Score alerts against what really happened, beside the textbook baseline.
 
     Live lead: time from when a subscriber receives an alert (when the positions, in file
-    order, reach its event time plus --tick-lateness-s, plus --processing-s) to the
+    order, complete its tick as the processor releases ticks, plus --processing-s) to the
     contact. Reports recall of collisions with at least --min-lead-s live lead (and at each
     collision's required lead) per conflict kind, the lead-time distribution, precision
     (alerts whose pair really came within --justified-gap-m within --horizon-s), warning
@@ -111,7 +113,7 @@ def evaluate(positions_path: str, alerts_path: str, truth_path: str | None,
                       min_lead_s=min_lead_s, min_history_s=min_history_s, horizon_s=horizon_s,
                       justified_gap_m=justified_gap_m)
     positions = read_positions(positions_path)
-    clock = ReleaseClock(positions.ts, tick_lateness_s)
+    clock = ReleaseClock(positions, replace(ENGINE_DEFAULTS, tick_lateness_s=tick_lateness_s))
     tracks = Tracks.from_batch(positions)
     alerts = _read_jsonl(alerts_path, "alert")
     _check_alerts(alerts, alerts_path)

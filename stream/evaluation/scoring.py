@@ -1,12 +1,14 @@
 """Scores of an alert stream against what happened: live lead, recall, precision, alert rate.
 
-- **Live lead**: the processor releases tick ``ts`` once the input has delivered a record
+- **Live lead**: the processor releases tick ``ts`` once every vehicle due in it by its
+  reporting cadence has reported, or at the latest once the input has delivered a record
   later than ``ts + tick_lateness_s`` (stream/admission.py); a subscriber has the alert
-  when that record has arrived (:class:`ReleaseClock`, from the positions in their input
-  order, as a live feed delivers them) and the micro-batch is processed and flushed
-  (``processing_s``). The alert's ``ts`` already includes the confirmation ticks (an
-  episode opens at the tick that confirms it). So the live lead of a collision is
-  ``contact - (release of the first alert's tick + processing_s)``.
+  when the record that completes the tick has arrived (:class:`ReleaseClock`, the
+  processor's admission run over the positions in their input order, as a live feed
+  delivers them) and the micro-batch is processed and flushed (``processing_s``). The
+  alert's ``ts`` already includes the confirmation ticks (an episode opens at the tick
+  that confirms it). So the live lead of a collision is ``contact - (release of the first
+  alert's tick + processing_s)``.
 - **Recall**: collisions whose vehicles were both observed ``min_history_s`` before contact
   (nothing can foresee a vehicle that just appeared), alerted with at least a live lead
   (``min_lead_s``, or the lead the truth requires for that collision). An alert more than
@@ -23,6 +25,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +33,9 @@ from typing import Any
 import numpy as np
 
 from trajstream.errors import ConfigError
-from trajstream.stream.config import ENGINE_DEFAULTS
+from trajstream.stream.admission import Admission
+from trajstream.stream.codec import PositionBatch
+from trajstream.stream.config import ENGINE_DEFAULTS, EngineConfig
 from trajstream.stream.evaluation.kinds import KINDS, classify
 from trajstream.stream.evaluation.tracks import Tracks, footprint_gap, sample_times
 
@@ -63,22 +68,34 @@ class ScoreConfig:
 
 
 class ReleaseClock:
-    """Event time at which the processor releases a tick, for positions read in the order
-    given: that of the first record later than the tick's end plus ``tick_lateness_s``
-    (the end of the input when none is)."""
+    """Event time at which the processor releases each tick, for positions read in the
+    order given, as one input partition delivers them live: the processor's own admission
+    (stream/admission.py, default rules unless ``config``) run over them, the records of
+    one event time arriving together. A tick goes out with the record that completes it,
+    by its vehicles' cadence or on evidence (at the end of the input when none does)."""
 
-    def __init__(self, ts_in_input_order: np.ndarray, tick_lateness_s: float) -> None:
-        ts = np.asarray(ts_in_input_order, dtype=np.float64)
-        ts = ts[np.isfinite(ts)]
-        self._running = np.maximum.accumulate(ts) if ts.size else ts
-        self.tick_lateness_s = float(tick_lateness_s)
+    def __init__(self, positions: PositionBatch, config: EngineConfig = ENGINE_DEFAULTS) -> None:
+        adm = Admission(config, wall_clock=lambda: math.inf)
+        ts = positions.ts
+        self._dt = float(config.tick_s)
+        bounds = np.r_[0, np.flatnonzero(ts[1:] != ts[:-1]) + 1, ts.shape[0]].tolist()
+        done: list[int] = []
+        at: list[float] = []
+        newest = -math.inf
+        for s, e in zip(bounds[:-1], bounds[1:], strict=True):
+            k = adm.admit(positions.take(slice(s, e)), s, None, None)
+            newest = max(newest, float(ts[s]))
+            if adm.release(k) is not None:
+                done.append(k)
+                at.append(newest)
+        self._done = np.asarray(done, dtype=np.int64)
+        self._at = np.asarray(at, dtype=np.float64)
+        self._end = newest
 
     def release(self, t: float) -> float:
-        run = self._running
-        if not run.size:
-            return t + self.tick_lateness_s
-        i = int(np.searchsorted(run, t + self.tick_lateness_s, side="right"))
-        return float(run[min(i, run.size - 1)])
+        """When the tick at event time ``t`` (a tick's end, as alerts carry) is out."""
+        i = int(np.searchsorted(self._done, round(t / self._dt), side="left"))
+        return float(self._at[i]) if i < self._at.size else self._end
 
 
 def live_delay(ts: float, cfg: ScoreConfig, clock: ReleaseClock | None) -> float:

@@ -209,10 +209,12 @@ def test_each_partition_commits_up_to_its_own_first_waiting_record():
     assert adm.done is None  # partition 1 not seen yet: no watermark, nothing released
     slow = _batch(*(("b", 0.1 * k) for k in range(1, 11)))  # 0.1 .. 1.0 s, seq 30-39
     rel = adm.release(adm.admit(slow, 30, np.ones(10, dtype=np.int64), {1}))
-    assert rel is not None and adm.done == round(T0 / 0.2) + 4  # 1.0 s: ticks to 0.8 s out
-    # overall, seq 8 (a at 0.9 s) waits; per partition: a at 0.9 s, b at 0.9 s (seq 38)
-    assert adm.min_pending_seq == 8
-    assert adm.pending_by_partition() == {0: 8, 1: 38}
+    # b reports every 0.1 s: its next fix (1.1 s) is due after the tick ending at 1.0 s,
+    # so that tick is out with b's fix at 1.0 s (stream/cadence.py)
+    assert rel is not None and adm.done == round(T0 / 0.2) + 5
+    # overall, seq 10 (a at 1.1 s) waits; partition 1 has nothing waiting
+    assert adm.min_pending_seq == 10
+    assert adm.pending_by_partition() == {0: 10}
     rel = adm.release(adm.admit(_batch(("b", 2.9)), 40, np.ones(1, dtype=np.int64), set()))
     # b at 2.9 s jumps ahead of its partition (held until confirmed): partition 1 shows
     # 1.0 s, yet the watermark (3.0 - 0.5 s) releases the ticks to 2.4 s

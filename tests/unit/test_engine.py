@@ -342,9 +342,10 @@ def test_a_flooding_sender_is_capped_per_event_time_bucket():
 
 
 def test_release_on_evidence_changes_when_alerts_go_out_not_which():
-    """Ordered input (disorder within tick_lateness_s): the same alerts as waiting for the
-    watermark (tick_lateness_s = allowed_lateness_s is the watermark's release), ~0.4 s of
-    event time earlier."""
+    """Ordered input (disorder within tick_lateness_s): the same alerts whether ticks go out
+    by the vehicles' cadence (the default), on evidence or by the watermark
+    (tick_lateness_s = allowed_lateness_s is the watermark's release), each earlier than the
+    next."""
     values = crossing_traffic(seed=2, disorder_s=0.04)
 
     def emitted(cfg: EngineConfig) -> tuple[list[bytes], list[float]]:
@@ -362,9 +363,11 @@ def test_release_on_evidence_changes_when_alerts_go_out_not_which():
         return out, delays
 
     early, early_delay = emitted(EngineConfig())
-    late, late_delay = emitted(EngineConfig(tick_lateness_s=0.5))
-    assert early and early == late
-    assert max(early_delay) < 0.2 and min(late_delay) > 0.5
+    evidence, evidence_delay = emitted(EngineConfig(release_on_cadence=False))
+    late, late_delay = emitted(EngineConfig(tick_lateness_s=0.5, release_on_cadence=False))
+    assert early and early == evidence == late
+    assert max(early_delay) < min(evidence_delay)  # fixes every 0.1 s: one fix sooner
+    assert max(evidence_delay) < 0.2 and min(late_delay) > 0.5
 
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from trajstream.errors import ConfigError
 from trajstream.stream.codec import PositionBatch
+from trajstream.stream.config import EngineConfig
 from trajstream.stream.evaluation import BaselineConfig, ScoreConfig, Tracks, cv_ttc_alerts, score
 from trajstream.stream.evaluation.kinds import classify
 from trajstream.stream.evaluation.scoring import ReleaseClock, collision_outcomes, justified
@@ -31,17 +32,21 @@ def line(vid: str, x0: float, y0: float, heading: float, speed: float, t0: float
     return out
 
 
-def tracks_of(*vehicles: list[dict[str, Any]]) -> Tracks:
+def batch_of(*vehicles: list[dict[str, Any]]) -> PositionBatch:
     recs = sorted((r for v in vehicles for r in v), key=lambda r: r["ts"])
     n = len(recs)
     nan = float("nan")
-    return Tracks.from_batch(PositionBatch(
+    return PositionBatch(
         vehicle_id=np.array([r["vehicle_id"] for r in recs], dtype=object),
         ts=np.array([r["ts"] for r in recs]), x=np.array([r["x"] for r in recs]),
         y=np.array([r["y"] for r in recs]),
         speed=np.array([r.get("speed", nan) for r in recs]),
         heading=np.array([r.get("heading", nan) for r in recs]),
-        length=np.full(n, 4.5), width=np.full(n, 1.8), index=np.arange(n)))
+        length=np.full(n, 4.5), width=np.full(n, 1.8), index=np.arange(n))
+
+
+def tracks_of(*vehicles: list[dict[str, Any]]) -> Tracks:
+    return Tracks.from_batch(batch_of(*vehicles))
 
 
 def alert(a: str, b: str, t: float, severity: str = "warning") -> dict[str, Any]:
@@ -116,22 +121,30 @@ def test_live_lead_counts_the_release_of_the_tick_and_processing() -> None:
     truth = [collision("a", "b", 6.0, kind="rear_end", required_lead_s=2.0),
              collision("a", "c", 6.0)]
     alerts = [alert("a", "b", 3.0), alert("a", "b", 4.0, "critical"), alert("b", "a", 6.5)]
-    # a 10 Hz feed: the tick at 3.0 s is out when the fix at 3.1 s (> 3.05 s) has arrived
-    clock = ReleaseClock(T0 + np.arange(81) / 10, cfg.tick_lateness_s)
+    # a 10 Hz feed: the tick at 3.0 s is out with the fix at 3.0 s, the last its vehicles
+    # were due to send in it (stream/cadence.py)
+    feed = batch_of(line("a", 0, 0, 0, 10, t1=8))
+    clock = ReleaseClock(feed)
     out = collision_outcomes(alerts, truth, tr, cfg, clock)
-    assert out[0].alert_ts == T0 + 3.0 and out[0].live_lead_s == pytest.approx(2.75)
+    assert out[0].alert_ts == T0 + 3.0 and out[0].live_lead_s == pytest.approx(2.85)
     assert out[1].alert_ts is None
+    # on evidence alone: once the fix at 3.1 s (> 3.05 s) has arrived
+    evidence = ReleaseClock(feed, EngineConfig(release_on_cadence=False))
+    assert collision_outcomes(alerts, truth, tr, cfg, evidence)[0].live_lead_s == \
+        pytest.approx(2.75)
     # without a clock: a record right at the tick's end + tick_lateness_s
     assert collision_outcomes(alerts, truth, tr, cfg)[0].live_lead_s == pytest.approx(2.8)
-    # a feed that pauses holds the release until its next record
-    gap = ReleaseClock(T0 + np.r_[np.arange(31) / 10, 3.9 + np.arange(10) / 10], 0.05)
-    assert gap.release(T0 + 3.0) == pytest.approx(T0 + 3.9)
+    # a vehicle that pauses holds the tick it was due in until the next record
+    gap = ReleaseClock(batch_of(line("a", 0, 0, 0, 10, t1=3.0),
+                                line("a", 0, 0, 0, 10, t0=3.9, t1=4.8)))
+    assert gap.release(T0 + 3.0) == pytest.approx(T0 + 3.0)
+    assert gap.release(T0 + 3.1) == pytest.approx(T0 + 3.9)
     r = score(alerts, truth, tr, cfg, clock)
     assert r["eligible"] == 1  # vehicle c was never observed
     assert r["recall_min_lead"] == r["recall_required_lead"] == 1.0
     assert r["per_kind"]["rear_end"]["recall_required_lead"] == 1.0
-    late = score(alerts, truth, tr, ScoreConfig(tick_lateness_s=0.05, processing_s=1.0), clock)
-    assert late["per_kind"]["rear_end"]["recall_required_lead"] == 0.0  # 6 - (3.1 + 1) < 2 s
+    late = score(alerts, truth, tr, ScoreConfig(tick_lateness_s=0.05, processing_s=1.2), clock)
+    assert late["per_kind"]["rear_end"]["recall_required_lead"] == 0.0  # 6 - (3 + 1.2) < 2 s
 
 
 def test_collisions_without_history_are_not_eligible() -> None:
