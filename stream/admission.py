@@ -15,14 +15,16 @@ disagree with.
 
 Two event-time positions decide when a tick is out:
 
-- **Evidence** (when ticks are released). Each accepted record belongs to its tick, unless it
-  arrives behind the newest event time of its own input partition by more than
-  ``tick_lateness_s`` (J): it then belongs to the tick of that partition's newest record
-  minus J. So tick k is complete once every input partition (those seen, and those that
-  still have records to deliver) has delivered a record later than ``k*dt + J``; it is
-  released then, without waiting for the watermark. Which tick a record belongs to depends
-  only on its own partition's arrival order: never on how partitions interleave, how the
-  input was cut into batches or how fast it came.
+- **Evidence and cadence** (when ticks are released). Each accepted record belongs to its
+  tick, unless it arrives behind the newest event time of its own input partition by more
+  than ``tick_lateness_s`` (J): it then belongs to the tick of that partition's newest
+  record minus J; a record its vehicle's cadence did not expect belongs to the tick after
+  (stream/cadence.py). So tick k is complete once every input partition (those seen, and
+  those that still have records to deliver) has delivered a record later than ``k*dt +
+  J``, or has nobody left who may still report in tick k by their cadence; it is released
+  then, without waiting for the watermark. Which tick a record belongs to depends only on
+  its own partition's arrival order: never on how partitions interleave, how the input
+  was cut into batches, how fast it came or when a tick was released.
 - **Watermark** (what is too late, and the fallback). ``M - allowed_lateness_s``, M the
   newest event time seen, held back to the newest event time of each input partition that
   still has records to deliver (unless it trails by more than ``max_partition_skew_s``). A

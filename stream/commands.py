@@ -79,10 +79,11 @@ def _engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
                   "long for a partition that stopped delivering."),
         _opt("--tick-lateness-s", env="TICK_LATENESS_S",
              default=ENGINE_DEFAULTS.tick_lateness_s, type=click.FloatRange(min=0.0),
-             help="A tick's alerts go out as soon as every input partition has a fix this far "
-                  "past the tick (not --allowed-lateness-s later); a fix behind its partition "
-                  "by more than this counts at the partition's current tick. At most "
-                  "--allowed-lateness-s."),
+             help="A tick's alerts go out as soon as every vehicle that may still report in "
+                  "it has (by its own reporting interval), or at the latest once every input "
+                  "partition has a fix this far past the tick (not --allowed-lateness-s "
+                  "later); a fix behind its partition by more than this counts at the "
+                  "partition's current tick. At most --allowed-lateness-s."),
         _opt("--tick-s", env="TICK_S",
              default=ENGINE_DEFAULTS.tick_s, type=click.FloatRange(min=MIN_RISK_INTERVAL_S),
              help="Step of event time: records are released and vehicles updated tick by "

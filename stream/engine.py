@@ -14,13 +14,16 @@ replay and a live run agree, and it rests on four rules, all on event time:
    out-of-order fixes, replays after a restart); ``dense`` when the vehicle already has a
    fix in the same ``min_fix_interval_s`` bucket of event time (a flooding sender cannot
    cost more than a bounded number of sub-steps).
-2. **Ticks out on evidence, late by the watermark.** Tick k is the event-time interval
-   ``((k-1)*dt, k*dt]``, dt = ``tick_s`` (0.1 s). Accepted records wait in a buffer; tick k
-   is released as soon as every input partition has delivered a record later than
-   ``k*dt + tick_lateness_s`` (a record arriving further behind its own partition than that
-   counts at the partition's current tick instead), or at the latest when the watermark
-   ``M - allowed_lateness_s`` (M the newest event time seen) passes its end. Only the
-   watermark makes a record ``late``. See stream/admission.py.
+2. **Ticks out by cadence or on evidence, late by the watermark.** Tick k is the
+   event-time interval ``((k-1)*dt, k*dt]``, dt = ``tick_s`` (0.1 s). Accepted records
+   wait in a buffer; tick k is released as soon as every input partition is complete
+   through it: every vehicle that may still report in it has (its cadence,
+   stream/cadence.py), or the partition has delivered a record later than
+   ``k*dt + tick_lateness_s`` (a record arriving further behind its own partition than
+   that counts at the partition's current tick instead, and one its vehicle's cadence did
+   not expect a tick later, so no record finds its tick released); at the latest when the
+   watermark ``M - allowed_lateness_s`` (M the newest event time seen) passes its end.
+   Only the watermark makes a record ``late``. See stream/admission.py.
 3. **Ticks.** Released records are applied tick by tick in event-time order. Within a tick a
    vehicle with several fixes gets one sub-step per fix; each sub-step runs the kinematic
    update and one batched predictor call for the vehicles in it (never per message). Then

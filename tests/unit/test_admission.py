@@ -3,6 +3,8 @@ vehicle or conflict stage."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import orjson
 
@@ -36,6 +38,53 @@ def test_a_tick_is_released_once_the_input_is_past_it_without_waiting_for_the_wa
     # a tick is not out before a record later than its end + tick_lateness_s came
     rel = adm.release(adm.admit(_batch(("b", 0.42)), 3, None, None))
     assert rel is None or rel.ids.size == 0
+
+
+def _steady(cfg: EngineConfig) -> tuple[list[int | None], dict[tuple[str, float], int]]:
+    """Vehicles a and b, a fix each per tick (0.2 s) late in it; b stops after 1.0 s. The
+    last released tick after each tick's fixes, and the tick each record was released at."""
+    adm = Admission(cfg, wall_clock=lambda: T0)
+    base = round(T0 / 0.2)
+    done: list[int | None] = []
+    ticks: dict[tuple[str, float], int] = {}
+    for k in range(1, 8):
+        fixes = [("a", 0.2 * k - 0.03)] + ([("b", 0.2 * k - 0.01)] if k <= 5 else [])
+        rel = adm.release(adm.admit(_batch(*fixes), 2 * k, None, None))
+        if rel is not None:
+            for v, t, tick in zip(rel.ids.tolist(), rel.recs["ts"].tolist(),
+                                  rel.ticks.tolist(), strict=True):
+                ticks[(v, round(t - T0, 2))] = tick - base
+        done.append(None if adm.done is None else adm.done - base)
+    return done, ticks
+
+
+def test_a_tick_is_out_once_every_vehicle_due_in_it_has_reported():
+    done, ticks = _steady(CONFIG)
+    evidence, evidence_ticks = _steady(dataclasses.replace(CONFIG, release_on_cadence=False))
+    # with its fixes, not the next tick's (on evidence: a record past 0.2k + 0.05 s)
+    assert done[:5] == [1, 2, 3, 4, 5] and evidence[:5] == [0, 1, 2, 3, 4]
+    # b stops: tick 6 waits for it until its partition (a at 1.37 s) is past the time b's
+    # next fix was due by (0.99 + 1.5 * 0.2 s), then goes out with tick 7 at once
+    assert done[5:] == [5, 7] and evidence[5:] == [5, 6]
+    # the same tick for every record either way: a vehicle's first two fixes count a tick
+    # after their own (its cadence is not known yet), later ones at their own
+    assert ticks == {**evidence_ticks, ("a", 1.37): 7}
+    assert (ticks[("a", 0.17)], ticks[("a", 0.37)]) == (2, 3)
+    assert all(ticks[("a", round(0.2 * k - 0.03, 2))] == k for k in range(3, 8))
+
+
+def test_a_fix_sooner_than_its_cadence_counts_a_tick_later_and_never_overtakes_the_next():
+    adm = Admission(CONFIG, wall_clock=lambda: T0)
+    # every 0.4 s, then 0.05 s after (half an interval not passed: unexpected), then again
+    adm.admit(_batch(("a", 0.05), ("a", 0.45), ("a", 0.5), ("a", 0.55)), 0, None, None)
+    adm.finish()
+    rel = adm.release(adm.flush_bound() or 0)
+    assert rel is not None
+    base = round(T0 / 0.2)
+    got = [(round(t - T0, 2), k - base) for t, k in zip(rel.recs["ts"].tolist(),
+                                                       rel.ticks.tolist(), strict=True)]
+    # 0.5 s counts at tick 4, and 0.55 s (expected, own tick 3) keeps behind it
+    assert got == [(0.05, 2), (0.45, 4), (0.5, 4), (0.55, 4)]
 
 
 def test_a_straggler_counts_at_its_partitions_current_tick_and_only_the_watermark_makes_late():
