@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from trajstream.stream.cadence import Cadence, tick_of
+from trajstream.stream.cadence import NO_TICK, Cadence, tick_of
 from trajstream.stream.codec import PositionBatch
 from trajstream.stream.config import EngineConfig
 from trajstream.stream.metrics import DROP_REASONS
@@ -66,8 +66,6 @@ __all__ = ["NO_TICK", "Admission", "Released"]
 log = logging.getLogger("trajstream.stream.admission")
 
 _COLS = ("ts", "x", "y", "speed", "heading", "length", "width")
-# The tick of "no event time yet" (a watermark of -inf): nothing up to it is ever complete.
-NO_TICK = -(2**62)
 # Fixes of one vehicle held ahead of its partition at most (the oldest is dropped 'ahead'):
 # a partition with a single sender running ahead would otherwise hold its fixes forever.
 _MAX_HELD = 100
@@ -383,34 +381,31 @@ class Admission:
 
     def _by_evidence(self, blocking: set[int], partitions: np.ndarray | None) -> int:
         """The last tick every input partition is complete through: it has delivered a
-        record ``tick_lateness_s`` past the tick, or every vehicle due in it by its cadence
-        (stream/cadence.py). That holds for the partitions seen and those with records
-        still to deliver (one not seen yet holds everything). A partition that neither has
-        records to deliver nor kept up with the watermark (it trails the newest event time
-        by more than ``allowed_lateness_s``) has stopped delivering and is left out: the
-        watermark has released past it."""
+        record ``tick_lateness_s`` past the tick, or every vehicle that may still report in
+        it by its cadence has (stream/cadence.py). That holds for the partitions seen and
+        those with records still to deliver (one not seen yet holds everything). A partition
+        that neither has records to deliver nor kept up with the watermark (it trails the
+        newest event time by more than ``allowed_lateness_s``) has stopped delivering and
+        is left out: the watermark has released past it."""
         if partitions is None and not self._part_max:
-            return self._complete(-1, self._max_ts)
-        for p in blocking:
-            if p not in self._part_max:
-                return NO_TICK
-        idle_before = self._max_ts - self.config.allowed_lateness_s
-        low: int | None = None
-        for p, top in self._part_max.items():
-            if p in blocking or p in self._holding or top >= idle_before:
-                k = self._complete(p, top)
-                low = k if low is None else min(low, k)
-        return NO_TICK if low is None else low
-
-    def _complete(self, part: int, top: float) -> int:
-        """The last tick partition ``part``, newest event time ``top``, is complete through."""
-        if not math.isfinite(top):
+            tops = {-1: self._max_ts}
+        else:
+            for p in blocking:
+                if p not in self._part_max:
+                    return NO_TICK
+            idle_before = self._max_ts - self.config.allowed_lateness_s
+            tops = {p: top for p, top in self._part_max.items()
+                    if p in blocking or p in self._holding or top >= idle_before}
+        if not tops or not all(math.isfinite(t) for t in tops.values()):
             return NO_TICK
-        by_evidence = self._tick_of_scalar(top - self._tick_lateness()) - 1
-        if not self.config.release_on_cadence or self._held.get(part):
-            # (rows held ahead of the partition join at their own ticks once confirmed)
-            return by_evidence
-        return max(by_evidence, self._cadence.complete(part, top))
+        j = self._tick_lateness()
+        done = {p: self._tick_of_scalar(top - j) - 1 for p, top in tops.items()}
+        if self.config.release_on_cadence:
+            # (rows held ahead of a partition join at their own ticks once confirmed)
+            steady = {p: t for p, t in tops.items() if not self._held.get(p)}
+            for p, k in self._cadence.complete(steady).items():
+                done[p] = max(done[p], k)
+        return min(done.values())
 
     def _admit(
         self, batch: PositionBatch, partitions: np.ndarray | None, blocking: set[int],

@@ -20,17 +20,19 @@ before its vehicle's previous one.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Callable, Collection
+from itertools import repeat
 
 import numpy as np
 
-__all__ = ["Cadence", "tick_of"]
+__all__ = ["NO_TICK", "Cadence", "tick_of"]
 
 _DUE_SHARE = 0.5  # of the last interval, after which a vehicle's next fix may come
 _MISSED_SHARE = 1.5  # of the last interval, after which a vehicle has missed its next fix
-_NO_TICK = -(2**62)
+# The tick of "no event time yet" (a watermark of -inf): nothing up to it is ever complete.
+NO_TICK = -(2**62)
+_NEVER = 2**62  # the due tick of a vehicle that holds nothing
 
 
 def tick_of(ts: np.ndarray, dt: float) -> np.ndarray:
@@ -39,18 +41,38 @@ def tick_of(ts: np.ndarray, dt: float) -> np.ndarray:
 
 
 class Cadence:
-    """Per vehicle its last two accepted fix times and last tick; per partition a heap of
-    (due tick, vehicle)."""
+    """Per vehicle its last two accepted fix times, its last tick and its partition, in
+    arrays indexed by a vehicle number (a dict from id to number is the only per-record
+    Python work)."""
 
     def __init__(self, dt: float, lateness_s: float) -> None:
         self._dt = dt
         self._lateness_s = lateness_s
-        self._fixes: dict[str, tuple[float, float, int]] = {}  # vehicle -> (prev, last, tick)
-        self._due: dict[str, tuple[int, float]] = {}  # vehicle -> (due tick, missed after)
-        self._heaps: dict[int, list[tuple[int, str]]] = {}  # partition -> (due tick, vehicle)
+        self._number: dict[str, int] = {}
+        self._alloc(0)
+
+    def _alloc(self, n: int) -> None:
+        """Room for ``n`` vehicles, keeping the numbered ones."""
+        old = getattr(self, "_prev", None)
+        if old is not None and n <= old.size:
+            return
+        cap = max(1024, 2 * n)
+
+        def grow(name: str, fill: float, dtype: type) -> np.ndarray:
+            arr: np.ndarray = np.full(cap, fill, dtype=dtype)
+            if old is not None:
+                arr[:old.size] = getattr(self, name)
+            return arr
+
+        self._prev = grow("_prev", math.nan, np.float64)  # fix before the last
+        self._last = grow("_last", math.nan, np.float64)  # last accepted fix
+        self._tick = grow("_tick", NO_TICK, np.int64)  # tick of the last accepted fix
+        self._part = grow("_part", -1, np.int64)  # its input partition
+        self._due = grow("_due", _NEVER, np.int64)  # tick the next fix may come in
+        self._missed = grow("_missed", -math.inf, np.float64)  # missed after this time
 
     def __len__(self) -> int:
-        return len(self._fixes)
+        return len(self._number)
 
     def assign(self, ids: np.ndarray, ts: np.ndarray, own: np.ndarray, front: np.ndarray,
                parts: np.ndarray) -> np.ndarray:
@@ -59,38 +81,31 @@ class Cadence:
         m = ts.shape[0]
         if m == 0:
             return np.empty(0, dtype=np.int64)
-        names_all = ids.tolist()
-        names = list(dict.fromkeys(names_all))
-        number = dict(zip(names, range(len(names)), strict=True))
-        gid = np.fromiter(map(number.__getitem__, names_all), dtype=np.int64, count=m)
-        none = (math.nan, math.nan, _NO_TICK)
-        carried = [self._fixes.get(v, none) for v in names]
-        c_prev = np.fromiter((c[0] for c in carried), dtype=np.float64, count=len(names))
-        c_last = np.fromiter((c[1] for c in carried), dtype=np.float64, count=len(names))
-        c_tick = np.fromiter((c[2] for c in carried), dtype=np.int64, count=len(names))
-        order = np.argsort(gid, kind="stable")
-        g = gid[order]
+        veh = self._numbers(ids.tolist())
+        order = np.argsort(veh, kind="stable")
+        g = veh[order]
         start = np.ones(m, dtype=bool)
         start[1:] = g[1:] != g[:-1]
+        first = g[start]
         ts_s = ts[order]
         last = np.empty(m)
         last[1:] = ts_s[:-1]
-        last[start] = c_last[g[start]]
+        last[start] = self._last[first]
         prev = np.empty(m)
         prev[1:] = last[:-1]
-        prev[start] = c_prev[g[start]]
+        prev[start] = self._prev[first]
         known = np.isfinite(prev)
         due, missed = self._due_of(prev, last, known)
         own_s = own[order]
         later = front[order] - self._lateness_s
-        behind = np.maximum(own_s, self._ticks(later))  # the tick it had before cadences
+        behind = np.maximum(own_s, tick_of(later, self._dt))  # its tick before cadences
         expected = known & (own_s >= due) & (later <= missed)
         raw = np.where(expected, behind, behind + 1)
         # never before the vehicle's previous record: a running maximum per vehicle, on
         # keys vehicle * width + tick (vehicles ascending, so no maximum crosses over)
         low = int(raw.min()) - 1  # a carried tick at or before it holds nothing
         rel = raw - low
-        seed = np.clip(c_tick[g[start]] - low, 0, None)
+        seed = np.clip(self._tick[first] - low, 0, None)
         width = int(max(rel.max(), seed.max())) + 1
         base = g * width
         key = base + rel
@@ -98,68 +113,85 @@ class Cadence:
         tick_s = np.maximum.accumulate(key) - base + low
         ticks = np.empty(m, dtype=np.int64)
         ticks[order] = tick_s
-        # each vehicle's newest two fixes and tick, and its next due tick on its heap
+        # each vehicle's newest two fixes, tick and partition, and when it is due again
         ends = np.flatnonzero(np.r_[start[1:], True])
-        new_prev, new_last = last[ends], ts_s[ends]
-        self._fixes.update(zip(names, zip(new_prev.tolist(), new_last.tolist(),
-                                          tick_s[ends].tolist(), strict=True), strict=True))
-        self._push(names, new_prev, new_last, parts[order][ends])
+        v = g[ends]
+        self._set(v, last[ends], ts_s[ends], parts[order][ends])
+        self._tick[v] = tick_s[ends]
         return ticks
 
-    def complete(self, part: int, top: float) -> int:
-        """The last tick partition ``part`` (newest event time ``top``) is complete through
-        by its vehicles' cadence."""
-        later = top - self._lateness_s
-        heap = self._heaps.get(part)
-        while heap:
-            d, v = heap[0]
-            due = self._due.get(v)
-            if due is not None and due[0] == d and later <= due[1]:
-                break
-            heapq.heappop(heap)  # missed its fix, superseded, or forgotten
-        cap = int(self._ticks(np.array([later]))[0])
-        return min(cap, heap[0][0] - 1) if heap else cap
+    def complete(self, tops: dict[int, float]) -> dict[int, int]:
+        """Per partition (newest event time ``tops[p]``) the last tick it is complete
+        through by its vehicles' cadence."""
+        n = len(self._number)
+        out = {}
+        for p, top in tops.items():
+            later = top - self._lateness_s
+            cap = int(tick_of(np.array([later]), self._dt)[0])
+            holding = (self._part[:n] == p) & (self._missed[:n] >= later)
+            if holding.any():
+                cap = min(cap, int(self._due[:n][holding].min()) - 1)
+            out[p] = cap
+        return out
 
     def remember(self, ids: Collection[str], prev_ts: Collection[float],
                  last_ts: Collection[float], parts: Collection[int]) -> None:
         """Restored vehicles: their last two fixes, as an uninterrupted run has them (their
         released ticks are behind every tick still to come)."""
         names = list(ids)
-        prev = np.asarray(list(prev_ts), dtype=np.float64)
-        last = np.asarray(list(last_ts), dtype=np.float64)
-        self._fixes.update(zip(names, zip(prev.tolist(), last.tolist(),
-                                          [_NO_TICK] * len(names), strict=True), strict=True))
-        self._push(names, prev, last, np.asarray(list(parts), dtype=np.int64))
+        v = self._numbers(names)
+        self._set(v, np.asarray(list(prev_ts), dtype=np.float64),
+                  np.asarray(list(last_ts), dtype=np.float64),
+                  np.asarray(list(parts), dtype=np.int64))
+        self._tick[v] = NO_TICK
 
     def forget(self, keep: Callable[[str], bool]) -> None:
-        """Drop the vehicles ``keep`` rejects (their heap entries lapse)."""
-        self._fixes = {v: f for v, f in self._fixes.items() if keep(v)}
-        self._due = {v: d for v, d in self._due.items() if v in self._fixes}
+        """Drop the vehicles ``keep`` rejects; the others are numbered afresh."""
+        kept = [(v, i) for v, i in self._number.items() if keep(v)]
+        if len(kept) == len(self._number):
+            return
+        old = np.asarray([i for _, i in kept], dtype=np.int64)
+        arrays = {f: getattr(self, f)[old] for f in _FIELDS}
+        self._number = {v: k for k, (v, _) in enumerate(kept)}
+        del self._prev
+        self._alloc(len(old))
+        for f, a in arrays.items():
+            getattr(self, f)[:len(old)] = a
 
     def drop_partitions(self, parts: Collection[int]) -> None:
-        for p in parts:
-            self._heaps.pop(p, None)
+        """The vehicles of ``parts`` hold nothing any more (their ids are forgotten too)."""
+        n = len(self._number)
+        gone = np.isin(self._part[:n], np.asarray(sorted(parts), dtype=np.int64))
+        self._missed[:n][gone] = -math.inf
 
-    def _ticks(self, ts: np.ndarray) -> np.ndarray:
-        return tick_of(ts, self._dt)
+    def _numbers(self, names: list[str]) -> np.ndarray:
+        number = self._number
+        veh = np.fromiter(map(number.get, names, repeat(-1)), dtype=np.int64, count=len(names))
+        new = veh < 0
+        if new.any():
+            for name in np.asarray(names, dtype=object)[new].tolist():
+                if name not in number:
+                    number[name] = len(number)
+            self._alloc(len(number))
+            veh[new] = np.fromiter(map(number.__getitem__, np.asarray(
+                names, dtype=object)[new].tolist()), dtype=np.int64, count=int(new.sum()))
+        return veh
+
+    def _set(self, v: np.ndarray, prev: np.ndarray, last: np.ndarray,
+             parts: np.ndarray) -> None:
+        self._prev[v], self._last[v], self._part[v] = prev, last, parts
+        known = np.isfinite(prev) & np.isfinite(last)
+        due, missed = self._due_of(prev, last, known)
+        self._due[v] = np.where(known, due, _NEVER)
+        self._missed[v] = missed  # -inf when unknown: holds nothing
 
     def _due_of(self, prev: np.ndarray, last: np.ndarray,
                 known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The tick a vehicle's next fix may come in, and the event time after which it has
         missed it (where ``known``: two fixes)."""
         gap = np.where(known, last - prev, 0.0)
-        due = self._ticks(np.where(known, last + _DUE_SHARE * gap, -math.inf))
+        due = tick_of(np.where(known, last + _DUE_SHARE * gap, -math.inf), self._dt)
         return due, np.where(known, last + _MISSED_SHARE * gap, -math.inf)
 
-    def _push(self, names: list[str], prev: np.ndarray, last: np.ndarray,
-              parts: np.ndarray) -> None:
-        known = np.isfinite(prev) & np.isfinite(last)
-        due, missed = self._due_of(prev, last, known)
-        heaps, dues = self._heaps, self._due
-        for v, d, e, p, k in zip(names, due.tolist(), missed.tolist(), parts.tolist(),
-                                 known.tolist(), strict=True):
-            if k:
-                dues[v] = (d, e)
-                heapq.heappush(heaps.setdefault(p, []), (d, v))
-            else:
-                dues.pop(v, None)
+
+_FIELDS = ("_prev", "_last", "_tick", "_part", "_due", "_missed")
