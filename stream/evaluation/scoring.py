@@ -70,27 +70,30 @@ class ScoreConfig:
 class ReleaseClock:
     """Event time at which the processor releases each tick, for positions read in the
     order given, as one input partition delivers them live: the processor's own admission
-    (stream/admission.py, default rules unless ``config``) run over them, the records of
-    one event time arriving together. A tick goes out with the record that completes it,
-    by its vehicles' cadence or on evidence (at the end of the input when none does)."""
+    (stream/admission.py, default rules unless ``config``) run over them in micro-batches
+    of ``batch_s`` of event time (a live processor polling that often; the records of one
+    event time always together). A tick goes out with the batch that completes it, by its
+    vehicles' cadence or on evidence (at the end of the input when none does), at that
+    batch's newest event time."""
 
-    def __init__(self, positions: PositionBatch, config: EngineConfig = ENGINE_DEFAULTS) -> None:
+    def __init__(self, positions: PositionBatch, config: EngineConfig = ENGINE_DEFAULTS,
+                 batch_s: float = 0.005) -> None:
         adm = Admission(config, wall_clock=lambda: math.inf)
         ts = positions.ts
         self._dt = float(config.tick_s)
-        bounds = np.r_[0, np.flatnonzero(ts[1:] != ts[:-1]) + 1, ts.shape[0]].tolist()
+        newest = np.maximum.accumulate(ts) if ts.size else ts
+        slot = np.floor(newest / batch_s)
+        bounds = np.r_[0, np.flatnonzero(slot[1:] != slot[:-1]) + 1, ts.shape[0]].tolist()
         done: list[int] = []
         at: list[float] = []
-        newest = -math.inf
         for s, e in zip(bounds[:-1], bounds[1:], strict=True):
             k = adm.admit(positions.take(slice(s, e)), s, None, None)
-            newest = max(newest, float(ts[s]))
             if adm.release(k) is not None:
                 done.append(k)
-                at.append(newest)
+                at.append(float(newest[e - 1]))
         self._done = np.asarray(done, dtype=np.int64)
         self._at = np.asarray(at, dtype=np.float64)
-        self._end = newest
+        self._end = float(newest[-1]) if ts.size else -math.inf
 
     def release(self, t: float) -> float:
         """When the tick at event time ``t`` (a tick's end, as alerts carry) is out."""
