@@ -302,7 +302,7 @@ class Admission:
             self._watermark_s - self.config.allowed_lateness_s) - 1
         if self._late_upto is None or by_watermark > self._late_upto:
             self._late_upto = by_watermark
-        return max(by_watermark, self._by_evidence(held, partitions))
+        return max(by_watermark, self._complete_through(held, partitions))
 
     def finish(self) -> None:
         """End of input: rows still held ahead were never contradicted; they are admitted."""
@@ -379,7 +379,7 @@ class Admission:
     def _tick_lateness(self) -> float:
         return min(self.config.tick_lateness_s, self.config.allowed_lateness_s)
 
-    def _by_evidence(self, blocking: set[int], partitions: np.ndarray | None) -> int:
+    def _complete_through(self, blocking: set[int], partitions: np.ndarray | None) -> int:
         """The last tick every input partition is complete through: it has delivered a
         record ``tick_lateness_s`` past the tick, or every vehicle that may still report in
         it by its cadence has (stream/cadence.py). That holds for the partitions seen and
