@@ -48,8 +48,8 @@ PING_TIMEOUT_S = 2.0  # an idle consumer checks the broker answers within this
 # --until-end that has not reached the end after this long of empty polls says what it
 # waits for, then again at this interval: a group join or a first fetch take seconds, and a
 # hung run (CI) must not be silent, nor flood its log.
-UNTIL_END_WARN_AFTER_S = 30.0
-UNTIL_END_WARN_EVERY_S = 30.0
+QUIET_WARN_AFTER_S = 30.0
+QUIET_WARN_EVERY_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,9 +269,11 @@ class KafkaSource:
 
     With ``until_end`` the source reports ``exhausted`` once a poll comes back empty while
     partitions are assigned and the consumer lag is zero: drain what is there, then stop.
-    Until then, polls empty for ``UNTIL_END_WARN_AFTER_S`` log a warning saying what it
+    Until then, polls empty for ``QUIET_WARN_AFTER_S`` log a warning saying what it
     waits for (no assignment, unknown lag, or lag that polls do not return), repeated every
-    ``UNTIL_END_WARN_EVERY_S``; ``clock`` (monotonic seconds) times them.
+    ``QUIET_WARN_EVERY_S``; ``clock`` (monotonic seconds) times them. Without
+    ``until_end`` only a consumer without partitions warns (a group join that never
+    completes: seen with kafka-python, whose coordinator lookup can spin for minutes).
     """
 
     def __init__(
@@ -301,8 +303,7 @@ class KafkaSource:
         n = len(values)
         seq0 = self._seq.take(n)
         if n == 0:
-            if self._until_end:
-                self._check_end()
+            self._check_quiet()
             return RecordBatch([], [], self.topic, seq0)
         self._empty_since = None
         parts = np.array(part_col, dtype=np.int64)
@@ -310,22 +311,25 @@ class KafkaSource:
         self._out.append((seq0, parts, offs))
         return RecordBatch(keys, values, self.topic, seq0, parts, offs)
 
-    def _check_end(self) -> None:
-        """After an empty poll: at the end (assigned, lag 0) set ``exhausted``; otherwise
-        warn, at the rate limit, what the run waits for."""
+    def _check_quiet(self) -> None:
+        """After an empty poll. With ``until_end``: at the end (assigned, lag 0) set
+        ``exhausted``, otherwise warn, at the rate limit, what the run waits for. Without:
+        warn, at the rate limit, while no partition is assigned (a live topic may go quiet;
+        a consumer that never joins its group, or is never given a partition, is stuck)."""
         assigned = self._c.assignment()
-        lags = self._c.lags() if assigned else None
+        lags = self._c.lags() if assigned and self._until_end else None
         lag = None if lags is None else sum(lags.values())
-        if assigned and lag == 0:
-            self.exhausted = True
+        if assigned and (lag == 0 or not self._until_end):
+            self.exhausted = self._until_end
+            self._empty_since = None
             return
         now = self._clock()
         if self._empty_since is None:
-            self._empty_since, self._warn_at = now, now + UNTIL_END_WARN_AFTER_S
+            self._empty_since, self._warn_at = now, now + QUIET_WARN_AFTER_S
             return
         if now < self._warn_at:
             return
-        self._warn_at = now + UNTIL_END_WARN_EVERY_S
+        self._warn_at = now + QUIET_WARN_EVERY_S
         if not assigned:
             why = ("no partition is assigned to this consumer (waiting for the group join, "
                    "or for other members of the group to release the partitions they hold)")
@@ -336,8 +340,12 @@ class KafkaSource:
         else:
             behind = ", ".join(f"{t}[{p}]: {k}" for (t, p), k in sorted(lags.items()) if k > 0)
             why = f"{lag} records of lag that polls do not return ({behind})"
-        log.warning("--until-end: %.0f s of empty polls and not at the end of %s: %s",
-                    now - self._empty_since, self.topic, why)
+        if self._until_end:
+            log.warning("--until-end: %.0f s of empty polls and not at the end of %s: %s",
+                        now - self._empty_since, self.topic, why)
+        else:
+            log.warning("%.0f s of empty polls on %s: %s", now - self._empty_since,
+                        self.topic, why)
 
     def offsets(self, done_before: int | None, pending: Mapping[int, int] | None = None
                 ) -> dict[tuple[str, int], int]:

@@ -11,7 +11,7 @@ import logging
 import pytest
 
 from trajstream.stream.kafka import Columns
-from trajstream.stream.sources import UNTIL_END_WARN_AFTER_S, UNTIL_END_WARN_EVERY_S, KafkaSource
+from trajstream.stream.sources import QUIET_WARN_AFTER_S, QUIET_WARN_EVERY_S, KafkaSource
 
 
 class _Polls:
@@ -101,13 +101,13 @@ def test_until_end_warns_what_it_waits_for_at_a_rate_limit(
     caplog.set_level(logging.WARNING, logger="trajstream")
     clock = _Clock()
     src = KafkaSource(_Quiet(assigned, lags), "t", until_end=True, clock=clock)
-    _polls_until(src, clock, UNTIL_END_WARN_AFTER_S)  # the last one at 29 s: not yet
+    _polls_until(src, clock, QUIET_WARN_AFTER_S)  # the last one at 29 s: not yet
     assert _warnings(caplog) == []
     src.poll(10, 1.0)  # 30 s
     assert _warnings(caplog) == [f"--until-end: 30 s of empty polls and not at the end of t: "
                                  f"{reason}"]
-    _polls_until(src, clock, UNTIL_END_WARN_AFTER_S + UNTIL_END_WARN_EVERY_S)
-    assert len(_warnings(caplog)) == 1  # at most one per UNTIL_END_WARN_EVERY_S
+    _polls_until(src, clock, QUIET_WARN_AFTER_S + QUIET_WARN_EVERY_S)
+    assert len(_warnings(caplog)) == 1  # at most one per QUIET_WARN_EVERY_S
     src.poll(10, 1.0)
     assert len(_warnings(caplog)) == 2
     assert _warnings(caplog)[1].startswith("--until-end: 60 s of empty polls")
@@ -123,7 +123,7 @@ def test_until_end_warning_clock_restarts_when_records_come(
     _polls_until(src, clock, 29.0)
     consumer.records = 2
     assert len(src.poll(10, 1.0)) == 2  # at 29 s: the quiet spell ends
-    _polls_until(src, clock, 29.0 + UNTIL_END_WARN_AFTER_S)
+    _polls_until(src, clock, 29.0 + QUIET_WARN_AFTER_S)
     assert _warnings(caplog) == []
     src.poll(10, 1.0)
     assert len(_warnings(caplog)) == 1
@@ -140,8 +140,17 @@ def test_until_end_stops_at_lag_zero_without_warning(caplog: pytest.LogCaptureFi
     src.poll(10, 1.0)
     assert src.exhausted
     assert _warnings(caplog) == []
-    # without --until-end the same quiet consumer neither stops nor warns
-    plain = KafkaSource(_Quiet([], None), "t", clock=clock)
+    # without --until-end a quiet consumer with partitions neither stops nor warns (a live
+    # topic may go quiet) ...
+    plain = KafkaSource(_Quiet([("t", 0)], {("t", 0): 4}), "t", clock=clock)
     _polls_until(plain, clock, 200.0)
     assert not plain.exhausted
     assert _warnings(caplog) == []
+    # ... but one that is never given a partition (the group join stuck) says so
+    stuck = KafkaSource(_Quiet([], None), "t", clock=clock)
+    clock.now = 1000.0
+    _polls_until(stuck, clock, QUIET_WARN_AFTER_S + 1)
+    assert not stuck.exhausted
+    assert _warnings(caplog) == ["30 s of empty polls on t: no partition is assigned to this "
+                                 "consumer (waiting for the group join, or for other members "
+                                 "of the group to release the partitions they hold)"]
