@@ -51,9 +51,9 @@ class Cadence:
         self._number: dict[str, int] = {}
         self._alloc(0)
 
-    def _alloc(self, n: int) -> None:
-        """Room for ``n`` vehicles, keeping the numbered ones."""
-        old = getattr(self, "_prev", None)
+    def _alloc(self, n: int, keep: bool = True) -> None:
+        """Room for ``n`` vehicles, keeping the numbered ones (``keep``) or none."""
+        old = getattr(self, "_prev", None) if keep else None
         if old is not None and n <= old.size:
             return
         cap = max(1024, 2 * n)
@@ -153,8 +153,7 @@ class Cadence:
         old = np.asarray([i for _, i in kept], dtype=np.int64)
         arrays = {f: getattr(self, f)[old] for f in _FIELDS}
         self._number = {v: k for k, (v, _) in enumerate(kept)}
-        del self._prev
-        self._alloc(len(old))
+        self._alloc(len(old), keep=False)
         for f, a in arrays.items():
             getattr(self, f)[:len(old)] = a
 
@@ -169,12 +168,12 @@ class Cadence:
         veh = np.fromiter(map(number.get, names, repeat(-1)), dtype=np.int64, count=len(names))
         new = veh < 0
         if new.any():
-            for name in np.asarray(names, dtype=object)[new].tolist():
-                if name not in number:
-                    number[name] = len(number)
+            fresh = np.asarray(names, dtype=object)[new].tolist()
+            for name in fresh:
+                number.setdefault(name, len(number))
             self._alloc(len(number))
-            veh[new] = np.fromiter(map(number.__getitem__, np.asarray(
-                names, dtype=object)[new].tolist()), dtype=np.int64, count=int(new.sum()))
+            veh[new] = np.fromiter(map(number.__getitem__, fresh), dtype=np.int64,
+                                   count=len(fresh))
         return veh
 
     def _set(self, v: np.ndarray, prev: np.ndarray, last: np.ndarray,

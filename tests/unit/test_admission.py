@@ -9,6 +9,7 @@ import numpy as np
 import orjson
 
 from trajstream.stream.admission import Admission, Released
+from trajstream.stream.cadence import Cadence, tick_of
 from trajstream.stream.codec import CodecConfig, PositionBatch, decode_batch
 from trajstream.stream.config import EngineConfig
 
@@ -85,6 +86,25 @@ def test_a_fix_sooner_than_its_cadence_counts_a_tick_later_and_never_overtakes_t
                                                        rel.ticks.tolist(), strict=True)]
     # 0.5 s counts at tick 4, and 0.55 s (expected, own tick 3) keeps behind it
     assert got == [(0.05, 2), (0.45, 4), (0.5, 4), (0.55, 4)]
+
+
+def test_a_forgotten_vehicle_holds_nothing_and_the_others_keep_their_cadence():
+    def feed(c: Cadence, vehicles: list[str], t: float) -> list[int]:
+        ts = np.full(len(vehicles), T0 + t)
+        return c.assign(np.array(vehicles, dtype=object), ts, tick_of(ts, 0.2), ts,
+                        np.zeros(len(vehicles), dtype=np.int64)).tolist()
+
+    kept, full = Cadence(0.2, 0.05), Cadence(0.2, 0.05)
+    for t in (0.15, 0.35):
+        feed(kept, ["x", "y", "z"], t)
+        feed(full, ["x", "y", "z"], t)
+    kept.forget(lambda v: v != "y")
+    assert len(kept) == 2
+    # x and z were due in the tick of 0.55 s: expected there, at their own tick, as before
+    assert feed(kept, ["x", "z"], 0.55) == feed(full, ["x", "z"], 0.55) == [3 + round(T0 / 0.2)] * 2
+    # y, forgotten, no longer holds the tick of 0.55 s; remembered, it does
+    top = {0: T0 + 0.55}
+    assert kept.complete(top)[0] == full.complete(top)[0] + 1
 
 
 def test_a_straggler_counts_at_its_partitions_current_tick_and_only_the_watermark_makes_late():
