@@ -59,7 +59,7 @@ import numpy as np
 from trajstream.stream.cadence import NO_TICK, Cadence, tick_of
 from trajstream.stream.codec import PositionBatch
 from trajstream.stream.config import EngineConfig
-from trajstream.stream.metrics import DROP_REASONS
+from trajstream.stream.metrics import DROP_REASONS, RELEASE_RULES
 
 __all__ = ["NO_TICK", "Admission", "Released"]
 
@@ -227,9 +227,13 @@ class Admission:
         # earlier batch. The processor dead-letters them (stale and dense are routine).
         self.dropped: list[tuple[int, str, str, bytes | None]] = []
         self._drop_counters = None
+        self._release_counters = None
         if metrics is not None:
             self._drop_counters = {
                 r: metrics.positions_dropped.labels(reason=r) for r in DROP_REASONS
+            }
+            self._release_counters = {
+                r: metrics.ticks_released.labels(reason=r) for r in RELEASE_RULES
             }
         self.reset()
 
@@ -243,6 +247,7 @@ class Admission:
         self._part_max: dict[int, float] = {}  # the same per input partition
         self._watermark_s = -math.inf  # where the watermark stands, before lateness
         self._done: int | None = None  # last released tick
+        self._release_rule: str | None = None  # what completed the ticks of the last admit
         self._late_upto: int | None = None  # last tick the watermark released (later: late)
         self._holding: set[int] = set()  # partitions the watermark waits for (last batch)
         self._held: dict[int, list[_Held]] = {}  # rows ahead of their partition, by partition
@@ -302,7 +307,10 @@ class Admission:
             self._watermark_s - self.config.allowed_lateness_s) - 1
         if self._late_upto is None or by_watermark > self._late_upto:
             self._late_upto = by_watermark
-        return max(by_watermark, self._complete_through(held, partitions))
+        through, self._release_rule = self._complete_through(held, partitions)
+        if by_watermark > through:
+            self._release_rule = "watermark"
+        return max(by_watermark, through)
 
     def finish(self) -> None:
         """End of input: rows still held ahead were never contradicted; they are admitted."""
@@ -323,6 +331,9 @@ class Admission:
             return None
         recs, ids, ticks = self._pending.pop_until(upto)
         first = self._done + 1 if self._done is not None else None
+        if first is not None and self._release_counters is not None and self._release_rule:
+            self._release_counters[self._release_rule].inc(upto - first + 1)
+        self._release_rule = None  # counted once; the end of input is not a rule
         self._done = upto
         return Released(recs, ids, ticks, first, upto)
 
@@ -379,33 +390,37 @@ class Admission:
     def _tick_lateness(self) -> float:
         return min(self.config.tick_lateness_s, self.config.allowed_lateness_s)
 
-    def _complete_through(self, blocking: set[int], partitions: np.ndarray | None) -> int:
+    def _complete_through(self, blocking: set[int],
+                          partitions: np.ndarray | None) -> tuple[int, str]:
         """The last tick every input partition is complete through: it has delivered a
         record ``tick_lateness_s`` past the tick, or every vehicle that may still report in
         it by its cadence has (stream/cadence.py). That holds for the partitions seen and
         those with records still to deliver (one not seen yet holds everything). A partition
         that neither has records to deliver nor kept up with the watermark (it trails the
         newest event time by more than ``allowed_lateness_s``) has stopped delivering and
-        is left out: the watermark has released past it."""
+        is left out: the watermark has released past it. With the tick, the rule that
+        completed it (``cadence`` when the evidence alone would not have)."""
         if partitions is None and not self._part_max:
             tops = {-1: self._max_ts}
         else:
             for p in blocking:
                 if p not in self._part_max:
-                    return NO_TICK
+                    return NO_TICK, "evidence"
             idle_before = self._max_ts - self.config.allowed_lateness_s
             tops = {p: top for p, top in self._part_max.items()
                     if p in blocking or p in self._holding or top >= idle_before}
         if not tops or not all(math.isfinite(t) for t in tops.values()):
-            return NO_TICK
+            return NO_TICK, "evidence"
         j = self._tick_lateness()
-        done = {p: self._tick_of_scalar(top - j) - 1 for p, top in tops.items()}
+        evidence = {p: self._tick_of_scalar(top - j) - 1 for p, top in tops.items()}
+        done = dict(evidence)
         if self.config.release_on_cadence:
             # (rows held ahead of a partition join at their own ticks once confirmed)
             steady = {p: t for p, t in tops.items() if not self._held.get(p)}
             for p, k in self._cadence.complete(steady).items():
                 done[p] = max(done[p], k)
-        return min(done.values())
+        through = min(done.values())
+        return through, "cadence" if through > min(evidence.values()) else "evidence"
 
     def _admit(
         self, batch: PositionBatch, partitions: np.ndarray | None, blocking: set[int],

@@ -45,6 +45,8 @@ DROP_REASONS: tuple[str, ...] = ("stale", "late", "future", "dense", "ahead")
 # Fixes used, but not as reported (stream/state.py FLAG_REASONS): speed or heading that
 # disagree with the motion, replaced by the derived ones; a jump that restarts the track.
 CORRECTION_REASONS: tuple[str, ...] = ("speed", "heading", "jump")
+# What completed the ticks a micro-batch released (stream/admission.py).
+RELEASE_RULES: tuple[str, ...] = ("cadence", "evidence", "watermark")
 ALERT_SEVERITIES: tuple[str, ...] = ("warning", "critical")
 HORIZONS: tuple[str, ...] = ("1", "2", "3", "4")
 # Pre-created kinds; others may be used but must come from a fixed set in the caller's code.
@@ -117,6 +119,14 @@ class Metrics:
             "Records applied, but not as reported, by reason: speed or heading that "
             "disagree with the motion between fixes (the derived value is used), or a "
             "jump no vehicle can make (the track restarts there).",
+            ["reason"],
+            registry=r,
+        )
+        self.ticks_released = Counter(
+            "trajstream_ticks_released",
+            "Ticks released, by what completed them: every vehicle due in them had reported "
+            "(cadence), a record past them in every partition (evidence), or the watermark "
+            "(a partition that stopped delivering).",
             ["reason"],
             registry=r,
         )
@@ -198,6 +208,8 @@ class Metrics:
             self.positions_dropped.labels(reason=reason)
         for reason in CORRECTION_REASONS:
             self.positions_corrected.labels(reason=reason)
+        for rule in RELEASE_RULES:
+            self.ticks_released.labels(reason=rule)
         for severity in ALERT_SEVERITIES:
             self.alerts.labels(severity=severity)
         for kind in KAFKA_ERROR_KINDS:

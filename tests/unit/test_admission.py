@@ -12,6 +12,7 @@ from trajstream.stream.admission import Admission, Released
 from trajstream.stream.cadence import Cadence, tick_of
 from trajstream.stream.codec import CodecConfig, PositionBatch, decode_batch
 from trajstream.stream.config import EngineConfig
+from trajstream.stream.metrics import RELEASE_RULES, Metrics
 
 T0 = 1_764_081_000.0
 # Ticks of 0.2 s (the product's are 0.1 s): the arithmetic in the tests below is written in
@@ -41,10 +42,11 @@ def test_a_tick_is_released_once_the_input_is_past_it_without_waiting_for_the_wa
     assert rel is None or rel.ids.size == 0
 
 
-def _steady(cfg: EngineConfig) -> tuple[list[int | None], dict[tuple[str, float], int]]:
+def _steady(cfg: EngineConfig, metrics: Metrics | None = None
+            ) -> tuple[list[int | None], dict[tuple[str, float], int]]:
     """Vehicles a and b, a fix each per tick (0.2 s) late in it; b stops after 1.0 s. The
     last released tick after each tick's fixes, and the tick each record was released at."""
-    adm = Admission(cfg, wall_clock=lambda: T0)
+    adm = Admission(cfg, metrics, wall_clock=lambda: T0)
     base = round(T0 / 0.2)
     done: list[int | None] = []
     ticks: dict[tuple[str, float], int] = {}
@@ -59,9 +61,20 @@ def _steady(cfg: EngineConfig) -> tuple[list[int | None], dict[tuple[str, float]
     return done, ticks
 
 
+def _released_by(metrics: Metrics) -> dict[str, float]:
+    return {rule: metrics.registry.get_sample_value("trajstream_ticks_released_total",
+                                                    {"reason": rule}) for rule in RELEASE_RULES}
+
+
 def test_a_tick_is_out_once_every_vehicle_due_in_it_has_reported():
-    done, ticks = _steady(CONFIG)
-    evidence, evidence_ticks = _steady(dataclasses.replace(CONFIG, release_on_cadence=False))
+    on, off = Metrics(), Metrics()
+    done, ticks = _steady(CONFIG, on)
+    evidence, evidence_ticks = _steady(dataclasses.replace(CONFIG, release_on_cadence=False),
+                                       off)
+    # what completed the ticks after the first: the cadence, also for ticks 6 and 7 once b
+    # is given up on (the evidence alone had tick 6 only)
+    assert _released_by(on) == {"cadence": 6, "evidence": 0, "watermark": 0}
+    assert _released_by(off) == {"cadence": 0, "evidence": 6, "watermark": 0}
     # with its fixes, not the next tick's (on evidence: a record past 0.2k + 0.05 s)
     assert done[:5] == [1, 2, 3, 4, 5] and evidence[:5] == [0, 1, 2, 3, 4]
     # b stops: tick 6 waits for it until its partition (a at 1.37 s) is past the time b's
