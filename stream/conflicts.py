@@ -22,7 +22,7 @@ from trajstream.stream import episodes
 from trajstream.stream.codec import encode_json
 from trajstream.stream.risk import Conflicts, Fleet, RiskConfig, assess
 
-__all__ = ["ConflictStage", "PredictedTick", "TickResult"]
+__all__ = ["ConflictStage", "PredictedTick", "TickResult", "count_alerts"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,11 @@ class PredictedTick:
     def __len__(self) -> int:
         return len(self.fleet)
 
+    def take(self, index: np.ndarray) -> PredictedTick:
+        """The rows ``index`` of this tick."""
+        return PredictedTick(self.t, self.ids[index], self.fleet.take(index),
+                             None if self.sigma is None else self.sigma[index])
+
 
 @dataclass
 class TickResult:
@@ -54,6 +59,8 @@ class TickResult:
     index_b: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     decisions: list[episodes.AlertDecision] = field(default_factory=list)
     alerts: list[tuple[bytes, bytes]] = field(default_factory=list)
+    severities: list[str] = field(default_factory=list)  # of each alert
+    seconds: float = 0.0  # the risk assessment's wall time
 
 
 class ConflictStage:
@@ -84,24 +91,32 @@ class ConflictStage:
         t, fleet = tick.t, tick.fleet
         t0 = time.perf_counter()
         conflicts = assess(t, fleet, self.spec, self.risk)
-        if self.metrics is not None and not partial:
-            self.metrics.risk_seconds.observe(time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
         pairs, index_a, index_b = episodes.conflict_pairs(conflicts, tick.ids)
         decisions = self.tracker.update(t, pairs, conflicts, partial=partial)
-        result = TickResult(conflicts, pairs, index_a, index_b, decisions)
+        result = TickResult(conflicts, pairs, index_a, index_b, decisions, seconds=seconds)
         mine = owns(result) if owns is not None else None
         for d in decisions:
             if mine is not None and not mine[d.conflict]:
                 continue
             msg = episodes.alert_message(d, fleet, int(index_a[d.conflict]),
                                          int(index_b[d.conflict]), self.spec, self.model)
-            sev = msg["severity"]
-            self.stats[sev] += 1
-            if self.metrics is not None:
-                self.metrics.alerts.labels(severity=sev).inc()
+            result.severities.append(msg["severity"])
             result.alerts.append((episodes.alert_key(d.vehicle_a, d.vehicle_b),
                                   encode_json(msg)))
+        count_alerts(result.severities, None if partial else seconds, self.stats, self.metrics)
         return result
+
+    def assess_watched(self, tick: PredictedTick) -> TickResult | None:
+        """A partial assessment of the :meth:`watched` vehicles among ``tick``'s (which may
+        hold the whole fleet: a caller in another process cannot know who is watched until
+        the assessments before have run); None when nobody is watched."""
+        watched = self.watched()
+        if not watched:
+            return None
+        ids = tick.ids.tolist()
+        index = np.flatnonzero(np.fromiter((i in watched for i in ids), bool, len(ids)))
+        return self.assess(tick.take(index), partial=True)
 
     def watched(self) -> Collection[str]:
         """What a partial assessment between two whole-fleet ones needs: the vehicles of
@@ -115,3 +130,30 @@ class ConflictStage:
     def reset(self) -> None:
         """Forget every episode (keeps the counters)."""
         self.tracker = episodes.EpisodeTracker(self.tracker.config)
+
+    # The tracker's checkpoint calls, as methods of the stage so that a caller in another
+    # process reaches them by name (stream/risk_process.py).
+
+    def changed_vehicles(self) -> set[str]:
+        return self.tracker.changed_vehicles()
+
+    def snapshot(self, vehicle_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        return self.tracker.snapshot(vehicle_ids)
+
+    def prev_t(self) -> float | None:
+        return self.tracker.prev_t
+
+    def restore(self, states: dict[str, Any], prev_t: float | None = None) -> None:
+        self.tracker.restore(states, prev_t=prev_t)
+
+
+def count_alerts(severities: list[str], seconds: float | None, stats: dict[str, int],
+                 metrics: Any) -> None:
+    """Add one assessment's alerts (their severities) to ``stats`` and the metrics, and its
+    time (given for whole-fleet assessments) to the risk histogram."""
+    for sev in severities:
+        stats[sev] += 1
+        if metrics is not None:
+            metrics.alerts.labels(severity=sev).inc()
+    if metrics is not None and seconds is not None:
+        metrics.risk_seconds.observe(seconds)
