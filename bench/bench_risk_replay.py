@@ -125,8 +125,10 @@ def capture(name: str, d: Path) -> None:
 
     cm.ConflictStage.assess = keep  # type: ignore[method-assign]
     try:
+        # --no-risk-process: the stage must run here, where ``keep`` wraps it
         _cli("process", "--input", str(d / f"{name}.jsonl"), "--alerts-out",
-             str(d / f"{name}.captured.alerts.jsonl"), "--metrics-port", "0")
+             str(d / f"{name}.captured.alerts.jsonl"), "--metrics-port", "0",
+             "--no-risk-process")
     finally:
         cm.ConflictStage.assess = orig  # type: ignore[method-assign]
     with open(d / f"{name}.ticks.pkl", "wb") as f:

@@ -49,8 +49,9 @@ def capture(path: Path, every: int) -> list[tuple[Any, ...]]:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             try:
+                # --no-risk-process: the assessments must run here, where ``keep`` is
                 main(["process", "--input", str(path), "--alerts-out", f"{tmp}/alerts.jsonl",
-                      "--predictor", "lstm"])
+                      "--predictor", "lstm", "--no-risk-process"])
             except SystemExit as exc:
                 if exc.code:
                     raise

@@ -57,6 +57,7 @@ log = logging.getLogger("trajstream.stream.app")
 STATUS_INTERVAL_S = 30.0
 LAG_INTERVAL_S = 1.0
 PING_INTERVAL_S = 1.0  # while no records come, check this often that the broker answers
+ASSESSING_POLL_S = 0.005  # a poll's longest wait while the risk process has alerts to come
 BACKOFF_FIRST_S = 0.2
 BACKOFF_MAX_S = 5.0
 RETRY_LOG_INTERVAL_S = 10.0
@@ -298,7 +299,8 @@ def build_engine(config: ProcessorConfig, io: IO, predictor: Predictor | None,
 
         assert io.grid is not None
         publisher = TilePublisher(io.grid, predictor.name, io.inputs)
-    return Engine(config.engine, predictor, metrics, publisher=publisher)
+    return Engine(config.engine, predictor, metrics, publisher=publisher,
+                  risk_process=config.risk_in_process)
 
 
 class Processor:
@@ -360,6 +362,7 @@ class Processor:
         blocking = source.blocking
         empty, no_parts = PositionBatch.empty(), np.empty(0, dtype=np.int64)
         process, handle_rejects, chunks = eng.process, self.rejects.handle, event_time_chunks
+        settle = getattr(eng, "settle", None)  # not the risk stage's engine
         dead_letter = self.rejects.dead_letter
         frame = FrameCheck()
         positions_in = self._decode is decode_batch  # not the risk stage's internal records
@@ -385,7 +388,9 @@ class Processor:
             while not stop.is_set():
                 t0 = perf()
                 try:
-                    rb = poll(max_records, wait_s)
+                    # While the risk process assesses, look back soon for its alerts.
+                    rb = poll(max_records, wait_s if settle is None or not eng.assessing
+                              else min(wait_s, ASSESSING_POLL_S))
                     t_polled = perf()
                 except KafkaUnavailable as exc:
                     if not exc.retriable:  # fatal (e.g. fenced by a twin --instance-id)
@@ -435,6 +440,10 @@ class Processor:
                 elif held is not None:
                     # partitions may have caught up: the watermark can move without records
                     emit(process(empty, rb.seq0, partitions=no_parts, blocking=held))
+                if not n and settle is not None and eng.assessing:
+                    # Caught up with the input: nothing to read meanwhile, so wait for the
+                    # risk process's alerts rather than hold them until the next batch.
+                    emit(settle())
                 finished = source.exhausted
                 if finished:
                     emit(eng.flush())
@@ -454,6 +463,8 @@ class Processor:
                     commit_secs.observe(mono() - now)
                     next_commit = now + (commit_every if committed else self._backoff_s)
                 if now >= next_lag:
+                    if settle is not None and eng.assessing:
+                        emit(settle())  # a lag query waits on the broker: alerts first
                     lag = source.lag()
                     if lag is not None:
                         m.consumer_lag.set(lag)
@@ -471,7 +482,8 @@ class Processor:
             raise
         self._closing = True
         self._close(failed=False)
-        out = self.summary(mono() - t_start, time.process_time() - cpu_start)
+        out = self.summary(mono() - t_start, time.process_time() - cpu_start
+                           + getattr(eng, "risk_process_cpu_s", 0.0))
         sched_end = main_thread_times()
         if sched_start is not None and sched_end is not None:
             run_s, wait_s = (b - a for a, b in zip(sched_start, sched_end, strict=True))
@@ -502,6 +514,9 @@ class Processor:
         consumed (one transaction with ``exactly_once``). True when offsets reached the
         broker (a commit with nothing to commit proves nothing about it)."""
         io, eng = self.io, self.engine
+        settle = getattr(eng, "settle", None)
+        if settle is not None:  # no committed record may have alerts still to come
+            self._emit(settle())
         # Per input partition where the engine tells (each partition's offsets stop at its
         # own first waiting record), else at the first waiting record overall.
         pending = getattr(eng, "pending_by_partition", None)
@@ -659,6 +674,9 @@ class Processor:
         closes = [getattr(s, "abort", s.close) if failed else s.close for s in sinks]
         closes += [self.rejects.abort if failed else self.rejects.close, io.source.close,
                    *io.closers]
+        close_engine = getattr(self.engine, "close", None)
+        if close_engine is not None:
+            closes.append(close_engine)
         errors: list[BaseException] = []
         for close in closes:
             try:
@@ -686,10 +704,11 @@ class Processor:
     def summary(self, elapsed_s: float | None = None,
                 cpu_s: float | None = None) -> dict[str, Any]:
         """Counters so far; with the run's wall time and (``cpu_s``) the CPU time of the
-        whole process over it (client threads included: on shared cores, records per CPU
-        second compare runs better than records per second). :meth:`run` adds where Linux
-        tells: the main thread's seconds waiting for a CPU (``main_wait_s``) and idle
-        (``main_idle_s``: blocked on the broker or a rebalance)."""
+        whole process over it (client threads and the risk process included: on shared
+        cores, records per CPU second compare runs better than records per second).
+        :meth:`run` adds where Linux tells: the main thread's seconds waiting for a CPU
+        (``main_wait_s``) and idle (``main_idle_s``: blocked on the broker or a
+        rebalance)."""
         first = self.rejects.first
         out = {**self.engine.summary(), "consumed": self.records, "batches": self.batches,
                "rejected": self.rejects.total,

@@ -48,8 +48,8 @@ ABORT_GRACE_S = 2.0  # after a second signal, exit even if closing the clients h
 
 
 def _opt(*names: str, env: str, **kw: Any) -> Callable[[Any], Any]:
-    return click.option(*names, envvar=f"TRAJSTREAM_{env}", show_envvar=True,
-                        show_default=True, **kw)
+    kw.setdefault("show_default", True)
+    return click.option(*names, envvar=f"TRAJSTREAM_{env}", show_envvar=True, **kw)
 
 
 _POS_FLOAT = click.FloatRange(min=0.0, min_open=True)
@@ -154,6 +154,10 @@ def _engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
              type=click.IntRange(min=0),
              help="How long a poll waits for the first record (a batch is what has "
              "arrived, never held back to fill up)."),
+        _opt("--risk-process/--no-risk-process", "risk_process", env="RISK_PROCESS",
+             default=None, show_default="on with 2 or more CPUs",
+             help="Assess collision risk in a child process, on another core than the "
+                  "vehicle stage (the alerts are the same either way)."),
         _opt("--metrics-port", env="METRICS_PORT", default=DEFAULTS.metrics_port,
              type=click.IntRange(0, 65535),
              help="Serve Prometheus metrics on this port (0 = off)."),
@@ -400,7 +404,7 @@ def process(**kw: Any) -> None:
         exactly_once=kw["exactly_once"], transactional_id=kw["transactional_id"],
         max_stall_s=kw["max_stall_s"],
         stage=kw["stage"], internal_topic=kw["internal_topic"], tile_m=kw["tile_m"],
-        halo_m=kw["halo_m"],
+        halo_m=kw["halo_m"], risk_process=kw["risk_process"],
     )
     risk_only = cfg.stage == "risk"
     predictor = (None if risk_only else
@@ -564,7 +568,7 @@ def demo(**kw: Any) -> None:
     cfg = ProcessorConfig(source="memory", engine=engine, predictor=kw["predictor"],
                           max_batch_records=kw["max_batch_records"],
                           max_batch_wait_ms=kw["max_batch_wait_ms"],
-                          metrics_port=kw["metrics_port"])
+                          metrics_port=kw["metrics_port"], risk_process=kw["risk_process"])
     predictor = load_predictor(cfg.predictor, engine.spec, weights=kw["weights"])
     metrics = Metrics()
     metrics.set_build_info(predictor.name, "none")

@@ -14,6 +14,7 @@ reads them from here.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -81,6 +82,14 @@ DEFAULTS = _Defaults()
 # finer than any fix rate we see (10 Hz), and a finer interval only multiplies the work (at
 # 1e-6 s a run never ends).
 MIN_RISK_INTERVAL_S = 0.05
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
 
 
 def _finite_pos(name: str, value: float, *, allow_zero: bool = False) -> None:
@@ -278,6 +287,16 @@ class ProcessorConfig:
     internal_topic: str = DEFAULTS.internal_topic
     tile_m: float = DEFAULTS.tile_m
     halo_m: float | None = None  # None: max_speed_mps x horizon + halo_margin_m
+    # the conflict stage in a child process (stream/risk_process.py); None: when this
+    # process may use two or more CPUs
+    risk_process: bool | None = None
+
+    @property
+    def risk_in_process(self) -> bool:
+        """Whether the conflict stage runs in a child process (``risk_process`` resolved)."""
+        if self.risk_process is not None:
+            return self.risk_process
+        return usable_cpus() >= 2
 
     @property
     def consumer_group(self) -> str:

@@ -67,8 +67,8 @@ from trajstream.stream.checkpoint import (
 )
 from trajstream.stream.codec import PositionBatch
 from trajstream.stream.config import EngineConfig
-from trajstream.stream.conflicts import ConflictStage
 from trajstream.stream.predict_stage import TilePublisher
+from trajstream.stream.risk_process import ConflictRunner
 from trajstream.stream.vehicles import VehicleStage
 
 __all__ = ["Engine", "Outputs"]
@@ -103,6 +103,11 @@ class Engine:
 
     With a ``publisher`` (stream/predict_stage.py, ``--stage predict``) each tick's predicted
     kinematics go to :attr:`Outputs.internal` instead of the conflict stage.
+
+    ``risk_process``: the conflict stage runs in a child process, beside the vehicle stage
+    (stream/risk_process.py). The alerts are the same; a call returns those of the
+    assessments finished by then, :meth:`settle` waits for the rest. :meth:`close` stops
+    the process.
     """
 
     def __init__(
@@ -113,6 +118,7 @@ class Engine:
         *,
         wall_clock: Callable[[], float] = time.time,
         publisher: TilePublisher | None = None,
+        risk_process: bool = False,
     ) -> None:
         keep_temporaries_in_heap()  # see stream/allocator.py: ~30% of the risk stage
         self.config = config
@@ -121,8 +127,9 @@ class Engine:
         self.metrics = metrics
         self.vehicles = VehicleStage(config, predictor, metrics)
         self.admission = Admission(config, metrics, wall_clock=wall_clock)
-        self.conflicts = ConflictStage(self.spec, predictor.name, config.risk, config.episodes,
-                                       metrics)
+        self.conflicts = ConflictRunner(self.spec, predictor.name, config.risk,
+                                        config.episodes, metrics,
+                                        in_process=risk_process and publisher is None)
         self._dt = float(config.tick_s)
         self._per_risk = config.ticks_per_risk
         self._ticks = 0
@@ -147,11 +154,6 @@ class Engine:
     def errors(self) -> Any:
         """The online prediction error (stream/online_error.py)."""
         return self.vehicles.errors
-
-    @property
-    def tracker(self) -> Any:
-        """The alert episodes (stream/episodes.py)."""
-        return self.conflicts.tracker
 
     @property
     def newest_applied_ts(self) -> float:
@@ -198,13 +200,34 @@ class Engine:
         upto = self.admission.admit(batch, seq0, partitions, blocking)
         out = self._release(upto)
         out.dropped = self.admission.dropped
+        out.alerts = self.conflicts.collect()
         return out
+
+    @property
+    def assessing(self) -> bool:
+        """Assessments running (in the risk process) or alerts not yet returned."""
+        return self.conflicts.busy
+
+    def settle(self) -> Outputs:
+        """The alerts of every assessment still running (in the risk process)."""
+        return Outputs(alerts=self.conflicts.collect(wait=True))
 
     def flush(self) -> Outputs:
         """Release every buffered record (end of input)."""
         self.admission.finish()
         upto = self.admission.flush_bound()
-        return Outputs() if upto is None else self._release(upto)
+        out = Outputs() if upto is None else self._release(upto)
+        out.alerts = self.conflicts.collect(wait=True)
+        return out
+
+    def close(self) -> None:
+        """Stop the risk process, if any (alerts not settled are lost)."""
+        self.conflicts.close()
+
+    @property
+    def risk_process_cpu_s(self) -> float:
+        """CPU seconds of the risk process (0 inline), as of :meth:`close`."""
+        return self.conflicts.cpu_s
 
     # -- ticks -----------------------------------------------------------------------------
 
@@ -246,12 +269,9 @@ class Engine:
                 conflicts.forget(gone)
             if publisher is None:
                 if k % self._per_risk == 0:
-                    out.alerts.extend(conflicts.assess(vehicles.predicted(t)).alerts)
+                    conflicts.assess(vehicles.predicted(t))
                 else:
-                    watched = conflicts.watched()
-                    if watched:
-                        out.alerts.extend(conflicts.assess(
-                            vehicles.predicted(t, only=watched), partial=True).alerts)
+                    conflicts.assess_watched(t, vehicles.predicted)
             else:
                 out.internal.extend(publisher.publish(k, vehicles.predicted(t)))
             self._ticks += 1
@@ -268,16 +288,16 @@ class Engine:
         Taken at a commit point: everything handed to :meth:`process` so far is either
         applied (in the state) or still buffered (read again after a restart).
         """
-        store, tracker = self.store, self.tracker
+        store, conflicts = self.store, self.conflicts
         slots, gone = store.take_changes()
-        changed = tracker.changed_vehicles()
+        changed = conflicts.call("changed_vehicles")
         if changed:
             extra = store.lookup(sorted(changed))
             slots = np.union1d(slots, extra[extra >= 0])
         meta = {
             **self.admission.meta(),
             "next_evict": self.vehicles.next_evict, "newest": self.vehicles.newest_applied_ts,
-            "prev_t": tracker.prev_t, "tick_s": self._dt,
+            "prev_t": conflicts.call("prev_t"), "tick_s": self._dt,
         }
         return Checkpoint(self._rows(slots), gone, meta, self.export)
 
@@ -289,7 +309,7 @@ class Engine:
     def _rows(self, slots: np.ndarray) -> VehicleRows:
         store = self.store
         ids = [store.ids[s] for s in slots.tolist()]
-        eps = self.tracker.snapshot(ids) if ids else {}
+        eps = self.conflicts.call("snapshot", ids) if ids else {}
         rows, rec = store.export_rows(slots)
         return VehicleRows(ids, store.partition[slots].tolist(), slots.tolist(), rows, rec, eps)
 
@@ -314,7 +334,7 @@ class Engine:
             self.admission.remember(ids, store.last_ts[slots].tolist(),
                                     store.kin.hist_t[slots, -2].tolist(),
                                     store.partition[slots].tolist())
-            self.tracker.restore({v.vehicle_id: v.episodes or {} for v in vehicles})
+            self.conflicts.call("restore", {v.vehicle_id: v.episodes or {} for v in vehicles})
         if metas:
             # The newest event times seen ("max_ts", "part_max") are NOT restored: they
             # describe how far the previous owner had read, past the committed offsets, and
@@ -342,7 +362,7 @@ class Engine:
                 self.admission.resume(tick(first["done"]), None if late is None else tick(late))
                 stage.next_evict = first.get("next_evict", -math.inf)
                 if first.get("prev_t") is not None:
-                    self.tracker.restore({}, prev_t=float(first["prev_t"]))
+                    self.conflicts.call("restore", {}, float(first["prev_t"]))
         if self.metrics is not None:
             self.metrics.active_vehicles.set(len(stage))
 
@@ -356,7 +376,7 @@ class Engine:
         a watermark that had moved past the committed offsets.
         """
         ids = self.vehicles.drop_all()
-        self.conflicts.reset()
+        self.conflicts.call("reset")
         self.admission.reset()
         self._ticks_at_reset = self._ticks
         if self.metrics is not None:

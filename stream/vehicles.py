@@ -121,15 +121,16 @@ class VehicleStage:
         if ahead.any():
             act = act[~ahead]
         kin = store.kin
+        sigma = store.sigma[act]  # one array in both places (a risk process gets it once)
         fleet = Fleet(
             ts=store.last_ts[act], x=kin.x[act], y=kin.y[act], speed=kin.speed_now[act],
             heading=kin.heading[act], yaw_rate=kin.yaw_rate[act], accel=kin.accel[act],
             length=store.length[act], width=store.width[act], paths=store.path[act],
-            sigma=store.sigma[act], heading_known=kin.heading_known[act] > 0,
+            sigma=sigma, heading_known=kin.heading_known[act] > 0,
             since=store.since_ts[act],
         )
         ids = store.id_of[act]
-        return PredictedTick(t, ids, fleet, store.sigma[act])
+        return PredictedTick(t, ids, fleet, sigma)
 
     def restore(self, ids: list[str], want_slots: list[int], rows: np.ndarray,
                 rec: np.ndarray) -> np.ndarray:

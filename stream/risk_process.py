@@ -1,0 +1,248 @@
+"""The conflict stage behind an ordered queue: inline, or in a child process on another core.
+
+A drain of the processor spends about 40% of its CPU in the risk assessment and the rest
+in decoding, admission and the vehicle stage. Both halves are numpy (and the LSTM) driven
+from Python, so they hold the GIL for much of their time and threads barely overlap them
+(measured: 1.13x on a file run, at 1.25x the CPU). A child process does: while it assesses
+tick k, the main process decodes the next micro-batch and steps the vehicles to tick k+1.
+
+Nothing about the results changes. One worker takes the jobs in the order they were
+submitted, so the conflict stage sees the same ticks in the same order as inline and emits
+the same alerts, byte for byte (the worker starts from a fork server, never a fork of a
+process that has loaded TensorFlow). What changes is when they come out: an assessment's
+alerts are handed over by the first :meth:`ConflictRunner.collect` after it has finished,
+and ``collect(wait=True)`` waits for all of them (the processor does so before every
+commit, so no committed record has alerts still to come, and whenever it has caught up
+with its input, so live alerts are not held back).
+
+A partial assessment (stream/episodes.py: the vehicles of conflicts awaiting confirmation)
+needs the watched set, which only exists once the assessments before it have run; a
+worker still busy with those gets the whole tick and picks the watched vehicles itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import select
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, NamedTuple
+
+from trajstream.errors import TrajstreamError
+from trajstream.model.predictors import PathSpec
+from trajstream.stream.conflicts import ConflictStage, PredictedTick, TickResult, count_alerts
+from trajstream.stream.episodes import EpisodeConfig
+from trajstream.stream.risk import RiskConfig
+
+__all__ = ["ConflictRunner", "RiskProcessDied"]
+
+Alert = tuple[bytes, bytes]
+
+
+class RiskProcessDied(TrajstreamError):
+    """The child process running the conflict stage is gone (killed, out of memory)."""
+
+
+class ConflictRunner:
+    """A :class:`ConflictStage` fed in order; ``in_process`` runs it in a child process.
+
+    Stats and metrics are counted here, in the calling process, from each assessment's
+    result, so they are the same in both modes.
+    """
+
+    def __init__(self, spec: PathSpec, model: str, risk: RiskConfig,
+                 episode_config: EpisodeConfig, metrics: Any = None, *,
+                 in_process: bool = False) -> None:
+        self.metrics = metrics
+        self.stats: dict[str, int] = {"warning": 0, "critical": 0}
+        self._args = (spec, model, risk, episode_config)
+        self._stage: ConflictStage | None = None
+        self._pool: ProcessPoolExecutor | None = None
+        if in_process:
+            self._pool = ProcessPoolExecutor(
+                1, mp_context=multiprocessing.get_context("forkserver"),
+                initializer=_start, initargs=(*self._args, os.getpid()))
+        else:
+            self._stage = ConflictStage(*self._args)
+        self._jobs: deque[tuple[Future[Any], bool]] = deque()  # (job, partial)
+        self.cpu_s = 0.0  # the child process's CPU seconds, as of :meth:`close`
+        self._alerts: list[Alert] = []
+        # the stage's watched vehicles after the last job handed over (None: not known)
+        self._watched: frozenset[str] | None = None
+
+    @property
+    def in_process(self) -> bool:
+        return self._pool is not None
+
+    # -- jobs, in order --------------------------------------------------------------------
+
+    def assess(self, tick: PredictedTick) -> None:
+        """Queue a whole-fleet assessment."""
+        self._submit(_assess, tick, partial=False)
+
+    def assess_watched(self, t: float,
+                       predicted: Callable[..., PredictedTick]) -> None:
+        """Queue a partial assessment at ``t`` of the watched vehicles; ``predicted(t,
+        only=None)`` gives the tick's vehicles."""
+        if self._stage is not None:
+            watched = self._stage.watched()
+            if watched:
+                self._done(self._stage.assess(predicted(t, only=watched), partial=True), True)
+            return
+        self._take(wait=False)
+        if self._jobs or self._watched is None:  # the child picks them from the whole tick
+            self._submit(_assess_watched, predicted(t), partial=True)
+        elif self._watched:  # known: send only those
+            self._submit(_assess_watched, predicted(t, only=self._watched), partial=True)
+
+    def forget(self, vehicle_ids: Iterable[str]) -> None:
+        """Queue dropping the episodes of vehicles that are gone."""
+        self._submit(_call, "forget", list(vehicle_ids), partial=False)
+
+    def call(self, method: str, *args: Any) -> Any:
+        """Run a method of the stage after every queued job; returns its result (the
+        queued jobs' alerts wait for :meth:`collect`)."""
+        if self._stage is not None:
+            return getattr(self._stage, method)(*args)
+        self._submit(_call, method, *args, partial=False)
+        return self._take(wait=True)
+
+    def collect(self, *, wait: bool = False) -> list[Alert]:
+        """The alerts of the jobs finished so far, in order; ``wait``: of every job."""
+        self._take(wait=wait)
+        out, self._alerts = self._alerts, []
+        return out
+
+    def child_pid(self) -> int | None:
+        """The child process's id (None inline): for logs and tests."""
+        return self.call("pid") if self._pool is not None else None
+
+    @property
+    def busy(self) -> bool:
+        """Jobs queued or alerts not collected yet."""
+        return bool(self._jobs or self._alerts)
+
+    def close(self) -> None:
+        """Stop the child process (nothing to do inline). Uncollected work is discarded."""
+        if self._pool is None:
+            return
+        for job, _ in self._jobs:
+            job.cancel()
+        self._jobs.clear()
+        with contextlib.suppress(Exception):  # a dead child has no figure to give
+            self.cpu_s, _ = self._pool.submit(_in_worker, _call, "cpu").result(timeout=10)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = None
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _submit(self, fn: Callable[..., Any], *args: Any, partial: bool) -> None:
+        if self._stage is not None:
+            self._done(fn(self._stage, *args), partial)
+            return
+        if self._pool is None:
+            raise RuntimeError("the conflict stage's process was closed")
+        try:
+            self._jobs.append((self._pool.submit(_in_worker, fn, *args), partial))
+        except BrokenProcessPool as exc:
+            raise _died() from exc
+
+    def _take(self, *, wait: bool) -> Any:
+        """Hand over finished jobs in order (all with ``wait``); the last one's result."""
+        last = None
+        jobs = self._jobs
+        while jobs and (wait or jobs[0][0].done()):
+            job, partial = jobs.popleft()
+            try:
+                last, self._watched = job.result()
+            except BrokenProcessPool as exc:
+                raise _died() from exc
+            self._done(last, partial)
+        return last
+
+    def _done(self, result: Any, partial: bool) -> None:
+        if isinstance(result, (TickResult, _Assessed)):
+            count_alerts(result.severities, None if partial else result.seconds, self.stats,
+                         self.metrics)
+            self._alerts.extend(result.alerts)
+
+
+class _Assessed(NamedTuple):
+    """What the caller needs of a :class:`TickResult`, not the arrays of every conflict."""
+
+    alerts: list[Alert]
+    severities: list[str]
+    seconds: float
+
+
+def _died() -> RiskProcessDied:
+    return RiskProcessDied(
+        "the risk assessment's process died (killed, or out of memory?); the processor "
+        "stops: restarted, it resumes from its committed offsets and changelog "
+        "(--no-risk-process assesses risk in the main process instead)")
+
+
+# -- in the child process --------------------------------------------------------------------
+
+_STAGE: ConflictStage | None = None
+
+
+def _start(spec: PathSpec, model: str, risk: RiskConfig, episode_config: EpisodeConfig,
+           parent: int) -> None:
+    global _STAGE
+    _STAGE = ConflictStage(spec, model, risk, episode_config)
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True,
+                     name="parent-watch").start()
+
+
+def _exit_with(parent: int) -> None:
+    """End this process when ``parent`` ends. A killed processor tells nobody: this child's
+    job queue holds a write end of its own (multiprocessing's queues do), so it never reads
+    an end of input, and the fork server it came from waits for it."""
+    try:
+        fd = os.pidfd_open(parent)
+    except (AttributeError, OSError):  # not Linux 5.3+: look every second
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(0)
+    select.select([fd], [], [])  # readable once the process has ended
+    os._exit(0)
+
+
+def _in_worker(fn: Callable[..., Any], *args: Any) -> tuple[Any, frozenset[str]]:
+    """Run one job; its result and who is watched after it."""
+    assert _STAGE is not None
+    return _slim(fn(_STAGE, *args)), frozenset(_STAGE.watched())
+
+
+def _slim(result: Any) -> Any:
+    """What the caller needs of a :class:`TickResult` (its alerts, their severities and
+    the time), not the arrays of every conflict."""
+    if not isinstance(result, TickResult):
+        return result
+    return _Assessed(result.alerts, result.severities, result.seconds)
+
+
+def _assess(stage: ConflictStage, tick: PredictedTick) -> TickResult:
+    return stage.assess(tick)
+
+
+def _assess_watched(stage: ConflictStage, tick: PredictedTick) -> TickResult | None:
+    return stage.assess_watched(tick)
+
+
+def _call(stage: ConflictStage, method: str, *args: Any) -> Any:
+    if method == "pid":
+        return os.getpid()
+    if method == "cpu":
+        return time.process_time()
+    return getattr(stage, method)(*args)
