@@ -189,7 +189,7 @@ def _wait_metrics(port: int, proc: subprocess.Popen[bytes], timeout_s: float) ->
 
 
 def _run(bootstrap: str, rate: int, seconds: float, warmup_s: float, client: str,
-         seed: int) -> dict[str, Any]:
+         seed: int, risk: str) -> dict[str, Any]:
     from confluent_kafka import Consumer
 
     from trajstream.stream.kafka import create_topics, make_producer
@@ -205,7 +205,8 @@ def _run(bootstrap: str, rate: int, seconds: float, warmup_s: float, client: str
     proc = subprocess.Popen(
         [sys.executable, "-m", "trajstream", "process", "--bootstrap", bootstrap,
          "--positions-topic", positions, "--alerts-topic", alerts, "--group", f"lat-{tag}",
-         "--kafka-client", client, "--metrics-port", str(port), "--from-latest"],
+         "--kafka-client", client, "--metrics-port", str(port), "--from-latest",
+         "--risk-process" if risk == "process" else "--no-risk-process"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     reader = Consumer({**_CONSUMER_DEFAULTS, "bootstrap.servers": bootstrap,
@@ -262,7 +263,7 @@ def _run(bootstrap: str, rate: int, seconds: float, warmup_s: float, client: str
     t_warm = start + warmup_s
     # alert ts is a tick's event time, which the publisher put on the wall clock
     e2e = np.array([read_at - ts for read_at, ts in seen if ts >= t_warm])
-    return {"rate": rate, "vehicles": vehicles, "behind_s": behind, "proc_p50": p50,
+    return {"rate": rate, "risk": risk, "vehicles": vehicles, "behind_s": behind, "proc_p50": p50,
             "proc_p99": p99, "proc_max": top, "proc_n": n, "e2e": e2e, "drain_s": drain_s,
             "phases": _phase_table(before, after)}
 
@@ -278,6 +279,9 @@ def main() -> None:
                     help="Kafka client of the `trajstream process` under test (the publisher "
                     "always uses confluent)")
     ap.add_argument("--seed", type=int, default=5, help="seed of the simulated traffic")
+    ap.add_argument("--risk", default="process",
+                    help="where the conflict stage runs, comma-separated: process (the "
+                    "default on 2+ CPUs), inline; both give an A/B in one run")
     args = ap.parse_args()
     from trajstream.stream.config import ENGINE_DEFAULTS
 
@@ -287,19 +291,21 @@ def main() -> None:
     rows = []
     with kafka_broker(args.bootstrap) as bootstrap:
         for rate in [int(r) for r in args.rates.split(",")]:
-            print(f"{rate:,} positions/s ...", flush=True)
-            rows.append(_run(bootstrap, rate, args.seconds, args.warmup_s,
-                             args.kafka_client, args.seed))
+            for risk in args.risk.split(","):
+                print(f"{rate:,} positions/s, risk {risk} ...", flush=True)
+                rows.append(_run(bootstrap, rate, args.seconds, args.warmup_s,
+                                 args.kafka_client, args.seed, risk))
     print(f"\nlive latency, {args.kafka_client}, LSTM, {args.seconds:g} s measured per rate "
           f"after {args.warmup_s:g} s warm-up, {os.cpu_count()} CPUs; event-time delay by "
           f"design {delay * 1e3:.0f} ms (the next fix after tick + tick lateness: jittered clocks)")
-    print(f"{'positions/s':>11} {'vehicles':>8} {'proc p50':>9} {'p99':>7} {'max<=':>7} "
+    print(f"{'positions/s':>11} {'risk':>7} {'vehicles':>8} {'proc p50':>9} {'p99':>7} "
+          f"{'max<=':>7} "
           f"{'e2e p50':>8} {'p99':>7} {'max':>7} {'e2e-delay p99':>13} {'alerts':>6} "
           f"{'pub late':>8} {'backlog':>8}")
     for r in rows:
         e = r["e2e"] * 1e3
         pe = (np.percentile(e, 50), np.percentile(e, 99), e.max()) if e.size else (np.nan,) * 3
-        print(f"{r['rate']:>11,} {r['vehicles']:>8} {r['proc_p50'] * 1e3:>7.1f}ms "
+        print(f"{r['rate']:>11,} {r['risk']:>7} {r['vehicles']:>8} {r['proc_p50'] * 1e3:>7.1f}ms "
               f"{r['proc_p99'] * 1e3:>5.1f}ms {r['proc_max'] * 1e3:>5.0f}ms {pe[0]:>6.0f}ms "
               f"{pe[1]:>5.0f}ms {pe[2]:>5.0f}ms {pe[1] - delay * 1e3:>11.0f}ms {e.size:>6} "
               f"{r['behind_s'] * 1e3:>6.0f}ms {r['drain_s']:>7.1f}s")
@@ -307,7 +313,7 @@ def main() -> None:
           "poll's wait and its LSTM steps and risk assessments, a commit point comes after "
           "its batch):")
     for r in rows:
-        print(f"  {r['rate']:>7,}/s: {r['phases']}")
+        print(f"  {r['rate']:>7,}/s, risk {r['risk']}: {r['phases']}")
     print("pub late: how far the publisher fell behind its pace at worst; backlog: seconds the "
           "processor needed after the last publish to reach the end (> ~1 s: it did not keep "
           "up with the rate, and latency grows with the run)")
@@ -315,7 +321,8 @@ def main() -> None:
         if r["rate"] == 20_000:
             e = r["e2e"] * 1e3
             p99 = float(np.percentile(e, 99)) if e.size else float("nan")
-            print(f"targets at 20k/s: processing p99 {r['proc_p99'] * 1e3:.1f} ms (<= 50): "
+            print(f"targets at 20k/s, risk {r['risk']}: processing p99 "
+                  f"{r['proc_p99'] * 1e3:.1f} ms (<= 50): "
                   f"{'met' if r['proc_p99'] <= 0.05 else 'NOT met'}; end to end p99 {p99:.0f} "
                   f"ms (<= 150 + {delay * 1e3:.0f}): "
                   f"{'met' if p99 <= 150 + delay * 1e3 else 'NOT met'}")
