@@ -401,6 +401,11 @@ class Processor:
                 if self._hook_error is not None:
                     raise self._hook_error
                 n = len(rb)
+                if not n and settle is not None and eng.assessing:
+                    # Caught up with the input: nothing to read meanwhile, so wait for the
+                    # risk process's alerts rather than hold them until the next batch (or
+                    # behind a ping of the broker).
+                    emit(settle())
                 if not n and mono() >= next_ping:
                     # Quiet, or no partitions (the group may have revoked them when the
                     # broker went away): only the broker answering counts as progress.
@@ -440,10 +445,6 @@ class Processor:
                 elif held is not None:
                     # partitions may have caught up: the watermark can move without records
                     emit(process(empty, rb.seq0, partitions=no_parts, blocking=held))
-                if not n and settle is not None and eng.assessing:
-                    # Caught up with the input: nothing to read meanwhile, so wait for the
-                    # risk process's alerts rather than hold them until the next batch.
-                    emit(settle())
                 finished = source.exhausted
                 if finished:
                     emit(eng.flush())
