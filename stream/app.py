@@ -373,6 +373,12 @@ class Processor:
         keep = self.batch_seconds.append if self._keep_latencies else None
         perf, mono, wall = time.perf_counter, time.monotonic, time.time
         emit = self._emit
+
+        def hand_over() -> None:
+            """Emit the alerts the risk process still has to give (waiting for them)."""
+            if settle is not None and eng.assessing:
+                emit(settle())
+
         commit_every = cfg.commit_interval_s
         t_start, cpu_start, sched_start = mono(), time.process_time(), main_thread_times()
         next_commit = t_start + commit_every
@@ -401,11 +407,11 @@ class Processor:
                 if self._hook_error is not None:
                     raise self._hook_error
                 n = len(rb)
-                if not n and settle is not None and eng.assessing:
+                if not n:
                     # Caught up with the input: nothing to read meanwhile, so wait for the
                     # risk process's alerts rather than hold them until the next batch (or
                     # behind a ping of the broker).
-                    emit(settle())
+                    hand_over()
                 if not n and mono() >= next_ping:
                     # Quiet, or no partitions (the group may have revoked them when the
                     # broker went away): only the broker answering counts as progress.
@@ -464,8 +470,7 @@ class Processor:
                     commit_secs.observe(mono() - now)
                     next_commit = now + (commit_every if committed else self._backoff_s)
                 if now >= next_lag:
-                    if settle is not None and eng.assessing:
-                        emit(settle())  # a lag query waits on the broker: alerts first
+                    hand_over()  # a lag query waits on the broker: alerts first
                     lag = source.lag()
                     if lag is not None:
                         m.consumer_lag.set(lag)
