@@ -13,7 +13,9 @@ Histogram buckets follow what was measured on the 2-core reference machine:
 - ``batch_seconds``: a whole micro-batch, decode to flush, from ~0.1 ms to seconds when
   Kafka stalls; up to 5 s.
 - ``processing_seconds``: per record, poll to the end of its micro-batch; batch_seconds's
-  buckets (the same span, counted once per record).
+  buckets (the same span, counted once per record). With the risk process
+  (stream/risk_process.py) the assessment is not part of the batch: its alerts follow
+  when it is done, so only end-to-end latency covers them.
 - ``commit_seconds``: a commit point (changelog, flush, offsets), batch_seconds's buckets.
 - ``risk_seconds``: grid + closest approach, same style as inference.
 - ``prediction_error_meters``: displacement error at 1-4 s horizons, decimetres for a good
@@ -151,7 +153,8 @@ class Metrics:
         self.processing_seconds = Histogram(
             "trajstream_processing_seconds",
             "Per record: wall time from the poll that returned it to the end of its "
-            "micro-batch (decoded, applied, its outputs handed to the producer).",
+            "micro-batch (decoded, applied, its outputs handed to the producer; with the "
+            "risk process, alerts of the ticks it released may follow with a later batch).",
             buckets=BATCH_SECONDS_BUCKETS,
             registry=r,
         )
