@@ -17,10 +17,10 @@ per 0.1 s of wall time, event time = wall time) while it reads the alerts topic.
   highest bucket, share of the wall clock);
 - beside them the event-time delay the pipeline adds by design: a tick is assessed once
   every vehicle that may still report in it has (its cadence), at the latest once a fix
-  more than ``--tick-lateness-s`` (0.05 s) past it has arrived. The simulator's 10 Hz
-  clocks jitter around the tick boundaries, so a car whose fix came early in a tick may
-  report again in it and holds the tick until its next fix: the next one (0.1 s), as on
-  evidence alone (a fleet on the 0.1 s grid has its ticks out with their own fixes). An
+  more than ``--tick-lateness-s`` (0.05 s) past it has arrived. The simulator drops and
+  delays a few fixes on purpose, and a vehicle missing its fix holds the tick until the
+  next step's records show it missed it: the next fix (0.1 s), as on evidence alone (a
+  fleet on the 0.1 s grid that delivers every fix has its ticks out with their own). An
   alert cannot appear sooner than that after its positions. End to end minus this delay
   is what the processor and Kafka add.
 
@@ -286,7 +286,7 @@ def main() -> None:
     from trajstream.stream.config import ENGINE_DEFAULTS
 
     # the first 10 Hz fix later than the tick + tick_lateness_s releases it (the simulator's
-    # jittered clocks: the cadence holds each tick until then too)
+    # dropped and delayed fixes: the cadence holds each tick until then too)
     delay = (math.floor(ENGINE_DEFAULTS.tick_lateness_s * HZ + 1e-9) + 1) / HZ
     rows = []
     with kafka_broker(args.bootstrap) as bootstrap:
@@ -297,7 +297,8 @@ def main() -> None:
                                  args.kafka_client, args.seed, risk))
     print(f"\nlive latency, {args.kafka_client}, LSTM, {args.seconds:g} s measured per rate "
           f"after {args.warmup_s:g} s warm-up, {os.cpu_count()} CPUs; event-time delay by "
-          f"design {delay * 1e3:.0f} ms (the next fix after tick + tick lateness: jittered clocks)")
+          f"design {delay * 1e3:.0f} ms (the next fix after tick + tick lateness: dropped and "
+          f"delayed fixes)")
     print(f"{'positions/s':>11} {'risk':>7} {'vehicles':>8} {'proc p50':>9} {'p99':>7} "
           f"{'max<=':>7} "
           f"{'e2e p50':>8} {'p99':>7} {'max':>7} {'e2e-delay p99':>13} {'alerts':>6} "

@@ -225,8 +225,7 @@ def _in_worker(fn: Callable[..., Any], *args: Any) -> tuple[Any, frozenset[str]]
 
 
 def _slim(result: Any) -> Any:
-    """What the caller needs of a :class:`TickResult` (its alerts, their severities and
-    the time), not the arrays of every conflict."""
+    """A :class:`TickResult` as :class:`_Assessed`; anything else as it is."""
     if not isinstance(result, TickResult):
         return result
     return _Assessed(result.alerts, result.severities, result.seconds)

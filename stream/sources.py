@@ -45,9 +45,10 @@ log = logging.getLogger("trajstream.stream.sources")
 END = object()  # put on a MemorySource's queue to end the stream
 BLOCKING_REFRESH_S = 0.05
 PING_TIMEOUT_S = 2.0  # an idle consumer checks the broker answers within this
-# --until-end that has not reached the end after this long of empty polls says what it
-# waits for, then again at this interval: a group join or a first fetch take seconds, and a
-# hung run (CI) must not be silent, nor flood its log.
+# A consumer whose polls stay empty this long says what it waits for (--until-end: the end
+# of the topic; a live run: only while it has no partition), then again at this interval: a
+# group join or a first fetch take seconds, and a hung run must not be silent, nor flood
+# its log.
 QUIET_WARN_AFTER_S = 30.0
 QUIET_WARN_EVERY_S = 30.0
 
