@@ -26,6 +26,7 @@ import contextlib
 import multiprocessing
 import os
 import select
+import signal
 import threading
 import time
 from collections import deque
@@ -65,6 +66,7 @@ class ConflictRunner:
         self._stage: ConflictStage | None = None
         self._pool: ProcessPoolExecutor | None = None
         if in_process:
+            _start_fork_server()
             self._pool = ProcessPoolExecutor(
                 1, mp_context=multiprocessing.get_context("forkserver"),
                 initializer=_start, initargs=(*self._args, os.getpid()))
@@ -181,6 +183,23 @@ class _Assessed(NamedTuple):
     seconds: float
 
 
+def _start_fork_server() -> None:
+    """Start multiprocessing's fork server (once per process) with SIGINT and SIGTERM
+    blocked, so that it and the worker it forks keep them blocked. Ctrl-C at a terminal,
+    systemd and `kill -- -PGID` signal the whole process group; the fork server would die
+    of a SIGTERM (it ignores only SIGINT), and the pool takes its end for the worker's. A
+    signal that comes meanwhile waits for the unblock, so this process still sees it."""
+    from multiprocessing import forkserver, resource_tracker
+
+    resource_tracker.ensure_running()  # first: starting it unblocks both signals again
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _died() -> RiskProcessDied:
     return RiskProcessDied(
         "the risk assessment's process died (killed, or out of memory?); the processor "
@@ -196,6 +215,10 @@ _STAGE: ConflictStage | None = None
 def _start(spec: PathSpec, model: str, risk: RiskConfig, episode_config: EpisodeConfig,
            parent: int) -> None:
     global _STAGE
+    # The parent decides when this process ends (see _start_fork_server): on a stop signal
+    # it finishes its batch, takes the last alerts from here and commits.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     _STAGE = ConflictStage(spec, model, risk, episode_config)
     threading.Thread(target=_exit_with, args=(parent,), daemon=True,
                      name="parent-watch").start()

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -88,6 +89,52 @@ def test_sigterm_ends_a_run_reading_a_silent_pipe(tmp_path: Path) -> None:
     print(f"\n[stop] SIGTERM on a silent pipe: exit {code} after {took:.2f} s")
     assert code == 0, log.read_text()
     assert alerts.exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_signal_to_the_process_group_ends_the_run_cleanly(tmp_path: Path, sig) -> None:
+    """Ctrl-C at a terminal (SIGINT), systemd and `kill -- -PGID` (SIGTERM) signal every
+    process of the group, the risk process too: it must outlive the batch the processor
+    finishes (exit 0, alerts written), not die first and turn the stop into an error."""
+    log = tmp_path / "log.txt"
+    alerts = tmp_path / "alerts.jsonl"
+    cmd = [sys.executable, "-m", "trajstream", "--log-level", "INFO", "process", "--input",
+           "-", "--alerts-out", str(alerts), "--metrics-port", "0", "--risk-process"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAJSTREAM_")}
+    # 2 crossing cars and 300 others (assessments that take a while), 10 fixes a second
+    lines = crossing_traffic(seed=4, n_background=300, seconds=120.0)
+    second = 302 * 10
+    with log.open("w") as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=err, env=env,
+                                start_new_session=True)
+    assert proc.stdin is not None
+    stdin = proc.stdin
+
+    def feed() -> None:  # a second of event time every 50 ms until the run ends
+        for i in range(0, len(lines), second):
+            try:
+                stdin.write(b"\n".join(lines[i:i + second]) + b"\n")
+                stdin.flush()
+            except (BrokenPipeError, ValueError):
+                return
+            time.sleep(0.05)
+
+    writer = threading.Thread(target=feed, daemon=True)
+    try:
+        writer.start()
+        _wait_for(log, "first record", proc, 120)
+        time.sleep(3.0)  # assessments under way in the risk process
+        os.killpg(proc.pid, sig)
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        stdin.close()
+    text = log.read_text()
+    assert code == 0, text
+    assert "done:" in text and "died" not in text, text
+    assert alerts.stat().st_size > 0
 
 
 def test_a_second_signal_aborts_at_once(monkeypatch) -> None:
