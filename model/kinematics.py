@@ -346,14 +346,16 @@ class KinematicsTracker:
             return np.zeros(slots.size, dtype=bool), np.zeros(slots.size, dtype=bool)
         inside = w > 0
         n = np.maximum(w.sum(axis=1), 1.0)
-        s_all = judged & np.isfinite(speed) & ~(inside & np.isnan(hs)).any(axis=1)
-        mean_s = np.where(inside, np.nan_to_num(np.abs(hs)), 0.0).sum(axis=1) / n
+        # Sums over the fit's fixes are NaN where one of them reported nothing (values are
+        # finite or NaN): such a row is not judged, whatever its other values say.
+        mean_s = np.abs(np.where(inside, hs, 0.0)).sum(axis=1) / n
+        s_all = judged & np.isfinite(speed) & ~np.isnan(mean_s)
         tol = SPEED_TOL_MPS + SPEED_TOL_REL * np.maximum(mean_s, fit_speed) + 3.0 * fit_sigma
         bad_speed = s_all & (np.abs(mean_s - fit_speed) > tol)
+        mc = np.where(inside, hc, 0.0).sum(axis=1)
+        mn = np.where(inside, hn, 0.0).sum(axis=1)
         h_all = (judged & np.isfinite(heading) & (fit_speed > HEADING_CHECK_MPS)
-                 & ~(inside & np.isnan(hc)).any(axis=1))
-        mc = np.where(inside, np.nan_to_num(hc), 0.0).sum(axis=1)
-        mn = np.where(inside, np.nan_to_num(hn), 0.0).sum(axis=1)
+                 & ~np.isnan(mc))
         # angle between the mean reported direction and the fitted course, by its cosine
         dot = mc * fit_vx + mn * fit_vy
         norm = np.hypot(mc, mn) * fit_speed
