@@ -37,6 +37,7 @@ from trajstream.stream.config import (
     ProcessorConfig,
     SourceKind,
 )
+from trajstream.stream.cpus import usable_cpus
 from trajstream.stream.livemap.options import map_options
 
 __all__ = ["demo", "process"]
@@ -155,7 +156,7 @@ def _engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
              help="How long a poll waits for the first record (a batch is what has "
              "arrived, never held back to fill up)."),
         _opt("--risk-process/--no-risk-process", "risk_process", env="RISK_PROCESS",
-             default=None, show_default="on with 2 or more CPUs",
+             default=None, show_default="on with 2 or more CPUs (affinity, CPU quota)",
              help="Assess collision risk in a child process, on another core than the "
                   "vehicle stage (the alerts are the same either way)."),
         _opt("--metrics-port", env="METRICS_PORT", default=DEFAULTS.metrics_port,
@@ -417,8 +418,11 @@ def process(**kw: Any) -> None:
     topic = cfg.internal_topic if risk_only else cfg.positions_topic
     where = (f"{cfg.input_path}" if is_file else
              f"{topic} at {cfg.bootstrap} (group {cfg.consumer_group}, {io.kafka_client})")
-    log.info("processing %s, stage %s%s%s", where, cfg.stage,
+    log.info("processing %s, stage %s%s%s%s", where, cfg.stage,
              "" if predictor is None else f", the {predictor.name} predictor",
+             "" if cfg.stage != "all" else
+             f", risk assessed {'in a child process' if cfg.risk_in_process else 'inline'}"
+             f" ({usable_cpus()} usable CPUs)",
              f", state changelog {cfg.changelog_name}" if cfg.changelog_name else "")
     try:
         with _stop_on_signals() as stop:

@@ -14,7 +14,6 @@ reads them from here.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -30,6 +29,7 @@ from trajstream.errors import ConfigError
 from trajstream.model.predictors import PathSpec
 from trajstream.outputs import refuse_aliases
 from trajstream.stream.codec import CodecConfig
+from trajstream.stream.cpus import usable_cpus
 from trajstream.stream.episodes import EpisodeConfig
 from trajstream.stream.risk import RiskConfig
 
@@ -82,14 +82,6 @@ DEFAULTS = _Defaults()
 # finer than any fix rate we see (10 Hz), and a finer interval only multiplies the work (at
 # 1e-6 s a run never ends).
 MIN_RISK_INTERVAL_S = 0.05
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, e.g. a container's cpuset)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
 
 
 def _finite_pos(name: str, value: float, *, allow_zero: bool = False) -> None:
