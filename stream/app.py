@@ -46,6 +46,7 @@ from trajstream.stream.deadletter import RejectPolicy
 from trajstream.stream.engine import Engine, Outputs
 from trajstream.stream.metrics import Metrics
 from trajstream.stream.plausibility import FrameCheck
+from trajstream.stream.risk_process import RiskProcessUnavailable
 from trajstream.stream.sinks import Delivery, JsonlSink, KafkaSink, Output, Sink
 from trajstream.stream.sources import FileSource, KafkaSource, Source
 from trajstream.stream.tiles import TileGrid
@@ -299,8 +300,15 @@ def build_engine(config: ProcessorConfig, io: IO, predictor: Predictor | None,
 
         assert io.grid is not None
         publisher = TilePublisher(io.grid, predictor.name, io.inputs)
-    return Engine(config.engine, predictor, metrics, publisher=publisher,
-                  risk_process=config.risk_in_process)
+    try:
+        return Engine(config.engine, predictor, metrics, publisher=publisher,
+                      risk_process=config.risk_in_process)
+    except RiskProcessUnavailable as exc:
+        if config.risk_process:  # asked for by name: say why it cannot be
+            raise RiskProcessUnavailable(
+                f"{exc}: --no-risk-process assesses risk in the main process") from exc
+        log.warning("%s: assessing risk in the main process instead (the same alerts)", exc)
+        return Engine(config.engine, predictor, metrics, publisher=publisher)
 
 
 class Processor:

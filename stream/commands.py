@@ -421,7 +421,7 @@ def process(**kw: Any) -> None:
     log.info("processing %s, stage %s%s%s%s", where, cfg.stage,
              "" if predictor is None else f", the {predictor.name} predictor",
              "" if cfg.stage != "all" else
-             f", risk assessed {'in a child process' if cfg.risk_in_process else 'inline'}"
+             f", risk assessed {'in a child process' if proc.engine.risk_in_process else 'inline'}"
              f" ({usable_cpus()} usable CPUs)",
              f", state changelog {cfg.changelog_name}" if cfg.changelog_name else "")
     try:

@@ -225,6 +225,11 @@ class Engine:
         self.conflicts.close()
 
     @property
+    def risk_in_process(self) -> bool:
+        """Whether the conflict stage runs in a child process."""
+        return self.conflicts.in_process
+
+    @property
     def risk_process_cpu_s(self) -> float:
         """CPU seconds of the risk process (0 inline), as of :meth:`close`."""
         return self.conflicts.cpu_s

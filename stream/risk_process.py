@@ -41,13 +41,17 @@ from trajstream.stream.conflicts import ConflictStage, PredictedTick, TickResult
 from trajstream.stream.episodes import EpisodeConfig
 from trajstream.stream.risk import RiskConfig
 
-__all__ = ["ConflictRunner", "RiskProcessDied"]
+__all__ = ["ConflictRunner", "RiskProcessDied", "RiskProcessUnavailable"]
 
 Alert = tuple[bytes, bytes]
 
 
 class RiskProcessDied(TrajstreamError):
     """The child process running the conflict stage is gone (killed, out of memory)."""
+
+
+class RiskProcessUnavailable(TrajstreamError):
+    """The child process for the conflict stage cannot be started here."""
 
 
 class ConflictRunner:
@@ -66,10 +70,15 @@ class ConflictRunner:
         self._stage: ConflictStage | None = None
         self._pool: ProcessPoolExecutor | None = None
         if in_process:
-            _start_fork_server()
-            self._pool = ProcessPoolExecutor(
-                1, mp_context=multiprocessing.get_context("forkserver"),
-                initializer=_start, initargs=(*self._args, os.getpid()))
+            try:
+                _start_fork_server()
+                self._pool = ProcessPoolExecutor(
+                    1, mp_context=multiprocessing.get_context("forkserver"),
+                    initializer=_start, initargs=(*self._args, os.getpid()))
+            except OSError as exc:  # e.g. no writable /dev/shm for the queue's semaphore
+                raise RiskProcessUnavailable(
+                    f"cannot start the risk assessment's process ({exc}; its job queue "
+                    f"needs POSIX semaphores, in a writable /dev/shm)") from exc
         else:
             self._stage = ConflictStage(*self._args)
         self._jobs: deque[tuple[Future[Any], bool]] = deque()  # (job, partial)

@@ -148,3 +148,30 @@ def test_a_killed_processor_leaves_no_risk_process_behind():
         proc.kill()
         proc.wait()
     assert _ends(pid)
+
+
+def test_where_the_child_cannot_start_the_default_assesses_inline(monkeypatch, caplog):
+    """No writable /dev/shm (a hardened container) leaves multiprocessing without its
+    semaphores: measured with a read-only tmpfs there, the pool's queue fails with EROFS.
+    The default then assesses risk in the main process and says so; asked for by name, the
+    processor stops with that reason and the option that avoids it."""
+    from trajstream.stream import risk_process
+    from trajstream.stream.app import build_engine
+    from trajstream.stream.config import ProcessorConfig
+    from trajstream.stream.risk_process import RiskProcessUnavailable
+
+    def no_semaphores(*_args, **_kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(risk_process, "ProcessPoolExecutor", no_semaphores)
+    io = None  # the whole pipeline (stage "all") takes nothing from the I/O
+    cfg = ProcessorConfig(source="memory", predictor="cv", risk_process=None)
+    # the default's choice on a machine of two or more CPUs, whatever this one has
+    monkeypatch.setattr(ProcessorConfig, "risk_in_process", property(lambda _self: True))
+    with caplog.at_level("WARNING", logger="trajstream.stream.app"):
+        eng = build_engine(cfg, io, ConstantVelocity(SPEC), Metrics())
+    assert not eng.risk_in_process
+    assert "/dev/shm" in caplog.text and "in the main process instead" in caplog.text
+    with pytest.raises(RiskProcessUnavailable, match="--no-risk-process"):
+        build_engine(ProcessorConfig(source="memory", predictor="cv", risk_process=True), io,
+                     ConstantVelocity(SPEC), Metrics())
