@@ -44,7 +44,10 @@ def cgroup_cpu_limit(proc_cgroup: Path = Path("/proc/self/cgroup"),
     limits: list[float] = []
     read: Callable[[Path], float | None]
     for line in lines:
-        _, controllers, path = line.split(":", 2)
+        fields = line.split(":", 2)  # hierarchy id, controllers, path
+        if len(fields) != 3:
+            continue
+        _, controllers, path = fields
         if controllers == "":  # v2, the unified hierarchy
             mounts = [root] if (root / "cgroup.controllers").exists() else [root / "unified"]
             read = _v2_quota

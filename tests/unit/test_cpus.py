@@ -67,6 +67,8 @@ def test_unreadable_or_malformed_files_mean_no_limit(tmp_path: Path) -> None:
     assert cgroup_cpu_limit(tmp_path / "missing", tmp_path) is None
     assert _limit(tmp_path, "0::/\n", {"cgroup.controllers": "cpu",
                                         "cpu.max": "garbage\n"}) is None
+    assert _limit(tmp_path / "b", "no colons here\n0::/\n", {
+        "cgroup.controllers": "cpu", "cpu.max": "100000 100000\n"}) == 1.0
 
 
 @pytest.mark.parametrize(("limit", "expected"), [(None, 8), (0.5, 1), (1.0, 1), (1.5, 2),
