@@ -418,11 +418,12 @@ def process(**kw: Any) -> None:
     topic = cfg.internal_topic if risk_only else cfg.positions_topic
     where = (f"{cfg.input_path}" if is_file else
              f"{topic} at {cfg.bootstrap} (group {cfg.consumer_group}, {io.kafka_client})")
+    cpus = usable_cpus()
     log.info("processing %s, stage %s%s%s%s", where, cfg.stage,
              "" if predictor is None else f", the {predictor.name} predictor",
              "" if cfg.stage != "all" else
              f", risk assessed {'in a child process' if proc.engine.risk_in_process else 'inline'}"
-             f" ({usable_cpus()} usable CPUs)",
+             f" ({cpus} usable CPU{'' if cpus == 1 else 's'})",
              f", state changelog {cfg.changelog_name}" if cfg.changelog_name else "")
     try:
         with _stop_on_signals() as stop:

@@ -80,3 +80,67 @@ def test_usable_cpus_is_the_affinity_capped_by_the_quota_rounded_up(
     assert cpus.usable_cpus() == expected
     # the risk process's default follows: on with 2 CPUs or more
     assert ProcessorConfig(source="memory").risk_in_process == (expected >= 2)
+
+
+def _one_cpu_cgroup(name: str) -> tuple[Path, str] | None:
+    """A new cgroup of this host limited to one CPU: its directory and the file a process
+    joins it through; None where this process may not make one (not root, no cpu
+    controller to delegate)."""
+    v1, v2 = Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup")
+    try:
+        if (v1 / "cpu.cfs_quota_us").exists():
+            d, join = v1 / name, "tasks"
+        elif "cpu" in (v2 / "cgroup.subtree_control").read_text().split():
+            d, join = v2 / name, "cgroup.procs"
+        else:
+            return None
+        d.mkdir()
+    except OSError:
+        return None
+    try:
+        if join == "tasks":
+            period = (d / "cpu.cfs_period_us").read_text().strip()
+            (d / "cpu.cfs_quota_us").write_text(period)
+        else:
+            (d / "cpu.max").write_text("100000 100000")
+    except OSError:
+        d.rmdir()
+        return None
+    return d, join
+
+
+def test_a_processor_under_a_one_cpu_quota_assesses_risk_inline(tmp_path: Path) -> None:
+    """The real kernel interface: `trajstream process` started in a cgroup limited to one
+    CPU counts one usable CPU and keeps risk in the main process; outside it, the affinity
+    mask's count."""
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_engine import crossing_traffic
+
+    made = _one_cpu_cgroup(f"trajstream-test-{uuid.uuid4().hex[:8]}")
+    if made is None:
+        pytest.skip("cannot make a cgroup with a CPU quota here (needs root and a cpu "
+                    "controller: cgroup v1, or v2 with cpu in the root's subtree_control)")
+    group, join = made
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"\n".join(crossing_traffic(seed=4)) + b"\n")
+    cmd = [sys.executable, "-m", "trajstream", "--log-level", "INFO", "process", "--input",
+           str(src), "--alerts-out", str(tmp_path / "a.jsonl"), "--predictor", "cv",
+           "--metrics-port", "0"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAJSTREAM_")}
+    try:
+        inside = subprocess.run(["sh", "-c", f'echo $$ > {group / join} && exec "$@"', "sh",
+                                 *cmd], capture_output=True, text=True, env=env, timeout=120)
+    finally:
+        group.rmdir()  # empty again: the run has ended
+    outside = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert inside.returncode == 0 and outside.returncode == 0, inside.stderr + outside.stderr
+    assert "risk assessed inline (1 usable CPU)" in inside.stderr, inside.stderr
+    n = len(os.sched_getaffinity(0))
+    mode = "in a child process" if n >= 2 else "inline"
+    assert f"risk assessed {mode} ({n} usable CPU{'' if n == 1 else 's'})" in outside.stderr, (
+        outside.stderr)
