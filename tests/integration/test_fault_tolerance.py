@@ -62,34 +62,36 @@ def _predictions(recs: list[Any]) -> dict[tuple[str, float], np.ndarray]:
     return out
 
 
-def _crash_run(bootstrap: str, args: list[str], kills: int, rng: random.Random) -> list[str]:
+def _crash_run(bootstrap: str, args: list[str], kills: int, rng: random.Random,
+               logs_dir: Path) -> list[str]:
     """Run, SIGKILL at random points ``kills`` times (each after some progress), then run to
     the end with --until-end. Returns the stderr of every run."""
     logs = []
-    for _ in range(kills):
-        proc = subprocess.Popen(cli_cmd(*args, log_level="INFO"), env=cli_env(),
-                                stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
+    for i in range(kills):
+        log = logs_dir / f"run-{i}.log"
+        with log.open("w") as err:
+            proc = subprocess.Popen(cli_cmd(*args, log_level="INFO"), env=cli_env(),
+                                    stdout=subprocess.DEVNULL, stderr=err)
         try:
             # Wait until it has restored and processes (TF start-up, the dead member's session
             # expiry and the restore take a minute or more on a loaded two-core machine), then
-            # a random moment. A kill before the restore would test nothing: fail instead.
+            # a random moment. A kill before the restore would test nothing: fail instead,
+            # with every thread's stack if it is still running (a silent hang).
             deadline = time.monotonic() + 600
-            assert proc.stderr is not None
-            seen = []
-            for line in proc.stderr:
-                seen.append(line)
-                if "restored " in line or time.monotonic() > deadline:
-                    break
-            assert any("restored " in line for line in seen), (
-                "no restore within 600 s:\n" + "".join(seen)[-3000:])
+            while "restored " not in log.read_text():
+                if proc.poll() is not None:
+                    raise AssertionError("ended before its restore:\n" + log.read_text()[-3000:])
+                if time.monotonic() > deadline:
+                    proc.send_signal(signal.SIGABRT)  # the fault handler prints the stacks
+                    proc.wait(timeout=30)
+                    raise AssertionError("no restore within 600 s:\n" + log.read_text()[-8000:])
+                time.sleep(0.1)
             time.sleep(rng.uniform(0.5, 2.5))
             if proc.poll() is not None:
-                raise AssertionError("ended before the kill:\n" + "".join(seen)
-                                     + proc.communicate()[1][-3000:])
+                raise AssertionError("ended before the kill:\n" + log.read_text()[-3000:])
             proc.send_signal(signal.SIGKILL)
-            _, err = proc.communicate(timeout=30)
-            logs.append("".join(seen) + err)
+            proc.wait(timeout=30)
+            logs.append(log.read_text())
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -104,7 +106,7 @@ def _crash_run(bootstrap: str, args: list[str], kills: int, rng: random.Random) 
     ids=["at-least-once", "exactly-once", "kafka-python"])
 def test_sigkill_and_restart_gives_the_uninterrupted_alerts_and_predictions(
     kafka_bootstrap: str, new_topic: Callable[[str], str], traffic: Path, exactly_once: bool,
-    client: str,
+    client: str, tmp_path: Path,
 ):
     """3 SIGKILLs, each restart at once with the product's defaults (no client options):
     the restarted member resumes after the dead one's session expires (6 s)."""
@@ -123,7 +125,8 @@ def test_sigkill_and_restart_gives_the_uninterrupted_alerts_and_predictions(
     alerts, preds = new_topic("alerts"), new_topic("preds")
     args = _process_args(kafka_bootstrap, positions, alerts, preds, new_topic("group"),
                          "--commit-interval-s", "0.3", "--max-batch-records", "200", *eos)
-    logs = _crash_run(kafka_bootstrap, args, kills=3, rng=random.Random(5 + exactly_once))
+    logs = _crash_run(kafka_bootstrap, args, kills=3, rng=random.Random(5 + exactly_once),
+                      logs_dir=tmp_path)
     restored = [int(line.split("restored ")[1].split()[0]) for log in logs
                 for line in log.splitlines() if "restored " in line]
     print(f"\n[crash] vehicle states restored at each start: {restored}")
