@@ -77,15 +77,10 @@ def _crash_run(bootstrap: str, args: list[str], kills: int, rng: random.Random,
             # expiry and the restore take a minute or more on a loaded two-core machine), then
             # a random moment. A kill before the restore would test nothing: fail instead,
             # with every thread's stack if it is still running (a silent hang).
-            deadline = time.monotonic() + 600
-            while "restored " not in log.read_text():
-                if proc.poll() is not None:
-                    raise AssertionError("ended before its restore:\n" + log.read_text()[-3000:])
-                if time.monotonic() > deadline:
-                    proc.send_signal(signal.SIGABRT)  # the fault handler prints the stacks
-                    proc.wait(timeout=30)
-                    raise AssertionError("no restore within 600 s:\n" + log.read_text()[-8000:])
-                time.sleep(0.1)
+            try:
+                wait_for_log(log, "restored ", proc, 600)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}:\n{stacks(proc, log)}") from None
             time.sleep(rng.uniform(0.5, 2.5))
             if proc.poll() is not None:
                 raise AssertionError("ended before the kill:\n" + log.read_text()[-3000:])
