@@ -52,6 +52,38 @@ class _LazyGroup(click.Group):
             formatter.write_dl([(name, help_) for name, (_, help_) in _COMMANDS.items()])
 
 
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class LogLevels(click.ParamType):
+    """``LEVEL[,LOGGER=LEVEL...]``: the level of every log, then of single loggers, e.g.
+    ``INFO,kafka.coordinator=DEBUG`` for one Kafka client's group joins without the rest of
+    its DEBUG output (megabytes a second)."""
+
+    name = "LEVEL[,LOGGER=LEVEL...]"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> tuple[str, dict[str, str]]:
+        if isinstance(value, tuple):
+            return value
+        root, loggers = "INFO", {}
+        for i, item in enumerate(str(value).split(",")):
+            name, named, level = item.strip().rpartition("=")
+            level = level.strip().upper()
+            if level not in _LEVELS:
+                self.fail(f"{level or item!r} is not a level ({', '.join(_LEVELS)})", param, ctx)
+            if not named:
+                if i:
+                    self.fail(f"only the first item may be a bare level, got {item!r}; "
+                              "name the logger: LOGGER=LEVEL", param, ctx)
+                root = level
+            elif not name.strip():
+                self.fail(f"no logger name before '=' in {item!r}", param, ctx)
+            else:
+                loggers[name.strip()] = level
+        return root, loggers
+
+
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--log-level",
@@ -59,20 +91,26 @@ class _LazyGroup(click.Group):
     envvar="TRAJSTREAM_LOG_LEVEL",
     show_default=True,
     show_envvar=True,
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-    help="Logging verbosity (logs go to stderr).",
+    type=LogLevels(),
+    help="Logging verbosity (logs go to stderr): DEBUG, INFO, WARNING or ERROR, then "
+    "optionally LOGGER=LEVEL pairs for single loggers, comma-separated "
+    "(INFO,kafka.coordinator=DEBUG: kafka-python's group joins; its own logs are limited to "
+    "errors otherwise).",
 )
-def cli(log_level: str) -> None:
+def cli(log_level: tuple[str, dict[str, str]]) -> None:
     """trajstream: real-time trajectory prediction and collision alerts on Apache Kafka.
 
     Every option can also be set with the TRAJSTREAM_* environment variable shown in each
     subcommand's --help.
     """
+    root, loggers = log_level
     logging.basicConfig(
-        level=log_level.upper(),
+        level=root,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for name, level in loggers.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def _dump_stacks_on_sigusr1() -> None:
