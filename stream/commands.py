@@ -84,7 +84,8 @@ def _engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
                   "it has (by its own reporting interval), or at the latest once every input "
                   "partition has a fix this far past the tick (not --allowed-lateness-s "
                   "later); a fix behind its partition by more than this counts at the "
-                  "partition's current tick. At most --allowed-lateness-s."),
+                  "partition's current tick. At most --allowed-lateness-s (the default is "
+                  "capped at it)."),
         _opt("--tick-s", env="TICK_S",
              default=ENGINE_DEFAULTS.tick_s, type=click.FloatRange(min=MIN_RISK_INTERVAL_S),
              help="Step of event time: records are released and vehicles updated tick by "
@@ -171,6 +172,13 @@ def _engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def _given(name: str) -> bool:
+    """Whether the user set this option (flag or environment), not its default."""
+    ctx = click.get_current_context(silent=True)
+    source = ctx.get_parameter_source(name) if ctx is not None else None
+    return source not in (None, click.core.ParameterSource.DEFAULT)
+
+
 def _engine_config(kw: dict[str, Any]) -> EngineConfig:
     from trajstream.stream.episodes import EpisodeConfig
     from trajstream.stream.risk import RiskConfig
@@ -184,6 +192,10 @@ def _engine_config(kw: dict[str, Any]) -> EngineConfig:
             f"must be a multiple of --tick-s ({kw['tick_s']:g}), got {kw['risk_interval_s']:g}; "
             f"set --tick-s to it to assess the whole fleet at every tick",
             param_hint="--risk-interval-s")
+    if kw["tick_lateness_s"] > kw["allowed_lateness_s"] and _given("tick_lateness_s"):
+        raise click.BadParameter(
+            f"must be at most --allowed-lateness-s ({kw['allowed_lateness_s']:g}), got "
+            f"{kw['tick_lateness_s']:g}", param_hint="--tick-lateness-s")
     if not kw["warning_ttc_s"] > kw["critical_ttc_s"]:
         raise click.BadParameter(
             f"must be greater than --critical-ttc-s ({kw['critical_ttc_s']}), got "

@@ -16,7 +16,7 @@ import sys
 
 import click
 
-from trajstream.errors import TrajstreamError
+from trajstream.errors import ConfigError, TrajstreamError
 
 # name -> ("module:attribute" of a click command, one-line help)
 _COMMANDS = {
@@ -148,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         click.echo(f"trajstream: error: {exc.format_message()}", err=True)
         return exc.exit_code
+    except ConfigError as exc:  # settings that cannot run: a restart will not help
+        click.echo(f"trajstream: error: {exc}", err=True)
+        return 2
     except TrajstreamError as exc:
         click.echo(f"trajstream: error: {exc}", err=True)
         return 1

@@ -205,6 +205,12 @@ def test_process_cli_errors_and_file_run(tmp_path: Path):
     r = runner.invoke(process, ["--input", "x.jsonl", "--alerts-out", "y.jsonl",
                                 "--warning-ttc-s", "1", "--critical-ttc-s", "2"])
     assert r.exit_code == 2 and "--warning-ttc-s" in r.output
+    for args, env in ((["--tick-lateness-s", "0.6"], {}),
+                      ([], {"TRAJSTREAM_TICK_LATENESS_S": "0.6"})):
+        r = runner.invoke(process, ["--input", "x.jsonl", "--alerts-out", "y.jsonl", *args],
+                          env=env)
+        assert r.exit_code == 2, r.output
+        assert "--tick-lateness-s: must be at most --allowed-lateness-s (0.5), got 0.6" in r.output
     r = runner.invoke(process, ["--input", "x.jsonl", "--alerts-out", "y.jsonl", "--step-s",
                                 "0.3", "--metrics-port", "0", "--predictor", "cv"])
     assert r.exit_code == 1 and isinstance(r.exception, ConfigError)

@@ -174,7 +174,7 @@ def test_evaluate_command_bad_gzip_is_one_line(tmp_path, capsys):
 
     bad = tmp_path / "broken.jsonl.gz"
     bad.write_bytes(b"not gzip at all")
-    assert main(["model", "evaluate", "--data", str(bad)]) == 1
+    assert main(["model", "evaluate", "--data", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("trajstream: error: cannot read positions file") and "\n" not in err
 

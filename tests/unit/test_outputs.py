@@ -82,7 +82,7 @@ def test_process_refuses_an_output_that_is_the_input(positions: Path, monkeypatc
     name = _aliases(positions)[alias]
     argv = ["process", "--input", positions.name, "--predictor", "cv", "--metrics-port", "0"]
     argv += ["--alerts-out", "alerts.jsonl"] if flag != "--alerts-out" else []
-    assert main([*argv, flag, name]) == 1
+    assert main([*argv, flag, name]) == 2
     err = capsys.readouterr().err.strip()
     assert "same file as --input" in err and len(err.splitlines()) == 1, err
     assert positions.read_bytes() == before
@@ -91,7 +91,7 @@ def test_process_refuses_an_output_that_is_the_input(positions: Path, monkeypatc
 def test_simulate_refuses_out_equal_to_truth(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["simulate", "--out", "s.jsonl", "--truth", "./s.jsonl", "--duration", "1",
-                 "--no-pace"]) == 1
+                 "--no-pace"]) == 2
     assert "same file" in capsys.readouterr().err
     assert not (tmp_path / "s.jsonl").exists()
 
@@ -101,7 +101,7 @@ def test_data_import_refuses_to_overwrite_its_input(tmp_path: Path, capsys) -> N
     src.write_text("Vehicle_ID,Frame_ID\n1,1\n")
     before = src.read_bytes()
     assert main(["data", "import", "--format", "ngsim", str(src), "--out",
-                 str(tmp_path / "." / "ngsim.csv")]) == 1
+                 str(tmp_path / "." / "ngsim.csv")]) == 2
     assert "same file as INPUT 1" in capsys.readouterr().err
     assert src.read_bytes() == before
 

@@ -76,7 +76,7 @@ def test_broken_weights_are_one_line_for_evaluate_and_process(tmp_path: Path, ca
             ["--log-level", "ERROR", "process", "--input", str(positions), "--alerts-out",
              str(tmp_path / "alerts.jsonl"), "--metrics-port", "0", "--weights", str(weights)]]
     for argv in runs:
-        assert main(argv) == 1, argv
+        assert main(argv) == 2, argv  # settings that cannot run: exit 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err, err
     assert not (tmp_path / "alerts.jsonl").exists()
@@ -140,7 +140,7 @@ def test_lat_lon_degrees_in_x_y_are_refused_with_one_line(tmp_path: Path, capsys
     src.write_bytes(b"\n".join(lines) + b"\n")
     argv = ["--log-level", "ERROR", "process", "--input", str(src), "--alerts-out",
             str(tmp_path / "a.jsonl"), "--predictor", "cv", "--metrics-port", "0"]
-    assert main(argv) == 1
+    assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "look like latitude/longitude degrees" in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "a.jsonl").exists()
