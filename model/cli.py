@@ -192,8 +192,8 @@ def _reproducing_command(ctx: click.Context) -> str:
       help="Example trajectories in examples.png.")
 @_opt("--examples-seed", env="MODEL_EXAMPLES_SEED", default=0, type=int,
       help="Seed for picking the example trajectories.")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON object {source: {models, predictions}} instead of tables.")
+@_opt("--json", "as_json", env="MODEL_EVAL_JSON", is_flag=True, default=False,
+      help="Print one JSON object {source: {models, predictions}} instead of tables.")
 def evaluate(data: tuple[Path, ...], split: str, weights: tuple[Path, ...], models: str,
              plots: Path | None, examples: int, examples_seed: int, as_json: bool) -> None:
     """Run the stateful step model over positions files as the processor does and print,
