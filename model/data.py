@@ -11,7 +11,6 @@ That keeps the features the network is trained on identical to the ones it is se
 from __future__ import annotations
 
 import dataclasses
-import gzip
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Literal
 import numpy as np
 
 from trajstream.errors import ConfigError
+from trajstream.inputs import READ_ERRORS, open_input
 from trajstream.model.kinematics import Kinematics, KinematicsTracker
 from trajstream.model.neighbours import N_NEIGHBOUR_FEATURES, neighbour_features
 from trajstream.stream.cadence import Cadence, tick_of
@@ -78,12 +78,11 @@ def parse_positions(
 def read_positions(
     path: str | Path, codec: CodecConfig | None = None
 ) -> tuple[Positions, int]:
-    """A positions JSONL file, gzip-compressed when its name ends in ``.gz``."""
-    opener = gzip.open if str(path).endswith(".gz") else open
+    """A positions JSONL file, plain or gzip."""
     try:
-        with opener(path, "rb") as fh:
+        with open_input(path) as fh:
             return parse_positions(fh, codec)
-    except (OSError, EOFError) as exc:
+    except READ_ERRORS as exc:
         raise ConfigError(f"cannot read positions file {path}: {exc}") from exc
 
 

@@ -17,6 +17,7 @@ from typing import IO, Protocol
 import orjson
 
 from trajstream.errors import ConfigError
+from trajstream.inputs import lines, open_input
 from trajstream.outputs import OutputError, OutputFile
 from trajstream.simulator.messages import Message
 
@@ -167,12 +168,12 @@ class ReplayFile:
 
     def __iter__(self) -> Iterator[tuple[float, bytes, bytes]]:
         try:
-            f = self.path.open("rb")
+            f = open_input(self.path)
         except OSError as exc:
             raise ConfigError(f"cannot read {self.path}: {exc.strerror}") from exc
         loads = orjson.loads
         with f:
-            for raw in f:
+            for raw in lines(f, self.path):
                 line = raw.rstrip(b"\r\n")
                 if not line.strip():
                     continue

@@ -29,7 +29,8 @@ from typing import IO, Any, Protocol
 
 import numpy as np
 
-from trajstream.errors import ConfigError
+from trajstream.errors import ConfigError, TrajstreamError
+from trajstream.inputs import READ_ERRORS, is_gzip, open_input
 
 __all__ = [
     "END",
@@ -114,9 +115,9 @@ class _Seq:
 class FileSource:
     """A JSONL positions file (``-`` = stdin), read to the end; blank lines are skipped.
 
-    A regular file is read as fast as the loop asks. A pipe, a FIFO or a terminal is read
-    without blocking longer than the poll's timeout, so a stop request (SIGTERM) is seen
-    while the writer is silent.
+    A regular file is read as fast as the loop asks, decompressed when it is gzip. A pipe,
+    a FIFO or a terminal is read without blocking longer than the poll's timeout, so a stop
+    request (SIGTERM) is seen while the writer is silent (compressed input: `gzip -dc`).
     """
 
     def __init__(self, path: str) -> None:
@@ -126,12 +127,15 @@ class FileSource:
         self._own = path != "-"
         try:
             self._f: IO[bytes] = open(path, "rb") if self._own else sys.stdin.buffer  # noqa: SIM115
+            try:
+                regular = stat.S_ISREG(os.fstat(self._f.fileno()).st_mode)
+            except (OSError, ValueError, io.UnsupportedOperation):
+                regular = True  # not a real descriptor (tests): read it like a file
+            if regular and self._own and is_gzip(path):
+                self._f.close()
+                self._f = open_input(path)
         except OSError as exc:
             raise ConfigError(f"cannot read --input {path}: {exc.strerror}") from exc
-        try:
-            regular = stat.S_ISREG(os.fstat(self._f.fileno()).st_mode)
-        except (OSError, ValueError, io.UnsupportedOperation):
-            regular = True  # not a real descriptor (tests): read it like a file
         self._stream = None if regular else _StreamLines(self._f.fileno())
 
     def poll(self, max_records: int, timeout_s: float = 0.0) -> RecordBatch:
@@ -139,7 +143,10 @@ class FileSource:
             raw = self._stream.read(max_records, timeout_s)
             self.exhausted = self._stream.eof
         else:
-            raw = list(islice(self._f, max_records))
+            try:
+                raw = list(islice(self._f, max_records))
+            except READ_ERRORS as exc:  # a truncated or corrupt gzip file
+                raise TrajstreamError(f"cannot read --input {self.topic}: {exc}") from exc
             if len(raw) < max_records:
                 self.exhausted = True
         values = [v for v in (r.rstrip(b"\r\n") for r in raw) if v]

@@ -8,12 +8,14 @@ modules every part may import:
   and evaluation.
 - :mod:`trajstream.stream`: the stream processor (admission, vehicle state, risk, alerts,
   Kafka and file I/O, metrics).
-- :mod:`trajstream.contracts` (message schemas and vehicle defaults) and
-  :mod:`trajstream.errors` (the exceptions), shared by all three.
+- :mod:`trajstream.contracts` (message schemas and vehicle defaults),
+  :mod:`trajstream.errors` (the exceptions), :mod:`trajstream.inputs` and
+  :mod:`trajstream.outputs` (reading and writing files), shared by all three.
 
 In the repository the three parts live in the top-level folders ``stream/``, ``model/`` and
 ``simulator/``; ``trajstream/`` links to them so a checkout imports exactly what a wheel
-installs. ``model`` and ``simulator`` never import ``stream``.
+installs. ``model`` and ``simulator`` import only the parts of ``stream`` that define the
+input (its codec and cadence to read positions files, its Kafka adapter to publish).
 """
 
 __version__ = "0.2.0"

@@ -8,7 +8,6 @@ Headings come from the records when they carry one, otherwise from the direction
 
 from __future__ import annotations
 
-import gzip
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import numpy as np
 
 from trajstream.contracts import DEFAULT_LENGTH_M, DEFAULT_WIDTH_M
 from trajstream.errors import TrajstreamError
+from trajstream.inputs import lines, open_input
 from trajstream.simulator.truth import box_gap, corners
 from trajstream.stream.codec import CodecConfig, PositionBatch, decode_batch
 from trajstream.stream.risk import footprints_overlap
@@ -29,13 +29,12 @@ _HEADING_BASE_M = 1.0  # displacement over which a missing heading is measured
 
 
 def read_lines(path: str | Path) -> Iterator[bytes]:
-    """Non-empty lines of a JSONL file, gzip-compressed when the name ends in ``.gz``."""
+    """Non-empty lines of a JSONL file, plain or gzip."""
     p = Path(path)
     if not p.is_file():
         raise TrajstreamError(f"{p}: no such file")
-    opener = gzip.open if p.suffix == ".gz" else open
-    with opener(p, "rb") as f:
-        for line in f:
+    with open_input(p) as f:
+        for line in lines(f, p):
             line = line.strip()
             if line:
                 yield line

@@ -170,10 +170,12 @@ def test_evaluate_command_tables_per_source_gzip_and_recorded_split(small_file, 
 
 
 def test_evaluate_command_bad_gzip_is_one_line(tmp_path, capsys):
+    import gzip
+
     from trajstream.cli import main
 
     bad = tmp_path / "broken.jsonl.gz"
-    bad.write_bytes(b"not gzip at all")
+    bad.write_bytes(gzip.compress(b'{"vehicle_id": "a", "ts": 1.0, "x": 0, "y": 0}\n' * 99)[:-30])
     assert main(["model", "evaluate", "--data", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("trajstream: error: cannot read positions file") and "\n" not in err
