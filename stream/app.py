@@ -209,9 +209,14 @@ def build_io(config: ProcessorConfig) -> IO:
         inputs = partition_count(config.bootstrap, config.positions_topic, client=client,
                                  client_config=admin) or 0
         if not inputs:
+            # Its state changelog needs the input's partition count, so the input must exist.
             create_topics(config.bootstrap, [config.positions_topic], client=client,
                           client_config=admin)
             inputs = 1
+            log.warning("positions topic %r did not exist at %s: created it with 1 partition "
+                        "(is the name the producers use? For more partitions, create it "
+                        "before the processor starts)", config.positions_topic,
+                        config.bootstrap)
         n_parts = inputs
     grid = None
     if stage != "all":
