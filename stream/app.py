@@ -27,6 +27,7 @@ gave up on cannot be retried in place: that raises at once, and the restart repl
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -37,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from trajstream.errors import ConfigError, KafkaUnavailable
+from trajstream.errors import ConfigError, KafkaUnavailable, TrajstreamError
 from trajstream.model.predictors import PathSpec, Predictor
 from trajstream.outputs import OutputError
 from trajstream.stream.codec import CodecConfig, PositionBatch, decode_batch
@@ -170,19 +171,31 @@ class IO:
     grid: TileGrid | None = None  # two stages: the tiles of the internal topic
     inputs: int = 0  # two stages: the positions topic's partition count
 
+    def discard(self) -> None:
+        """Release everything without completing it (a run that could not start): file
+        outputs are discarded, so an existing file keeps its content."""
+        sinks = [o.sink for o in self.outputs] + ([self.dlq] if self.dlq else [])
+        for close in [*(getattr(s, "abort", s.close) for s in sinks), self.source.close,
+                      *self.closers]:
+            with contextlib.suppress(Exception):
+                close()
+
 
 def build_io(config: ProcessorConfig) -> IO:
     """Source and sinks for a Kafka or file configuration (the memory source is the demo's)."""
     if config.source == "file":
         assert config.input_path and config.alerts_out
-        outputs = [Output("alerts", JsonlSink(config.alerts_out))]
-        if config.predictions_out:
-            outputs.append(Output("predictions", JsonlSink(config.predictions_out)))
-        return IO(
-            FileSource(config.input_path),
-            outputs,
-            JsonlSink(config.dlq_out) if config.dlq_out else None,
-        )
+        # The input first: one that cannot be read leaves no output file behind.
+        io = IO(FileSource(config.input_path), [])
+        try:
+            io.outputs.append(Output("alerts", JsonlSink(config.alerts_out)))
+            if config.predictions_out:
+                io.outputs.append(Output("predictions", JsonlSink(config.predictions_out)))
+            io.dlq = JsonlSink(config.dlq_out) if config.dlq_out else None
+        except BaseException:
+            io.discard()
+            raise
+        return io
     if config.source != "kafka":
         raise ConfigError(f"build_io handles kafka and file sources, not {config.source!r}")
     from trajstream.stream.changelog import TOPIC_CONFIG, Changelog
@@ -314,6 +327,20 @@ def build_engine(config: ProcessorConfig, io: IO, predictor: Predictor | None,
                 f"{exc}: --no-risk-process assesses risk in the main process") from exc
         log.warning("%s: assessing risk in the main process instead (the same alerts)", exc)
         return Engine(config.engine, predictor, metrics, publisher=publisher)
+
+
+def nothing_accepted(s: dict[str, Any]) -> TrajstreamError | None:
+    """The error for an input read to its end of which not one record was used: a mistake
+    (milliseconds for seconds, UTF-16, lat/lon without --origin-lat/--origin-lon), not a
+    quiet run; None when some record was used (or there was none)."""
+    if not s["consumed"] or s["accepted"]:
+        return None
+    reasons = {**s["rejected_by_reason"],
+               **{k: s[k] for k in ("stale", "late", "future", "dense", "ahead") if s.get(k)}}
+    counts = ", ".join(f"{r} {n}" for r, n in sorted(reasons.items(), key=lambda x: -x[1]))
+    example = f"; e.g. {s['rejected_example']}" if s["rejected_example"] else ""
+    return TrajstreamError(f"none of the {s['consumed']} records was accepted ({counts})"
+                           f"{example}")
 
 
 class Processor:
@@ -500,7 +527,11 @@ class Processor:
             self._close(failed=True)
             raise
         self._closing = True
-        self._close(failed=False)
+        # A whole input read and not one record used: a failed run (outputs discarded).
+        refused = nothing_accepted(self.summary()) if finished else None
+        self._close(failed=refused is not None)
+        if refused is not None:
+            raise refused
         out = self.summary(mono() - t_start, time.process_time() - cpu_start
                            + getattr(eng, "risk_process_cpu_s", 0.0))
         sched_end = main_thread_times()

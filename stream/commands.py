@@ -24,7 +24,7 @@ import click
 import orjson
 
 from trajstream.contracts import PREDICTORS
-from trajstream.errors import ConfigError, TrajstreamError
+from trajstream.errors import ConfigError
 from trajstream.stream.config import (
     CODEC_DEFAULTS,
     DEFAULTS,
@@ -424,9 +424,13 @@ def process(**kw: Any) -> None:
                  load_predictor(cfg.predictor, engine.spec, weights=kw["weights"]))
     metrics = Metrics()
     io = build_io(cfg)
+    try:
+        proc = Processor(cfg, io, predictor, metrics)
+    except BaseException:  # e.g. the risk process cannot start: no output file is left
+        io.discard()
+        raise
     metrics.set_build_info("none" if predictor is None else predictor.name, io.kafka_client)
     server = _serve_metrics(kw["metrics_port"], kw["metrics_addr"], metrics)
-    proc = Processor(cfg, io, predictor, metrics)
     topic = cfg.internal_topic if risk_only else cfg.positions_topic
     where = (f"{cfg.input_path}" if is_file else
              f"{topic} at {cfg.bootstrap} (group {cfg.consumer_group}, {io.kafka_client})")
@@ -444,8 +448,6 @@ def process(**kw: Any) -> None:
         if server is not None:
             server.shutdown()
     log.info("done: %s", _summary_line(summary))
-    if (is_file or cfg.until_end) and not stop.is_set():
-        _refuse_nothing_accepted(summary)
 
 
 def _instance_id(given: str | None) -> str | None:
@@ -453,20 +455,6 @@ def _instance_id(given: str | None) -> str | None:
     of a container or pod); empty means dynamic membership."""
     name = given if given is not None else os.environ.get("HOSTNAME", "")
     return name.strip() or None
-
-
-def _refuse_nothing_accepted(s: dict[str, Any]) -> None:
-    """A whole input read and not one record used is a mistake (milliseconds for seconds,
-    UTF-16, lat/lon without --origin-lat/--origin-lon), not a quiet run: exit non-zero with
-    the reasons."""
-    if not s["consumed"] or s["accepted"]:
-        return
-    reasons = {**s["rejected_by_reason"],
-               **{k: s[k] for k in ("stale", "late", "future", "dense", "ahead") if s[k]}}
-    counts = ", ".join(f"{r} {n}" for r, n in sorted(reasons.items(), key=lambda x: -x[1]))
-    example = f"; e.g. {s['rejected_example']}" if s["rejected_example"] else ""
-    raise TrajstreamError(f"none of the {s['consumed']} records was accepted ({counts})"
-                          f"{example}")
 
 
 def _summary_line(s: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from trajstream.errors import ConfigError
+from trajstream.errors import ConfigError, TrajstreamError
 from trajstream.model.predictors import ConstantVelocity, PathSpec
 from trajstream.stream.app import IO, Processor, build_io
 from trajstream.stream.config import EngineConfig, ProcessorConfig
@@ -78,10 +78,15 @@ def test_bad_input_is_counted_dead_lettered_and_changes_nothing_else(tmp_path: P
 
 
 def test_blank_lines_are_skipped_and_empty_file_works(tmp_path: Path):
-    lines, summary, _ = _file_run(tmp_path, [b"", b"  "])
+    one = b'{"vehicle_id": "a", "ts": 1764081000.0, "x": 0, "y": 0}'
+    lines, summary, _ = _file_run(tmp_path, [b"", b"  ", one])
     assert lines == [] and summary["rejected"] == 1  # whitespace-only line is not JSON
+    assert summary["accepted"] == 1
     src = FileSource(str(tmp_path / "positions.jsonl"))
-    assert len(src.poll(10)) == 1 and src.exhausted
+    assert len(src.poll(10)) == 2 and src.exhausted
+    # nothing but the whitespace: not one record used, a failed run
+    with pytest.raises(TrajstreamError, match=r"none of the 1 records was accepted \(not_json"):
+        _file_run(tmp_path, [b"", b"  "])
 
 
 def test_memory_source_and_stop_event():

@@ -95,12 +95,26 @@ def test_an_input_of_which_nothing_is_accepted_exits_nonzero_with_the_reasons(
         tmp_path: Path, capsys, lines: list[bytes], reason: str) -> None:
     src = tmp_path / "in.jsonl"
     src.write_bytes(b"\n".join(lines * 3) + b"\n")
+    alerts = tmp_path / "a.jsonl"
+    alerts.write_bytes(b"a previous run's alerts\n")
     argv = ["--log-level", "ERROR", "process", "--input", str(src), "--alerts-out",
-            str(tmp_path / "a.jsonl"), "--predictor", "cv", "--metrics-port", "0"]
+            str(alerts), "--dlq-out", str(tmp_path / "dlq.jsonl"), "--predictor", "cv",
+            "--metrics-port", "0"]
     assert main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("trajstream: error: none of the") and reason in err, err
     assert len(err.splitlines()) == 1
+    # a failed run: its outputs are discarded, an existing file keeps its content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "in.jsonl"]
+    assert alerts.read_bytes() == b"a previous run's alerts\n"
+
+
+def test_an_input_that_cannot_be_opened_leaves_no_output_behind(tmp_path: Path) -> None:
+    argv = ["--log-level", "ERROR", "process", "--input", str(tmp_path / "missing.jsonl"),
+            "--alerts-out", str(tmp_path / "a.jsonl"), "--dlq-out", str(tmp_path / "d.jsonl"),
+            "--predictions-out", str(tmp_path / "p.jsonl"), "--metrics-port", "0"]
+    assert main(argv) == 2
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_empty_input_is_not_an_error(tmp_path: Path) -> None:
