@@ -8,10 +8,12 @@ the processor over an in-process queue: no broker needed.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
 import queue
+import re
 import signal
 import sys
 import threading
@@ -170,6 +172,28 @@ def _engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
     for o in reversed(opts):
         f = o(f)
     return f
+
+
+def _settings_named_as_options(command: Callable[..., None]) -> Callable[..., None]:
+    """A setting refused deeper down (``horizon_s (4.1) must be a multiple of step_s``) is
+    named by the command's own options (``--horizon-s``, ``--step-s``) in its message."""
+
+    @functools.wraps(command)
+    def run(**kw: Any) -> None:
+        try:
+            command(**kw)
+        except ConfigError as exc:
+            ctx = click.get_current_context(silent=True)
+            flags = {} if ctx is None else {
+                p.name: p.opts[0] for p in ctx.command.params
+                if p.name and p.opts and p.opts[0].startswith("--")}
+            said = str(exc)
+            named = re.sub(r"\b[a-z]+(?:_[a-z]+)+\b", lambda m: flags.get(m[0], m[0]), said)
+            if named == said:
+                raise
+            raise ConfigError(named) from exc
+
+    return run
 
 
 def _given(name: str) -> bool:
@@ -369,6 +393,7 @@ def _codec(origin_lat: float | None, origin_lon: float | None, max_message_bytes
       help="A vehicle goes to every tile within this distance (m) [default: "
            f"{DEFAULTS.max_speed_mps:g} m/s x --horizon-s + {DEFAULTS.halo_margin_m:g} m].")
 @_engine_options
+@_settings_named_as_options
 def process(**kw: Any) -> None:
     """Run the stream processor: positions in, collision alerts out.
 
@@ -547,6 +572,7 @@ def _start_demo_map(kw: dict[str, Any]) -> tuple[Any, Any]:
       help="Print alerts as JSON lines instead of one readable line each.")
 @map_options(port_off=True)
 @_engine_options
+@_settings_named_as_options
 def demo(**kw: Any) -> None:
     """Simulator and processor in one process over an in-process queue (no broker).
 

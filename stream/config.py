@@ -345,10 +345,6 @@ class ProcessorConfig:
             topics = [t for t in (self.alerts_topic, self.predictions_topic, self.dlq_topic) if t]
             if self.stage != "all":
                 topics.append(self.internal_topic)
-            if self.positions_topic in topics:
-                raise ConfigError(
-                    f"output topic {self.positions_topic!r} is also the positions topic"
-                )
             if self.changelog_name:
                 topics.append(self.changelog_name)
             if self.positions_topic in topics:
@@ -362,11 +358,15 @@ class ProcessorConfig:
                 raise ConfigError("no source: give --bootstrap HOST:PORT or --input FILE.jsonl")
             if not self.alerts_out:
                 raise ConfigError("file input needs --alerts-out FILE.jsonl (or - for stdout)")
-            if self.predictions_topic or self.dlq_topic or self.until_end:
+            kafka_only = [flag for flag, value in (("--predictions-topic", self.predictions_topic),
+                                                   ("--dlq-topic", self.dlq_topic),
+                                                   ("--until-end", self.until_end)) if value]
+            if kafka_only:
+                given = ", ".join(f"{flag} (or TRAJSTREAM_{flag[2:].upper().replace('-', '_')})"
+                                  for flag in kafka_only)
                 raise ConfigError(
-                    "--predictions-topic/--dlq-topic/--until-end are for Kafka; with file "
-                    "input use --predictions-out/--dlq-out"
-                )
+                    f"{given} {'is' if len(kafka_only) == 1 else 'are'} for Kafka input; a "
+                    "file is read to its end, its outputs are --predictions-out/--dlq-out")
             # files, not path strings: ./in.jsonl, a symlink or a hard link is the input too
             refuse_aliases({"--input": self.input_path},
                            {"--alerts-out": self.alerts_out,
@@ -389,6 +389,12 @@ class ProcessorConfig:
             raise ConfigError("--exactly-once needs the Kafka source (--bootstrap)")
         if self.exactly_once and not self.changelog:
             raise ConfigError("--exactly-once needs the state changelog (drop --no-changelog)")
+        if self.transactional_id and not self.exactly_once:
+            raise ConfigError("--transactional-id is the id of --exactly-once's transactions: "
+                              "give both or neither")
+        if self.changelog_topic and not self.changelog:
+            raise ConfigError("--changelog-topic names the changelog that --no-changelog "
+                              "turns off: give one or the other")
         _finite_pos("max_stall_s", float(self.max_stall_s))
         if self.max_batch_records < 1:
             raise ConfigError(f"max_batch_records must be >= 1, got {self.max_batch_records}")

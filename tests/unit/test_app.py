@@ -185,6 +185,33 @@ def test_engine_config_checks_risk_thresholds():
         EngineConfig(risk=Risk())
 
 
+@pytest.mark.parametrize("args, env, says", [
+    (["--bootstrap", "127.0.0.1:9", "--transactional-id", "t"], {},
+     "--transactional-id is the id of --exactly-once's transactions: give both or neither"),
+    (["--bootstrap", "127.0.0.1:9", "--no-changelog", "--changelog-topic", "c"], {},
+     "--changelog-topic names the changelog that --no-changelog turns off"),
+    (["--input", "in.jsonl", "--alerts-out", "a.jsonl"], {"TRAJSTREAM_UNTIL_END": "1"},
+     "--until-end (or TRAJSTREAM_UNTIL_END) is for Kafka input"),
+    (["--input", "in.jsonl", "--alerts-out", "a.jsonl", "--horizon-s", "4.1"], {},
+     "--horizon-s (4.1) must be a multiple of --step-s (0.2)"),
+    (["--input", "in.jsonl", "--alerts-out", "a.jsonl", "--origin-lat", "50"], {},
+     "--origin-lat and --origin-lon must be given together"),
+])
+def test_settings_that_contradict_stop_at_start_naming_the_options(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        args: list[str], env: dict[str, str], says: str) -> None:
+    from trajstream.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.jsonl").write_bytes(b"")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["process", "--metrics-port", "0", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("trajstream: error: ") and says in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
 def test_predictions_follow_the_outputs():
     cfg = ProcessorConfig(source="file", input_path="a", alerts_out="b", predictions_out="c")
     assert cfg.engine.emit_predictions
