@@ -398,9 +398,11 @@ def process(**kw: Any) -> None:
     """Run the stream processor: positions in, collision alerts out.
 
     Kafka: --bootstrap HOST:PORT (topics and group have defaults). Files: --input
-    positions.jsonl --alerts-out alerts.jsonl, read to the end. Both give the same alerts
-    for the same records. SIGTERM/SIGINT finish the current batch, flush, commit and exit 0;
-    a second one stops at once (exit 130).
+    positions.jsonl --alerts-out alerts.jsonl (plain or gzip), read to the end. A file and
+    a one-partition topic give the same alerts for the same records; on P partitions a
+    vehicle's neighbour inputs come from its own partition only (README: the trajectory
+    model). SIGTERM/SIGINT finish the current batch, flush, commit and exit 0; a second one
+    stops at once (exit 130).
     """
     from trajstream.stream.app import Processor, build_io, load_predictor
     from trajstream.stream.metrics import Metrics

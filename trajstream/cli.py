@@ -142,8 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     except click.UsageError as exc:
         # One line, not click's three: the bad value and where to read about it.
         command = exc.ctx.command_path if exc.ctx else "trajstream"
-        click.echo(f"trajstream: error: {exc.format_message()} (see '{command} --help')",
-                   err=True)
+        hint = f"see '{command} --help'"
+        if isinstance(exc, click.NoSuchOption) and any(
+                exc.option_name in p.opts for p in cli.params):
+            hint = f"it is trajstream's own: trajstream {exc.option_name} ... SUBCOMMAND"
+        click.echo(f"trajstream: error: {exc.format_message()} ({hint})", err=True)
         return exc.exit_code
     except click.ClickException as exc:
         click.echo(f"trajstream: error: {exc.format_message()}", err=True)

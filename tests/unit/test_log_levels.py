@@ -61,3 +61,11 @@ def test_a_bad_level_stops_at_start_with_one_line(capsys: pytest.CaptureFixture[
     err = capsys.readouterr().err
     assert err.startswith("trajstream: error: Invalid value for '--log-level'")
     assert "'LOUD' is not a level" in err and err.count("\n") == 1
+
+
+def test_log_level_after_the_subcommand_says_where_it_goes(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", "--log-level", "DEBUG"]) == 2
+    err = capsys.readouterr().err
+    assert "No such option '--log-level'" in err
+    assert "it is trajstream's own: trajstream --log-level ... SUBCOMMAND" in err
