@@ -15,8 +15,6 @@ from trajstream.model import PREDICTORS, SHIPPED_WEIGHTS
 from trajstream.model.data import Side
 from trajstream.model.predictors import PathSpec
 
-_DEFAULT_OUT = SHIPPED_WEIGHTS.parent
-
 
 def _opt(*names: str, env: str, **kw):  # noqa: ANN003, ANN202 - thin click.option wrapper
     return click.option(*names, envvar=f"TRAJSTREAM_{env}", show_envvar=True,
@@ -32,9 +30,11 @@ def model() -> None:
 @_opt("--seed", env="MODEL_SEED", default=7, type=int,
       help="Seed of everything: simulated data (train/val/test seeds derive from it) and "
       "training.")
-@_opt("--out-dir", env="MODEL_OUT_DIR", default=str(_DEFAULT_OUT),
+@_opt("--out-dir", env="MODEL_OUT_DIR", default="model-out",
       type=click.Path(file_okay=False, path_type=Path),
-      help="Where lstm.npz, MODEL_CARD.md, metrics.json and the plots are written.")
+      help="Where lstm.npz, MODEL_CARD.md, metrics.json and the plots are written (the "
+      "processor takes them with --weights DIR/lstm.npz; the shipped ones are in "
+      f"{SHIPPED_WEIGHTS.parent}, replaced only when named here).")
 @_opt("--data-dir", env="MODEL_DATA_DIR", default=None,
       type=click.Path(file_okay=False, path_type=Path),
       help="Keep (and reuse) the simulated JSONL files here; a temporary directory if unset.")

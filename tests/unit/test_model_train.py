@@ -205,3 +205,14 @@ def test_mirroring_reflects_lateral_inputs_zones_and_targets():
     changed = (half.targets[..., 1:-1:2] != w.targets[..., 1:-1:2]).any(axis=(1, 2))
     assert 0.3 < changed.mean() < 0.7
     assert mirrored(w, FEATURES, 0.0, seed=0) is w
+
+
+def test_training_writes_beside_the_user_not_over_the_shipped_weights() -> None:
+    from pathlib import Path
+
+    from trajstream.model import SHIPPED_WEIGHTS
+    from trajstream.model.cli import train
+
+    out = next(p for p in train.params if p.name == "out_dir")
+    assert Path(str(out.default)).resolve() != SHIPPED_WEIGHTS.parent.resolve()
+    assert not Path(str(out.default)).is_absolute()  # the working directory's
