@@ -28,6 +28,9 @@ def parse_bootstrap(bootstrap: str) -> list[tuple[str, int]]:
             raise ConfigError(
                 f"invalid Kafka bootstrap {bootstrap!r}: expected HOST:PORT[,HOST:PORT...]"
             )
+        if "/" in host:  # http://host:9092, PLAINTEXT://host:9092
+            raise ConfigError(f"invalid Kafka bootstrap {bootstrap!r}: HOST:PORT without a "
+                              "scheme (the protocol is --kafka-option security.protocol=...)")
         port = int(port_text)
         if not 0 < port < 65536:
             raise ConfigError(f"invalid Kafka bootstrap {bootstrap!r}: port {port} out of range")

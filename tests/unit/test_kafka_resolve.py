@@ -79,10 +79,16 @@ def test_parse_bootstrap(text: str, expected: list[tuple[str, int]]) -> None:
     assert parse_bootstrap(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "localhost", ":9092", "host:port", "a:1,,b:2", "h:70000"])
+@pytest.mark.parametrize("text", ["", "localhost", ":9092", "host:port", "a:1,,b:2", "h:70000",
+                                  "http://127.0.0.1:9092", "a:1,PLAINTEXT://b:2"])
 def test_parse_bootstrap_rejects(text: str) -> None:
     with pytest.raises(ConfigError, match="bootstrap"):
         parse_bootstrap(text)
+
+
+def test_a_bootstrap_with_a_scheme_says_to_drop_it() -> None:
+    with pytest.raises(ConfigError, match="HOST:PORT without a scheme"):
+        parse_bootstrap("http://127.0.0.1:9092")
 
 
 def test_translate_dotted_names_renames_and_string_values() -> None:
