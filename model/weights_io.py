@@ -96,8 +96,11 @@ class LstmWeights:
             raise ConfigError(f"cannot load LSTM weights from {path}: "
                               f"{exc.strerror or exc}") from exc
         except Exception as exc:  # BadZipFile, EOFError (0 bytes), a pickle, bad JSON...
+            # numpy's own words for a non-.npz file invite loading it as a pickle: not ours
+            why = ("not a .npz archive" if "pickle" in str(exc)
+                   else f"{type(exc).__name__}: {exc}")
             raise ConfigError(f"cannot load LSTM weights from {path}: not a trajstream "
-                              f"weights file ({type(exc).__name__}: {exc})") from exc
+                              f"weights file ({why})") from exc
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             got = header.get("format") if isinstance(header, dict) else None
             raise ConfigError(f"{path}: expected weights format {FORMAT!r}, got {got!r}")

@@ -79,6 +79,7 @@ def test_broken_weights_are_one_line_for_evaluate_and_process(tmp_path: Path, ca
         assert main(argv) == 2, argv  # settings that cannot run: exit 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err, err
+        assert "allow_pickle" not in err and "unsafe" not in err  # numpy's advice is not ours
     assert not (tmp_path / "alerts.jsonl").exists()
 
 
