@@ -16,6 +16,7 @@ import sys
 
 import click
 
+from trajstream import __version__
 from trajstream.errors import ConfigError, TrajstreamError
 
 # name -> ("module:attribute" of a click command, one-line help)
@@ -85,6 +86,8 @@ class LogLevels(click.ParamType):
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="trajstream",
+                      message="%(prog)s %(version)s")
 @click.option(
     "--log-level",
     default="INFO",
