@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import click
@@ -39,6 +41,42 @@ def _read_jsonl(path: str | None, what: str) -> list[dict[str, Any]]:
             raise TrajstreamError(f"{path}:{n}: a {what} line must be a JSON object")
         out.append(d)
     return out
+
+
+def _plot_formats() -> list[str]:
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return sorted(FigureCanvasBase.get_supported_filetypes())
+
+
+def _check_plot(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Refuse at start-up a --plot that could only fail after the whole evaluation: a format
+    matplotlib cannot write (it is named by the extension) or a directory that is not there."""
+    if not value:
+        return None
+    path = Path(value)
+    ext = path.suffix.lower().lstrip(".")
+    formats = _plot_formats()
+    if ext not in formats:
+        what = f"'.{ext}' is not an image format" if ext else "no extension names the format"
+        raise click.BadParameter(f"{value}: {what} (one of {', '.join(formats)})")
+    where = path.parent
+    if not where.is_dir():
+        raise click.BadParameter(f"{value}: directory {where} does not exist")
+    if path.is_dir() or not os.access(where, os.W_OK):
+        why = "is a directory" if path.is_dir() else f"directory {where} is not writable"
+        raise click.BadParameter(f"{value}: {why}")
+    return value
+
+
+def _write_plot(rows: Mapping[str, Any], path: str, min_lead_s: float) -> None:
+    """The plot comes after the figures are printed, so a failure here loses nothing but it."""
+    from trajstream.stream.evaluation.report import plot_leads
+
+    try:
+        plot_leads(rows, path, min_lead_s)
+    except OSError as exc:
+        raise TrajstreamError(f"--plot {path}: {exc.strerror or exc}") from None
 
 
 def _check_alerts(alerts: list[dict[str, Any]], path: str) -> None:
@@ -81,7 +119,9 @@ def _check_alerts(alerts: list[dict[str, Any]], path: str) -> None:
       help="Also run the textbook constant-velocity TTC warner (TTC <= 3 s) on the positions "
       "and score it the same way.")
 @_opt("--plot", "plot_path", env="EVAL_PLOT", default=None, metavar="FILE.png",
-      help="Write a plot of the live lead times (share of collisions alerted at least so early).")
+      callback=_check_plot,
+      help="Write a plot of the live lead times (share of collisions alerted at least so early) "
+      "after printing the figures; the extension names the format (png, svg, pdf, ...).")
 @_opt("--json", "as_json", env="EVAL_JSON", is_flag=True, default=False,
       help="Print every figure as one JSON object instead of the table.")
 def evaluate(positions_path: str, alerts_path: str, truth_path: str | None,
@@ -106,7 +146,7 @@ def evaluate(positions_path: str, alerts_path: str, truth_path: str | None,
         read_positions,
         score,
     )
-    from trajstream.stream.evaluation.report import plot_leads, table
+    from trajstream.stream.evaluation.report import table
     from trajstream.stream.evaluation.scoring import live_delay
 
     cfg = ScoreConfig(tick_lateness_s=tick_lateness_s, processing_s=processing_s,
@@ -121,8 +161,6 @@ def evaluate(positions_path: str, alerts_path: str, truth_path: str | None,
     rows = {"trajstream": score(alerts, truth, tracks, cfg, clock)}
     if baseline:
         rows["cv-ttc"] = score(cv_ttc_alerts(tracks), truth, tracks, cfg, clock)
-    if plot_path:
-        plot_leads(rows, plot_path, min_lead_s)
     delays = [live_delay(float(a["ts"]), cfg, clock) for a in alerts]
     delay = float(np.median(delays)) if delays else cfg.tick_lateness_s + cfg.processing_s
     if as_json:
@@ -131,9 +169,12 @@ def evaluate(positions_path: str, alerts_path: str, truth_path: str | None,
                "processing_s": processing_s, "min_lead_s": min_lead_s,
                "vehicles": len(tracks), "rows": rows}
         sys.stdout.write(orjson.dumps(doc).decode() + "\n")
-        return
-    hours = rows["trajstream"]["vehicle_hours"]
-    click.echo(f"{len(tracks)} vehicles, {hours:.2f} vehicle-hours; live lead = contact - "
-               f"(alert ts + release delay + {cfg.processing_s:.2f} s processing; median "
-               f"{delay:.2f} s in all)")
-    click.echo(table(rows, min_lead_s))
+    else:
+        hours = rows["trajstream"]["vehicle_hours"]
+        click.echo(f"{len(tracks)} vehicles, {hours:.2f} vehicle-hours; live lead = contact - "
+                   f"(alert ts + release delay + {cfg.processing_s:.2f} s processing; median "
+                   f"{delay:.2f} s in all)")
+        click.echo(table(rows, min_lead_s))
+    if plot_path:
+        sys.stdout.flush()
+        _write_plot(rows, plot_path, min_lead_s)

@@ -96,7 +96,8 @@ def plot_leads(rows: Mapping[str, Mapping[str, Any]], path: str | Path, min_lead
     ax.set_ylabel("share of collisions alerted at least this early")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper right")
+    if ax.get_legend_handles_labels()[0]:  # no collisions, no curve: no empty legend warning
+        ax.legend(loc="upper right")
     if title:
         ax.set_title(title)
     fig.tight_layout()

@@ -74,3 +74,25 @@ def test_bad_alerts_file_is_one_error_line(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         f"trajstream: error: {bad}:1: an alert needs vehicle_b, ts, severity"]
+
+
+def test_a_plot_it_cannot_write_is_refused_before_the_run(tmp_path: Path) -> None:
+    proc = subprocess.run(cli_cmd("evaluate", *_files(tmp_path), "--plot", "lead.txt"),
+                          env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("trajstream: error: Invalid value for '--plot'")
+    assert "'.txt' is not an image format" in line
+
+
+def test_a_plot_failing_at_the_end_keeps_the_table(tmp_path: Path) -> None:
+    plot = tmp_path / "lead.png"
+    plot.symlink_to(tmp_path / "gone" / "lead.png")  # passes the checks, fails to open
+    proc = subprocess.run(cli_cmd("evaluate", *_files(tmp_path), "--plot", str(plot)),
+                          env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "cv-ttc" in proc.stdout  # the table, printed before the plot
+    assert proc.stderr.strip().splitlines() == [
+        f"trajstream: error: --plot {plot}: No such file or directory"]
+

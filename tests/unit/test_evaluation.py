@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from trajstream.errors import ConfigError
 from trajstream.stream.codec import PositionBatch
 from trajstream.stream.config import EngineConfig
+from trajstream.stream.evaluate_cli import _check_plot, evaluate
 from trajstream.stream.evaluation import BaselineConfig, ScoreConfig, Tracks, cv_ttc_alerts, score
 from trajstream.stream.evaluation.kinds import classify
 from trajstream.stream.evaluation.scoring import ReleaseClock, collision_outcomes, justified
@@ -240,3 +243,27 @@ def test_baseline_is_quiet_for_parallel_lanes_and_standstill(reported: bool) -> 
 def test_score_config_rejects_negative_values() -> None:
     with pytest.raises(ConfigError, match="min_lead_s"):
         ScoreConfig(min_lead_s=-1.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "needle"),
+    [
+        ("lead.txt", "'.txt' is not an image format (one of "),
+        ("lead", "no extension names the format"),
+        ("missing/lead.png", "does not exist"),
+        (".", "no extension names the format"),
+    ],
+)
+def test_plot_refused_at_start_up(tmp_path: Path, name: str, needle: str) -> None:
+    pos = tmp_path / "p.jsonl"
+    pos.write_bytes(b"")  # never read: --plot is refused while the options are parsed
+    res = CliRunner().invoke(evaluate, ["--positions", str(pos), "--alerts", str(pos),
+                                        "--plot", str(tmp_path / name)])
+    assert res.exit_code == 2, res.output
+    assert "'--plot'" in res.output and needle in res.output
+
+
+def test_plot_in_a_format_and_directory_that_exist_is_taken(tmp_path: Path) -> None:
+    no_ctx: Any = None
+    for name in ("lead.png", "lead.SVG", "lead.pdf"):
+        assert _check_plot(no_ctx, no_ctx, str(tmp_path / name)) == str(tmp_path / name)
