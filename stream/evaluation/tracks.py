@@ -9,6 +9,7 @@ Headings come from the records when they carry one, otherwise from the direction
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from trajstream.contracts import DEFAULT_LENGTH_M, DEFAULT_WIDTH_M
 from trajstream.errors import TrajstreamError
 from trajstream.inputs import lines, open_input
 from trajstream.simulator.truth import box_gap, corners
-from trajstream.stream.codec import CodecConfig, PositionBatch, decode_batch
+from trajstream.stream.codec import CodecConfig, PositionBatch, Rejection, decode_batch
 from trajstream.stream.risk import footprints_overlap
 
 __all__ = ["Tracks", "footprint_gap", "read_lines", "read_positions", "sample_times"]
@@ -41,23 +42,47 @@ def read_lines(path: str | Path) -> Iterator[bytes]:
 
 
 def read_positions(path: str | Path, codec: CodecConfig | None = None) -> PositionBatch:
-    """Every valid position of a file, decoded like the processor decodes them."""
+    """Every valid position of a file, decoded like the processor decodes them.
+
+    A file without one (empty, another kind of JSON such as an alerts file, not JSON) is an
+    error naming how many lines were read and why they were refused: scored as it is, it
+    would pass for traffic without vehicles.
+    """
     cfg = codec or CodecConfig(max_message_bytes=1 << 16)
     parts: list[PositionBatch] = []
+    refused: list[Rejection] = []
     chunk: list[bytes | None] = []
+    lines = 0
     for line in read_lines(path):
         chunk.append(line)
+        lines += 1
         if len(chunk) >= _CHUNK:
-            parts.append(decode_batch(None, chunk, cfg)[0])
+            parts.append(_decode(chunk, cfg, refused))
             chunk = []
     if chunk:
-        parts.append(decode_batch(None, chunk, cfg)[0])
-    if not parts:
-        raise TrajstreamError(f"{path}: no valid positions")
+        parts.append(_decode(chunk, cfg, refused))
+    if not any(len(p.ts) for p in parts):
+        raise TrajstreamError(f"{path}: no valid positions{_why_none(lines, refused)}")
     return PositionBatch(**{
         f: np.concatenate([getattr(p, f) for p in parts])
         for f in ("vehicle_id", "ts", "x", "y", "speed", "heading", "length", "width", "index")
     })
+
+
+def _decode(chunk: list[bytes | None], cfg: CodecConfig, refused: list[Rejection]) -> PositionBatch:
+    batch, rejections = decode_batch(None, chunk, cfg)
+    refused.extend(rejections)
+    return batch
+
+
+def _why_none(lines: int, refused: list[Rejection]) -> str:
+    """`` (3 lines read: missing_field 3; e.g. ...)``: the reasons, the most frequent first."""
+    if not lines:
+        return " (the file is empty)"
+    counts = Counter(r.reason for r in refused).most_common()
+    reasons = ", ".join(f"{reason} {n}" for reason, n in counts)
+    example = f"; e.g. {refused[0].detail}" if refused else ""
+    return f" ({lines} line{'s' if lines != 1 else ''} read: {reasons}{example})"
 
 
 @dataclass(frozen=True)

@@ -96,3 +96,15 @@ def test_a_plot_failing_at_the_end_keeps_the_table(tmp_path: Path) -> None:
     assert proc.stderr.strip().splitlines() == [
         f"trajstream: error: --plot {plot}: No such file or directory"]
 
+
+def test_an_alerts_file_given_as_positions_is_one_error_line(tmp_path: Path) -> None:
+    args = _files(tmp_path)
+    alerts = args[args.index("--alerts") + 1]
+    args[args.index("--positions") + 1] = alerts
+    proc = subprocess.run(cli_cmd("evaluate", *args), env=cli_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        f"trajstream: error: {alerts}: no valid positions (1 line read: missing_field 1; "
+        "e.g. vehicle_id is missing)"]

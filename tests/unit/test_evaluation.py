@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from trajstream.errors import ConfigError
+from trajstream.errors import ConfigError, TrajstreamError
 from trajstream.stream.codec import PositionBatch
 from trajstream.stream.config import EngineConfig
 from trajstream.stream.evaluate_cli import _check_plot, evaluate
 from trajstream.stream.evaluation import BaselineConfig, ScoreConfig, Tracks, cv_ttc_alerts, score
 from trajstream.stream.evaluation.kinds import classify
 from trajstream.stream.evaluation.scoring import ReleaseClock, collision_outcomes, justified
-from trajstream.stream.evaluation.tracks import footprint_gap
+from trajstream.stream.evaluation.tracks import footprint_gap, read_positions
 
 T0 = 1_767_225_600.0
 
@@ -243,6 +243,26 @@ def test_baseline_is_quiet_for_parallel_lanes_and_standstill(reported: bool) -> 
 def test_score_config_rejects_negative_values() -> None:
     with pytest.raises(ConfigError, match="min_lead_s"):
         ScoreConfig(min_lead_s=-1.0)
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"", "(the file is empty)"),
+        (b"hello\nworld\n", "(2 lines read: not_json 2; e.g. "),
+        # an alerts file given as --positions: JSON objects, none a position
+        (b'{"vehicle_a": "a", "vehicle_b": "b", "ts": 1.0, "severity": "warning"}\n',
+         "(1 line read: missing_field 1; e.g. vehicle_id is missing)"),
+    ],
+)
+def test_a_positions_file_without_a_valid_position_is_an_error(
+    tmp_path: Path, content: bytes, why: str
+) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(TrajstreamError) as exc:
+        read_positions(path)
+    assert str(exc.value).startswith(f"{path}: no valid positions {why}")
 
 
 @pytest.mark.parametrize(
