@@ -25,6 +25,8 @@ __all__ = ["alerts", "format_alert"]
 _SEVERITY_COLOUR = {"critical": "red", "warning": "yellow"}
 _POLL_TIMEOUT_S = 0.5
 _MAX_POLL_RECORDS = 500
+# An alert message has at least these (docs: README, Message contracts; evaluate's check).
+_ALERT_FIELDS = ("vehicle_a", "vehicle_b", "severity", "ts")
 
 
 def _num(v: Any) -> float | None:
@@ -109,7 +111,8 @@ def _kafka_client_choices() -> list[str]:
     envvar="TRAJSTREAM_ALERTS_JSON",
     show_default=True,
     show_envvar=True,
-    help="Print each alert as one JSON line (the message value) instead of a readable line.",
+    help="Print each alert as one JSON line (the message value) instead of a readable line. "
+    "Messages that are not alerts are skipped and counted either way, never passed through.",
 )
 @click.option(
     "--from-beginning",
@@ -173,7 +176,8 @@ def alerts(
 
     One line per alert: event time (UTC), severity, vehicle pair, time to contact, predicted
     minimum distance and location of the closest approach. With --json, the alert messages
-    themselves, one per line (for jq and scripts).
+    themselves, one per line (for jq and scripts). Messages that are not alerts are skipped
+    and counted, with or without --json.
     """
     from trajstream.stream.kafka import make_consumer, resolve_client, wait_until_ready
 
@@ -181,6 +185,17 @@ def alerts(
         raise click.BadParameter("must not be empty", param_hint="--topic")
     client = resolve_client(kafka_client)
     wait_until_ready(bootstrap, timeout_s=connect_timeout_s)
+    status = sys.stderr.isatty()
+    if status:
+        click.echo(
+            f"trajstream: following {topic!r} at {bootstrap} "
+            f"({'from the beginning' if from_beginning else 'new alerts'}; Ctrl-C to stop)",
+            err=True,
+        )
+    out = _Output(as_json, color=sys.stdout.isatty())
+    # The idle clock starts once partitions are assigned (joining the group takes a few
+    # seconds); a topic that never gets assigned still ends after connect + idle timeouts.
+    patience = None if idle_timeout_s is None else connect_timeout_s + idle_timeout_s
     consumer = make_consumer(
         bootstrap,
         [topic],
@@ -189,71 +204,107 @@ def alerts(
         from_beginning=from_beginning,
         config={"isolation.level": "read_committed"},
     )
-    status = sys.stderr.isatty()
-    if status:
-        click.echo(
-            f"trajstream: following {topic!r} at {bootstrap} "
-            f"({'from the beginning' if from_beginning else 'new alerts'}; Ctrl-C to stop)",
-            err=True,
-        )
-    color = sys.stdout.isatty()
-    shown = 0
-    # The idle clock starts once partitions are assigned (joining the group takes a few
-    # seconds); a topic that never gets assigned still ends after connect + idle timeouts.
+    reader_left = not _follow(consumer, out, idle_timeout_s, patience)  # `| head`: no summary
+    if not reader_left and (status or out.skipped):
+        click.echo(f"trajstream: {out.summary()}", err=True)
+
+
+def _follow(consumer: Any, out: _Output, idle_timeout_s: float | None,
+            patience_s: float | None) -> bool:
+    """Print what ``consumer`` reads until idle; False when stdout's reader left."""
     start = time.monotonic()
-    last: float | None = None
+    last: float | None = None  # when the partitions were assigned or the last record came
     try:
         while True:
             wait = _POLL_TIMEOUT_S
-            if idle_timeout_s is not None:
+            if idle_timeout_s is not None and patience_s is not None:
                 if last is None and consumer.assignment():
                     last = time.monotonic()
-                if last is None:
-                    deadline = start + connect_timeout_s + idle_timeout_s
-                else:
-                    deadline = last + idle_timeout_s
+                deadline = start + patience_s if last is None else last + idle_timeout_s
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 wait = min(wait, left)
             records = consumer.poll(_MAX_POLL_RECORDS, wait)
-            if not records:
-                continue
-            last = time.monotonic()
-            lines = []
-            for r in records:
-                line = _render(r, as_json, color)
-                if line is not None:
-                    lines.append(line)
-            if lines:
-                shown += len(lines)
-                _write(lines)
+            if records:
+                last = time.monotonic()
+                out.write(records)
     except BrokenPipeError:  # `trajstream alerts | head`: the reader is gone, so are we
         # Point stdout at /dev/null so the interpreter's final flush does not complain.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        status = False
+        return False
     finally:
         consumer.close()
-    if status:
-        click.echo(f"trajstream: {shown} alert(s)", err=True)
+    return True
 
 
-def _render(record: Any, as_json: bool, color: bool) -> str | None:
-    value = record.value
-    try:
-        alert = orjson.loads(value) if value is not None else None
-    except orjson.JSONDecodeError:
-        alert = None
-    if not isinstance(alert, dict):
-        click.echo(
-            f"trajstream: skipping a non-alert message at {record.topic}[{record.partition}]"
-            f"@{record.offset}",
-            err=True,
-        )
+def _not_an_alert(doc: Any) -> str | None:
+    """Why a decoded message value is not an alert, None when it is one."""
+    if doc is None:
+        return "not JSON"
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    missing = [f for f in _ALERT_FIELDS if f not in doc]
+    return f"no {', '.join(missing)}" if missing else None
+
+
+def _looks_like_position(doc: Any) -> bool:
+    return isinstance(doc, dict) and "vehicle_id" in doc and (
+        ("x" in doc and "y" in doc) or ("lat" in doc and "lon" in doc))
+
+
+class _Output:
+    """Alerts to stdout; other messages counted, the first of each kind noted on stderr
+    (a positions topic followed by mistake would otherwise print a junk line per fix)."""
+
+    def __init__(self, as_json: bool, color: bool) -> None:
+        self.as_json = as_json
+        self.color = color
+        self.shown = 0
+        self.skipped = 0
+        self._noted: set[str] = set()
+
+    def write(self, records: list[Any]) -> None:
+        lines = [line for r in records if (line := self._render(r)) is not None]
+        if lines:
+            self.shown += len(lines)
+            _write(lines)
+
+    def summary(self) -> str:
+        skipped = f", {self.skipped} non-alert message(s) skipped" if self.skipped else ""
+        return f"{self.shown} alert(s){skipped}"
+
+    def _render(self, record: Any) -> str | None:
+        value = record.value
+        doc: Any
+        try:
+            doc = orjson.loads(value) if value is not None else None
+        except orjson.JSONDecodeError:
+            doc = None
+        why = _not_an_alert(doc)
+        if why is None:
+            return orjson.dumps(doc).decode() if self.as_json else format_alert(doc, self.color)
+        self._skip(record, doc, why)
         return None
-    if as_json:
-        return orjson.dumps(alert).decode()
-    return format_alert(alert, color=color)
+
+    def _skip(self, record: Any, doc: Any, why: str) -> None:
+        self.skipped += 1
+        kind = "json" if isinstance(doc, dict) else "other"
+        if kind not in self._noted:
+            self._noted.add(kind)
+            click.echo(
+                f"trajstream: skipping a non-alert message at {record.topic}[{record.partition}]"
+                f"@{record.offset} ({why}); any more are only counted",
+                err=True,
+            )
+        if "positions" not in self._noted and _looks_like_position(doc):
+            self._noted.add("positions")
+            click.echo(
+                f"trajstream: {record.topic!r} looks like the positions topic (messages with "
+                f"vehicle_id and x/y or lat/lon), not the alerts topic ({ALERTS_TOPIC!r} by "
+                "default)",
+                err=True,
+            )
 
 
 def _write(lines: list[str]) -> None:

@@ -212,3 +212,39 @@ def test_bad_options_one_clear_error(args: list[str], needle: str) -> None:
     assert res.stdout == ""
     assert needle in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def position(i: int) -> dict:
+    return {"vehicle_id": f"veh-{i % 7}", "ts": TS0 + i * 0.1, "x": 1.5 * i, "y": -2.0}
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_json_messages_that_are_not_alerts_are_skipped(
+    kafka_bootstrap: str, new_topic: Callable[[str], str], as_json: bool
+) -> None:
+    """A positions topic followed by mistake: no junk line per fix, one note saying so."""
+    topic = new_topic("positions")
+    create_topics(kafka_bootstrap, [topic])
+    producer = make_producer(kafka_bootstrap)
+    messages = [alert(1), {"hello": "world"}, *map(position, range(50)), alert(2), [1, 2]]
+    for m in messages:
+        producer.send(topic, orjson.dumps(m))
+    producer.flush()
+    producer.close()
+    res = run_alerts(
+        "--bootstrap", kafka_bootstrap, "--topic", topic, "--from-beginning",
+        "--idle-timeout", "3", *(["--json"] if as_json else []),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    wanted = [alert(1), alert(2)]
+    if as_json:
+        assert [orjson.loads(line) for line in res.stdout.splitlines()] == wanted
+    else:
+        assert res.stdout.splitlines() == [format_alert(a, color=False) for a in wanted]
+    err = res.stderr.splitlines()
+    assert err[0] == (f"trajstream: skipping a non-alert message at {topic}[0]@1 "
+                      "(no vehicle_a, vehicle_b, severity, ts); any more are only counted")
+    assert sum("looks like the positions topic" in line for line in err) == 1, res.stderr
+    assert err[-1] == "trajstream: 2 alert(s), 52 non-alert message(s) skipped"
+    assert len(err) == 4, res.stderr  # the first JSON one, the positions hint, [1, 2], count
+

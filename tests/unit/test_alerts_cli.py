@@ -1,10 +1,11 @@
-"""stream.alerts_cli.format_alert: one readable line, robust to odd alert contents."""
+"""stream.alerts_cli: one readable line per alert, robust to odd alert contents; what is
+not an alert."""
 
 from __future__ import annotations
 
 import click
 
-from trajstream.stream.alerts_cli import format_alert
+from trajstream.stream.alerts_cli import _looks_like_position, _not_an_alert, format_alert
 
 ALERT = {
     "schema": "trajstream.alert/v1",
@@ -59,3 +60,18 @@ def test_missing_and_malformed_fields_do_not_raise() -> None:
     assert line.startswith("??:??:??.??? PANIC")
     assert "ttc ?  min ?  at" in line and line.endswith("at ?")
     assert format_alert({**ALERT, "ts": 1e300}, color=False).startswith("??:??:??.???")
+
+
+def test_what_is_not_an_alert() -> None:
+    assert _not_an_alert(ALERT) is None
+    assert _not_an_alert(None) == "not JSON"
+    assert _not_an_alert([ALERT]) == "not a JSON object"
+    assert _not_an_alert({"vehicle_id": "v", "ts": 1.0, "x": 0, "y": 0}) == (
+        "no vehicle_a, vehicle_b, severity")
+
+
+def test_what_looks_like_a_position() -> None:
+    assert _looks_like_position({"vehicle_id": "v", "ts": 1.0, "x": 0, "y": 0})
+    assert _looks_like_position({"vehicle_id": "v", "ts": 1.0, "lat": 48.1, "lon": 11.6})
+    assert not _looks_like_position({"vehicle_id": "v", "ts": 1.0, "points": [[0, 0]]})
+    assert not _looks_like_position(ALERT)
