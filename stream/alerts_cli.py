@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -177,7 +181,7 @@ def alerts(
     One line per alert: event time (UTC), severity, vehicle pair, time to contact, predicted
     minimum distance and location of the closest approach. With --json, the alert messages
     themselves, one per line (for jq and scripts). Messages that are not alerts are skipped
-    and counted, with or without --json.
+    and counted, with or without --json. Ctrl-C (SIGINT) or SIGTERM stops it (exit 0).
     """
     from trajstream.stream.kafka import make_consumer, resolve_client, wait_until_ready
 
@@ -196,26 +200,48 @@ def alerts(
     # The idle clock starts once partitions are assigned (joining the group takes a few
     # seconds); a topic that never gets assigned still ends after connect + idle timeouts.
     patience = None if idle_timeout_s is None else connect_timeout_s + idle_timeout_s
-    consumer = make_consumer(
-        bootstrap,
-        [topic],
-        group=group or None,
-        client=client,
-        from_beginning=from_beginning,
-        config={"isolation.level": "read_committed"},
-    )
-    reader_left = not _follow(consumer, out, idle_timeout_s, patience)  # `| head`: no summary
+    reader_left = False  # `trajstream alerts | head`: no summary then
+    with _stop_on_signals() as stop:
+        consumer = make_consumer(
+            bootstrap,
+            [topic],
+            group=group or None,
+            client=client,
+            from_beginning=from_beginning,
+            config={"isolation.level": "read_committed"},
+        )
+        reader_left = not _follow(consumer, out, idle_timeout_s, patience, stop)
     if not reader_left and (status or out.skipped):
         click.echo(f"trajstream: {out.summary()}", err=True)
 
 
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """SIGINT (Ctrl-C, the usual way to stop following) and SIGTERM set the returned event:
+    the consumer is closed and the run ends like an idle timeout, exit 0. A second one
+    aborts at once (exit 130)."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
 def _follow(consumer: Any, out: _Output, idle_timeout_s: float | None,
-            patience_s: float | None) -> bool:
-    """Print what ``consumer`` reads until idle; False when stdout's reader left."""
+            patience_s: float | None, stop: threading.Event) -> bool:
+    """Print what ``consumer`` reads until stopped or idle; False when stdout's reader left."""
     start = time.monotonic()
     last: float | None = None  # when the partitions were assigned or the last record came
     try:
-        while True:
+        while not stop.is_set():
             wait = _POLL_TIMEOUT_S
             if idle_timeout_s is not None and patience_s is not None:
                 if last is None and consumer.assignment():

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import pty
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -247,4 +250,69 @@ def test_json_messages_that_are_not_alerts_are_skipped(
     assert sum("looks like the positions topic" in line for line in err) == 1, res.stderr
     assert err[-1] == "trajstream: 2 alert(s), 52 non-alert message(s) skipped"
     assert len(err) == 4, res.stderr  # the first JSON one, the positions hint, [1, 2], count
+
+
+class Lines:
+    """What a child writes to ``fd`` (a pipe or a pty), read in a thread: wait for a line
+    with a deadline instead of sleeping."""
+
+    def __init__(self, fd: int) -> None:
+        self.text = ""
+        self._fd = fd
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self._fd, 65536)
+            except OSError:  # a pty whose child has gone: EIO
+                return
+            if not chunk:
+                return
+            self.text += chunk.decode(errors="replace").replace("\r\n", "\n")
+
+    def wait_for(self, text: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while text not in self.text:
+            assert proc.poll() is None or self._thread.is_alive(), (
+                f"ended before {text!r}:\n{self.text}")
+            assert time.monotonic() < deadline, f"no {text!r} in {timeout_s} s:\n{self.text}"
+            time.sleep(0.05)
+
+    def rest(self, timeout_s: float = 10) -> str:
+        self._thread.join(timeout_s)
+        return self.text
+
+
+def start_alerts(*args: str, tty_stderr: bool = False) -> tuple[subprocess.Popen[bytes],
+                                                                Lines, Lines]:
+    """``trajstream alerts`` running, with its stdout and stderr (a terminal if asked)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAJSTREAM_")}
+    err_r, err_w = pty.openpty() if tty_stderr else os.pipe()
+    proc = subprocess.Popen([TRAJSTREAM, "alerts", *args], stdout=subprocess.PIPE,
+                            stderr=err_w, env=env, cwd=REPO)
+    os.close(err_w)
+    assert proc.stdout is not None
+    return proc, Lines(proc.stdout.fileno()), Lines(err_r)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_a_signal_ends_it_cleanly_with_the_summary(
+    kafka_bootstrap: str, published: tuple[str, list[dict]], sig: signal.Signals
+) -> None:
+    """Ctrl-C is how one stops following: exit 0 with the count, not "aborted", 130."""
+    topic, alerts = published
+    proc, out, err = start_alerts("--bootstrap", kafka_bootstrap, "--topic", topic,
+                                  "--from-beginning", tty_stderr=True)
+    try:
+        err.wait_for(f"following {topic!r}", proc)
+        out.wait_for(format_alert(alerts[-1], color=False), proc)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=60) == 0, err.rest()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert err.rest().splitlines()[-1] == "trajstream: 3 alert(s)"
+    assert "aborted" not in err.text
 
