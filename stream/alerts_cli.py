@@ -29,6 +29,7 @@ __all__ = ["alerts", "format_alert"]
 _SEVERITY_COLOUR = {"critical": "red", "warning": "yellow"}
 _POLL_TIMEOUT_S = 0.5
 _MAX_POLL_RECORDS = 500
+_TOPIC_RECHECK_S = 1.0  # how often a missing topic is looked up again
 # An alert message has at least these (docs: README, Message contracts; evaluate's check).
 _ALERT_FIELDS = ("vehicle_a", "vehicle_b", "severity", "ts")
 
@@ -197,20 +198,21 @@ def alerts(
             err=True,
         )
     out = _Output(as_json, color=sys.stdout.isatty())
-    # The idle clock starts once partitions are assigned (joining the group takes a few
-    # seconds); a topic that never gets assigned still ends after connect + idle timeouts.
+    # Without an assignment (no topic, joining the group takes a few seconds), the idle
+    # clock gives up after connect + idle timeouts.
     patience = None if idle_timeout_s is None else connect_timeout_s + idle_timeout_s
     reader_left = False  # `trajstream alerts | head`: no summary then
     with _stop_on_signals() as stop:
-        consumer = make_consumer(
-            bootstrap,
-            [topic],
-            group=group or None,
-            client=client,
-            from_beginning=from_beginning,
-            config={"isolation.level": "read_committed"},
-        )
-        reader_left = not _follow(consumer, out, idle_timeout_s, patience, stop)
+        if _wait_for_topic(bootstrap, topic, client, patience, stop):
+            consumer = make_consumer(
+                bootstrap,
+                [topic],
+                group=group or None,
+                client=client,
+                from_beginning=from_beginning,
+                config={"isolation.level": "read_committed"},
+            )
+            reader_left = not _follow(consumer, out, idle_timeout_s, patience, stop)
     if not reader_left and (status or out.skipped):
         click.echo(f"trajstream: {out.summary()}", err=True)
 
@@ -233,6 +235,29 @@ def _stop_on_signals() -> Iterator[threading.Event]:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def _wait_for_topic(bootstrap: str, topic: str, client: str, patience_s: float | None,
+                    stop: threading.Event) -> bool:
+    """True once ``topic`` exists. Subscribing to a missing topic would log the client's raw
+    UNKNOWN_TOPIC_OR_PART warning (and let the broker auto-create a misspelt name): say so
+    in one line and wait for it instead. False when stopped or ``patience_s`` passes."""
+    from trajstream.stream.kafka import partition_count
+
+    if partition_count(bootstrap, topic, client=client) is not None:
+        return True
+    click.echo(
+        f"trajstream: topic {topic!r} does not exist (yet) at {bootstrap}: waiting for it",
+        err=True,
+    )
+    give_up = None if patience_s is None else time.monotonic() + patience_s
+    while not stop.is_set():
+        left = _TOPIC_RECHECK_S if give_up is None else give_up - time.monotonic()
+        if left <= 0 or stop.wait(min(left, _TOPIC_RECHECK_S)):
+            return False
+        if partition_count(bootstrap, topic, client=client) is not None:
+            return True
+    return False
 
 
 def _follow(consumer: Any, out: _Output, idle_timeout_s: float | None,

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from trajstream.stream.alerts_cli import format_alert
-from trajstream.stream.kafka import create_topics, make_producer
+from trajstream.stream.kafka import create_topics, make_producer, partition_count
 
 REPO = Path(__file__).resolve().parents[2]
 TRAJSTREAM = str(Path(sys.executable).parent / "trajstream")
@@ -316,3 +316,22 @@ def test_a_signal_ends_it_cleanly_with_the_summary(
     assert err.rest().splitlines()[-1] == "trajstream: 3 alert(s)"
     assert "aborted" not in err.text
 
+
+def test_a_missing_topic_is_one_line_then_waited_for(
+    kafka_bootstrap: str, new_topic: Callable[[str], str], kafka_client: str
+) -> None:
+    topic = new_topic("later")
+    proc, out, err = start_alerts("--bootstrap", kafka_bootstrap, "--topic", topic,
+                                  "--from-beginning", "--json", "--kafka-client", kafka_client)
+    try:
+        err.wait_for("waiting for it", proc)
+        assert partition_count(kafka_bootstrap, topic) is None  # following creates nothing
+        publish(kafka_bootstrap, topic, [alert(5)])
+        out.wait_for('"alert_id":"id-5"', proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, err.rest()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert err.rest().splitlines() == [
+        f"trajstream: topic {topic!r} does not exist (yet) at {kafka_bootstrap}: waiting for it"]
