@@ -50,39 +50,46 @@ def read_positions(path: str | Path, codec: CodecConfig | None = None) -> Positi
     """
     cfg = codec or CodecConfig(max_message_bytes=1 << 16)
     parts: list[PositionBatch] = []
-    refused: list[Rejection] = []
+    refused = _Refused()
     chunk: list[bytes | None] = []
-    lines = 0
     for line in read_lines(path):
         chunk.append(line)
-        lines += 1
         if len(chunk) >= _CHUNK:
-            parts.append(_decode(chunk, cfg, refused))
+            parts.append(refused.decode(chunk, cfg))
             chunk = []
     if chunk:
-        parts.append(_decode(chunk, cfg, refused))
+        parts.append(refused.decode(chunk, cfg))
     if not any(len(p.ts) for p in parts):
-        raise TrajstreamError(f"{path}: no valid positions{_why_none(lines, refused)}")
+        raise TrajstreamError(f"{path}: no valid positions{refused.why_none()}")
     return PositionBatch(**{
         f: np.concatenate([getattr(p, f) for p in parts])
         for f in ("vehicle_id", "ts", "x", "y", "speed", "heading", "length", "width", "index")
     })
 
 
-def _decode(chunk: list[bytes | None], cfg: CodecConfig, refused: list[Rejection]) -> PositionBatch:
-    batch, rejections = decode_batch(None, chunk, cfg)
-    refused.extend(rejections)
-    return batch
+class _Refused:
+    """The lines read and the reasons of those refused: counts and the first example."""
 
+    def __init__(self) -> None:
+        self.lines = 0
+        self.reasons: Counter[str] = Counter()
+        self.first: Rejection | None = None
 
-def _why_none(lines: int, refused: list[Rejection]) -> str:
-    """`` (3 lines read: missing_field 3; e.g. ...)``: the reasons, the most frequent first."""
-    if not lines:
-        return " (the file is empty)"
-    counts = Counter(r.reason for r in refused).most_common()
-    reasons = ", ".join(f"{reason} {n}" for reason, n in counts)
-    example = f"; e.g. {refused[0].detail}" if refused else ""
-    return f" ({lines} line{'s' if lines != 1 else ''} read: {reasons}{example})"
+    def decode(self, chunk: list[bytes | None], cfg: CodecConfig) -> PositionBatch:
+        batch, rejections = decode_batch(None, chunk, cfg)
+        self.lines += len(chunk)
+        self.reasons.update(r.reason for r in rejections)
+        if self.first is None and rejections:
+            self.first = rejections[0]
+        return batch
+
+    def why_none(self) -> str:
+        """`` (3 lines read: missing_field 3; e.g. ...)``: the reasons, most frequent first."""
+        if not self.lines:
+            return " (the file is empty)"
+        reasons = ", ".join(f"{reason} {n}" for reason, n in self.reasons.most_common())
+        example = f"; e.g. {self.first.detail}" if self.first is not None else ""
+        return f" ({self.lines} line{'s' if self.lines != 1 else ''} read: {reasons}{example})"
 
 
 @dataclass(frozen=True)
