@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -29,6 +31,9 @@ from trajstream.simulator.publish import (
 from trajstream.simulator.sim import Tick
 from trajstream.simulator.sumo.options import SUMO_ONLY, sumo_config, sumo_options
 
+log = logging.getLogger("trajstream.simulator.cli")
+
+ABORT_GRACE_S = 2.0  # after a second signal, exit even if closing the outputs hangs
 _FRACTION = click.FloatRange(0.0, 1.0)
 _NON_NEGATIVE = click.FloatRange(min=0.0)
 
@@ -54,17 +59,33 @@ def _kafka_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @contextmanager
-def _stop_on_sigterm() -> Iterator[threading.Event]:
-    """SIGTERM (docker stop) ends the run cleanly: what was produced is flushed."""
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """SIGTERM (docker stop) and SIGINT (Ctrl-C, the way to end ``--duration 0``) set the
+    returned event: the run ends after the current tick and keeps what it produced. A second
+    one aborts (outputs discarded, exit 130), within ABORT_GRACE_S even if a flush hangs;
+    the same rules as ``trajstream process``."""
     stop = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
-    old = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+
+    def handler(signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if stop.is_set():
+            log.warning("received %s again: stopping now", name)
+            hard = threading.Timer(ABORT_GRACE_S, os._exit, (130,))
+            hard.daemon = True
+            hard.start()
+            raise KeyboardInterrupt
+        log.info("received %s: finishing the current tick", name)
+        stop.set()
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield stop
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -74,7 +95,7 @@ def _stop_on_sigterm() -> Iterator[threading.Event]:
 @_opt("--vehicles", env="VEHICLES", default=200, type=click.IntRange(min=1),
       help="Vehicles present at any time (those that leave are replaced).")
 @_opt("--duration", env="DURATION", default=60.0, type=_NON_NEGATIVE,
-      help="Simulated seconds to publish; 0 runs until stopped.")
+      help="Simulated seconds to publish; 0 runs until stopped (Ctrl-C, SIGTERM).")
 @_opt("--hz", env="HZ", default=10.0, type=click.FloatRange(0.0, 1000.0, min_open=True),
       help="Position updates per vehicle and second.")
 @_opt("--seed", env="SEED", default=0, type=click.IntRange(min=0),
@@ -190,51 +211,63 @@ def run_simulation(config: SimConfig, sink: Sink, truth_sink: Sink | None = None
                    pace: bool = True, progress: Progress | None = None,
                    ticks: Iterator[Tick] | None = None) -> dict[str, int]:
     """Publish a whole run (``ticks``, the built-in engine's for ``config`` by default);
-    returns message and event counts. Closes the sinks and the engine."""
+    returns message and event counts. Closes the sinks and the engine; a stop signal ends
+    the run as if it were complete, so its outputs are kept."""
     from trajstream.simulator import iter_ticks
 
     if ticks is None:
         ticks = iter_ticks(config)
     progress = progress or Progress("simulate")
-    pacer = Pacer() if pace else None
     counts = {"messages": 0, "collisions": 0, "near_misses": 0}
     ok = False
-    try:
-        with _stop_on_sigterm() as stop:
-            for tick in ticks:
-                if stop.is_set():
-                    break
-                if pacer is not None:
-                    pacer.wait(tick.ts)
-                sink.write(tick.messages)
-                counts["messages"] += len(tick.messages)
-                if tick.truth:
-                    for event in tick.truth:
-                        key = "collisions" if event["type"] == "collision" else "near_misses"
-                        counts[key] += 1
-                    if truth_sink is not None:
-                        truth_sink.write([(b"", orjson.dumps(e)) for e in tick.truth])
-                progress.update(len(tick.messages), vehicles=tick.vehicles,
-                                collisions=counts["collisions"],
-                                near_misses=counts["near_misses"])
-        ok = True
-    except OutputClosed:
-        ok = True  # `trajstream simulate --out - | head`: the reader has seen enough
-    finally:
-        progress.close()
+    # the handlers stay until the sinks are closed: a second signal during a flush aborts
+    with _stop_on_signals() as stop:
         try:
-            close = getattr(ticks, "close", None)
-            if close is not None:
-                close()  # a generator's cleanup: SUMO stops, temporary files go
+            pacer = Pacer(sleep=stop.wait) if pace else None  # a stop ends a wait at once
+            _publish(ticks, sink, truth_sink, pacer, progress, stop, counts)
+            ok = True
+        except OutputClosed:
+            ok = True  # `trajstream simulate --out - | head`: the reader has seen enough
         finally:
-            # a failed run leaves existing files as they were (files are renamed on success)
-            try:
-                (sink.close if ok else getattr(sink, "abort", sink.close))()
-            finally:
-                if truth_sink is not None:
-                    (truth_sink.close if ok else getattr(truth_sink, "abort",
-                                                         truth_sink.close))()
+            progress.close()
+            _close(ticks, sink, truth_sink, ok)
     return counts
+
+
+def _publish(ticks: Iterator[Tick], sink: Sink, truth_sink: Sink | None, pacer: Pacer | None,
+             progress: Progress, stop: threading.Event, counts: dict[str, int]) -> None:
+    """Write ticks until they run out or ``stop`` is set, counting into ``counts``."""
+    for tick in ticks:
+        if stop.is_set():
+            break
+        if pacer is not None:
+            pacer.wait(tick.ts)
+            if stop.is_set():
+                break  # stopped while waiting: this tick is not due yet
+        sink.write(tick.messages)
+        counts["messages"] += len(tick.messages)
+        if tick.truth:
+            for event in tick.truth:
+                counts["collisions" if event["type"] == "collision" else "near_misses"] += 1
+            if truth_sink is not None:
+                truth_sink.write([(b"", orjson.dumps(e)) for e in tick.truth])
+        progress.update(len(tick.messages), vehicles=tick.vehicles,
+                        collisions=counts["collisions"], near_misses=counts["near_misses"])
+
+
+def _close(ticks: Iterator[Tick], sink: Sink, truth_sink: Sink | None, ok: bool) -> None:
+    """Stop the engine, then keep the outputs (``ok``) or leave existing files as they were
+    (files are renamed into place on success)."""
+    try:
+        close = getattr(ticks, "close", None)
+        if close is not None:
+            close()  # a generator's cleanup: SUMO stops, temporary files go
+    finally:
+        try:
+            (sink.close if ok else getattr(sink, "abort", sink.close))()
+        finally:
+            if truth_sink is not None:
+                (truth_sink.close if ok else getattr(truth_sink, "abort", truth_sink.close))()
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -252,42 +285,54 @@ def replay(file: Path, bootstrap: str, topic: str, kafka_client: str | None,
     """Publish a recorded positions JSONL file to Kafka, keyed by vehicle_id.
 
     Lines are published byte for byte in file order; malformed lines are skipped and
-    counted.
+    counted. Ctrl-C or SIGTERM stops it cleanly.
     """
     sink = KafkaSink(bootstrap, topic, client=kafka_client, ready_timeout_s=kafka_timeout)
     records = ReplayFile(file)
-    published = replay_records(records, sink, Pacer(speed) if pace else None)
+    published = replay_records(records, sink, speed if pace else None)
     click.echo(f"trajstream replay: published {published} messages to {topic}; "
                f"skipped {records.malformed} malformed lines", err=True)
 
 
-def replay_records(records: ReplayFile, sink: Sink, pacer: Pacer | None,
+def replay_records(records: ReplayFile, sink: Sink, speed: float | None,
                    batch: int = 500) -> int:
-    """Send every record (in batches when unpaced); returns how many. Closes the sink."""
+    """Send every record (in batches when unpaced, ``speed`` None); returns how many.
+    Closes the sink. A stop signal ends it early, what was read is flushed."""
     progress = Progress("replay")
     sent = 0
+    with _stop_on_signals() as stop:
+        # a stop wakes the pacer: recordings have gaps (60 s between CommonRoad scenarios)
+        pacer = Pacer(speed, sleep=stop.wait) if speed is not None else None
+        try:
+            sent = _send(records, sink, pacer, batch, progress, stop)
+        finally:
+            progress.close()
+            sink.close()
+    return sent
+
+
+def _send(records: ReplayFile, sink: Sink, pacer: Pacer | None, batch: int,
+          progress: Progress, stop: threading.Event) -> int:
+    """Write records (one at a time when paced) until they run out or ``stop`` is set."""
+    sent = 0
     pending: list[tuple[bytes, bytes]] = []
-    try:
-        with _stop_on_sigterm() as stop:
-            for ts, key, value in records:
-                if stop.is_set():
-                    break
-                if pacer is not None:
-                    pacer.wait(ts)
-                    sink.write([(key, value)])
-                    sent += 1
-                    progress.update(1, malformed=records.malformed)
-                    continue
-                pending.append((key, value))
-                if len(pending) >= batch:
-                    sink.write(pending)
-                    sent += len(pending)
-                    progress.update(len(pending), malformed=records.malformed)
-                    pending = []
+    for ts, key, value in records:
+        if stop.is_set():
+            break
+        if pacer is not None:
+            pacer.wait(ts)
+            if stop.is_set():
+                break  # stopped while waiting: this record is not due yet
+            sink.write([(key, value)])
+            sent += 1
+            progress.update(1, malformed=records.malformed)
+            continue
+        pending.append((key, value))
+        if len(pending) >= batch:
             sink.write(pending)
             sent += len(pending)
-    finally:
-        progress.close()
-        sink.close()
-    return sent
+            progress.update(len(pending), malformed=records.malformed)
+            pending = []
+    sink.write(pending)
+    return sent + len(pending)
 

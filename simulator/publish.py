@@ -96,10 +96,11 @@ class Pacer:
 
     The first event time seen is aligned with now; an event time behind schedule (a late
     message, a slow consumer) returns at once, so the pace never drifts but never bursts.
+    ``sleep`` may be a stop event's ``wait``, so that a stop ends a long wait at once.
     """
 
     def __init__(self, speed: float = 1.0, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], object] = time.sleep) -> None:
         if not speed > 0 or not math.isfinite(speed):
             raise ConfigError(f"speed must be a finite number > 0, got {speed!r}")
         self.speed = speed

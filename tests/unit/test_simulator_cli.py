@@ -1,0 +1,121 @@
+"""`trajstream simulate` and `trajstream replay` as a user runs them: how they stop (no
+broker: replay's Kafka sink is a file here)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from trajstream.simulator import cli as sim_cli
+
+# A terminal's Ctrl-C: Python's own SIGINT handler, even when the test runner was started
+# with SIGINT ignored (a background job), which the child would inherit.
+_AS_AT_A_TERMINAL = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler)"
+                     "\n{patch}\nfrom trajstream.cli import main; raise SystemExit(main())")
+# replay's Kafka sink replaced by one appending to the file named by --topic, flushed per write
+_FILE_AS_TOPIC = """
+import trajstream.simulator.cli as c
+class FileSink:
+    def __init__(self, bootstrap, topic, **kw):
+        self.f = open(topic, "ab")
+    def write(self, messages):
+        self.f.write(b"".join(v + b"\\n" for _, v in messages))
+        self.f.flush()
+    def close(self):
+        self.f.write(b"closed\\n")
+        self.f.close()
+c.KafkaSink = FileSink
+"""
+
+
+def _start(args: list[str], patch: str = "") -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAJSTREAM_")}
+    code = _AS_AT_A_TERMINAL.format(patch=patch)
+    return subprocess.Popen([sys.executable, "-c", code, *args], env=env, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _wait_until(done: Callable[[], bool], proc: subprocess.Popen[str],
+                timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, "the command never got going"
+        time.sleep(0.05)
+
+
+def _interrupt(proc: subprocess.Popen[str]) -> str:
+    """Ctrl-C; the command's stderr once it has exited."""
+    try:
+        proc.send_signal(signal.SIGINT)
+        return proc.communicate(timeout=30)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_ctrl_c_ends_an_endless_simulation_and_keeps_its_files(tmp_path: Path) -> None:
+    """`--duration 0` runs until stopped: Ctrl-C is its normal end, not an abort."""
+    out, truth = tmp_path / "live.jsonl", tmp_path / "live.truth"
+    proc = _start(["simulate", "--vehicles", "20", "--duration", "0", "--reckless", "0.5",
+                   "--out", str(out), "--truth", str(truth)])
+    _wait_until(lambda: any(p.stat().st_size for p in tmp_path.glob(".live.jsonl.*.part")),
+                proc)
+    err = _interrupt(proc)
+    assert proc.returncode == 0, err
+    lines = out.read_bytes().splitlines()
+    assert lines and all(orjson.loads(line)["vehicle_id"] for line in lines)
+    assert all(orjson.loads(line)["type"] for line in truth.read_bytes().splitlines())
+    assert not list(tmp_path.glob("*.part")), "no temporary file left behind"
+
+
+def test_ctrl_c_ends_a_replay_at_once_with_its_summary(tmp_path: Path) -> None:
+    """Paced through a 10-minute gap in the recording: Ctrl-C flushes what was sent and
+    prints the summary instead of waiting out the gap or aborting."""
+    src, topic = tmp_path / "recorded.jsonl", tmp_path / "topic.jsonl"
+    fixes = [{"vehicle_id": "veh-1", "ts": 1000.0 + k * 0.1, "x": k, "y": 0} for k in range(5)]
+    fixes.append({"vehicle_id": "veh-1", "ts": 1600.0, "x": 5, "y": 0})
+    src.write_bytes(b"".join(orjson.dumps(f) + b"\n" for f in fixes) + b"garbage\n")
+    proc = _start(["replay", str(src), "--bootstrap", "unused:9092", "--topic", str(topic)],
+                  patch=_FILE_AS_TOPIC)
+    _wait_until(lambda: topic.exists() and topic.read_bytes().count(b"\n") >= 5, proc)
+    t0 = time.monotonic()
+    err = _interrupt(proc)
+    assert proc.returncode == 0, err
+    assert time.monotonic() - t0 < 20, "the pacer's wait ends with the stop"
+    assert topic.read_bytes().splitlines()[-1] == b"closed", "the sink was flushed and closed"
+    assert err.splitlines()[-1] == (f"trajstream replay: published 5 messages to {topic}; "
+                                    "skipped 0 malformed lines"), err
+
+
+def test_a_second_signal_aborts_at_once(monkeypatch) -> None:
+    """As `trajstream process`: the first stop finishes the tick, the second aborts, with a
+    hard exit armed in case closing the outputs hangs."""
+    armed: list[float] = []
+
+    class _Timer:
+        def __init__(self, interval: float, fn, args) -> None:
+            armed.append(interval)
+            self.daemon = False
+
+        def start(self) -> None:
+            pass
+
+    monkeypatch.setattr(sim_cli.threading, "Timer", _Timer)
+    with sim_cli._stop_on_signals() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.wait(5.0)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5.0)  # the handler raises here
+    assert armed == [sim_cli.ABORT_GRACE_S]
+
