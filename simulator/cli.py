@@ -16,7 +16,7 @@ import click
 import orjson
 
 from trajstream.contracts import POSITIONS_TOPIC
-from trajstream.errors import ConfigError
+from trajstream.errors import ConfigError, TrajstreamError
 from trajstream.outputs import refuse_aliases
 from trajstream.simulator.config import DEFAULT_START_TS, SimConfig
 from trajstream.simulator.publish import (
@@ -285,7 +285,7 @@ def replay(file: Path, bootstrap: str, topic: str, kafka_client: str | None,
     """Publish a recorded positions JSONL file to Kafka, keyed by vehicle_id.
 
     Lines are published byte for byte in file order; malformed lines are skipped and
-    counted. Ctrl-C or SIGTERM stops it cleanly.
+    counted (a file of nothing else is an error). Ctrl-C or SIGTERM stops it cleanly.
     """
     sink = KafkaSink(bootstrap, topic, client=kafka_client, ready_timeout_s=kafka_timeout)
     records = ReplayFile(file)
@@ -297,7 +297,8 @@ def replay(file: Path, bootstrap: str, topic: str, kafka_client: str | None,
 def replay_records(records: ReplayFile, sink: Sink, speed: float | None,
                    batch: int = 500) -> int:
     """Send every record (in batches when unpaced, ``speed`` None); returns how many.
-    Closes the sink. A stop signal ends it early, what was read is flushed."""
+    Closes the sink. A stop signal ends it early, what was read is flushed; a file read
+    to its end without one record to send is an error."""
     progress = Progress("replay")
     sent = 0
     with _stop_on_signals() as stop:
@@ -305,6 +306,8 @@ def replay_records(records: ReplayFile, sink: Sink, speed: float | None,
         pacer = Pacer(speed, sleep=stop.wait) if speed is not None else None
         try:
             sent = _send(records, sink, pacer, batch, progress, stop)
+            if not stop.is_set():
+                _refuse_nothing_published(records, sent)
         finally:
             progress.close()
             sink.close()
@@ -336,3 +339,13 @@ def _send(records: ReplayFile, sink: Sink, pacer: Pacer | None, batch: int,
     sink.write(pending)
     return sent + len(pending)
 
+
+def _refuse_nothing_published(records: ReplayFile, sent: int) -> None:
+    """Lines none of which is a positions record (a CSV, an alerts file, the wrong file) are
+    a mistake, not a quiet run of nothing: ``trajstream process`` refuses them too. An empty
+    file publishes nothing without an error."""
+    if sent == 0 and records.malformed:
+        raise TrajstreamError(
+            f"none of the {records.malformed} lines of {records.path} is a positions record "
+            "(a JSON object with a non-empty string vehicle_id and a finite numeric ts): "
+            "nothing published")

@@ -1,5 +1,5 @@
-"""`trajstream simulate` and `trajstream replay` as a user runs them: how they stop (no
-broker: replay's Kafka sink is a file here)."""
+"""`trajstream simulate` and `trajstream replay` as a user runs them: how they stop, what
+they say, and which input they refuse (no broker: replay's Kafka sink is a file here)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from trajstream.cli import main
 from trajstream.simulator import cli as sim_cli
 
 # A terminal's Ctrl-C: Python's own SIGINT handler, even when the test runner was started
@@ -119,3 +120,36 @@ def test_a_second_signal_aborts_at_once(monkeypatch) -> None:
             time.sleep(5.0)  # the handler raises here
     assert armed == [sim_cli.ABORT_GRACE_S]
 
+
+class _ListSink:
+    """replay's Kafka sink, in memory."""
+
+    def __init__(self, bootstrap: str, topic: str, **kw: object) -> None:
+        self.topic = topic
+        self.sent: list[bytes] = []
+
+    def write(self, messages: list[tuple[bytes, bytes]]) -> None:
+        self.sent.extend(v for _, v in messages)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("lines", "code", "says"), [
+    ([b"garbage", b'{"vehicle_id": "veh-1"}'], 1,
+     "trajstream: error: none of the 2 lines of {src} is a positions record"),
+    ([], 0, "trajstream replay: published 0 messages to hA-t; skipped 0 malformed lines"),
+    ([b"garbage", b'{"vehicle_id":"veh-1","ts":1.0,"x":0,"y":0}'], 0,
+     "trajstream replay: published 1 messages to hA-t; skipped 1 malformed lines"),
+], ids=["all-malformed", "empty", "one-good"])
+def test_replay_of_nothing_but_malformed_lines_is_an_error(
+        tmp_path: Path, monkeypatch, capsys, lines: list[bytes], code: int, says: str) -> None:
+    """As `trajstream process` refuses an input of which no record was accepted; an empty
+    file is not a mistake."""
+    monkeypatch.setattr(sim_cli, "KafkaSink", _ListSink)
+    src = tmp_path / "recorded.jsonl"
+    src.write_bytes(b"".join(line + b"\n" for line in lines))
+    assert main(["replay", str(src), "--bootstrap", "unused:9092", "--topic", "hA-t",
+                 "--no-pace"]) == code
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(says.format(src=src)), err
