@@ -189,7 +189,18 @@ def simulate(**kw: Any) -> None:
     else:
         sink = KafkaSink(bootstrap, kw["topic"], client=kw["kafka_client"],
                          ready_timeout_s=kw["kafka_timeout"])
-    run_simulation(config, sink, truth_sink, pace=kw["pace"], ticks=ticks)
+    counts = run_simulation(config, sink, truth_sink, pace=kw["pace"], ticks=ticks)
+    if not counts["reader_gone"]:  # `| head` ends quietly, like any filter
+        dest = kw["topic"] if out is None else "stdout" if out == "-" else out
+        click.echo(_summary(config, counts, dest), err=True)
+
+
+def _summary(config: SimConfig, counts: dict[str, int], dest: str) -> str:
+    """The run in one line on stderr, as ``replay`` and ``data import`` end (stdout may be
+    the output)."""
+    return (f"trajstream simulate: simulated {config.vehicles} vehicles for "
+            f"{counts['ticks'] / config.hz:g} s: published {counts['messages']} messages to "
+            f"{dest}; {counts['collisions']} collisions, {counts['near_misses']} near misses")
 
 
 def _check_engine_options(ctx: click.Context, engine: str) -> None:
@@ -211,14 +222,15 @@ def run_simulation(config: SimConfig, sink: Sink, truth_sink: Sink | None = None
                    pace: bool = True, progress: Progress | None = None,
                    ticks: Iterator[Tick] | None = None) -> dict[str, int]:
     """Publish a whole run (``ticks``, the built-in engine's for ``config`` by default);
-    returns message and event counts. Closes the sinks and the engine; a stop signal ends
-    the run as if it were complete, so its outputs are kept."""
+    returns message, event and tick counts, and ``reader_gone`` 1 when standard output's
+    reader left. Closes the sinks and the engine; a stop signal ends the run as if it were
+    complete, so its outputs are kept."""
     from trajstream.simulator import iter_ticks
 
     if ticks is None:
         ticks = iter_ticks(config)
     progress = progress or Progress("simulate")
-    counts = {"messages": 0, "collisions": 0, "near_misses": 0}
+    counts = {"messages": 0, "collisions": 0, "near_misses": 0, "ticks": 0, "reader_gone": 0}
     ok = False
     # the handlers stay until the sinks are closed: a second signal during a flush aborts
     with _stop_on_signals() as stop:
@@ -228,6 +240,7 @@ def run_simulation(config: SimConfig, sink: Sink, truth_sink: Sink | None = None
             ok = True
         except OutputClosed:
             ok = True  # `trajstream simulate --out - | head`: the reader has seen enough
+            counts["reader_gone"] = 1
         finally:
             progress.close()
             _close(ticks, sink, truth_sink, ok)
@@ -246,6 +259,7 @@ def _publish(ticks: Iterator[Tick], sink: Sink, truth_sink: Sink | None, pacer: 
                 break  # stopped while waiting: this tick is not due yet
         sink.write(tick.messages)
         counts["messages"] += len(tick.messages)
+        counts["ticks"] += 1
         if tick.truth:
             for event in tick.truth:
                 counts["collisions" if event["type"] == "collision" else "near_misses"] += 1

@@ -76,6 +76,7 @@ def test_ctrl_c_ends_an_endless_simulation_and_keeps_its_files(tmp_path: Path) -
     lines = out.read_bytes().splitlines()
     assert lines and all(orjson.loads(line)["vehicle_id"] for line in lines)
     assert all(orjson.loads(line)["type"] for line in truth.read_bytes().splitlines())
+    assert f"published {len(lines)} messages to {out}" in err.splitlines()[-1], err
     assert not list(tmp_path.glob("*.part")), "no temporary file left behind"
 
 
@@ -153,3 +154,26 @@ def test_replay_of_nothing_but_malformed_lines_is_an_error(
                  "--no-pace"]) == code
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith(says.format(src=src)), err
+
+
+def test_simulate_ends_with_a_summary_on_stderr(tmp_path: Path, capfd) -> None:
+    """One line like replay's and data import's; standard output stays the positions'."""
+    out, truth = tmp_path / "p.jsonl", tmp_path / "t.jsonl"
+    argv = ["simulate", "--vehicles", "30", "--duration", "20", "--reckless", "0.5",
+            "--no-pace"]
+    assert main([*argv, "--out", str(out), "--truth", str(truth)]) == 0
+    captured = capfd.readouterr()
+    events = [orjson.loads(line)["type"] for line in truth.read_bytes().splitlines()]
+    n_collisions = events.count("collision")
+    assert events and captured.out == ""
+    assert captured.err.splitlines() == [
+        f"trajstream simulate: simulated 30 vehicles for 20 s: published "
+        f"{len(out.read_bytes().splitlines())} messages to {out}; {n_collisions} collisions, "
+        f"{len(events) - n_collisions} near misses"]
+    assert main([*argv, "--out", "-"]) == 0
+    captured = capfd.readouterr()
+    assert captured.out.encode() == out.read_bytes(), "the same seed, the same positions"
+    assert len(captured.err.splitlines()) == 1
+    assert captured.err.splitlines()[0].endswith(" to stdout; "
+                                                  f"{n_collisions} collisions, "
+                                                  f"{len(events) - n_collisions} near misses")
