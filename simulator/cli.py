@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import signal
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +15,7 @@ import orjson
 from trajstream.contracts import POSITIONS_TOPIC
 from trajstream.errors import ConfigError, TrajstreamError
 from trajstream.outputs import refuse_aliases
+from trajstream.signals import stop_on_signals
 from trajstream.simulator.config import DEFAULT_START_TS, SimConfig
 from trajstream.simulator.publish import (
     JsonlSink,
@@ -33,7 +31,6 @@ from trajstream.simulator.sumo.options import SUMO_ONLY, sumo_config, sumo_optio
 
 log = logging.getLogger("trajstream.simulator.cli")
 
-ABORT_GRACE_S = 2.0  # after a second signal, exit even if closing the outputs hangs
 _FRACTION = click.FloatRange(0.0, 1.0)
 _NON_NEGATIVE = click.FloatRange(min=0.0)
 
@@ -56,36 +53,6 @@ def _kafka_options(f: Callable[..., Any]) -> Callable[..., Any]:
     for o in reversed(opts):
         f = o(f)
     return f
-
-
-@contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
-    """SIGTERM (docker stop) and SIGINT (Ctrl-C, the way to end ``--duration 0``) set the
-    returned event: the run ends after the current tick and keeps what it produced. A second
-    one aborts (outputs discarded, exit 130), within ABORT_GRACE_S even if a flush hangs;
-    the same rules as ``trajstream process``."""
-    stop = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        name = signal.Signals(signum).name
-        if stop.is_set():
-            log.warning("received %s again: stopping now", name)
-            hard = threading.Timer(ABORT_GRACE_S, os._exit, (130,))
-            hard.daemon = True
-            hard.start()
-            raise KeyboardInterrupt
-        log.info("received %s: finishing the current tick", name)
-        stop.set()
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield stop
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -233,7 +200,7 @@ def run_simulation(config: SimConfig, sink: Sink, truth_sink: Sink | None = None
     counts = {"messages": 0, "collisions": 0, "near_misses": 0, "ticks": 0, "reader_gone": 0}
     ok = False
     # the handlers stay until the sinks are closed: a second signal during a flush aborts
-    with _stop_on_signals() as stop:
+    with stop_on_signals("the current tick") as stop:
         try:
             pacer = Pacer(sleep=stop.wait) if pace else None  # a stop ends a wait at once
             _publish(ticks, sink, truth_sink, pacer, progress, stop, counts)
@@ -315,7 +282,7 @@ def replay_records(records: ReplayFile, sink: Sink, speed: float | None,
     to its end without one record to send is an error."""
     progress = Progress("replay")
     sent = 0
-    with _stop_on_signals() as stop:
+    with stop_on_signals() as stop:
         # a stop wakes the pacer: recordings have gaps (60 s between CommonRoad scenarios)
         pacer = Pacer(speed, sleep=stop.wait) if speed is not None else None
         try:

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +20,7 @@ import click
 import orjson
 
 from trajstream.contracts import ALERTS_TOPIC
+from trajstream.signals import stop_on_signals
 
 __all__ = ["alerts", "format_alert"]
 
@@ -202,7 +200,7 @@ def alerts(
     # clock gives up after connect + idle timeouts.
     patience = None if idle_timeout_s is None else connect_timeout_s + idle_timeout_s
     reader_left = False  # `trajstream alerts | head`: no summary then
-    with _stop_on_signals() as stop:
+    with stop_on_signals(finishing=None) as stop:  # its summary says it
         if _wait_for_topic(bootstrap, topic, client, patience, stop):
             consumer = make_consumer(
                 bootstrap,
@@ -215,26 +213,6 @@ def alerts(
             reader_left = not _follow(consumer, out, idle_timeout_s, patience, stop)
     if not reader_left and (status or out.skipped):
         click.echo(f"trajstream: {out.summary()}", err=True)
-
-
-@contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
-    """SIGINT (Ctrl-C, the usual way to stop following) and SIGTERM set the returned event:
-    the consumer is closed and the run ends like an idle timeout, exit 0. A second one
-    aborts at once (exit 130)."""
-    stop = threading.Event()
-
-    def handler(signum: int, frame: Any) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 def _wait_for_topic(bootstrap: str, topic: str, client: str, patience_s: float | None,

@@ -14,12 +14,10 @@ import math
 import os
 import queue
 import re
-import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -27,6 +25,7 @@ import orjson
 
 from trajstream.contracts import PREDICTORS
 from trajstream.errors import ConfigError
+from trajstream.signals import stop_on_signals
 from trajstream.stream.config import (
     CODEC_DEFAULTS,
     DEFAULTS,
@@ -47,7 +46,6 @@ __all__ = ["demo", "process"]
 log = logging.getLogger("trajstream.stream.commands")
 
 _DEFAULT_PREDICTOR = DEFAULTS.predictor
-ABORT_GRACE_S = 2.0  # after a second signal, exit even if closing the clients hangs
 
 
 def _opt(*names: str, env: str, **kw: Any) -> Callable[[Any], Any]:
@@ -250,32 +248,6 @@ def _kafka_options(values: tuple[str, ...], flag: str = "--kafka-option") -> dic
     return out
 
 
-@contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
-    """SIGTERM/SIGINT set the returned event (finish the batch, flush, commit, exit 0);
-    a second one aborts at once: outputs discarded, exit 130, within ABORT_GRACE_S even if
-    a client call is stuck (what is not committed is read again after a restart)."""
-    stop = threading.Event()
-
-    def handler(signum: int, frame: Any) -> None:
-        name = signal.Signals(signum).name
-        if stop.is_set():
-            log.warning("received %s again: stopping now", name)
-            hard = threading.Timer(ABORT_GRACE_S, os._exit, (130,))
-            hard.daemon = True
-            hard.start()
-            raise KeyboardInterrupt
-        log.info("received %s: finishing the current batch", name)
-        stop.set()
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield stop
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
 def _serve_metrics(port: int, addr: str, metrics: Any) -> Any:
     if not port:
         return None
@@ -469,7 +441,7 @@ def process(**kw: Any) -> None:
              f" ({cpus} usable CPU{'' if cpus == 1 else 's'})",
              f", state changelog {cfg.changelog_name}" if cfg.changelog_name else "")
     try:
-        with _stop_on_signals() as stop:
+        with stop_on_signals() as stop:
             summary = proc.run(stop)
     finally:
         if server is not None:
@@ -637,7 +609,7 @@ def demo(**kw: Any) -> None:
     )
     t0 = time.monotonic()
     try:
-        with _stop_on_signals() as stop:
+        with stop_on_signals() as stop:
             producer = threading.Thread(
                 target=_pace_simulation, name="simulator", daemon=True,
                 args=(sim_cfg, q, stop, kw["speed"], truth, first_seen, errors),

@@ -10,7 +10,8 @@ modules every part may import:
   Kafka and file I/O, metrics).
 - :mod:`trajstream.contracts` (message schemas and vehicle defaults),
   :mod:`trajstream.errors` (the exceptions), :mod:`trajstream.inputs` and
-  :mod:`trajstream.outputs` (reading and writing files), shared by all three.
+  :mod:`trajstream.outputs` (reading and writing files) and :mod:`trajstream.signals` (how
+  a command stops), shared by all three.
 
 In the repository the three parts live in the top-level folders ``stream/``, ``model/`` and
 ``simulator/``; ``trajstream/`` links to them so a checkout imports exactly what a wheel

@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from trajstream.stream.commands import _kafka_options, _opt, _stop_on_signals
+from trajstream.signals import stop_on_signals
+from trajstream.stream.commands import _kafka_options, _opt
 from trajstream.stream.config import DEFAULTS
 from trajstream.stream.livemap.options import map_options, start_map_server
 
@@ -66,7 +67,7 @@ def map_command(**kw: Any) -> None:
     server = start_map_server(hub, kw)
     log.info("live map on %s (Kafka %s)", server.url, kw["bootstrap"])
     try:
-        with _stop_on_signals() as stop:
+        with stop_on_signals() as stop:
             KafkaFeed(hub, feed_cfg).run(stop)
     finally:
         server.stop()

@@ -99,29 +99,6 @@ def test_ctrl_c_ends_a_replay_at_once_with_its_summary(tmp_path: Path) -> None:
                                     "skipped 0 malformed lines"), err
 
 
-def test_a_second_signal_aborts_at_once(monkeypatch) -> None:
-    """As `trajstream process`: the first stop finishes the tick, the second aborts, with a
-    hard exit armed in case closing the outputs hangs."""
-    armed: list[float] = []
-
-    class _Timer:
-        def __init__(self, interval: float, fn, args) -> None:
-            armed.append(interval)
-            self.daemon = False
-
-        def start(self) -> None:
-            pass
-
-    monkeypatch.setattr(sim_cli.threading, "Timer", _Timer)
-    with sim_cli._stop_on_signals() as stop:
-        os.kill(os.getpid(), signal.SIGINT)
-        assert stop.wait(5.0)
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(5.0)  # the handler raises here
-    assert armed == [sim_cli.ABORT_GRACE_S]
-
-
 class _ListSink:
     """replay's Kafka sink, in memory."""
 

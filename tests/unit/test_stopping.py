@@ -142,7 +142,9 @@ def test_a_stop_signal_to_the_process_group_ends_the_run_cleanly(tmp_path: Path,
 
 
 def test_a_second_signal_aborts_at_once(monkeypatch) -> None:
-    from trajstream.stream import commands
+    """One rule for every command (trajstream/signals.py): the first signal asks to finish,
+    the second aborts, with a hard exit armed in case closing the outputs hangs."""
+    from trajstream import signals
 
     armed: list[float] = []
 
@@ -154,11 +156,11 @@ def test_a_second_signal_aborts_at_once(monkeypatch) -> None:
         def start(self) -> None:
             pass
 
-    monkeypatch.setattr(commands.threading, "Timer", _Timer)
-    with commands._stop_on_signals() as stop:
+    monkeypatch.setattr(signals.threading, "Timer", _Timer)
+    with signals.stop_on_signals() as stop:
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.wait(5.0)
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5.0)  # the handler raises here
-    assert armed == [commands.ABORT_GRACE_S], "a hard exit is armed in case closing hangs"
+    assert armed == [signals.ABORT_GRACE_S], "a hard exit is armed in case closing hangs"
