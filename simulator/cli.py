@@ -32,6 +32,8 @@ from trajstream.simulator.sumo.options import SUMO_ONLY, sumo_config, sumo_optio
 log = logging.getLogger("trajstream.simulator.cli")
 
 _FRACTION = click.FloatRange(0.0, 1.0)
+# the options --clean turns off (the parameter names of the sensor effects)
+_SENSOR_EFFECTS = ("gps_sigma", "drop_rate", "jitter", "late_fraction", "duplicate_fraction")
 _NON_NEGATIVE = click.FloatRange(min=0.0)
 
 
@@ -128,6 +130,13 @@ def simulate(**kw: Any) -> None:
     if out is None and bootstrap is None:
         raise click.UsageError("give --out FILE or --bootstrap HOST:PORT (or "
                                "TRAJSTREAM_BOOTSTRAP)")
+    if kw["clean"]:
+        default = click.core.ParameterSource.DEFAULT
+        effects = [f"--{name.replace('_', '-')}" for name in _SENSOR_EFFECTS
+                   if ctx.get_parameter_source(name) is not default]
+        if effects:
+            raise click.UsageError(f"--clean turns sensor effects off; {', '.join(effects)} "
+                                   "would have no effect: give one or the other")
     duration = kw["duration"] if kw["duration"] > 0 else math.inf
     try:
         config = SimConfig(
@@ -159,15 +168,20 @@ def simulate(**kw: Any) -> None:
     counts = run_simulation(config, sink, truth_sink, pace=kw["pace"], ticks=ticks)
     if not counts["reader_gone"]:  # `| head` ends quietly, like any filter
         dest = kw["topic"] if out is None else "stdout" if out == "-" else out
-        click.echo(_summary(config, counts, dest), err=True)
+        click.echo(_summary(config, counts, dest, builtin=ticks is None), err=True)
 
 
-def _summary(config: SimConfig, counts: dict[str, int], dest: str) -> str:
+def _summary(config: SimConfig, counts: dict[str, int], dest: str, builtin: bool) -> str:
     """The run in one line on stderr, as ``replay`` and ``data import`` end (stdout may be
     the output)."""
-    return (f"trajstream simulate: simulated {config.vehicles} vehicles for "
+    line = (f"trajstream simulate: simulated {counts['peak_vehicles']} vehicles for "
             f"{counts['ticks'] / config.hz:g} s: published {counts['messages']} messages to "
             f"{dest}; {counts['collisions']} collisions, {counts['near_misses']} near misses")
+    if builtin and counts["ticks"] and counts["peak_vehicles"] < config.vehicles:
+        # vehicles enter at the city's edge where a lane has room: a small city fills up
+        line += (f" (at most {counts['peak_vehicles']} of --vehicles {config.vehicles} at once: "
+                 "the city had no room for more; a larger --grid holds more)")
+    return line
 
 
 def _check_engine_options(ctx: click.Context, engine: str) -> None:
@@ -197,7 +211,8 @@ def run_simulation(config: SimConfig, sink: Sink, truth_sink: Sink | None = None
     if ticks is None:
         ticks = iter_ticks(config)
     progress = progress or Progress("simulate")
-    counts = {"messages": 0, "collisions": 0, "near_misses": 0, "ticks": 0, "reader_gone": 0}
+    counts = {"messages": 0, "collisions": 0, "near_misses": 0, "ticks": 0, "reader_gone": 0,
+              "peak_vehicles": 0}
     ok = False
     # the handlers stay until the sinks are closed: a second signal during a flush aborts
     with stop_on_signals("the current tick") as stop:
@@ -227,6 +242,7 @@ def _publish(ticks: Iterator[Tick], sink: Sink, truth_sink: Sink | None, pacer: 
         sink.write(tick.messages)
         counts["messages"] += len(tick.messages)
         counts["ticks"] += 1
+        counts["peak_vehicles"] = max(counts["peak_vehicles"], tick.vehicles)
         if tick.truth:
             for event in tick.truth:
                 counts["collisions" if event["type"] == "collision" else "near_misses"] += 1

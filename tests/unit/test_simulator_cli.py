@@ -154,3 +154,25 @@ def test_simulate_ends_with_a_summary_on_stderr(tmp_path: Path, capfd) -> None:
     assert captured.err.splitlines()[0].endswith(" to stdout; "
                                                   f"{n_collisions} collisions, "
                                                   f"{len(events) - n_collisions} near misses")
+
+
+def test_a_city_too_small_for_the_fleet_says_how_many_it_held(tmp_path: Path, capfd) -> None:
+    out = tmp_path / "p.jsonl"
+    assert main(["simulate", "--vehicles", "300", "--grid", "1", "--duration", "2",
+                 "--no-pace", "--out", str(out)]) == 0
+    err = capfd.readouterr().err.strip()
+    ids = {orjson.loads(line)["vehicle_id"] for line in out.read_bytes().splitlines()}
+    held = int(err.split("simulated ")[1].split()[0])
+    assert 0 < held <= len(ids) and held < 300, err
+    assert err.endswith(f"(at most {held} of --vehicles 300 at once: the city had no "
+                        "room for more; a larger --grid holds more)"), err
+
+
+@pytest.mark.parametrize("effects", [["--gps-sigma", "1"], ["--jitter", "0.1", "--drop-rate",
+                                                            "0.2"]])
+def test_clean_with_a_sensor_effect_is_refused(tmp_path: Path, capsys, effects) -> None:
+    out = tmp_path / "p.jsonl"
+    assert main(["simulate", "--clean", *effects, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--clean turns sensor effects off; " in err and effects[0] in err, err
+    assert not out.exists()
