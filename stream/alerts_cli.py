@@ -211,6 +211,9 @@ def alerts(
                 config={"isolation.level": "read_committed"},
             )
             reader_left = not _follow(consumer, out, idle_timeout_s, patience, stop)
+        elif not stop.is_set():
+            click.echo(f"trajstream: topic {topic!r} still does not exist after {patience:g} s "
+                       "(--connect-timeout + --idle-timeout)", err=True)
     if not reader_left and (status or out.skipped):
         click.echo(f"trajstream: {out.summary()}", err=True)
 

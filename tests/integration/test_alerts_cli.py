@@ -335,3 +335,16 @@ def test_a_missing_topic_is_one_line_then_waited_for(
         proc.wait()
     assert err.rest().splitlines() == [
         f"trajstream: topic {topic!r} does not exist (yet) at {kafka_bootstrap}: waiting for it"]
+
+
+def test_a_topic_that_never_comes_ends_the_idle_timeout_saying_so(
+    kafka_bootstrap: str, new_topic: Callable[[str], str]
+) -> None:
+    topic = new_topic("never")
+    res = run_alerts("--bootstrap", kafka_bootstrap, "--topic", topic, "--connect-timeout", "1",
+                     "--idle-timeout", "1")
+    assert res.returncode == 0 and res.stdout == ""
+    assert res.stderr.splitlines()[-1] == (
+        f"trajstream: topic {topic!r} still does not exist after 2 s (--connect-timeout + "
+        "--idle-timeout)"), res.stderr
+    assert partition_count(kafka_bootstrap, topic) is None
