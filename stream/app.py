@@ -501,9 +501,11 @@ class Processor:
                     observe_processing(perf() - t_polled, n)
                     if keep is not None:
                         keep(dt)
-                    newest = eng.newest_applied_ts
-                    if math.isfinite(newest):
-                        m.event_time_lag.set(wall() - newest)
+                # Also between records: when the producers stop, the lag grows (the alert
+                # rule on it says so) instead of holding the last batch's value.
+                newest = eng.newest_applied_ts
+                if math.isfinite(newest):
+                    m.event_time_lag.set(wall() - newest)
                 now = mono()
                 if finished or now >= next_commit:
                     committed = self._try_commit()

@@ -89,6 +89,33 @@ def test_blank_lines_are_skipped_and_empty_file_works(tmp_path: Path):
         _file_run(tmp_path, [b"", b"  "])
 
 
+def test_the_event_time_lag_grows_while_the_producers_are_silent():
+    """The lag alert's cue: with no records, the gauge keeps counting from the newest
+    event time applied instead of holding the last batch's value."""
+    import time
+
+    q: queue.Queue = queue.Queue()
+    q.put([(None, v) for v in crossing_traffic(seed=1)])
+    metrics = Metrics()
+    cfg = ProcessorConfig(source="memory", predictor="cv", max_batch_wait_ms=20)
+    proc = Processor(cfg, IO(MemorySource(q), [Output("alerts", MemorySink())]),
+                     ConstantVelocity(PathSpec()), metrics)
+    lag = metrics.event_time_lag._value
+    runner = threading.Thread(target=proc.run)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 60
+        while (proc.records == 0 or not q.empty()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # the last batch is applied
+        first = lag.get()
+        time.sleep(1.0)  # nothing comes
+        assert lag.get() >= first + 0.8
+    finally:
+        q.put(END)
+        runner.join(timeout=60)
+
+
 def test_memory_source_and_stop_event():
     values = crossing_traffic(seed=1)
     q: queue.Queue = queue.Queue()
