@@ -245,6 +245,7 @@ class Admission:
         self._next_prune = -math.inf
         self._max_ts = -math.inf  # newest event time accepted (M)
         self._part_max: dict[int, float] = {}  # the same per input partition
+        self._given_up: set[int] = set()  # partitions said to trail beyond the skew limit
         self._watermark_s = -math.inf  # where the watermark stands, before lateness
         self._done: int | None = None  # last released tick
         self._release_rule: str | None = None  # what completed the ticks of the last admit
@@ -445,7 +446,8 @@ class Admission:
         # the batch or as the record's own partition moves it (never by another partition's
         # pace within the batch: that would depend on how the partitions interleave), unless
         # the partition trails by more than the skew limit (then it holds nothing)
-        line = np.where(front >= running - cfg.max_partition_skew_s, front, running)
+        trailing = front < running - cfg.max_partition_skew_s
+        line = np.where(trailing, running, front)
         wm_tick = self._tick_of(line - cfg.allowed_lateness_s) - 1
         if self._late_upto is not None:
             np.maximum(wm_tick, self._late_upto, out=wm_tick)
@@ -464,7 +466,7 @@ class Admission:
         self._count_drops(n_stale, n_late, n_future, n_dense)
         self.stats["accepted"] += int(accepted.size)
         if n_future or n_late:
-            self._explain(batch, future, late)
+            self._explain(batch, future, late, late & trailing, partitions)
         # the tick each accepted record belongs to: its own when its vehicle's cadence
         # expected it (or its partition's newest minus J, when it arrived further behind
         # than that), else the tick after its partition's newest (stream/cadence.py)
@@ -606,16 +608,30 @@ class Admission:
             return self._max_ts
         return self._part_max.get(p, -math.inf)
 
-    def _explain(self, batch: PositionBatch, future: np.ndarray, late: np.ndarray) -> None:
-        """Add the late and future rows to :attr:`dropped` (row, reason, detail, None)."""
+    def _explain(self, batch: PositionBatch, future: np.ndarray, late: np.ndarray,
+                 given_up: np.ndarray, partitions: np.ndarray | None) -> None:
+        """Add the late and future rows to :attr:`dropped` (row, reason, detail, None); say
+        once per partition when it trails too far to be waited for (``given_up``)."""
         out = self.dropped
         ts, index = batch.ts, batch.index
+        skew = self.config.max_partition_skew_s
         for i in np.flatnonzero(future).tolist():
             out.append((int(index[i]), "future", f"ts {ts[i]:.3f} more than "
                         f"{self.config.max_future_s:g} s ahead of the stream and the clock",
                         None))
         for i in np.flatnonzero(late).tolist():
-            out.append((int(index[i]), "late", f"ts {ts[i]:.3f} behind the watermark", None))
+            why = (f": its partition trails the stream by more than {skew:g} s "
+                   "(--max-partition-skew-s)" if given_up[i] else "")
+            out.append((int(index[i]), "late", f"ts {ts[i]:.3f} behind the watermark{why}",
+                        None))
+        if partitions is not None and given_up.any():
+            for p in np.unique(partitions[given_up]).tolist():
+                if p not in self._given_up:
+                    self._given_up.add(p)
+                    log.warning(
+                        "input partition %d trails the newest event time by more than "
+                        "--max-partition-skew-s (%g s): its fixes behind the watermark are "
+                        "dropped late; to catch up a backlog spanning longer, raise it", p, skew)
 
     def _partition_fronts(
         self, good_ts: np.ndarray, running: np.ndarray, partitions: np.ndarray | None,

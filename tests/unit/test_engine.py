@@ -309,21 +309,30 @@ def test_partitions_caught_up_at_different_speeds_hold_the_watermark():
     assert naive.stats["late"] > len(values) // 4
 
 
-def test_a_partition_trailing_beyond_the_skew_limit_stops_holding():
+def test_a_partition_trailing_beyond_the_skew_limit_stops_holding(caplog):
     cfg = EngineConfig(max_partition_skew_s=5.0)
     eng = Engine(cfg, ConstantVelocity(SPEC))
     fast = _batch(_positions([("a", T0 + 0.1 * k, 0.0) for k in range(100)]))  # 10 s
     eng.process(fast, 0, partitions=np.zeros(100, np.int64), blocking={0, 1})
     assert len(eng.admission) == 100  # partition 1 not seen yet: everything waits
     slow = _batch(_positions([("b", T0 + 0.1 * k, 0.0) for k in range(5)]))
-    eng.process(slow, 100, partitions=np.ones(5, np.int64), blocking={0, 1})
+    with caplog.at_level("WARNING", logger="trajstream.stream.admission"):
+        out = eng.process(slow, 100, partitions=np.ones(5, np.int64), blocking={0, 1})
     # partition 1 trails by ~9.6 s > 5 s: it no longer holds the watermark (its records are
     # late), and what partition 0 delivered is released
     assert eng.stats["late"] == 5
     assert len(eng.admission) < 20
-    eng.process(_batch(_positions([("b", T0 + 0.6, 0.0)])), 105,
-                partitions=np.ones(1, np.int64), blocking={1})
+    # said: in each dead letter, and once in the log naming the partition and the option
+    assert all(d[2].endswith("its partition trails the stream by more than 5 s "
+                             "(--max-partition-skew-s)") for d in out.dropped)
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and said[0].startswith("input partition 1 trails the newest event "
+                                                 "time by more than --max-partition-skew-s")
+    with caplog.at_level("WARNING", logger="trajstream.stream.admission"):
+        eng.process(_batch(_positions([("b", T0 + 0.6, 0.0)])), 105,
+                    partitions=np.ones(1, np.int64), blocking={1})
     assert eng.stats["late"] == 6
+    assert len(caplog.records) == 1  # once per partition
 
 
 def test_a_flooding_sender_is_capped_per_event_time_bucket():
