@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -96,8 +97,10 @@ def _kafka_options(f: Callable[..., Any]) -> Callable[..., Any]:
       help="Write ground truth (every collision and near miss) to this JSONL file.")
 @_opt("--pace/--no-pace", env="PACE", default=True,
       help="Publish in real time, or as fast as possible (event times are the same).")
-@_opt("--start-ts", env="START_TS", default=DEFAULT_START_TS, type=_NON_NEGATIVE,
-      help="Event time of the first tick (s since the epoch).")
+@_opt("--start-ts", env="START_TS", default=None, type=_NON_NEGATIVE,
+      help="Event time of the first tick (s since the epoch) [default: now when publishing "
+      f"to Kafka in real time (--pace), else {DEFAULT_START_TS:.0f}, so files are "
+      "reproducible].")
 @_opt("--grid", env="SIM_GRID", default=0, type=click.IntRange(0, 60),
       help="[builtin] Junctions per side of the city grid; 0 sizes it for --vehicles.")
 @_opt("--lanes", env="SIM_LANES", default=2, type=click.IntRange(1, 4),
@@ -138,13 +141,19 @@ def simulate(**kw: Any) -> None:
             raise click.UsageError(f"--clean turns sensor effects off; {', '.join(effects)} "
                                    "would have no effect: give one or the other")
     duration = kw["duration"] if kw["duration"] > 0 else math.inf
+    start_ts = kw["start_ts"]
+    if start_ts is None:
+        # live traffic starts now (event-time lag means something, and a second run on the
+        # same topic follows the first instead of repeating its event times)
+        start_ts = round(time.time(), 1) if bootstrap is not None and kw["pace"] else \
+            DEFAULT_START_TS
     try:
         config = SimConfig(
             vehicles=kw["vehicles"], duration_s=duration, hz=kw["hz"], seed=kw["seed"],
             reckless_fraction=kw["reckless"], gps_sigma_m=kw["gps_sigma"],
             drop_rate=kw["drop_rate"], jitter_s=kw["jitter"], late_fraction=kw["late_fraction"],
             duplicate_fraction=kw["duplicate_fraction"], clean=kw["clean"],
-            positions_only=kw["positions_only"], start_ts=kw["start_ts"], grid_n=kw["grid"],
+            positions_only=kw["positions_only"], start_ts=start_ts, grid_n=kw["grid"],
             lanes=kw["lanes"],
         )
         sumo = sumo_config(kw) if kw["engine"] == "sumo" else None

@@ -176,3 +176,23 @@ def test_clean_with_a_sensor_effect_is_refused(tmp_path: Path, capsys, effects) 
     err = capsys.readouterr().err
     assert "--clean turns sensor effects off; " in err and effects[0] in err, err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("pace, live", [([], True), (["--no-pace"], False)])
+def test_traffic_published_live_starts_now_and_files_at_a_fixed_date(
+        monkeypatch, pace: list[str], live: bool) -> None:
+    import time
+
+    from trajstream.simulator.config import DEFAULT_START_TS
+
+    sinks: list[_ListSink] = []
+    monkeypatch.setattr(sim_cli, "KafkaSink",
+                        lambda *a, **kw: sinks.append(_ListSink(*a, **kw)) or sinks[-1])
+    before = time.time()
+    assert main(["--log-level", "ERROR", "simulate", "--vehicles", "2", "--duration", "0.3",
+                 "--bootstrap", "127.0.0.1:9", *pace]) == 0
+    first = min(orjson.loads(v)["ts"] for v in sinks[0].sent)
+    if live:
+        assert before - 1.0 <= first <= time.time()
+    else:
+        assert abs(first - DEFAULT_START_TS) < 1.0
