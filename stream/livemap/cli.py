@@ -22,8 +22,8 @@ log = logging.getLogger("trajstream.stream.livemap")
 @_opt("--positions-topic", env="POSITIONS_TOPIC", default=DEFAULTS.positions_topic,
       help="Topic of position messages.")
 @_opt("--predictions-topic", env="PREDICTIONS_TOPIC", default=DEFAULTS.predictions_topic,
-      help="Topic of predicted paths (the processor's --predictions-topic); without it the "
-           "map shows vehicles and alerts only.")
+      help="Topic of predicted paths (the processor's --predictions-topic); '' (empty): "
+           "the map shows vehicles and alerts only.")
 @_opt("--alerts-topic", env="ALERTS_TOPIC", default=DEFAULTS.alerts_topic,
       help="Topic of collision alerts.")
 @_opt("--kafka-client", env="KAFKA_CLIENT", default=None,
@@ -57,7 +57,7 @@ def map_command(**kw: Any) -> None:
         raise click.UsageError("give both --origin-lat and --origin-lon, or neither")
     feed_cfg = FeedConfig(
         bootstrap=kw["bootstrap"], positions_topic=kw["positions_topic"],
-        predictions_topic=kw["predictions_topic"], alerts_topic=kw["alerts_topic"],
+        predictions_topic=kw["predictions_topic"] or None, alerts_topic=kw["alerts_topic"],
         kafka_client=resolve_client(kw["kafka_client"]),
         kafka_config=_kafka_options(kw["kafka_option"]),
         codec=CodecConfig(origin_lat=kw["origin_lat"], origin_lon=kw["origin_lon"]),

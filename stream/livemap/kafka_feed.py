@@ -41,7 +41,7 @@ LOG_INTERVAL_S = 30.0
 class FeedConfig:
     bootstrap: str
     positions_topic: str
-    predictions_topic: str
+    predictions_topic: str | None  # None: vehicles and alerts only
     alerts_topic: str
     kafka_client: str | None = None
     kafka_config: dict[str, str] = field(default_factory=dict)
@@ -65,6 +65,7 @@ class KafkaFeed:
         self._positions: dict[bytes, bytes] = {}
         self._keyless: list[bytes] = []
         self._predictions: dict[bytes | None, bytes] = {}
+        self._said_missing: list[str] = []  # the missing topics last warned about
 
     def run(self, stop: threading.Event) -> None:
         from trajstream.stream.kafka import resolve_client
@@ -85,7 +86,7 @@ class KafkaFeed:
         try:
             while not stop.is_set():
                 now = time.monotonic()
-                if now >= next_check and len(topics) < 3:
+                if now >= next_check and len(topics) < len(self._wanted()):
                     next_check = now + TOPIC_RECHECK_S
                     found = self._existing_topics(client)
                     if cfg.positions_topic in found and found != topics:
@@ -126,7 +127,7 @@ class KafkaFeed:
         from trajstream.stream.kafka import partition_count
 
         cfg = self.config
-        wanted = [cfg.positions_topic, cfg.predictions_topic, cfg.alerts_topic]
+        wanted = self._wanted()
         found = []
         try:
             for t in wanted:
@@ -136,12 +137,18 @@ class KafkaFeed:
             self._log("Kafka unavailable, retrying: %s", exc)
             return []
         missing = [t for t in wanted if t not in found]
-        if missing:
-            hint = (" (the processor publishes predictions with --predictions-topic)"
+        if missing and missing != self._said_missing:  # once, not at every check
+            hint = (" (the processor publishes predictions with --predictions-topic; "
+                    "--predictions-topic '' draws without them)"
                     if cfg.predictions_topic in missing else "")
             log.warning("map: topic(s) %s not found yet, checking every %.0f s%s",
                         ", ".join(missing), TOPIC_RECHECK_S, hint)
+        self._said_missing = missing
         return found
+
+    def _wanted(self) -> list[str]:
+        cfg = self.config
+        return [t for t in (cfg.positions_topic, cfg.predictions_topic, cfg.alerts_topic) if t]
 
     def _consumer(self, client: str, topics: list[str]) -> Any:
         from trajstream.stream.kafka import make_consumer

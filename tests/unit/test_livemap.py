@@ -340,3 +340,19 @@ def test_kafka_feed_decodes_only_the_newest_message_per_vehicle_per_snapshot():
     assert set(got) == {"a", "b"} and snap.x[got["a"]] == 1.0
     assert snap.paths[got["a"], 3, 0] == 3.0
     assert snap.heading[got["a"]] == 0.0  # no previous fix decoded: nothing to derive from
+
+
+def test_kafka_feed_without_predictions_and_a_missing_topic_said_once(monkeypatch, caplog):
+    from trajstream.stream import kafka
+    from trajstream.stream.livemap.kafka_feed import FeedConfig, KafkaFeed
+
+    monkeypatch.setattr(kafka, "partition_count", lambda b, t, client=None: 1 if t == "pos"
+                        else None)
+    off = KafkaFeed(MapHub(), FeedConfig(bootstrap="127.0.0.1:1", positions_topic="pos",
+                                         predictions_topic=None, alerts_topic="alerts"))
+    assert off._wanted() == ["pos", "alerts"]
+    with caplog.at_level("WARNING", logger="trajstream.stream.livemap"):
+        for _ in range(3):  # a check every 10 s: said once while the same topics are missing
+            assert off._existing_topics("confluent") == ["pos"]
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and said[0].startswith("map: topic(s) alerts not found yet"), said
