@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 import tempfile
@@ -172,8 +173,8 @@ def _reproducing_command(ctx: click.Context) -> str:
 @_opt("--data", env="MODEL_EVAL_DATA", required=True, multiple=True,
       type=click.Path(exists=True, dir_okay=False, path_type=Path),
       metavar="FILE.jsonl[.gz]",
-      help="Positions file (JSONL, the vehicle-positions contract; gzip when the name ends "
-      "in .gz). Repeatable: one table per file, named after it (files with the same name "
+      help="Positions file (JSONL, the vehicle-positions contract; plain or gzip). "
+      "Repeatable: one table per file, named after it (files with the same name "
       "are pooled).")
 @_opt("--split", env="MODEL_EVAL_SPLIT", default="all",
       type=click.Choice(["all", "held-out", "train"]),
@@ -209,6 +210,14 @@ def evaluate(data: tuple[Path, ...], split: str, weights: tuple[Path, ...], mode
         raise click.BadParameter(
             f"expected a comma-separated subset of {','.join(PREDICTORS)}, got {models!r}",
             param_hint="--models")
+    if plots is not None:  # before the evaluation, not after it
+        try:
+            plots.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise click.BadParameter(f"cannot create {plots}: {exc.strerror or exc}",
+                                     param_hint="--plots") from exc
+        if not os.access(plots, os.W_OK):
+            raise click.BadParameter(f"{plots} is not writable", param_hint="--plots")
     spec = PathSpec()
     preds = []
     for n in names:
@@ -222,14 +231,14 @@ def evaluate(data: tuple[Path, ...], split: str, weights: tuple[Path, ...], mode
     evs = evaluate_sources(data, preds, side=cast(Side, split),
                            n_examples=examples if plots else 0, seed=examples_seed,
                            progress=sys.stderr.isatty())
-    if plots is not None:
-        write_plots(evs, plots)
     summaries = {name: ev.summary() for name, ev in evs.items()}
     if as_json:
         click.echo(json.dumps(summaries))
-        return
-    for name, summary in summaries.items():
-        click.echo("\n".join(format_table(name, summary)) + "\n")
+    else:
+        for name, summary in summaries.items():
+            click.echo("\n".join(format_table(name, summary)) + "\n")
+    if plots is not None:  # after the figures: a plot failing at the end loses only itself
+        write_plots(evs, plots)
 
 
 def _name_by_inputs(lstms: list) -> None:

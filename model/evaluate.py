@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trajstream.errors import ConfigError
+from trajstream.errors import TrajstreamError
 from trajstream.model.calibration import GAUSSIAN_WITHIN, RAYLEIGH_MEDIAN, calibration
 from trajstream.model.data import (
     Replay,
@@ -185,7 +185,8 @@ def evaluate_positions(
     pos = recorded_side(pos, side)
     if len(pos) == 0:
         where = "" if side == "all" else f" in the {side} recordings"
-        raise ConfigError(f"{path}: no valid position records{where} ({rejected} rejected)")
+        raise TrajstreamError(f"{path}: no valid position records{where} ({rejected} "
+                              "rejected)")
     rep = replay(event_time_order(pos))
     targets, valid = future_positions(rep, predictors[0].spec.offsets_s)
     return run_predictors(rep, predictors, targets, valid, n_examples=n_examples, seed=seed,

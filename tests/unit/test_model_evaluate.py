@@ -282,3 +282,18 @@ def test_evaluate_command_errors_and_short_files(tmp_path, small_file):
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)["short"]
     assert out["predictions"] == 0 and out["models"]["lstm"]["fde"] is None
+
+
+def test_evaluate_refuses_a_plots_directory_it_cannot_write_before_evaluating(
+        tmp_path, small_file, capsys):
+    from trajstream.cli import main
+
+    a_file = tmp_path / "f"
+    a_file.write_text("")
+    assert main(["model", "evaluate", "--data", str(small_file), "--plots",
+                 str(a_file / "plots")]) == 2
+    err = capsys.readouterr()
+    assert "Invalid value for --plots: cannot create" in err.err and err.out == "", err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b"garbage\n")
+    assert main(["model", "evaluate", "--data", str(bad)]) == 1  # read, nothing valid
