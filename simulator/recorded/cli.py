@@ -16,7 +16,7 @@ from trajstream.simulator.recorded.commonroad import (
     read_commonroad,
 )
 from trajstream.simulator.recorded.ngsim import MIN_TRAVEL_M, Units, read_ngsim
-from trajstream.simulator.recorded.records import Positions, message_lines
+from trajstream.simulator.recorded.records import ImportFailed, Positions, message_lines
 
 _FORMAT_OPTIONS = {"commonroad": ("start_ts", "slot_s"), "ngsim": ("units",)}
 _WRITE_BATCH = 10_000
@@ -97,6 +97,8 @@ def import_(inputs: tuple[Path, ...], fmt: str, out: str, units: str, start_ts: 
                            f"{MIN_TRAVEL_M:g} m, taken to face along the road")
     finally:
         progress.close()
+    if not len(positions):  # an empty output would only be refused by the next command
+        raise ImportFailed(f"no positions to write ({detail})")
     written = write_positions(positions, out)
     if written is not None:
         click.echo(f"trajstream data import: wrote {written:,} positions of "

@@ -24,6 +24,7 @@ vehicle's rows that resume after more than ``MAX_GAP_S`` make a new track, ``<na
 from __future__ import annotations
 
 import csv
+import io
 import math
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -34,6 +35,7 @@ from typing import Literal
 
 import numpy as np
 
+from trajstream.inputs import READ_ERRORS, open_input
 from trajstream.simulator.recorded.records import ImportFailed, Positions
 
 Units = Literal["feet", "metres"]
@@ -183,8 +185,8 @@ def _read_file(path: Path, names: dict[tuple[str, str], int],
                progress: Callable[[int], None] | None) -> Iterator[dict[str, np.ndarray]]:
     """The numeric columns and the vehicle key (an index into ``names``) of one file, in
     chunks of rows."""
-    try:
-        f = path.open(encoding="utf-8-sig", newline="")
+    try:  # plain or gzip (told by content)
+        f = io.TextIOWrapper(open_input(path), encoding="utf-8-sig", newline="")
     except OSError as exc:
         raise ImportFailed(f"cannot read {path}: {exc.strerror}") from exc
     with f:
@@ -199,6 +201,8 @@ def _read_file(path: Path, names: dict[tuple[str, str], int],
             raise ImportFailed(f"{path}: not a text file ({exc.reason})") from None
         except csv.Error as exc:
             raise ImportFailed(f"{path}: not a readable CSV file ({exc})") from None
+        except READ_ERRORS as exc:  # a truncated or corrupt gzip file
+            raise ImportFailed(f"cannot read {path}: {exc}") from None
 
 
 def _rows(path: Path, f: Iterable[str]) -> Iterator[tuple[int, list[str]]]:

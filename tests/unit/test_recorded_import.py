@@ -168,6 +168,19 @@ def test_ngsim_csv_sample_gives_the_hand_worked_records() -> None:
     assert (imported.rows, imported.duplicates, imported.standing) == (15, 1, 2)
 
 
+def _gz(tmp: Path, cut: int = 0) -> Path:
+    """The NGSIM sample gzip-compressed, the last ``cut`` bytes of the stream gone."""
+    path = tmp / "ngsim.csv.gz"
+    packed = gzip.compress(NGSIM_CSV.read_bytes())
+    path.write_bytes(packed[:len(packed) - cut])
+    return path
+
+
+def test_ngsim_gzip_gives_the_same_records(tmp_path: Path) -> None:
+    imported = read_ngsim([_gz(tmp_path)])
+    assert _records(message_lines(imported.positions)) == NGSIM_EXPECTED
+
+
 def test_ngsim_original_text_layout_gives_the_same_records() -> None:
     """No header, whitespace-separated, 18 columns; vehicles are named after the file."""
     imported = read_ngsim([NGSIM_TXT])
@@ -299,6 +312,9 @@ def _write(name: str, text: str) -> object:
         ("ngsim", lambda tmp: NGSIM_CSV, ["--slot-s", "30"],
          "--slot-s applies to --format commonroad only"),
         ("ngsim", lambda tmp: tmp / "absent.csv", [], "does not exist"),
+        ("commonroad", _write("none.xml", '<commonRoad timeStepSize="0.1"/>'), [],
+         "no positions to write (1 scenario)"),
+        ("ngsim", lambda tmp: _gz(tmp, cut=30), [], "cannot read"),
     ],
 )
 def test_bad_files_give_one_clear_error_line(fmt: str, make, extra: list[str], says: str,
