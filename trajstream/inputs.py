@@ -1,7 +1,8 @@
 """Opening positions files: plain or gzip-compressed JSONL, told apart by their first bytes.
 
 The recorded data sets ship as ``.jsonl.gz``; every command that reads a positions file
-(process, replay, evaluate, model evaluate) takes them as they are, whatever their name.
+(process, replay, evaluate, model evaluate) or an NGSIM file (data import) takes them as
+they are, whatever their name.
 """
 
 from __future__ import annotations
