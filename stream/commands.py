@@ -431,8 +431,11 @@ def process(**kw: Any) -> None:
     metrics.set_build_info("none" if predictor is None else predictor.name, io.kafka_client)
     server = _serve_metrics(kw["metrics_port"], kw["metrics_addr"], metrics)
     topic = cfg.internal_topic if risk_only else cfg.positions_topic
-    where = (f"{cfg.input_path}" if is_file else
-             f"{topic} at {cfg.bootstrap} (group {cfg.consumer_group}, {io.kafka_client})")
+    member = "" if not cfg.instance_id else f", instance id {cfg.instance_id}"
+    if cfg.exactly_once:
+        member += f", transactional id {cfg.tx_id}"
+    where = (f"{cfg.input_path}" if is_file else f"{topic} at {cfg.bootstrap} (group "
+             f"{cfg.consumer_group}{member}, {io.kafka_client})")
     cpus = usable_cpus()
     log.info("processing %s, stage %s%s%s%s", where, cfg.stage,
              "" if predictor is None else f", the {predictor.name} predictor",
