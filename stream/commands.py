@@ -632,10 +632,15 @@ def demo(**kw: Any) -> None:
     report = match_collisions(alerts, truth, seen or None)
     elapsed = time.monotonic() - t0
     errs = summary["error_m"]
+
+    def metres(m: str, h: str) -> str:  # n/a: no fix of the run has an h-second future yet
+        e = errs.get((m, h), math.nan)
+        return "n/a" if math.isnan(e) else f"{e:.2f}"
+
     err_text = ", ".join(
-        f"{m} {errs[(m, h)]:.2f}/{errs[(m, '4')]:.2f} m"
-        for m, h in ((m, "1") for m in dict.fromkeys(k[0] for k in errs))
-        if (m, "4") in errs and not math.isnan(errs[(m, h)])
+        f"{m} {metres(m, '1')}/{metres(m, '4')} m"
+        for m in dict.fromkeys(k[0] for k in errs)
+        if not math.isnan(errs.get((m, "1"), math.nan))
     )
     click.echo(
         f"\nsummary: {summary['consumed']} positions in {elapsed:.0f} s, "

@@ -311,3 +311,8 @@ def test_demo_runs_the_simulator_through_the_processor_and_summarises():
     assert all(a["schema"] == "trajstream.alert/v1" for a in alerts)
     assert "summary:" in r.stderr and "positions in" in r.stderr
     assert "prediction error at 1 s / 4 s: cv" in r.stderr
+    # too short for a 4 s future: said, not "nan"
+    r = CliRunner().invoke(demo, ["--duration", "3", "--speed", "1000", "--vehicles", "10",
+                                  "--metrics-port", "0", "--predictor", "cv"])
+    assert r.exit_code == 0, r.output
+    assert "/n/a m" in r.stderr and "nan" not in r.stderr, r.stderr
