@@ -112,7 +112,9 @@ class Metrics:
         self.positions_dropped = Counter(
             "trajstream_positions_dropped",
             "Valid records not applied: stale (at or before the vehicle's last event time, "
-            "duplicates included) or late (behind the watermark).",
+            "duplicates included), late (behind the watermark), future (ahead of the stream "
+            "and the clock), dense (a second fix of a vehicle within --min-fix-interval-s) or "
+            "ahead (a vehicle's clock running ahead of its partition).",
             ["reason"],
             registry=r,
         )

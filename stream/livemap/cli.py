@@ -67,7 +67,7 @@ def map_command(**kw: Any) -> None:
     server = start_map_server(hub, kw)
     log.info("live map on %s (Kafka %s)", server.url, kw["bootstrap"])
     try:
-        with stop_on_signals() as stop:
+        with stop_on_signals(finishing=None) as stop:
             KafkaFeed(hub, feed_cfg).run(stop)
     finally:
         server.stop()

@@ -44,6 +44,11 @@ from trajstream.stream.livemap.hub import HubState, MapHub
 __all__ = ["MapServer", "ServerConfig"]
 
 log = logging.getLogger("trajstream.stream.livemap")
+# websockets logs every HTTP response and closed connection at INFO: a browser's reloads
+# would fill the processor's log. A level already set (--log-level INFO,websockets=INFO)
+# is left alone.
+if logging.getLogger("websockets").level == logging.NOTSET:
+    logging.getLogger("websockets").setLevel(logging.WARNING)
 
 MAX_MESSAGE_BYTES = 4096
 # Connections the kernel queues before the loop accepts them; asyncio's default (100) drops
