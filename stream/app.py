@@ -677,7 +677,8 @@ class Processor:
     def _on_assign(self, parts: list[tuple[str, int]]) -> None:
         mine = {p for t, p in parts if t == self.io.source.topic}
         new = mine - self.owned
-        log.info("partitions %s assigned (%s new)", sorted(mine), sorted(new))
+        log.info("partitions %s assigned (%s newly held by this process)", sorted(mine),
+                 sorted(new))
         assign = getattr(self.engine, "assign", None)
         if new and assign is not None:
             assign(new)
