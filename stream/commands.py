@@ -289,8 +289,8 @@ def _codec(origin_lat: float | None, origin_lon: float | None, max_message_bytes
               help="Static group membership: a name unique in the group and stable across "
                    "restarts of this instance. A restarted instance gets its partitions back "
                    "at once, without a rebalance (about 4 s instead of 15 s after a crash); "
-                   "two running processes with one name fence each other (the second one "
-                   "exits with an error). Empty: dynamic membership.")
+                   "a second running process with the name takes the first's place (the "
+                   "first exits with an error). Empty: dynamic membership.")
 @_opt("--kafka-client", env="KAFKA_CLIENT", default=None,
       type=click.Choice(["confluent", "kafka-python"]),
       help="Kafka client library [default: confluent when installed, else kafka-python].")

@@ -18,3 +18,11 @@ class KafkaUnavailable(TrajstreamError):
     """The broker cannot be reached (yet); callers may retry."""
 
     retriable = True
+
+
+class Fenced(KafkaUnavailable):
+    """Another process took this one's place in Kafka (the same --instance-id in the group,
+    or the same transactional id): retrying cannot help, and a restart under the same name
+    would only fence the other one in turn. Ends the run (exit 1)."""
+
+    retriable = False

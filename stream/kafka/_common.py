@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from trajstream.errors import ConfigError, KafkaUnavailable
+from trajstream.errors import ConfigError, Fenced, KafkaUnavailable
 
 log = logging.getLogger("trajstream.stream.kafka")
 
@@ -79,6 +79,14 @@ def undelivered(failed: int, bootstrap: str, first_failure: str) -> KafkaUnavail
     )
     exc.retriable = False
     return exc
+
+
+def fenced_member(group: str, instance_id: str | None, cause: str) -> Fenced:
+    """The consumer's end when a twin joined its group under its static name."""
+    return Fenced(
+        f"Kafka consumer fenced: another process joined group {group!r} with the same "
+        f"--instance-id {instance_id!r} (by default $HOSTNAME); give each process of the "
+        f"group its own --instance-id, or --instance-id \"\" for dynamic membership ({cause})")
 
 
 def throwaway_group() -> str:

@@ -25,6 +25,7 @@ from trajstream.stream.kafka import Columns, Record
 from trajstream.stream.kafka._common import (
     WATERMARK_CACHE_S,
     RebalanceHooks,
+    fenced_member,
     partitions_of,
     throwaway_group,
     undelivered,
@@ -66,12 +67,20 @@ _CONSUMER_DEFAULTS: dict[str, Any] = {
 _POLL_EVERY = 1024  # serve delivery reports every this many sends
 
 
-def _fatal(message: str, *, fenced: bool = False) -> KafkaUnavailable:
-    """A consumer error retrying cannot cure: the run ends with it."""
-    if fenced:
-        message += (" (another process of the group runs with the same --instance-id; "
-                    "give each instance its own)")
-    exc = KafkaUnavailable(message)
+# librdkafka hands a consumer's fatal error to the application as a message error of code
+# _FATAL, its fatal() flag unset and the cause (rd_kafka_fatal_error(), which Python lacks)
+# only in its text; a twin --instance-id is the usual cause.
+_FENCED_MEMBER = KafkaError(KafkaError.FENCED_INSTANCE_ID).str()
+
+
+def _consumer_fatal(err: KafkaError, group: str, instance_id: str | None,
+                    ) -> KafkaUnavailable | None:
+    """The error that ends the run for a consumer error retrying cannot cure, else None."""
+    if not (err.fatal() or err.code() == KafkaError._FATAL):
+        return None
+    if err.code() == KafkaError.FENCED_INSTANCE_ID or _FENCED_MEMBER in err.str():
+        return fenced_member(group, instance_id, "FENCED_INSTANCE_ID")
+    exc = KafkaUnavailable(f"Kafka consumer failed fatally: {err.str()}")
     exc.retriable = False
     return exc
 
@@ -291,6 +300,8 @@ class ConfluentConsumer:
         }
         self._from_beginning = str(conf["auto.offset.reset"]) in ("earliest", "smallest",
                                                                      "beginning")
+        self._group = str(conf["group.id"])
+        self._instance_id: str | None = conf.get("group.instance.id")
         self._c: Consumer = _build(Consumer, conf, "consumer")
         self._consume = self._c.consume
         # Watermarks and start offsets looked up at the broker, with the time of the lookup.
@@ -326,9 +337,10 @@ class ConfluentConsumer:
             return msgs
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
-            if isinstance(err, KafkaError) and err.fatal():
-                raise _fatal(f"Kafka consumer failed fatally: {err.str()}",
-                             fenced=err.code() == KafkaError._FENCED) from exc
+            fatal = (_consumer_fatal(err, self._group, self._instance_id)
+                     if isinstance(err, KafkaError) else None)
+            if fatal is not None:
+                raise fatal from exc
             raise KafkaUnavailable(f"Kafka consumer failed: {exc}") from exc
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
@@ -344,8 +356,7 @@ class ConfluentConsumer:
         return Columns([m.partition() for m in msgs], [m.offset() for m in msgs],
                        [m.key() for m in msgs], [m.value() for m in msgs])
 
-    @staticmethod
-    def _valid(msgs: list[Any]) -> list[Any]:
+    def _valid(self, msgs: list[Any]) -> list[Any]:
         """Messages without an error; non-fatal errors logged (partition EOF silently),
         fatal ones raised."""
         out = []
@@ -353,10 +364,11 @@ class ConfluentConsumer:
             err = m.error()
             if err is None:
                 out.append(m)
-            elif err.fatal():
-                raise _fatal(f"Kafka consumer failed fatally: {err.str()}",
-                             fenced=err.code() == KafkaError._FENCED)
-            elif err.code() != KafkaError._PARTITION_EOF:
+                continue
+            fatal = _consumer_fatal(err, self._group, self._instance_id)
+            if fatal is not None:
+                raise fatal
+            if err.code() != KafkaError._PARTITION_EOF:
                 log.warning("kafka consumer: %s", err)
         return out
 

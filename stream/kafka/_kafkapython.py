@@ -23,6 +23,7 @@ from trajstream.stream.kafka import Columns, Record
 from trajstream.stream.kafka._common import (
     WATERMARK_CACHE_S,
     RebalanceHooks,
+    fenced_member,
     partitions_of,
     throwaway_group,
     undelivered,
@@ -278,6 +279,8 @@ class KafkaPythonConsumer:
             "auto_offset_reset": "earliest" if from_beginning else "latest",
             **translate(config, KafkaConsumer.DEFAULT_CONFIG, role="consumer", shared=shared),
         }
+        self._group = str(conf["group_id"])
+        self._instance_id: str | None = conf.get("group_instance_id")
         self._c: KafkaConsumer = _build(KafkaConsumer, bootstrap, conf)
         self._fast = install_fast_parser(self._c)  # poll gives (offset, ts, key, value)
         self._queried: dict[TopicPartition, tuple[float, int]] = {}
@@ -300,11 +303,8 @@ class KafkaPythonConsumer:
                 log.warning("kafka consumer: %s", exc)
                 return {}
             if isinstance(exc, kerr.FencedInstanceIdError):
-                fatal = KafkaUnavailable(
-                    f"Kafka consumer fenced: {exc} (another process of the group runs with "
-                    f"the same --instance-id; give each instance its own)")
-                fatal.retriable = False
-                raise fatal from exc
+                raise fenced_member(self._group, self._instance_id, type(exc).__name__
+                                    ) from exc
             raise KafkaUnavailable(f"Kafka consumer failed: {exc}") from exc
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
@@ -336,6 +336,8 @@ class KafkaPythonConsumer:
                 self._c.commit_async(to_commit)
                 return
             self._c.commit(to_commit)
+        except kerr.FencedInstanceIdError as exc:  # the heartbeat's fence only shows here
+            raise fenced_member(self._group, self._instance_id, type(exc).__name__) from exc
         except kerr.KafkaError as exc:
             raise KafkaUnavailable(f"offset commit failed: {exc}") from exc
 

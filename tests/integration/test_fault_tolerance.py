@@ -478,3 +478,60 @@ def test_bad_input_soak_100k_messages(traffic: Path, tmp_path: Path):
     assert {"not_json", "wrong_type", "not_finite", "not_object", "out_of_range",
             "oversized", "missing_field"} <= reasons
 
+
+def _twins(bootstrap: str, args: list[str], env: dict[str, str], logs: Path,
+           timeout_s: float = 60.0) -> tuple[int, str]:
+    """A live feed, a first processor and, once it processes, its twin (same ``args``, same
+    ``env``): the first's exit code within ``timeout_s`` of the twin's start, and its log.
+    The twin must still run then (it is the one that displaced the first)."""
+    positions = args[args.index("--positions-topic") + 1]
+    create_topics(bootstrap, [positions], partitions=2)
+    feed = subprocess.Popen(cli_cmd("simulate", "--vehicles", "30", "--duration", "300",
+                                    "--seed", "3", "--bootstrap", bootstrap, "--topic",
+                                    positions), env=cli_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    procs = [feed]
+    paths = [logs / "first.log", logs / "twin.log"]
+    try:
+        for path in paths:
+            with path.open("w") as err:
+                procs.append(subprocess.Popen(cli_cmd(*args, log_level="INFO"), env=env,
+                                              stdout=subprocess.DEVNULL, stderr=err))
+            if path is paths[0]:
+                wait_for_log(path, "first record", procs[-1], 180)
+        first, twin = procs[1], procs[2]
+        try:
+            code = first.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the first still runs {timeout_s:g} s after its twin "
+                                 f"started:\n{paths[0].read_text()[-3000:]}") from None
+        assert twin.poll() is None, f"the twin ended:\n{paths[1].read_text()[-3000:]}"
+        return code, paths[0].read_text()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def _processor(bootstrap: str, new_topic: Callable[[str], str], *extra: str) -> list[str]:
+    """`process` with the product's defaults but fresh topics and group."""
+    return ["process", "--bootstrap", bootstrap, "--positions-topic", new_topic("positions"),
+            "--alerts-topic", new_topic("alerts"), "--group", new_topic("group"),
+            "--metrics-port", "0", *extra]
+
+
+def test_a_twin_with_the_same_instance_id_fences_the_first_which_exits_1_saying_so(
+    kafka_bootstrap: str, new_topic: Callable[[str], str], kafka_client: str, tmp_path: Path
+):
+    """Two processors of one group on a host that exports HOSTNAME (the default
+    --instance-id): the second takes the first's place, and the first must end with the
+    reason, not run on without partitions."""
+    args = _processor(kafka_bootstrap, new_topic, "--kafka-client", kafka_client)
+    env = {**cli_env(), "HOSTNAME": "vm"}
+    code, err = _twins(kafka_bootstrap, args, env, tmp_path)
+    last = err.strip().splitlines()[-1]
+    assert code == 1, err[-3000:]
+    assert last.startswith("trajstream: error: ") and "--instance-id" in last, last
+    assert "Traceback" not in err, err[-3000:]
+
