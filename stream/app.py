@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from trajstream.errors import ConfigError, KafkaUnavailable, TrajstreamError
+from trajstream.errors import ConfigError, Fenced, KafkaUnavailable, TrajstreamError
 from trajstream.model.predictors import PathSpec, Predictor
 from trajstream.outputs import OutputError
 from trajstream.stream.codec import CodecConfig, PositionBatch, decode_batch
@@ -584,6 +584,8 @@ class Processor:
                 if offsets:
                     io.producer.send_offsets_to_transaction(offsets, source.consumer)
                 io.producer.commit_transaction()
+            except Fenced:  # a restart would fence the twin in turn: say why instead
+                raise
             except KafkaUnavailable as exc:
                 # The engine already holds this interval's effects: only a restart from the
                 # last committed transaction (state restored from the changelog) is exact.
@@ -666,9 +668,9 @@ class Processor:
                 fn()
                 self._succeeded()
                 return
-            except Stalled:
-                raise
             except KafkaUnavailable as exc:
+                if not exc.retriable:  # Stalled, a producer failed fatally
+                    raise
                 self._failed(None, exc)
                 time.sleep(self._backoff_s)
 
@@ -699,6 +701,8 @@ class Processor:
         if not self._closing:
             try:
                 self._commit()
+            except Fenced as exc:  # raised after poll: this process's run is over
+                self._hook_error = exc
             except KafkaUnavailable as exc:  # lost ownership: the new owner replays
                 log.warning("commit before giving up partitions %s failed: %s", sorted(mine),
                             exc)

@@ -89,6 +89,15 @@ def fenced_member(group: str, instance_id: str | None, cause: str) -> Fenced:
         f"group its own --instance-id, or --instance-id \"\" for dynamic membership ({cause})")
 
 
+def fenced_producer(transactional_id: str | None, cause: str) -> Fenced:
+    """The transactional producer's end when a twin registered its transactional id."""
+    return Fenced(
+        f"Kafka producer fenced by another producer with the same transactional id "
+        f"{transactional_id!r}; give each --exactly-once process of the group its own "
+        f"--transactional-id (or its own --instance-id, which the default id includes) "
+        f"({cause})")
+
+
 def throwaway_group() -> str:
     return f"trajstream-tmp-{uuid.uuid4().hex[:12]}"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +27,7 @@ from trajstream.stream.kafka._common import (
     WATERMARK_CACHE_S,
     RebalanceHooks,
     fenced_member,
+    fenced_producer,
     partitions_of,
     throwaway_group,
     undelivered,
@@ -150,6 +152,22 @@ def _unreachable(bootstrap: str, why: str) -> KafkaUnavailable:
         f"(--kafka-option sasl.mechanisms/sasl.username/sasl.password)")
 
 
+# A transactional producer fenced by a newer one with its id: librdkafka's own code, or the
+# broker's that a send or a transaction call then fails with.
+_FENCED_CODES = frozenset((KafkaError._FENCED, KafkaError.PRODUCER_FENCED,
+                           KafkaError.INVALID_PRODUCER_EPOCH))
+
+
+def _carried(exc: BaseException | None) -> KafkaError | None:
+    """The KafkaError ``exc`` carries, or one a SystemError it causes carries (see
+    :meth:`ConfluentProducer._served`)."""
+    while exc is not None:
+        if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+            return exc.args[0]
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 class ConfluentProducer:
     def __init__(self, bootstrap: str, config: dict[str, Any],
                  shared: Mapping[str, Any] | None = None) -> None:
@@ -157,6 +175,7 @@ class ConfluentProducer:
         self._fatal: KafkaError | None = None
         self._failed = 0
         self._first_failure: str = ""
+        self._first_code: int | None = None
         self._stuck = False  # a flush timed out: close() does not wait again
         conf = {
             **_base(bootstrap),
@@ -167,7 +186,8 @@ class ConfluentProducer:
             "delivery.report.only.error": True,
             "on_delivery": self._on_delivery,
         }
-        if conf.get("transactional.id"):
+        self._tx_id: str | None = conf.get("transactional.id") or None
+        if self._tx_id:
             # librdkafka requires message.timeout.ms <= transaction.timeout.ms.
             conf.setdefault("transaction.timeout.ms", conf["message.timeout.ms"])
         self._log_error = conf["error_cb"]
@@ -181,6 +201,7 @@ class ConfluentProducer:
         if err is not None:
             self._failed += 1
             if not self._first_failure:
+                self._first_code = err.code()
                 self._first_failure = f"{err.str()} (topic {msg.topic()})"
 
     def _on_error(self, err: KafkaError) -> None:
@@ -188,10 +209,47 @@ class ConfluentProducer:
             self._fatal = err
         self._log_error(err)
 
+    def _fatal_error(self, err: KafkaError) -> KafkaUnavailable:
+        """The end of the run once the producer failed fatally (it cannot send again): a
+        fenced one says by whom."""
+        if self._fatal is None:
+            self._fatal = err
+        err = self._fatal
+        if self._tx_id and err.code() in _FENCED_CODES:
+            return fenced_producer(self._tx_id, err.name())
+        exc = KafkaUnavailable(f"Kafka producer failed fatally: {err.str()}")
+        exc.retriable = False
+        return exc
+
+    def _served(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)``, a call that serves the callbacks (poll, flush).
+
+        confluent-kafka raises the producer's fatal error (a twin's transactional id fenced
+        it) from such a call, not through error_cb; when a failed delivery is reported in the
+        same call, as the cause of a SystemError.
+        """
+        try:
+            return fn(*args)
+        except (KafkaException, SystemError) as exc:
+            err = _carried(exc)
+            if err is None or not err.fatal():
+                raise
+            raise self._fatal_error(err) from exc
+
+    def _send_failed(self, topic: str, exc: KafkaException) -> KafkaUnavailable:
+        err = _carried(exc)
+        if err is None or not (err.fatal() or err.code() == KafkaError._FATAL):
+            return KafkaUnavailable(f"cannot send to {topic}: {exc}")
+        # produce() says only _FATAL: serving the callbacks raises the cause, if not yet seen
+        self._served(self._p.poll, 0)
+        return self._fatal_error(err)
+
     def _check(self) -> None:
         if self._fatal is not None:
-            raise KafkaUnavailable(f"Kafka producer failed fatally: {self._fatal.str()}")
+            raise self._fatal_error(self._fatal)
         if self._failed:
+            if self._tx_id and self._first_code in _FENCED_CODES:
+                raise fenced_producer(self._tx_id, KafkaError(self._first_code).name())
             raise undelivered(self._failed, self._bootstrap, self._first_failure)
 
     def send(self, topic: str, value: bytes | None, key: bytes | None = None,
@@ -204,10 +262,10 @@ class ConfluentProducer:
         except BufferError:
             self._wait_for_room(topic, value, key, partition)
         except KafkaException as exc:
-            raise KafkaUnavailable(f"cannot send to {topic}: {exc}") from exc
+            raise self._send_failed(topic, exc) from exc
         self._sent += 1
         if self._sent % _POLL_EVERY == 0:
-            self._p.poll(0)
+            self._served(self._p.poll, 0)
             self._check()
 
     def _wait_for_room(self, topic: str, value: bytes | None, key: bytes | None,
@@ -215,7 +273,7 @@ class ConfluentProducer:
         """The local queue is full: serve the network until there is room (or give up)."""
         deadline = time.monotonic() + self._timeout_s
         while True:
-            self._p.poll(0.05)
+            self._served(self._p.poll, 0.05)
             self._check()
             try:
                 self._p.produce(topic, value, key, partition=-1 if partition is None
@@ -226,9 +284,11 @@ class ConfluentProducer:
                     raise _unreachable(
                         self._bootstrap, f"send queue still full after {self._timeout_s:g} s"
                     ) from None
+            except KafkaException as exc:
+                raise self._send_failed(topic, exc) from exc
 
     def flush(self, timeout_s: float = 30.0) -> None:
-        left = self._p.flush(timeout_s)
+        left = self._served(self._p.flush, timeout_s)
         self._check()
         if left:
             self._stuck = True
@@ -261,20 +321,24 @@ class ConfluentProducer:
 
     def _tx(self, fn: Any, *args: Any) -> None:
         try:
-            fn(*args)
+            self._served(fn, *args)  # fatal errors (fenced) raised there
         except KafkaException as exc:
-            err = exc.args[0]
-            raise KafkaUnavailable(f"Kafka transaction failed: {err.str()}"
-                                   + (" (fatal)" if err.fatal() else "")) from exc
+            raise KafkaUnavailable(f"Kafka transaction failed: {exc.args[0].str()}") from exc
 
     def close(self) -> None:
         broken = self._stuck or self._fatal is not None or self._failed
-        left = self._p.flush(0.0 if broken else 5.0)
+        try:
+            left = self._served(self._p.flush, 0.0 if broken else 5.0)
+        except KafkaUnavailable:  # failed fatally: the run ends with that error already
+            left = len(self._p)
         if left:  # close() itself would wait for them until message.timeout.ms
             log.warning("closing Kafka producer: dropping %d undelivered message(s)", left)
             self._p.purge()
             self._p.poll(0)
-        self._p.close()
+        with warnings.catch_warnings():
+            if self._fatal is not None:  # its failed abort of the open transaction: said
+                warnings.simplefilter("ignore", RuntimeWarning)
+            self._p.close()
 
 
 class ConfluentConsumer:

@@ -18,12 +18,13 @@ from kafka import errors as kerr
 from kafka.admin import NewTopic
 from kafka.structs import OffsetAndMetadata
 
-from trajstream.errors import ConfigError, KafkaUnavailable
+from trajstream.errors import ConfigError, Fenced, KafkaUnavailable
 from trajstream.stream.kafka import Columns, Record
 from trajstream.stream.kafka._common import (
     WATERMARK_CACHE_S,
     RebalanceHooks,
     fenced_member,
+    fenced_producer,
     partitions_of,
     throwaway_group,
     undelivered,
@@ -44,6 +45,8 @@ for _name, _level in (("kafka", logging.ERROR), ("kafka.net", logging.CRITICAL),
     if logging.getLogger(_name).level == logging.NOTSET:
         logging.getLogger(_name).setLevel(_level)
 
+# the longest wait for kafka-python to learn whether a failed send means fenced
+_FENCE_ANSWER_S = 10.0
 _PRODUCER_DEFAULTS: dict[str, Any] = {
     "linger_ms": 10,
     "batch_size": 256 * 1024,
@@ -152,6 +155,7 @@ class KafkaPythonProducer:
         self._bootstrap = bootstrap
         conf = {**_PRODUCER_DEFAULTS, **translate(config, KafkaProducer.DEFAULT_CONFIG,
                                                   role="producer", shared=shared)}
+        self._tx_id: str | None = conf.get("transactional_id")
         self._p: KafkaProducer = _build(KafkaProducer, bootstrap, conf)
         self._send = self._p.send
         self._pending: list[Any] = []
@@ -171,8 +175,31 @@ class KafkaPythonProducer:
                     self._first_failure = f"{type(exc).__name__}: {exc}"
         self._pending = still
 
+    def _fenced(self, exc: BaseException | None = None) -> Fenced | None:
+        """The error ending the run if a twin's transactional id fenced this producer.
+
+        kafka-python puts its ProducerFencedError in the arguments of the KafkaError a send
+        raises, and keeps it as its transaction manager's last error. It learns of the fence
+        by bumping its epoch after a failed send: meanwhile calls fail without saying why, so
+        this waits for that answer (a round trip) first.
+        """
+        if not self._tx_id:
+            return None
+        tm = getattr(self._p, "_transaction_manager", None)
+        bumping = getattr(tm, "is_bumping_epoch", None)
+        deadline = time.monotonic() + _FENCE_ANSWER_S
+        while bumping is not None and bumping() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        causes = [exc, *getattr(exc, "args", ()), getattr(tm, "last_error", None)]
+        if any(isinstance(c, kerr.ProducerFencedError) for c in causes):
+            return fenced_producer(self._tx_id, "ProducerFencedError")
+        return None
+
     def _check(self) -> None:
         if self._failed:
+            fenced = self._fenced()
+            if fenced is not None:
+                raise fenced
             raise undelivered(self._failed, self._bootstrap, self._first_failure)
 
     def send(self, topic: str, value: bytes | None, key: bytes | None = None,
@@ -182,7 +209,8 @@ class KafkaPythonProducer:
         except kerr.KafkaTimeoutError as exc:
             raise unreachable(self._bootstrap, f"send blocked too long: {exc}") from exc
         except kerr.KafkaError as exc:
-            raise KafkaUnavailable(f"cannot send to {topic}: {exc}") from exc
+            raise (self._fenced(exc) or KafkaUnavailable(f"cannot send to {topic}: {exc}")
+                   ) from exc
         if len(self._pending) >= self._REAP_EVERY:
             self._reap()
             self._check()
@@ -225,7 +253,8 @@ class KafkaPythonProducer:
         try:
             fn(*args)
         except kerr.KafkaError as exc:
-            raise KafkaUnavailable(f"Kafka transaction failed: {exc}") from exc
+            raise (self._fenced(exc) or KafkaUnavailable(f"Kafka transaction failed: {exc}")
+                   ) from exc
 
     def close(self) -> None:
         self._p.close(timeout=5.0)

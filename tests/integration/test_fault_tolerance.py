@@ -535,3 +535,18 @@ def test_a_twin_with_the_same_instance_id_fences_the_first_which_exits_1_saying_
     assert last.startswith("trajstream: error: ") and "--instance-id" in last, last
     assert "Traceback" not in err, err[-3000:]
 
+
+def test_a_twin_with_the_same_transactional_id_fences_the_first_which_exits_1_saying_so(
+    kafka_bootstrap: str, new_topic: Callable[[str], str], kafka_client: str, tmp_path: Path
+):
+    """Two --exactly-once processors of one group without an --instance-id share the
+    default transactional id: the second's fences the first's producer, which must end with
+    the reason, not retry a broker that answers."""
+    args = _processor(kafka_bootstrap, new_topic, "--exactly-once", "--kafka-client",
+                      kafka_client)
+    env = {k: v for k, v in cli_env().items() if k != "HOSTNAME"}
+    code, err = _twins(kafka_bootstrap, args, env, tmp_path)
+    last = err.strip().splitlines()[-1]
+    assert code == 1, err[-3000:]
+    assert last.startswith("trajstream: error: ") and "--transactional-id" in last, last
+    assert "Traceback" not in err, err[-3000:]
