@@ -43,6 +43,10 @@ def _read_jsonl(path: str | None, what: str) -> list[dict[str, Any]]:
     return out
 
 
+# a file named on the command line that is not there: a usage error (exit 2), as --input
+_FILE = click.Path(exists=True, dir_okay=False)
+
+
 def _plot_formats() -> list[str]:
     from matplotlib.backend_bases import FigureCanvasBase
 
@@ -88,11 +92,14 @@ def _check_alerts(alerts: list[dict[str, Any]], path: str) -> None:
 
 @click.command("evaluate", context_settings={"help_option_names": ["-h", "--help"]})
 @_opt("--positions", "positions_path", env="EVAL_POSITIONS", required=True,
-      metavar="FILE.jsonl[.gz]", help="The positions the alerts were computed from (the true "
-      "motion: footprints, vehicle-hours, and the baseline's input).")
-@_opt("--alerts", "alerts_path", env="EVAL_ALERTS", required=True, metavar="FILE.jsonl",
+      type=_FILE, metavar="FILE.jsonl[.gz]",
+      help="The positions the alerts were computed from (the true motion: footprints, "
+      "vehicle-hours, and the baseline's input).")
+@_opt("--alerts", "alerts_path", env="EVAL_ALERTS", required=True, type=_FILE,
+      metavar="FILE.jsonl",
       help="Alerts to score, one alert message per line (`trajstream process --alerts-out`).")
-@_opt("--truth", "truth_path", env="EVAL_TRUTH", default=None, metavar="FILE.jsonl",
+@_opt("--truth", "truth_path", env="EVAL_TRUTH", default=None, type=_FILE,
+      metavar="FILE.jsonl",
       help="Ground truth: collision events (`trajstream simulate --truth`, the scenario "
       "library), optionally with `kind` and `required_lead_s`, and scenario lines. Without "
       "it the traffic is taken as collision-free (recorded roads).")

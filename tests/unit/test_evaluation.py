@@ -287,3 +287,17 @@ def test_plot_in_a_format_and_directory_that_exist_is_taken(tmp_path: Path) -> N
     no_ctx: Any = None
     for name in ("lead.png", "lead.SVG", "lead.pdf"):
         assert _check_plot(no_ctx, no_ctx, str(tmp_path / name)) == str(tmp_path / name)
+
+
+@pytest.mark.parametrize("missing", ["--positions", "--alerts", "--truth"])
+def test_a_file_that_is_not_there_is_a_usage_error(tmp_path, capsys, missing: str) -> None:
+    from trajstream.cli import main
+
+    there = tmp_path / "there.jsonl"
+    there.write_bytes(b"")
+    args = {"--positions": there, "--alerts": there, "--truth": there}
+    args[missing] = tmp_path / "absent.jsonl"
+    argv = ["evaluate", *(x for k, v in args.items() for x in (k, str(v)))]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"Invalid value for '{missing}'" in err and "does not exist" in err, err
