@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 import time
@@ -13,6 +12,7 @@ from typing import Any
 import click
 import orjson
 
+from trajstream.cli import option_given
 from trajstream.contracts import POSITIONS_TOPIC
 from trajstream.errors import ConfigError, TrajstreamError
 from trajstream.outputs import refuse_aliases
@@ -29,8 +29,6 @@ from trajstream.simulator.publish import (
 )
 from trajstream.simulator.sim import Tick
 from trajstream.simulator.sumo.options import SUMO_ONLY, sumo_config, sumo_options
-
-log = logging.getLogger("trajstream.simulator.cli")
 
 _FRACTION = click.FloatRange(0.0, 1.0)
 # the options --clean turns off (the parameter names of the sensor effects)
@@ -123,7 +121,7 @@ def simulate(**kw: Any) -> None:
     and options give byte-identical output.
     """
     ctx = click.get_current_context()
-    _check_engine_options(ctx, kw["engine"])
+    _check_engine_options(kw["engine"])
     out, bootstrap = kw["out"], kw["bootstrap"]
     if out is not None and bootstrap is not None:
         if ctx.get_parameter_source("bootstrap") is click.core.ParameterSource.ENVIRONMENT:
@@ -134,9 +132,8 @@ def simulate(**kw: Any) -> None:
         raise click.UsageError("give --out FILE or --bootstrap HOST:PORT (or "
                                "TRAJSTREAM_BOOTSTRAP)")
     if kw["clean"]:
-        default = click.core.ParameterSource.DEFAULT
         effects = [f"--{name.replace('_', '-')}" for name in _SENSOR_EFFECTS
-                   if ctx.get_parameter_source(name) is not default]
+                   if option_given(name)]
         if effects:
             raise click.UsageError(f"--clean turns sensor effects off; {', '.join(effects)} "
                                    "would have no effect: give one or the other")
@@ -193,18 +190,14 @@ def _summary(config: SimConfig, counts: dict[str, int], dest: str, builtin: bool
     return line
 
 
-def _check_engine_options(ctx: click.Context, engine: str) -> None:
+def _check_engine_options(engine: str) -> None:
     """Options of the other engine are a mistake, not something to ignore silently."""
-    def given(param: str) -> bool:
-        return ctx.get_parameter_source(param) in (click.core.ParameterSource.COMMANDLINE,
-                                                   click.core.ParameterSource.ENVIRONMENT)
-
-    if engine == "sumo" and given("grid"):
+    if engine == "sumo" and option_given("grid"):
         raise click.UsageError("--grid is for the built-in engine; with --engine sumo use "
                                "--net-size")
     if engine != "sumo":
         for option, param in SUMO_ONLY.items():
-            if given(param):
+            if option_given(param):
                 raise click.UsageError(f"{option} needs --engine sumo")
 
 
@@ -270,10 +263,15 @@ def _close(ticks: Iterator[Tick], sink: Sink, truth_sink: Sink | None, ok: bool)
             close()  # a generator's cleanup: SUMO stops, temporary files go
     finally:
         try:
-            (sink.close if ok else getattr(sink, "abort", sink.close))()
+            _finish(sink, ok)
         finally:
             if truth_sink is not None:
-                (truth_sink.close if ok else getattr(truth_sink, "abort", truth_sink.close))()
+                _finish(truth_sink, ok)
+
+
+def _finish(sink: Sink, ok: bool) -> None:
+    """Close ``sink`` keeping what it wrote, or (not ``ok``) discard it where it can."""
+    (sink.close if ok else getattr(sink, "abort", sink.close))()
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -45,7 +45,7 @@ from trajstream.stream.codec import CodecConfig, PositionBatch, decode_batch
 from trajstream.stream.config import ProcessorConfig
 from trajstream.stream.deadletter import RejectPolicy
 from trajstream.stream.engine import Engine, Outputs
-from trajstream.stream.metrics import Metrics
+from trajstream.stream.metrics import DROP_REASONS, Metrics
 from trajstream.stream.plausibility import FrameCheck
 from trajstream.stream.risk_process import RiskProcessUnavailable
 from trajstream.stream.sinks import Delivery, JsonlSink, KafkaSink, Output, Sink
@@ -336,7 +336,7 @@ def nothing_accepted(s: dict[str, Any]) -> TrajstreamError | None:
     if not s["consumed"] or s["accepted"]:
         return None
     reasons = {**s["rejected_by_reason"],
-               **{k: s[k] for k in ("stale", "late", "future", "dense", "ahead") if s.get(k)}}
+               **{k: s[k] for k in DROP_REASONS if s.get(k)}}
     counts = ", ".join(f"{r} {n}" for r, n in sorted(reasons.items(), key=lambda x: -x[1]))
     example = f"; e.g. {s['rejected_example']}" if s["rejected_example"] else ""
     return TrajstreamError(f"none of the {s['consumed']} records was accepted ({counts})"

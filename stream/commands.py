@@ -23,6 +23,7 @@ from typing import Any
 import click
 import orjson
 
+from trajstream.cli import option_given
 from trajstream.contracts import PREDICTORS
 from trajstream.errors import ConfigError
 from trajstream.signals import stop_on_signals
@@ -194,13 +195,6 @@ def _settings_named_as_options(command: Callable[..., None]) -> Callable[..., No
     return run
 
 
-def _given(name: str) -> bool:
-    """Whether the user set this option (flag or environment), not its default."""
-    ctx = click.get_current_context(silent=True)
-    source = ctx.get_parameter_source(name) if ctx is not None else None
-    return source not in (None, click.core.ParameterSource.DEFAULT)
-
-
 def _engine_config(kw: dict[str, Any]) -> EngineConfig:
     from trajstream.stream.episodes import EpisodeConfig
     from trajstream.stream.risk import RiskConfig
@@ -214,7 +208,7 @@ def _engine_config(kw: dict[str, Any]) -> EngineConfig:
             f"must be a multiple of --tick-s ({kw['tick_s']:g}), got {kw['risk_interval_s']:g}; "
             f"set --tick-s to it to assess the whole fleet at every tick",
             param_hint="--risk-interval-s")
-    if kw["tick_lateness_s"] > kw["allowed_lateness_s"] and _given("tick_lateness_s"):
+    if kw["tick_lateness_s"] > kw["allowed_lateness_s"] and option_given("tick_lateness_s"):
         raise click.BadParameter(
             f"must be at most --allowed-lateness-s ({kw['allowed_lateness_s']:g}), got "
             f"{kw['tick_lateness_s']:g}", param_hint="--tick-lateness-s")

@@ -56,6 +56,14 @@ class _LazyGroup(click.Group):
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
+def option_given(name: str) -> bool:
+    """Whether the user set the running command's option ``name`` (flag or environment),
+    not left it at its default: what contradicts another setting only when given."""
+    ctx = click.get_current_context(silent=True)
+    return ctx is not None and ctx.get_parameter_source(name) in (
+        click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
+
+
 class LogLevels(click.ParamType):
     """``LEVEL[,LOGGER=LEVEL...]``: the level of every log, then of single loggers, e.g.
     ``INFO,kafka.coordinator=DEBUG`` for one Kafka client's group joins without the rest of
@@ -154,12 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         click.echo(f"trajstream: error: {exc.format_message()}", err=True)
         return exc.exit_code
-    except ConfigError as exc:  # settings that cannot run: a restart will not help
-        click.echo(f"trajstream: error: {exc}", err=True)
-        return 2
     except TrajstreamError as exc:
         click.echo(f"trajstream: error: {exc}", err=True)
-        return 1
+        # settings that cannot run (2): a restart will not help; a run that failed (1)
+        return 2 if isinstance(exc, ConfigError) else 1
     except KeyboardInterrupt:
         return 130
     except click.exceptions.Exit as exc:
