@@ -161,6 +161,7 @@ class KafkaPythonProducer:
         self._pending: list[Any] = []
         self._failed = 0
         self._first_failure = ""
+        self._first_error: BaseException | None = None
 
     def _reap(self) -> None:
         """Count failed deliveries among the finished futures and forget the finished."""
@@ -172,6 +173,7 @@ class KafkaPythonProducer:
                 self._failed += 1
                 if not self._first_failure:
                     exc = fut.exception
+                    self._first_error = exc
                     self._first_failure = f"{type(exc).__name__}: {exc}"
         self._pending = still
 
@@ -190,9 +192,13 @@ class KafkaPythonProducer:
         deadline = time.monotonic() + _FENCE_ANSWER_S
         while bumping is not None and bumping() and time.monotonic() < deadline:
             time.sleep(0.05)
-        causes = [exc, *getattr(exc, "args", ()), getattr(tm, "last_error", None)]
-        if any(isinstance(c, kerr.ProducerFencedError) for c in causes):
-            return fenced_producer(self._tx_id, "ProducerFencedError")
+        causes = [exc, *getattr(exc, "args", ()), getattr(tm, "last_error", None),
+                  self._first_error]
+        # a delivery the broker refused for the epoch a newer producer took is the fence too
+        fenced = [c for c in causes
+                  if isinstance(c, (kerr.ProducerFencedError, kerr.InvalidProducerEpochError))]
+        if fenced:
+            return fenced_producer(self._tx_id, type(fenced[0]).__name__)
         return None
 
     def _check(self) -> None:
