@@ -217,20 +217,19 @@ def build_io(config: ProcessorConfig) -> IO:
     topics = [t for t in (alerts_topic, config.predictions_topic, config.dlq_topic) if t]
     create_topics(config.bootstrap, topics, client=client, client_config=admin)
     changelog_topic = config.changelog_name
-    n_parts = inputs = 0
-    if changelog_topic or stage != "all":
-        inputs = partition_count(config.bootstrap, config.positions_topic, client=client,
-                                 client_config=admin) or 0
-        if not inputs:
-            # Its state changelog needs the input's partition count, so the input must exist.
-            create_topics(config.bootstrap, [config.positions_topic], client=client,
-                          client_config=admin)
-            inputs = 1
-            log.warning("positions topic %r did not exist at %s: created it with 1 partition "
-                        "(is the name the producers use? For more partitions, create it "
-                        "before the processor starts)", config.positions_topic,
-                        config.bootstrap)
-        n_parts = inputs
+    inputs = partition_count(config.bootstrap, config.positions_topic, client=client,
+                             client_config=admin) or 0
+    if not inputs:
+        # Created here, not by the consumer's subscription, so that a misspelt name is said
+        # once, with or without a changelog (which needs the input's partition count).
+        create_topics(config.bootstrap, [config.positions_topic], client=client,
+                      client_config=admin)
+        inputs = 1
+        log.warning("positions topic %r did not exist at %s: created it with 1 partition "
+                    "(is the name the producers use? For more partitions, create it "
+                    "before the processor starts)", config.positions_topic,
+                    config.bootstrap)
+    n_parts = inputs
     grid = None
     if stage != "all":
         # The internal topic has the positions topic's partition count (whichever stage

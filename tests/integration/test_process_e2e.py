@@ -261,15 +261,18 @@ def test_sigterm_finishes_cleanly_with_metrics_and_commits_what_is_done(
     assert n - 2000 < resume < n
 
 
+@pytest.mark.parametrize("changelog", [[], ["--no-changelog"]], ids=["changelog", "none"])
 def test_a_positions_topic_that_does_not_exist_is_created_with_a_warning(
-    kafka_bootstrap: str, new_topic: Callable[[str], str]
+    kafka_bootstrap: str, new_topic: Callable[[str], str], changelog: list[str]
 ):
-    """A mistyped --positions-topic: the changelog needs the input's partitions, so the
-    processor creates it, and says so (a run that reads nothing would else look fine)."""
+    """A mistyped --positions-topic is created by the processor, which says so (a run that
+    reads nothing would else look fine), also without a changelog, where the consumer's
+    subscription alone would have had the broker create it silently."""
     positions = new_topic("typo")
     err = trajstream("process", "--bootstrap", kafka_bootstrap, "--positions-topic", positions,
                      "--group", new_topic("group"), "--alerts-topic", new_topic("alerts"),
-                     "--until-end", "--metrics-port", "0", log_level="INFO").stderr
+                     *changelog, "--until-end", "--metrics-port", "0",
+                     log_level="INFO").stderr
     assert f"positions topic {positions!r} did not exist at {kafka_bootstrap}: created it " \
            "with 1 partition" in err, err[-2000:]
     assert "done: 0 records" in err
