@@ -550,3 +550,19 @@ def test_a_twin_with_the_same_transactional_id_fences_the_first_which_exits_1_sa
     assert code == 1, err[-3000:]
     assert last.startswith("trajstream: error: ") and "--transactional-id" in last, last
     assert "Traceback" not in err, err[-3000:]
+
+
+def test_exactly_once_twins_with_the_same_instance_id_fence_the_first_which_exits_1_saying_so(
+    kafka_bootstrap: str, new_topic: Callable[[str], str], kafka_client: str, tmp_path: Path
+):
+    """Both ids collide at once (the transactional id follows the instance id): whichever
+    fence the first learns of first, it ends naming the option to change."""
+    args = _processor(kafka_bootstrap, new_topic, "--exactly-once", "--kafka-client",
+                      kafka_client)
+    env = {**cli_env(), "HOSTNAME": "vm"}
+    code, err = _twins(kafka_bootstrap, args, env, tmp_path)
+    last = err.strip().splitlines()[-1]
+    assert code == 1, err[-3000:]
+    assert last.startswith("trajstream: error: ") and (
+        "--instance-id" in last or "--transactional-id" in last), last
+    assert "Traceback" not in err, err[-3000:]
