@@ -19,7 +19,7 @@ from typing import Any
 import click
 import orjson
 
-from trajstream.contracts import ALERTS_TOPIC
+from trajstream.contracts import ALERT_REQUIRED, ALERTS_TOPIC
 from trajstream.signals import stop_on_signals
 
 __all__ = ["alerts", "format_alert"]
@@ -28,8 +28,6 @@ _SEVERITY_COLOUR = {"critical": "red", "warning": "yellow"}
 _POLL_TIMEOUT_S = 0.5
 _MAX_POLL_RECORDS = 500
 _TOPIC_RECHECK_S = 1.0  # how often a missing topic is looked up again
-# An alert message has at least these (docs: README, Message contracts; evaluate's check).
-_ALERT_FIELDS = ("vehicle_a", "vehicle_b", "severity", "ts")
 
 
 def _num(v: Any) -> float | None:
@@ -276,7 +274,7 @@ def _not_an_alert(doc: Any) -> str | None:
         return "not JSON"
     if not isinstance(doc, dict):
         return "not a JSON object"
-    missing = [f for f in _ALERT_FIELDS if f not in doc]
+    missing = [f for f in ALERT_REQUIRED if f not in doc]
     return f"no {', '.join(missing)}" if missing else None
 
 

@@ -13,6 +13,7 @@ import click
 import numpy as np
 import orjson
 
+from trajstream.contracts import ALERT_REQUIRED
 from trajstream.errors import TrajstreamError
 from trajstream.stream.config import ENGINE_DEFAULTS
 
@@ -85,7 +86,7 @@ def _write_plot(rows: Mapping[str, Any], path: str, min_lead_s: float) -> None:
 
 def _check_alerts(alerts: list[dict[str, Any]], path: str) -> None:
     for n, a in enumerate(alerts, 1):
-        missing = [f for f in ("vehicle_a", "vehicle_b", "ts", "severity") if f not in a]
+        missing = [f for f in ALERT_REQUIRED if f not in a]
         if missing:
             raise TrajstreamError(f"{path}:{n}: an alert needs {', '.join(missing)}")
 

@@ -33,6 +33,8 @@ PREDICTIONS_TOPIC: Final = "trajectory-predictions"
 PREDICTED_TOPIC: Final = "predicted-kinematics"
 
 ALERT_SCHEMA: Final = "trajstream.alert/v1"
+# The alert fields a reader cannot do without (the alerts follower, the evaluator).
+ALERT_REQUIRED: Final[tuple[str, ...]] = ("vehicle_a", "vehicle_b", "severity", "ts")
 
 # A vehicle that does not report its size is taken to be a mid-size car.
 DEFAULT_LENGTH_M: Final = 4.5

@@ -73,7 +73,7 @@ def test_bad_alerts_file_is_one_error_line(tmp_path: Path) -> None:
                           text=True, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        f"trajstream: error: {bad}:1: an alert needs vehicle_b, ts, severity"]
+        f"trajstream: error: {bad}:1: an alert needs vehicle_b, severity, ts"]
 
 
 def test_a_plot_it_cannot_write_is_refused_before_the_run(tmp_path: Path) -> None:
