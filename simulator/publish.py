@@ -159,8 +159,9 @@ class Progress:
 class ReplayFile:
     """Records of a positions JSONL file: (event time, key, the line's exact bytes).
 
-    A line that is not a JSON object with a non-empty string ``vehicle_id`` and a finite
-    numeric ``ts`` is skipped and counted in ``malformed``; blank lines are ignored.
+    A line that is not a JSON object with a ``vehicle_id`` (a non-empty string, or an
+    integer, keyed by its decimal string) and a finite numeric ``ts`` is skipped and
+    counted in ``malformed``; blank lines are ignored.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -181,6 +182,8 @@ class ReplayFile:
                 try:
                     rec = loads(line)
                     vid, ts = rec["vehicle_id"], rec["ts"]
+                    if type(vid) is int:  # the processor's codec takes 42 as "42"
+                        vid = str(vid)
                     ok = (isinstance(vid, str) and vid != "" and isinstance(ts, int | float)
                           and not isinstance(ts, bool) and math.isfinite(ts))
                 except (orjson.JSONDecodeError, TypeError, KeyError):

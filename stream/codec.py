@@ -193,12 +193,14 @@ def _number(d: dict, name: str, required: bool) -> float | None:
 
 def _vehicle_id(d: dict, max_chars: int) -> str:
     vid = d.get("vehicle_id")
+    if type(vid) is int:  # many fleets number their vehicles (NGSIM does): 42 is "42"
+        vid = str(vid)
     if type(vid) is not str:
         if vid is None:
             why = "is null" if "vehicle_id" in d else "is missing"
             raise _Reject("missing_field", f"vehicle_id {why}")
         got = f"{_type_name(vid)} {_short(vid)}"
-        raise _Reject("wrong_type", f"vehicle_id: expected a string, got {got}")
+        raise _Reject("wrong_type", f"vehicle_id: expected a string or an integer, got {got}")
     if not vid:
         raise _Reject("missing_field", "vehicle_id is empty")
     if len(vid) > max_chars or not vid.isprintable() or "|" in vid:
@@ -278,8 +280,11 @@ def _bulk_columns(
     else:
         geo = False
     vid = cols[0]
-    if set(map(type, vid)) != {str}:
-        return None
+    id_types = set(map(type, vid))
+    if id_types != {str}:
+        if not id_types <= {str, int}:
+            return None
+        vid = cols[0] = [v if type(v) is str else str(v) for v in vid]
     for col in cols[1:4]:
         if not set(map(type, col)) <= _NUMBER:
             return None

@@ -3,7 +3,8 @@
 Changing anything here changes what other programs read or write: bump the schema version.
 
 **Positions** (topic ``vehicle-positions``, key = vehicle_id, value = UTF-8 JSON object):
-``{"vehicle_id", "ts", "x", "y"}`` plus optional ``speed`` (m/s), ``heading`` (radians,
+``{"vehicle_id", "ts", "x", "y"}`` (``vehicle_id`` a string, or an integer that means its
+decimal string) plus optional ``speed`` (m/s), ``heading`` (radians,
 counter-clockwise from +x), ``length``/``width`` (m). ``ts`` is the event time in seconds
 since the Unix epoch; ``x``/``y`` are metres in a local planar frame (x east, y north), or
 ``lat``/``lon`` (WGS84 degrees) projected around a configured origin. Unknown fields are

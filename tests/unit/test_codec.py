@@ -252,7 +252,7 @@ def test_half_lat_lon_is_missing_field() -> None:
         ("heading", "north"),
         ("length", "long"),
         ("width", False),
-        ("vehicle_id", 42),
+        ("vehicle_id", 4.2),
         ("vehicle_id", ["a"]),
         ("vehicle_id", True),
     ],
@@ -261,6 +261,21 @@ def test_wrong_type(field: str, value: object) -> None:
     r = rejected(msg(**{field: value}))
     assert r.reason == "wrong_type"
     assert field in r.detail
+
+
+def test_an_integer_vehicle_id_is_its_decimal_string_in_both_decode_paths() -> None:
+    """Many fleets number their vehicles (NGSIM does): 42 is vehicle "42", the same vehicle
+    whether a record says 42 or "42", and its Kafka key b"42" matches it."""
+    ids: list[object] = [42, "42", -7, 123456789012]
+    values = [orjson.dumps(msg(vehicle_id=v, ts=TS + i)) for i, v in enumerate(ids)]
+    keys = [str(v).encode() for v in ids]
+    whole, rej = decode_batch(keys, values, CFG)
+    assert rej == []
+    assert whole.vehicle_id.tolist() == ["42", "42", "-7", "123456789012"]
+    one_by_one, rej = decode_batch([*keys, None], [*values, b"[]"], CFG)
+    assert [r.reason for r in rej] == ["not_object"]
+    assert one_by_one.vehicle_id.tolist() == whole.vehicle_id.tolist()
+    assert rejected(msg(vehicle_id=42), key=b"43").reason == "key_mismatch"
 
 
 def test_wrong_type_lat_lon() -> None:
@@ -406,17 +421,18 @@ def test_whole_batch_and_record_by_record_decode_alike(cfg: CodecConfig) -> None
         {}, {"ts": int(TS) + 1}, {"x": 7}, {"speed": None}, {"heading": _DROP},
         {"speed": _DROP, "heading": _DROP}, {"length": 12.0, "width": 2.5},
         {"lat": 52.5, "lon": 13.4}, {"heading": -3.0}, {"vehicle_id": "fahrzeug-ä"},
+        {"vehicle_id": 42},
     ]
     values, keys = [], []
     for i in range(200):
         m = msg(**{"vehicle_id": f"veh-{i % 37}", "ts": TS + i * 0.01,
                    "x": float(rng.normal(0, 500)), **variants[i % len(variants)]})
         values.append(orjson.dumps(m))
-        keys.append(m["vehicle_id"].encode())
+        keys.append(str(m["vehicle_id"]).encode())
     whole, rej = decode_batch(keys, values, cfg)
     assert rej == []
     # not JSON: parsed again one by one; valid JSON of the wrong shape: parsed once
-    for bad, reason in ((b"not json", "not_json"), (b'{"vehicle_id": 5}', "wrong_type")):
+    for bad, reason in ((b"not json", "not_json"), (b'{"vehicle_id": 5.5}', "wrong_type")):
         one_by_one, rej2 = decode_batch([*keys, None], [*values, bad], cfg)
         assert [r.reason for r in rej2] == [reason]
         for name in ("vehicle_id", "ts", "x", "y", "speed", "heading", "length", "width",

@@ -45,15 +45,17 @@ def test_pacer_rejects_a_bad_speed() -> None:
 
 def test_replay_file_skips_and_counts_malformed_lines(tmp_path: Path) -> None:
     good = [b'{"vehicle_id":"veh-1","ts":10.0,"x":1,"y":2}',
-            b'{"vehicle_id": "veh-2", "ts": 10, "x": 1, "y": 2, "extra": [1]}']
+            b'{"vehicle_id": "veh-2", "ts": 10, "x": 1, "y": 2, "extra": [1]}',
+            b'{"vehicle_id": 42, "ts": 11, "x": 1, "y": 2}']
     bad = [b'not json', b'[1, 2]', b'{"vehicle_id":"veh-3"}', b'{"vehicle_id":"","ts":1}',
-           b'{"vehicle_id":5,"ts":1}', b'{"vehicle_id":"v","ts":"1"}',
+           b'{"vehicle_id":5.0,"ts":1}', b'{"vehicle_id":true,"ts":1}',
+           b'{"vehicle_id":"v","ts":"1"}',
            b'{"vehicle_id":"v","ts":true}', b'"a string"', b'{"vehicle_id":"v","ts":1e999}']
     path = tmp_path / "positions.jsonl"
-    path.write_bytes(b"\n".join([good[0], *bad, b"", b"   ", good[1] + b"\r"]) + b"\n")
+    path.write_bytes(b"\n".join([good[0], *bad, b"", b"   ", good[1] + b"\r", good[2]]) + b"\n")
     records = ReplayFile(path)
     got = list(records)
-    assert got == [(10.0, b"veh-1", good[0]), (10.0, b"veh-2", good[1])]
+    assert got == [(10.0, b"veh-1", good[0]), (10.0, b"veh-2", good[1]), (11.0, b"42", good[2])]
     assert records.malformed == len(bad)
 
 
