@@ -422,7 +422,7 @@ GARBAGE: list[bytes] = [
     b"x" * 5000, b'{"vehicle_id": "veh-x", "ts": 1764547230.0, "y": 2}', b"",
     b'{"vehicle_id": "", "ts": 1764547230.0, "x": 1, "y": 2}', b"null", b"42",
     b'{"vehicle_id": "veh-x", "ts": 1e30, "x": 1, "y": 2}',
-    b'{"vehicle_id": 7, "ts": 1764547230.0, "x": 1, "y": 2}',
+    b'{"vehicle_id": 7.5, "ts": 1764547230.0, "x": 1, "y": 2}',
     b'{"vehicle_id": "veh-x", "ts": 1764547230.0, "x": 1, "y": 2, "speed": -5}',
 ]
 
