@@ -10,8 +10,9 @@ Histogram buckets follow what was measured on the 2-core reference machine:
   cap under replay; a 1-2-5 ladder keeps relative resolution constant.
 - ``inference_seconds``: a compiled batched LSTM step is ~0.1-1 ms for tens of vehicles and
   10-100 ms for thousands (and per-call TF overhead ~1 ms), so both decades are finely split.
-- ``batch_seconds``: a whole micro-batch, decode to flush, from ~0.1 ms to seconds when
-  Kafka stalls; up to 5 s.
+- ``batch_seconds``: a whole micro-batch from the poll that returned it (decoded, applied,
+  its outputs handed to the producer; not the poll's wait for input), from ~0.1 ms to
+  seconds when Kafka stalls; up to 5 s.
 - ``processing_seconds``: per record, poll to the end of its micro-batch; batch_seconds's
   buckets (the same span, counted once per record). With the risk process
   (stream/risk_process.py) the assessment is not part of the batch: its alerts follow
@@ -148,7 +149,8 @@ class Metrics:
         )
         self.batch_seconds = Histogram(
             "trajstream_batch_seconds",
-            "Wall time to process one micro-batch, decode to flushed outputs.",
+            "Wall time to process one micro-batch, from the poll that returned it to its "
+            "outputs handed to the producer (the wait for input not included).",
             buckets=BATCH_SECONDS_BUCKETS,
             registry=r,
         )

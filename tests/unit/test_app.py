@@ -116,6 +116,33 @@ def test_the_event_time_lag_grows_while_the_producers_are_silent():
         runner.join(timeout=60)
 
 
+def test_batch_latency_is_the_batch_not_the_wait_for_its_first_record():
+    """trajstream_batch_seconds (the p99 objective of the dashboard and the alert rule) is
+    decode to outputs; a poll waiting for input is idle, not a slow batch."""
+    import time
+
+    q: queue.Queue = queue.Queue()
+    metrics = Metrics()
+    cfg = ProcessorConfig(source="memory", predictor="cv", max_batch_wait_ms=10_000)
+    proc = Processor(cfg, IO(MemorySource(q), [Output("alerts", MemorySink())]),
+                     ConstantVelocity(PathSpec()), metrics)
+    values = crossing_traffic(seed=1)[:40]
+
+    def feed() -> None:
+        time.sleep(2.0)  # the poll waits this long for its first record
+        q.put([(None, v) for v in values])
+        q.put(END)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    proc.run()
+    feeder.join()
+    batch = metrics.batch_seconds
+    assert proc.batches == 1
+    assert batch._sum.get() < 1.0, f"{batch._sum.get():.2f} s: the 2 s wait was counted"
+    assert metrics.processing_seconds._sum.get() < 40 * 1.0
+
+
 def test_memory_source_and_stop_event():
     values = crossing_traffic(seed=1)
     q: queue.Queue = queue.Queue()
