@@ -636,6 +636,34 @@ def test_every_dashboard_expression_parses(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def _seconds(duration: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+    parts = re.findall(r"(\d+)(ms|[smhdwy])", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, duration
+    return sum(int(n) * units[u] for n, u in parts)
+
+
+def test_rate_windows_hold_four_scrapes_of_the_processor() -> None:
+    """A window with fewer than ~4 scrapes returns nothing after one late scrape: the
+    datasource's timeInterval (the base of $__rate_interval) is the processor's scrape
+    interval, panels use $__rate_interval (not a fixed window) and every range of a rule is
+    at least 4 scrapes."""
+    config = _load_yaml(PROM_CONFIG)
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "trajstream-processor")
+    scrape = job.get("scrape_interval", config["global"]["scrape_interval"])
+    assert _seconds(scrape) <= _seconds(config["global"]["evaluation_interval"])
+    ds = _load_yaml(DATASOURCES)["datasources"][0]
+    assert _seconds(ds["jsonData"]["timeInterval"]) == _seconds(scrape)
+    assert _seconds(GRAFANA_VARS["$__rate_interval"]) == 4 * _seconds(scrape)
+    for panel in _panels(_dashboard()):
+        for target in panel["targets"]:
+            fixed = re.findall(r"\[(\w+)\]", target["expr"])
+            assert not fixed, f"{panel['title']}: fixed window {fixed}, use $__rate_interval"
+    for rule in _alert_rules():
+        for window in re.findall(r"\[(\w+)(?::\w*)?\]", rule["expr"]):
+            assert _seconds(window) >= 4 * _seconds(scrape), (rule["alert"], window)
+
+
 def test_dashboard_shows_what_the_issue_asks_for() -> None:
     text = "\n".join(q for _, q in _dashboard_queries())
     wanted = [
