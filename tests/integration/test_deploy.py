@@ -191,6 +191,29 @@ def test_scaled_compose_runs_the_two_stages_with_replicas() -> None:
     assert int(scaled["kafka"]["environment"]["KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS"]) > 0
 
 
+def test_scaled_prometheus_scrapes_every_replica_of_both_stages() -> None:
+    """A static processor:9100 would scrape one arbitrary replica and no risk process (where
+    alerts are counted): the scaled stack's Prometheus finds each by the service's DNS
+    name, on the port the service serves, and keeps the job names the rules and panels use."""
+    done = _compose("-f", str(REPO / "docker-compose.scaled.yml"), "config")
+    assert done.returncode == 0, done.stderr
+    scaled = yaml.safe_load(done.stdout)["services"]
+    flag = next(f for f in scaled["prometheus"]["command"] if f.startswith("--config.file="))
+    config_path = PROM_DIR / Path(flag.split("=", 1)[1]).relative_to("/etc/prometheus")
+    assert config_path.name == "prometheus.scaled.yml"
+    config = _load_yaml(config_path)
+    found = {(name, sd["port"]): job["job_name"] for job in config["scrape_configs"]
+             for sd in job.get("dns_sd_configs", []) for name in sd["names"]}  # fmt: skip
+    for service, job in (("processor", "trajstream-processor"), ("risk", "trajstream-risk")):
+        port = int(_env(scaled[service])["TRAJSTREAM_METRICS_PORT"])
+        assert found.get((service, port)) == job, (service, found)
+    assert config["rule_files"] == _load_yaml(PROM_CONFIG)["rule_files"]
+    promtool = _tool("promtool", "prometheus")
+    check = subprocess.run([promtool, "check", "config", str(config_path)],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
 def test_compose_has_no_default_grafana_password() -> None:
     done = _compose("config", "-q", password=None)
     assert done.returncode != 0
@@ -529,6 +552,11 @@ SCENARIOS: list[tuple[str, str, list[dict[str, str]], str, dict[str, list[dict[s
     ),
     ("processor down", "1m", [{"series": f"up{{{P}}}", "values": "1x5 0x10"}], "8m",
      {"TrajstreamProcessorDown": [{**ALERT_LABELS, "severity": "critical"}]}),
+    ("risk replica down (scaled stack)", "1m",
+     [{"series": f"up{{{P}}}", "values": "1x15"},
+      {"series": 'up{job="trajstream-risk", instance="10.0.0.7:9100"}', "values": "1x5 0x10"}],
+     "8m", {"TrajstreamProcessorDown": [
+         {"job": "trajstream-risk", "instance": "10.0.0.7:9100", "severity": "critical"}]}),
     ("processor never scraped", "1m", [{"series": 'up{job="prometheus"}', "values": "1x10"}], "3m",
      {"TrajstreamProcessorDown": [{"job": "trajstream-processor", "severity": "critical"}]}),
     ("lag growing", "1m",
