@@ -502,10 +502,11 @@ class Processor:
                     if keep is not None:
                         keep(dt)
                 # Also between records: when the producers stop, the lag grows (the alert
-                # rule on it says so) instead of holding the last batch's value.
+                # rule on it says so) instead of holding the last batch's value. NaN while
+                # it holds no event time (none yet, or all partitions revoked): no lag to
+                # report, neither a healthy 0 nor the last value of partitions now gone.
                 newest = eng.newest_applied_ts
-                if math.isfinite(newest):
-                    m.event_time_lag.set(wall() - newest)
+                m.event_time_lag.set(wall() - newest if math.isfinite(newest) else math.nan)
                 now = mono()
                 if finished or now >= next_commit:
                     committed = self._try_commit()

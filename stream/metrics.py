@@ -164,7 +164,8 @@ class Metrics:
         )
         self.event_time_lag = Gauge(
             "trajstream_event_time_lag_seconds",
-            "Wall clock now minus the newest event time processed.",
+            "Wall clock now minus the newest event time processed (NaN while none is "
+            "held: before the first record, or with no partition assigned).",
             registry=r,
         )
         self.active_vehicles = Gauge(

@@ -246,8 +246,8 @@ def scrape_processor(url: str, timeout_s: float = 2.0) -> dict[str, Any]:
                 counts[(labels.get("model", ""), labels.get("horizon", ""))] = value
             elif name == "trajstream_consumer_lag_records":
                 out["consumer_lag"] = int(value)
-            elif name == "trajstream_event_time_lag_seconds":
-                out["lag_s"] = round(value, 3)
+            elif name == "trajstream_event_time_lag_seconds" and math.isfinite(value):
+                out["lag_s"] = round(value, 3)  # NaN: none yet (the map's own lag shows)
             elif name == "trajstream_positions_consumed_total":
                 out["positions_consumed"] = value
             elif name == "trajstream_build_info" and "predictor" in labels:

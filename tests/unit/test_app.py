@@ -116,6 +116,27 @@ def test_the_event_time_lag_grows_while_the_producers_are_silent():
         runner.join(timeout=60)
 
 
+def test_the_event_time_lag_is_nan_while_no_event_time_is_held():
+    """Before the first record (and after losing every partition) there is no lag: not a
+    healthy 0 on a stack that never got input, nor a frozen value of partitions now gone."""
+    import math
+    import time
+
+    q: queue.Queue = queue.Queue()
+    metrics = Metrics()
+    cfg = ProcessorConfig(source="memory", predictor="cv", max_batch_wait_ms=20)
+    proc = Processor(cfg, IO(MemorySource(q), [Output("alerts", MemorySink())]),
+                     ConstantVelocity(PathSpec()), metrics)
+    runner = threading.Thread(target=proc.run)
+    runner.start()
+    try:
+        time.sleep(0.5)
+        assert math.isnan(metrics.event_time_lag._value.get())
+    finally:
+        q.put(END)
+        runner.join(timeout=60)
+
+
 def test_batch_latency_is_the_batch_not_the_wait_for_its_first_record():
     """trajstream_batch_seconds (the p99 objective of the dashboard and the alert rule) is
     decode to outputs; a poll waiting for input is idle, not a slow batch."""
