@@ -15,7 +15,8 @@ without the package installed.
 Importable: ``start_broker(port, controller_port, data_dir, wait_s)`` returns a
 :class:`Broker` handle with ``.bootstrap``, ``.stop()`` and ``.restart()`` (same data dir and
 ports, so committed offsets and topics survive a restart). ``sasl_port`` and
-``scram_users`` add a SASL_PLAINTEXT listener taking SCRAM-SHA-512 users (the security test).
+``scram_users`` add a SASL_SSL listener taking SCRAM-SHA-512 users over TLS, its certificate
+signed by a throwaway CA (``handle.ca_path``) made with openssl (the security test).
 """
 
 from __future__ import annotations
@@ -124,18 +125,53 @@ SCRAM_MECHANISM = "SCRAM-SHA-512"
 INITIAL_REBALANCE_DELAY_MS = 3000
 
 
+TLS_PASSWORD = "trajstream-test-only"  # of the throwaway keystore, not a secret
+
+
+def make_test_tls(tls_dir: Path) -> None:
+    """A throwaway CA (``ca.pem``) and a certificate for 127.0.0.1 and localhost signed by
+    it, in the PKCS#12 keystore ``server.p12`` the broker's TLS listener serves; made once."""
+    if (tls_dir / "server.p12").exists():
+        return
+    if shutil.which("openssl") is None:
+        raise BrokerError("the TLS listener needs openssl to make its test certificate "
+                          "(apt-get install openssl)")
+    tls_dir.mkdir(parents=True, exist_ok=True)
+    (tls_dir / "san.ext").write_text(f"subjectAltName=IP:{HOST},DNS:localhost\n")
+    steps = [
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+         "ca.pem", "-days", "3650", "-subj", "/CN=trajstream test CA"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
+         "server.csr", "-subj", f"/CN={HOST}"],
+        ["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+         "-CAcreateserial", "-out", "server.pem", "-days", "3650", "-extfile", "san.ext"],
+        ["pkcs12", "-export", "-in", "server.pem", "-inkey", "server.key", "-certfile",
+         "ca.pem", "-out", "server.p12", "-passout", f"pass:{TLS_PASSWORD}"],
+    ]
+    for args in steps:
+        done = subprocess.run(["openssl", *args], cwd=tls_dir, capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=60)
+        if done.returncode != 0:
+            raise BrokerError(f"openssl {args[0]} failed: {done.stderr.strip()[-1000:]}")
+
+
 def _server_properties(data_dir: Path, port: int, controller_port: int,
                        sasl_port: int | None = None,
                        initial_rebalance_delay_ms: int = INITIAL_REBALANCE_DELAY_MS) -> str:
     listeners = f"PLAINTEXT://{HOST}:{port}"
     protocols = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
     sasl = ""
-    if sasl_port is not None:  # a second listener that takes only SCRAM-authenticated clients
-        listeners += f",SASL_PLAINTEXT://{HOST}:{sasl_port}"
-        protocols += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+    if sasl_port is not None:  # a second listener: only SCRAM-authenticated clients, over TLS
+        listeners += f",SASL_SSL://{HOST}:{sasl_port}"
+        protocols += ",SASL_SSL:SASL_SSL"
+        keystore = data_dir / "tls" / "server.p12"
         sasl = (f"sasl.enabled.mechanisms={SCRAM_MECHANISM}\n"
-                f"listener.name.sasl_plaintext.{SCRAM_MECHANISM.lower()}.sasl.jaas.config="
-                "org.apache.kafka.common.security.scram.ScramLoginModule required;\n")
+                f"listener.name.sasl_ssl.{SCRAM_MECHANISM.lower()}.sasl.jaas.config="
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;\n"
+                f"listener.name.sasl_ssl.ssl.keystore.type=PKCS12\n"
+                f"listener.name.sasl_ssl.ssl.keystore.location={keystore}\n"
+                f"listener.name.sasl_ssl.ssl.keystore.password={TLS_PASSWORD}\n"
+                f"listener.name.sasl_ssl.ssl.key.password={TLS_PASSWORD}\n")
     return f"""\
 # Written by broker/broker.py on every start; edit the script, not this file.
 process.roles=broker,controller
@@ -366,8 +402,13 @@ class Broker:
 
     @property
     def sasl_bootstrap(self) -> str | None:
-        """``HOST:PORT`` of the SASL_PLAINTEXT (SCRAM) listener, None without one."""
+        """``HOST:PORT`` of the SASL_SSL (SCRAM over TLS) listener, None without one."""
         return None if self.sasl_port is None else f"{HOST}:{self.sasl_port}"
+
+    @property
+    def ca_path(self) -> Path:
+        """The CA certificate (PEM) that signed the SASL_SSL listener's certificate."""
+        return self.data_dir / "tls" / "ca.pem"
 
     @property
     def log_path(self) -> Path:
@@ -387,6 +428,8 @@ class Broker:
                 raise BrokerError(f"port {p} on {HOST} is in use (another Kafka?); pick another")
         ensure_jars(quiet=True)
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        if self.sasl_port is not None:
+            make_test_tls(self.data_dir / "tls")
         props = self.data_dir / "server.properties"
         props.write_text(_server_properties(self.data_dir, self.port, self.controller_port,
                                             self.sasl_port, self.initial_rebalance_delay_ms))
@@ -530,11 +573,12 @@ def start_broker(
 
     Unless ``detach``, the broker receives SIGTERM if the calling process dies, so a crashed
     test run leaves no JVM behind. With ``sasl_port`` a second listener there
-    (``handle.sasl_bootstrap``) takes only clients authenticated with SCRAM-SHA-512 as one
-    of ``scram_users`` (name -> password, written into the metadata when the data dir is
-    formatted). ``initial_rebalance_delay_ms``: Kafka's 3 s by default; 0 makes a lone
-    member's first assignment immediate, but members started together then join one by one,
-    each join an eager rebalance in which the others give up all their partitions.
+    (``handle.sasl_bootstrap``, TLS: trust ``handle.ca_path``) takes only clients
+    authenticated with SCRAM-SHA-512 as one of ``scram_users`` (name -> password, written
+    into the metadata when the data dir is formatted). ``initial_rebalance_delay_ms``:
+    Kafka's 3 s by default; 0 makes a lone member's first assignment immediate, but members
+    started together then join one by one, each join an eager rebalance in which the others
+    give up all their partitions.
     """
     return Broker(port, controller_port, Path(data_dir).resolve(), detach=detach,
                   sasl_port=sasl_port, scram_users=scram_users,

@@ -1,7 +1,8 @@
-"""A shared Kafka with SASL/SCRAM: both clients authenticate with the documented options.
+"""A shared Kafka with SASL/SCRAM over TLS: both clients connect with the README's options.
 
-The throwaway broker gets a second listener, SASL_PLAINTEXT with SCRAM-SHA-512, and a user
-written into its KRaft metadata at format time (`kafka-storage format --add-scram`). The
+The throwaway broker gets a second listener, SASL_SSL with SCRAM-SHA-512 and a certificate
+for 127.0.0.1 signed by a throwaway CA, and a user written into its KRaft metadata at format
+time (`kafka-storage format --add-scram`). The
 processor runs on that listener with the README's settings passed as `--kafka-option` (the
 option every client role takes: consumer, producer, admin, changelog reader), once per
 Kafka client, and gives the alerts of a file run; the wrong password is refused, with
@@ -27,9 +28,13 @@ USER, PASSWORD = "trajstream", "s3cret-for-tests"
 SIM = ["--vehicles", "40", "--duration", "20", "--seed", "11", "--reckless", "0.3"]
 
 
+CA: list[str] = []  # the broker's CA certificate, once it has started
+
+
 def _sasl(password: str = PASSWORD) -> dict[str, str]:
-    return {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "SCRAM-SHA-512",
-            "sasl.username": USER, "sasl.password": password}
+    """The README's settings for a shared Kafka with SASL/SCRAM over TLS."""
+    return {"security.protocol": "SASL_SSL", "sasl.mechanisms": "SCRAM-SHA-512",
+            "sasl.username": USER, "sasl.password": password, "ssl.ca.location": CA[0]}
 
 
 def _flags(conf: dict[str, str]) -> list[str]:
@@ -42,6 +47,7 @@ def scram_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     broker = mod.start_broker(mod.free_port(), mod.free_port(),
                               tmp_path_factory.mktemp("kafka-scram"), wait_s=90,
                               sasl_port=mod.free_port(), scram_users={USER: PASSWORD})
+    CA[:] = [str(broker.ca_path)]
     try:
         yield broker
     finally:
