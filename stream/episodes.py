@@ -248,14 +248,20 @@ class EpisodeTracker:
                     del self._by_vehicle[v]
 
     def forget(self, vehicle_ids: Iterable[str]) -> None:
-        """Drop every episode involving these vehicles (evicted, or partition revoked)."""
-        for v in vehicle_ids:
+        """Drop every episode involving these vehicles (evicted, or partition revoked).
+
+        They leave :meth:`changed_vehicles` too: a vehicle that is gone has no state left to
+        write (its changelog entry gets a tombstone), and without a changelog to collect
+        the changes nothing else would ever take them out (one id per vehicle ever seen)."""
+        gone = list(vehicle_ids)
+        for v in gone:
             for pair in list(self._by_vehicle.get(v, ())):
                 if self._s.episodes.pop(pair, None) is not None:
                     self._changed.add(pair[0])
                 if self._s.pending.pop(pair, None) is not None:
                     self._changed.add(pair[0])
                 self._unindex(pair)
+        self._changed.difference_update(gone)
 
     def snapshot(self, vehicle_ids: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
         """Open episodes as plain dicts per vehicle (the pair's lower id owns it).

@@ -246,6 +246,9 @@ class RiskEngine:
             self.stats["ticks"] += 1
             self.newest_applied_ts = max(self.newest_applied_ts, t)
             kk += 1
+        # The checkpoint writes every tracked pair, never the changed vehicles: taken here,
+        # or the tracker would keep one id per vehicle ever in a conflict (it forgets none).
+        stage.changed_vehicles()
         return out
 
     def _owns(self, result: TickResult) -> np.ndarray:

@@ -162,6 +162,21 @@ def test_forget_drops_episodes_of_evicted_vehicles() -> None:
     assert [(k, d.vehicle_a) for k, d in got] == [(3, "veh-a")]  # a fresh episode for a|b
 
 
+def test_forgotten_vehicles_leave_the_change_set() -> None:
+    """Without a changelog nobody collects the changed vehicles: forgetting the vehicles
+    that are gone must bound the set (it kept one id per vehicle ever in a conflict)."""
+    tr = EpisodeTracker()
+    for n in range(200):  # a churning fleet: every pair of vehicles is new, then evicted
+        pair = (f"veh-{2 * n:04d}", f"veh-{2 * n + 1:04d}")
+        feed(tr, [{pair: WARNING}] * 2 + [{}] * 12, start=14 * n)
+        tr.forget(pair)
+    assert len(tr) == 0
+    assert tr.changed_vehicles() == set()
+    feed(tr, [{AB: WARNING, CD: WARNING}] * 2, start=14 * 200)
+    tr.forget(["veh-b", "veh-c"])  # a's episode ended with b: still a change to write
+    assert tr.changed_vehicles() == {"veh-a"}
+
+
 def test_update_checks_its_input() -> None:
     tr = EpisodeTracker()
     with pytest.raises(ValueError):

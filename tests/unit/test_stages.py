@@ -129,6 +129,24 @@ def test_risk_processes_restored_mid_stream_give_the_single_process_alerts(traff
     assert set(got) == want
 
 
+def test_the_risk_stage_keeps_no_change_set(traffic):
+    """The risk stage writes every tracked pair at a checkpoint and forgets no vehicle: the
+    episode tracker's changed vehicles must not pile up there (one id per vehicle that was
+    ever in a conflict, for as long as the process runs)."""
+    grid = TileGrid(400.0, 170.0, RISK_PARTS)
+    log = _predict(traffic, [set(range(INPUTS))], grid)
+    eng = RiskEngine(CFG, grid)
+    eng.assign(range(RISK_PARTS))
+    seq, alerts = 0, 0
+    for q in range(RISK_PARTS):
+        batch, _ = eng.decode_records(None, log[q], CodecConfig())
+        alerts += len(eng.process(batch, seq, partitions=np.full(len(batch), q)).alerts)
+        seq += len(log[q])
+    alerts += len(eng.flush().alerts)
+    assert alerts >= 5
+    assert eng.conflicts.tracker.changed_vehicles() == set()
+
+
 def test_records_round_trip_bit_exact(traffic):
     grid = TileGrid(100.0, 170.0, 4)
     log = _predict(traffic[:3000], [set(range(INPUTS))], grid)
