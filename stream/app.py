@@ -383,6 +383,7 @@ class Processor:
         self._backoff_s = 0.0
         self._errors_unlogged = 0
         self._next_error_log = 0.0
+        self._status_mark = (0.0, 0)  # (elapsed s, records) at the last status line
         if io.rebalance is not None:
             io.rebalance.target = self
         store = getattr(self.engine, "store", None)
@@ -750,10 +751,15 @@ class Processor:
     def _status(self, elapsed_s: float) -> None:
         # summary(), not stats: the risk stage keeps its alert counts in its conflict stage
         s = self.engine.summary()
+        # The rate since the previous line: a run's average would read thousands a second
+        # long after the input stopped, and hide a slowdown after days.
+        since_s, since_records = self._status_mark
+        self._status_mark = (elapsed_s, self.records)
         log.info(
             "%d records (%.0f/s), %d vehicles, alerts %d warning / %d critical, dropped "
             "%d stale / %d late / %d future / %d dense, %d rejected",
-            self.records, self.records / max(elapsed_s, 1e-9), len(self.engine),
+            self.records, (self.records - since_records) / max(elapsed_s - since_s, 1e-9),
+            len(self.engine),
             *(s.get(k, 0) for k in ("warning", "critical", "stale", "late", "future",
                                     "dense")),
             self.rejects.total,

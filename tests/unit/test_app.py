@@ -164,6 +164,23 @@ def test_batch_latency_is_the_batch_not_the_wait_for_its_first_record():
     assert metrics.processing_seconds._sum.get() < 40 * 1.0
 
 
+def test_the_status_line_gives_the_rate_since_the_previous_one(caplog):
+    """After hours at thousands a second, input that stopped must read 0/s, not the run's
+    average slowly falling."""
+    cfg = ProcessorConfig(source="memory", predictor="cv")
+    proc = Processor(cfg, IO(MemorySource(queue.Queue()), [Output("alerts", MemorySink())]),
+                     ConstantVelocity(PathSpec()))
+    caplog.set_level("INFO", logger="trajstream.stream.app")
+    proc.records = 150_000
+    proc._status(30.0)
+    proc._status(60.0)  # nothing came meanwhile
+    proc.records = 180_000
+    proc._status(90.0)
+    rates = [r.getMessage().split("(")[1].split(")")[0] for r in caplog.records
+             if "records (" in r.getMessage()]
+    assert rates == ["5000/s", "0/s", "1000/s"]
+
+
 def test_memory_source_and_stop_event():
     values = crossing_traffic(seed=1)
     q: queue.Queue = queue.Queue()
