@@ -386,6 +386,8 @@ class Processor:
         self._status_mark = (0.0, 0)  # (elapsed s, records) at the last status line
         if io.rebalance is not None:
             io.rebalance.target = self
+        else:
+            self.metrics.assigned_partitions.set(1)  # a file or in-process input: one stream
         store = getattr(self.engine, "store", None)
         if store is not None:
             store.log_evictions = io.changelog is not None  # tombstones
@@ -695,6 +697,7 @@ class Processor:
             self._hook_error = exc
             raise
         self.owned |= new
+        self.metrics.assigned_partitions.set(len(self.owned))
 
     def _on_revoke(self, parts: list[tuple[str, int]]) -> None:
         mine = {p for t, p in parts if t == self.io.source.topic} & self.owned
@@ -721,6 +724,7 @@ class Processor:
         if self._publisher is not None:
             self._publisher.forget(mine)
         self.owned -= mine
+        self.metrics.assigned_partitions.set(len(self.owned))
         log.info("partitions %s revoked: dropped %d vehicle state(s)", sorted(mine),
                  len(dropped))
 

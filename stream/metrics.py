@@ -175,6 +175,13 @@ class Metrics:
             "trajstream_alerts", "Collision alerts published, by severity.", ["severity"],
             registry=r,
         )  # fmt: skip
+        self.assigned_partitions = Gauge(
+            "trajstream_assigned_partitions",
+            "Input partitions this process holds: 0 means it consumes nothing (a broker "
+            "outage, a group it has not joined, or more processes than partitions); a file "
+            "or in-process input counts as 1.",
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "trajstream_consumer_lag_records",
             "Records between the consumer position and the high watermark, all partitions.",

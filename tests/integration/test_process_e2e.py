@@ -237,6 +237,7 @@ def test_sigterm_finishes_cleanly_with_metrics_and_commits_what_is_done(
                 assert m.get(key, 0) > 100, key
         assert m['trajstream_alerts_total{severity="warning"}'] > 0
         assert m["trajstream_event_time_lag_seconds"] > 0
+        assert m["trajstream_assigned_partitions"] == 1  # the positions topic's one
         time.sleep(0.5)  # one more commit interval
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)

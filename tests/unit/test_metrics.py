@@ -26,6 +26,7 @@ CONTRACT = {
     "active_vehicles": ("trajstream_active_vehicles", "gauge", ()),
     "alerts": ("trajstream_alerts", "counter", ("severity",)),
     "consumer_lag": ("trajstream_consumer_lag_records", "gauge", ()),
+    "assigned_partitions": ("trajstream_assigned_partitions", "gauge", ()),
     "prediction_error": ("trajstream_prediction_error_meters", "histogram", ("model", "horizon")),
     "risk_seconds": ("trajstream_risk_seconds", "histogram", ()),
     "commit_seconds": ("trajstream_commit_seconds", "histogram", ()),
