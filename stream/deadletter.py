@@ -3,7 +3,9 @@
 Bad input never stops the stream. Each rejected record is counted in
 ``trajstream_positions_rejected_total{reason}``, optionally forwarded to a dead-letter sink
 with its reason (so it can be inspected and replayed), and summarised in the log at most once
-per ``log_interval_s`` so a flood of garbage cannot flood the log too.
+per ``log_interval_s`` (a minute: the first at once, then what a minute brought) so a flood
+of garbage cannot flood the log too; a feed with its usual few late fixes gives one line a
+minute, and the counters have the detail.
 
 Envelope (value of each dead letter, UTF-8 JSON; key = the original key)::
 
@@ -100,7 +102,7 @@ class RejectPolicy:
         self,
         metrics: Metrics,
         dlq: DeadLetterSink | None,
-        log_interval_s: float = 10.0,
+        log_interval_s: float = 60.0,
         *,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         clock: Callable[[], float] = time.monotonic,
