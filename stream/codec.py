@@ -534,8 +534,10 @@ def _range_detail(v: dict[str, float], cfg: CodecConfig) -> str:
             msgs.append(f"lat={v['lat']!r} outside [-90, 90]")
         if abs(v["lon"]) > 180.0:
             msgs.append(f"lon={v['lon']!r} outside [-180, 180]")
-        if not msgs:
-            msgs.append(f"lat/lon projects farther than {lim} m from the origin")
+        if abs(v["lat"]) <= 90.0 and abs(v["lon"]) <= 180.0:
+            gx, gy = _project(np.array([v["lat"]]), np.array([v["lon"]]), cfg)
+            if abs(gx[0]) > lim or abs(gy[0]) > lim:
+                msgs.append(f"lat/lon projects farther than {lim} m from the origin")
     else:
         for k in ("x", "y"):
             if abs(v[k]) > lim:

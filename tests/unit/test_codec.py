@@ -348,6 +348,17 @@ def test_lat_lon_too_far_from_origin() -> None:
     assert r.reason == "out_of_range" and "origin" in r.detail
 
 
+def test_lat_lon_near_origin_with_a_bad_heading_blames_the_heading_only() -> None:
+    # A compass bearing in degrees sent as heading: the position is fine, and the detail
+    # said it "projects farther than ... from the origin", sending integrators after
+    # their coordinates.
+    r = rejected(msg(x=_DROP, y=_DROP, lat=52.521, lon=13.401, heading=130.7), cfg=GEO)
+    assert r.reason == "out_of_range"
+    assert "heading" in r.detail and "origin" not in r.detail
+    r = rejected(msg(x=_DROP, y=_DROP, lat=52.521, lon=13.401, speed=250.0), cfg=GEO)
+    assert "speed" in r.detail and "origin" not in r.detail
+
+
 def test_empty_key() -> None:
     assert rejected(msg(), key=b"").reason == "empty_key"
 
