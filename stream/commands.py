@@ -458,13 +458,15 @@ def _summary_line(s: dict[str, Any]) -> str:
     if "main_idle_s" in s:
         cpu += (f"; main thread {s['main_wait_s']:.1f} s waiting for a CPU, "
                 f"{s['main_idle_s']:.1f} s idle")
+    moved = s.get("moved_partition", 0)  # a keying mistake of the producers
+    keys = f"; {moved} fixes of vehicles seen on several partitions" if moved else ""
     return (f"{s['consumed']} records in {s.get('elapsed_s', 0.0):.1f} s "
             f"({s.get('records_per_s', 0.0):.0f}/s{cpu}); alerts {s['warning']} warning, "
             f"{s['critical']} critical; dropped {s['stale']} stale, {s['late']} late, "
             f"{s['future']} future, {s['dense']} dense, {s['ahead']} ahead; "
             f"corrected {s.get('corrected_speed', 0)} speed, "
             f"{s.get('corrected_heading', 0)} heading, {s.get('corrected_jump', 0)} jump; "
-            f"{s['rejected']} rejected")
+            f"{s['rejected']} rejected{keys}")
 
 
 # -- demo --------------------------------------------------------------------------------

@@ -42,7 +42,15 @@ _HINTS = {
                "using the course derived from positions",
     "jump": "moved further between two fixes than any vehicle can (another frame or "
             "origin?); its track restarts there",
+    "partition": "records on more than one input partition, so they arrive out of order "
+                 "and most are dropped stale: key every record by vehicle_id and publish "
+                 "the fleet through one partitioner",
 }
+# A fleet-wide mistake (km/h everywhere) would log a line per vehicle: per reason, this many
+# vehicles are named within _LOG_WINDOW_S of event time, then one line says the rest are
+# only counted.
+_LOG_PER_WINDOW = 5
+_LOG_WINDOW_S = 600.0
 
 
 class VehicleStage:
@@ -75,12 +83,13 @@ class VehicleStage:
         self.errors = OnlineError(
             spec, models, capacity=1024, anchor_interval_s=config.error_anchor_interval_s
         )
-        self.stats: dict[str, int] = {"evicted": 0, "predictions": 0,
+        self.stats: dict[str, int] = {"evicted": 0, "predictions": 0, "moved_partition": 0,
                                       **{f"corrected_{r}": 0 for _, r in FLAG_REASONS}}
         self._corrections = (None if metrics is None else
                              {r: metrics.positions_corrected.labels(reason=r)
                               for _, r in FLAG_REASONS})
         self._warned: set[tuple[str, str]] = set()  # (vehicle, reason) logged once
+        self._logged: dict[str, tuple[float, int]] = {}  # reason -> (window start, lines)
         self.newest_applied_ts = -math.inf  # newest event time applied to the state
         self.next_evict = -math.inf
 
@@ -203,6 +212,12 @@ class VehicleStage:
         ts = rec["ts"]
         kin, started = store.update(slots, ts, rec["x"], rec["y"], rec["speed"], rec["heading"],
                                     rec["length"], rec["width"])
+        before = store.partition[slots]
+        moved = np.flatnonzero((before >= 0) & (rec["part"] >= 0) & (before != rec["part"]))
+        if moved.size:
+            self.stats["moved_partition"] += int(moved.size)
+            for r in moved.tolist():
+                self._warn_once(str(ids[r]), "partition", float(ts[r]))
         store.partition[slots] = rec["part"]
         if store.flags.any():
             self._count_corrections(store.flags, ids, ts)
@@ -255,13 +270,27 @@ class VehicleStage:
             if self._corrections is not None:
                 self._corrections[reason].inc(int(rows.size))
             for r in rows.tolist():
-                key = (str(ids[r]), reason)
-                if key not in self._warned:
-                    if len(self._warned) >= 10_000:  # only log-once bookkeeping
-                        self._warned.clear()
-                    self._warned.add(key)
-                    log.warning("vehicle %s at ts %.3f: %s", key[0], float(ts[r]),
-                                _HINTS[reason])
+                self._warn_once(str(ids[r]), reason, float(ts[r]))
+
+    def _warn_once(self, vehicle: str, reason: str, ts: float) -> None:
+        """Log a vehicle's ``reason`` once; per reason at most _LOG_PER_WINDOW vehicles per
+        _LOG_WINDOW_S of event time, then one line that the rest are only counted."""
+        key = (vehicle, reason)
+        if key in self._warned:
+            return
+        if len(self._warned) >= 10_000:  # only log-once bookkeeping
+            self._warned.clear()
+        self._warned.add(key)
+        start, lines = self._logged.get(reason, (-math.inf, 0))
+        if ts - start >= _LOG_WINDOW_S:
+            start, lines = ts, 0
+        self._logged[reason] = (start, lines + 1)
+        if lines < _LOG_PER_WINDOW:
+            log.warning("vehicle %s at ts %.3f: %s", vehicle, ts, _HINTS[reason])
+        elif lines == _LOG_PER_WINDOW:
+            log.warning("more vehicles with the same problem (%s) within %.0f s: counted, "
+                        "not logged (the done: line and the metrics have the counts)",
+                        reason, _LOG_WINDOW_S)
 
     def _predictions(self, ids: np.ndarray, kin: Kinematics, paths: np.ndarray,
                      sigma: np.ndarray | None, last: np.ndarray,

@@ -335,6 +335,27 @@ def test_a_partition_trailing_beyond_the_skew_limit_stops_holding(caplog):
     assert len(caplog.records) == 1  # once per partition
 
 
+def test_a_vehicle_on_several_partitions_is_named_and_counted(caplog):
+    """Producers that do not key by vehicle_id (or mix partitioners) spread a vehicle over
+    partitions, and most of its fixes are then dropped stale: said per vehicle (five at
+    most, then once that more are only counted), counted in the stats."""
+    eng = Engine(EngineConfig(), ConstantVelocity(SPEC))
+    ids = [f"v{k}" for k in range(8)]
+    seq = 0
+    with caplog.at_level("WARNING", logger="trajstream.stream.vehicles"):
+        for step in range(40):  # each vehicle's fixes alternate between partitions 0 and 1
+            rows = [(v, T0 + 0.1 * step, 10.0 * k + 1.4 * step) for k, v in enumerate(ids)]
+            part = np.full(len(rows), step % 2, dtype=np.int64)
+            eng.process(_batch(_positions(rows)), seq, partitions=part)
+            seq += len(rows)
+        eng.flush()
+    said = [r.getMessage() for r in caplog.records]
+    named = [m for m in said if "records on more than one input partition" in m]
+    assert [m.split()[1] for m in named] == ids[:5], said
+    assert sum("more vehicles with the same problem (partition)" in m for m in said) == 1
+    assert eng.stats["moved_partition"] > 8
+
+
 def test_a_flooding_sender_is_capped_per_event_time_bucket():
     pred = CountingPredictor(SPEC)
     eng = Engine(EngineConfig(min_fix_interval_s=0.02), pred)
