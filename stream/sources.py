@@ -424,6 +424,7 @@ class KafkaSource:
         for p in partitions:
             self._uncommitted.pop(p, None)
             self._committed.pop(p, None)
+        self._blocking = self._blocking.difference(partitions)
 
     @property
     def consumer(self) -> Any:
@@ -436,13 +437,17 @@ class KafkaSource:
         """Partitions with consumer lag: the engine's watermark waits for them.
 
         Looked up at most every ``BLOCKING_REFRESH_S``; a slightly old answer only holds
-        the watermark a little longer.
+        the watermark a little longer. A lag the client cannot tell now (an offset commit
+        unanswered, a high watermark not known) keeps the last answer: taken as "nothing
+        left" it would let the watermark run to the newest event time of the partition
+        ahead, and every partition behind it by more than the allowed lateness would be
+        dropped late (a backlog: most of it).
         """
         now = self._clock()
         if now >= self._blocking_at + BLOCKING_REFRESH_S:
             lags = self._c.lags()
-            self._blocking = set() if lags is None else {
-                p for (t, p), n in lags.items() if n > 0 and t == self.topic}
+            if lags is not None:
+                self._blocking = {p for (t, p), n in lags.items() if n > 0 and t == self.topic}
             self._blocking_at = now
         return self._blocking
 
