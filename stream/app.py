@@ -376,6 +376,7 @@ class Processor:
         self.first_record_at: float | None = None  # time.monotonic() of the first record
         self._keep_latencies = False
         self.owned: set[int] = set()  # input partitions assigned (changelog meta goes there)
+        self._warned_partial: frozenset[int] = frozenset()  # --stage all: a share said once
         self._closing = False
         self._unprocessed_seq: int | None = None  # first record a stop left unprocessed
         self._hook_error: BaseException | None = None
@@ -698,6 +699,21 @@ class Processor:
             raise
         self.owned |= new
         self.metrics.assigned_partitions.set(len(self.owned))
+        self._warn_partial_share()
+
+    def _warn_partial_share(self) -> None:
+        """--stage all holding a share of the input: pairs across the shares are not
+        assessed (docs/architecture.md, scaling out); said once per share held."""
+        total, held = self.io.inputs, frozenset(self.owned)
+        if self.config.stage != "all" or not 0 < len(held) < total or (
+                held == self._warned_partial):
+            return
+        self._warned_partial = held
+        log.warning("this process holds %d of the %d partitions of %s (--stage all): a pair of "
+                    "vehicles whose positions arrive on partitions held by another process of "
+                    "group %s is never assessed, and its alerts are missed. To scale out, run "
+                    "--stage predict and --stage risk (README: Scaling out)", len(held),
+                    total, self.io.source.topic, self.config.consumer_group)
 
     def _on_revoke(self, parts: list[tuple[str, int]]) -> None:
         mine = {p for t, p in parts if t == self.io.source.topic} & self.owned
