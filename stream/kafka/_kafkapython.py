@@ -289,10 +289,15 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     def on_partitions_assigned(self, assigned: Any) -> None:
         self.assigned.append(list(assigned))
 
-    def pass_on_assigned(self) -> None:
-        """Run the hook of every assignment noted since the last call."""
+    def pass_on_assigned(self) -> list[Any]:
+        """Run the hook of every assignment noted since the last call; the partitions
+        passed on."""
+        passed: list[Any] = []
         while self.assigned:
-            self._hooks.assigned(self.assigned.pop(0))
+            tps = self.assigned.pop(0)
+            self._hooks.assigned(tps)
+            passed.extend(tps)
+        return passed
 
 
 class KafkaPythonConsumer:
@@ -331,7 +336,9 @@ class KafkaPythonConsumer:
         """Polled records by topic-partition, as (offset, timestamp, key, value)."""
         try:
             polled = self._c.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
-            self._listener.pass_on_assigned()  # before any record of the new partitions
+            passed = self._listener.pass_on_assigned()  # before any record of them
+            if passed:
+                polled = self._rewind(passed, polled)
             return {tp: as_tuples(recs, self._fast) for tp, recs in polled.items()}
         except kerr.KafkaError as exc:
             if getattr(exc, "retriable", False):
@@ -341,6 +348,25 @@ class KafkaPythonConsumer:
                 raise fenced_member(self._group, self._instance_id, type(exc).__name__
                                     ) from exc
             raise KafkaUnavailable(f"Kafka consumer failed: {exc}") from exc
+
+    def _rewind(self, passed: list[Any], polled: dict[Any, Any]) -> dict[Any, Any]:
+        """Read the partitions just passed on from their committed offsets.
+
+        An eager rebalance revokes every partition, and the processor drops what it holds of
+        them (records consumed but not released, not committed) and restores their state as
+        of the commit. kafka-python (3.x) keeps the position of a partition assigned to the
+        same member again, so those records were never read again: the fixes were lost and
+        the member's predictions and alerts differed from an uninterrupted run's. librdkafka
+        starts a (re)assigned partition at its committed offset; so does this now. Records of
+        them this poll returned come again from there."""
+        tps = set(passed)
+        for tp in tps:
+            start = self._c.committed(tp)
+            if start is None and polled.get(tp):  # nothing committed: from this poll's first
+                start = as_tuples(polled[tp][:1], self._fast)[0][0]
+            if start is not None:
+                self._c.seek(tp, start)
+        return {tp: recs for tp, recs in polled.items() if tp not in tps}
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         out: list[Record] = []
