@@ -300,6 +300,9 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         return passed
 
 
+_COMMITTED_TIMEOUT_MS = 10_000  # a committed-offset lookup that blocks longer is retried
+
+
 class KafkaPythonConsumer:
     def __init__(
         self,
@@ -327,6 +330,7 @@ class KafkaPythonConsumer:
         self._hooks = RebalanceHooks(on_assign, on_revoke)
         self._topics = list(topics)
         self._listener = _Listener(self._hooks)
+        self._rewind_pending: set[Any] = set()  # (re)assigned, not yet sought back
         self._c.subscribe(topics, listener=self._listener)
 
     def group_metadata(self) -> Any:
@@ -336,9 +340,9 @@ class KafkaPythonConsumer:
         """Polled records by topic-partition, as (offset, timestamp, key, value)."""
         try:
             polled = self._c.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
-            passed = self._listener.pass_on_assigned()  # before any record of them
-            if passed:
-                polled = self._rewind(passed, polled)
+            self._rewind_pending.update(self._listener.pass_on_assigned())  # before records
+            if self._rewind_pending:
+                polled = self._rewind(polled)
             return {tp: as_tuples(recs, self._fast) for tp, recs in polled.items()}
         except kerr.KafkaError as exc:
             if getattr(exc, "retriable", False):
@@ -349,7 +353,7 @@ class KafkaPythonConsumer:
                                     ) from exc
             raise KafkaUnavailable(f"Kafka consumer failed: {exc}") from exc
 
-    def _rewind(self, passed: list[Any], polled: dict[Any, Any]) -> dict[Any, Any]:
+    def _rewind(self, polled: dict[Any, Any]) -> dict[Any, Any]:
         """Read the partitions just passed on from their committed offsets.
 
         An eager rebalance revokes every partition, and the processor drops what it holds of
@@ -358,14 +362,23 @@ class KafkaPythonConsumer:
         same member again, so those records were never read again: the fixes were lost and
         the member's predictions and alerts differed from an uninterrupted run's. librdkafka
         starts a (re)assigned partition at its committed offset; so does this now. Records of
-        them this poll returned come again from there."""
-        tps = set(passed)
-        for tp in tps:
-            start = self._c.committed(tp)
+        them this poll returned come again from there. A lookup that fails leaves its
+        partition pending: the next poll drops its records again and retries, so none is
+        taken from the kept position (and the other partitions' records are kept)."""
+        tps = self._rewind_pending
+        for tp in sorted(tps):
+            try:
+                start = self._c.committed(tp, timeout_ms=_COMMITTED_TIMEOUT_MS)
+            except kerr.KafkaError as exc:
+                log.warning("committed offset of %s:%d unknown (%s): its records wait for "
+                            "the next poll", tp.topic, tp.partition, exc)
+                break
             if start is None and polled.get(tp):  # nothing committed: from this poll's first
                 start = as_tuples(polled[tp][:1], self._fast)[0][0]
             if start is not None:
                 self._c.seek(tp, start)
+            tps.discard(tp)
+            polled.pop(tp, None)
         return {tp: recs for tp, recs in polled.items() if tp not in tps}
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
