@@ -234,9 +234,9 @@ def build_io(config: ProcessorConfig) -> IO:
     if stage != "all":
         # The internal topic has the positions topic's partition count (whichever stage
         # starts first creates it); the risk stage's changelog follows the internal topic.
-        create_topics(config.bootstrap, [config.internal_topic], partitions=inputs,
+        create_topics(config.bootstrap, [config.internal_name], partitions=inputs,
                       client=client, client_config=admin)
-        tiles = partition_count(config.bootstrap, config.internal_topic, client=client,
+        tiles = partition_count(config.bootstrap, config.internal_name, client=client,
                                 client_config=admin)
         grid = TileGrid(config.tile_m, config.halo, tiles or inputs)
         if stage == "risk":
@@ -256,7 +256,7 @@ def build_io(config: ProcessorConfig) -> IO:
         consumer_conf.setdefault("group.instance.id", config.instance_id)
     if eos and "isolation.level" not in shared:
         consumer_conf.setdefault("isolation.level", "read_committed")
-    source_topic = config.internal_topic if stage == "risk" else config.positions_topic
+    source_topic = config.internal_name if stage == "risk" else config.positions_topic
     consumer = make_consumer(
         config.bootstrap,
         [source_topic],
@@ -279,7 +279,7 @@ def build_io(config: ProcessorConfig) -> IO:
     source = KafkaSource(consumer, source_topic, until_end=config.until_end)
     outputs = [Output(kind, KafkaSink(producer, topic)) for kind, topic in
                (("alerts", alerts_topic), ("predictions", config.predictions_topic),
-                ("internal", config.internal_topic if stage == "predict" else None))
+                ("internal", config.internal_name if stage == "predict" else None))
                if topic]
     changelog = Changelog(producer, changelog_topic, bootstrap=config.bootstrap, client=client,
                           partitions=n_parts, read_committed=eos,

@@ -352,7 +352,8 @@ def _codec(origin_lat: float | None, origin_lon: float | None, max_message_bytes
            "each stage with more processes (docs/scaling.md).")
 @_opt("--internal-topic", env="INTERNAL_TOPIC", default=DEFAULTS.internal_topic,
       help="Topic between --stage predict and --stage risk (created with the positions "
-           "topic's partition count).")
+           "topic's partition count). Default: <group>-predicted-kinematics, one per "
+           "deployment (two sharing a topic would alert on each other's vehicles).")
 @_opt("--tile-m", env="TILE_M", default=DEFAULTS.tile_m, type=_POS_FLOAT,
       help="Side of the square tiles the risk stage is keyed by (m).")
 @_opt("--halo-m", env="HALO_M", default=None, type=click.FloatRange(min=0.0),
@@ -424,7 +425,7 @@ def process(**kw: Any) -> None:
         raise
     metrics.set_build_info("none" if predictor is None else predictor.name, io.kafka_client)
     server = _serve_metrics(kw["metrics_port"], kw["metrics_addr"], metrics)
-    topic = cfg.internal_topic if risk_only else cfg.positions_topic
+    topic = cfg.internal_name if risk_only else cfg.positions_topic
     member = "" if not cfg.instance_id else f", instance id {cfg.instance_id}"
     if cfg.exactly_once:
         member += f", transactional id {cfg.tx_id}"

@@ -69,7 +69,7 @@ class _Defaults:
     metrics_addr: str = "0.0.0.0"
     max_stall_s: float = 120.0
     stage: str = "all"
-    internal_topic: str = PREDICTED_TOPIC
+    internal_topic: str | None = None  # None: "<group>-predicted-kinematics"
     tile_m: float = 1000.0
     # the halo: vehicles faster than this can meet a pair's owner tile unseen (m/s)
     max_speed_mps: float = 40.0
@@ -276,7 +276,7 @@ class ProcessorConfig:
     max_stall_s: float = DEFAULTS.max_stall_s
     # two stages (Kafka): predict (vehicle-keyed) -> internal_topic -> risk (tile-keyed)
     stage: StageName = "all"
-    internal_topic: str = DEFAULTS.internal_topic
+    internal_topic: str | None = DEFAULTS.internal_topic
     tile_m: float = DEFAULTS.tile_m
     halo_m: float | None = None  # None: max_speed_mps x horizon + halo_margin_m
     # the conflict stage in a child process (stream/risk_process.py); None: when this
@@ -317,6 +317,13 @@ class ProcessorConfig:
         return DEFAULTS.max_speed_mps * self.engine.horizon_s + DEFAULTS.halo_margin_m
 
     @property
+    def internal_name(self) -> str:
+        """The topic between the stages: ``internal_topic``, else one per deployment,
+        ``<group>-predicted-kinematics`` (two deployments sharing one would read each
+        other's predictions and alert on them)."""
+        return self.internal_topic or f"{self.group}-{PREDICTED_TOPIC}"
+
+    @property
     def changelog_name(self) -> str | None:
         """The state changelog topic, or None without one (non-Kafka sources, disabled)."""
         if self.source != "kafka" or not self.changelog:
@@ -344,7 +351,7 @@ class ProcessorConfig:
                 )
             topics = [t for t in (self.alerts_topic, self.predictions_topic, self.dlq_topic) if t]
             if self.stage != "all":
-                topics.append(self.internal_topic)
+                topics.append(self.internal_name)
             if self.changelog_name:
                 topics.append(self.changelog_name)
             if self.positions_topic in topics:
@@ -379,7 +386,7 @@ class ProcessorConfig:
                               f"{', '.join(STAGES)}")
         if self.stage != "all" and self.source != "kafka":
             raise ConfigError(f"--stage {self.stage} runs on Kafka (--bootstrap): the stages "
-                              f"talk through the {self.internal_topic!r} topic")
+                              f"talk through the {self.internal_name!r} topic")
         if self.stage == "risk" and self.predictions_topic:
             raise ConfigError("--predictions-topic belongs to the predict stage, not risk")
         _finite_pos("tile_m", float(self.tile_m))

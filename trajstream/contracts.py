@@ -13,8 +13,8 @@ ignored. A JSONL file with one such object per line is the offline form of the t
 **Alerts** (topic ``collision-alerts``, key = ``"<a>|<b>"`` with a < b): schema
 :data:`ALERT_SCHEMA`; see ``trajstream.stream.episodes.alert_message`` for the fields.
 
-**Predicted kinematics** (topic ``predicted-kinematics``, internal: between ``trajstream
-process --stage predict`` and ``--stage risk``): binary records, see
+**Predicted kinematics** (topic ``<group>-predicted-kinematics``, internal: between
+``trajstream process --stage predict`` and ``--stage risk``): binary records, see
 ``trajstream.stream.internal``; key = the risk partition, or ``progress``.
 
 **Predictions** (topic ``trajectory-predictions``, key = vehicle_id):

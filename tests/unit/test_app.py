@@ -324,6 +324,18 @@ def test_each_instance_has_its_own_transactional_id():
     assert given.tx_id == "t"
 
 
+def test_each_deployment_has_its_own_internal_topic():
+    """Two deployments (groups) on one cluster must not read each other's predicted
+    kinematics: a shared default topic had one's risk stage publish the other's alerts."""
+    kafka = dict(source="kafka", bootstrap="h:1", group="g")
+    predict = ProcessorConfig(**kafka, stage="predict")
+    risk = ProcessorConfig(**kafka, stage="risk")
+    assert predict.internal_name == risk.internal_name == "g-predicted-kinematics"
+    assert ProcessorConfig(**{**kafka, "group": "h"}, stage="risk").internal_name != \
+        risk.internal_name
+    assert ProcessorConfig(**kafka, stage="risk", internal_topic="t").internal_name == "t"
+
+
 def test_process_cli_errors_and_file_run(tmp_path: Path):
     from trajstream.stream.commands import process
 
