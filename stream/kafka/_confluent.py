@@ -21,7 +21,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from trajstream.errors import ConfigError, KafkaUnavailable
+from trajstream.errors import ConfigError, Fenced, KafkaUnavailable
 from trajstream.stream.kafka import Columns, Record
 from trajstream.stream.kafka._common import (
     WATERMARK_CACHE_S,
@@ -75,13 +75,21 @@ _POLL_EVERY = 1024  # serve delivery reports every this many sends
 _FENCED_MEMBER = KafkaError(KafkaError.FENCED_INSTANCE_ID).str()
 
 
+def _member_fence(err: KafkaError, group: str, instance_id: str | None) -> Fenced | None:
+    """The end of the run when ``err`` says a twin took the member's static name."""
+    if err.code() == KafkaError.FENCED_INSTANCE_ID or _FENCED_MEMBER in err.str():
+        return fenced_member(group, instance_id, "FENCED_INSTANCE_ID")
+    return None
+
+
 def _consumer_fatal(err: KafkaError, group: str, instance_id: str | None,
                     ) -> KafkaUnavailable | None:
     """The error that ends the run for a consumer error retrying cannot cure, else None."""
     if not (err.fatal() or err.code() == KafkaError._FATAL):
         return None
-    if err.code() == KafkaError.FENCED_INSTANCE_ID or _FENCED_MEMBER in err.str():
-        return fenced_member(group, instance_id, "FENCED_INSTANCE_ID")
+    fenced = _member_fence(err, group, instance_id)
+    if fenced is not None:
+        return fenced
     exc = KafkaUnavailable(f"Kafka consumer failed fatally: {err.str()}")
     exc.retriable = False
     return exc
@@ -309,8 +317,17 @@ class ConfluentProducer:
     def send_offsets_to_transaction(self, offsets: dict[tuple[str, int], int],
                                     consumer: Any, timeout_s: float = 30.0) -> None:
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-        self._tx(self._p.send_offsets_to_transaction, tps, consumer.group_metadata(),
-                 timeout_s)
+        try:
+            self._tx(self._p.send_offsets_to_transaction, tps, consumer.group_metadata(),
+                     timeout_s)
+        except KafkaUnavailable as exc:
+            # A twin under the consumer's static name: the group coordinator refuses the
+            # offsets, so the fence reaches the producer here, not the consumer.
+            err = _carried(exc)
+            fenced = None if err is None else consumer.fenced_by(err)
+            if fenced is not None:
+                raise fenced from exc
+            raise
 
     def commit_transaction(self, timeout_s: float = 30.0) -> None:
         self._tx(self._p.commit_transaction, timeout_s)
@@ -380,6 +397,10 @@ class ConfluentConsumer:
 
     def group_metadata(self) -> Any:
         return self._c.consumer_group_metadata()
+
+    def fenced_by(self, err: KafkaError) -> Fenced | None:
+        """The end of the run when ``err`` says a twin took this member's static name."""
+        return _member_fence(err, self._group, self._instance_id)
 
     def _messages(self, max_records: int, timeout_s: float) -> list[Any]:
         """``consume()``, but not while an offset commit is unanswered: librdkafka's consume
