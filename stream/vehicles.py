@@ -288,9 +288,8 @@ class VehicleStage:
         if lines < _LOG_PER_WINDOW:
             log.warning("vehicle %s at ts %.3f: %s", vehicle, ts, _HINTS[reason])
         elif lines == _LOG_PER_WINDOW:
-            log.warning("more vehicles with the same problem (%s) within %.0f s: counted, "
-                        "not logged (the done: line and the metrics have the counts)",
-                        reason, _LOG_WINDOW_S)
+            log.warning("more vehicles with the same problem (%s) within %.0f s of event "
+                        "time: counted in the done: line, not named", reason, _LOG_WINDOW_S)
 
     def _predictions(self, ids: np.ndarray, kin: Kinematics, paths: np.ndarray,
                      sigma: np.ndarray | None, last: np.ndarray,
