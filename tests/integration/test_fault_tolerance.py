@@ -514,6 +514,14 @@ def _twins(bootstrap: str, args: list[str], env: dict[str, str], logs: Path,
                 p.wait()
 
 
+def _assert_fenced_exit(code: int, err: str, *options: str) -> None:
+    """The fenced process exited 1 with one error line naming one of ``options``."""
+    last = err.strip().splitlines()[-1]
+    assert code == 1, err[-3000:]
+    assert last.startswith("trajstream: error: ") and any(o in last for o in options), last
+    assert "Traceback" not in err, err[-3000:]
+
+
 def _processor(bootstrap: str, new_topic: Callable[[str], str], *extra: str) -> list[str]:
     """`process` with the product's defaults but fresh topics and group."""
     return ["process", "--bootstrap", bootstrap, "--positions-topic", new_topic("positions"),
@@ -530,10 +538,7 @@ def test_a_twin_with_the_same_instance_id_fences_the_first_which_exits_1_saying_
     args = _processor(kafka_bootstrap, new_topic, "--kafka-client", kafka_client)
     env = {**cli_env(), "HOSTNAME": "vm"}
     code, err = _twins(kafka_bootstrap, args, env, tmp_path)
-    last = err.strip().splitlines()[-1]
-    assert code == 1, err[-3000:]
-    assert last.startswith("trajstream: error: ") and "--instance-id" in last, last
-    assert "Traceback" not in err, err[-3000:]
+    _assert_fenced_exit(code, err, "--instance-id")
 
 
 def test_a_twin_with_the_same_transactional_id_fences_the_first_which_exits_1_saying_so(
@@ -546,10 +551,7 @@ def test_a_twin_with_the_same_transactional_id_fences_the_first_which_exits_1_sa
                       kafka_client)
     env = {k: v for k, v in cli_env().items() if k != "HOSTNAME"}
     code, err = _twins(kafka_bootstrap, args, env, tmp_path)
-    last = err.strip().splitlines()[-1]
-    assert code == 1, err[-3000:]
-    assert last.startswith("trajstream: error: ") and "--transactional-id" in last, last
-    assert "Traceback" not in err, err[-3000:]
+    _assert_fenced_exit(code, err, "--transactional-id")
 
 
 def test_exactly_once_twins_with_the_same_instance_id_fence_the_first_which_exits_1_saying_so(
@@ -561,8 +563,4 @@ def test_exactly_once_twins_with_the_same_instance_id_fence_the_first_which_exit
                       kafka_client)
     env = {**cli_env(), "HOSTNAME": "vm"}
     code, err = _twins(kafka_bootstrap, args, env, tmp_path)
-    last = err.strip().splitlines()[-1]
-    assert code == 1, err[-3000:]
-    assert last.startswith("trajstream: error: ") and (
-        "--instance-id" in last or "--transactional-id" in last), last
-    assert "Traceback" not in err, err[-3000:]
+    _assert_fenced_exit(code, err, "--instance-id", "--transactional-id")

@@ -7,6 +7,7 @@ import queue
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -90,6 +91,13 @@ def test_blank_lines_are_skipped_and_empty_file_works(tmp_path: Path):
         _file_run(tmp_path, [b"", b"  "])
 
 
+def _cv_processor(q: queue.Queue, metrics: Metrics, **config: Any) -> Processor:
+    """A constant-velocity processor reading ``q``, its alerts to memory."""
+    cfg = ProcessorConfig(source="memory", predictor="cv", **config)
+    return Processor(cfg, IO(MemorySource(q), [Output("alerts", MemorySink())]),
+                     ConstantVelocity(PathSpec()), metrics)
+
+
 def test_the_event_time_lag_grows_while_the_producers_are_silent():
     """The lag alert's cue: with no records, the gauge keeps counting from the newest
     event time applied instead of holding the last batch's value."""
@@ -98,9 +106,7 @@ def test_the_event_time_lag_grows_while_the_producers_are_silent():
     q: queue.Queue = queue.Queue()
     q.put([(None, v) for v in crossing_traffic(seed=1)])
     metrics = Metrics()
-    cfg = ProcessorConfig(source="memory", predictor="cv", max_batch_wait_ms=20)
-    proc = Processor(cfg, IO(MemorySource(q), [Output("alerts", MemorySink())]),
-                     ConstantVelocity(PathSpec()), metrics)
+    proc = _cv_processor(q, metrics, max_batch_wait_ms=20)
     lag = metrics.event_time_lag._value
     runner = threading.Thread(target=proc.run)
     runner.start()
@@ -128,9 +134,7 @@ def test_the_event_time_lag_is_nan_while_no_event_time_is_held():
 
     q: queue.Queue = queue.Queue()
     metrics = Metrics()
-    cfg = ProcessorConfig(source="memory", predictor="cv", max_batch_wait_ms=20)
-    proc = Processor(cfg, IO(MemorySource(q), [Output("alerts", MemorySink())]),
-                     ConstantVelocity(PathSpec()), metrics)
+    proc = _cv_processor(q, metrics, max_batch_wait_ms=20)
     runner = threading.Thread(target=proc.run)
     runner.start()
     try:
@@ -148,9 +152,7 @@ def test_batch_latency_is_the_batch_not_the_wait_for_its_first_record():
 
     q: queue.Queue = queue.Queue()
     metrics = Metrics()
-    cfg = ProcessorConfig(source="memory", predictor="cv", max_batch_wait_ms=10_000)
-    proc = Processor(cfg, IO(MemorySource(q), [Output("alerts", MemorySink())]),
-                     ConstantVelocity(PathSpec()), metrics)
+    proc = _cv_processor(q, metrics, max_batch_wait_ms=10_000)
     values = crossing_traffic(seed=1)[:40]
 
     def feed() -> None:
