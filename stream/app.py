@@ -200,6 +200,7 @@ def build_io(config: ProcessorConfig) -> IO:
         raise ConfigError(f"build_io handles kafka and file sources, not {config.source!r}")
     from trajstream.stream.changelog import TOPIC_CONFIG, Changelog
     from trajstream.stream.kafka import (
+        check_settings,
         create_topics,
         make_consumer,
         make_producer,
@@ -214,6 +215,17 @@ def build_io(config: ProcessorConfig) -> IO:
     admin = {**shared, **config.admin_config}
     stage = config.stage
     alerts_topic = config.alerts_topic if stage != "predict" else None
+    consumer_conf = dict(config.consumer_config)
+    if config.instance_id:
+        consumer_conf.setdefault("group.instance.id", config.instance_id)
+    if eos and "isolation.level" not in shared:
+        consumer_conf.setdefault("isolation.level", "read_committed")
+    producer_conf = dict(config.producer_config)
+    if stage == "predict":
+        # progress records must follow the tick records they cover, also across retries
+        producer_conf.setdefault("enable.idempotence", "true")
+    check_settings(config.bootstrap, client=client, consumer=consumer_conf,
+                   producer=producer_conf, shared=shared)
     topics = [t for t in (alerts_topic, config.predictions_topic, config.dlq_topic) if t]
     create_topics(config.bootstrap, topics, client=client, client_config=admin)
     changelog_topic = config.changelog_name
@@ -251,11 +263,6 @@ def build_io(config: ProcessorConfig) -> IO:
                 f"changelog topic {changelog_topic!r} has {have} partition(s), its input "
                 f"topic {n_parts}: they must match (use a new --changelog-topic)")
     rebalance = _Rebalance()
-    consumer_conf = dict(config.consumer_config)
-    if config.instance_id:
-        consumer_conf.setdefault("group.instance.id", config.instance_id)
-    if eos and "isolation.level" not in shared:
-        consumer_conf.setdefault("isolation.level", "read_committed")
     source_topic = config.internal_name if stage == "risk" else config.positions_topic
     consumer = make_consumer(
         config.bootstrap,
@@ -268,10 +275,6 @@ def build_io(config: ProcessorConfig) -> IO:
         on_assign=rebalance.assigned,
         on_revoke=rebalance.revoked,
     )
-    producer_conf = dict(config.producer_config)
-    if stage == "predict":
-        # progress records must follow the tick records they cover, also across retries
-        producer_conf.setdefault("enable.idempotence", "true")
     producer = make_producer(
         config.bootstrap, client=client, config=producer_conf, shared=shared,
         transactional_id=config.tx_id if eos else None,

@@ -34,6 +34,7 @@ __all__ = [
     "Producer",
     "Columns",
     "Record",
+    "check_settings",
     "create_topics",
     "make_consumer",
     "make_producer",
@@ -217,6 +218,25 @@ def make_producer(
     from trajstream.stream.kafka._kafkapython import KafkaPythonProducer
 
     return KafkaPythonProducer(bootstrap, conf, shared)
+
+
+def check_settings(
+    bootstrap: str,
+    *,
+    client: str | None = None,
+    consumer: Mapping[str, Any] | None = None,
+    producer: Mapping[str, Any] | None = None,
+    shared: Mapping[str, Any] | None = None,
+) -> None:
+    """Raise ConfigError for a consumer or producer setting the client refuses, before the
+    caller creates anything at the broker: a misspelt option must not leave topics behind
+    (a positions topic created with one partition stays that way)."""
+    _parse_bootstrap(bootstrap)
+    if resolve_client(client) == "confluent":
+        from trajstream.stream.kafka._confluent import check_settings as impl
+    else:
+        from trajstream.stream.kafka._kafkapython import check_settings as impl
+    impl(bootstrap, dict(consumer or {}), dict(producer or {}), dict(shared or {}))
 
 
 def make_consumer(

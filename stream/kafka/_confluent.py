@@ -103,6 +103,16 @@ def _build(cls: type[Any], conf: dict[str, Any], what: str) -> Any:
                           f"--kafka-option): {exc}") from exc
 
 
+def check_settings(bootstrap: str, consumer: dict[str, Any], producer: dict[str, Any],
+                   shared: dict[str, Any]) -> None:
+    """Build each client with its settings and drop it: librdkafka checks names and values
+    only when a client is made (the group is never joined, nothing is produced)."""
+    _build(Consumer, {**_base(bootstrap), **_CONSUMER_DEFAULTS, "group.id": throwaway_group(),
+                      **shared, **consumer}, "consumer").close()
+    _build(Producer, {**_base(bootstrap), **_PRODUCER_DEFAULTS, **shared, **producer},
+           "producer").flush(0)
+
+
 class _RateLimitedLog:
     """Passes on one line per (level, kind) every ``every_s``; repeats go to DEBUG.
 

@@ -114,6 +114,13 @@ def translate(config: Mapping[str, Any], known: Mapping[str, Any], *, role: str 
 ROLES = ("consumer", "producer", "admin")
 
 
+def check_settings(bootstrap: str, consumer: dict[str, Any], producer: dict[str, Any],
+                   shared: dict[str, Any]) -> None:
+    """The names and value types :func:`translate` checks, with no connection made."""
+    translate(consumer, KafkaConsumer.DEFAULT_CONFIG, role="consumer", shared=shared)
+    translate(producer, KafkaProducer.DEFAULT_CONFIG, role="producer", shared=shared)
+
+
 def _known_by_role() -> dict[str, Mapping[str, Any]]:
     return {"consumer": KafkaConsumer.DEFAULT_CONFIG, "producer": KafkaProducer.DEFAULT_CONFIG,
             "admin": KafkaAdminClient.DEFAULT_CONFIG}

@@ -420,3 +420,16 @@ def test_stage_all_holding_a_share_of_the_input_warns_that_cross_pairs_are_misse
     with caplog.at_level(logging.WARNING, logger="trajstream.stream.app"):
         proc._on_assign([("pos", p) for p in range(6)])
     assert not caplog.records
+
+
+@pytest.mark.parametrize("client", ["confluent", "kafka-python"])
+def test_a_bad_client_setting_is_refused_before_any_topic_is_made(client: str) -> None:
+    """A misspelt --consumer-option used to be refused only after the output topics, and a
+    missing positions topic (with 1 partition), were created. The checks come first now, so
+    a broker that does not exist is never asked for anything."""
+    cfg = ProcessorConfig(source="kafka", bootstrap="127.0.0.1:1", positions_topic="p",
+                          alerts_topic="a", kafka_client=client,
+                          consumer_config={"no.such.setting": "1"})
+    with pytest.raises(ConfigError, match="no.such.setting"):
+        build_io(cfg)
+

@@ -177,3 +177,13 @@ def test_both_producers_keep_a_partitions_order_through_retries() -> None:
     assert _confluent._PRODUCER_DEFAULTS["enable.idempotence"] is True
     conf = {**KafkaProducer.DEFAULT_CONFIG, **_kafkapython._PRODUCER_DEFAULTS}
     assert conf["enable_idempotence"] is True
+
+
+@pytest.mark.parametrize("client", sk.CLIENTS)
+def test_check_settings_refuses_what_the_client_refuses_without_a_broker(client: str) -> None:
+    sk.check_settings(NOWHERE, client=client, consumer={"fetch.min.bytes": "1"},
+                      producer={"linger.ms": "5"}, shared={"client.id": "x"})
+    with pytest.raises(ConfigError, match="consumer"):
+        sk.check_settings(NOWHERE, client=client, consumer={"no.such.setting": "1"})
+    with pytest.raises(ConfigError, match="linger.ms|queue.buffering.max.ms"):
+        sk.check_settings(NOWHERE, client=client, producer={"linger.ms": "abc"})
