@@ -423,7 +423,8 @@ def process(**kw: Any) -> None:
     except BaseException:  # e.g. the risk process cannot start: no output file is left
         io.discard()
         raise
-    metrics.set_build_info("none" if predictor is None else predictor.name, io.kafka_client)
+    metrics.set_build_info("none" if predictor is None else predictor.name, io.kafka_client,
+                           stage=cfg.stage)
     server = _serve_metrics(kw["metrics_port"], kw["metrics_addr"], metrics)
     topic = cfg.internal_name if risk_only else cfg.positions_topic
     member = "" if not cfg.instance_id else f", instance id {cfg.instance_id}"

@@ -56,7 +56,8 @@ HORIZONS: tuple[str, ...] = ("1", "2", "3", "4")
 KAFKA_ERROR_KINDS: tuple[str, ...] = ("consume", "produce", "commit", "dlq")
 # Every label name any metric here uses: all bounded by construction.
 LABEL_NAMES = frozenset(
-    {"reason", "severity", "model", "horizon", "kind", "predictor", "kafka_client", "version"}
+    {"reason", "severity", "model", "horizon", "kind", "predictor", "kafka_client", "version",
+     "stage"}
 )
 
 BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000)
@@ -230,11 +231,14 @@ class Metrics:
         for kind in KAFKA_ERROR_KINDS:
             self.kafka_errors.labels(kind=kind)
 
-    def set_build_info(self, predictor: str, kafka_client: str, version: str | None = None) -> None:
-        """Exported as ``trajstream_build_info{predictor, kafka_client, version} 1``."""
+    def set_build_info(self, predictor: str, kafka_client: str, version: str | None = None,
+                       stage: str = "all") -> None:
+        """Exported as ``trajstream_build_info{predictor, kafka_client, version, stage} 1``;
+        the stage lets an alert rule expect risk processes where predict processes run."""
         if version is None:
             version = _package_version()
-        self.info.info({"predictor": predictor, "kafka_client": kafka_client, "version": version})
+        self.info.info({"predictor": predictor, "kafka_client": kafka_client, "version": version,
+                        "stage": stage})
 
     def observe_processing(self, seconds: float, records: int) -> None:
         """One micro-batch's processing latency, counted once per record it held (so the

@@ -81,7 +81,8 @@ def test_exported_sample_names() -> None:
     text = generate_latest(m.registry).decode()
     assert "trajstream_positions_consumed_total 5.0" in text
     assert (
-        'trajstream_build_info{kafka_client="confluent",predictor="cv",version="1.2.3"} 1.0' in text
+        'trajstream_build_info{kafka_client="confluent",predictor="cv",stage="all",'
+        'version="1.2.3"} 1.0' in text
     )
 
 
