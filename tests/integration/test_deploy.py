@@ -667,6 +667,17 @@ def test_every_panel_uses_the_provisioned_datasource() -> None:
     assert len(ids) == len(set(ids)), "panel ids must be unique"
 
 
+def test_quantile_stats_say_no_batch_rather_than_nan() -> None:
+    """A quantile of an empty window is NaN, which a stat panel printed as "NaN" before the
+    first record and while idle; the NaN is filtered out and the panel says why it is empty."""
+    stats = [p for p in _panels(_dashboard()) if p["type"] == "stat"
+             and any("histogram_quantile" in t["expr"] for t in p["targets"])]
+    assert stats
+    for p in stats:
+        assert all(t["expr"].endswith(">= 0") for t in p["targets"]), p["title"]
+        assert p["fieldConfig"]["defaults"].get("noValue"), p["title"]
+
+
 def test_every_dashboard_expression_parses(tmp_path: Path) -> None:
     """promtool parses each query (as a recording rule), Grafana variables expanded."""
     promtool = _tool("promtool", "prometheus")
