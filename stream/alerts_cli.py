@@ -185,20 +185,22 @@ def alerts(
     if not topic.strip():
         raise click.BadParameter("must not be empty", param_hint="--topic")
     client = resolve_client(kafka_client)
-    wait_until_ready(bootstrap, timeout_s=connect_timeout_s)
     status = sys.stderr.isatty()
-    if status:
-        click.echo(
-            f"trajstream: following {topic!r} at {bootstrap} "
-            f"({'from the beginning' if from_beginning else 'new alerts'}; Ctrl-C to stop)",
-            err=True,
-        )
     out = _Output(as_json, color=sys.stdout.isatty())
     # Without an assignment (no topic, joining the group takes a few seconds), the idle
     # clock gives up after connect + idle timeouts.
     patience = None if idle_timeout_s is None else connect_timeout_s + idle_timeout_s
     reader_left = False  # `trajstream alerts | head`: no summary then
     with stop_on_signals(finishing=None) as stop:  # its summary says it
+        wait_until_ready(bootstrap, timeout_s=connect_timeout_s, stop=stop)
+        if stop.is_set():  # Ctrl-C before the broker answered: nothing read, nothing to say
+            return
+        if status:
+            click.echo(
+                f"trajstream: following {topic!r} at {bootstrap} "
+                f"({'from the beginning' if from_beginning else 'new alerts'}; Ctrl-C to stop)",
+                err=True,
+            )
         if _wait_for_topic(bootstrap, topic, client, patience, stop):
             consumer = make_consumer(
                 bootstrap,

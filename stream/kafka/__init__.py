@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -332,15 +333,17 @@ def partition_count(bootstrap: str, topic: str, *, client: str | None = None,
     return impl(bootstrap, topic, client_config)
 
 
-def wait_until_ready(bootstrap: str, timeout_s: float = 10.0) -> None:
-    """Return once a broker at ``bootstrap`` answers a metadata request.
+def wait_until_ready(bootstrap: str, timeout_s: float = 10.0,
+                     stop: threading.Event | None = None) -> None:
+    """Return once a broker at ``bootstrap`` answers a metadata request, or once ``stop`` is
+    set (Ctrl-C while waiting: the caller checks it).
 
     Raises KafkaUnavailable("cannot reach Kafka at HOST:PORT ...") after ``timeout_s``; a
     closed port fails after ``timeout_s`` without any client log noise.
     """
     from trajstream.stream.kafka._common import wait_until_ready as impl
 
-    impl(bootstrap, timeout_s, resolve_client(None))
+    impl(bootstrap, timeout_s, resolve_client(None), stop)
 
 
 def _parse_bootstrap(bootstrap: str) -> list[tuple[str, int]]:

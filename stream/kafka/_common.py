@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -109,12 +110,15 @@ def unreachable(bootstrap: str, why: str) -> KafkaUnavailable:
     )
 
 
-def wait_until_ready(bootstrap: str, timeout_s: float, client: str) -> None:
-    """TCP first (quiet and fast to retry), then one metadata round trip with the client."""
+def wait_until_ready(bootstrap: str, timeout_s: float, client: str,
+                     stop: threading.Event | None = None) -> None:
+    """TCP first (quiet and fast to retry), then one metadata round trip with the client.
+    Returns early, without raising, once ``stop`` is set."""
     servers = parse_bootstrap(bootstrap)
     deadline = time.monotonic() + max(timeout_s, 0.0)
     last_error = "no attempt"
-    while True:
+    pause = stop.wait if stop is not None else time.sleep
+    while stop is None or not stop.is_set():
         for host, port in servers:
             remaining = deadline - time.monotonic()
             try:
@@ -128,7 +132,7 @@ def wait_until_ready(bootstrap: str, timeout_s: float, client: str) -> None:
             last_error = "the port is open but no Kafka metadata came back"
         if time.monotonic() >= deadline:
             raise unreachable(bootstrap, f"{last_error.lower()} after {timeout_s:g} s")
-        time.sleep(min(0.2, max(deadline - time.monotonic(), 0.0)))
+        pause(min(0.2, max(deadline - time.monotonic(), 0.0)))
 
 
 def _metadata_ok(bootstrap: str, timeout_s: float, client: str) -> bool:

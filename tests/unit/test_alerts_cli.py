@@ -3,7 +3,13 @@ not an alert."""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
+
 import click
+import pytest
 
 from trajstream.stream.alerts_cli import _looks_like_position, _not_an_alert, format_alert
 
@@ -75,3 +81,29 @@ def test_what_looks_like_a_position() -> None:
     assert _looks_like_position({"vehicle_id": "v", "ts": 1.0, "lat": 48.1, "lon": 11.6})
     assert not _looks_like_position({"vehicle_id": "v", "ts": 1.0, "points": [[0, 0]]})
     assert not _looks_like_position(ALERT)
+
+
+def test_ctrl_c_while_waiting_for_the_broker_exits_0_quietly(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C stops `alerts` with exit 0 (its --help says so), also before the broker has
+    answered; it used to be a KeyboardInterrupt there, exit 130."""
+    from trajstream.cli import main
+
+    default = signal.getsignal(signal.SIGINT)
+
+    def interrupt() -> None:
+        give_up = time.monotonic() + 10.0  # then interrupt anyway: the old behaviour fails
+        while signal.getsignal(signal.SIGINT) is default and time.monotonic() < give_up:
+            time.sleep(0.01)
+        time.sleep(0.2)  # inside the connect wait (its retries to the closed port)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    sender = threading.Thread(target=interrupt)
+    sender.start()
+    started = time.monotonic()
+    code = main(["alerts", "--bootstrap", "127.0.0.1:1", "--connect-timeout", "60"])
+    sender.join()
+    assert code == 0
+    assert time.monotonic() - started < 30
+    assert capsys.readouterr().err == ""
+
