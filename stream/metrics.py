@@ -170,7 +170,10 @@ class Metrics:
             registry=r,
         )
         self.active_vehicles = Gauge(
-            "trajstream_active_vehicles", "Vehicles currently holding state.", registry=r
+            "trajstream_active_vehicles",
+            "Vehicles currently holding state (risk stage: those of its tiles and their halo in "
+            "its latest whole-fleet assessment).",
+            registry=r,
         )
         self.alerts = Counter(
             "trajstream_alerts", "Collision alerts published, by severity.", ["severity"],

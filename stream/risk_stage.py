@@ -238,6 +238,8 @@ class RiskEngine:
                 tick = merged if merged is not None else PredictedTick(t, *empty)
                 if only is None:
                     self._vehicles = len(tick)
+                    if self.metrics is not None:  # those of its tiles and their halo
+                        self.metrics.active_vehicles.set(self._vehicles)
                 self._fleet = tick.fleet
                 self._tick_k = kk
                 result = stage.assess(tick, owns=self._owns, partial=only is not None)

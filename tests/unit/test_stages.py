@@ -147,6 +147,27 @@ def test_the_risk_stage_keeps_no_change_set(traffic):
     assert eng.conflicts.tracker.changed_vehicles() == set()
 
 
+def test_the_risk_stage_reports_the_vehicles_it_assesses(traffic):
+    """Its active-vehicles gauge read 0 for the whole run: the vehicles of its tiles and
+    their halo in the latest whole-fleet assessment."""
+    from prometheus_client import CollectorRegistry
+
+    from trajstream.stream.metrics import Metrics
+
+    grid = TileGrid(400.0, 170.0, RISK_PARTS)
+    log = _predict(traffic, [set(range(INPUTS))], grid)
+    metrics = Metrics(CollectorRegistry())
+    eng = RiskEngine(CFG, grid, metrics)
+    eng.assign(range(RISK_PARTS))
+    seq = 0
+    for q in range(RISK_PARTS):
+        batch, _ = eng.decode_records(None, log[q], CodecConfig())
+        eng.process(batch, seq, partitions=np.full(len(batch), q))
+        seq += len(log[q])
+    assert len(eng) > 0
+    assert metrics.active_vehicles._value.get() == len(eng)
+
+
 def test_records_round_trip_bit_exact(traffic):
     grid = TileGrid(100.0, 170.0, 4)
     log = _predict(traffic[:3000], [set(range(INPUTS))], grid)
