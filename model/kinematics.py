@@ -54,6 +54,11 @@ SPEED_TOL_REL = 0.25  # ... plus this share of the larger of the two, plus 3 sig
 HEADING_CHECK_MPS = 3.0  # headings are judged only above this fitted speed
 HEADING_TOL_RAD = np.deg2rad(35.0)
 FIT_SIGMA_MAX_MPS = 0.5  # a fit less certain than this judges nothing
+# A feed slower than ~2 Hz has fewer than 3 fixes within WINDOW_S: its newest 3 take their
+# place when they span at most this (1 Hz: 2 s; 0.5 Hz: 4 s). Without them a 1 Hz vehicle
+# reporting positions only never had a speed or a heading (a simulated 1 Hz city: not one
+# alert), and its reported speed and heading were never checked.
+SLOW_FEED_SPAN_S = 4.5
 SPEED_FLAG, HEADING_FLAG = 1, 2  # bits of KinematicsTracker.flags
 
 
@@ -211,6 +216,8 @@ class KinematicsTracker:
             self.hist_n = grow(g("hist_n"), (capacity, WINDOW), np.nan)
             # bits of the reported values found wrong on this track: not used again on it
             self.distrust = grow(g("distrust"), (capacity,), 0.0)
+            # bits a slow feed's last judgement found wrong, awaiting a second one
+            self.suspect = grow(g("suspect"), (capacity,), 0.0)
         self.capacity = capacity
 
     def ensure_capacity(self, capacity: int) -> None:
@@ -232,6 +239,7 @@ class KinematicsTracker:
             self.hist_c[slots] = np.nan
             self.hist_n[slots] = np.nan
             self.distrust[slots] = 0.0
+            self.suspect[slots] = 0.0
 
     def update(
         self,
@@ -261,6 +269,9 @@ class KinematicsTracker:
         self.hist_t[slots], self.hist_x[slots], self.hist_y[slots] = ht, hx, hy
         age = ts[:, None] - ht
         recent = np.isfinite(ht) & (age <= WINDOW_S)
+        slow = (recent.sum(axis=1) < 3) & (age[:, -3] <= SLOW_FEED_SPAN_S)
+        if slow.any():  # (a NaN age, fewer than 3 fixes yet, compares False)
+            recent[slow, -3:] = True
         noise = self._noise(ht, hx, hy, recent)
         w = _window(age, recent, noise)
         fit_vx, fit_vy, fit_sigma, fit_age = _line_fit(age, w, hx, hy, noise)
@@ -285,6 +296,15 @@ class KinematicsTracker:
                     age[short], cw[short], hx[short], hy[short], noise[short])
             bad_speed, bad_heading = self._check(slots, speed, heading, cw, cvx, cvy,
                                                  np.hypot(cvx, cvy), csig)
+            held = self.suspect[slots]
+            if slow.any() or held.any():
+                # A slow feed's 3 fixes disagree once at a real crash (15, 0 and 0 m/s
+                # reported where the car stood through all three): a mismatch there counts
+                # when the judgement before found it too.
+                bits = (bad_speed * SPEED_FLAG + bad_heading * HEADING_FLAG).astype(np.int8)
+                self.suspect[slots] = np.where(slow, bits, 0)
+                bits = np.where(slow, bits & held.astype(np.int8), bits)
+                bad_speed, bad_heading = (bits & SPEED_FLAG) > 0, (bits & HEADING_FLAG) > 0
             # once wrong, a vehicle's reported value stays unused for the rest of its track
             # (a unit mistake does not heal when the vehicle slows below what is judged)
             was = self.distrust[slots].astype(np.int8)
@@ -315,7 +335,10 @@ class KinematicsTracker:
         k_yaw = np.where(first, 1.0, 1.0 - np.exp(-dt / _YAW_TAU_S))
         new_yaw = self.yaw_rate[slots] + k_yaw * (inst_yaw - self.yaw_rate[slots])
 
-        inst_acc = np.where(first, 0.0, (new_speed - prev_speed) / safe_dt)
+        # A slow feed's first fit is not an acceleration from a standstill: its previous
+        # fix had no speed yet (at 1 Hz, carried forward a second, it read 19 m/s for 12).
+        unmeasured = first | (slow & ~has_speed & np.isnan(ht[:, -4]))
+        inst_acc = np.where(unmeasured, 0.0, (new_speed - prev_speed) / safe_dt)
         k_acc = np.where(first, 1.0, 1.0 - np.exp(-dt / _ACCEL_TAU_S))
         new_acc = self.accel[slots] + k_acc * (np.clip(inst_acc, -12.0, 8.0) - self.accel[slots])
 
