@@ -91,6 +91,19 @@ def test_crossing_pair_is_alerted_warning_then_critical_before_contact():
     assert eng.stats["warning"] == 1 and eng.stats["critical"] == 1
 
 
+@pytest.mark.parametrize("reported", [True, False], ids=["speed+heading", "positions-only"])
+def test_a_1_hz_crossing_is_warned_before_contact(reported: bool):
+    """At 1 Hz a positions-only vehicle had no speed or heading (fewer than 3 fixes in the
+    1.5 s fit window), so no alert ever came; its newest 3 fixes are fitted now."""
+    values = crossing_traffic(n_background=5, hz=1.0)
+    if not reported:
+        values = [orjson.dumps({k: v for k, v in orjson.loads(m).items()
+                                if k not in ("speed", "heading")}) for m in values]
+    alerts, _ = run(values, None)
+    decoded = [orjson.loads(v) for k, v in alerts if k == b"cross-a|cross-b"]
+    assert decoded and decoded[0]["ts"] < T0 + 6.0 - 1.0
+
+
 @pytest.mark.parametrize("cut", [1, 7, 64, 500])
 def test_batch_boundaries_do_not_change_alerts(cut: int):
     values = crossing_traffic(seed=3, disorder_s=0.4, duplicates=0.05, late=0.01)
