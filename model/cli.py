@@ -53,9 +53,11 @@ def model() -> None:
       type=click.FloatRange(10.0), help="Simulated seconds per test file.")
 @_opt("--recorded", env="MODEL_RECORDED", multiple=True,
       type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE.jsonl[.gz]",
-      help="Recorded traffic (positions files with NGSIM/CommonRoad scenario ids, e.g. "
-      "imported by `trajstream data import`), split by recording: the held-out recordings "
-      "(simulator/recorded/split.py) are only evaluated on. Repeatable.")
+      help="Recorded traffic with CommonRoad scenario ids (USA_US101-10_1_T-1/484, as "
+      "`trajstream data import --format commonroad` names them), split by recording: the "
+      "held-out recordings (simulator/recorded/split.py) are only evaluated on. Other ids "
+      "(`--format ngsim`, your own) cannot be split and are refused: split such traffic "
+      "yourself into --train-data/--val-data/--test-data. Repeatable.")
 @_opt("--recorded-weight", env="MODEL_RECORDED_WEIGHT", default=6, type=click.IntRange(1, 20),
       help="Times each recorded training window counts (recorded vehicles are few and short).")
 @_opt("--sumo-train", env="MODEL_SUMO_TRAIN", multiple=True, default=("grid:11", "spider:12"),

@@ -443,6 +443,21 @@ def recorded_parts(path: Path) -> list[Part]:
             Part("test", path, name, "held-out")]
 
 
+def check_recorded(path: Path, pos: Positions) -> None:
+    """Refuse recorded traffic the held-out rule cannot split: ids that name no recording
+    (``i-80/12`` from ``data import --format ngsim``, a fleet's own ids) would be kept on
+    every side, trained on and then scored as held out."""
+    from trajstream.simulator.recorded.split import recording_of
+
+    alien = [v for v in pos.ids if recording_of(v) is None]
+    if alien:
+        raise ConfigError(
+            f"--recorded {path}: {len(alien)} of {len(pos.ids)} vehicle ids name no "
+            f"recording (e.g. {alien[0]!r}; the held-out rule needs CommonRoad scenario ids "
+            f"like 'USA_US101-10_1_T-1/484'), so they would be trained on and tested on "
+            f"alike: split the file yourself and give --train-data, --val-data, --test-data")
+
+
 def select_recorded(pos: Positions, which: str) -> Positions:
     """The records of ``which`` recordings: "fit" (training), "val", "held-out" or "all"."""
     if which == "all":
@@ -478,10 +493,19 @@ def _code_version() -> str:
                                else "")
 
 
+def _read(path: Path, cache: dict[Path, Positions]) -> Positions:
+    """A positions file, read once; records the codec rejects (NaN, out of range) are
+    dropped, and said so: a file of them would otherwise just look empty."""
+    if path not in cache:
+        cache[path], rejected = read_positions(path)
+        if rejected:
+            log.warning("%s: %d record(s) rejected by the positions contract, %d kept",
+                        path, rejected, len(cache[path]))
+    return cache[path]
+
+
 def _load_part(part: Part, cache: dict[Path, Positions]) -> Replay:
-    if part.path not in cache:
-        cache[part.path] = read_positions(part.path)[0]
-    return replay(event_time_order(select_recorded(cache[part.path], part.recorded)))
+    return replay(event_time_order(select_recorded(_read(part.path, cache), part.recorded)))
 
 
 def plan_parts(
@@ -538,13 +562,15 @@ def run_training(
     code_version = _code_version()
     if progress is None:
         progress = sys.stderr.isatty()
+    cache: dict[Path, Positions] = {}
+    for path in recorded:  # before simulating: a file the rule cannot split stops at once
+        check_recorded(path, _read(path, cache))
     if files is None:
         log.info("simulating built-in and SUMO data into %s", data_dir)
         parts = plan_parts(data, data_dir, recorded, progress)
     else:
         parts = [Part(split, p, source_name(p)) for split, ps in files.items() for p in ps]
     plan = {data_dir / f.name: f for f in data.plan()} if files is None else {}
-    cache: dict[Path, Positions] = {}
     rows: list[dict] = []
 
     def describe(part: Part, rep: Replay, scored: int) -> None:

@@ -181,6 +181,23 @@ def test_recorded_parts_follow_the_held_out_rule(tmp_path):
     assert seen == {"train": {"2", "8"}, "val": {"1", "13"}, "test": {"3"}}
 
 
+def test_recorded_ids_naming_no_recording_are_refused_before_simulating(tmp_path):
+    """`data import --format ngsim` names vehicles `<Location>/<id>`, which the held-out rule
+    cannot split: such a --recorded file used to sit on every side, so its vehicles were
+    trained on and then scored as held-out traffic. It stops the command (exit 2) at once."""
+    from trajstream.cli import main
+
+    path = tmp_path / "i80.jsonl"
+    path.write_bytes(b"".join(orjson.dumps({"vehicle_id": f"i-80/{v}", "ts": 1.76e9 + i * 0.1,
+                                            "x": float(i), "y": 3.0 * v}) + b"\n"
+                              for i in range(60) for v in (1, 2)))
+    data_dir = tmp_path / "sim"
+    code = main(["model", "train", "--recorded", str(path), "--data-dir", str(data_dir),
+                 "--out-dir", str(tmp_path / "out")])
+    assert code == 2
+    assert not data_dir.exists() and not (tmp_path / "out").exists()  # nothing simulated
+
+
 def test_mirroring_reflects_lateral_inputs_zones_and_targets():
     from trajstream.model.train import mirrored
 
