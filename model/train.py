@@ -24,6 +24,7 @@ import numpy as np
 
 from trajstream.errors import ConfigError
 from trajstream.model.data import (
+    MAX_TARGET_GAP_S,
     Positions,
     Replay,
     event_time_order,
@@ -458,6 +459,14 @@ def check_recorded(path: Path, pos: Positions) -> None:
             f"alike: split the file yourself and give --train-data, --val-data, --test-data")
 
 
+def _nothing_to_score(split: str, parts: Sequence[Part], records: int,
+                      spec: PathSpec) -> ConfigError:
+    names = ", ".join(sorted({p.path.name for p in parts}))
+    return ConfigError(
+        f"no {split} data to score: {names} ({records} position records kept) hold no "
+        f"vehicle tracked for {spec.horizon_s:g} s without a gap over {MAX_TARGET_GAP_S:g} s")
+
+
 def select_recorded(pos: Positions, which: str) -> Positions:
     """The records of ``which`` recordings: "fit" (training), "val", "held-out" or "all"."""
     if which == "all":
@@ -570,6 +579,10 @@ def run_training(
         parts = plan_parts(data, data_dir, recorded, progress)
     else:
         parts = [Part(split, p, source_name(p)) for split, ps in files.items() for p in ps]
+        for part in parts:  # before training: a test file with nothing to score stops now
+            rep = _load_part(part, cache) if part.split == "test" else None
+            if rep is not None and not future_positions(rep, spec.offsets_s)[1].any():
+                raise _nothing_to_score("test", [part], len(rep.pos), spec)
     plan = {data_dir / f.name: f for f in data.plan()} if files is None else {}
     rows: list[dict] = []
 
@@ -584,15 +597,19 @@ def run_training(
 
     def windows(split: str) -> Windows:
         out = []
+        records = 0
         todo = [p for p in parts if p.split == split]
         for part in tqdm(todo, desc=f"{split} windows", unit="file", file=sys.stderr,
                          disable=not progress):
             rep = _load_part(part, cache)
+            records += len(rep.pos)
             if not len(rep.pos):
                 continue  # e.g. a recorded file held out entirely
             w = make_windows(rep, spec, cfg.seq_len, cfg.burn_in, len(cfg.features))
             describe(part, rep, w.n_valid)
             out += [w] * (recorded_weight if part.recorded != "all" else 1)
+        if not any(w.n_valid for w in out):
+            raise _nothing_to_score(split, todo, records, spec)
         return concat_windows(out)
 
     log.info("replaying positions and building windows")

@@ -198,6 +198,26 @@ def test_recorded_ids_naming_no_recording_are_refused_before_simulating(tmp_path
     assert not data_dir.exists() and not (tmp_path / "out").exists()  # nothing simulated
 
 
+@pytest.mark.parametrize("bad", ["train", "val", "test"])
+def test_data_with_nothing_to_score_is_one_error_line(tiny_files, tmp_path, capsys, bad):
+    """One vehicle followed for under 4 s (or a file of NaN fixes the codec rejects) used to
+    train on zero windows with NaN loss and end in a traceback (ValueError, KeyError,
+    TypeError in the model card); now exit 2 naming the file, before any training."""
+    from trajstream.cli import main
+
+    short = tmp_path / "short.jsonl"
+    short.write_bytes(b"".join(orjson.dumps({"vehicle_id": "a", "ts": 1.76e9 + i * 0.1,
+                                             "x": float(i), "y": 0.0}) + b"\n"
+                               for i in range(30)))
+    files = {**tiny_files, bad: short}
+    args = ["model", "train", "--out-dir", str(tmp_path / "out"), *[
+        a for split, path in files.items() for a in (f"--{split}-data", str(path))]]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"no {bad} data to score: short.jsonl (30 position records kept)" in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
 def test_mirroring_reflects_lateral_inputs_zones_and_targets():
     from trajstream.model.train import mirrored
 
