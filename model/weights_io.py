@@ -7,6 +7,7 @@ TensorFlow nor a matching Keras version.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -68,6 +69,14 @@ class LstmWeights:
         if self.sigma_scale is None:
             object.__setattr__(self, "sigma_scale",
                                np.ones(self.config.points, np.float32))
+
+    def state_digest(self) -> str:
+        """A digest of what computes the recurrent state (normalisation and LSTM cell): a
+        state written under other weights means nothing to these (the head may differ)."""
+        h = hashlib.sha256(json.dumps(asdict(self.config), sort_keys=True).encode())
+        for name in ("feat_mean", "feat_std", "kernel", "recurrent", "bias"):
+            h.update(np.ascontiguousarray(getattr(self, name), np.float32).tobytes())
+        return h.hexdigest()[:16]
 
     def save(self, path: str | Path) -> None:
         header = {"format": FORMAT, "config": asdict(self.config), "meta": self.meta}

@@ -18,7 +18,8 @@ partition p restores exactly changelog partition p. Two kinds of record:
   position as seen from that partition: the last
   released tick, the newest event time seen (overall and in that partition), the next
   eviction time and the episode tracker's latest assessment time. These are not
-  per-vehicle, and without them a restarted engine would re-run or skip ticks.
+  per-vehicle, and without them a restarted engine would re-run or skip ticks. Also the
+  model that wrote the recurrent states (``model``): under another, they start over.
 
 Changelogs written before the shards (one record per vehicle, key ``vehicle_id``, a JSON
 object with base64 arrays) are read too; the writer replaces them with shards at the first

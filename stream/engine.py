@@ -48,6 +48,7 @@ predicted kinematics, stream/conflicts.py). Online prediction error
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -70,6 +71,8 @@ from trajstream.stream.config import EngineConfig
 from trajstream.stream.predict_stage import TilePublisher
 from trajstream.stream.risk_process import ConflictRunner
 from trajstream.stream.vehicles import VehicleStage
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Engine", "Outputs"]
 
@@ -303,6 +306,7 @@ class Engine:
             **self.admission.meta(),
             "next_evict": self.vehicles.next_evict, "newest": self.vehicles.newest_applied_ts,
             "prev_t": conflicts.call("prev_t"), "tick_s": self._dt,
+            "model": self.vehicles.model_id,
         }
         return Checkpoint(self._rows(slots), gone, meta, self.export)
 
@@ -334,7 +338,7 @@ class Engine:
             ids = [v.vehicle_id for v in vehicles]
             slots = stage.restore(ids, [v.slot for v in vehicles],
                                   np.stack([v.row for v in vehicles]),
-                                  np.stack([v.rec for v in vehicles]))
+                                  self._recurrent_states(vehicles, metas))
             store = stage.store
             self.admission.remember(ids, store.last_ts[slots].tolist(),
                                     store.kin.hist_t[slots, -2].tolist(),
@@ -370,6 +374,24 @@ class Engine:
                     self.conflicts.call("restore", {}, float(first["prev_t"]))
         if self.metrics is not None:
             self.metrics.active_vehicles.set(len(stage))
+
+    def _recurrent_states(self, vehicles: list[VehicleState],
+                          metas: dict[int, dict[str, Any]]) -> np.ndarray:
+        """The restored vehicles' recurrent states, zeros (a new vehicle's) where their
+        partition's checkpoint names another model (other --weights or --predictor): another
+        network's h/c mean nothing to this one. Checkpoints that name none are taken as ours."""
+        ours = self.vehicles.model_id
+        foreign = {p for p, m in metas.items() if m.get("model", ours) != ours}
+        if not foreign:
+            return np.stack([v.rec for v in vehicles])
+        zero = np.zeros(self.vehicles.store.state_dim, np.float32)
+        rec = [zero if v.partition in foreign else v.rec for v in vehicles]
+        log.warning("partition(s) %s: the changelog's state of %d vehicle(s) was written by "
+                    "model %s, this process runs %s: their recurrent state starts over "
+                    "(their track, alerts and event time are kept)", sorted(foreign),
+                    sum(v.partition in foreign for v in vehicles),
+                    metas[min(foreign)]["model"], ours)
+        return np.stack(rec)
 
     def reset(self) -> list[str]:
         """Forget every vehicle, buffered record and the event-time position (keeps the

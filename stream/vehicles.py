@@ -67,6 +67,7 @@ class VehicleStage:
         self.config = config
         self.spec = spec
         self.predictor = predictor
+        self.model_id = model_id(predictor)
         # A predictor that also estimates its uncertainty (the LSTM) is stepped through
         # step_full: same paths, plus a 1-sigma per point for the predictions and the map.
         self._step_full = getattr(predictor, "step_full", None)
@@ -154,7 +155,8 @@ class VehicleStage:
             raise ConfigError(
                 f"the changelog holds predictor state of size {rec.shape[1]}, the "
                 f"{self.predictor.name!r} predictor uses {store.state_dim}: restore "
-                f"with the same --predictor, or use a new --changelog-topic/--group")
+                f"with the same --predictor and --weights, or use a new "
+                f"--changelog-topic/--group")
         slots = store.import_rows(ids, want_slots, rows, rec)
         self.errors.ensure_capacity(store.capacity)
         self.errors.reset(slots)
@@ -306,3 +308,10 @@ class VehicleStage:
                 msg["sigma"] = sig[r]
             append((v.encode(), encode_json(msg)))
         self.stats["predictions"] += int(last.sum())
+
+
+def model_id(predictor: Predictor) -> str:
+    """What a checkpoint's recurrent states belong to: the predictor and, for the LSTM, the
+    digest of the weights that compute its state (model/weights_io.py)."""
+    weights = getattr(predictor, "weights", None)
+    return predictor.name if weights is None else f"{predictor.name}:{weights.state_digest()}"

@@ -9,6 +9,8 @@ import pytest
 
 from trajstream.model.kinematics import Kinematics
 from trajstream.model.predictors import ConstantVelocity, PathSpec
+from trajstream.model.runtime import LstmPredictor
+from trajstream.model.weights_io import LstmWeights, NetworkConfig, _expected_shapes
 from trajstream.simulator import SimConfig, iter_ticks
 from trajstream.stream import checkpoint as ck
 from trajstream.stream.changelog import Changelog
@@ -162,14 +164,50 @@ def test_only_changes_are_written_and_evictions_are_tombstones(traffic):
     assert metas[0]["done"] == eng.watermark_tick
 
 
-def test_restore_rejects_state_of_another_predictor(traffic):
-    eng = _engine()
+def _lstm(units: int, seed: int) -> LstmPredictor:
+    """An LSTM of random weights (own-track inputs)."""
+    cfg = NetworkConfig(units=units)
+    rng = np.random.default_rng(seed)
+    ones = ("feat_std", "out_scale", "sigma_scale")
+    return LstmPredictor(LstmWeights(config=cfg, **{
+        n: (np.ones(shape) if n in ones else rng.normal(0.0, 0.3, shape)).astype(np.float32)
+        for n, shape in _expected_shapes(cfg).items()}))
+
+
+def _checkpointed(eng: Engine, traffic) -> tuple[list[ck.VehicleState], dict]:
     _run(eng, traffic, 0, 2000, 0, 500, {"alerts": [], "pred": []})
     log = _Recorder()
     _changelog(log).write(eng.checkpoint(), [0])
-    vehicles, metas = ck.decode(log.log)
+    return ck.decode(log.log)
+
+
+@pytest.mark.parametrize(("units", "seed", "kept"), [(8, 1, True), (8, 2, False), (16, 1, False)],
+                         ids=["same weights", "other weights", "other size"])
+def test_state_written_by_other_weights_starts_over(traffic, caplog, units, seed, kept):
+    """A processor restarted on retrained weights used to restore the old network's h/c into
+    the new one when the sizes matched (silently), or stop when they did not. The
+    checkpoint now names the model; another model's recurrent state starts over from zeros,
+    the rest of the vehicle's state is kept."""
+    vehicles, metas = _checkpointed(Engine(EngineConfig(), _lstm(8, 1)), traffic)
+    old = np.stack([v.rec for v in vehicles])
+    assert old.any()
+    new = Engine(EngineConfig(), _lstm(units, seed))
+    new.restore(vehicles, metas)
+    slots = new.store.lookup([v.vehicle_id for v in vehicles])
+    rec = new.store.rec[slots]
+    assert rec.shape == (len(vehicles), 2 * units)
+    assert np.array_equal(rec, old) if kept else not rec.any()
+    assert ("starts over" in caplog.text) != kept
+    np.testing.assert_array_equal(new.store.last_ts[slots], [v.row[0] for v in vehicles])
+
+
+def test_restore_rejects_state_of_another_size_from_an_unnamed_model(traffic):
+    """A checkpoint from before the model was named: its state is trusted only if it fits."""
+    vehicles, metas = _checkpointed(_engine(), traffic)
+    for m in metas.values():
+        del m["model"]
     other = Engine(EngineConfig(), ConstantVelocity(SPEC))
-    with pytest.raises(Exception, match="predictor state"):
+    with pytest.raises(Exception, match="predictor state.*--weights"):
         other.restore(vehicles, metas)
 
 
