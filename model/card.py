@@ -113,6 +113,7 @@ def write_model_card(path: Path, info: dict) -> Path:
     kinds = info["kinds"]
     trained_on = sorted({f"{f['source']} ({kinds.get(f['source'], 'file')})"
                          for f in info["files"] if f["split"] == "train"})
+    mix = info["data_config"] is not None  # else --train-data/--val-data/--test-data
     lines = [
         "# Model card: trajstream LSTM trajectory predictor",
         "",
@@ -124,6 +125,10 @@ def write_model_card(path: Path, info: dict) -> Path:
             "no TensorFlow)."
         ),
         "",
+        _para("Trained on: " + ", ".join(trained_on) + ", validated and tested on the "
+              "files given (`--train-data`, `--val-data`, `--test-data`) as they are: the "
+              "test figures are for held-out traffic only as far as those files share no "
+              "vehicle.") if not mix else
         _para("Trained on: " + ", ".join(trained_on) + ". Recorded traffic is split by "
               "recording (`simulator/recorded/split.py`: US-101 recordings numbered a multiple "
               "of 3 and Peachtree recordings 1-3 are held out, so Peachtree recording 4 is "
@@ -136,14 +141,15 @@ def write_model_card(path: Path, info: dict) -> Path:
         "",
         "## Reproduce",
         "",
-        "Training (simulates the built-in and SUMO data, then trains and evaluates):",
+        "Training (simulates the built-in and SUMO data, then trains and evaluates):" if mix
+        else "Training on those files, then evaluating:",
         "",
         "```",
         info["command"],
         "```",
         "",
         "The held-out tables below, from the files the training wrote (`--data-dir`) and the "
-        "recorded files:",
+        "recorded files:" if mix else "The test tables below:",
         "",
         "```",
         info["evaluate_command"],
@@ -152,10 +158,12 @@ def write_model_card(path: Path, info: dict) -> Path:
         _para(
             f"Trained in {info['train_seconds'] / 60:.1f} min ({info['epochs_run']} epochs, "
             f"best epoch {info['best_epoch']}) on {info['host']}; the whole command "
-            f"(simulating what `--data-dir` did not hold yet, training, evaluation) took "
-            f"{info['total_seconds'] / 60:.1f} min. "
-            f"Code: {info.get('code_version', 'unknown')} (the simulated data depend on the "
-            "simulators' versions; the same version and seed give byte-identical files)."
+            + ("(simulating what `--data-dir` did not hold yet, training, evaluation)" if mix
+               else "(reading the files, training, evaluation)")
+            + f" took {info['total_seconds'] / 60:.1f} min. "
+            f"Code: {info.get('code_version', 'unknown')}"
+            + (" (the simulated data depend on the simulators' versions; the same version "
+               "and seed give byte-identical files)." if mix else ".")
         ),
         "",
         "## Metrics on held-out traffic (metres)",
@@ -249,8 +257,9 @@ def write_model_card(path: Path, info: dict) -> Path:
             "validation, the engine's admission rules, event-time order, batched sub-steps "
             "per tick, the same `KinematicsTracker`, state reset after a 5 s gap. Targets: "
             "the vehicle's later observed fixes interpolated at ts + k * 0.2 s; predictions "
-            "whose 4 s future has a gap > 0.6 s are left out of loss and metrics. "
-            f"Training windows of recorded traffic count {info['recorded_weight']}x."
+            "whose 4 s future has a gap > 0.6 s are left out of loss and metrics."
+            + (f" Training windows of recorded traffic count {info['recorded_weight']}x."
+               if mix else "")
         ),
         "",
         "| split | source | recordings | file (command) | records | scored |",
@@ -277,8 +286,10 @@ def write_model_card(path: Path, info: dict) -> Path:
             "trained with a Gaussian NLL on detached errors so it does not bias the mean).",
             indent="  "),
         _para(_INPUTS_NOTE[info["train_config"].get("inputs", "neighbours")], indent="  "),
-        f"- {info['parameters']} parameters; the size was chosen on built-in data only "
-        "(`SIZE_SELECTION.md`) and not selected again for the mix.",
+        f"- {info['parameters']} parameters; "
+        + ("the size was chosen on built-in data only (`SIZE_SELECTION.md`) and not selected "
+           "again for the mix." if (net["units"], net["head_units"]) == (48, 64)
+           else "the size set by `--units` and `--head-units`."),
         _para(
             "- Serving: `model.runtime.LstmPredictor` steps all vehicles of a processor tick in "
             "one batched call (numpy core by default; `tf.function` cores with fixed input "

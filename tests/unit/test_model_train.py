@@ -95,6 +95,12 @@ def test_train_command_writes_weights_card_and_plots(tiny_files, tmp_path):
     assert "trajstream model train --seed 3" in card and "--train-data" in card
     assert "trajstream model evaluate --data test.jsonl" in card
     assert "| lstm |" in card and "Acceptance" in card
+    # the user's files, not the mix: the card claims no split rule, simulation or weighting
+    # the run did not apply (it used to say all three)
+    assert "as far as those files share no vehicle" in " ".join(card.split())
+    for claim in ("US-101", "simulates the built-in", "recorded traffic count",
+                  "SIZE_SELECTION"):
+        assert claim not in card
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert metrics["tests"] == tests and metrics["epochs_run"] == 2
     # the sigma scale fitted on validation ships in the weights and makes the validation
