@@ -80,7 +80,8 @@ def model() -> None:
       help="Validation positions files (with --train-data).")
 @_opt("--test-data", env="MODEL_TEST_DATA", multiple=True,
       type=click.Path(exists=True, dir_okay=False, path_type=Path),
-      help="Test positions files (with --train-data).")
+      help="Test positions files (with --train-data): held-out traffic, so a file that "
+      "repeats a training or validation record is refused.")
 @_opt("--inputs", env="MODEL_INPUTS", default="neighbours",
       type=click.Choice(["own", "neighbours"]),
       help="Network inputs. own: the vehicle's own track only, so its prediction depends on "

@@ -459,6 +459,26 @@ def check_recorded(path: Path, pos: Positions) -> None:
             f"alike: split the file yourself and give --train-data, --val-data, --test-data")
 
 
+def _records(pos: Positions) -> set[tuple[str, float, float, float]]:
+    ids = np.asarray(pos.ids, dtype=object)[pos.vehicle]
+    return set(zip(ids.tolist(), pos.ts.tolist(), pos.x.tolist(), pos.y.tolist(), strict=True))
+
+
+def check_held_out(files: dict[str, list[Path]], cache: dict[Path, Positions]) -> None:
+    """Refuse test files that repeat training or validation records (the same vehicle, time
+    and position): their figures would be reported as held-out traffic and not be."""
+    seen: set[tuple[str, float, float, float]] = set()
+    for path in (*files["train"], *files["val"]):
+        seen |= _records(_read(path, cache))
+    for path in files["test"]:
+        shared = len(_records(_read(path, cache)) & seen)
+        if shared:
+            raise ConfigError(
+                f"--test-data {path}: {shared} of its {len(cache[path])} records (vehicle, "
+                f"time and position) are also in --train-data/--val-data, so the test would "
+                f"score traffic the model learnt from: give held-out traffic")
+
+
 def _nothing_to_score(split: str, parts: Sequence[Part], records: int,
                       spec: PathSpec) -> ConfigError:
     names = ", ".join(sorted({p.path.name for p in parts}))
@@ -579,6 +599,7 @@ def run_training(
         parts = plan_parts(data, data_dir, recorded, progress)
     else:
         parts = [Part(split, p, source_name(p)) for split, ps in files.items() for p in ps]
+        check_held_out(files, cache)
         for part in parts:  # before training: a test file with nothing to score stops now
             rep = _load_part(part, cache) if part.split == "test" else None
             if rep is not None and not future_positions(rep, spec.offsets_s)[1].any():

@@ -224,6 +224,22 @@ def test_data_with_nothing_to_score_is_one_error_line(tiny_files, tmp_path, caps
     assert "Traceback" not in err and not (tmp_path / "out").exists()
 
 
+def test_test_data_that_repeats_training_records_is_refused(tiny_files, tmp_path, capsys):
+    """--test-data holding training records (the same file, or an extract of it) used to
+    train and report their figures as held-out traffic; now exit 2 before training."""
+    from trajstream.cli import main
+
+    part = tmp_path / "part.jsonl"
+    part.write_bytes(b"".join(tiny_files["train"].read_bytes().splitlines(True)[:200]))
+    for test in (tiny_files["train"], part):
+        args = ["model", "train", "--out-dir", str(tmp_path / "out"),
+                "--train-data", str(tiny_files["train"]), "--val-data", str(tiny_files["val"]),
+                "--test-data", str(test)]
+        assert main(args) == 2
+        assert "are also in --train-data/--val-data" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_mirroring_reflects_lateral_inputs_zones_and_targets():
     from trajstream.model.train import mirrored
 
