@@ -9,8 +9,9 @@ with the observed (interpolated) positions at ts + k * step_s.
 
 from __future__ import annotations
 
+import itertools
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -267,6 +268,18 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
+_COLORS = {"lstm": "tab:red", "lstm-own": "tab:red", "lstm-neighbours": "tab:purple",
+           "cv": "tab:blue", "ctrv": "tab:green"}
+_SPARE_COLORS = ("tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+
+
+def model_colors(names: Iterable[str]) -> dict[str, str]:
+    """A colour per model: fixed for the baselines and the LSTM, the spare ones in turn for
+    the others (several LSTMs: lstm-neighbours-1, -2), so none takes a baseline's colour."""
+    spare = itertools.cycle(_SPARE_COLORS)
+    return {n: _COLORS.get(n) or next(spare) for n in dict.fromkeys(names)}
+
+
 def write_plots(evs: dict[str, Evaluation], out_dir: str | Path) -> list[Path]:
     """error_by_horizon.png (RMSE per model over the horizon, one panel per source) and
     examples.png (from the first source with examples)."""
@@ -277,8 +290,7 @@ def write_plots(evs: dict[str, Evaluation], out_dir: str | Path) -> list[Path]:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    colors = {"lstm": "tab:red", "lstm-own": "tab:red", "lstm-neighbours": "tab:purple",
-              "cv": "tab:blue", "ctrv": "tab:green"}
+    colors = model_colors(n for ev in evs.values() for n in ev.errors)
     files = []
     cols = min(3, len(evs))
     rows = (len(evs) + cols - 1) // cols

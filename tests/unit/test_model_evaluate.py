@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -134,6 +135,35 @@ def test_evaluate_command_prints_schema_and_plots(small_file, tmp_path):
     assert text[at + 3].split()[-1] == "86%"  # the Gaussian's share beside the model's
     for png in ("error_by_horizon.png", "examples.png"):
         assert (tmp_path / "plots" / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plots_of_several_lstms_draw_no_model_in_a_baselines_colour(small_file, tmp_path,
+                                                                      monkeypatch):
+    """Two --weights side by side (lstm-neighbours-1, -2) had no colour of their own, so
+    matplotlib's cycle drew the first in CV's blue: the LSTM and CV could not be told apart."""
+    import matplotlib.colors
+    from matplotlib.figure import Figure
+
+    from trajstream.model import SHIPPED_WEIGHTS
+
+    seen: dict[str, dict[str, str]] = {}
+    save = Figure.savefig
+
+    def record(fig, path, **kw):  # noqa: ANN001, ANN003, ANN202
+        seen[Path(path).name] = {ln.get_label(): matplotlib.colors.to_hex(ln.get_color())
+                                 for ax in fig.axes for ln in ax.get_lines()
+                                 if not ln.get_label().startswith(("_", "observed", "actual"))}
+        return save(fig, path, **kw)
+
+    monkeypatch.setattr(Figure, "savefig", record)
+    res = CliRunner().invoke(model_cli, [
+        "evaluate", "--data", str(small_file), "--plots", str(tmp_path), "--examples", "1",
+        "--weights", str(SHIPPED_WEIGHTS), "--weights", str(SHIPPED_WEIGHTS)])
+    assert res.exit_code == 0, res.output
+    for png in ("error_by_horizon.png", "examples.png"):
+        colors = seen[png]
+        assert set(colors) == {"lstm-neighbours-1", "lstm-neighbours-2", "cv", "ctrv"}
+        assert len(set(colors.values())) == 4, colors
 
 
 def _recorded_lines(scenario: str, n: int = 60) -> list[bytes]:
