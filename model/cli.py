@@ -73,8 +73,8 @@ def model() -> None:
       type=click.FloatRange(10.0), help="Simulated seconds per SUMO run (after its warm-up).")
 @_opt("--train-data", env="MODEL_TRAIN_DATA", multiple=True,
       type=click.Path(exists=True, dir_okay=False, path_type=Path),
-      help="Train on these positions files instead of simulating (repeatable; needs "
-      "--val-data and --test-data).")
+      help="Train on these positions files instead of the mix (simulated and --recorded "
+      "traffic; repeatable; needs --val-data and --test-data).")
 @_opt("--val-data", env="MODEL_VAL_DATA", multiple=True,
       type=click.Path(exists=True, dir_okay=False, path_type=Path),
       help="Validation positions files (with --train-data).")
@@ -132,6 +132,10 @@ def train(
     given = [bool(train_data), bool(val_data), bool(test_data)]
     if any(given) and not all(given):
         raise click.UsageError("--train-data, --val-data and --test-data go together")
+    if any(given) and recorded:  # the files replace the whole mix, recorded traffic too
+        raise click.UsageError("--recorded is part of the simulated mix, which --train-data "
+                               "replaces: give recorded traffic as --train-data/--val-data/"
+                               "--test-data files")
     cfg = TrainConfig(seed=seed, units=units, head_units=head_units, seq_len=seq_len,
                       burn_in=burn_in, batch_size=batch_size, epochs=epochs, patience=patience,
                       learning_rate=learning_rate, inputs=inputs, mirror=mirror)

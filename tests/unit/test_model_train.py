@@ -153,6 +153,10 @@ def test_train_command_validates_options(tiny_files):
     assert res.exit_code != 0 and "go together" in res.output
     res = CliRunner().invoke(model_cli, ["train", "--seq-len", "16", "--burn-in", "16"])
     assert res.exit_code != 0 and "--burn-in" in res.output
+    # --recorded used to be dropped without a word when the files replace the mix
+    res = CliRunner().invoke(model_cli, ["train", "--recorded", str(tiny_files["test"]), *[
+        a for split, path in tiny_files.items() for a in (f"--{split}-data", str(path))]])
+    assert res.exit_code == 2 and "--recorded is part of the simulated mix" in res.output
 
 
 def test_sumo_test_runs_share_no_network_kind_or_seed_with_training():
