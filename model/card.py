@@ -149,7 +149,8 @@ def write_model_card(path: Path, info: dict) -> Path:
         "```",
         "",
         "The held-out tables below, from the files the training wrote (`--data-dir`) and the "
-        "recorded files:" if mix else "The test tables below:",
+        "recorded files, beside this card's `lstm.npz`:" if mix
+        else "The test tables below, beside this card's `lstm.npz`:",
         "",
         "```",
         info["evaluate_command"],

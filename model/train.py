@@ -702,7 +702,8 @@ def run_training(
         "kernel", "recurrent", "bias", "hidden_w", "hidden_b", "out_w", "out_b")))
     test_files = sorted({str(p.path) for p in parts if p.split == "test"})
     held = [p for p in parts if p.split == "test" and p.recorded == "held-out"]
-    evaluate_cmd = ("trajstream model evaluate" + (" --split held-out" if held else "")
+    evaluate_cmd = ("trajstream model evaluate --weights lstm.npz"  # these, not the shipped
+                    + (" --split held-out" if held else "")
                     + "".join(f" --data {Path(f).name}" for f in test_files))
     info = {
         "command": command,

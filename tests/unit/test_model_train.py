@@ -93,7 +93,8 @@ def test_train_command_writes_weights_card_and_plots(tiny_files, tmp_path):
     assert w.config.n_features == N_FEATURES and w.meta["features"] == list(FEATURES)
     card = (out_dir / "MODEL_CARD.md").read_text()
     assert "trajstream model train --seed 3" in card and "--train-data" in card
-    assert "trajstream model evaluate --data test.jsonl" in card
+    # the command that gives the tables evaluates these weights, not the shipped default
+    assert "trajstream model evaluate --weights lstm.npz --data test.jsonl" in card
     assert "| lstm |" in card and "Acceptance" in card
     # the user's files, not the mix: the card claims no split rule, simulation or weighting
     # the run did not apply (it used to say all three)
