@@ -66,7 +66,9 @@ def _engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
                   "rate. The CV baseline always runs alongside for the online error metric."),
         _opt("--weights", env="WEIGHTS", default=None, metavar="FILE.npz",
              type=click.Path(dir_okay=False),
-             help="LSTM weights from `trajstream model train` [default: the shipped ones]."),
+             help="LSTM weights from `trajstream model train` [default: the shipped ones]. "
+                  "Restored from a changelog written under other weights, a vehicle keeps "
+                  "its track and alerts; its LSTM state starts over."),
         _opt("--horizon-s", env="HORIZON_S",
              default=ENGINE_DEFAULTS.horizon_s, type=_POS_FLOAT,
              help="Prediction horizon (s)."),
