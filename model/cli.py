@@ -146,6 +146,7 @@ def train(
                       sumo_vehicles=sumo_vehicles, sumo_duration_s=sumo_duration_s)
     if not any(given):
         data.check()
+    _writable_dir(out_dir, "--out-dir")  # before training, not after it
     files = None
     if all(given):
         files = {"train": list(train_data), "val": list(val_data), "test": list(test_data)}
@@ -156,6 +157,18 @@ def train(
                             recorded=recorded, recorded_weight=recorded_weight,
                             command=command.strip())
     click.echo(json.dumps(info["tests"]))
+
+
+def _writable_dir(path: Path, option: str) -> None:
+    """Create ``path`` now: a directory that cannot be written would fail only at the end,
+    after minutes of work."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.BadParameter(f"cannot create {path}: {exc.strerror or exc}",
+                                 param_hint=option) from exc
+    if not os.access(path, os.W_OK):
+        raise click.BadParameter(f"{path} is not writable", param_hint=option)
 
 
 def _reproducing_command(ctx: click.Context) -> str:
@@ -218,13 +231,7 @@ def evaluate(data: tuple[Path, ...], split: str, weights: tuple[Path, ...], mode
             f"expected a comma-separated subset of {','.join(PREDICTORS)}, got {models!r}",
             param_hint="--models")
     if plots is not None:  # before the evaluation, not after it
-        try:
-            plots.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise click.BadParameter(f"cannot create {plots}: {exc.strerror or exc}",
-                                     param_hint="--plots") from exc
-        if not os.access(plots, os.W_OK):
-            raise click.BadParameter(f"{plots} is not writable", param_hint="--plots")
+        _writable_dir(plots, "--plots")
     spec = PathSpec()
     preds = []
     for n in names:

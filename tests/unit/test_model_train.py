@@ -160,6 +160,18 @@ def test_train_command_validates_options(tiny_files):
     assert res.exit_code == 2 and "--recorded is part of the simulated mix" in res.output
 
 
+def test_an_out_dir_that_cannot_be_written_stops_before_training(tiny_files, tmp_path, capsys):
+    """It used to fail with exit 1 only when the weights were saved, the training lost."""
+    from trajstream.cli import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    args = ["model", "train", "--out-dir", str(blocker / "out"), "--epochs", "1", *[
+        a for split, path in tiny_files.items() for a in (f"--{split}-data", str(path))]]
+    assert main(args) == 2
+    assert "--out-dir" in capsys.readouterr().err
+
+
 def test_sumo_test_runs_share_no_network_kind_or_seed_with_training():
     from trajstream.errors import ConfigError
     from trajstream.model.train import DataConfig
@@ -206,7 +218,7 @@ def test_recorded_ids_naming_no_recording_are_refused_before_simulating(tmp_path
     code = main(["model", "train", "--recorded", str(path), "--data-dir", str(data_dir),
                  "--out-dir", str(tmp_path / "out")])
     assert code == 2
-    assert not data_dir.exists() and not (tmp_path / "out").exists()  # nothing simulated
+    assert not data_dir.exists() and not list((tmp_path / "out").glob("*"))  # nothing simulated
 
 
 @pytest.mark.parametrize("bad", ["train", "val", "test"])
@@ -226,7 +238,7 @@ def test_data_with_nothing_to_score_is_one_error_line(tiny_files, tmp_path, caps
     assert main(args) == 2
     err = capsys.readouterr().err
     assert f"no {bad} data to score: short.jsonl (30 position records kept)" in err
-    assert "Traceback" not in err and not (tmp_path / "out").exists()
+    assert "Traceback" not in err and not list((tmp_path / "out").glob("*"))
 
 
 def test_test_data_that_repeats_training_records_is_refused(tiny_files, tmp_path, capsys):
@@ -242,7 +254,7 @@ def test_test_data_that_repeats_training_records_is_refused(tiny_files, tmp_path
                 "--test-data", str(test)]
         assert main(args) == 2
         assert "are also in --train-data/--val-data" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
+    assert not list((tmp_path / "out").glob("*"))
 
 
 def test_mirroring_reflects_lateral_inputs_zones_and_targets():
