@@ -198,8 +198,10 @@ def _reproducing_command(ctx: click.Context) -> str:
       "are pooled).")
 @_opt("--split", env="MODEL_EVAL_SPLIT", default="all",
       type=click.Choice(["all", "held-out", "train"]),
-      help="Recorded traffic (NGSIM ids): only the held-out recordings or only the training "
-      "ones (the rule in simulator/recorded/split.py). Other traffic is held out by file.")
+      help="Recorded traffic with CommonRoad scenario ids (USA_US101-10_1_T-1/484): only the "
+      "held-out recordings or only the training ones (the rule in "
+      "simulator/recorded/split.py). Other ids (simulated, `data import --format ngsim`) are "
+      "kept whole: such traffic is held out by file.")
 @_opt("--weights", env="MODEL_WEIGHTS", default=(str(SHIPPED_WEIGHTS),), multiple=True,
       type=click.Path(exists=True, dir_okay=False, path_type=Path),
       help="LSTM weights (.npz). Repeatable: several LSTMs side by side in the same run, "
