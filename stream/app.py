@@ -202,6 +202,7 @@ def build_io(config: ProcessorConfig) -> IO:
     from trajstream.stream.kafka import (
         check_settings,
         create_topics,
+        grow_topic,
         make_consumer,
         make_producer,
         partition_count,
@@ -257,7 +258,12 @@ def build_io(config: ProcessorConfig) -> IO:
         create_topics(config.bootstrap, [changelog_topic], partitions=n_parts, client=client,
                       config=TOPIC_CONFIG, client_config=admin)
         have = partition_count(config.bootstrap, changelog_topic, client=client,
-                               client_config=admin)
+                               client_config=admin) or 0
+        if have < n_parts:  # the input grew: its new partitions' state goes to new ones
+            log.warning("changelog topic %r has %d partition(s), its input topic %d: adding "
+                        "%d", changelog_topic, have, n_parts, n_parts - have)
+            have = grow_topic(config.bootstrap, changelog_topic, n_parts, client=client,
+                              client_config=admin)
         if have != n_parts:
             raise ConfigError(
                 f"changelog topic {changelog_topic!r} has {have} partition(s), its input "
@@ -285,8 +291,8 @@ def build_io(config: ProcessorConfig) -> IO:
                 ("internal", config.internal_name if stage == "predict" else None))
                if topic]
     changelog = Changelog(producer, changelog_topic, bootstrap=config.bootstrap, client=client,
-                          partitions=n_parts, read_committed=eos,
-                          client_config=shared) if changelog_topic else None
+                          partitions=n_parts, read_committed=eos, client_config=shared,
+                          admin_config=admin) if changelog_topic else None
     return IO(
         source,
         outputs,
@@ -689,6 +695,15 @@ class Processor:
         new = mine - self.owned
         log.info("partitions %s assigned (%s newly held by this process)", sorted(mine),
                  sorted(new))
+        if new and max(new) >= self.io.inputs and self.config.stage != "risk":
+            # partitions added to the positions topic while this process runs
+            log.warning("partition(s) %s of %s are new (it had %d when this process started): "
+                        "vehicles whose key now hashes to another partition restart their "
+                        "track there", sorted(p for p in new if p >= self.io.inputs),
+                        self.io.source.topic, self.io.inputs)
+            self.io.inputs = max(new) + 1
+            if self._publisher is not None:
+                self._publisher.inputs = self.io.inputs
         assign = getattr(self.engine, "assign", None)
         if new and assign is not None:
             assign(new)

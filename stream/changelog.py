@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from trajstream.errors import ConfigError, KafkaUnavailable
+from trajstream.errors import KafkaUnavailable
 from trajstream.stream import checkpoint as ck
 
 __all__ = ["TOPIC_CONFIG", "Changelog"]
@@ -88,9 +88,11 @@ class Changelog:
 
     def __init__(self, producer: Any, topic: str, *, bootstrap: str, client: str,
                  partitions: int, read_committed: bool = False,
-                 client_config: Mapping[str, Any] | None = None) -> None:
+                 client_config: Mapping[str, Any] | None = None,
+                 admin_config: Mapping[str, Any] | None = None) -> None:
         self.topic = topic
         self._client_config = dict(client_config or {})  # connection (security) settings
+        self._admin_config = dict(admin_config or client_config or {})
         self.partitions = partitions
         self._p = producer
         self._bootstrap = bootstrap
@@ -188,13 +190,17 @@ class Changelog:
     def restore(self, partitions: Collection[int]
                 ) -> tuple[list[ck.VehicleState], dict[int, dict[str, Any]]]:
         """The latest state of the vehicles and the meta of ``partitions``."""
-        from trajstream.stream.kafka import read_to_end
+        from trajstream.stream.kafka import grow_topic, read_to_end
 
-        bad = [p for p in partitions if p >= self.partitions]
-        if bad:
-            raise ConfigError(
-                f"input partition(s) {bad} have no changelog partition: {self.topic} has "
-                f"{self.partitions}; the positions topic grew? Use a new --changelog-topic")
+        if partitions and max(partitions) >= self.partitions:
+            # the input grew while this process runs: its new partitions get theirs
+            log.warning("changelog topic %s has %d partition(s), input partition %d is "
+                        "assigned: adding partitions", self.topic, self.partitions,
+                        max(partitions))
+            self.partitions = grow_topic(self._bootstrap, self.topic, max(partitions) + 1,
+                                         client=self._client,
+                                         client_config=self._admin_config)
+            self._p.await_partitions(self.topic, max(partitions) + 1)
         t0 = time.monotonic()
         for attempt in range(RESTORE_ATTEMPTS):
             try:

@@ -329,7 +329,7 @@ def _codec(origin_lat: float | None, origin_lon: float | None, max_message_bytes
            "changelog topic, restored on start and on partition assignment.")
 @_opt("--changelog-topic", env="CHANGELOG_TOPIC", default=None,
       help="State changelog topic [default: <group>-changelog]; created compacted with the "
-           "positions topic's partition count.")
+           "positions topic's partition count, and grown with it.")
 @_opt("--exactly-once", "exactly_once", env="EXACTLY_ONCE", is_flag=True, default=False,
       help="Kafka transactions covering alerts, predictions, dead letters, the changelog and "
            "the consumed offsets: read-committed consumers see no duplicate alert.")

@@ -37,6 +37,7 @@ __all__ = [
     "Record",
     "check_settings",
     "create_topics",
+    "grow_topic",
     "make_consumer",
     "make_producer",
     "partition_count",
@@ -101,6 +102,12 @@ class Producer(Protocol):
 
     def close(self) -> None:
         """Deliver what can be delivered within a few seconds and release the client."""
+        ...
+
+    def await_partitions(self, topic: str, count: int, timeout_s: float = 15.0) -> None:
+        """Until the producer knows ``count`` partitions of ``topic``: partitions added by
+        another client reach it only at its next metadata refresh (every 5 minutes by
+        default), and a send to one before that fails. KafkaUnavailable on timeout."""
         ...
 
     # Transactions (only on a producer made with ``transactional_id``); failures raise
@@ -320,6 +327,19 @@ def create_topics(
     else:
         from trajstream.stream.kafka._kafkapython import create_topics as impl
     impl(bootstrap, list(topics), partitions, dict(config or {}), client_config)
+
+
+def grow_topic(bootstrap: str, topic: str, partitions: int, *, client: str | None = None,
+               client_config: Mapping[str, Any] | None = None) -> int:
+    """Add partitions to ``topic`` until it has at least ``partitions`` (existing ones keep
+    their records); returns its count. Never shrinks, and another client growing it at the
+    same time is no error."""
+    _parse_bootstrap(bootstrap)
+    if resolve_client(client) == "confluent":
+        from trajstream.stream.kafka._confluent import grow_topic as impl
+    else:
+        from trajstream.stream.kafka._kafkapython import grow_topic as impl
+    return impl(bootstrap, topic, partitions, client_config)
 
 
 def partition_count(bootstrap: str, topic: str, *, client: str | None = None,

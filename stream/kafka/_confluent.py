@@ -19,7 +19,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
 from trajstream.errors import ConfigError, Fenced, KafkaUnavailable
 from trajstream.stream.kafka import Columns, Record
@@ -304,6 +304,20 @@ class ConfluentProducer:
                     ) from None
             except KafkaException as exc:
                 raise self._send_failed(topic, exc) from exc
+
+    def await_partitions(self, topic: str, count: int, timeout_s: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:  # a metadata request: librdkafka takes its answer into its own cache
+                md = self._p.list_topics(topic, timeout=max(deadline - time.monotonic(), 0.1))
+                if len(md.topics[topic].partitions) >= count:
+                    return
+            except KafkaException as exc:
+                if time.monotonic() > deadline:
+                    raise _unreachable(self._bootstrap, str(exc)) from exc
+            if time.monotonic() > deadline:
+                raise _unreachable(self._bootstrap, f"{topic} has not {count} partitions")
+            time.sleep(0.1)
 
     def flush(self, timeout_s: float = 30.0) -> None:
         left = self._served(self._p.flush, timeout_s)
@@ -656,6 +670,29 @@ def create_topics(
         if t not in (n.topic for n in new) and existing[t] != partitions:
             log.info("topic %s exists with %d partition(s); %d asked, left as is",
                      t, existing[t], partitions)
+
+
+def grow_topic(bootstrap: str, topic: str, partitions: int,
+               client_config: Mapping[str, Any] | None = None) -> int:
+    admin = _admin(bootstrap, client_config)
+    have = _list_topics(admin, bootstrap).get(topic, 0)
+    if have < partitions:
+        fut = admin.create_partitions([NewPartitions(topic, partitions)],
+                                      request_timeout=15.0)[topic]
+        try:
+            fut.result(timeout=20.0)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.code() != KafkaError.INVALID_PARTITIONS:  # INVALID: grown meanwhile
+                raise KafkaUnavailable(f"cannot add partitions to {topic!r}: "
+                                       f"{err.str()}") from exc
+        deadline = time.monotonic() + 15.0
+        while (have := _list_topics(admin, bootstrap).get(topic, 0)) < partitions:
+            if time.monotonic() > deadline:
+                raise KafkaUnavailable(f"topic {topic!r} still has {have} partition(s), "
+                                       f"{partitions} asked")
+            time.sleep(0.05)
+    return have
 
 
 def _list_topics(admin: AdminClient, bootstrap: str) -> dict[str, int]:

@@ -15,7 +15,7 @@ from kafka import (
     TopicPartition,
 )
 from kafka import errors as kerr
-from kafka.admin import NewTopic
+from kafka.admin import NewPartitions, NewTopic
 from kafka.structs import OffsetAndMetadata
 
 from trajstream.errors import ConfigError, Fenced, KafkaUnavailable
@@ -227,6 +227,18 @@ class KafkaPythonProducer:
         if len(self._pending) >= self._REAP_EVERY:
             self._reap()
             self._check()
+
+    def await_partitions(self, topic: str, count: int, timeout_s: float = 15.0) -> None:
+        # kafka-python has no public refresh; a send to a partition it does not know raises
+        # ValueError
+        deadline = time.monotonic() + timeout_s
+        meta = self._p._metadata
+        while len(meta.partitions_for_topic(topic) or ()) < count:
+            if time.monotonic() > deadline:
+                raise unreachable(self._bootstrap, f"{topic} has not {count} partitions")
+            meta.request_update()
+            self._p._sender.wakeup()
+            time.sleep(0.05)
 
     def flush(self, timeout_s: float = 30.0) -> None:
         try:
@@ -508,6 +520,30 @@ def create_topics(
             if time.monotonic() > deadline:
                 raise KafkaUnavailable(f"topics {created} were created but never showed up")
             time.sleep(0.05)
+    finally:
+        admin.close()
+
+
+def grow_topic(bootstrap: str, topic: str, partitions: int,
+               client_config: Mapping[str, Any] | None = None) -> int:
+    admin = _admin(bootstrap, client_config)
+    try:
+        have = _partition_counts(admin, [topic]).get(topic, 0)
+        if have < partitions:
+            try:
+                admin.create_partitions({topic: NewPartitions(total_count=partitions)},
+                                        timeout_ms=15_000)
+            except kerr.InvalidPartitionsError:
+                pass  # grown meanwhile; checked below
+            except kerr.KafkaError as exc:
+                raise KafkaUnavailable(f"cannot add partitions to {topic!r}: {exc}") from exc
+            deadline = time.monotonic() + 15.0
+            while (have := _partition_counts(admin, [topic]).get(topic, 0)) < partitions:
+                if time.monotonic() > deadline:
+                    raise KafkaUnavailable(f"topic {topic!r} still has {have} partition(s), "
+                                           f"{partitions} asked")
+                time.sleep(0.05)
+        return have
     finally:
         admin.close()
 

@@ -1,0 +1,127 @@
+"""An operator changing the topics of a deployed processor, on the real broker.
+
+Partitions added to the positions topic (kafka-topics --alter): the changelog must follow,
+at a restart and under a running processor, keeping the old partitions' state.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.cli import cli_cmd, cli_env, trajstream, wait_for_log
+from trajstream.stream.kafka import create_topics, grow_topic, partition_count
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def halves(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A small simulated run cut in two at 10 s of event time: before and after a change."""
+    d = tmp_path_factory.mktemp("topics")
+    path = d / "positions.jsonl"
+    trajstream("simulate", "--vehicles", "30", "--duration", "20", "--seed", "5",
+               "--no-pace", "--out", str(path))
+    lines = path.read_bytes().splitlines(keepends=True)
+    cut = len(lines) // 2
+    first, second = d / "first.jsonl", d / "second.jsonl"
+    first.write_bytes(b"".join(lines[:cut]))
+    second.write_bytes(b"".join(lines[cut:]))
+    return first, second
+
+
+def _replay(bootstrap: str, path: Path, topic: str) -> None:
+    trajstream("replay", str(path), "--bootstrap", bootstrap, "--topic", topic, "--no-pace")
+
+
+def _wait_committed(bootstrap: str, topic: str, group: str, proc: subprocess.Popen[Any],
+                    timeout_s: float) -> None:
+    """Until ``group`` has committed offsets of both partitions of ``topic`` (not their
+    end: the live run holds its last ticks back until later records come)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            parts = [TopicPartition(topic, p) for p in range(2)]
+            done = [tp.offset for tp in c.committed(parts, timeout=10)]
+            ends = [c.get_watermark_offsets(tp, timeout=10)[1] for tp in parts]
+            if min(done) > 0:
+                return
+            assert proc.poll() is None, f"the processor ended: committed {done} of {ends}"
+            assert time.monotonic() < deadline, f"committed {done} of {ends}"
+            time.sleep(0.5)
+    finally:
+        c.close()
+
+
+def _restored(log: str) -> list[int]:
+    return [int(line.split("restored ")[1].split()[0]) for line in log.splitlines()
+            if "restored " in line]
+
+
+def test_a_restart_after_partitions_were_added_grows_the_changelog_and_keeps_the_state(
+    kafka_bootstrap: str, new_topic: Callable[[str], str], kafka_client: str,
+    halves: tuple[Path, Path]
+):
+    """Before: the restart refused with exit 2 ('changelog topic ... has 1 partition(s), its
+    input topic 2: they must match (use a new --changelog-topic)'), and a new changelog
+    topic throws every vehicle's state away."""
+    positions, group = new_topic("positions"), new_topic("group")
+    create_topics(kafka_bootstrap, [positions], partitions=1)
+    _replay(kafka_bootstrap, halves[0], positions)
+    args = ["process", "--bootstrap", kafka_bootstrap, "--positions-topic", positions,
+            "--alerts-topic", new_topic("alerts"), "--group", group, "--metrics-port", "0",
+            "--until-end", "--kafka-client", kafka_client]
+    trajstream(*args)
+    assert partition_count(kafka_bootstrap, f"{group}-changelog") == 1
+    assert grow_topic(kafka_bootstrap, positions, 2) == 2
+    _replay(kafka_bootstrap, halves[1], positions)
+    err = trajstream(*args, log_level="INFO").stderr
+    assert partition_count(kafka_bootstrap, f"{group}-changelog") == 2
+    restored = _restored(err)
+    assert restored and restored[0] > 0, err[-3000:]  # partition 0's vehicles came back
+
+
+def test_partitions_added_under_a_running_processor_are_processed_with_their_own_changelog(
+    kafka_bootstrap: str, new_topic: Callable[[str], str], kafka_client: str,
+    halves: tuple[Path, Path], tmp_path: Path
+):
+    """Before: once the consumer saw the new partition, the restore of its state raised
+    'input partition(s) [1] have no changelog partition ...' and the processor exited 2."""
+    positions, group = new_topic("positions"), new_topic("group")
+    create_topics(kafka_bootstrap, [positions], partitions=1)
+    _replay(kafka_bootstrap, halves[0], positions)
+    log_path = tmp_path / "process.log"
+    with log_path.open("w") as log_file:
+        proc = subprocess.Popen(
+            cli_cmd("process", "--bootstrap", kafka_bootstrap, "--positions-topic", positions,
+                    "--alerts-topic", new_topic("alerts"), "--group", group,
+                    "--metrics-port", "0", "--kafka-client", kafka_client,
+                    # sees a new partition within a second (the clients' default: 5 min)
+                    "--consumer-option", "metadata.max.age.ms=1000",
+                    "--consumer-option", "topic.metadata.refresh.interval.ms=1000"
+                    if kafka_client == "confluent" else "metadata.max.age.ms=1000",
+                    log_level="INFO"),
+            env=cli_env(), stdout=subprocess.DEVNULL, stderr=log_file)
+    try:
+        wait_for_log(log_path, "first record", proc, 120)
+        assert grow_topic(kafka_bootstrap, positions, 2) == 2
+        _replay(kafka_bootstrap, halves[1], positions)
+        wait_for_log(log_path, "partition(s) [1] of", proc, 60)
+        _wait_committed(kafka_bootstrap, positions, group, proc, 60)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log_path.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert partition_count(kafka_bootstrap, f"{group}-changelog") == 2
+    assert "error" not in log_path.read_text().lower(), log_path.read_text()[-3000:]
