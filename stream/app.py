@@ -207,6 +207,7 @@ def build_io(config: ProcessorConfig) -> IO:
         make_producer,
         partition_count,
         resolve_client,
+        topic_setting,
     )
 
     assert config.bootstrap
@@ -257,6 +258,15 @@ def build_io(config: ProcessorConfig) -> IO:
     if changelog_topic:
         create_topics(config.bootstrap, [changelog_topic], partitions=n_parts, client=client,
                       config=TOPIC_CONFIG, client_config=admin)
+        policy = topic_setting(config.bootstrap, changelog_topic, "cleanup.policy",
+                               client=client, client_config=admin)
+        if policy is not None and "compact" not in policy.split(","):
+            raise ConfigError(
+                f"changelog topic {changelog_topic!r} is not compacted (cleanup.policy="
+                f"{policy}; created by a client's auto-creation after it was deleted?): "
+                f"state would be deleted with age and a restore would read every version. "
+                f"Set cleanup.policy=compact and segment.ms=60000 on it, or use a new "
+                f"--changelog-topic")
         have = partition_count(config.bootstrap, changelog_topic, client=client,
                                client_config=admin) or 0
         if have < n_parts:  # the input grew: its new partitions' state goes to new ones

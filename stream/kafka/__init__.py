@@ -43,6 +43,7 @@ __all__ = [
     "partition_count",
     "read_to_end",
     "resolve_client",
+    "topic_setting",
     "wait_until_ready",
 ]
 
@@ -340,6 +341,18 @@ def grow_topic(bootstrap: str, topic: str, partitions: int, *, client: str | Non
     else:
         from trajstream.stream.kafka._kafkapython import grow_topic as impl
     return impl(bootstrap, topic, partitions, client_config)
+
+
+def topic_setting(bootstrap: str, topic: str, name: str, *, client: str | None = None,
+                  client_config: Mapping[str, Any] | None = None) -> str | None:
+    """The value of the topic setting ``name`` (e.g. ``cleanup.policy``); None when the
+    broker does not tell (the topic is missing, or describing it is not allowed)."""
+    _parse_bootstrap(bootstrap)
+    if resolve_client(client) == "confluent":
+        from trajstream.stream.kafka._confluent import topic_setting as impl
+    else:
+        from trajstream.stream.kafka._kafkapython import topic_setting as impl
+    return impl(bootstrap, topic, name, client_config)
 
 
 def partition_count(bootstrap: str, topic: str, *, client: str | None = None,

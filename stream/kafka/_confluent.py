@@ -19,7 +19,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
 
 from trajstream.errors import ConfigError, Fenced, KafkaUnavailable
 from trajstream.stream.kafka import Columns, Record
@@ -693,6 +693,18 @@ def grow_topic(bootstrap: str, topic: str, partitions: int,
                                        f"{partitions} asked")
             time.sleep(0.05)
     return have
+
+
+def topic_setting(bootstrap: str, topic: str, name: str,
+                  client_config: Mapping[str, Any] | None = None) -> str | None:
+    admin = _admin(bootstrap, client_config)
+    fut = admin.describe_configs([ConfigResource("topic", topic)], request_timeout=15.0)
+    try:
+        entry = next(iter(fut.values())).result(timeout=20.0).get(name)
+    except KafkaException as exc:
+        log.info("cannot describe topic %s: %s", topic, exc)
+        return None
+    return None if entry is None else str(entry.value)
 
 
 def _list_topics(admin: AdminClient, bootstrap: str) -> dict[str, int]:

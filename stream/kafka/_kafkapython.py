@@ -15,7 +15,7 @@ from kafka import (
     TopicPartition,
 )
 from kafka import errors as kerr
-from kafka.admin import NewPartitions, NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions, NewTopic
 from kafka.structs import OffsetAndMetadata
 
 from trajstream.errors import ConfigError, Fenced, KafkaUnavailable
@@ -546,6 +546,21 @@ def grow_topic(bootstrap: str, topic: str, partitions: int,
         return have
     finally:
         admin.close()
+
+
+def topic_setting(bootstrap: str, topic: str, name: str,
+                  client_config: Mapping[str, Any] | None = None) -> str | None:
+    admin = _admin(bootstrap, client_config)
+    try:
+        got = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)],
+                                     config_filter="all")
+    except kerr.KafkaError as exc:
+        log.info("cannot describe topic %s: %s", topic, exc)
+        return None
+    finally:
+        admin.close()
+    entry = got.get("topic", {}).get(topic, {}).get(name)
+    return None if entry is None else str(entry["value"])
 
 
 def _topic_names(admin: KafkaAdminClient) -> set[str]:

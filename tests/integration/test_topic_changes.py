@@ -1,7 +1,9 @@
 """An operator changing the topics of a deployed processor, on the real broker.
 
 Partitions added to the positions topic (kafka-topics --alter): the changelog must follow,
-at a restart and under a running processor, keeping the old partitions' state.
+at a restart and under a running processor, keeping the old partitions' state. A changelog
+topic deleted under a running processor comes back through the broker's auto-creation,
+not compacted: a restart must say so, not run on it.
 """
 
 from __future__ import annotations
@@ -125,3 +127,22 @@ def test_partitions_added_under_a_running_processor_are_processed_with_their_own
             proc.wait()
     assert partition_count(kafka_bootstrap, f"{group}-changelog") == 2
     assert "error" not in log_path.read_text().lower(), log_path.read_text()[-3000:]
+
+
+def test_a_changelog_topic_that_is_not_compacted_is_refused_at_start_up(
+    kafka_bootstrap: str, new_topic: Callable[[str], str], kafka_client: str
+):
+    """Before: deleted under a running processor, the changelog was auto-created by its
+    producer with the broker's defaults (cleanup.policy=delete, segment.ms 7 days), and
+    every later run used it without a word: state deleted with age, restores reading a
+    week of versions."""
+    positions, group = new_topic("positions"), new_topic("group")
+    create_topics(kafka_bootstrap, [positions, f"{group}-changelog"], partitions=1)
+    proc = subprocess.run(
+        cli_cmd("process", "--bootstrap", kafka_bootstrap, "--positions-topic", positions,
+                "--alerts-topic", new_topic("alerts"), "--group", group, "--metrics-port", "0",
+                "--until-end", "--kafka-client", kafka_client),
+        env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "is not compacted (cleanup.policy=delete" in last, last
