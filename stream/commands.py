@@ -267,10 +267,18 @@ def _codec(origin_lat: float | None, origin_lon: float | None, max_message_bytes
                        max_message_bytes=max_message_bytes)
 
 
+# Settings of one source only, each with its value when not given.
+_KAFKA_ONLY: dict[str, Any] = {"predictions_topic": None, "dlq_topic": None,
+                               "until_end": False, "exactly_once": False,
+                               "stage": DEFAULTS.stage}
+_FILE_ONLY: dict[str, Any] = {"alerts_out": None, "predictions_out": None, "dlq_out": None}
+
+
 @click.command("process")
 @_opt("--bootstrap", env="BOOTSTRAP", default=None,
       help=f"Kafka bootstrap servers HOST:PORT[,...] (e.g. {DEFAULTS.bootstrap}); selects "
-           "the Kafka source (an explicit --input wins over TRAJSTREAM_BOOTSTRAP).")
+           "the Kafka source (a flag --input wins over TRAJSTREAM_BOOTSTRAP, a flag "
+           "--bootstrap over TRAJSTREAM_INPUT).")
 @_opt("--positions-topic", env="POSITIONS_TOPIC", default=DEFAULTS.positions_topic,
       help="Topic of position messages (key = vehicle_id).")
 @_opt("--alerts-topic", env="ALERTS_TOPIC", default=DEFAULTS.alerts_topic,
@@ -376,16 +384,20 @@ def process(**kw: Any) -> None:
     from trajstream.stream.app import Processor, build_io, load_predictor
     from trajstream.stream.metrics import Metrics
 
+    ctx = click.get_current_context()
+    env = {name for name in kw
+           if ctx.get_parameter_source(name) is click.core.ParameterSource.ENVIRONMENT}
     if kw["input_path"] and kw["bootstrap"]:
-        ctx = click.get_current_context()
-        from_env = click.core.ParameterSource.ENVIRONMENT
-        if not (ctx.get_parameter_source("bootstrap") is from_env
-                and ctx.get_parameter_source("input_path") is not from_env):
+        if len(env & {"input_path", "bootstrap"}) != 1:
             raise click.UsageError("give either --input FILE.jsonl (file) or --bootstrap "
                                    "HOST:PORT (Kafka), not both")
-        kw["bootstrap"] = None  # an explicit --input wins over the environment's broker
+        kw[(env & {"input_path", "bootstrap"}).pop()] = None  # the flag wins
     source: SourceKind | None = (
         "file" if kw["input_path"] else "kafka" if kw["bootstrap"] else None)
+    # One environment serves both sources (compose's holds Kafka topics): its settings
+    # for the other source are not read (given as flags, ProcessorConfig refuses them).
+    other = _FILE_ONLY if source == "kafka" else _KAFKA_ONLY if source == "file" else {}
+    kw.update({name: unset for name, unset in other.items() if name in env})
     if source is None:
         raise click.UsageError(
             "no source: give --bootstrap HOST:PORT (Kafka) or --input FILE.jsonl")

@@ -288,7 +288,7 @@ def test_engine_config_checks_risk_thresholds():
      "--transactional-id is the id of --exactly-once's transactions: give both or neither"),
     (["--bootstrap", "127.0.0.1:9", "--no-changelog", "--changelog-topic", "c"], {},
      "--changelog-topic names the changelog that --no-changelog turns off"),
-    (["--input", "in.jsonl", "--alerts-out", "a.jsonl"], {"TRAJSTREAM_UNTIL_END": "1"},
+    (["--input", "in.jsonl", "--alerts-out", "a.jsonl", "--until-end"], {},
      "--until-end (or TRAJSTREAM_UNTIL_END) is for Kafka input"),
     (["--input", "in.jsonl", "--alerts-out", "a.jsonl", "--horizon-s", "4.1"], {},
      "--horizon-s (4.1) must be a multiple of --step-s (0.2)"),

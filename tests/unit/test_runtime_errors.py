@@ -138,6 +138,29 @@ def test_bootstrap_and_input_together_are_refused(tmp_path: Path, capsys, monkey
     assert main(argv) == 0
 
 
+def test_one_environment_serves_both_sources(tmp_path: Path, capsys, monkeypatch) -> None:
+    """The compose processor's environment (broker, predictions and dead-letter topics) and
+    a file run given as flags: before, 'are for Kafka input' (exit 2), though the README
+    says one environment serves every command; and a file run's environment with a
+    --bootstrap flag was 'not both'."""
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"\n".join(crossing_traffic(seed=4)) + b"\n")
+    alerts = tmp_path / "a.jsonl"
+    for name, value in (("BOOTSTRAP", "127.0.0.1:9"), ("PREDICTIONS_TOPIC", "p"),
+                        ("DLQ_TOPIC", "d"), ("UNTIL_END", "1"), ("STAGE", "predict")):
+        monkeypatch.setenv(f"TRAJSTREAM_{name}", value)
+    argv = ["process", "--predictor", "cv", "--metrics-port", "0"]
+    assert main([*argv, "--input", str(src), "--alerts-out", str(alerts)]) == 0
+    assert alerts.stat().st_size > 0
+    # the other way round: the flag's Kafka source, the file settings of the environment
+    # not read (port 0: refused before connecting, by the Kafka source's own check)
+    monkeypatch.setenv("TRAJSTREAM_INPUT", str(src))
+    monkeypatch.setenv("TRAJSTREAM_ALERTS_OUT", str(tmp_path / "b.jsonl"))
+    capsys.readouterr()
+    assert main([*argv, "--bootstrap", "127.0.0.1:0"]) == 2
+    assert "invalid Kafka bootstrap '127.0.0.1:0'" in capsys.readouterr().err
+
+
 def test_lat_lon_degrees_in_x_y_are_refused_with_one_line(tmp_path: Path, capsys) -> None:
     """Issue 12, finding 3: degrees in the metre fields put the city in one square metre
     and gave hundreds of critical alerts, none real."""
