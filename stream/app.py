@@ -400,6 +400,7 @@ class Processor:
         self._unprocessed_seq: int | None = None  # first record a stop left unprocessed
         self._hook_error: BaseException | None = None
         self._trouble_since: float | None = None  # first failure since the last success
+        self._commit_failing = False  # the last commit failed: only a commit is progress
         self._backoff_s = 0.0
         self._errors_unlogged = 0
         self._next_error_log = 0.0
@@ -479,7 +480,8 @@ class Processor:
                     next_ping = mono() + PING_INTERVAL_S
                     try:
                         source.ping()
-                        self._succeeded()
+                        if not self._commit_failing:  # a broker that answers, but refuses
+                            self._succeeded()         # the commit, is not progress
                     except KafkaUnavailable as exc:
                         self._failed("consume", exc)
                 held = blocking()
@@ -600,7 +602,11 @@ class Processor:
         if self._unprocessed_seq is not None:  # stopped inside a batch
             done = self._unprocessed_seq if done is None else min(done, self._unprocessed_seq)
         if io.changelog is not None:
-            io.changelog.write(eng.checkpoint(), self.owned)
+            try:
+                io.changelog.write(eng.checkpoint(), self.owned)
+            except KafkaUnavailable:
+                self.metrics.kafka_errors.labels(kind="produce").inc()
+                raise
         if io.exactly_once:
             source: Any = io.source
             offsets = source.offsets(done, pending)
@@ -653,8 +659,10 @@ class Processor:
         except KafkaUnavailable as exc:
             if not getattr(exc, "retriable", True):
                 raise
+            self._commit_failing = True
             self._failed(None, exc)
             return False
+        self._commit_failing = False
         if reached:
             self._succeeded()
         return True

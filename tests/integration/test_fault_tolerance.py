@@ -316,6 +316,37 @@ def test_broker_gone_for_good_exits_nonzero_after_max_stall_s(
         broker.stop()
 
 
+def test_a_broker_that_answers_but_refuses_every_commit_ends_the_run_after_max_stall_s(
+    kafka_bootstrap: str, new_topic: Callable[[str], str], traffic: Path
+):
+    """The broker is up, but no commit gets through: a producer limit below the changelog's
+    record size (message.max.bytes 5000: a shard of ~70 vehicles is ~50 kB) fails each one.
+    Before: the consumer's pings, answered, restarted the stall clock ('Kafka unavailable
+    ... no progress for 0 s', then 'Kafka available again' every second), so the run went
+    on for good, committing nothing (a restart replays all of it) and counting no Kafka
+    error."""
+    positions = new_topic("positions")
+    _publish(kafka_bootstrap, traffic, positions)
+    max_stall_s = 5.0
+    args = ["process", "--bootstrap", kafka_bootstrap, "--positions-topic", positions,
+            "--alerts-topic", new_topic("alerts"), "--group", new_topic("group"),
+            "--metrics-port", "0", "--predictor", "cv", "--max-stall-s", f"{max_stall_s:g}",
+            "--producer-option", "message.max.bytes=5000"]
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run(cli_cmd(*args), env=cli_env(), capture_output=True, text=True,
+                              timeout=120)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"still running after 120 s:\n{str(exc.stderr)[-3000:]}"
+                             ) from None
+    took = time.monotonic() - t0
+    print(f"\n[stall] commits refused: exit {proc.returncode} after {took:.1f} s")
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert last.startswith("trajstream: error: no progress for "), last
+    assert "MSG_SIZE_TOO_LARGE" in last and "Traceback" not in proc.stderr, last
+
+
 SMALL = ["--vehicles", "60", "--duration", "30", "--seed", "11", "--reckless", "0.3"]
 
 
