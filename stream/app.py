@@ -736,6 +736,22 @@ class Processor:
         self.owned |= new
         self.metrics.assigned_partitions.set(len(self.owned))
         self._warn_partial_share()
+        if new:
+            self._count_expired(sorted(new))
+
+    def _count_expired(self, parts: list[int]) -> None:
+        """Records the input's retention deleted before this group read them: lost, and
+        no other sign of it (kafka-python's offset reset logs nothing)."""
+        expired = getattr(getattr(self.io.source, "consumer", None), "expired", None)
+        if expired is None:  # a test's stand-in
+            return
+        topic = self.io.source.topic
+        for (_, p), n in sorted(expired([(topic, p) for p in parts]).items()):
+            self.metrics.positions_expired.inc(n)
+            log.warning("%d record(s) of %s[%d] were deleted by its retention before they "
+                        "were processed (the committed offset was older than the earliest "
+                        "record kept): lost. Keep retention.ms above the longest outage",
+                        n, topic, p)
 
     def _warn_partial_share(self) -> None:
         """--stage all holding a share of the input: pairs across the shares are not

@@ -120,6 +120,13 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.positions_expired = Counter(
+            "trajstream_positions_expired",
+            "Position records the topic's retention deleted before they were processed: "
+            "the group's committed offset was older than the earliest record kept when the "
+            "partition was assigned (the lag outlived retention.ms).",
+            registry=r,
+        )
         self.positions_corrected = Counter(
             "trajstream_positions_corrected",
             "Records applied, but not as reported, by reason: speed or heading that "

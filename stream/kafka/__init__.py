@@ -126,6 +126,12 @@ class Producer(Protocol):
 
 
 class Consumer(Protocol):
+    def expired(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """Per partition of ``partitions`` whose committed offset the topic's retention
+        has deleted: how many records from there it deleted (never read, and the client
+        goes on from its offset reset). Empty when the broker does not tell."""
+        ...
+
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         """Up to ``max_records`` records, waiting at most ``timeout_s`` for the first one.
 

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import (
@@ -529,6 +529,19 @@ class ConfluentConsumer:
             self._c.list_topics(self._topics[0], timeout=timeout_s)
         except KafkaException as exc:
             raise KafkaUnavailable(f"Kafka does not answer: {exc}") from exc
+
+    def expired(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        out: dict[tuple[str, int], int] = {}
+        try:
+            for tp in self._c.committed([TopicPartition(t, p) for t, p in partitions],
+                                        timeout=COMMIT_TIMEOUT_S):
+                if tp.offset >= 0:
+                    low = self._c.get_watermark_offsets(tp, timeout=COMMIT_TIMEOUT_S)[0]
+                    if tp.offset < low:
+                        out[(tp.topic, tp.partition)] = low - tp.offset
+        except KafkaException as exc:
+            log.info("cannot tell whether records expired: %s", exc)
+        return out
 
     def lag(self) -> int | None:
         lags = self.lags()

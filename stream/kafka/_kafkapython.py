@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kafka import (
@@ -399,6 +399,19 @@ class KafkaPythonConsumer:
             tps.discard(tp)
             polled.pop(tp, None)
         return {tp: recs for tp, recs in polled.items() if tp not in tps}
+
+    def expired(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        out: dict[tuple[str, int], int] = {}
+        tps = [TopicPartition(t, p) for t, p in partitions]
+        try:
+            lows = self._c.beginning_offsets(tps, timeout_ms=_COMMITTED_TIMEOUT_MS)
+            for tp in tps:
+                done = self._c.committed(tp, timeout_ms=_COMMITTED_TIMEOUT_MS)
+                if done is not None and done < lows[tp]:
+                    out[(tp.topic, tp.partition)] = lows[tp] - done
+        except kerr.KafkaError as exc:
+            log.info("cannot tell whether records expired: %s", exc)
+        return out
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         out: list[Record] = []
