@@ -314,7 +314,9 @@ _FILE_ONLY: dict[str, Any] = {"alerts_out": None, "predictions_out": None, "dlq_
       metavar="KEY=VALUE",
       help="Raw setting for the admin client only (topic creation and description).")
 @_opt("--from-beginning/--from-latest", "from_beginning", env="FROM_BEGINNING", default=True,
-      help="Where a consumer group without committed offsets starts.")
+      help="Where a consumer group without committed offsets starts, and where one goes "
+           "on whose committed offset the topic's retention deleted (from-latest then "
+           "skips the records still kept, too).")
 @_opt("--until-end", env="UNTIL_END", is_flag=True, default=False,
       help="Kafka: stop once the end of the positions topic is reached (lag 0), assess the "
            "last ticks as at the end of a file, exit 0. While polls come back empty and the "
