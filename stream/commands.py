@@ -367,7 +367,9 @@ _FILE_ONLY: dict[str, Any] = {"alerts_out": None, "predictions_out": None, "dlq_
            "topic's partition count). Default: <group>-predicted-kinematics, one per "
            "deployment (two sharing a topic would alert on each other's vehicles).")
 @_opt("--tile-m", env="TILE_M", default=DEFAULTS.tile_m, type=_POS_FLOAT,
-      help="Side of the square tiles the risk stage is keyed by (m).")
+      help="Side of the square tiles the risk stage is keyed by (m). The predict stage's "
+           "decides: it fans the vehicles out by them, and a risk stage given others "
+           "follows it, with a warning.")
 @_opt("--halo-m", env="HALO_M", default=None, type=click.FloatRange(min=0.0),
       help="A vehicle goes to every tile within this distance (m) [default: "
            f"{DEFAULTS.max_speed_mps:g} m/s x --horizon-s + {DEFAULTS.halo_margin_m:g} m].")

@@ -5,7 +5,8 @@ Two kinds, both ``<4-byte big-endian header length><JSON header><raw arrays>``:
 - **tick**: the predicted kinematics of some vehicles at tick ``k`` (event time ``t``), as
   :class:`~stream.conflicts.PredictedTick` arrays, bit-exact (float64 state and paths,
   float32 sigma), so the risk stage computes exactly what a single process computes. Header
-  ``{"v", "kind": "tick", "k", "t", "model", "ids", "points"}``. One record per (risk
+  ``{"v", "kind": "tick", "k", "t", "model", "ids", "points", "tile"}``, ``tile`` being the
+  publisher's ``[tile_m, halo_m]`` (absent in older records). One record per (risk
   partition, tick) per predict process. Version 2 added each track's start (``since``);
   version 1 records still decode, every track taken as long enough (a rolling upgrade).
 - **progress**: input partition ``p`` of the positions topic has released every tick up to
@@ -40,6 +41,7 @@ class TickRows:
     k: int
     model: str
     tick: PredictedTick
+    tile: tuple[float, float] | None = None  # the publisher's (tile_m, halo_m)
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,10 @@ def _pack(header: dict, *arrays: np.ndarray) -> bytes:
     return b"".join([_LEN.pack(len(h)), h, *(np.ascontiguousarray(a).tobytes() for a in arrays)])
 
 
-def encode_tick(k: int, model: str, tick: PredictedTick, rows: np.ndarray) -> bytes:
-    """The ``rows`` of ``tick`` (tick number ``k``) as one record."""
+def encode_tick(k: int, model: str, tick: PredictedTick, rows: np.ndarray,
+                tile: tuple[float, float]) -> bytes:
+    """The ``rows`` of ``tick`` (tick number ``k``) as one record, fanned out by tiles of
+    ``tile`` = (tile_m, halo_m)."""
     f = tick.fleet
     n = int(rows.shape[0])
     points = int(f.paths.shape[1])
@@ -66,7 +70,8 @@ def encode_tick(k: int, model: str, tick: PredictedTick, rows: np.ndarray) -> by
     sigma = (np.full((n, points), np.nan, np.float32) if tick.sigma is None
              else tick.sigma[rows].astype(np.float32))
     header = {"v": _VERSION, "kind": "tick", "k": int(k), "t": float(tick.t), "model": model,
-              "ids": [str(v) for v in tick.ids[rows].tolist()], "points": points}
+              "ids": [str(v) for v in tick.ids[rows].tolist()], "points": points,
+              "tile": [float(tile[0]), float(tile[1])]}
     return _pack(header, state, f.paths[rows].astype(np.float64), sigma)
 
 
@@ -106,4 +111,6 @@ def decode(value: bytes) -> TickRows | Progress:
     cols["heading"] = np.where(known, cols["heading"], 0.0)
     fleet = Fleet(**cols, paths=paths, sigma=sigma, heading_known=known)
     tick = PredictedTick(float(header["t"]), np.array(ids, dtype=object), fleet, sigma)
-    return TickRows(int(header["k"]), str(header["model"]), tick)
+    tile = header.get("tile")
+    return TickRows(int(header["k"]), str(header["model"]), tick,
+                    None if tile is None else (float(tile[0]), float(tile[1])))

@@ -47,7 +47,8 @@ class TilePublisher:
             rows, parts = rows[order], parts[order]
             cuts = np.flatnonzero(np.diff(parts)) + 1
             for r, q in zip(np.split(rows, cuts), parts[np.r_[0, cuts]].tolist(), strict=True):
-                out.append((q, str(q).encode(), internal.encode_tick(k, self.model, tick, r)))
+                out.append((q, str(q).encode(), internal.encode_tick(k, self.model, tick, r,
+                                                            (self.grid.tile_m, self.grid.halo_m))))
         self.stats["published"] += len(f)
         self.stats["duplicated"] += int(rows.size) - len(f)
         return out

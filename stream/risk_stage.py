@@ -23,6 +23,7 @@ episode that began before that process did. No I/O.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,8 @@ __all__ = ["RiskEngine"]
 
 # pair -> its state as the episode tracker sets it (None: drop the pair)
 _Pairs = dict[tuple[str, str], dict[str, Any] | None]
+
+log = logging.getLogger("trajstream.stream.risk_stage")
 
 
 @dataclass
@@ -176,6 +179,8 @@ class RiskEngine:
                 self.stats["late"] += 1  # a replay of a tick already assessed
                 continue
             self.conflicts.model = rec.model
+            if rec.tile is not None and rec.tile != (self.grid.tile_m, self.grid.halo_m):
+                self._follow(*rec.tile)
             slot = self._ticks.setdefault(rec.k, _Tick())
             for r, v in enumerate(rec.tick.ids.tolist()):
                 slot.rows.setdefault(v, (rec.tick, r))
@@ -252,6 +257,16 @@ class RiskEngine:
         # or the tracker would keep one id per vehicle ever in a conflict (it forgets none).
         stage.changed_vehicles()
         return out
+
+    def _follow(self, tile_m: float, halo_m: float) -> None:
+        """Own pairs by the tiles the predict stage fanned the vehicles out by: with its
+        own (another --tile-m or --halo-m), a pair's owner could be a partition that never
+        got both vehicles, and its alerts were missed."""
+        log.warning("the predict stage publishes tiles of %g m with a %g m halo, this risk "
+                    "stage was given %g m and %g m: using the predict stage's (give both "
+                    "stages the same --tile-m and --halo-m)", tile_m, halo_m,
+                    self.grid.tile_m, self.grid.halo_m)
+        self.grid = TileGrid(tile_m, halo_m, self.grid.partitions)
 
     def _owns(self, result: TickResult) -> np.ndarray:
         """Which of the tick's conflicts this process alerts (it owns the midpoint's tile);

@@ -129,6 +129,17 @@ def test_risk_processes_restored_mid_stream_give_the_single_process_alerts(traff
     assert set(got) == want
 
 
+def test_a_risk_stage_given_another_tile_size_follows_the_predict_stage(traffic, want):
+    """--tile-m changed on the risk stage only (the README: 'the risk stage is keyed by
+    --tile-m squares'): before, a pair was owned by the partition of its midpoint's tile on
+    the risk stage's grid, which need not have got both vehicles (measured on the broker:
+    3 risk processes, 11 of 103 alerts missed, none said)."""
+    log = _predict(traffic, [{0, 2, 4}, {1, 3, 5}], TileGrid(400.0, 170.0, RISK_PARTS))
+    got = _risk(log, [{0, 1}, {2, 3, 4}, {5}], TileGrid(60.0, 100.0, RISK_PARTS), step=7)
+    assert len(got) == len(set(got))
+    assert set(got) == want
+
+
 def test_the_risk_stage_keeps_no_change_set(traffic):
     """The risk stage writes every tracked pair at a checkpoint and forgets no vehicle: the
     episode tracker's changed vehicles must not pile up there (one id per vehicle that was
@@ -201,7 +212,7 @@ def test_a_heading_not_observed_yet_travels_as_unknown():
                   np.zeros((n, points, 2)), heading_known=np.array([True, False, True]))
     tick = PredictedTick(1.0, np.array(["a", "b", "c"], dtype=object), fleet,
                          np.zeros((n, points), np.float32))
-    got = internal.decode(internal.encode_tick(10, "lstm", tick, np.arange(n)))
+    got = internal.decode(internal.encode_tick(10, "lstm", tick, np.arange(n), (1000.0, 170.0)))
     assert got.tick.fleet.heading_known.tolist() == [True, False, True]
     assert got.tick.fleet.heading.tolist() == [0.5, 0.0, 1.0]
 
@@ -217,11 +228,11 @@ def test_a_track_start_travels_and_version_1_records_still_decode():
     fleet = Fleet(col, col, col, col, col, col, col, col + 4, col + 2, paths,
                   since=np.array([0.25, np.nan]))
     got = internal.decode(internal.encode_tick(3, "cv", PredictedTick(1.0, ids, fleet, sigma),
-                                               np.arange(n))).tick.fleet
+                                               np.arange(n), (1000.0, 170.0))).tick.fleet
     assert got.since[0] == 0.25 and np.isnan(got.since[1])
     no_since = Fleet(col, col, col, col, col, col, col, col + 4, col + 2, paths)
     got = internal.decode(internal.encode_tick(3, "cv", PredictedTick(1.0, ids, no_since, sigma),
-                                               np.arange(n))).tick.fleet
+                                               np.arange(n), (1000.0, 170.0))).tick.fleet
     assert np.isnan(got.since).all()  # not known: taken as long enough
     # a record of a predict process from before the track start was carried (version 1)
     header = {"v": 1, "kind": "tick", "k": 3, "t": 1.0, "model": "cv", "ids": ["a", "b"],
