@@ -369,8 +369,8 @@ class ProcessorConfig:
                                                    ("--dlq-topic", self.dlq_topic),
                                                    ("--until-end", self.until_end)) if value]
             if kafka_only:
-                given = ", ".join(f"{flag} (or TRAJSTREAM_{flag[2:].upper().replace('-', '_')})"
-                                  for flag in kafka_only)
+                # flags only: with a file source the Kafka variables are not read
+                given = ", ".join(kafka_only)
                 raise ConfigError(
                     f"{given} {'is' if len(kafka_only) == 1 else 'are'} for Kafka input; a "
                     "file is read to its end, its outputs are --predictions-out/--dlq-out")

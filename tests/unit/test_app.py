@@ -289,7 +289,7 @@ def test_engine_config_checks_risk_thresholds():
     (["--bootstrap", "127.0.0.1:9", "--no-changelog", "--changelog-topic", "c"], {},
      "--changelog-topic names the changelog that --no-changelog turns off"),
     (["--input", "in.jsonl", "--alerts-out", "a.jsonl", "--until-end"], {},
-     "--until-end (or TRAJSTREAM_UNTIL_END) is for Kafka input"),
+     "--until-end is for Kafka input"),
     (["--input", "in.jsonl", "--alerts-out", "a.jsonl", "--horizon-s", "4.1"], {},
      "--horizon-s (4.1) must be a multiple of --step-s (0.2)"),
     (["--input", "in.jsonl", "--alerts-out", "a.jsonl", "--origin-lat", "50"], {},
