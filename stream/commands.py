@@ -402,6 +402,8 @@ def process(**kw: Any) -> None:
     # for the other source are not read (given as flags, ProcessorConfig refuses them).
     other = _FILE_ONLY if source == "kafka" else _KAFKA_ONLY if source == "file" else {}
     kw.update({name: unset for name, unset in other.items() if name in env})
+    if "weights" in env and kw["predictor"] != "lstm":  # nor the LSTM's weights for CV/CTRV
+        kw["weights"] = None
     if source is None:
         raise click.UsageError(
             "no source: give --bootstrap HOST:PORT (Kafka) or --input FILE.jsonl")

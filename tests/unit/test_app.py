@@ -375,7 +375,9 @@ def test_process_reads_environment_variables(tmp_path: Path):
     out = tmp_path / "out.jsonl"
     env = {"TRAJSTREAM_INPUT": str(src), "TRAJSTREAM_ALERTS_OUT": str(out),
            "TRAJSTREAM_PREDICTOR": "cv", "TRAJSTREAM_METRICS_PORT": "0",
-           "TRAJSTREAM_WARNING_TTC_S": "2.0"}
+           "TRAJSTREAM_WARNING_TTC_S": "2.0",
+           # the LSTM's weights, set for another run: not read for CV (it was refused, exit 2)
+           "TRAJSTREAM_WEIGHTS": str(src)}
     r = CliRunner().invoke(process, [], env=env)
     assert r.exit_code == 0, r.output
     alerts = [orjson.loads(x) for x in out.read_bytes().splitlines()]
