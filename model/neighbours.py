@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from trajstream.model.kinematics import Kinematics, KinematicsTracker
+from trajstream.model.sorting import stable_argsort
 
 NEIGHBOUR_FEATURES: tuple[str, ...] = (
     "lead_near",  # leader in the own lane: 1 - gap / RANGE_M (0: none within range)
@@ -56,7 +57,7 @@ def _cell_runs(cx: np.ndarray, cy: np.ndarray, act: np.ndarray, qx: np.ndarray,
     d = np.array([-1, 0, 1], np.int64)
     if nx * ny <= 8 * cx.shape[0] + 4096:
         cell = (cx - x0) * ny + (cy - y0)
-        order = np.argsort(cell, kind="stable")
+        order = stable_argsort(cell)
         starts = np.zeros(nx * ny + 1, np.int64)
         np.cumsum(np.bincount(cell, minlength=nx * ny), out=starts[1:])
         col = (qx - x0)[:, None] + d[None, :]  # (n, 3)

@@ -24,6 +24,7 @@ from trajstream.errors import ConfigError
 from trajstream.model.kinematics import Kinematics
 from trajstream.model.neighbours import neighbour_features
 from trajstream.model.predictors import Predictor, constant_velocity_paths
+from trajstream.model.sorting import stable_argsort
 from trajstream.stream.codec import encode_json
 from trajstream.stream.config import EngineConfig
 from trajstream.stream.conflicts import PredictedTick
@@ -193,7 +194,7 @@ class VehicleStage:
         if new.any():
             self.errors.reset(slots[new])
         m = slots.size
-        order = np.argsort(slots, kind="stable")
+        order = stable_argsort(slots)
         s_sorted = slots[order]
         start = np.ones(m, dtype=bool)
         start[1:] = s_sorted[1:] != s_sorted[:-1]
