@@ -165,16 +165,17 @@ def neighbour_features(
     zone = np.where(np.abs(lat) < LANE_HALF_M, np.where(ahead, 0, -1),
                     np.where(left, np.where(ahead, 1, 3), np.where(right, np.where(ahead, 2, 4),
                                                                    -1)))
-    sel = (zone >= 0) & (gap < RANGE_M)
+    sel = np.flatnonzero((zone >= 0) & (gap < RANGE_M))
     grp = qi[sel] * _ZONES + zone[sel]
     gap = gap[sel]
     best = np.full(n * _ZONES, RANGE_M)
     np.minimum.at(best, grp, gap)
-    win = gap == best[grp]
+    nearest = gap == best[grp]
+    win, grp = sel[nearest], grp[nearest]  # the pairs of the nearest per zone, their zone
     dv = np.zeros(n * _ZONES)
-    dv[grp[win]] = (ov * np.cos(oh - h) - kin.speed[qi])[sel][win]
+    dv[grp] = ov[win] * np.cos(oh[win] - h[win]) - kin.speed[qi[win]]
     acc = np.zeros(n * _ZONES)
-    acc[grp[win]] = tracker.accel[ti[sel][win]]
+    acc[grp] = tracker.accel[ti[win]]
     near = (1.0 - best / RANGE_M).reshape(n, _ZONES)
     dvz = dv.reshape(n, _ZONES)
     out[:, 0], out[:, 1], out[:, 2] = near[:, 0], dvz[:, 0], acc.reshape(n, _ZONES)[:, 0]
