@@ -102,8 +102,9 @@ class Kinematics:
 
 def _shifted(hist: np.ndarray, slots: np.ndarray, newest: np.ndarray) -> np.ndarray:
     """Rows ``slots`` of a (capacity, WINDOW) history, one place older, ``newest`` last."""
-    out = np.empty((slots.shape[0], hist.shape[1]))
-    out[:, :-1] = hist[slots, 1:]
+    rows = hist.take(slots, axis=0)  # whole rows: a plain copy per row, unlike hist[slots, 1:]
+    out = np.empty_like(rows)
+    out[:, :-1] = rows[:, 1:]
     out[:, -1] = newest
     return out
 
