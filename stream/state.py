@@ -17,6 +17,7 @@ speed and heading against the motion (model/kinematics.py, ``check_reported``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import repeat
 
 import numpy as np
 
@@ -124,26 +125,38 @@ class StateStore(SlotOwner):
         repeated unknown id allocates once, at its first occurrence.
         """
         get = self._allocator.slot_of.get
-        slots = list(map(get, ids.tolist() if isinstance(ids, np.ndarray) else ids))
-        new = np.zeros(len(slots), dtype=bool)
-        if None in slots:
-            for i, s in enumerate(slots):
-                if s is None:
-                    v = ids[i]
-                    s = get(v)
-                    if s is None:
-                        s = self._new_slot(v)
-                        new[i] = True
-                    slots[i] = s
-        return np.asarray(slots, dtype=np.int64), new
+        names = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
+        slots = np.fromiter(map(get, names, repeat(-1)), dtype=np.int64, count=len(names))
+        new = np.zeros(len(names), dtype=bool)
+        new_ids: list[str] = []
+        take = self._allocator.take
+        for i in np.flatnonzero(slots < 0).tolist():
+            v = names[i]
+            s = get(v)  # an unknown id repeated in ``ids`` has its slot by now
+            if s is None:
+                s = take(v)
+                new[i] = True
+                new_ids.append(v)
+            slots[i] = s
+        if new_ids:
+            # cleared together: one call per array, not one per new vehicle (a fleet's
+            # first tick, and every id the stream has not seen yet)
+            self._claim(slots[new], new_ids)
+        return slots, new
 
     def _new_slot(self, vehicle_id: str, prefer: int = -1) -> int:
         """A cleared slot for ``vehicle_id`` (``prefer`` when free: see SlotAllocator.take)."""
         s = self._allocator.take(vehicle_id, prefer)
-        self.id_of[s] = vehicle_id
-        self.used[s] = True
-        self._clear(np.array([s]))
+        self._claim(np.array([s]), [vehicle_id])
         return s
+
+    def _claim(self, slots: np.ndarray, vehicle_ids: list[str]) -> None:
+        """Mark ``slots``, just taken from the allocator, as holding ``vehicle_ids``; cleared."""
+        owners = np.empty(len(vehicle_ids), dtype=object)
+        owners[:] = vehicle_ids
+        self.id_of[slots] = owners
+        self.used[slots] = True
+        self._clear(slots)
 
     def _clear(self, slots: np.ndarray) -> None:
         """Forget the track of ``slots`` (kinematics, recurrent state, path)."""
