@@ -103,7 +103,20 @@ class Changelog:
     def write(self, cp: ck.Checkpoint, owned: Collection[int]) -> int:
         """Queue the checkpoint's records (per partition its changed shards, then tombstones
         of keys it no longer uses, then one meta record per owned partition); the caller
-        flushes (or commits the transaction). Returns the number of records."""
+        flushes (or commits the transaction). Returns the number of records.
+
+        A record the producer refuses at once (too large, an unknown partition) raises, and
+        the commit is retried later. The changes that record held were already taken from
+        the engine, so the next write rewrites every shard: a retry with only the newer
+        changes could succeed and commit offsets past states the topic never got."""
+        try:
+            return self._write(cp, owned)
+        except BaseException:
+            for shards in self._shards.values():
+                shards.rewrite = True
+            raise
+
+    def _write(self, cp: ck.Checkpoint, owned: Collection[int]) -> int:
         vs = cp.vehicles
         dirty: dict[int, set[int]] = {}
         for vid, p in cp.tombstones:

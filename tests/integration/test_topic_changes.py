@@ -70,6 +70,20 @@ def _restored(log: str) -> list[int]:
             if "restored " in line]
 
 
+def _first_run(kafka_bootstrap: str, new_topic: Callable[[str], str], kafka_client: str,
+               first_half: Path) -> tuple[str, str, list[str]]:
+    """A one-partition positions topic holding ``first_half``, processed to its end; its
+    name, the group and the process command line, to run again."""
+    positions, group = new_topic("positions"), new_topic("group")
+    create_topics(kafka_bootstrap, [positions], partitions=1)
+    _replay(kafka_bootstrap, first_half, positions)
+    args = ["process", "--bootstrap", kafka_bootstrap, "--positions-topic", positions,
+            "--alerts-topic", new_topic("alerts"), "--group", group, "--metrics-port", "0",
+            "--until-end", "--kafka-client", kafka_client]
+    trajstream(*args)
+    return positions, group, args
+
+
 def test_a_restart_after_partitions_were_added_grows_the_changelog_and_keeps_the_state(
     kafka_bootstrap: str, new_topic: Callable[[str], str], kafka_client: str,
     halves: tuple[Path, Path]
@@ -77,13 +91,7 @@ def test_a_restart_after_partitions_were_added_grows_the_changelog_and_keeps_the
     """Before: the restart refused with exit 2 ('changelog topic ... has 1 partition(s), its
     input topic 2: they must match (use a new --changelog-topic)'), and a new changelog
     topic throws every vehicle's state away."""
-    positions, group = new_topic("positions"), new_topic("group")
-    create_topics(kafka_bootstrap, [positions], partitions=1)
-    _replay(kafka_bootstrap, halves[0], positions)
-    args = ["process", "--bootstrap", kafka_bootstrap, "--positions-topic", positions,
-            "--alerts-topic", new_topic("alerts"), "--group", group, "--metrics-port", "0",
-            "--until-end", "--kafka-client", kafka_client]
-    trajstream(*args)
+    positions, group, args = _first_run(kafka_bootstrap, new_topic, kafka_client, halves[0])
     assert partition_count(kafka_bootstrap, f"{group}-changelog") == 1
     assert grow_topic(kafka_bootstrap, positions, 2) == 2
     _replay(kafka_bootstrap, halves[1], positions)
@@ -161,13 +169,7 @@ def test_records_deleted_by_retention_before_they_were_read_are_counted_and_said
     from confluent_kafka import TopicPartition
     from confluent_kafka.admin import AdminClient
 
-    positions, group = new_topic("positions"), new_topic("group")
-    create_topics(kafka_bootstrap, [positions], partitions=1)
-    _replay(kafka_bootstrap, halves[0], positions)
-    args = ["process", "--bootstrap", kafka_bootstrap, "--positions-topic", positions,
-            "--alerts-topic", new_topic("alerts"), "--group", group, "--metrics-port", "0",
-            "--until-end", "--kafka-client", kafka_client]
-    trajstream(*args)
+    positions, group, args = _first_run(kafka_bootstrap, new_topic, kafka_client, halves[0])
     committed = sum(1 for _ in halves[0].open("rb"))
     _replay(kafka_bootstrap, halves[1], positions)
     gone = 500

@@ -8,6 +8,7 @@ from collections import Counter
 
 import numpy as np
 import orjson
+import pytest
 
 from trajstream.stream import checkpoint as ck
 from trajstream.stream.changelog import PER_SHARD, Changelog
@@ -81,6 +82,34 @@ def test_a_commit_sends_a_record_per_shard_and_only_the_changed_shards():
     cl.write(fleet.checkpoint(), [0])
     assert _kinds(log.log[n:]) == {"shard": 1, "meta": 1}
     assert _restored(log) == {**dict.fromkeys(ids, 1.0), "veh-7": 2.0}
+
+
+def test_after_a_refused_record_the_next_write_rewrites_every_shard():
+    """A shard the producer refused at send (message.max.bytes below its size) held changes
+    already taken from the engine. The retry sent only the newer, smaller changes; it went
+    through and the commit moved the offsets past states the topic never had (found with
+    --producer-option message.max.bytes=5000: 'Kafka available again', then the run idled
+    instead of stopping after --max-stall-s)."""
+    fleet, log = _Fleet(), _Log()
+    cl = Changelog(log, "cl", bootstrap="-", client="-", partitions=1)
+    ids = [f"veh-{i}" for i in range(3 * PER_SHARD)]
+    fleet.move(ids, 1.0)
+    cl.write(fleet.checkpoint(), [0])
+    fleet.move(ids, 2.0)  # every shard changed; the first send is refused
+
+    class _Refusing(_Log):
+        def send(self, topic: str, value: bytes | None, key: bytes, partition: int) -> None:
+            raise RuntimeError("Message size too large")
+
+    cl._p = _Refusing()
+    with pytest.raises(RuntimeError):
+        cl.write(fleet.checkpoint(), [0])
+    cl._p = log
+    n = len(log.log)
+    fleet.move(["veh-7"], 3.0)
+    cl.write(fleet.checkpoint(), [0])
+    assert _kinds(log.log[n:]) == {"shard": 4, "meta": 1}
+    assert _restored(log) == {**dict.fromkeys(ids, 2.0), "veh-7": 3.0}
 
 
 def test_the_shard_count_follows_the_fleet_and_old_keys_are_tombstoned():
