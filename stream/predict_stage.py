@@ -46,9 +46,9 @@ class TilePublisher:
             order = np.argsort(parts, kind="stable")
             rows, parts = rows[order], parts[order]
             cuts = np.flatnonzero(np.diff(parts)) + 1
+            tile = (self.grid.tile_m, self.grid.halo_m)
             for r, q in zip(np.split(rows, cuts), parts[np.r_[0, cuts]].tolist(), strict=True):
-                out.append((q, str(q).encode(), internal.encode_tick(k, self.model, tick, r,
-                                                            (self.grid.tile_m, self.grid.halo_m))))
+                out.append((q, str(q).encode(), internal.encode_tick(k, self.model, tick, r, tile)))
         self.stats["published"] += len(f)
         self.stats["duplicated"] += int(rows.size) - len(f)
         return out
