@@ -16,7 +16,7 @@ from kafka import (
 )
 from kafka import errors as kerr
 from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions, NewTopic
-from kafka.structs import OffsetAndMetadata
+from kafka.structs import MemberState, OffsetAndMetadata
 
 from trajstream.errors import ConfigError, Fenced, KafkaUnavailable
 from trajstream.stream.kafka import Columns, Record
@@ -230,9 +230,11 @@ class KafkaPythonProducer:
 
     def await_partitions(self, topic: str, count: int, timeout_s: float = 15.0) -> None:
         # kafka-python has no public refresh; a send to a partition it does not know raises
-        # ValueError
+        # ValueError. Its metadata requests name only the topics it tracks: a topic not sent
+        # to yet must be added, or its partitions never come.
         deadline = time.monotonic() + timeout_s
         meta = self._p._metadata
+        meta.add_topic(topic)
         while len(meta.partitions_for_topic(topic) or ()) < count:
             if time.monotonic() > deadline:
                 raise unreachable(self._bootstrap, f"{topic} has not {count} partitions")
@@ -319,6 +321,31 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         return passed
 
 
+_JOIN_WAIT_S = 1.0  # a poll's shortest wait while the member (re)joins its group
+
+
+def _join_wait(consumer: KafkaConsumer, timeout_s: float) -> float:
+    """A poll's timeout: at least _JOIN_WAIT_S while the member (re)joins its group.
+
+    kafka-python (3.0) completes a JoinGroup/SyncGroup round trip only inside a poll that
+    is still waiting for it. One that ends between polls is thrown away and sent again
+    (polls of 0 s went through 250 generations in 15 s). Worse, one that a metadata change
+    started (partitions added; at start-up, a first join made before the topic's partitions
+    were known) is not sent again: the member stays 'rebalancing' without a partition for
+    good (processors idled 300 s under load). So a lost rejoin is flagged again, and polls
+    wait long enough for the round trip; a joining member holds no partition (eager
+    rebalancing), so the wait costs nothing. Skipped on a client without these internals."""
+    co = getattr(consumer, "_coordinator", None)
+    state = getattr(co, "state", MemberState.STABLE)
+    if co is None or (state == MemberState.STABLE and not co.need_rejoin()):
+        return timeout_s
+    if (state == MemberState.REBALANCING and getattr(co, "_join_task", None) is not None
+            and not co.need_rejoin()):
+        log.info("kafka consumer: completing a group rejoin the client lost")
+        co.request_rejoin()
+    return max(timeout_s, _JOIN_WAIT_S)
+
+
 _COMMITTED_TIMEOUT_MS = 10_000  # a committed-offset lookup that blocks longer is retried
 
 
@@ -358,6 +385,7 @@ class KafkaPythonConsumer:
     def _fetch(self, max_records: int, timeout_s: float) -> dict[Any, list[FastRecord]]:
         """Polled records by topic-partition, as (offset, timestamp, key, value)."""
         try:
+            timeout_s = _join_wait(self._c, timeout_s)
             polled = self._c.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
             self._rewind_pending.update(self._listener.pass_on_assigned())  # before records
             if self._rewind_pending:

@@ -15,6 +15,7 @@ from trajstream.stream.kafka import (
     Consumer,
     Record,
     create_topics,
+    grow_topic,
     make_consumer,
     make_producer,
     wait_until_ready,
@@ -370,3 +371,39 @@ def test_a_partition_assigned_again_after_a_rebalance_is_read_from_its_committed
         first.close()
         if second is not None:
             second.close()
+
+
+# Each client's setting for how often it refreshes topic metadata (5 min by default).
+_METADATA_REFRESH_1S = {"confluent": {"topic.metadata.refresh.interval.ms": 1000},
+                        "kafka-python": {"metadata.max.age.ms": 1000}}
+
+
+def test_a_member_that_polls_briefly_while_its_topic_grows_gets_the_new_partition(
+    kafka_bootstrap: str, kafka_client: str, topic_name: str
+) -> None:
+    """Partitions added to a subscribed topic make the group rebalance. kafka-python 3 lost
+    that rejoin when a poll's timeout ended before its JoinGroup/SyncGroup round trip: the
+    round trip finished in the background, nothing marked the rejoin as still to be
+    completed, and the member stayed 'rebalancing' with no partition for good (under load,
+    processors idled 300 s without a partition at start-up). Short polls make it certain."""
+    create_topics(kafka_bootstrap, [topic_name], partitions=1, client=kafka_client)
+    _produce(kafka_bootstrap, kafka_client, topic_name, 5)
+    consumer = make_consumer(kafka_bootstrap, [topic_name], group=f"g-{topic_name}",
+                             client=kafka_client, config=_METADATA_REFRESH_1S[kafka_client])
+    try:
+        _poll_until(consumer, 5)
+        grow_topic(kafka_bootstrap, topic_name, 2)
+        producer = make_producer(kafka_bootstrap, client=kafka_client)
+        producer.await_partitions(topic_name, 2)
+        producer.send(topic_name, b"on-the-new-partition", key=b"k", partition=1)
+        producer.flush(30.0)
+        producer.close()
+        new: list[Record] = []  # (partition 0 comes again from its commit, here none)
+        deadline = time.monotonic() + 30.0
+        while not new and time.monotonic() < deadline:
+            new = [r for r in consumer.poll(10, 0.0) if r.partition == 1]
+            time.sleep(0.05)
+        assert [r.value for r in new] == [b"on-the-new-partition"], (
+            f"nothing from the new partition in 30 s; assigned {consumer.assignment()}")
+    finally:
+        consumer.close()
