@@ -321,29 +321,30 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         return passed
 
 
-_JOIN_WAIT_S = 1.0  # a poll's shortest wait while the member (re)joins its group
+_JOIN_WAIT_MS = 1000  # how long a poll waits at most for a group (re)join to complete
 
 
-def _join_wait(consumer: KafkaConsumer, timeout_s: float) -> float:
-    """A poll's timeout: at least _JOIN_WAIT_S while the member (re)joins its group.
+def _complete_join(consumer: KafkaConsumer) -> None:
+    """While the member (re)joins its group, wait up to _JOIN_WAIT_MS for the join.
 
     kafka-python (3.0) completes a JoinGroup/SyncGroup round trip only inside a poll that
     is still waiting for it. One that ends between polls is thrown away and sent again
     (polls of 0 s went through 250 generations in 15 s). Worse, one that a metadata change
     started (partitions added; at start-up, a first join made before the topic's partitions
     were known) is not sent again: the member stays 'rebalancing' without a partition for
-    good (processors idled 300 s under load). So a lost rejoin is flagged again, and polls
-    wait long enough for the round trip; a joining member holds no partition (eager
-    rebalancing), so the wait costs nothing. Skipped on a client without these internals."""
+    good (processors idled 300 s under load). So a lost rejoin is flagged again, and the
+    join is waited for on its own, which returns as soon as it completes; a joining member
+    holds no partition (eager rebalancing), so the wait holds nothing up. Skipped on a
+    client without these internals."""
     co = getattr(consumer, "_coordinator", None)
     state = getattr(co, "state", MemberState.STABLE)
     if co is None or (state == MemberState.STABLE and not co.need_rejoin()):
-        return timeout_s
+        return
     if (state == MemberState.REBALANCING and getattr(co, "_join_task", None) is not None
             and not co.need_rejoin()):
         log.info("kafka consumer: completing a group rejoin the client lost")
         co.request_rejoin()
-    return max(timeout_s, _JOIN_WAIT_S)
+    co.ensure_active_group(timeout_ms=_JOIN_WAIT_MS)
 
 
 _COMMITTED_TIMEOUT_MS = 10_000  # a committed-offset lookup that blocks longer is retried
@@ -385,7 +386,7 @@ class KafkaPythonConsumer:
     def _fetch(self, max_records: int, timeout_s: float) -> dict[Any, list[FastRecord]]:
         """Polled records by topic-partition, as (offset, timestamp, key, value)."""
         try:
-            timeout_s = _join_wait(self._c, timeout_s)
+            _complete_join(self._c)
             polled = self._c.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
             self._rewind_pending.update(self._listener.pass_on_assigned())  # before records
             if self._rewind_pending:
