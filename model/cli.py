@@ -77,7 +77,9 @@ def model() -> None:
       "traffic; repeatable; needs --val-data and --test-data).")
 @_opt("--val-data", env="MODEL_VAL_DATA", multiple=True,
       type=click.Path(exists=True, dir_okay=False, path_type=Path),
-      help="Validation positions files (with --train-data).")
+      help="Validation positions files (with --train-data): early stopping, the residual "
+      "shrink and the sigma calibration are fitted on them, so a file that repeats a "
+      "training record is refused.")
 @_opt("--test-data", env="MODEL_TEST_DATA", multiple=True,
       type=click.Path(exists=True, dir_okay=False, path_type=Path),
       help="Test positions files (with --train-data): held-out traffic, so a file that "

@@ -467,10 +467,21 @@ def _record_keys(pos: Positions) -> np.ndarray:
 
 
 def check_held_out(files: dict[str, list[Path]], cache: dict[Path, Positions]) -> None:
-    """Refuse test files that repeat training or validation records (the same vehicle, time
-    and position): their figures would be reported as held-out traffic and not be."""
-    seen = np.concatenate([_record_keys(_read(path, cache))
-                           for path in (*files["train"], *files["val"])])
+    """Refuse validation files that repeat training records, and test files that repeat
+    training or validation records (the same vehicle, time and position): early stopping,
+    the residual shrink and the sigma calibration would be fitted on traffic the model
+    learns from, and test figures would be reported as held-out traffic and not be."""
+    trained = np.concatenate([_record_keys(_read(path, cache)) for path in files["train"]])
+    for path in files["val"]:
+        shared = int(np.isin(_record_keys(_read(path, cache)), trained).sum())
+        if shared:
+            raise ConfigError(
+                f"--val-data {path}: {shared} of its {len(cache[path])} records (vehicle, "
+                f"time and position) are also in --train-data, so early stopping and the "
+                f"calibration would be fitted on traffic the model learns from: give "
+                f"held-out traffic")
+    seen = np.concatenate([trained, *(_record_keys(_read(path, cache))
+                                      for path in files["val"])])
     for path in files["test"]:
         shared = int(np.isin(_record_keys(_read(path, cache)), seen).sum())
         if shared:

@@ -257,6 +257,27 @@ def test_test_data_that_repeats_training_records_is_refused(tiny_files, tmp_path
     assert not list((tmp_path / "out").glob("*"))
 
 
+def test_val_data_that_repeats_training_records_is_refused(tiny_files, tmp_path, capsys):
+    """--val-data holding training records (the same file, or an extract of it) used to be
+    taken: early stopping, the residual shrink and the sigma calibration were then fitted on
+    traffic the model learnt from. Like --test-data, it now stops the command (exit 2) with
+    one line before training."""
+    from trajstream.cli import main
+
+    part = tmp_path / "part.jsonl"
+    part.write_bytes(b"".join(tiny_files["train"].read_bytes().splitlines(True)[:200]))
+    for val in (tiny_files["train"], part):
+        args = ["model", "train", "--out-dir", str(tmp_path / "out"),
+                "--train-data", str(tiny_files["train"]), "--val-data", str(val),
+                "--test-data", str(tiny_files["test"])]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert f"--val-data {val}: 200 of its" in err if val == part else "--val-data" in err
+        assert "are also in --train-data, so early stopping" in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not list((tmp_path / "out").glob("*"))
+
+
 def test_mirroring_reflects_lateral_inputs_zones_and_targets():
     from trajstream.model.train import mirrored
 
