@@ -348,8 +348,9 @@ _FILE_ONLY: dict[str, Any] = {"alerts_out": None, "predictions_out": None, "dlq_
            "and kept across its restarts [default: <group>-<instance id>-tx, or <group>-tx "
            "without --instance-id].")
 @_opt("--max-stall-s", env="MAX_STALL_S", default=DEFAULTS.max_stall_s, type=_POS_FLOAT,
-      help="Retry an unreachable broker (with backoff) this long without progress, then exit "
-           "1 so an orchestrator restarts the processor.")
+      help="Retry (with backoff) a broker that is unreachable, or answers but takes no "
+           "outputs or commits, this long without progress, then exit 1 so an orchestrator "
+           "restarts the processor.")
 @_opt("--origin-lat", env="ORIGIN_LAT", default=None, type=float,
       help="Latitude of the local frame's origin; enables lat/lon messages.")
 @_opt("--origin-lon", env="ORIGIN_LON", default=None, type=float,

@@ -110,6 +110,29 @@ def unreachable(bootstrap: str, why: str) -> KafkaUnavailable:
     )
 
 
+# How long a producer whose messages are not acknowledged waits for the broker to answer a
+# metadata request before it says the broker is unreachable.
+PROBE_S = 3.0
+
+
+def not_acknowledged(bootstrap: str, why: str, answered: bool, cause: str = "",
+                     ) -> KafkaUnavailable:
+    """Messages a producer could not get acknowledged in time (``why``: what timed out).
+
+    Only a broker that does not answer gets the advice to start one (:func:`unreachable`).
+    One that answers a metadata request but does not take the messages (an unknown topic or
+    partition, topic authorization, a partition without a leader, a quota) is said to
+    answer, with ``cause``, the client's account of the topics, when it has one."""
+    if not answered:
+        return unreachable(bootstrap, why)
+    if cause:
+        return KafkaUnavailable(f"Kafka at {bootstrap} answers but does not take the "
+                                f"messages ({why}): {cause}")
+    return KafkaUnavailable(f"Kafka at {bootstrap} answers but has not acknowledged the "
+                            f"messages ({why}), and names no cause: see the broker's log "
+                            f"(quotas, partitions under min.insync.replicas)")
+
+
 def wait_until_ready(bootstrap: str, timeout_s: float, client: str,
                      stop: threading.Event | None = None) -> None:
     """TCP first (quiet and fast to retry), then one metadata round trip with the client.

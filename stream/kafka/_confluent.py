@@ -24,10 +24,12 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, Ne
 from trajstream.errors import ConfigError, Fenced, KafkaUnavailable
 from trajstream.stream.kafka import Columns, Record
 from trajstream.stream.kafka._common import (
+    PROBE_S,
     WATERMARK_CACHE_S,
     RebalanceHooks,
     fenced_member,
     fenced_producer,
+    not_acknowledged,
     partitions_of,
     throwaway_group,
     undelivered,
@@ -214,6 +216,8 @@ class ConfluentProducer:
         self._p: Producer = _build(Producer, conf, "producer")
         self._produce = self._p.produce
         self._sent = 0
+        self._topic: str | None = None  # the latest topic sent to
+        self._topics: set[str] = set()  # every topic sent to, for a broker's account of them
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
@@ -272,6 +276,9 @@ class ConfluentProducer:
 
     def send(self, topic: str, value: bytes | None, key: bytes | None = None,
              partition: int | None = None) -> None:
+        if topic is not self._topic:
+            self._topic = topic
+            self._topics.add(topic)
         try:
             if partition is None:
                 self._produce(topic, value, key)
@@ -299,9 +306,8 @@ class ConfluentProducer:
                 return
             except BufferError:
                 if time.monotonic() > deadline:
-                    raise _unreachable(
-                        self._bootstrap, f"send queue still full after {self._timeout_s:g} s"
-                    ) from None
+                    raise self._not_acknowledged(
+                        f"send queue still full after {self._timeout_s:g} s") from None
             except KafkaException as exc:
                 raise self._send_failed(topic, exc) from exc
 
@@ -324,9 +330,42 @@ class ConfluentProducer:
         self._check()
         if left:
             self._stuck = True
-            raise _unreachable(
-                self._bootstrap, f"{left} message(s) still undelivered after {timeout_s:g} s"
-            )
+            raise self._not_acknowledged(
+                f"{left} message(s) still undelivered after {timeout_s:g} s")
+
+    def _not_acknowledged(self, why: str) -> KafkaUnavailable:
+        """Messages not acknowledged in time: the broker's account of the topics sent to if
+        it answers, else unreachable (or the credentials it refused)."""
+        answered, cause = self._account()
+        if not answered:
+            return _unreachable(self._bootstrap, why)
+        return not_acknowledged(self._bootstrap, why, True, cause)
+
+    def _account(self, timeout_s: float = PROBE_S) -> tuple[bool, str]:
+        """Whether the broker answers a metadata request for the topics sent to, and the
+        errors it reports of them (unknown, not authorized, partitions without a leader)."""
+        deadline = time.monotonic() + timeout_s
+        causes: list[str] = []
+        topics: list[str | None] = [*sorted(self._topics)] or [None]
+        for topic in topics:
+            try:
+                md = self._p.list_topics(topic, timeout=max(deadline - time.monotonic(), 0.1))
+            except KafkaException:
+                return False, ""
+            tm = md.topics.get(topic) if topic is not None else None
+            if tm is None:
+                continue
+            if tm.error is not None:
+                causes.append(f"topic {topic}: {tm.error.str()}")
+                continue
+            bad: dict[str, list[int]] = {}
+            for p in tm.partitions.values():
+                if p.error is not None or p.leader < 0:
+                    why = p.error.str() if p.error is not None else "no leader"
+                    bad.setdefault(why, []).append(p.id)
+            causes += [f"topic {topic} partition(s) {', '.join(map(str, sorted(ids)))}: {why}"
+                       for why, ids in sorted(bad.items())]
+        return True, "; ".join(causes)
 
     # -- transactions (exactly-once; needs transactional.id) -------------------------------
 

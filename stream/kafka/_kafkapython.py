@@ -21,10 +21,12 @@ from kafka.structs import MemberState, OffsetAndMetadata
 from trajstream.errors import ConfigError, Fenced, KafkaUnavailable
 from trajstream.stream.kafka import Columns, Record
 from trajstream.stream.kafka._common import (
+    PROBE_S,
     WATERMARK_CACHE_S,
     RebalanceHooks,
     fenced_member,
     fenced_producer,
+    not_acknowledged,
     partitions_of,
     throwaway_group,
     undelivered,
@@ -169,6 +171,8 @@ class KafkaPythonProducer:
         self._failed = 0
         self._first_failure = ""
         self._first_error: BaseException | None = None
+        self._topic: str | None = None  # the latest topic sent to
+        self._topics: set[str] = set()  # every topic sent to, for a broker's account of them
 
     def _reap(self) -> None:
         """Count failed deliveries among the finished futures and forget the finished."""
@@ -217,10 +221,13 @@ class KafkaPythonProducer:
 
     def send(self, topic: str, value: bytes | None, key: bytes | None = None,
              partition: int | None = None) -> None:
+        if topic is not self._topic:
+            self._topic = topic
+            self._topics.add(topic)
         try:
             self._pending.append(self._send(topic, value=value, key=key, partition=partition))
         except kerr.KafkaTimeoutError as exc:
-            raise unreachable(self._bootstrap, f"send blocked too long: {exc}") from exc
+            raise self._not_acknowledged(f"send to {topic} blocked too long: {exc}") from exc
         except kerr.KafkaError as exc:
             raise (self._fenced(exc) or KafkaUnavailable(f"cannot send to {topic}: {exc}")
                    ) from exc
@@ -248,11 +255,45 @@ class KafkaPythonProducer:
         except kerr.KafkaTimeoutError as exc:
             self._reap()
             self._check()
-            raise unreachable(
-                self._bootstrap, f"messages still undelivered after {timeout_s:g} s"
-            ) from exc
+            raise self._not_acknowledged(
+                f"messages still undelivered after {timeout_s:g} s") from exc
         self._reap()
         self._check()
+
+    def _not_acknowledged(self, why: str) -> KafkaUnavailable:
+        """Messages not acknowledged in time: the broker's account of the topics sent to if
+        it answers, else unreachable."""
+        return not_acknowledged(self._bootstrap, why, *self._account())
+
+    def _account(self, timeout_s: float = PROBE_S) -> tuple[bool, str]:
+        """Whether the broker answers a metadata request, and the errors it reports of the
+        topics sent to (unknown, not authorized, partitions without a leader)."""
+        meta = self._p._metadata
+        fut = meta.request_update()
+        self._p._sender.wakeup()
+        deadline = time.monotonic() + timeout_s
+        while not fut.is_done and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not fut.is_done or (fut.failed()
+                               and not isinstance(fut.exception, kerr.BrokerResponseError)):
+            return False, ""
+        causes: list[str] = []
+        for topic in sorted(self._topics):
+            parts = meta.partitions_for_topic(topic)
+            if topic in meta.unauthorized_topics:
+                causes.append(f"topic {topic}: not authorized (TopicAuthorizationFailedError)")
+            elif parts is None:
+                causes.append(f"topic {topic}: not in the broker's metadata "
+                              f"(UnknownTopicOrPartitionError)")
+            else:
+                leaderless = sorted(p for p in parts
+                                    if meta.leader_for_partition(TopicPartition(topic, p)) == -1)
+                if leaderless:
+                    causes.append(f"topic {topic} partition(s) "
+                                  f"{', '.join(map(str, leaderless))}: no leader")
+        if not causes and fut.failed():
+            causes.append(f"{type(fut.exception).__name__}: {fut.exception}")
+        return True, "; ".join(causes)
 
     # -- transactions (exactly-once; needs transactional.id) -------------------------------
 

@@ -265,6 +265,31 @@ def test_flush_raises_when_the_broker_rejects_a_message(
         producer.close()
 
 
+def test_a_broker_that_answers_but_will_not_take_the_topic_is_named_not_unreachable(
+    kafka_bootstrap: str, kafka_client: str, topic_name: str
+) -> None:
+    """The broker refuses to create a topic whose name collides with an existing one ('.'
+    and '_' are the same to it) and answers every metadata request for it with
+    UNKNOWN_TOPIC_OR_PART, so the messages wait until the send (kafka-python) or the flush
+    (confluent) times out. Both used to end 'cannot reach Kafka ...; is the broker
+    running?', with the broker up and answering."""
+    create_topics(kafka_bootstrap, [f"{topic_name}_x"], client=kafka_client)
+    topic = f"{topic_name}.x"
+    config = {"max.block.ms": "3000"} if kafka_client == "kafka-python" else {}
+    producer = make_producer(kafka_bootstrap, client=kafka_client, config=config)
+    try:
+        with pytest.raises(KafkaUnavailable) as err:
+            producer.send(topic, b"{}", key=b"veh-1")
+            producer.flush(3.0)
+    finally:
+        producer.close()
+    says = str(err.value)
+    assert says.startswith(f"Kafka at {kafka_bootstrap} answers but does not take the "
+                           f"messages ("), says
+    assert f"topic {topic}" in says and "nknown" in says, says  # Unknown topic / Unknown...Error
+    assert "cannot reach" not in says and "broker running" not in says, says
+
+
 def test_a_commit_in_the_revoke_callback_answers_when_a_member_joins(
     kafka_bootstrap: str, kafka_client: str, topic_name: str
 ) -> None:

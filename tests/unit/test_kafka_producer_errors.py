@@ -1,0 +1,198 @@
+"""What the producers say when a send or a flush fails, with fake clients in place of the
+libraries' producers: an unreachable broker keeps the advice to start one; a broker that
+answers but does not take the messages is named with the client's account of the topics."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+from kafka import errors as kerr
+from kafka.future import Future
+
+from trajstream.errors import KafkaUnavailable
+from trajstream.stream.kafka import _confluent, _kafkapython
+from trajstream.stream.kafka._common import not_acknowledged
+
+BOOTSTRAP = "127.0.0.1:19999"
+
+
+def test_only_a_broker_that_does_not_answer_gets_the_advice_to_start_one():
+    down = not_acknowledged(BOOTSTRAP, "3 message(s) still undelivered after 10 s", False)
+    assert str(down).startswith(f"cannot reach Kafka at {BOOTSTRAP} (3 message(s) still")
+    assert "is the broker running?" in str(down)
+    named = not_acknowledged(BOOTSTRAP, "3 message(s) still undelivered after 10 s", True,
+                             "topic alerts: Broker: Topic authorization failed")
+    assert str(named) == (f"Kafka at {BOOTSTRAP} answers but does not take the messages (3 "
+                          f"message(s) still undelivered after 10 s): topic alerts: Broker: "
+                          f"Topic authorization failed")
+    unnamed = not_acknowledged(BOOTSTRAP, "3 message(s) still undelivered after 10 s", True)
+    assert "answers but has not acknowledged" in str(unnamed)
+    for exc in (named, unnamed):
+        assert "cannot reach" not in str(exc) and "broker running" not in str(exc)
+        assert exc.retriable  # retried until --max-stall-s, as before
+
+
+# -- confluent-kafka -----------------------------------------------------------------------
+
+class _Librdkafka:
+    """A librdkafka producer whose messages are never acknowledged; ``metadata`` is what a
+    metadata request returns (an exception: raised, the broker does not answer)."""
+
+    def __init__(self, metadata: Any) -> None:
+        self.metadata = metadata
+        self.queued = 0
+
+    def produce(self, topic: str, value: Any, key: Any = None, partition: int = -1) -> None:
+        self.queued += 1
+
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+    def flush(self, timeout: float = 0) -> int:
+        return self.queued
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+        if isinstance(self.metadata, BaseException):
+            raise self.metadata
+        return self.metadata
+
+    def __len__(self) -> int:
+        return self.queued
+
+    def purge(self) -> None:
+        self.queued = 0
+
+    def close(self) -> None:
+        pass
+
+
+def _topic(error: int | None = None, leaders: tuple[int, ...] = (1,)) -> Any:
+    return SimpleNamespace(
+        error=None if error is None else KafkaError(error),
+        partitions={i: SimpleNamespace(id=i, leader=leader, error=None)
+                    for i, leader in enumerate(leaders)})
+
+
+def _confluent_producer(monkeypatch: pytest.MonkeyPatch, metadata: Any
+                        ) -> _confluent.ConfluentProducer:
+    monkeypatch.setattr(_confluent, "_build", lambda cls, conf, what: _Librdkafka(metadata))
+    return _confluent.ConfluentProducer(BOOTSTRAP, {})
+
+
+@pytest.mark.parametrize(("metadata", "says"), [
+    (KafkaException(KafkaError(KafkaError._TRANSPORT)),
+     f"cannot reach Kafka at {BOOTSTRAP} (1 message(s) still undelivered after 1 s); "
+     f"is the broker running?"),
+    (SimpleNamespace(topics={"alerts": _topic(KafkaError.TOPIC_AUTHORIZATION_FAILED)}),
+     f"Kafka at {BOOTSTRAP} answers but does not take the messages (1 message(s) still "
+     f"undelivered after 1 s): topic alerts: Broker: Topic authorization failed"),
+    (SimpleNamespace(topics={"alerts": _topic(KafkaError.UNKNOWN_TOPIC_OR_PART)}),
+     "): topic alerts: Broker: Unknown topic or partition"),
+    (SimpleNamespace(topics={"alerts": _topic(leaders=(1, -1, -1))}),
+     "): topic alerts partition(s) 1, 2: no leader"),
+    (SimpleNamespace(topics={"alerts": _topic()}),
+     f"Kafka at {BOOTSTRAP} answers but has not acknowledged the messages (1 message(s) "
+     f"still undelivered after 1 s), and names no cause"),
+])
+def test_confluent_flush_timeout_names_the_brokers_answer(monkeypatch, metadata, says):
+    """Before: every flush that timed out said 'cannot reach Kafka ... is the broker
+    running?', also when the broker answered and refused the topic."""
+    producer = _confluent_producer(monkeypatch, metadata)
+    producer.send("alerts", b"{}", b"a|b")
+    with pytest.raises(KafkaUnavailable) as err:
+        producer.flush(1.0)
+    assert says in str(err.value)
+    producer.close()
+
+
+# -- kafka-python --------------------------------------------------------------------------
+
+class _ClusterMetadata:
+    """kafka-python's ClusterMetadata as the producer's probe reads it; ``answer`` settles
+    the future of a metadata request (None: it never comes)."""
+
+    def __init__(self, answer: BaseException | None | bool, partitions: dict[str, dict],
+                 unauthorized: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        self.answer = answer
+        self._partitions = partitions
+        self.unauthorized_topics = set(unauthorized)
+
+    def request_update(self) -> Future:
+        fut = Future()
+        if isinstance(self.answer, BaseException):
+            fut.failure(self.answer)
+        elif self.answer:
+            fut.success(self)
+        return fut
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        return set(self._partitions[topic]) if topic in self._partitions else None
+
+    def leader_for_partition(self, tp: Any) -> int | None:
+        return self._partitions.get(tp.topic, {}).get(tp.partition)
+
+
+class _KafkaPython:
+    def __init__(self, metadata: _ClusterMetadata, send_raises: BaseException | None = None,
+                 ) -> None:
+        self._metadata = metadata
+        self._sender = SimpleNamespace(wakeup=lambda: None)
+        self.send_raises = send_raises
+
+    def send(self, topic: str, value: Any = None, key: Any = None,
+             partition: int | None = None) -> Any:
+        if self.send_raises is not None:
+            raise self.send_raises
+        return Future()
+
+    def flush(self, timeout: float | None = None) -> None:
+        raise kerr.KafkaTimeoutError("Timeout after waiting for 1 secs.")
+
+    def close(self, timeout: float | None = None) -> None:
+        pass
+
+
+def _kafka_python_producer(monkeypatch: pytest.MonkeyPatch, client: _KafkaPython
+                           ) -> _kafkapython.KafkaPythonProducer:
+    monkeypatch.setattr(_kafkapython, "_build", lambda cls, bootstrap, conf: client)
+    return _kafkapython.KafkaPythonProducer(BOOTSTRAP, {})
+
+
+@pytest.mark.parametrize(("metadata", "says"), [
+    (_ClusterMetadata(kerr.NodeNotReadyError("metadata"), {}),
+     f"cannot reach Kafka at {BOOTSTRAP} (messages still undelivered after 1 s); is the "
+     f"broker running?"),
+    (_ClusterMetadata(True, {"alerts": {0: 1}}, unauthorized={"alerts"}),
+     f"Kafka at {BOOTSTRAP} answers but does not take the messages (messages still "
+     f"undelivered after 1 s): topic alerts: not authorized"),
+    (_ClusterMetadata(kerr.UnknownTopicOrPartitionError("alerts"), {}),
+     "): topic alerts: not in the broker's metadata (UnknownTopicOrPartitionError)"),
+    (_ClusterMetadata(True, {"alerts": {0: 1, 1: -1}}),
+     "): topic alerts partition(s) 1: no leader"),
+    (_ClusterMetadata(True, {"alerts": {0: 1}}),
+     f"Kafka at {BOOTSTRAP} answers but has not acknowledged the messages (messages still "
+     f"undelivered after 1 s), and names no cause"),
+])
+def test_kafka_python_flush_timeout_names_the_brokers_answer(monkeypatch, metadata, says):
+    producer = _kafka_python_producer(monkeypatch, _KafkaPython(metadata))
+    producer.send("alerts", b"{}", b"a|b")
+    with pytest.raises(KafkaUnavailable) as err:
+        producer.flush(1.0)
+    assert says in str(err.value)
+
+
+def test_kafka_python_send_blocked_on_a_topic_the_broker_refuses_names_it(monkeypatch):
+    """kafka-python waits in send() for the metadata of a topic the broker will not create,
+    then raises KafkaTimeoutError: that was 'cannot reach Kafka'."""
+    blocked = kerr.KafkaTimeoutError("Failed to update metadata after 30.0 secs.")
+    producer = _kafka_python_producer(monkeypatch, _KafkaPython(
+        _ClusterMetadata(kerr.UnknownTopicOrPartitionError("coll.alerts"), {}), blocked))
+    with pytest.raises(KafkaUnavailable) as err:
+        producer.send("coll.alerts", b"{}", b"a|b")
+    assert str(err.value) == (
+        f"Kafka at {BOOTSTRAP} answers but does not take the messages (send to coll.alerts "
+        f"blocked too long: KafkaTimeoutError: Failed to update metadata after 30.0 secs.): "
+        f"topic coll.alerts: not in the broker's metadata (UnknownTopicOrPartitionError)")
