@@ -231,6 +231,12 @@ class KafkaPythonProducer:
         except kerr.KafkaError as exc:
             raise (self._fenced(exc) or KafkaUnavailable(f"cannot send to {topic}: {exc}")
                    ) from exc
+        except (ValueError, AssertionError) as exc:
+            # kafka-python's own checks, not KafkaErrors: a partition its metadata does not
+            # have ('Unrecognized partition'), a topic missing from it or a name it refuses
+            # (ValueError); a transactional batch without a producer id (AssertionError)
+            raise (self._fenced(exc) or KafkaUnavailable(
+                f"cannot send to {topic}: {str(exc) or type(exc).__name__}")) from exc
         if len(self._pending) >= self._REAP_EVERY:
             self._reap()
             self._check()

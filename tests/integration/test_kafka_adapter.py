@@ -290,6 +290,24 @@ def test_a_broker_that_answers_but_will_not_take_the_topic_is_named_not_unreacha
     assert "cannot reach" not in says and "broker running" not in says, says
 
 
+def test_a_send_to_a_partition_the_topic_does_not_have_is_a_kafka_error(
+    kafka_bootstrap: str, kafka_client: str, topic_name: str
+) -> None:
+    """confluent-kafka reports it as an undelivered message at the flush; kafka-python
+    raised a bare ValueError('Unrecognized partition 3 ...') from send, past the adapter."""
+    create_topics(kafka_bootstrap, [topic_name], partitions=1, client=kafka_client)
+    producer = make_producer(kafka_bootstrap, client=kafka_client)
+    try:
+        producer.send(topic_name, b"ok", key=b"veh-1")
+        producer.flush(10.0)
+        with pytest.raises(KafkaUnavailable, match="(?i)unknown partition|unrecognized "
+                           "partition 3"):
+            producer.send(topic_name, b"{}", key=b"veh-1", partition=3)
+            producer.flush(10.0)
+    finally:
+        producer.close()
+
+
 def test_a_commit_in_the_revoke_callback_answers_when_a_member_joins(
     kafka_bootstrap: str, kafka_client: str, topic_name: str
 ) -> None:

@@ -196,3 +196,26 @@ def test_kafka_python_send_blocked_on_a_topic_the_broker_refuses_names_it(monkey
         f"Kafka at {BOOTSTRAP} answers but does not take the messages (send to coll.alerts "
         f"blocked too long: KafkaTimeoutError: Failed to update metadata after 30.0 secs.): "
         f"topic coll.alerts: not in the broker's metadata (UnknownTopicOrPartitionError)")
+
+
+@pytest.mark.parametrize(("raised", "says"), [
+    (ValueError("Unrecognized partition 5 for topic alerts"),
+     "cannot send to alerts: Unrecognized partition 5 for topic alerts"),
+    (ValueError('Topic name "bad name!" is illegal'),
+     'cannot send to alerts: Topic name "bad name!" is illegal'),
+    (AssertionError("Cannot write transactional messages without a valid producer ID"),
+     "cannot send to alerts: Cannot write transactional messages without a valid producer ID"),
+    (AssertionError(), "cannot send to alerts: AssertionError"),
+])
+def test_kafka_python_send_turns_its_bare_value_and_assertion_errors_into_ours(
+        monkeypatch, raised, says):
+    """kafka-python checks a send against its metadata and state with bare ValueErrors and
+    asserts, not KafkaErrors: they went past the adapter, and the processor ended in a
+    traceback where confluent-kafka's run said 'could not be delivered ... Unknown
+    partition' in one line."""
+    producer = _kafka_python_producer(monkeypatch, _KafkaPython(
+        _ClusterMetadata(True, {"alerts": {0: 1}}), raised))
+    with pytest.raises(KafkaUnavailable) as err:
+        producer.send("alerts", b"{}", b"a|b", partition=5)
+    assert str(err.value) == says
+    assert err.value.__cause__ is raised
