@@ -12,6 +12,7 @@ from typing import cast
 
 import click
 
+from trajstream.cli import WEIGHTS_ENV_HELP, WEIGHTS_ENVVARS, weights_envvars_agree
 from trajstream.model import PREDICTORS, SHIPPED_WEIGHTS
 from trajstream.model.data import Side
 from trajstream.model.predictors import PathSpec
@@ -204,10 +205,13 @@ def _reproducing_command(ctx: click.Context) -> str:
       "held-out recordings or only the training ones (the rule in "
       "simulator/recorded/split.py). Other ids (simulated, `data import --format ngsim`) are "
       "kept whole: such traffic is held out by file.")
-@_opt("--weights", env="MODEL_WEIGHTS", default=(str(SHIPPED_WEIGHTS),), multiple=True,
-      type=click.Path(exists=True, dir_okay=False, path_type=Path),
-      help="LSTM weights (.npz). Repeatable: several LSTMs side by side in the same run, "
-      "named by their inputs (lstm-own, lstm-neighbours).")
+@click.option("--weights", envvar=list(WEIGHTS_ENVVARS), show_envvar=True, show_default=True,
+              default=(str(SHIPPED_WEIGHTS),), multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              callback=weights_envvars_agree,
+              help="LSTM weights (.npz). Repeatable: several LSTMs side by side in the same "
+              "run, named by their inputs (lstm-own, lstm-neighbours); the variable takes "
+              "space-separated files. " + WEIGHTS_ENV_HELP)
 @_opt("--models", env="MODEL_EVAL_MODELS", default=",".join(PREDICTORS),
       help="Comma-separated predictors to compare.")
 @_opt("--plots", env="MODEL_PLOTS_DIR", default=None,

@@ -23,7 +23,7 @@ from typing import Any
 import click
 import orjson
 
-from trajstream.cli import option_given
+from trajstream.cli import WEIGHTS_ENV_HELP, WEIGHTS_ENVVARS, option_given, weights_envvars_agree
 from trajstream.contracts import PREDICTORS
 from trajstream.errors import ConfigError
 from trajstream.signals import stop_on_signals
@@ -64,11 +64,13 @@ def _engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
              type=click.Choice(PREDICTORS),
              help="Trajectory predictor: the shipped LSTM, constant velocity or constant turn "
                   "rate. The CV baseline always runs alongside for the online error metric."),
-        _opt("--weights", env="WEIGHTS", default=None, metavar="FILE.npz",
-             type=click.Path(dir_okay=False),
-             help="LSTM weights from `trajstream model train` [default: the shipped ones]. "
-                  "Restored from a changelog written under other weights, a vehicle keeps "
-                  "its track and alerts; its LSTM state starts over."),
+        click.option("--weights", envvar=list(WEIGHTS_ENVVARS), show_envvar=True,
+                     show_default=True, default=None, metavar="FILE.npz",
+                     type=click.Path(dir_okay=False), callback=weights_envvars_agree,
+                     help="LSTM weights from `trajstream model train` [default: the shipped "
+                          "ones]. Restored from a changelog written under other weights, a "
+                          "vehicle keeps its track and alerts; its LSTM state starts over. "
+                          + WEIGHTS_ENV_HELP),
         _opt("--horizon-s", env="HORIZON_S",
              default=ENGINE_DEFAULTS.horizon_s, type=_POS_FLOAT,
              help="Prediction horizon (s)."),
@@ -201,6 +203,10 @@ def _engine_config(kw: dict[str, Any]) -> EngineConfig:
     from trajstream.stream.episodes import EpisodeConfig
     from trajstream.stream.risk import RiskConfig
 
+    ctx = click.get_current_context(silent=True)
+    if (kw["weights"] is not None and kw["predictor"] != "lstm" and ctx is not None
+            and ctx.get_parameter_source("weights") is click.core.ParameterSource.ENVIRONMENT):
+        kw["weights"] = None  # the LSTM's weights, set for other runs: not read for CV/CTRV
     if kw["weights"] is not None and kw["predictor"] != "lstm":
         raise click.BadParameter(f"applies to --predictor lstm, not {kw['predictor']}",
                                  param_hint="--weights")
@@ -403,8 +409,6 @@ def process(**kw: Any) -> None:
     # for the other source are not read (given as flags, ProcessorConfig refuses them).
     other = _FILE_ONLY if source == "kafka" else _KAFKA_ONLY if source == "file" else {}
     kw.update({name: unset for name, unset in other.items() if name in env})
-    if "weights" in env and kw["predictor"] != "lstm":  # nor the LSTM's weights for CV/CTRV
-        kw["weights"] = None
     if source is None:
         raise click.UsageError(
             "no source: give --bootstrap HOST:PORT (Kafka) or --input FILE.jsonl")

@@ -64,6 +64,29 @@ def option_given(name: str) -> bool:
         click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
 
 
+# The LSTM weights' variable, then its alias: `model evaluate` read TRAJSTREAM_MODEL_WEIGHTS
+# while `process` and `demo` read TRAJSTREAM_WEIGHTS, so one environment gave them different
+# weights without a word. Every --weights reads both.
+WEIGHTS_ENVVARS = ("TRAJSTREAM_WEIGHTS", "TRAJSTREAM_MODEL_WEIGHTS")
+WEIGHTS_ENV_HELP = (f"{WEIGHTS_ENVVARS[1]} is read as an alias of {WEIGHTS_ENVVARS[0]}; set "
+                    f"to different values, the two are refused.")
+
+
+def weights_envvars_agree(ctx: click.Context, param: click.Parameter, value: object) -> object:
+    """--weights' callback: refuses the two weights variables set to different values when
+    the option's value came from the environment (a flag wins over both), unless the
+    command runs a predictor that reads no weights."""
+    first, alias = (os.environ.get(name) for name in WEIGHTS_ENVVARS)
+    if (first and alias and first.split() != alias.split()
+            and param.name is not None
+            and ctx.get_parameter_source(param.name) == click.core.ParameterSource.ENVIRONMENT
+            and ctx.params.get("predictor", "lstm") == "lstm"):
+        raise click.BadParameter(
+            f"{WEIGHTS_ENVVARS[0]}={first} and {WEIGHTS_ENVVARS[1]}={alias} (its alias) name "
+            f"different weights: set one of them", ctx=ctx, param=param)
+    return value
+
+
 class LogLevels(click.ParamType):
     """``LEVEL[,LOGGER=LEVEL...]``: the level of every log, then of single loggers, e.g.
     ``INFO,kafka.coordinator=DEBUG`` for one Kafka client's group joins without the rest of

@@ -403,6 +403,22 @@ def test_demo_runs_the_simulator_through_the_processor_and_summarises():
     assert "/n/a m" in r.stderr and "nan" not in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("variable", ["TRAJSTREAM_WEIGHTS", "TRAJSTREAM_MODEL_WEIGHTS"])
+def test_demo_reads_no_weights_variable_for_cv(variable: str) -> None:
+    """As `process`: the LSTM's weights set in the environment for other runs are not read
+    for --predictor cv/ctrv. demo refused them ('--weights applies to --predictor lstm, not
+    cv', exit 2), so one environment could not serve both commands."""
+    from trajstream.stream.commands import demo
+
+    r = CliRunner().invoke(demo, ["--duration", "3", "--speed", "1000", "--vehicles", "10",
+                                  "--metrics-port", "0", "--map-port", "0", "--predictor",
+                                  "cv"], env={variable: "/nonexistent/lstm.npz"})
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(demo, ["--duration", "3", "--predictor", "cv", "--weights",
+                                  "/nonexistent/lstm.npz"])  # a flag is still refused
+    assert r.exit_code == 2 and "applies to --predictor lstm, not cv" in r.output, r.output
+
+
 def test_stage_all_holding_a_share_of_the_input_warns_that_cross_pairs_are_missed(
         caplog: pytest.LogCaptureFixture) -> None:
     """Several --stage all processes in one group split the partitions, and a pair whose

@@ -83,6 +83,49 @@ def test_broken_weights_are_one_line_for_evaluate_and_process(tmp_path: Path, ca
     assert not (tmp_path / "alerts.jsonl").exists()
 
 
+def _weights_runs(tmp_path: Path, *extra: str) -> list[list[str]]:
+    positions = tmp_path / "in.jsonl"
+    positions.write_bytes(b"\n".join(crossing_traffic(seed=4)) + b"\n")
+    return [["model", "evaluate", "--data", str(positions), *extra],
+            ["--log-level", "ERROR", "process", "--input", str(positions), "--alerts-out",
+             str(tmp_path / "alerts.jsonl"), "--metrics-port", "0", *extra]]
+
+
+@pytest.mark.parametrize("variable", ["TRAJSTREAM_WEIGHTS", "TRAJSTREAM_MODEL_WEIGHTS"])
+def test_every_weights_option_reads_the_weights_variable_and_its_alias(
+        tmp_path: Path, capsys, monkeypatch, variable: str) -> None:
+    """`process` and `demo` read TRAJSTREAM_WEIGHTS, `model evaluate` read only
+    TRAJSTREAM_MODEL_WEIGHTS: one environment evaluated one model and served another, with
+    no word. Both read both now (the broken file set here stops each run, exit 2)."""
+    weights = tmp_path / "lstm.npz"
+    _text(weights)
+    monkeypatch.setenv(variable, str(weights))
+    for argv in _weights_runs(tmp_path):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert "not a trajstream weights file" in err and len(err.splitlines()) == 1, err
+
+
+def test_the_weights_variable_and_its_alias_naming_different_files_are_refused(
+        tmp_path: Path, capsys, monkeypatch) -> None:
+    other = tmp_path / "other.npz"
+    other.write_bytes(SHIPPED_WEIGHTS.read_bytes())
+    monkeypatch.setenv("TRAJSTREAM_WEIGHTS", str(SHIPPED_WEIGHTS))
+    monkeypatch.setenv("TRAJSTREAM_MODEL_WEIGHTS", str(other))
+    for argv in _weights_runs(tmp_path):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        assert (f"TRAJSTREAM_WEIGHTS={SHIPPED_WEIGHTS} and TRAJSTREAM_MODEL_WEIGHTS={other} "
+                f"(its alias) name different weights: set one of them") in err, err
+    # a flag wins over both; a predictor that reads no weights reads neither
+    evaluate, process = _weights_runs(tmp_path)
+    assert main([*evaluate, "--models", "cv", "--weights", str(other)]) == 0
+    assert main([*process, "--predictor", "cv"]) == 0
+    monkeypatch.setenv("TRAJSTREAM_MODEL_WEIGHTS", str(SHIPPED_WEIGHTS))  # the same: agreed
+    assert main([*evaluate, "--models", "cv"]) == 0
+
+
 def test_the_shipped_weights_still_load() -> None:
     assert LstmWeights.load(SHIPPED_WEIGHTS).config.units > 0
 
