@@ -593,15 +593,16 @@ def create_topics(
                 continue
             new = NewTopic(topic, num_partitions=partitions, replication_factor=-1,
                            topic_configs=dict(config))
-            try:
-                admin.create_topics([new], timeout_ms=15_000)
-            except kerr.TopicAlreadyExistsError:
-                continue
-            except (kerr.InvalidConfigurationError, kerr.InvalidPartitionsError,
-                    kerr.InvalidTopicError, kerr.InvalidReplicationFactorError) as exc:
-                raise ConfigError(f"cannot create topic {topic!r}: {exc}") from exc
+            try:  # the broker's refusal read from its answer: raised, kafka-python's
+                # error text is the whole request and response
+                answer = admin.create_topics([new], timeout_ms=15_000, raise_errors=False)
             except kerr.KafkaError as exc:
                 raise KafkaUnavailable(f"cannot create topic {topic!r}: {exc}") from exc
+            refused = _create_refusal(topic, answer)
+            if refused is kerr.TopicAlreadyExistsError:
+                continue
+            if isinstance(refused, Exception):
+                raise refused
             created.append(topic)
         # Creation is acknowledged by the controller; wait until the broker serves them.
         deadline = time.monotonic() + 15.0
@@ -611,6 +612,25 @@ def create_topics(
             time.sleep(0.05)
     finally:
         admin.close()
+
+
+_SETTING_ERRORS = (kerr.InvalidConfigurationError, kerr.InvalidPartitionsError,
+                   kerr.InvalidTopicError, kerr.InvalidReplicationFactorError)
+
+
+def _create_refusal(topic: str, answer: Mapping[str, Any]) -> Any:
+    """What the broker's answer to a CreateTopics request says of ``topic``: None (created),
+    kafka-python's TopicAlreadyExistsError class, or the error to raise, with the broker's own
+    message (ConfigError for a name, setting or partition count it refuses)."""
+    mine = [t for t in answer.get("topics", ()) if t.get("name") == topic]
+    error = kerr.for_code(mine[0].get("error_code", 0)) if mine else kerr.NoError
+    if error is kerr.NoError:
+        return None
+    if error is kerr.TopicAlreadyExistsError:
+        return error
+    why = f"{mine[0].get('error_message') or error.message} ({error.__name__})"
+    cls = ConfigError if issubclass(error, _SETTING_ERRORS) else KafkaUnavailable
+    return cls(f"cannot create topic {topic!r}: {why}")
 
 
 def grow_topic(bootstrap: str, topic: str, partitions: int,

@@ -219,3 +219,27 @@ def test_kafka_python_send_turns_its_bare_value_and_assertion_errors_into_ours(
         producer.send("alerts", b"{}", b"a|b", partition=5)
     assert str(err.value) == says
     assert err.value.__cause__ is raised
+
+
+def _created(topic: str, code: int, message: str | None) -> dict:
+    return {"topics": [{"name": topic, "topic_id": None, "error_code": code,
+                        "error_message": message, "num_partitions": -1}]}
+
+
+def test_kafka_python_topic_creation_says_the_brokers_refusal_in_its_own_words():
+    """kafka-python raises a refused CreateTopics with the whole request and response as its
+    text: the one-line error ran to 600 characters of protocol dump ('Request
+    'CreateTopicsRequest(version=7, topics=[CreatableTopic(...' failed with response ...)."""
+    from trajstream.errors import ConfigError
+    from trajstream.stream.kafka._kafkapython import _create_refusal
+
+    collides = "Topic 'coll.alerts' collides with existing topic: coll_alerts"
+    refused = _create_refusal("coll.alerts", _created("coll.alerts", 17, collides))
+    assert isinstance(refused, ConfigError)
+    assert str(refused) == f"cannot create topic 'coll.alerts': {collides} (InvalidTopicError)"
+    denied = _create_refusal("alerts", _created("alerts", 29, None))
+    assert type(denied) is KafkaUnavailable
+    assert str(denied) == ("cannot create topic 'alerts': TOPIC_AUTHORIZATION_FAILED "
+                           "(TopicAuthorizationFailedError)")
+    assert _create_refusal("a", _created("a", 36, "exists")) is kerr.TopicAlreadyExistsError
+    assert _create_refusal("a", _created("a", 0, None)) is None
