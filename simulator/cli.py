@@ -12,7 +12,12 @@ from typing import Any
 import click
 import orjson
 
-from trajstream.cli import option_given
+from trajstream.cli import (
+    KAFKA_TIMEOUT_ENV_HELP,
+    KAFKA_TIMEOUT_ENVVARS,
+    kafka_timeout_envvars_agree,
+    option_given,
+)
 from trajstream.contracts import POSITIONS_TOPIC
 from trajstream.errors import ConfigError, TrajstreamError
 from trajstream.outputs import refuse_aliases
@@ -48,8 +53,11 @@ def _kafka_options(f: Callable[..., Any]) -> Callable[..., Any]:
         _opt("--kafka-client", env="KAFKA_CLIENT", default=None,
              type=click.Choice(["confluent", "kafka-python"]),
              help="Kafka client library [default: confluent-kafka when installed]."),
-        _opt("--kafka-timeout", env="KAFKA_TIMEOUT_S", default=10.0, type=_NON_NEGATIVE,
-             help="Seconds to wait for the broker at start-up before giving up."),
+        click.option("--kafka-timeout", envvar=list(KAFKA_TIMEOUT_ENVVARS), show_envvar=True,
+                     show_default=True, default=10.0, type=_NON_NEGATIVE,
+                     callback=kafka_timeout_envvars_agree,
+                     help="Seconds to wait for the broker at start-up before giving up "
+                          "(alerts: --connect-timeout). " + KAFKA_TIMEOUT_ENV_HELP),
     ]
     for o in reversed(opts):
         f = o(f)

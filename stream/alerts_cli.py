@@ -19,6 +19,11 @@ from typing import Any
 import click
 import orjson
 
+from trajstream.cli import (
+    KAFKA_TIMEOUT_ENV_HELP,
+    KAFKA_TIMEOUT_ENVVARS,
+    kafka_timeout_envvars_agree,
+)
 from trajstream.contracts import ALERT_REQUIRED, ALERTS_TOPIC
 from trajstream.signals import stop_on_signals
 
@@ -158,10 +163,12 @@ def _kafka_client_choices() -> list[str]:
     "connect_timeout_s",
     type=click.FloatRange(min=0.0, min_open=True),
     default=10.0,
-    envvar="TRAJSTREAM_CONNECT_TIMEOUT",
+    envvar=list(KAFKA_TIMEOUT_ENVVARS),
     show_default=True,
     show_envvar=True,
-    help="Seconds to wait for the broker at start-up before giving up.",
+    callback=kafka_timeout_envvars_agree,
+    help="Seconds to wait for the broker at start-up before giving up (simulate and replay: "
+    "--kafka-timeout). " + KAFKA_TIMEOUT_ENV_HELP,
 )
 def alerts(
     bootstrap: str,

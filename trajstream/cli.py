@@ -13,6 +13,8 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -64,27 +66,45 @@ def option_given(name: str) -> bool:
         click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
 
 
+def envvar_alias(name: str, alias: str,
+                 applies: Callable[[click.Context], bool] | None = None,
+                 ) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback for an option read from ``name`` and its alias ``alias`` (give
+    ``envvar=[name, alias]``): the two set to different values are refused (exit 2) when the
+    option's value came from the environment (a flag wins over both) and ``applies`` (by
+    default always) says the command reads the option."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        first, second = os.environ.get(name), os.environ.get(alias)
+        if (first and second and first.split() != second.split()
+                and param.name is not None
+                and ctx.get_parameter_source(param.name)
+                is click.core.ParameterSource.ENVIRONMENT
+                and (applies is None or applies(ctx))):
+            raise click.BadParameter(f"{name}={first} and {alias}={second} (its alias) differ: "
+                                     f"set one of them", ctx=ctx, param=param)
+        return value
+
+    return check
+
+
+def alias_help(name: str, alias: str) -> str:
+    return f"{alias} is read as an alias of {name}; set to different values, the two are refused."
+
+
 # The LSTM weights' variable, then its alias: `model evaluate` read TRAJSTREAM_MODEL_WEIGHTS
 # while `process` and `demo` read TRAJSTREAM_WEIGHTS, so one environment gave them different
-# weights without a word. Every --weights reads both.
+# weights without a word. Every --weights reads both (not for a predictor without weights).
 WEIGHTS_ENVVARS = ("TRAJSTREAM_WEIGHTS", "TRAJSTREAM_MODEL_WEIGHTS")
-WEIGHTS_ENV_HELP = (f"{WEIGHTS_ENVVARS[1]} is read as an alias of {WEIGHTS_ENVVARS[0]}; set "
-                    f"to different values, the two are refused.")
+WEIGHTS_ENV_HELP = alias_help(*WEIGHTS_ENVVARS)
+weights_envvars_agree = envvar_alias(
+    *WEIGHTS_ENVVARS, applies=lambda ctx: ctx.params.get("predictor", "lstm") == "lstm")
 
-
-def weights_envvars_agree(ctx: click.Context, param: click.Parameter, value: object) -> object:
-    """--weights' callback: refuses the two weights variables set to different values when
-    the option's value came from the environment (a flag wins over both), unless the
-    command runs a predictor that reads no weights."""
-    first, alias = (os.environ.get(name) for name in WEIGHTS_ENVVARS)
-    if (first and alias and first.split() != alias.split()
-            and param.name is not None
-            and ctx.get_parameter_source(param.name) == click.core.ParameterSource.ENVIRONMENT
-            and ctx.params.get("predictor", "lstm") == "lstm"):
-        raise click.BadParameter(
-            f"{WEIGHTS_ENVVARS[0]}={first} and {WEIGHTS_ENVVARS[1]}={alias} (its alias) name "
-            f"different weights: set one of them", ctx=ctx, param=param)
-    return value
+# The wait for the broker at start-up: `simulate` and `replay` read TRAJSTREAM_KAFKA_TIMEOUT_S,
+# `alerts` read TRAJSTREAM_CONNECT_TIMEOUT. Each reads both.
+KAFKA_TIMEOUT_ENVVARS = ("TRAJSTREAM_KAFKA_TIMEOUT_S", "TRAJSTREAM_CONNECT_TIMEOUT")
+KAFKA_TIMEOUT_ENV_HELP = alias_help(*KAFKA_TIMEOUT_ENVVARS)
+kafka_timeout_envvars_agree = envvar_alias(*KAFKA_TIMEOUT_ENVVARS)
 
 
 class LogLevels(click.ParamType):

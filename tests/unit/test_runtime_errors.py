@@ -117,7 +117,7 @@ def test_the_weights_variable_and_its_alias_naming_different_files_are_refused(
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1, err
         assert (f"TRAJSTREAM_WEIGHTS={SHIPPED_WEIGHTS} and TRAJSTREAM_MODEL_WEIGHTS={other} "
-                f"(its alias) name different weights: set one of them") in err, err
+                f"(its alias) differ: set one of them") in err, err
     # a flag wins over both; a predictor that reads no weights reads neither
     evaluate, process = _weights_runs(tmp_path)
     assert main([*evaluate, "--models", "cv", "--weights", str(other)]) == 0
@@ -225,3 +225,46 @@ def test_lat_lon_degrees_in_x_y_are_refused_with_one_line(tmp_path: Path, capsys
     err = capsys.readouterr().err.strip()
     assert "look like latitude/longitude degrees" in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "a.jsonl").exists()
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _waiting_runs(tmp_path: Path) -> list[list[str]]:
+    """Commands that wait for the broker at start-up, on a port nothing listens on."""
+    bootstrap = f"127.0.0.1:{_closed_port()}"
+    positions = tmp_path / "in.jsonl"
+    positions.write_bytes(b"\n".join(crossing_traffic(seed=4)) + b"\n")
+    return [["alerts", "--bootstrap", bootstrap],
+            ["simulate", "--bootstrap", bootstrap, "--duration", "1"],
+            ["replay", str(positions), "--bootstrap", bootstrap]]
+
+
+@pytest.mark.parametrize("variable", ["TRAJSTREAM_KAFKA_TIMEOUT_S", "TRAJSTREAM_CONNECT_TIMEOUT"])
+def test_every_wait_for_the_broker_reads_the_timeout_variable_and_its_alias(
+        tmp_path: Path, capsys, monkeypatch, variable: str) -> None:
+    """`simulate` and `replay` read TRAJSTREAM_KAFKA_TIMEOUT_S, `alerts` read
+    TRAJSTREAM_CONNECT_TIMEOUT for the same wait: one environment gave them different
+    waits (the other one's 10 s default) without a word. Each reads both now."""
+    monkeypatch.setenv(variable, "0.3")
+    for argv in _waiting_runs(tmp_path):
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err.strip()
+        assert "cannot reach Kafka" in err and "after 0.3 s" in err, (argv, err)
+
+
+def test_the_timeout_variable_and_its_alias_set_apart_are_refused(
+        tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("TRAJSTREAM_KAFKA_TIMEOUT_S", "0.3")
+    monkeypatch.setenv("TRAJSTREAM_CONNECT_TIMEOUT", "0.5")
+    for argv in _waiting_runs(tmp_path):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and ("TRAJSTREAM_KAFKA_TIMEOUT_S=0.3 and "
+                                              "TRAJSTREAM_CONNECT_TIMEOUT=0.5 (its alias) "
+                                              "differ: set one of them") in err, (argv, err)
