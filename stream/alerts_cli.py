@@ -161,7 +161,7 @@ def _kafka_client_choices() -> list[str]:
 @click.option(
     "--connect-timeout",
     "connect_timeout_s",
-    type=click.FloatRange(min=0.0, min_open=True),
+    type=click.FloatRange(min=0.0),  # as --kafka-timeout, which reads the same variable
     default=10.0,
     envvar=list(KAFKA_TIMEOUT_ENVVARS),
     show_default=True,

@@ -256,6 +256,10 @@ def test_every_wait_for_the_broker_reads_the_timeout_variable_and_its_alias(
         assert main(argv) == 1, argv
         err = capsys.readouterr().err.strip()
         assert "cannot reach Kafka" in err and "after 0.3 s" in err, (argv, err)
+    monkeypatch.setenv(variable, "0")  # one attempt: valid for every command
+    for argv in _waiting_runs(tmp_path):
+        assert main(argv) == 1, argv
+        assert "after 0 s" in capsys.readouterr().err, argv
 
 
 def test_the_timeout_variable_and_its_alias_set_apart_are_refused(
