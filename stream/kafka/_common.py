@@ -133,6 +133,13 @@ def not_acknowledged(bootstrap: str, why: str, answered: bool, cause: str = "",
                             f"(quotas, partitions under min.insync.replicas)")
 
 
+def too_few_partitions(bootstrap: str, topic: str, have: int, count: int, timeout_s: float,
+                       ) -> KafkaUnavailable:
+    """A producer waited for partitions the broker, answering, still does not have."""
+    return KafkaUnavailable(f"Kafka at {bootstrap} answers, but topic {topic} has {have} "
+                            f"partition(s), not {count}, after {timeout_s:g} s")
+
+
 def wait_until_ready(bootstrap: str, timeout_s: float, client: str,
                      stop: threading.Event | None = None) -> None:
     """TCP first (quiet and fast to retry), then one metadata round trip with the client.

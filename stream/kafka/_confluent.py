@@ -32,6 +32,7 @@ from trajstream.stream.kafka._common import (
     not_acknowledged,
     partitions_of,
     throwaway_group,
+    too_few_partitions,
     undelivered,
     unreachable,
 )
@@ -313,16 +314,20 @@ class ConfluentProducer:
 
     def await_partitions(self, topic: str, count: int, timeout_s: float = 15.0) -> None:
         deadline = time.monotonic() + timeout_s
+        have: int | None = None  # partitions in the broker's latest answer
         while True:
             try:  # a metadata request: librdkafka takes its answer into its own cache
                 md = self._p.list_topics(topic, timeout=max(deadline - time.monotonic(), 0.1))
-                if len(md.topics[topic].partitions) >= count:
+                have = len(md.topics[topic].partitions)
+                if have >= count:
                     return
             except KafkaException as exc:
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline and have is None:
                     raise _unreachable(self._bootstrap, str(exc)) from exc
             if time.monotonic() > deadline:
-                raise _unreachable(self._bootstrap, f"{topic} has not {count} partitions")
+                if have is None:
+                    raise _unreachable(self._bootstrap, f"{topic} has not {count} partitions")
+                raise too_few_partitions(self._bootstrap, topic, have, count, timeout_s)
             time.sleep(0.1)
 
     def flush(self, timeout_s: float = 30.0) -> None:

@@ -29,6 +29,7 @@ from trajstream.stream.kafka._common import (
     not_acknowledged,
     partitions_of,
     throwaway_group,
+    too_few_partitions,
     undelivered,
     unreachable,
 )
@@ -250,7 +251,11 @@ class KafkaPythonProducer:
         meta.add_topic(topic)
         while len(meta.partitions_for_topic(topic) or ()) < count:
             if time.monotonic() > deadline:
-                raise unreachable(self._bootstrap, f"{topic} has not {count} partitions")
+                if not self._account()[0]:
+                    raise unreachable(self._bootstrap, f"{topic} has not {count} partitions")
+                raise too_few_partitions(self._bootstrap, topic,
+                                         len(meta.partitions_for_topic(topic) or ()), count,
+                                         timeout_s)
             meta.request_update()
             self._p._sender.wakeup()
             time.sleep(0.05)

@@ -243,3 +243,27 @@ def test_kafka_python_topic_creation_says_the_brokers_refusal_in_its_own_words()
                            "(TopicAuthorizationFailedError)")
     assert _create_refusal("a", _created("a", 36, "exists")) is kerr.TopicAlreadyExistsError
     assert _create_refusal("a", _created("a", 0, None)) is None
+
+
+@pytest.mark.parametrize("client", ["confluent", "kafka-python"])
+@pytest.mark.parametrize("answers", [True, False])
+def test_waiting_for_partitions_the_broker_does_not_have_says_whether_it_answers(
+        monkeypatch, client, answers):
+    """A producer waiting for a grown topic's partitions said 'cannot reach Kafka ...; is the
+    broker running?' also when the broker answered, with fewer partitions."""
+    if client == "confluent":
+        producer: Any = _confluent_producer(monkeypatch, SimpleNamespace(
+            topics={"cl": _topic(leaders=(1,))}) if answers
+            else KafkaException(KafkaError(KafkaError._TRANSPORT)))
+    else:
+        producer = _kafka_python_producer(monkeypatch, _KafkaPython(_ClusterMetadata(
+            True if answers else kerr.NodeNotReadyError("metadata"),
+            {"cl": {0: 1}} if answers else {})))
+    with pytest.raises(KafkaUnavailable) as err:
+        producer.await_partitions("cl", 3, timeout_s=0.2)
+    if answers:
+        assert str(err.value) == (f"Kafka at {BOOTSTRAP} answers, but topic cl has 1 "
+                                  f"partition(s), not 3, after 0.2 s")
+    else:
+        assert str(err.value).startswith(f"cannot reach Kafka at {BOOTSTRAP} (")
+        assert "is the broker running?" in str(err.value)
