@@ -128,6 +128,10 @@ class _ClusterMetadata:
             fut.success(self)
         return fut
 
+    def add_topic(self, topic: str) -> Future:
+        """Track ``topic`` too (a request for its metadata)."""
+        return self.request_update()
+
     def partitions_for_topic(self, topic: str) -> set[int] | None:
         return set(self._partitions[topic]) if topic in self._partitions else None
 
