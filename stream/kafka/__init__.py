@@ -373,16 +373,18 @@ def partition_count(bootstrap: str, topic: str, *, client: str | None = None,
 
 
 def wait_until_ready(bootstrap: str, timeout_s: float = 10.0,
-                     stop: threading.Event | None = None) -> None:
-    """Return once a broker at ``bootstrap`` answers a metadata request, or once ``stop`` is
-    set (Ctrl-C while waiting: the caller checks it).
+                     stop: threading.Event | None = None, *, client: str | None = None,
+                     client_config: Mapping[str, Any] | None = None) -> None:
+    """Return once a broker at ``bootstrap`` answers a metadata request made with ``client``
+    and ``client_config`` (connection settings: security), or once ``stop`` is set (Ctrl-C
+    while waiting: the caller checks it).
 
     Raises KafkaUnavailable("cannot reach Kafka at HOST:PORT ...") after ``timeout_s``; a
     closed port fails after ``timeout_s`` without any client log noise.
     """
     from trajstream.stream.kafka._common import wait_until_ready as impl
 
-    impl(bootstrap, timeout_s, resolve_client(None), stop)
+    impl(bootstrap, timeout_s, resolve_client(client), stop, dict(client_config or {}))
 
 
 def _parse_bootstrap(bootstrap: str) -> list[tuple[str, int]]:

@@ -141,9 +141,11 @@ def too_few_partitions(bootstrap: str, topic: str, have: int, count: int, timeou
 
 
 def wait_until_ready(bootstrap: str, timeout_s: float, client: str,
-                     stop: threading.Event | None = None) -> None:
-    """TCP first (quiet and fast to retry), then one metadata round trip with the client.
-    Returns early, without raising, once ``stop`` is set."""
+                     stop: threading.Event | None = None,
+                     client_config: dict[str, Any] | None = None) -> None:
+    """TCP first (quiet and fast to retry), then one metadata round trip with the client
+    and its settings ``client_config``. Returns early, without raising, once ``stop`` is
+    set."""
     servers = parse_bootstrap(bootstrap)
     deadline = time.monotonic() + max(timeout_s, 0.0)
     last_error = "no attempt"
@@ -157,7 +159,8 @@ def wait_until_ready(bootstrap: str, timeout_s: float, client: str,
             except OSError as exc:
                 last_error = exc.strerror or type(exc).__name__
                 continue
-            if _metadata_ok(bootstrap, max(deadline - time.monotonic(), 1.0), client):
+            if _metadata_ok(bootstrap, max(deadline - time.monotonic(), 1.0), client,
+                            client_config or {}):
                 return
             last_error = "the port is open but no Kafka metadata came back"
         if time.monotonic() >= deadline:
@@ -165,9 +168,10 @@ def wait_until_ready(bootstrap: str, timeout_s: float, client: str,
         pause(min(0.2, max(deadline - time.monotonic(), 0.0)))
 
 
-def _metadata_ok(bootstrap: str, timeout_s: float, client: str) -> bool:
+def _metadata_ok(bootstrap: str, timeout_s: float, client: str,
+                 client_config: dict[str, Any]) -> bool:
     if client == "confluent":
         from trajstream.stream.kafka._confluent import metadata_ok
     else:
         from trajstream.stream.kafka._kafkapython import metadata_ok
-    return metadata_ok(bootstrap, timeout_s)
+    return metadata_ok(bootstrap, timeout_s, client_config)

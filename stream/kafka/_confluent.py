@@ -775,11 +775,14 @@ def _list_topics(admin: AdminClient, bootstrap: str) -> dict[str, int]:
             if t.error is None and t.partitions}
 
 
-def metadata_ok(bootstrap: str, timeout_s: float) -> bool:
-    conf: dict[str, Any] = {"bootstrap.servers": bootstrap,
+def metadata_ok(bootstrap: str, timeout_s: float,
+                client_config: Mapping[str, Any] | None = None) -> bool:
+    """Whether the broker answers a metadata request made with ``client_config`` (its
+    security settings); a setting librdkafka refuses is a ConfigError."""
+    conf: dict[str, Any] = {**(client_config or {}), "bootstrap.servers": bootstrap,
                             "logger": _RateLimitedLog(lib_log, every_s=1e9),
                             "error_cb": lambda err: None}
-    admin = AdminClient(conf)
+    admin = _build(AdminClient, conf, "admin")
     try:
         admin.list_topics(timeout=timeout_s)
     except KafkaException:

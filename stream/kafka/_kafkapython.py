@@ -698,12 +698,17 @@ def _partition_counts(admin: KafkaAdminClient, topics: list[str]) -> dict[str, i
             if d.get("error_code", 0) == 0 and d.get("partitions")}
 
 
-def metadata_ok(bootstrap: str, timeout_s: float) -> bool:
+def metadata_ok(bootstrap: str, timeout_s: float,
+                client_config: Mapping[str, Any] | None = None) -> bool:
+    """Whether the broker answers a metadata request made with ``client_config`` (its
+    security settings, those an admin client has); an unknown setting is a ConfigError."""
+    conf = {**translate({}, KafkaAdminClient.DEFAULT_CONFIG, role="admin",
+                        shared=client_config),
+            "request_timeout_ms": int(timeout_s * 1000),
+            "bootstrap_timeout_ms": int(timeout_s * 1000)}
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","),
-                                 request_timeout_ms=int(timeout_s * 1000),
-                                 bootstrap_timeout_ms=int(timeout_s * 1000))
-    except kerr.KafkaError:
+        admin = _build(KafkaAdminClient, bootstrap, conf)
+    except KafkaUnavailable:
         return False
     try:
         admin.list_topics()
