@@ -15,8 +15,10 @@ import orjson
 from trajstream.cli import (
     KAFKA_TIMEOUT_ENV_HELP,
     KAFKA_TIMEOUT_ENVVARS,
+    kafka_option,
     kafka_timeout_envvars_agree,
     option_given,
+    parse_kafka_options,
 )
 from trajstream.contracts import POSITIONS_TOPIC
 from trajstream.errors import ConfigError, TrajstreamError
@@ -53,6 +55,11 @@ def _kafka_options(f: Callable[..., Any]) -> Callable[..., Any]:
         _opt("--kafka-client", env="KAFKA_CLIENT", default=None,
              type=click.Choice(["confluent", "kafka-python"]),
              help="Kafka client library [default: confluent-kafka when installed]."),
+        kafka_option("Raw setting for every Kafka client the command makes: the start-up "
+                     "wait's metadata probe, the admin client that creates the topic and "
+                     "the producer (librdkafka names, e.g. security.protocol=SASL_SSL; "
+                     "with kafka-python each client takes the settings it has). "
+                     "Repeatable; the variable takes space-separated pairs."),
         click.option("--kafka-timeout", envvar=list(KAFKA_TIMEOUT_ENVVARS), show_envvar=True,
                      show_default=True, default=10.0, type=_NON_NEGATIVE,
                      callback=kafka_timeout_envvars_agree,
@@ -130,6 +137,7 @@ def simulate(**kw: Any) -> None:
     """
     ctx = click.get_current_context()
     _check_engine_options(kw["engine"])
+    kafka_config = parse_kafka_options(kw["kafka_option"])
     out, bootstrap = kw["out"], kw["bootstrap"]
     if out is not None and bootstrap is not None:
         if ctx.get_parameter_source("bootstrap") is click.core.ParameterSource.ENVIRONMENT:
@@ -178,7 +186,8 @@ def simulate(**kw: Any) -> None:
         sink = JsonlSink(out)
     else:
         sink = KafkaSink(bootstrap, kw["topic"], client=kw["kafka_client"],
-                         ready_timeout_s=kw["kafka_timeout"])
+                         ready_timeout_s=kw["kafka_timeout"],
+                         config=kafka_config)
     counts = run_simulation(config, sink, truth_sink, pace=kw["pace"], ticks=ticks)
     if not counts["reader_gone"]:  # `| head` ends quietly, like any filter
         dest = kw["topic"] if out is None else "stdout" if out == "-" else out
@@ -293,13 +302,15 @@ def _finish(sink: Sink, ok: bool) -> None:
 @_opt("--pace/--no-pace", env="PACE", default=True,
       help="Pace by the recorded event times, or publish as fast as possible.")
 def replay(file: Path, bootstrap: str, topic: str, kafka_client: str | None,
-           kafka_timeout: float, speed: float, pace: bool) -> None:
+           kafka_option: tuple[str, ...], kafka_timeout: float, speed: float,
+           pace: bool) -> None:
     """Publish a recorded positions JSONL file to Kafka, keyed by vehicle_id.
 
     Lines are published byte for byte in file order; malformed lines are skipped and
     counted (a file of nothing else is an error). Ctrl-C or SIGTERM stops it cleanly.
     """
-    sink = KafkaSink(bootstrap, topic, client=kafka_client, ready_timeout_s=kafka_timeout)
+    sink = KafkaSink(bootstrap, topic, client=kafka_client, ready_timeout_s=kafka_timeout,
+                     config=parse_kafka_options(kafka_option))
     records = ReplayFile(file)
     published = replay_records(records, sink, speed if pace else None)
     click.echo(f"trajstream replay: published {published} messages to {topic}; "

@@ -10,9 +10,9 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 import orjson
 
@@ -68,16 +68,26 @@ class JsonlSink:
 
 
 class KafkaSink:
-    """Messages to ``topic`` keyed by vehicle id, through the project's Kafka adapter."""
+    """Messages to ``topic`` keyed by vehicle id, through the project's Kafka adapter.
+
+    ``config`` (``--kafka-option``: librdkafka names, e.g. the security settings of a
+    shared cluster) goes to every client the sink makes: the start-up wait's metadata
+    probe, the admin client that creates the topic and the producer; a setting ``client``
+    does not have is a ConfigError before anything is made at the broker."""
 
     def __init__(self, bootstrap: str, topic: str, *, client: str | None = None,
-                 ready_timeout_s: float = 10.0) -> None:
+                 ready_timeout_s: float = 10.0,
+                 config: Mapping[str, Any] | None = None) -> None:
         from trajstream.stream import kafka
 
-        kafka.wait_until_ready(bootstrap, timeout_s=ready_timeout_s)
-        kafka.create_topics(bootstrap, [topic], client=client)
+        client = kafka.resolve_client(client)
+        shared = dict(config or {})
+        kafka.check_settings(bootstrap, client=client, shared=shared)
+        kafka.wait_until_ready(bootstrap, timeout_s=ready_timeout_s, client=client,
+                               client_config=shared)
+        kafka.create_topics(bootstrap, [topic], client=client, client_config=shared)
         self.topic = topic
-        self._producer = kafka.make_producer(bootstrap, client=client)
+        self._producer = kafka.make_producer(bootstrap, client=client, shared=shared)
 
     def write(self, messages: list[Message]) -> None:
         send, topic = self._producer.send, self.topic

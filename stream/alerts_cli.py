@@ -22,7 +22,9 @@ import orjson
 from trajstream.cli import (
     KAFKA_TIMEOUT_ENV_HELP,
     KAFKA_TIMEOUT_ENVVARS,
+    kafka_option,
     kafka_timeout_envvars_agree,
+    parse_kafka_options,
 )
 from trajstream.contracts import ALERT_REQUIRED, ALERTS_TOPIC
 from trajstream.signals import stop_on_signals
@@ -158,6 +160,12 @@ def _kafka_client_choices() -> list[str]:
     show_envvar=True,
     help="Kafka client library.",
 )
+@kafka_option(
+    "Raw setting for every Kafka client the command makes: the start-up wait's metadata "
+    "probe, the topic lookups and the consumer (librdkafka names, e.g. "
+    "security.protocol=SASL_SSL; with kafka-python each client takes the settings it has). "
+    "Repeatable; the variable takes space-separated pairs."
+)
 @click.option(
     "--connect-timeout",
     "connect_timeout_s",
@@ -178,6 +186,7 @@ def alerts(
     idle_timeout_s: float | None,
     group: str | None,
     kafka_client: str | None,
+    kafka_option: tuple[str, ...],
     connect_timeout_s: float,
 ) -> None:
     """Subscribe to the alert topic and print alerts as they come.
@@ -187,11 +196,20 @@ def alerts(
     themselves, one per line (for jq and scripts). Messages that are not alerts are skipped
     and counted, with or without --json. Ctrl-C (SIGINT) or SIGTERM stops it (exit 0).
     """
-    from trajstream.stream.kafka import make_consumer, resolve_client, wait_until_ready
+    from trajstream.stream.kafka import (
+        check_settings,
+        make_consumer,
+        resolve_client,
+        wait_until_ready,
+    )
 
     if not topic.strip():
         raise click.BadParameter("must not be empty", param_hint="--topic")
+    settings = parse_kafka_options(kafka_option)
     client = resolve_client(kafka_client)
+    # our own consumer setting wins: aborted alerts are never shown
+    consumer_conf = {"isolation.level": "read_committed"}
+    check_settings(bootstrap, client=client, consumer=consumer_conf, shared=settings)
     status = sys.stderr.isatty()
     out = _Output(as_json, color=sys.stdout.isatty())
     # Without an assignment (no topic, joining the group takes a few seconds), the idle
@@ -199,7 +217,8 @@ def alerts(
     patience = None if idle_timeout_s is None else connect_timeout_s + idle_timeout_s
     reader_left = False  # `trajstream alerts | head`: no summary then
     with stop_on_signals(finishing=None) as stop:  # its summary says it
-        wait_until_ready(bootstrap, timeout_s=connect_timeout_s, stop=stop)
+        wait_until_ready(bootstrap, timeout_s=connect_timeout_s, stop=stop, client=client,
+                         client_config=settings)
         if stop.is_set():  # Ctrl-C before the broker answered: nothing read, nothing to say
             return
         if status:
@@ -208,14 +227,15 @@ def alerts(
                 f"({'from the beginning' if from_beginning else 'new alerts'}; Ctrl-C to stop)",
                 err=True,
             )
-        if _wait_for_topic(bootstrap, topic, client, patience, stop):
+        if _wait_for_topic(bootstrap, topic, client, settings, patience, stop):
             consumer = make_consumer(
                 bootstrap,
                 [topic],
                 group=group or None,
                 client=client,
                 from_beginning=from_beginning,
-                config={"isolation.level": "read_committed"},
+                config=consumer_conf,
+                shared=settings,
             )
             reader_left = not _follow(consumer, out, idle_timeout_s, patience, stop)
         elif not stop.is_set():
@@ -225,14 +245,14 @@ def alerts(
         click.echo(f"trajstream: {out.summary()}", err=True)
 
 
-def _wait_for_topic(bootstrap: str, topic: str, client: str, patience_s: float | None,
-                    stop: threading.Event) -> bool:
+def _wait_for_topic(bootstrap: str, topic: str, client: str, settings: dict[str, str],
+                    patience_s: float | None, stop: threading.Event) -> bool:
     """True once ``topic`` exists. Subscribing to a missing topic would log the client's raw
     UNKNOWN_TOPIC_OR_PART warning (and let the broker auto-create a misspelt name): say so
     in one line and wait for it instead. False when stopped or ``patience_s`` passes."""
     from trajstream.stream.kafka import partition_count
 
-    if partition_count(bootstrap, topic, client=client) is not None:
+    if partition_count(bootstrap, topic, client=client, client_config=settings) is not None:
         return True
     click.echo(
         f"trajstream: topic {topic!r} does not exist (yet) at {bootstrap}: waiting for it",
@@ -243,7 +263,8 @@ def _wait_for_topic(bootstrap: str, topic: str, client: str, patience_s: float |
         left = _TOPIC_RECHECK_S if give_up is None else give_up - time.monotonic()
         if left <= 0 or stop.wait(min(left, _TOPIC_RECHECK_S)):
             return False
-        if partition_count(bootstrap, topic, client=client) is not None:
+        if partition_count(bootstrap, topic, client=client,
+                           client_config=settings) is not None:
             return True
     return False
 

@@ -23,7 +23,13 @@ from typing import Any
 import click
 import orjson
 
-from trajstream.cli import WEIGHTS_ENV_HELP, WEIGHTS_ENVVARS, option_given, weights_envvars_agree
+from trajstream.cli import (
+    WEIGHTS_ENV_HELP,
+    WEIGHTS_ENVVARS,
+    option_given,
+    parse_kafka_options,
+    weights_envvars_agree,
+)
 from trajstream.contracts import PREDICTORS
 from trajstream.errors import ConfigError
 from trajstream.signals import stop_on_signals
@@ -238,16 +244,8 @@ def _engine_config(kw: dict[str, Any]) -> EngineConfig:
     )
 
 
-def _kafka_options(values: tuple[str, ...], flag: str = "--kafka-option") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in values:
-        for part in item.split():
-            key, sep, value = part.partition("=")
-            if not sep or not key:
-                raise click.BadParameter(f"expected KEY=VALUE, got {part!r}",
-                                         param_hint=flag)
-            out[key] = value
-    return out
+# the parsing every command with --kafka-option shares (livemap imports it from here)
+_kafka_options = parse_kafka_options
 
 
 def _serve_metrics(port: int, addr: str, metrics: Any) -> Any:

@@ -107,6 +107,33 @@ KAFKA_TIMEOUT_ENV_HELP = alias_help(*KAFKA_TIMEOUT_ENVVARS)
 kafka_timeout_envvars_agree = envvar_alias(*KAFKA_TIMEOUT_ENVVARS)
 
 
+# Raw Kafka client settings (librdkafka names), one variable for every command that talks
+# to Kafka: process, alerts, simulate, replay, map.
+KAFKA_OPTIONS_ENVVAR = "TRAJSTREAM_KAFKA_OPTIONS"
+
+
+def parse_kafka_options(values: tuple[str, ...], flag: str = "--kafka-option",
+                        ) -> dict[str, str]:
+    """``KEY=VALUE`` items (a variable's value holds space-separated pairs) -> settings; a
+    later pair wins. A pair without ``=`` or a key is refused naming ``flag`` (exit 2)."""
+    out: dict[str, str] = {}
+    for item in values:
+        for part in item.split():
+            key, sep, value = part.partition("=")
+            if not sep or not key:
+                raise click.BadParameter(f"expected KEY=VALUE, got {part!r}",
+                                         param_hint=flag)
+            out[key] = value
+    return out
+
+
+def kafka_option(help: str) -> Callable[[Any], Any]:
+    """The ``--kafka-option KEY=VALUE`` option (repeatable, $TRAJSTREAM_KAFKA_OPTIONS)."""
+    return click.option("--kafka-option", "kafka_option", envvar=KAFKA_OPTIONS_ENVVAR,
+                        show_envvar=True, show_default=True, multiple=True, default=(),
+                        metavar="KEY=VALUE", help=help)
+
+
 class LogLevels(click.ParamType):
     """``LEVEL[,LOGGER=LEVEL...]``: the level of every log, then of single loggers, e.g.
     ``INFO,kafka.coordinator=DEBUG`` for one Kafka client's group joins without the rest of

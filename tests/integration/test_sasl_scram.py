@@ -5,7 +5,8 @@ for 127.0.0.1 signed by a throwaway CA, and a user written into its KRaft metada
 time (`kafka-storage format --add-scram`). The
 processor runs on that listener with the README's settings passed as `--kafka-option` (the
 option every client role takes: consumer, producer, admin, changelog reader), once per
-Kafka client, and gives the alerts of a file run; the wrong password is refused, with
+Kafka client, and gives the alerts of a file run; `simulate`, `replay` and `alerts` take the
+same settings (flags or $TRAJSTREAM_KAFKA_OPTIONS); the wrong password is refused, with
 confluent-kafka as such (not as an unreachable broker).
 """
 
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from tests.conftest import _load_broker_module
@@ -83,6 +85,45 @@ def test_processor_runs_on_a_scram_listener_with_either_client(
     got = [r.value for r in read_topic(bootstrap, alerts, client=kafka_client,
                                        config=_sasl())]
     assert got == recorded["alerts"].read_bytes().splitlines()
+
+
+def test_simulate_replay_and_alerts_run_on_a_scram_listener_with_either_client(
+        scram_broker: Any, recorded: dict[str, Path], new_topic: Callable[[str], str],
+        kafka_client: str) -> None:
+    """The commands besides `process` that talk to Kafka take the same settings: simulate
+    (flags) and replay ($TRAJSTREAM_KAFKA_OPTIONS) publish there, alerts (flags) reads the
+    alerts there; with the command's own client for the start-up wait too."""
+    bootstrap = scram_broker.sasl_bootstrap
+    simulated, replayed, alerts = (new_topic("sim"), new_topic("replay"),
+                                   new_topic("alerts"))
+    client = ["--kafka-client", kafka_client]
+    trajstream("simulate", *SIM, "--no-pace", "--bootstrap", bootstrap, "--topic", simulated,
+               "--kafka-timeout", "30", *client, *_flags(_sasl()))
+    env = {**cli_env(), "TRAJSTREAM_KAFKA_OPTIONS": " ".join(
+        f"{k}={v}" for k, v in _sasl().items())}
+    proc = subprocess.run(cli_cmd("replay", str(recorded["positions"]), "--no-pace",
+                                  "--bootstrap", bootstrap, "--topic", replayed,
+                                  "--kafka-timeout", "30", *client),
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    positions = recorded["positions"].read_bytes().splitlines()
+    for topic in (simulated, replayed):
+        got = [r.value for r in read_topic(bootstrap, topic, client=kafka_client,
+                                           config=_sasl())]
+        assert got == positions, topic
+
+    create_topics(bootstrap, [alerts], partitions=1, client=kafka_client,
+                  client_config=_sasl())
+    producer = make_producer(bootstrap, client=kafka_client, config=_sasl())
+    for line in recorded["alerts"].read_bytes().splitlines():
+        producer.send(alerts, line)
+    producer.flush()
+    producer.close()
+    shown = trajstream("alerts", "--bootstrap", bootstrap, "--topic", alerts, "--json",
+                       "--from-beginning", "--idle-timeout", "5", "--connect-timeout", "30",
+                       *client, *_flags(_sasl()))
+    want = [orjson.loads(line) for line in recorded["alerts"].read_bytes().splitlines()]
+    assert [orjson.loads(line) for line in shown.stdout.splitlines()] == want
 
 
 def test_a_wrong_password_is_refused_with_one_line(
