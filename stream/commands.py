@@ -244,10 +244,6 @@ def _engine_config(kw: dict[str, Any]) -> EngineConfig:
     )
 
 
-# the parsing every command with --kafka-option shares (livemap imports it from here)
-_kafka_options = parse_kafka_options
-
-
 def _serve_metrics(port: int, addr: str, metrics: Any) -> Any:
     if not port:
         return None
@@ -421,10 +417,10 @@ def process(**kw: Any) -> None:
         predictions_topic=kw["predictions_topic"], dlq_topic=kw["dlq_topic"],
         group=kw["group"], instance_id=_instance_id(kw["instance_id"]),
         kafka_client=kw["kafka_client"],
-        kafka_config=_kafka_options(kw["kafka_option"]),
-        consumer_config=_kafka_options(kw["consumer_option"], "--consumer-option"),
-        producer_config=_kafka_options(kw["producer_option"], "--producer-option"),
-        admin_config=_kafka_options(kw["admin_option"], "--admin-option"),
+        kafka_config=parse_kafka_options(kw["kafka_option"]),
+        consumer_config=parse_kafka_options(kw["consumer_option"], "--consumer-option"),
+        producer_config=parse_kafka_options(kw["producer_option"], "--producer-option"),
+        admin_config=parse_kafka_options(kw["admin_option"], "--admin-option"),
         from_beginning=kw["from_beginning"], until_end=kw["until_end"],
         input_path=kw["input_path"], alerts_out=kw["alerts_out"],
         predictions_out=kw["predictions_out"], dlq_out=kw["dlq_out"],

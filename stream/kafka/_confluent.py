@@ -102,8 +102,8 @@ def _build(cls: type[Any], conf: dict[str, Any], what: str) -> Any:
     try:
         return cls(conf)
     except (KafkaException, ValueError, TypeError) as exc:
-        raise ConfigError(f"invalid confluent-kafka {what} setting (--{what}-option or "
-                          f"--kafka-option): {exc}") from exc
+        raise ConfigError(f"invalid confluent-kafka {what} setting (--kafka-option, or "
+                          f"process's --{what}-option): {exc}") from exc
 
 
 def check_settings(bootstrap: str, consumer: dict[str, Any], producer: dict[str, Any],

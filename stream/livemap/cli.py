@@ -7,8 +7,9 @@ from typing import Any
 
 import click
 
+from trajstream.cli import parse_kafka_options
 from trajstream.signals import stop_on_signals
-from trajstream.stream.commands import _kafka_options, _opt
+from trajstream.stream.commands import _opt
 from trajstream.stream.config import DEFAULTS
 from trajstream.stream.livemap.options import map_options, start_map_server
 
@@ -59,7 +60,7 @@ def map_command(**kw: Any) -> None:
         bootstrap=kw["bootstrap"], positions_topic=kw["positions_topic"],
         predictions_topic=kw["predictions_topic"] or None, alerts_topic=kw["alerts_topic"],
         kafka_client=resolve_client(kw["kafka_client"]),
-        kafka_config=_kafka_options(kw["kafka_option"]),
+        kafka_config=parse_kafka_options(kw["kafka_option"]),
         codec=CodecConfig(origin_lat=kw["origin_lat"], origin_lon=kw["origin_lon"]),
         fps=kw["map_fps"], metrics_url=kw["processor_metrics_url"],
     )

@@ -131,7 +131,8 @@ class KafkaFeed:
         found = []
         try:
             for t in wanted:
-                if partition_count(cfg.bootstrap, t, client=client):
+                if partition_count(cfg.bootstrap, t, client=client,
+                                   client_config=cfg.kafka_config):
                     found.append(t)
         except KafkaUnavailable as exc:
             self._log("Kafka unavailable, retrying: %s", exc)

@@ -45,12 +45,6 @@ def test_a_malformed_pair_names_the_flag(bad: str) -> None:
     assert err.value.param_hint == "--consumer-option"
 
 
-def test_process_parses_with_the_same_function() -> None:
-    from trajstream.stream import commands
-
-    assert commands._kafka_options is parse_kafka_options
-
-
 # --- simulate and replay ----------------------------------------------------------------
 
 class _RecordingSink:

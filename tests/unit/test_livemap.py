@@ -346,8 +346,8 @@ def test_kafka_feed_without_predictions_and_a_missing_topic_said_once(monkeypatc
     from trajstream.stream import kafka
     from trajstream.stream.livemap.kafka_feed import FeedConfig, KafkaFeed
 
-    monkeypatch.setattr(kafka, "partition_count", lambda b, t, client=None: 1 if t == "pos"
-                        else None)
+    monkeypatch.setattr(kafka, "partition_count",
+                        lambda b, t, client=None, client_config=None: 1 if t == "pos" else None)
     off = KafkaFeed(MapHub(), FeedConfig(bootstrap="127.0.0.1:1", positions_topic="pos",
                                          predictions_topic=None, alerts_topic="alerts"))
     assert off._wanted() == ["pos", "alerts"]
@@ -356,3 +356,24 @@ def test_kafka_feed_without_predictions_and_a_missing_topic_said_once(monkeypatc
             assert off._existing_topics("confluent") == ["pos"]
     said = [r.getMessage() for r in caplog.records]
     assert len(said) == 1 and said[0].startswith("map: topic(s) alerts not found yet"), said
+
+
+def test_kafka_feed_looks_topics_up_with_the_kafka_options(monkeypatch):
+    """On a cluster with SASL/TLS the topic lookup needs --kafka-option as the consumer does;
+    without it the map waited for topics it could never see."""
+    from trajstream.stream import kafka
+    from trajstream.stream.livemap.kafka_feed import FeedConfig, KafkaFeed
+
+    seen: list[object] = []
+
+    def count(b, t, client=None, client_config=None):
+        seen.append(client_config)
+        return 1
+
+    monkeypatch.setattr(kafka, "partition_count", count)
+    sasl = {"security.protocol": "SASL_SSL"}
+    feed = KafkaFeed(MapHub(), FeedConfig(bootstrap="127.0.0.1:1", positions_topic="pos",
+                                          predictions_topic=None, alerts_topic="alerts",
+                                          kafka_config=sasl))
+    assert feed._existing_topics("confluent") == ["pos", "alerts"]
+    assert seen == [sasl, sasl]
