@@ -109,11 +109,20 @@ def _build(cls: type[Any], conf: dict[str, Any], what: str) -> Any:
 def check_settings(bootstrap: str, consumer: dict[str, Any], producer: dict[str, Any],
                    shared: dict[str, Any]) -> None:
     """Build each client with its settings and drop it: librdkafka checks names and values
-    only when a client is made (the group is never joined, nothing is produced)."""
+    only when a client is made (the group is never joined, nothing is produced). They log
+    nothing: a broker that is down is the caller's wait to report, once, not theirs."""
+    quiet = {"logger": _Quiet(), "error_cb": lambda err: None}
     _build(Consumer, {**_base(bootstrap), **_CONSUMER_DEFAULTS, "group.id": throwaway_group(),
-                      **shared, **consumer}, "consumer").close()
-    _build(Producer, {**_base(bootstrap), **_PRODUCER_DEFAULTS, **shared, **producer},
-           "producer").flush(0)
+                      **shared, **consumer, **quiet}, "consumer").close()
+    _build(Producer, {**_base(bootstrap), **_PRODUCER_DEFAULTS, **shared, **producer,
+                      **quiet}, "producer").flush(0)
+
+
+class _Quiet:
+    """A librdkafka log sink that drops every line."""
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        pass
 
 
 class _RateLimitedLog:
