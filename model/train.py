@@ -472,23 +472,24 @@ def check_held_out(files: dict[str, list[Path]], cache: dict[Path, Positions]) -
     the residual shrink and the sigma calibration would be fitted on traffic the model
     learns from, and test figures would be reported as held-out traffic and not be."""
     trained = np.concatenate([_record_keys(_read(path, cache)) for path in files["train"]])
-    for path in files["val"]:
-        shared = int(np.isin(_record_keys(_read(path, cache)), trained).sum())
-        if shared:
-            raise ConfigError(
-                f"--val-data {path}: {shared} of its {len(cache[path])} records (vehicle, "
-                f"time and position) are also in --train-data, so early stopping and the "
-                f"calibration would be fitted on traffic the model learns from: give "
-                f"held-out traffic")
+    _refuse_repeats("--val-data", files["val"], trained, "--train-data", cache,
+                    "early stopping and the calibration would be fitted on traffic the model "
+                    "learns from")
     seen = np.concatenate([trained, *(_record_keys(_read(path, cache))
                                       for path in files["val"])])
-    for path in files["test"]:
+    _refuse_repeats("--test-data", files["test"], seen, "--train-data/--val-data", cache,
+                    "the test would score traffic the model learnt from")
+
+
+def _refuse_repeats(flag: str, paths: list[Path], seen: np.ndarray, seen_flags: str,
+                    cache: dict[Path, Positions], why: str) -> None:
+    """ConfigError for the first of ``paths`` with records whose keys are in ``seen``."""
+    for path in paths:
         shared = int(np.isin(_record_keys(_read(path, cache)), seen).sum())
         if shared:
             raise ConfigError(
-                f"--test-data {path}: {shared} of its {len(cache[path])} records (vehicle, "
-                f"time and position) are also in --train-data/--val-data, so the test would "
-                f"score traffic the model learnt from: give held-out traffic")
+                f"{flag} {path}: {shared} of its {len(cache[path])} records (vehicle, time "
+                f"and position) are also in {seen_flags}, so {why}: give held-out traffic")
 
 
 def _nothing_to_score(split: str, parts: Sequence[Part], records: int,
