@@ -26,6 +26,7 @@ import orjson
 from trajstream.cli import (
     WEIGHTS_ENV_HELP,
     WEIGHTS_ENVVARS,
+    kafka_option,
     option_given,
     parse_kafka_options,
     weights_envvars_agree,
@@ -298,12 +299,10 @@ _FILE_ONLY: dict[str, Any] = {"alerts_out": None, "predictions_out": None, "dlq_
 @_opt("--kafka-client", env="KAFKA_CLIENT", default=None,
       type=click.Choice(["confluent", "kafka-python"]),
       help="Kafka client library [default: confluent when installed, else kafka-python].")
-@_opt("--kafka-option", "kafka_option", env="KAFKA_OPTIONS", multiple=True, default=(),
-      metavar="KEY=VALUE",
-      help="Raw setting for every Kafka client: consumer, producer, admin and the changelog "
-           "reader (librdkafka names, e.g. security.protocol=SASL_SSL); with kafka-python "
-           "each client takes the settings it has. Repeatable; the variable takes "
-           "space-separated pairs.")
+@kafka_option("Raw setting for every Kafka client: consumer, producer, admin and the "
+              "changelog reader (librdkafka names, e.g. security.protocol=SASL_SSL); with "
+              "kafka-python each client takes the settings it has. Repeatable; the variable "
+              "takes space-separated pairs.")
 @_opt("--consumer-option", "consumer_option", env="CONSUMER_OPTIONS", multiple=True,
       default=(), metavar="KEY=VALUE",
       help="Raw setting for the positions consumer only (e.g. fetch.max.bytes=1048576).")

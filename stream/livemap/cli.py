@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from trajstream.cli import parse_kafka_options
+from trajstream.cli import kafka_option, parse_kafka_options
 from trajstream.signals import stop_on_signals
 from trajstream.stream.commands import _opt
 from trajstream.stream.config import DEFAULTS
@@ -30,10 +30,8 @@ log = logging.getLogger("trajstream.stream.livemap")
 @_opt("--kafka-client", env="KAFKA_CLIENT", default=None,
       type=click.Choice(["confluent", "kafka-python"]),
       help="Kafka client library [default: confluent when installed, else kafka-python].")
-@_opt("--kafka-option", "kafka_option", env="KAFKA_OPTIONS", multiple=True, default=(),
-      metavar="KEY=VALUE",
-      help="Raw Kafka client setting (librdkafka names); repeatable; the variable takes "
-           "space-separated pairs.")
+@kafka_option("Raw Kafka client setting (librdkafka names); repeatable; the variable "
+              "takes space-separated pairs.")
 @_opt("--origin-lat", env="ORIGIN_LAT", default=None, type=float,
       help="Latitude of the local frame's origin (as given to the processor): lat/lon "
            "positions are drawn projected around it.")

@@ -43,6 +43,16 @@ def _flags(conf: dict[str, str]) -> list[str]:
     return [a for k, v in conf.items() for a in ("--kafka-option", f"{k}={v}")]
 
 
+def _publish(bootstrap: str, client: str, topic: str, path: Path) -> None:
+    """Every line of ``path`` to ``topic`` (made with one partition), over SASL/SCRAM."""
+    create_topics(bootstrap, [topic], partitions=1, client=client, client_config=_sasl())
+    producer = make_producer(bootstrap, client=client, config=_sasl())
+    for line in path.read_bytes().splitlines():
+        producer.send(topic, line)
+    producer.flush()
+    producer.close()
+
+
 @pytest.fixture(scope="module")
 def scram_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     mod = _load_broker_module()
@@ -71,13 +81,9 @@ def test_processor_runs_on_a_scram_listener_with_either_client(
         kafka_client: str) -> None:
     bootstrap = scram_broker.sasl_bootstrap
     positions, alerts = new_topic("positions"), new_topic("alerts")
-    create_topics(bootstrap, [positions, alerts], partitions=1, client=kafka_client,
+    create_topics(bootstrap, [alerts], partitions=1, client=kafka_client,
                   client_config=_sasl())
-    producer = make_producer(bootstrap, client=kafka_client, config=_sasl())
-    for line in recorded["positions"].read_bytes().splitlines():
-        producer.send(positions, line)
-    producer.flush()
-    producer.close()
+    _publish(bootstrap, kafka_client, positions, recorded["positions"])
     trajstream("process", "--bootstrap", bootstrap, "--positions-topic", positions,
                "--alerts-topic", alerts, "--group", new_topic("group"), "--until-end",
                "--predictor", "cv", "--kafka-client", kafka_client, "--metrics-port", "0",
@@ -112,13 +118,7 @@ def test_simulate_replay_and_alerts_run_on_a_scram_listener_with_either_client(
                                            config=_sasl())]
         assert got == positions, topic
 
-    create_topics(bootstrap, [alerts], partitions=1, client=kafka_client,
-                  client_config=_sasl())
-    producer = make_producer(bootstrap, client=kafka_client, config=_sasl())
-    for line in recorded["alerts"].read_bytes().splitlines():
-        producer.send(alerts, line)
-    producer.flush()
-    producer.close()
+    _publish(bootstrap, kafka_client, alerts, recorded["alerts"])
     shown = trajstream("alerts", "--bootstrap", bootstrap, "--topic", alerts, "--json",
                        "--from-beginning", "--idle-timeout", "5", "--connect-timeout", "30",
                        *client, *_flags(_sasl()))
