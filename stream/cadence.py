@@ -5,17 +5,27 @@ A vehicle whose last two accepted fixes are ``g`` seconds apart may report again
 of ``g`` has passed: until it does, it holds every tick from that one on. It is given up on
 (it holds nothing) once its partition is ``tick_lateness_s`` past ``last + 1.5 g``: it missed
 a fix. A partition is complete through tick k when nobody it holds is due by k and it has
-delivered a record ``tick_lateness_s`` into tick k. A fleet reporting at 10 Hz on 0.1 s
-ticks then has a tick out with its last fixes instead of the next tick's (up to 0.1 s of
-event time sooner for every alert), and the evidence rule stays the fallback.
+delivered a record ``tick_lateness_s`` into tick k, or nobody it holds is due by k and k is
+within the partition's look-ahead (below). A fleet reporting at 10 Hz on 0.1 s ticks then
+has a tick out with its last fixes instead of the next tick's (up to 0.1 s of event time
+sooner for every alert), and the evidence rule stays the fallback.
+
+Ticks nobody is due in go out ahead of the records. Event time moves only with records, so
+a fleet whose vehicles all report at the same instants (1 Hz, on the GPS second) sends
+nothing between them: the ticks up to the next due fix would wait a whole interval for the
+next second's records, and with them every alert confirmed in them. A partition is complete
+through the ticks its vehicles' cadence leaves empty: up to the tick before the first one
+due, at most ``_AHEAD_S`` past each vehicle's own last fix (its *look-ahead*, the running
+maximum over the partition's records of ``min(due - 1, own tick + _AHEAD_S)``).
 
 Which tick a record belongs to must not depend on when a tick was released, or alerts would
 depend on how the input was cut into batches and how partitions interleaved. A record its
 vehicle's cadence expected (due, not given up on) belongs to its own tick, as before: its
 partition waited for it. Every other record (a vehicle's first two fixes, a fix sooner than
 half an interval, one after a missed fix) belongs to the tick after the one it would have had,
-which cannot be out yet. A vehicle's fixes never change order: a record's tick is never
-before its vehicle's previous one.
+or after its partition's look-ahead as it stood before the record if that is later: neither
+can be out yet, and both follow from the partition's records up to it. A vehicle's fixes
+never change order: a record's tick is never before its vehicle's previous one.
 """
 
 from __future__ import annotations
@@ -30,6 +40,10 @@ __all__ = ["NO_TICK", "Cadence", "tick_of"]
 
 _DUE_SHARE = 0.5  # of the last interval, after which a vehicle's next fix may come
 _MISSED_SHARE = 1.5  # of the last interval, after which a vehicle has missed its next fix
+# How far past its last fix a vehicle's cadence may complete ticks before any record is
+# there: a 1 Hz feed's due tick is 0.5 s on, a 0.5 Hz feed's 1 s. It is also the most an
+# unexpected record (a new vehicle's first fixes) may count later than its own tick.
+_AHEAD_S = 1.0
 # The tick of "no event time yet" (a watermark of -inf): nothing up to it is ever complete.
 NO_TICK = -(2**62)
 _NEVER = 2**62  # the due tick of a vehicle that holds nothing
@@ -48,7 +62,9 @@ class Cadence:
     def __init__(self, dt: float, lateness_s: float) -> None:
         self._dt = dt
         self._lateness_s = lateness_s
+        self._ahead_ticks = round(_AHEAD_S / dt)
         self._number: dict[str, int] = {}
+        self._look_ahead: dict[int, int] = {}  # per partition: the last tick it may complete
         self._alloc(0)
 
     def _alloc(self, n: int, keep: bool = True) -> None:
@@ -100,7 +116,11 @@ class Cadence:
         later = front[order] - self._lateness_s
         behind = np.maximum(own_s, tick_of(later, self._dt))  # its tick before cadences
         expected = known & (own_s >= due) & (later <= missed)
-        raw = np.where(expected, behind, behind + 1)
+        # each record's look-ahead, and its partition's as it stood before the record
+        reach = np.empty(m, dtype=np.int64)
+        reach[order] = self._reach(last, ts_s, own_s)
+        before = self._look_aheads(reach, parts)[order]
+        raw = np.where(expected, behind, np.maximum(behind, before) + 1)
         # never before the vehicle's previous record: a running maximum per vehicle, on
         # keys vehicle * width + tick (vehicles ascending, so no maximum crosses over)
         low = int(raw.min()) - 1  # a carried tick at or before it holds nothing
@@ -127,7 +147,8 @@ class Cadence:
         out = {}
         for p, top in tops.items():
             later = top - self._lateness_s
-            cap = int(tick_of(np.array([later]), self._dt)[0])
+            cap = max(int(tick_of(np.array([later]), self._dt)[0]),
+                      self._look_ahead.get(p, NO_TICK))
             holding = (self._part[:n] == p) & (self._missed[:n] >= later)
             if holding.any():
                 cap = min(cap, int(self._due[:n][holding].min()) - 1)
@@ -140,10 +161,15 @@ class Cadence:
         released ticks are behind every tick still to come)."""
         names = list(ids)
         v = self._numbers(names)
-        self._set(v, np.asarray(list(prev_ts), dtype=np.float64),
-                  np.asarray(list(last_ts), dtype=np.float64),
-                  np.asarray(list(parts), dtype=np.int64))
+        prev = np.asarray(list(prev_ts), dtype=np.float64)
+        last = np.asarray(list(last_ts), dtype=np.float64)
+        part = np.asarray(list(parts), dtype=np.int64)
+        self._set(v, prev, last, part)
         self._tick[v] = NO_TICK
+        reach = self._reach(prev, last, tick_of(last, self._dt))
+        for p in np.unique(part).tolist():
+            self._look_ahead[p] = max(self._look_ahead.get(p, NO_TICK),
+                                      int(reach[part == p].max()))
 
     def forget(self, keep: Callable[[str], bool]) -> None:
         """Drop the vehicles ``keep`` rejects; the others are numbered afresh."""
@@ -162,6 +188,8 @@ class Cadence:
         n = len(self._number)
         gone = np.isin(self._part[:n], np.asarray(sorted(parts), dtype=np.int64))
         self._missed[:n][gone] = -math.inf
+        for p in parts:
+            self._look_ahead.pop(p, None)
 
     def _numbers(self, names: list[str]) -> np.ndarray:
         number = self._number
@@ -183,6 +211,31 @@ class Cadence:
         due, missed = self._due_of(prev, last, known)
         self._due[v] = np.where(known, due, _NEVER)
         self._missed[v] = missed  # -inf when unknown: holds nothing
+
+    def _reach(self, prev: np.ndarray, last: np.ndarray, own: np.ndarray) -> np.ndarray:
+        """The last tick a vehicle whose last two fixes are ``prev`` and ``last`` (own tick
+        ``own``) lets its partition complete: the one before its next fix is due, at most
+        ``_AHEAD_S`` on (NO_TICK with one fix: nothing is known of its cadence)."""
+        known = np.isfinite(prev) & np.isfinite(last)
+        due, _ = self._due_of(prev, last, known)
+        return np.where(known, np.minimum(due - 1, own + self._ahead_ticks), NO_TICK)
+
+    def _look_aheads(self, reach: np.ndarray, parts: np.ndarray) -> np.ndarray:
+        """Each record's partition's look-ahead before it (``reach`` per record, arrival
+        order), kept moving on."""
+        out = np.empty_like(reach)
+        porder = np.argsort(parts, kind="stable")
+        sorted_parts = parts[porder]
+        cuts = np.flatnonzero(sorted_parts[1:] != sorted_parts[:-1]) + 1
+        for seg in np.split(porder, cuts):
+            p = int(parts[seg[0]])
+            run = np.empty(seg.size + 1, dtype=np.int64)
+            run[0] = self._look_ahead.get(p, NO_TICK)
+            run[1:] = reach[seg]
+            np.maximum.accumulate(run, out=run)
+            out[seg] = run[:-1]
+            self._look_ahead[p] = int(run[-1])
+        return out
 
     def _due_of(self, prev: np.ndarray, last: np.ndarray,
                 known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

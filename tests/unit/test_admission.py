@@ -242,6 +242,42 @@ def test_the_release_order_does_not_depend_on_how_partitions_interleave():
     assert all(r == runs[0] for r in runs[1:])
 
 
+def test_a_synchronised_slow_feed_has_the_ticks_nobody_is_due_in_out_with_its_fixes():
+    """Vehicles reporting at the same whole seconds send nothing between them: the ticks
+    before the next due fix go out with the fixes, not with the next second's records."""
+    on, off = (Admission(c, wall_clock=lambda: T0)
+               for c in (CONFIG, dataclasses.replace(CONFIG, release_on_cadence=False)))
+    base = round(T0 / 0.2)
+    for t in (1.0, 2.0, 3.0):
+        for adm in (on, off):
+            adm.release(adm.admit(_batch(("a", t), ("b", t)), int(t), None, None))
+    # due again 0.5 s after 3.0 s: the ticks ending at 3.2 and 3.4 s are out (tick 17);
+    # on evidence only, nothing after 3.0 s (tick 15) before a record past it came
+    assert (on.done - base, off.done - base) == (17, 14)  # type: ignore[operator]
+
+
+def test_a_record_after_the_look_ahead_counts_after_it_however_the_input_is_cut():
+    """A new vehicle's first fixes, arriving after ticks went out ahead of its own, count
+    after its partition's look-ahead: in a tick not yet out, the same one whatever the
+    batches and the interleaving of partitions."""
+    arrivals = []
+    for p in range(2):
+        for m in range(1, 6):
+            arrivals += [(p, f"v{p}-{i}", float(m)) for i in range(5)]
+            if m >= 3:  # a new vehicle each second, 0.1 s after the others
+                arrivals.append((p, f"new{p}-{m}", m + 0.1))
+    runs = [_ticks_by_record(arrivals, cut, how)
+            for cut in (1, 3, 6, 100) for how in ("round-robin", "sequential")]
+    ticks, dropped = runs[0]
+    assert dropped == 0 and len(ticks) == len(arrivals)
+    assert all(r == runs[0] for r in runs[1:])
+    base = round(T0 / 0.2)
+    # the fleet's fixes at 3.0 s let ticks up to 3.4 s out (due again at 3.5 s): the new
+    # vehicle at 3.1 s counts in the tick ending at 3.6 s, not its own (3.2 s)
+    assert ticks[("new0-3", 3.1)] - base == 18
+    assert ticks[("v0-0", 4.0)] - base == 20  # expected fixes keep their own tick
+
+
 def test_a_partition_with_records_to_deliver_holds_the_release_and_an_idle_one_does_not():
     adm = Admission(CONFIG, wall_clock=lambda: T0)
     zero, one = np.zeros(10, np.int64), np.ones(10, np.int64)

@@ -188,7 +188,8 @@ def test_pending_records_hold_back_the_commit_position():
     assert eng.min_pending_seq is None
     eng.process(_batch(_positions([("a", T0 + 0.01, 0.0), ("a", T0 + 0.03, 0.0)])), seq0=100)
     assert eng.min_pending_seq == 100  # nothing released yet (nothing past the tick)
-    eng.process(_batch(_positions([("a", T0 + 1.0, 0.0)])), seq0=102)
+    # a new vehicle's first fix waits for the tick after its own
+    eng.process(_batch(_positions([("b", T0 + 0.45, 0.0)])), seq0=102)
     assert eng.min_pending_seq == 102  # ticks up to T0 + 0.4 released
     eng.flush()
     assert eng.min_pending_seq is None
