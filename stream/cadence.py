@@ -14,9 +14,12 @@ Ticks nobody is due in go out ahead of the records. Event time moves only with r
 a fleet whose vehicles all report at the same instants (1 Hz, on the GPS second) sends
 nothing between them: the ticks up to the next due fix would wait a whole interval for the
 next second's records, and with them every alert confirmed in them. A partition is complete
-through the ticks its vehicles' cadence leaves empty: up to the tick before the first one
-due, at most ``_AHEAD_S`` past each vehicle's own last fix (its *look-ahead*, the running
-maximum over the partition's records of ``min(due - 1, own tick + _AHEAD_S)``).
+through the ticks its vehicles' cadence leaves empty, up to its *look-ahead*: each fix
+reaches to the tick before its vehicle is due again (at most ``_AHEAD_S`` past its own
+tick); a partition's look-ahead is the running maximum, over its records, of the smallest
+reach among its fixes of the last ``_WINDOW_S``. The window keeps it near the newest fix
+wherever some vehicle reports faster than the others, since an unexpected fix counts after
+the look-ahead (below).
 
 Which tick a record belongs to must not depend on when a tick was released, or alerts would
 depend on how the input was cut into batches and how partitions interleaved. A record its
@@ -44,6 +47,10 @@ _MISSED_SHARE = 1.5  # of the last interval, after which a vehicle has missed it
 # there: a 1 Hz feed's due tick is 0.5 s on, a 0.5 Hz feed's 1 s. It is also the most an
 # unexpected record (a new vehicle's first fixes) may count later than its own tick.
 _AHEAD_S = 1.0
+# The span of a partition's fixes whose smallest reach moves its look-ahead: shorter than a
+# 2 Hz interval, so a synchronised feed's window holds one instant's fixes, and longer than
+# a 10 Hz one, so a partition with any vehicle at 10 Hz keeps its look-ahead at hand.
+_WINDOW_S = 0.25
 # The tick of "no event time yet" (a watermark of -inf): nothing up to it is ever complete.
 NO_TICK = -(2**62)
 _NEVER = 2**62  # the due tick of a vehicle that holds nothing
@@ -65,6 +72,8 @@ class Cadence:
         self._ahead_ticks = round(_AHEAD_S / dt)
         self._number: dict[str, int] = {}
         self._look_ahead: dict[int, int] = {}  # per partition: the last tick it may complete
+        # per partition, its fixes of the last _WINDOW_S: (partition's newest time, reach)
+        self._window: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._alloc(0)
 
     def _alloc(self, n: int, keep: bool = True) -> None:
@@ -119,7 +128,7 @@ class Cadence:
         # each record's look-ahead, and its partition's as it stood before the record
         reach = np.empty(m, dtype=np.int64)
         reach[order] = self._reach(last, ts_s, own_s)
-        before = self._look_aheads(reach, parts)[order]
+        before = self._look_aheads(reach, front, parts)[order]
         raw = np.where(expected, behind, np.maximum(behind, before) + 1)
         # never before the vehicle's previous record: a running maximum per vehicle, on
         # keys vehicle * width + tick (vehicles ascending, so no maximum crosses over)
@@ -166,10 +175,14 @@ class Cadence:
         part = np.asarray(list(parts), dtype=np.int64)
         self._set(v, prev, last, part)
         self._tick[v] = NO_TICK
-        reach = self._reach(prev, last, tick_of(last, self._dt))
+        # their partitions' look-ahead as if their last fixes had just come, in time order
+        at = np.argsort(last, kind="stable")
+        part, last = part[at], last[at]
+        front = np.empty_like(last)
         for p in np.unique(part).tolist():
-            self._look_ahead[p] = max(self._look_ahead.get(p, NO_TICK),
-                                      int(reach[part == p].max()))
+            mine = part == p
+            front[mine] = np.maximum.accumulate(last[mine])
+        self._look_aheads(self._reach(prev[at], last, tick_of(last, self._dt)), front, part)
 
     def forget(self, keep: Callable[[str], bool]) -> None:
         """Drop the vehicles ``keep`` rejects; the others are numbered afresh."""
@@ -190,6 +203,7 @@ class Cadence:
         self._missed[:n][gone] = -math.inf
         for p in parts:
             self._look_ahead.pop(p, None)
+            self._window.pop(p, None)
 
     def _numbers(self, names: list[str]) -> np.ndarray:
         number = self._number
@@ -215,26 +229,34 @@ class Cadence:
     def _reach(self, prev: np.ndarray, last: np.ndarray, own: np.ndarray) -> np.ndarray:
         """The last tick a vehicle whose last two fixes are ``prev`` and ``last`` (own tick
         ``own``) lets its partition complete: the one before its next fix is due, at most
-        ``_AHEAD_S`` on (NO_TICK with one fix: nothing is known of its cadence)."""
+        ``_AHEAD_S`` on (_NEVER with one fix: nothing is known of its cadence, and its next
+        fix is unexpected anyway)."""
         known = np.isfinite(prev) & np.isfinite(last)
         due, _ = self._due_of(prev, last, known)
-        return np.where(known, np.minimum(due - 1, own + self._ahead_ticks), NO_TICK)
+        return np.where(known, np.minimum(due - 1, own + self._ahead_ticks), _NEVER)
 
-    def _look_aheads(self, reach: np.ndarray, parts: np.ndarray) -> np.ndarray:
-        """Each record's partition's look-ahead before it (``reach`` per record, arrival
-        order), kept moving on."""
+    def _look_aheads(self, reach: np.ndarray, front: np.ndarray,
+                     parts: np.ndarray) -> np.ndarray:
+        """Each record's partition's look-ahead before it (``reach`` and ``front``, its
+        partition's newest event time, per record in arrival order), kept moving on."""
         out = np.empty_like(reach)
         porder = np.argsort(parts, kind="stable")
         sorted_parts = parts[porder]
         cuts = np.flatnonzero(sorted_parts[1:] != sorted_parts[:-1]) + 1
         for seg in np.split(porder, cuts):
             p = int(parts[seg[0]])
+            old_front, old_reach = self._window.get(p, (np.empty(0), np.empty(0, np.int64)))
+            fronts = np.concatenate([old_front, front[seg]])
+            reaches = np.concatenate([old_reach, reach[seg]])
+            low = _window_min(reaches, fronts, _WINDOW_S)[old_front.size:]
             run = np.empty(seg.size + 1, dtype=np.int64)
             run[0] = self._look_ahead.get(p, NO_TICK)
-            run[1:] = reach[seg]
+            run[1:] = np.where(low >= _NEVER, NO_TICK, low)
             np.maximum.accumulate(run, out=run)
             out[seg] = run[:-1]
             self._look_ahead[p] = int(run[-1])
+            recent = fronts >= fronts[-1] - _WINDOW_S
+            self._window[p] = (fronts[recent], reaches[recent])
         return out
 
     def _due_of(self, prev: np.ndarray, last: np.ndarray,
@@ -244,6 +266,25 @@ class Cadence:
         gap = np.where(known, last - prev, 0.0)
         due = tick_of(np.where(known, last + _DUE_SHARE * gap, -math.inf), self._dt)
         return due, np.where(known, last + _MISSED_SHARE * gap, -math.inf)
+
+
+def _window_min(values: np.ndarray, times: np.ndarray, span: float) -> np.ndarray:
+    """Per position i, the smallest of ``values[j]`` for j <= i with ``times[j] >=
+    times[i] - span`` (``times`` ascending): range minima from a sparse table, O(n log n)."""
+    n = values.size
+    if n == 0:
+        return values.copy()
+    end = np.arange(n)
+    start = np.searchsorted(times, times - span, side="left")
+    level = np.frexp((end - start + 1).astype(np.float64))[1] - 1  # floor(log2(length))
+    out = np.empty_like(values)
+    table = values  # table[i]: the smallest of values[i : i + 2**j]
+    for j in range(int(level.max()) + 1):
+        at = level == j
+        if at.any():
+            out[at] = np.minimum(table[start[at]], table[end[at] - (1 << j) + 1])
+        table = np.minimum(table[:-(1 << j)], table[(1 << j):])
+    return out
 
 
 _FIELDS = ("_prev", "_last", "_tick", "_part", "_due", "_missed")

@@ -278,6 +278,29 @@ def test_a_record_after_the_look_ahead_counts_after_it_however_the_input_is_cut(
     assert ticks[("v0-0", 4.0)] - base == 20  # expected fixes keep their own tick
 
 
+def test_a_faster_vehicle_keeps_its_partitions_look_ahead_at_hand():
+    """Beside a vehicle reporting every 0.2 s, the ticks of slow vehicles' silence are not
+    free, and a new vehicle's first fix counts a tick after its own, not after theirs."""
+    def first_fix_tick(with_fast: bool) -> int:
+        c = Cadence(0.2, 0.05)
+        for k in range(1, 31):  # slow: every 1.0 s; fast: every 0.2 s
+            t = round(0.2 * k, 1)
+            ids = ([f"slow{i}" for i in range(3)] if k % 5 == 0 else []) + (
+                ["fast"] if with_fast else [])
+            if ids:
+                ts = np.full(len(ids), T0 + t)
+                c.assign(np.array(ids, dtype=object), ts, tick_of(ts, 0.2), ts,
+                         np.zeros(len(ids), dtype=np.int64))
+        ts = np.array([T0 + 6.1])
+        return int(c.assign(np.array(["new"], dtype=object), ts, tick_of(ts, 0.2), ts,
+                            np.zeros(1, dtype=np.int64))[0] - round(T0 / 0.2))
+
+    # the slow vehicles alone are due again 0.5 s after 6.0 s: ticks to 6.4 s may go out,
+    # and the new vehicle at 6.1 s counts after them; beside the fast one, a tick after
+    # its own (6.2 s)
+    assert (first_fix_tick(False), first_fix_tick(True)) == (33, 32)
+
+
 def test_a_partition_with_records_to_deliver_holds_the_release_and_an_idle_one_does_not():
     adm = Admission(CONFIG, wall_clock=lambda: T0)
     zero, one = np.zeros(10, np.int64), np.ones(10, np.int64)
