@@ -301,6 +301,23 @@ def test_a_faster_vehicle_keeps_its_partitions_look_ahead_at_hand():
     assert (first_fix_tick(False), first_fix_tick(True)) == (33, 32)
 
 
+def test_restored_vehicles_give_their_partition_the_look_ahead_of_an_uninterrupted_run():
+    ids = np.array([f"v{i}" for i in range(4)], dtype=object)
+    zero = np.zeros(4, dtype=np.int64)
+    run = Cadence(0.2, 0.05)
+    for t in (1.0, 2.0, 3.0):
+        ts = np.full(4, T0 + t)
+        run.assign(ids, ts, tick_of(ts, 0.2), ts, zero)
+    restored = Cadence(0.2, 0.05)
+    restored.remember(ids.tolist(), [T0 + 2.0] * 4, [T0 + 3.0] * 4, zero.tolist())
+    top = {0: T0 + 3.0}
+    assert restored.complete(top) == run.complete(top) == {0: round(T0 / 0.2) + 17}
+    ts = np.array([T0 + 3.1])  # a new vehicle: after the look-ahead either way
+    new = [c.assign(np.array(["new"], dtype=object), ts, tick_of(ts, 0.2), ts, zero[:1])
+           for c in (run, restored)]
+    assert new[0].tolist() == new[1].tolist() == [round(T0 / 0.2) + 18]
+
+
 def test_a_partition_with_records_to_deliver_holds_the_release_and_an_idle_one_does_not():
     adm = Admission(CONFIG, wall_clock=lambda: T0)
     zero, one = np.zeros(10, np.int64), np.ones(10, np.int64)
