@@ -133,6 +133,23 @@ def not_acknowledged(bootstrap: str, why: str, answered: bool, cause: str = "",
                             f"(quotas, partitions under min.insync.replicas)")
 
 
+def not_served(bootstrap: str, what: str, why: str, answered: bool, cause: str = "",
+               ) -> KafkaUnavailable:
+    """Records of ``what`` (a topic) a reader could not get (``why``: what failed or timed
+    out), said as :func:`not_acknowledged` says it of a producer's messages: only a broker
+    that does not answer a metadata request gets the advice to start one; one that answers
+    is named with ``cause``, its account of the topic (unknown, not authorized, partitions
+    without a leader or missing), or said to name none (slow, or busy)."""
+    if not answered:
+        return unreachable(bootstrap, why)
+    if cause:
+        return KafkaUnavailable(f"Kafka at {bootstrap} answers but does not serve {what} "
+                                f"({why}): {cause}")
+    return KafkaUnavailable(f"Kafka at {bootstrap} answers but has not served {what} "
+                            f"({why}), and names no cause: a slow or loaded broker; see the "
+                            f"broker's log")
+
+
 def too_few_partitions(bootstrap: str, topic: str, have: int, count: int, timeout_s: float,
                        ) -> KafkaUnavailable:
     """A producer waited for partitions the broker, answering, still does not have."""

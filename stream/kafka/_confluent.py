@@ -30,6 +30,7 @@ from trajstream.stream.kafka._common import (
     fenced_member,
     fenced_producer,
     not_acknowledged,
+    not_served,
     partitions_of,
     throwaway_group,
     too_few_partitions,
@@ -180,6 +181,39 @@ def _unreachable(bootstrap: str, why: str) -> KafkaUnavailable:
     return KafkaUnavailable(
         f"Kafka at {bootstrap} refused the credentials ({refused}); check the SASL settings "
         f"(--kafka-option sasl.mechanisms/sasl.username/sasl.password)")
+
+
+def _account(handle: Any, topics: Sequence[str], partitions: Sequence[int] = (),
+             timeout_s: float = PROBE_S) -> tuple[bool, str]:
+    """Whether the broker answers a metadata request of a client ``handle`` (a producer or
+    a consumer) for ``topics``, and the errors it reports of them (unknown, not authorized,
+    partitions without a leader, and those of ``partitions`` a topic does not have)."""
+    deadline = time.monotonic() + timeout_s
+    causes: list[str] = []
+    asked: list[str | None] = [*topics] or [None]  # None: the cluster's metadata
+    for topic in asked:
+        try:
+            md = handle.list_topics(topic, timeout=max(deadline - time.monotonic(), 0.1))
+        except KafkaException:
+            return False, ""
+        tm = md.topics.get(topic) if topic is not None else None
+        if tm is None:
+            continue
+        if tm.error is not None:
+            causes.append(f"topic {topic}: {tm.error.str()}")
+            continue
+        bad: dict[str, list[int]] = {}
+        for p in tm.partitions.values():
+            if p.error is not None or p.leader < 0:
+                why = p.error.str() if p.error is not None else "no leader"
+                bad.setdefault(why, []).append(p.id)
+        causes += [f"topic {topic} partition(s) {', '.join(map(str, sorted(ids)))}: {why}"
+                   for why, ids in sorted(bad.items())]
+        missing = sorted(set(partitions) - set(tm.partitions))
+        if missing:
+            causes.append(f"topic {topic} has {len(tm.partitions)} partition(s), no "
+                          f"partition {', '.join(map(str, missing))}")
+    return True, "; ".join(causes)
 
 
 # A transactional producer fenced by a newer one with its id: librdkafka's own code, or the
@@ -350,36 +384,10 @@ class ConfluentProducer:
     def _not_acknowledged(self, why: str) -> KafkaUnavailable:
         """Messages not acknowledged in time: the broker's account of the topics sent to if
         it answers, else unreachable (or the credentials it refused)."""
-        answered, cause = self._account()
+        answered, cause = _account(self._p, sorted(self._topics))
         if not answered:
             return _unreachable(self._bootstrap, why)
         return not_acknowledged(self._bootstrap, why, True, cause)
-
-    def _account(self, timeout_s: float = PROBE_S) -> tuple[bool, str]:
-        """Whether the broker answers a metadata request for the topics sent to, and the
-        errors it reports of them (unknown, not authorized, partitions without a leader)."""
-        deadline = time.monotonic() + timeout_s
-        causes: list[str] = []
-        topics: list[str | None] = [*sorted(self._topics)] or [None]
-        for topic in topics:
-            try:
-                md = self._p.list_topics(topic, timeout=max(deadline - time.monotonic(), 0.1))
-            except KafkaException:
-                return False, ""
-            tm = md.topics.get(topic) if topic is not None else None
-            if tm is None:
-                continue
-            if tm.error is not None:
-                causes.append(f"topic {topic}: {tm.error.str()}")
-                continue
-            bad: dict[str, list[int]] = {}
-            for p in tm.partitions.values():
-                if p.error is not None or p.leader < 0:
-                    why = p.error.str() if p.error is not None else "no leader"
-                    bad.setdefault(why, []).append(p.id)
-            causes += [f"topic {topic} partition(s) {', '.join(map(str, sorted(ids)))}: {why}"
-                       for why, ids in sorted(bad.items())]
-        return True, "; ".join(causes)
 
     # -- transactions (exactly-once; needs transactional.id) -------------------------------
 
@@ -814,23 +822,30 @@ def read_to_end(bootstrap: str, topic: str, partitions: list[int], read_committe
         ends: dict[int, int] = {}
         for p in partitions:
             try:
-                lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+                lo, hi = c.get_watermark_offsets(
+                    TopicPartition(topic, p), timeout=max(deadline - time.monotonic(), 0.1))
             except KafkaException as exc:
-                raise _unreachable(bootstrap, f"changelog {topic}[{p}]: {exc}") from exc
+                err = _carried(exc)
+                raise _unread(bootstrap, c, topic, partitions, f"the offsets of {topic}[{p}]: "
+                              f"{err.str() if err is not None else exc}") from exc
             if hi > lo:
                 ends[p] = hi
         if not ends:
             return out
         c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
         left = set(ends)
+        last_error = ""  # the latest error the reads met (not authorized, no leader, ...)
         while left:
             if time.monotonic() > deadline:
-                raise _unreachable(bootstrap, f"changelog {topic} not read within {timeout_s:g} s")
+                raise _unread(bootstrap, c, topic, partitions,
+                              f"partition(s) {', '.join(map(str, sorted(left)))} not read to "
+                              f"the end within {timeout_s:g} s{last_error}")
             for m in c.consume(num_messages=10_000, timeout=0.2):
                 err = m.error()
                 if err is not None:
                     if err.fatal():
                         raise KafkaUnavailable(f"changelog read failed: {err.str()}")
+                    last_error = f"; last error: {err.str()}"
                     continue
                 out.append((m.key(), m.value(), int(m.partition() or 0)))
             for tp in c.position([TopicPartition(topic, p) for p in left]):
@@ -839,6 +854,16 @@ def read_to_end(bootstrap: str, topic: str, partitions: list[int], read_committe
     finally:
         c.close()
     return out
+
+
+def _unread(bootstrap: str, c: Consumer, topic: str, partitions: Sequence[int], why: str,
+            ) -> KafkaUnavailable:
+    """The changelog read failed or timed out (``why``): the broker's account of the topic
+    if it answers, else unreachable (or the credentials it refused)."""
+    answered, cause = _account(c, [topic], partitions)
+    if not answered:
+        return _unreachable(bootstrap, f"changelog {topic}: {why}")
+    return not_served(bootstrap, f"changelog {topic}", why, True, cause)
 
 
 def partition_count(bootstrap: str, topic: str,

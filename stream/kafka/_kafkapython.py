@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kafka import (
@@ -27,6 +27,7 @@ from trajstream.stream.kafka._common import (
     fenced_member,
     fenced_producer,
     not_acknowledged,
+    not_served,
     partitions_of,
     throwaway_group,
     too_few_partitions,
@@ -276,35 +277,8 @@ class KafkaPythonProducer:
         it answers, else unreachable."""
         return not_acknowledged(self._bootstrap, why, *self._account())
 
-    def _account(self, timeout_s: float = PROBE_S) -> tuple[bool, str]:
-        """Whether the broker answers a metadata request, and the errors it reports of the
-        topics sent to (unknown, not authorized, partitions without a leader)."""
-        meta = self._p._metadata
-        fut = meta.request_update()
-        self._p._sender.wakeup()
-        deadline = time.monotonic() + timeout_s
-        while not fut.is_done and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if not fut.is_done or (fut.failed()
-                               and not isinstance(fut.exception, kerr.BrokerResponseError)):
-            return False, ""
-        causes: list[str] = []
-        for topic in sorted(self._topics):
-            parts = meta.partitions_for_topic(topic)
-            if topic in meta.unauthorized_topics:
-                causes.append(f"topic {topic}: not authorized (TopicAuthorizationFailedError)")
-            elif parts is None:
-                causes.append(f"topic {topic}: not in the broker's metadata "
-                              f"(UnknownTopicOrPartitionError)")
-            else:
-                leaderless = sorted(p for p in parts
-                                    if meta.leader_for_partition(TopicPartition(topic, p)) == -1)
-                if leaderless:
-                    causes.append(f"topic {topic} partition(s) "
-                                  f"{', '.join(map(str, leaderless))}: no leader")
-        if not causes and fut.failed():
-            causes.append(f"{type(fut.exception).__name__}: {fut.exception}")
-        return True, "; ".join(causes)
+    def _account(self) -> tuple[bool, str]:
+        return _account(self._p._metadata, sorted(self._topics), wakeup=self._p._sender.wakeup)
 
     # -- transactions (exactly-once; needs transactional.id) -------------------------------
 
@@ -337,6 +311,47 @@ class KafkaPythonProducer:
 
     def close(self) -> None:
         self._p.close(timeout=5.0)
+
+
+def _account(meta: Any, topics: Sequence[str], partitions: Sequence[int] = (),
+             wakeup: Callable[[], Any] | None = None, timeout_s: float = PROBE_S,
+             ) -> tuple[bool, str]:
+    """Whether the broker answers a metadata request of a client (``meta``: its
+    ClusterMetadata; ``wakeup`` has its I/O thread send the request), and the errors it
+    reports of ``topics`` (unknown, not authorized, partitions without a leader, and those
+    of ``partitions`` a topic does not have)."""
+    for topic in topics:  # tracked, or its metadata is not asked for
+        meta.add_topic(topic)
+    fut = meta.request_update()
+    if wakeup is not None:
+        wakeup()
+    deadline = time.monotonic() + timeout_s
+    while not fut.is_done and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not fut.is_done or (fut.failed()
+                           and not isinstance(fut.exception, kerr.BrokerResponseError)):
+        return False, ""
+    causes: list[str] = []
+    for topic in topics:
+        parts = meta.partitions_for_topic(topic)
+        if topic in meta.unauthorized_topics:
+            causes.append(f"topic {topic}: not authorized (TopicAuthorizationFailedError)")
+        elif parts is None:
+            causes.append(f"topic {topic}: not in the broker's metadata "
+                          f"(UnknownTopicOrPartitionError)")
+        else:
+            leaderless = sorted(p for p in parts
+                                if meta.leader_for_partition(TopicPartition(topic, p)) == -1)
+            if leaderless:
+                causes.append(f"topic {topic} partition(s) "
+                              f"{', '.join(map(str, leaderless))}: no leader")
+            missing = sorted(set(partitions) - set(parts))
+            if missing:
+                causes.append(f"topic {topic} has {len(parts)} partition(s), no "
+                              f"partition {', '.join(map(str, missing))}")
+    if not causes and fut.failed():
+        causes.append(f"{type(fut.exception).__name__}: {fut.exception}")
+    return True, "; ".join(causes)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -732,11 +747,16 @@ def read_to_end(bootstrap: str, topic: str, partitions: list[int], read_committe
     deadline = time.monotonic() + timeout_s
     try:
         tps = [TopicPartition(topic, p) for p in partitions]
-        try:
-            ends = c.end_offsets(tps)
-            starts = c.beginning_offsets(tps)
+        try:  # bounded by the read's time (kafka-python waits its request timeout, 30 s)
+            ends = c.end_offsets(tps, timeout_ms=_left_ms(deadline))
+            starts = c.beginning_offsets(tps, timeout_ms=_left_ms(deadline))
         except kerr.KafkaError as exc:
-            raise unreachable(bootstrap, f"changelog {topic}: {exc}") from exc
+            raise _unread(bootstrap, c, topic, partitions,
+                          f"the offsets of {topic}: {exc}") from exc
+        except KeyError as exc:  # kafka-python's own lookup of a partition it does not know
+            raise _unread(bootstrap, c, topic, partitions, f"the offsets of {topic}: no "
+                          f"partition {getattr(exc.args[0], 'partition', exc)} in the "
+                          f"client's metadata") from exc
         tps = [tp for tp in tps if ends.get(tp, 0) > starts.get(tp, 0)]
         if not tps:
             return out
@@ -745,7 +765,9 @@ def read_to_end(bootstrap: str, topic: str, partitions: list[int], read_committe
         left = set(tps)
         while left:
             if time.monotonic() > deadline:
-                raise unreachable(bootstrap, f"changelog {topic} not read within {timeout_s:g} s")
+                raise _unread(bootstrap, c, topic, partitions,
+                              f"partition(s) {', '.join(str(tp.partition) for tp in sorted(left))}"
+                              f" not read to the end within {timeout_s:g} s")
             for tp, recs in c.poll(timeout_ms=200, max_records=10_000).items():
                 p = tp.partition
                 out.extend([(k, v, p) for _, _, k, v in as_tuples(recs, fast)])
@@ -755,6 +777,22 @@ def read_to_end(bootstrap: str, topic: str, partitions: list[int], read_committe
     finally:
         c.close(autocommit=False)
     return out
+
+
+def _left_ms(deadline: float) -> int:
+    return max(int((deadline - time.monotonic()) * 1000), 100)
+
+
+def _unread(bootstrap: str, c: KafkaConsumer, topic: str, partitions: Sequence[int], why: str,
+            ) -> KafkaUnavailable:
+    """The changelog read failed or timed out (``why``): the broker's account of the topic
+    if it answers, else unreachable."""
+    client = c._client
+    answered, cause = _account(client.cluster, [topic], partitions,
+                               wakeup=getattr(client, "wakeup", None))
+    if not answered:
+        return unreachable(bootstrap, f"changelog {topic}: {why}")
+    return not_served(bootstrap, f"changelog {topic}", why, True, cause)
 
 
 def partition_count(bootstrap: str, topic: str,

@@ -18,6 +18,7 @@ from trajstream.stream.kafka import (
     grow_topic,
     make_consumer,
     make_producer,
+    read_to_end,
     wait_until_ready,
 )
 
@@ -306,6 +307,46 @@ def test_a_send_to_a_partition_the_topic_does_not_have_is_a_kafka_error(
             producer.flush(10.0)
     finally:
         producer.close()
+
+
+@pytest.mark.parametrize("case", ["unknown topic", "missing partition", "slow"])
+def test_a_changelog_read_the_broker_answers_for_names_its_answer_not_unreachable(
+    kafka_bootstrap: str, kafka_client: str, topic_name: str, case: str
+) -> None:
+    """Restoring state reads the changelog with read_to_end. Every failure or timeout of
+    that read said 'cannot reach Kafka ...; is the broker running?' with the broker up and
+    answering: a topic the broker does not serve (a name colliding with an existing one,
+    which it answers with UNKNOWN_TOPIC_OR_PART; kafka-python also waited its 30 s request
+    timeout, past the read's own), a partition the topic does not have (kafka-python: a
+    bare KeyError) or a read that just took longer than its time."""
+    create_topics(kafka_bootstrap, [f"{topic_name}_x"], client=kafka_client)
+    topic, partitions, timeout_s = {
+        "unknown topic": (f"{topic_name}.x", [0], 5.0),
+        "missing partition": (f"{topic_name}_x", [0, 3], 5.0),
+        "slow": (f"{topic_name}_x", [0], 0.0),
+    }[case]
+    if case == "slow":
+        _produce(kafka_bootstrap, kafka_client, topic, 500)
+    t0 = time.monotonic()
+    with pytest.raises(KafkaUnavailable) as err:
+        read_to_end(kafka_bootstrap, topic, partitions, client=kafka_client,
+                    timeout_s=timeout_s)
+    says = str(err.value)
+    assert "cannot reach" not in says and "broker running" not in says, says
+    assert "\n" not in says, says
+    assert time.monotonic() - t0 < timeout_s + 10.0, says  # the read's time, plus the probe
+    if case == "slow":
+        assert says.startswith(f"Kafka at {kafka_bootstrap} answers but has not served "
+                               f"changelog {topic} ("), says
+        assert says.endswith("and names no cause: a slow or loaded broker; see the "
+                             "broker's log"), says
+        return
+    assert says.startswith(f"Kafka at {kafka_bootstrap} answers but does not serve "
+                           f"changelog {topic} ("), says
+    if case == "unknown topic":
+        assert f"topic {topic}: " in says and "nknown" in says, says
+    else:
+        assert says.endswith(f"topic {topic} has 1 partition(s), no partition 3"), says
 
 
 def test_a_commit_in_the_revoke_callback_answers_when_a_member_joins(

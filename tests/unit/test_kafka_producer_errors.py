@@ -14,7 +14,7 @@ from kafka.future import Future
 
 from trajstream.errors import KafkaUnavailable
 from trajstream.stream.kafka import _confluent, _kafkapython
-from trajstream.stream.kafka._common import not_acknowledged
+from trajstream.stream.kafka._common import not_acknowledged, not_served
 
 BOOTSTRAP = "127.0.0.1:19999"
 
@@ -33,6 +33,23 @@ def test_only_a_broker_that_does_not_answer_gets_the_advice_to_start_one():
     for exc in (named, unnamed):
         assert "cannot reach" not in str(exc) and "broker running" not in str(exc)
         assert exc.retriable  # retried until --max-stall-s, as before
+
+
+def test_a_reader_says_the_same_of_a_topic_it_cannot_read():
+    """The changelog read (read_to_end) as the producers: only a broker that does not
+    answer gets the advice to start one."""
+    why = "partition(s) 0 not read to the end within 60 s"
+    down = not_served(BOOTSTRAP, "changelog g-changelog", why, False)
+    assert str(down).startswith(f"cannot reach Kafka at {BOOTSTRAP} ({why}); is the broker")
+    named = not_served(BOOTSTRAP, "changelog g-changelog", why, True,
+                       "topic g-changelog partition(s) 0: no leader")
+    assert str(named) == (f"Kafka at {BOOTSTRAP} answers but does not serve changelog "
+                          f"g-changelog ({why}): topic g-changelog partition(s) 0: no leader")
+    unnamed = not_served(BOOTSTRAP, "changelog g-changelog", why, True)
+    assert str(unnamed).startswith(f"Kafka at {BOOTSTRAP} answers but has not served "
+                                   f"changelog g-changelog ({why}), and names no cause")
+    for exc in (named, unnamed):
+        assert exc.retriable  # the restore retries, the processor's stall clock decides
 
 
 # -- confluent-kafka -----------------------------------------------------------------------
