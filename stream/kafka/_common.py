@@ -16,6 +16,9 @@ log = logging.getLogger("trajstream.stream.kafka")
 
 # Watermarks fetched from the broker for lag() are reused for this long.
 WATERMARK_CACHE_S = 1.0
+# How often a consumer asks for its topics' metadata, so that partitions added to them are
+# assigned within seconds (both clients' default: 5 minutes). A setting of the user's wins.
+METADATA_REFRESH_MS = 5000
 
 
 def parse_bootstrap(bootstrap: str) -> list[tuple[str, int]]:

@@ -21,6 +21,7 @@ from kafka.structs import MemberState, OffsetAndMetadata
 from trajstream.errors import ConfigError, Fenced, KafkaUnavailable
 from trajstream.stream.kafka import Columns, Record
 from trajstream.stream.kafka._common import (
+    METADATA_REFRESH_MS,
     PROBE_S,
     WATERMARK_CACHE_S,
     RebalanceHooks,
@@ -63,6 +64,8 @@ _CONSUMER_DEFAULTS: dict[str, Any] = {
     # as the confluent consumer: a dead member's partitions come back after 6 s, not 45 s
     "session_timeout_ms": 6000,
     "heartbeat_interval_ms": 2000,
+    # as the confluent consumer: partitions added to a topic are taken within seconds
+    "metadata_max_age_ms": METADATA_REFRESH_MS,
 }
 # librdkafka names that are not just kafka-python's name with dots for underscores.
 _RENAMES = {

@@ -187,3 +187,33 @@ def test_check_settings_refuses_what_the_client_refuses_without_a_broker(client:
         sk.check_settings(NOWHERE, client=client, consumer={"no.such.setting": "1"})
     with pytest.raises(ConfigError, match="linger.ms|queue.buffering.max.ms"):
         sk.check_settings(NOWHERE, client=client, producer={"linger.ms": "abc"})
+
+
+@pytest.mark.parametrize(("client", "name", "user_name"), [
+    ("confluent", "topic.metadata.refresh.interval.ms", "topic.metadata.refresh.interval.ms"),
+    ("kafka-python", "metadata_max_age_ms", "metadata.max.age.ms"),
+])
+def test_consumers_take_added_partitions_within_seconds_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch, client: str, name: str, user_name: str
+) -> None:
+    """Both clients refresh a topic's metadata every 5 minutes by default, so partitions added
+    to the positions topic were assigned only then (measured: 287 s, 53,172 positions
+    behind). The consumers ask every 5 s; a setting of the user's wins."""
+    from types import SimpleNamespace
+
+    from trajstream.stream.kafka import _confluent, _kafkapython
+
+    made: list[dict] = []
+
+    def build(*args):
+        made.append(args[1] if client == "confluent" else args[2])
+        return SimpleNamespace(consume=None, subscribe=lambda *a, **kw: None)
+
+    module = _confluent if client == "confluent" else _kafkapython
+    monkeypatch.setattr(module, "_build", build)
+    monkeypatch.setattr(_kafkapython, "install_fast_parser", lambda c: None)
+    sk.make_consumer(NOWHERE, ["t"], group="g", client=client)
+    sk.make_consumer(NOWHERE, ["t"], group="g", client=client, config={user_name: "300000"})
+    sk.make_consumer(NOWHERE, ["t"], group="g", client=client, shared={user_name: "60000"})
+    typed = int if client == "kafka-python" else str  # kafka-python's settings are typed
+    assert [conf.get(name) for conf in made] == [5000, typed("300000"), typed("60000")]
