@@ -15,7 +15,7 @@ from kafka import (
     TopicPartition,
 )
 from kafka import errors as kerr
-from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions, NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.structs import MemberState, OffsetAndMetadata
 
 from trajstream.errors import ConfigError, Fenced, KafkaUnavailable
@@ -645,15 +645,33 @@ def _create_refusal(topic: str, answer: Mapping[str, Any]) -> Any:
     """What the broker's answer to a CreateTopics request says of ``topic``: None (created),
     kafka-python's TopicAlreadyExistsError class, or the error to raise, with the broker's own
     message (ConfigError for a name, setting or partition count it refuses)."""
-    mine = [t for t in answer.get("topics", ()) if t.get("name") == topic]
+    return _refusal(f"cannot create topic {topic!r}", topic, answer.get("topics", ()),
+                    kerr.TopicAlreadyExistsError)
+
+
+def _grow_refusal(topic: str, answer: Mapping[str, Any]) -> Exception | None:
+    """What the broker's answer to a CreatePartitions request says of ``topic``: None
+    (grown), or the error in the broker's words (ConfigError for a count it refuses, such
+    as no increase over the partitions it has)."""
+    refused: Exception | None = _refusal(f"cannot add partitions to {topic!r}", topic,
+                                         answer.get("results", ()), None)
+    return refused
+
+
+def _refusal(doing: str, topic: str, results: Any, passed: type[Exception] | None) -> Any:
+    """The error of ``topic`` among an admin answer's ``results`` (name, error_code,
+    error_message each): None, the error class ``passed`` on to the caller, or the error to
+    raise, one line in the broker's words (kafka-python's own text is the whole request and
+    response)."""
+    mine = [t for t in results if t.get("name") == topic]
     error = kerr.for_code(mine[0].get("error_code", 0)) if mine else kerr.NoError
     if error is kerr.NoError:
         return None
-    if error is kerr.TopicAlreadyExistsError:
+    if error is passed:
         return error
     why = f"{mine[0].get('error_message') or error.message} ({error.__name__})"
     cls = ConfigError if issubclass(error, _SETTING_ERRORS) else KafkaUnavailable
-    return cls(f"cannot create topic {topic!r}: {why}")
+    return cls(f"{doing}: {why}")
 
 
 def grow_topic(bootstrap: str, topic: str, partitions: int,
@@ -662,18 +680,20 @@ def grow_topic(bootstrap: str, topic: str, partitions: int,
     try:
         have = _partition_counts(admin, [topic]).get(topic, 0)
         if have < partitions:
-            try:
-                admin.create_partitions({topic: NewPartitions(total_count=partitions)},
-                                        timeout_ms=15_000)
-            except kerr.InvalidPartitionsError:
-                pass  # grown meanwhile; checked below
+            try:  # the broker's refusal read from its answer, as for topic creation
+                answer = admin.create_partitions({topic: partitions}, timeout_ms=15_000,
+                                                 raise_errors=False)
             except kerr.KafkaError as exc:
                 raise KafkaUnavailable(f"cannot add partitions to {topic!r}: {exc}") from exc
-            deadline = time.monotonic() + 15.0
+            refused = _grow_refusal(topic, answer.to_dict())
+            if isinstance(refused, KafkaUnavailable):  # unknown topic, not authorized, ...
+                raise refused
+            # a count refused (no increase) is no error if another client grew it meanwhile
+            deadline = time.monotonic() + (2.0 if refused is not None else 15.0)
             while (have := _partition_counts(admin, [topic]).get(topic, 0)) < partitions:
                 if time.monotonic() > deadline:
-                    raise KafkaUnavailable(f"topic {topic!r} still has {have} partition(s), "
-                                           f"{partitions} asked")
+                    raise refused or KafkaUnavailable(
+                        f"topic {topic!r} still has {have} partition(s), {partitions} asked")
                 time.sleep(0.05)
         return have
     finally:

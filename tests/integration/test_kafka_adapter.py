@@ -462,6 +462,21 @@ _METADATA_REFRESH_1S = {"confluent": {"topic.metadata.refresh.interval.ms": 1000
                         "kafka-python": {"metadata.max.age.ms": 1000}}
 
 
+def test_a_topic_that_cannot_grow_says_so_in_one_line_in_the_brokers_words(
+    kafka_bootstrap: str, kafka_client: str, topic_name: str
+) -> None:
+    """kafka-python said a refused CreatePartitions with its whole request and response
+    ('[Error 3] UnknownTopicOrPartitionError: Request 'CreatePartitionsRequest(version=3,
+    ...' failed with response ...'). A topic already as large is no error."""
+    with pytest.raises(KafkaUnavailable) as err:
+        grow_topic(kafka_bootstrap, topic_name, 2, client=kafka_client)
+    says = str(err.value)
+    assert says.startswith(f"cannot add partitions to {topic_name!r}: "), says
+    assert "nknown" in says and "Request" not in says and len(says) < 160, says
+    create_topics(kafka_bootstrap, [topic_name], partitions=3, client=kafka_client)
+    assert grow_topic(kafka_bootstrap, topic_name, 2, client=kafka_client) == 3
+
+
 def test_a_member_that_polls_briefly_while_its_topic_grows_gets_the_new_partition(
     kafka_bootstrap: str, kafka_client: str, topic_name: str
 ) -> None:

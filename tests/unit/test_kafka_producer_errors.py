@@ -266,6 +266,64 @@ def test_kafka_python_topic_creation_says_the_brokers_refusal_in_its_own_words()
     assert _create_refusal("a", _created("a", 0, None)) is None
 
 
+def _grown(topic: str, code: int, message: str | None) -> dict:
+    return {"throttle_time_ms": 0,
+            "results": [{"name": topic, "error_code": code, "error_message": message}]}
+
+
+class _Admin:
+    """kafka-python's admin client as grow_topic uses it: ``counts`` the partitions it
+    describes (the second after a CreatePartitions request), ``answer`` that request's."""
+
+    def __init__(self, counts: list[int], answer: dict) -> None:
+        self.counts, self.answer = counts, answer
+
+    def list_topics(self) -> list[str]:
+        return ["cl"]
+
+    def describe_topics(self, topics: list[str]) -> list[dict]:
+        n = self.counts[0] if len(self.counts) == 1 else self.counts.pop(0)
+        return [{"name": "cl", "error_code": 0, "partitions": [{}] * n}]
+
+    def create_partitions(self, topic_partitions: dict, timeout_ms: int = 0,
+                          raise_errors: bool = True) -> Any:
+        return SimpleNamespace(to_dict=lambda: self.answer)
+
+    def close(self) -> None:
+        pass
+
+
+def test_kafka_python_adding_partitions_says_the_brokers_refusal_in_its_own_words(monkeypatch):
+    """As topic creation: a refused CreatePartitions was kafka-python's whole request and
+    response ('[Error 3] UnknownTopicOrPartitionError: Request 'CreatePartitionsRequest(
+    version=3, topics=[...' failed with response ...', 430 characters), and a refused count
+    was taken for a topic grown meanwhile and waited for 15 s."""
+    from trajstream.errors import ConfigError
+
+    unknown = _kafkapython._grow_refusal("cl", _grown("cl", 3, None))
+    assert type(unknown) is KafkaUnavailable
+    assert str(unknown) == ("cannot add partitions to 'cl': UNKNOWN_TOPIC_OR_PARTITION "
+                            "(UnknownTopicOrPartitionError)")
+    no_increase = "The topic cl currently has 3 partition(s); 2 would not be an increase."
+    refused = _kafkapython._grow_refusal("cl", _grown("cl", 37, no_increase))
+    assert isinstance(refused, ConfigError)
+    assert str(refused) == f"cannot add partitions to 'cl': {no_increase} (InvalidPartitionsError)"
+    assert _kafkapython._grow_refusal("cl", _grown("cl", 0, None)) is None
+
+    def grow(counts: list[int], answer: dict) -> int:
+        monkeypatch.setattr(_kafkapython, "_admin", lambda *a: _Admin(counts, answer))
+        return _kafkapython.grow_topic(BOOTSTRAP, "cl", 3)
+
+    assert grow([1, 3], _grown("cl", 0, None)) == 3
+    assert grow([1, 3], _grown("cl", 37, no_increase)) == 3  # grown by another client
+    with pytest.raises(ConfigError, match=r"^cannot add partitions to 'cl': The topic"):
+        grow([1], _grown("cl", 37, no_increase))  # refused, and not grown
+    with pytest.raises(KafkaUnavailable) as err:
+        grow([1], _grown("cl", 29, None))
+    assert str(err.value) == ("cannot add partitions to 'cl': TOPIC_AUTHORIZATION_FAILED "
+                              "(TopicAuthorizationFailedError)")
+
+
 @pytest.mark.parametrize("client", ["confluent", "kafka-python"])
 @pytest.mark.parametrize("answers", [True, False])
 def test_waiting_for_partitions_the_broker_does_not_have_says_whether_it_answers(
