@@ -715,10 +715,17 @@ class Processor:
                  sorted(new))
         if new and max(new) >= self.io.inputs and self.config.stage != "risk":
             # partitions added to the positions topic while this process runs
+            added = sorted(p for p in new if p >= self.io.inputs)
             log.warning("partition(s) %s of %s are new (it had %d when this process started): "
                         "vehicles whose key now hashes to another partition restart their "
-                        "track there", sorted(p for p in new if p >= self.io.inputs),
-                        self.io.source.topic, self.io.inputs)
+                        "track there", added, self.io.source.topic, self.io.inputs)
+            if not self.config.from_beginning:
+                # the group has no offset of a new partition: the client starts at its end
+                log.warning("--from-latest: partition(s) %s of %s are read from their end, so "
+                            "the positions written to them before this group took them are "
+                            "skipped (--from-beginning reads them; grow a topic before its "
+                            "producers know the new partitions: README, Scaling out)", added,
+                            self.io.source.topic)
             self.io.inputs = max(new) + 1
             if self._publisher is not None:
                 self._publisher.inputs = self.io.inputs

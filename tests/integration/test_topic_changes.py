@@ -147,6 +147,36 @@ def test_partitions_added_under_a_running_processor_are_processed_with_their_own
     assert "error" not in log_path.read_text().lower(), log_path.read_text()[-3000:]
 
 
+def test_a_processor_reading_from_latest_says_a_new_partitions_earlier_records_are_skipped(
+    kafka_bootstrap: str, new_topic: Callable[[str], str], kafka_client: str, tmp_path: Path
+):
+    """A partition added under a running processor has no committed offset, and with
+    --from-latest the client starts it at its end: what a producer wrote there before the
+    processor took it was skipped without a word."""
+    positions, group = new_topic("positions"), new_topic("group")
+    create_topics(kafka_bootstrap, [positions], partitions=1)
+    log_path = tmp_path / "process.log"
+    with log_path.open("w") as log_file:
+        proc = subprocess.Popen(
+            cli_cmd("process", "--bootstrap", kafka_bootstrap, "--positions-topic", positions,
+                    "--alerts-topic", new_topic("alerts"), "--group", group,
+                    "--metrics-port", "0", "--kafka-client", kafka_client, "--from-latest",
+                    log_level="INFO"),
+            env=cli_env(), stdout=subprocess.DEVNULL, stderr=log_file)
+    try:
+        wait_for_log(log_path, "partitions [0] assigned", proc, 120)
+        assert grow_topic(kafka_bootstrap, positions, 2) == 2
+        wait_for_log(log_path, f"--from-latest: partition(s) [1] of {positions} are read from "
+                     f"their end, so the positions written to them before this group took "
+                     f"them are skipped", proc, GROWN_TAKEN_S)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log_path.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_a_changelog_topic_that_is_not_compacted_is_refused_at_start_up(
     kafka_bootstrap: str, new_topic: Callable[[str], str], kafka_client: str
 ):
