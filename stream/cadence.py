@@ -246,7 +246,8 @@ class Cadence:
         for seg in np.split(porder, cuts):
             p = int(parts[seg[0]])
             old_front, old_reach = self._window.get(p, (np.empty(0), np.empty(0, np.int64)))
-            fronts = np.concatenate([old_front, front[seg]])
+            # ascending (held rows come with their own times)
+            fronts = np.maximum.accumulate(np.concatenate([old_front, front[seg]]))
             reaches = np.concatenate([old_reach, reach[seg]])
             low = _window_min(reaches, fronts, _WINDOW_S)[old_front.size:]
             run = np.empty(seg.size + 1, dtype=np.int64)

@@ -318,6 +318,19 @@ def test_restored_vehicles_give_their_partition_the_look_ahead_of_an_uninterrupt
     assert new[0].tolist() == new[1].tolist() == [round(T0 / 0.2) + 18]
 
 
+def test_records_whose_fronts_are_out_of_order_are_assigned_near_their_own_ticks():
+    """Held rows are admitted with their own times as their partition's front, in no
+    order: the look-ahead's window takes them as they come (it indexed past its end)."""
+    rng = np.random.default_rng(2)
+    c = Cadence(0.1, 0.05)
+    ids = np.array([f"v{i}" for i in range(50)], dtype=object)
+    for k in range(1, 30):
+        ts = T0 + k + rng.uniform(-0.5, 0.5, 50)
+        own = tick_of(ts, 0.1)
+        ticks = c.assign(ids, ts, own, ts, np.zeros(50, dtype=np.int64))
+        assert (ticks >= own).all() and (ticks <= own.max() + 11).all()
+
+
 def test_a_partition_with_records_to_deliver_holds_the_release_and_an_idle_one_does_not():
     adm = Admission(CONFIG, wall_clock=lambda: T0)
     zero, one = np.zeros(10, np.int64), np.ones(10, np.int64)
