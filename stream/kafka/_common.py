@@ -126,14 +126,9 @@ def not_acknowledged(bootstrap: str, why: str, answered: bool, cause: str = "",
     One that answers a metadata request but does not take the messages (an unknown topic or
     partition, topic authorization, a partition without a leader, a quota) is said to
     answer, with ``cause``, the client's account of the topics, when it has one."""
-    if not answered:
-        return unreachable(bootstrap, why)
-    if cause:
-        return KafkaUnavailable(f"Kafka at {bootstrap} answers but does not take the "
-                                f"messages ({why}): {cause}")
-    return KafkaUnavailable(f"Kafka at {bootstrap} answers but has not acknowledged the "
-                            f"messages ({why}), and names no cause: see the broker's log "
-                            f"(quotas, partitions under min.insync.replicas)")
+    return _answers_but(bootstrap, why, answered, cause, "does not take the messages",
+                        "has not acknowledged the messages", "see the broker's log (quotas, "
+                        "partitions under min.insync.replicas)")
 
 
 def not_served(bootstrap: str, what: str, why: str, answered: bool, cause: str = "",
@@ -143,14 +138,20 @@ def not_served(bootstrap: str, what: str, why: str, answered: bool, cause: str =
     that does not answer a metadata request gets the advice to start one; one that answers
     is named with ``cause``, its account of the topic (unknown, not authorized, partitions
     without a leader or missing), or said to name none (slow, or busy)."""
+    return _answers_but(bootstrap, why, answered, cause, f"does not serve {what}",
+                        f"has not served {what}", "a slow or loaded broker; see the broker's log")
+
+
+def _answers_but(bootstrap: str, why: str, answered: bool, cause: str, refused: str,
+                 pending: str, hint: str) -> KafkaUnavailable:
+    """Unreachable, or a broker that answers but ``refused`` (with its ``cause``), or whose
+    request is ``pending`` with no cause named (``hint``: where to look)."""
     if not answered:
         return unreachable(bootstrap, why)
     if cause:
-        return KafkaUnavailable(f"Kafka at {bootstrap} answers but does not serve {what} "
-                                f"({why}): {cause}")
-    return KafkaUnavailable(f"Kafka at {bootstrap} answers but has not served {what} "
-                            f"({why}), and names no cause: a slow or loaded broker; see the "
-                            f"broker's log")
+        return KafkaUnavailable(f"Kafka at {bootstrap} answers but {refused} ({why}): {cause}")
+    return KafkaUnavailable(f"Kafka at {bootstrap} answers but {pending} ({why}), and names "
+                            f"no cause: {hint}")
 
 
 def too_few_partitions(bootstrap: str, topic: str, have: int, count: int, timeout_s: float,

@@ -9,10 +9,11 @@ the processor read them (a lag longer than retention.ms) must be counted and sai
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,27 @@ GROWN_TAKEN_S = 30.0
 
 def _replay(bootstrap: str, path: Path, topic: str) -> None:
     trajstream("replay", str(path), "--bootstrap", bootstrap, "--topic", topic, "--no-pace")
+
+
+@contextlib.contextmanager
+def _processor(bootstrap: str, positions: str, alerts: str, group: str, client: str,
+               log_path: Path, *extra: str) -> Iterator[subprocess.Popen[Any]]:
+    """A ``trajstream process`` following ``positions``, logging at INFO into ``log_path``;
+    stopped with SIGTERM at the end of the block, where it must exit 0."""
+    with log_path.open("w") as log_file:
+        proc = subprocess.Popen(
+            cli_cmd("process", "--bootstrap", bootstrap, "--positions-topic", positions,
+                    "--alerts-topic", alerts, "--group", group, "--metrics-port", "0",
+                    "--kafka-client", client, *extra, log_level="INFO"),
+            env=cli_env(), stdout=subprocess.DEVNULL, stderr=log_file)
+    try:
+        yield proc
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log_path.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def _wait_committed(bootstrap: str, topic: str, group: str, proc: subprocess.Popen[Any],
@@ -122,14 +144,8 @@ def test_partitions_added_under_a_running_processor_are_processed_with_their_own
     create_topics(kafka_bootstrap, [positions], partitions=1)
     _replay(kafka_bootstrap, halves[0], positions)
     log_path = tmp_path / "process.log"
-    with log_path.open("w") as log_file:
-        proc = subprocess.Popen(
-            cli_cmd("process", "--bootstrap", kafka_bootstrap, "--positions-topic", positions,
-                    "--alerts-topic", new_topic("alerts"), "--group", group,
-                    "--metrics-port", "0", "--kafka-client", kafka_client,
-                    log_level="INFO"),
-            env=cli_env(), stdout=subprocess.DEVNULL, stderr=log_file)
-    try:
+    with _processor(kafka_bootstrap, positions, new_topic("alerts"), group, kafka_client,
+                    log_path) as proc:
         wait_for_log(log_path, "first record", proc, 120)
         assert grow_topic(kafka_bootstrap, positions, 2) == 2
         grown = time.monotonic()
@@ -137,12 +153,6 @@ def test_partitions_added_under_a_running_processor_are_processed_with_their_own
         wait_for_log(log_path, "partition(s) [1] of", proc,
                      max(GROWN_TAKEN_S - (time.monotonic() - grown), 1.0))
         _wait_committed(kafka_bootstrap, positions, group, proc, 60)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0, log_path.read_text()[-3000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert partition_count(kafka_bootstrap, f"{group}-changelog") == 2
     assert "error" not in log_path.read_text().lower(), log_path.read_text()[-3000:]
 
@@ -156,25 +166,13 @@ def test_a_processor_reading_from_latest_says_a_new_partitions_earlier_records_a
     positions, group = new_topic("positions"), new_topic("group")
     create_topics(kafka_bootstrap, [positions], partitions=1)
     log_path = tmp_path / "process.log"
-    with log_path.open("w") as log_file:
-        proc = subprocess.Popen(
-            cli_cmd("process", "--bootstrap", kafka_bootstrap, "--positions-topic", positions,
-                    "--alerts-topic", new_topic("alerts"), "--group", group,
-                    "--metrics-port", "0", "--kafka-client", kafka_client, "--from-latest",
-                    log_level="INFO"),
-            env=cli_env(), stdout=subprocess.DEVNULL, stderr=log_file)
-    try:
+    with _processor(kafka_bootstrap, positions, new_topic("alerts"), group, kafka_client,
+                    log_path, "--from-latest") as proc:
         wait_for_log(log_path, "partitions [0] assigned", proc, 120)
         assert grow_topic(kafka_bootstrap, positions, 2) == 2
         wait_for_log(log_path, f"--from-latest: partition(s) [1] of {positions} are read from "
                      f"their end, so the positions written to them before this group took "
                      f"them are skipped", proc, GROWN_TAKEN_S)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0, log_path.read_text()[-3000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_a_changelog_topic_that_is_not_compacted_is_refused_at_start_up(
