@@ -12,8 +12,9 @@ At the end of a finite input (file, demo, Kafka ``--until-end``) the engine is f
 the last ticks are assessed too; a stop request does not flush the engine, since records it
 holds back will be read again after a restart.
 
-Fault tolerance (Kafka): at every commit point the engine's changes are written to the state
-changelog (stream/changelog.py, stream/checkpoint.py) before the offsets are committed, and
+Fault tolerance (Kafka): at every commit point the outputs are flushed, then the engine's
+changes are written to the state changelog (stream/changelog.py, stream/checkpoint.py) and
+flushed, and only then are the offsets committed; the state is
 restored when partitions are assigned (start-up, rebalance); state of revoked partitions is
 dropped after a last commit (the whole engine, event-time clock included, when all of them
 are revoked, so the next assignment restores like a restart). With ``exactly_once`` the
@@ -602,6 +603,12 @@ class Processor:
         if self._unprocessed_seq is not None:  # stopped inside a batch
             done = self._unprocessed_seq if done is None else min(done, self._unprocessed_seq)
         if io.changelog is not None:
+            if not io.exactly_once:
+                # The outputs first: once the changelog reaches the broker, a restart has
+                # its vehicles' fixes as applied and skips them as stale, so their alerts
+                # and predictions must be delivered already (queued with it, a SIGKILL
+                # could leave them undelivered for good). A transaction makes both one.
+                self._flush_outputs()
             try:
                 io.changelog.write(eng.checkpoint(), self.owned)
             except KafkaUnavailable:
@@ -625,10 +632,19 @@ class Processor:
             source.mark_committed(offsets)
             io.producer.begin_transaction()
             return True
+        self._flush_outputs()
         try:
-            if io.producer is not None:
-                io.producer.flush(FLUSH_TIMEOUT_S)
-            for o in io.outputs:
+            return io.source.commit(done, pending)
+        except KafkaUnavailable:
+            self.metrics.kafka_errors.labels(kind="commit").inc()
+            raise
+
+    def _flush_outputs(self) -> None:
+        """Everything produced so far delivered (the Kafka producer, then each sink)."""
+        try:
+            if self.io.producer is not None:
+                self.io.producer.flush(FLUSH_TIMEOUT_S)
+            for o in self.io.outputs:
                 if o.delivery is Delivery.MUST_FLUSH:
                     o.sink.flush()
                 else:
@@ -636,11 +652,6 @@ class Processor:
             self.rejects.flush()
         except KafkaUnavailable:
             self.metrics.kafka_errors.labels(kind="produce").inc()
-            raise
-        try:
-            return io.source.commit(done, pending)
-        except KafkaUnavailable:
-            self.metrics.kafka_errors.labels(kind="commit").inc()
             raise
 
     @staticmethod

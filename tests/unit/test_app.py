@@ -238,6 +238,37 @@ def test_outputs_by_delivery_class():
         Output("positions", MemorySink())
 
 
+def test_the_outputs_are_delivered_before_the_changelog_is_written():
+    """A changelog record that reaches the broker makes a restart skip its vehicles' fixes
+    as stale, so their alerts must be delivered first: written in one flush with them, a
+    SIGKILL could deliver the state and lose the alerts for good."""
+    events: list[str] = []
+
+    class Sink(MemorySink):
+        def send(self, key: bytes | None, value: bytes) -> None:
+            events.append("alert")
+
+        def flush(self) -> None:
+            events.append("flush")
+
+    class Changelog:
+        def write(self, cp: Any, owned: Any) -> int:
+            events.append("changelog")
+            return 0
+
+    q: queue.Queue = queue.Queue()
+    q.put([(None, v) for v in crossing_traffic(seed=1)])
+    q.put(END)
+    cfg = ProcessorConfig(source="memory", predictor="cv", commit_interval_s=0.0)
+    io = IO(MemorySource(q), [Output("alerts", Sink())], changelog=Changelog())
+    Processor(cfg, io, ConstantVelocity(PathSpec())).run()
+    assert "alert" in events and "changelog" in events
+    for i, e in enumerate(events):
+        if e == "changelog":  # every alert before it was flushed before it
+            last_alert = max((j for j in range(i) if events[j] == "alert"), default=-1)
+            assert "flush" in events[last_alert + 1:i], events[:i + 1]
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
