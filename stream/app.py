@@ -589,8 +589,8 @@ class Processor:
             observe(self.engine)
 
     def _commit(self) -> bool:
-        """Write the changelog, flush every output, then mark what is fully processed as
-        consumed (one transaction with ``exactly_once``). True when offsets reached the
+        """Flush every output, write and flush the changelog, then mark what is fully
+        processed as consumed (one transaction with ``exactly_once``). True when offsets reached the
         broker (a commit with nothing to commit proves nothing about it)."""
         io, eng = self.io, self.engine
         settle = getattr(eng, "settle", None)
