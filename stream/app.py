@@ -42,6 +42,7 @@ import numpy as np
 from trajstream.errors import ConfigError, Fenced, KafkaUnavailable, TrajstreamError
 from trajstream.model.predictors import PathSpec, Predictor
 from trajstream.outputs import OutputError
+from trajstream.stream.checkpoint import Checkpoint
 from trajstream.stream.codec import CodecConfig, PositionBatch, decode_batch
 from trajstream.stream.config import ProcessorConfig
 from trajstream.stream.deadletter import RejectPolicy
@@ -362,6 +363,18 @@ def nothing_accepted(s: dict[str, Any]) -> TrajstreamError | None:
                            f"{example}")
 
 
+@dataclass(frozen=True)
+class _CommitPoint:
+    """What a commit marks done, fixed where it was cut (:meth:`Processor._cut`)."""
+
+    done: int | None  # records before this seq (None: no such bound) ...
+    pending: dict[int, int] | None  # ... and, per partition, before its first waiting one
+    offsets: dict[tuple[str, int], int] | None  # Kafka: those as offsets to commit
+    checkpoint: Callable[[], Checkpoint] | None  # the changelog's (waits for it); None: none
+    ready: Callable[[], bool]  # the risk process has caught up with the point
+    owned: frozenset[int]
+
+
 class Processor:
     """One processor instance: an engine between a source and its sinks.
 
@@ -402,6 +415,7 @@ class Processor:
         self._hook_error: BaseException | None = None
         self._trouble_since: float | None = None  # first failure since the last success
         self._commit_failing = False  # the last commit failed: only a commit is progress
+        self._point: _CommitPoint | None = None  # cut, waiting for the risk process
         self._backoff_s = 0.0
         self._errors_unlogged = 0
         self._next_error_log = 0.0
@@ -439,9 +453,13 @@ class Processor:
         emit = self._emit
 
         def hand_over() -> None:
-            """Emit the alerts the risk process still has to give (waiting for them)."""
+            """Emit the alerts of the assessments the risk process has finished. Never
+            waits for the rest: that idles the loop while records may come (in a drain,
+            ~80 ms at every lag query and every poll that found the client's queue empty);
+            the polls meanwhile wait ASSESSING_POLL_S at most, so each finished alert is
+            out within that."""
             if settle is not None and eng.assessing:
-                emit(settle())
+                emit(settle(wait=False))
 
         commit_every = cfg.commit_interval_s
         t_start, cpu_start, sched_start = mono(), time.process_time(), main_thread_times()
@@ -471,9 +489,8 @@ class Processor:
                     raise self._hook_error
                 n = len(rb)
                 if not n:
-                    # Caught up with the input: nothing to read meanwhile, so wait for the
-                    # risk process's alerts rather than hold them until the next batch (or
-                    # behind a ping of the broker).
+                    # Caught up with the input: the risk process's finished alerts now,
+                    # rather than held until the next batch (or behind a ping of the broker).
                     hand_over()
                 if not n and mono() >= next_ping:
                     # Quiet, or no partitions (the group may have revoked them when the
@@ -534,12 +551,14 @@ class Processor:
                 newest = eng.newest_applied_ts
                 m.event_time_lag.set(wall() - newest if math.isfinite(newest) else math.nan)
                 now = mono()
-                if finished or now >= next_commit:
-                    committed = self._try_commit()
-                    commit_secs.observe(mono() - now)
-                    next_commit = now + (commit_every if committed else self._backoff_s)
+                if finished or now >= next_commit or self._point is not None:
+                    result = self._try_commit(wait=finished or io.exactly_once)
+                    if result is not None:
+                        committed = result
+                        commit_secs.observe(mono() - now)
+                        next_commit = now + (commit_every if committed else self._backoff_s)
                 if now >= next_lag:
-                    hand_over()  # a lag query waits on the broker: alerts first
+                    hand_over()  # a lag query may wait on the broker: alerts first
                     lag = source.lag()
                     if lag is not None:
                         m.consumer_lag.set(lag)
@@ -589,34 +608,63 @@ class Processor:
             observe(self.engine)
 
     def _commit(self) -> bool:
-        """Flush every output, write and flush the changelog, then mark what is fully
-        processed as consumed (one transaction with ``exactly_once``). True when offsets reached the
+        """Commit everything processed so far, waiting for the risk process (a stop, a
+        revoke): an earlier point still waiting for it first. True when offsets reached the
         broker (a commit with nothing to commit proves nothing about it)."""
+        point, self._point = self._point, None
+        if point is not None:  # its changes were taken from the engine: written first
+            self._finish(point)
+        return self._finish(self._cut())
+
+    def _cut(self) -> _CommitPoint:
+        """A commit point here: the offsets of what is fully processed and the engine's
+        checkpoint, its risk-process half possibly still to come (:meth:`Engine.cut`)."""
         io, eng = self.io, self.engine
-        settle = getattr(eng, "settle", None)
-        if settle is not None:  # no committed record may have alerts still to come
-            self._emit(settle())
         # Per input partition where the engine tells (each partition's offsets stop at its
         # own first waiting record), else at the first waiting record overall.
         pending = getattr(eng, "pending_by_partition", None)
         done = eng.min_pending_seq if pending is None else None
         if self._unprocessed_seq is not None:  # stopped inside a batch
             done = self._unprocessed_seq if done is None else min(done, self._unprocessed_seq)
-        if io.changelog is not None:
+        offsets_of = getattr(io.source, "offsets", None)
+        offsets = None if offsets_of is None else offsets_of(done, pending)
+        changelog = io.changelog is not None
+        cut = getattr(eng, "cut", None)
+        if cut is None:  # the risk stage's engine: no risk process to wait for
+            return _CommitPoint(done, pending, offsets, eng.checkpoint if changelog else None,
+                                lambda: True, frozenset(self.owned))
+        c = cut(states=changelog)
+        return _CommitPoint(done, pending, offsets, c.result if changelog else None,
+                            lambda: c.ready, frozenset(self.owned))
+
+    def _finish(self, point: _CommitPoint) -> bool:
+        """Deliver the outputs of everything before ``point`` (its alerts included), then
+        write and flush the changelog, then commit its offsets (one transaction with
+        ``exactly_once``). True when offsets reached the broker."""
+        io, eng = self.io, self.engine
+        settle = getattr(eng, "settle", None)
+        if settle is not None:  # no committed record may have alerts still to come
+            self._emit(settle(wait=not point.ready()))  # ready: theirs are all done
+        if point.checkpoint is not None:
+            assert io.changelog is not None
             if not io.exactly_once:
                 # The outputs first: once the changelog reaches the broker, a restart has
                 # its vehicles' fixes as applied and skips them as stale, so their alerts
-                # and predictions must be delivered already (queued with it, a SIGKILL
-                # could leave them undelivered for good). A transaction makes both one.
-                self._flush_outputs()
+                # and predictions must be delivered already (queued with it, a SIGKILL could
+                # leave them undelivered for good). A transaction makes both one.
+                try:
+                    self._flush_outputs()
+                except BaseException:
+                    io.changelog.rewrite()  # the point's changes were taken from the engine
+                    raise
             try:
-                io.changelog.write(eng.checkpoint(), self.owned)
+                io.changelog.write(point.checkpoint(), point.owned)
             except KafkaUnavailable:
                 self.metrics.kafka_errors.labels(kind="produce").inc()
                 raise
         if io.exactly_once:
             source: Any = io.source
-            offsets = source.offsets(done, pending)
+            offsets = point.offsets or {}
             try:
                 if offsets:
                     io.producer.send_offsets_to_transaction(offsets, source.consumer)
@@ -634,7 +682,9 @@ class Processor:
             return True
         self._flush_outputs()
         try:
-            return io.source.commit(done, pending)
+            if point.offsets is None:  # a file or a queue: nothing to commit
+                return io.source.commit(point.done, point.pending)
+            return io.source.commit_offsets(point.offsets)  # type: ignore[attr-defined]
         except KafkaUnavailable:
             self.metrics.kafka_errors.labels(kind="commit").inc()
             raise
@@ -661,10 +711,18 @@ class Processor:
         except Exception as exc:  # best effort: never holds back the commit
             log.warning("best-effort %s output failed to flush: %s", o.kind, exc)
 
-    def _try_commit(self) -> bool:
-        """:meth:`_commit`, turning a retriable Kafka failure into a later retry."""
+    def _try_commit(self, *, wait: bool) -> bool | None:
+        """The periodic commit: a point cut now (or the one cut before), finished once the
+        risk process has caught up with it (``wait``: now), so the loop goes on reading
+        meanwhile. None while it waits; False when a retriable Kafka failure makes it a
+        later retry."""
         try:
-            reached = self._commit()
+            if self._point is None:
+                self._point = self._cut()
+            if not (wait or self._point.ready()):
+                return None
+            point, self._point = self._point, None
+            reached = self._finish(point)
         except Stalled:
             raise
         except KafkaUnavailable as exc:

@@ -112,9 +112,14 @@ class Changelog:
         try:
             return self._write(cp, owned)
         except BaseException:
-            for shards in self._shards.values():
-                shards.rewrite = True
+            self.rewrite()
             raise
+
+    def rewrite(self) -> None:
+        """Write every shard at the next :meth:`write`: changes taken from the engine were
+        not written."""
+        for shards in self._shards.values():
+            shards.rewrite = True
 
     def _write(self, cp: ck.Checkpoint, owned: Collection[int]) -> int:
         vs = cp.vehicles

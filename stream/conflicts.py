@@ -143,6 +143,11 @@ class ConflictStage:
     def prev_t(self) -> float | None:
         return self.tracker.prev_t
 
+    def cut(self) -> tuple[set[str], dict[str, dict[str, Any]], float | None]:
+        """What a commit point needs of the episodes: the vehicles changed since the last
+        one, every open episode and :attr:`prev_t` (:meth:`Engine.cut`)."""
+        return self.tracker.changed_vehicles(), self.tracker.snapshot(), self.tracker.prev_t
+
     def restore(self, states: dict[str, Any], prev_t: float | None = None) -> None:
         self.tracker.restore(states, prev_t=prev_t)
 

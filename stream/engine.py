@@ -69,12 +69,12 @@ from trajstream.stream.checkpoint import (
 from trajstream.stream.codec import PositionBatch
 from trajstream.stream.config import EngineConfig
 from trajstream.stream.predict_stage import TilePublisher
-from trajstream.stream.risk_process import ConflictRunner
+from trajstream.stream.risk_process import Answer, ConflictRunner
 from trajstream.stream.vehicles import VehicleStage
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Engine", "Outputs"]
+__all__ = ["CommitCut", "Engine", "Outputs"]
 
 
 @dataclass
@@ -94,6 +94,42 @@ class Outputs:
         self.predictions.extend(other.predictions)
         self.dropped.extend(other.dropped)
         self.internal.extend(other.internal)
+
+
+class CommitCut:
+    """A commit point (:meth:`Engine.cut`): the vehicle states as they were there, and the
+    conflict stage's answer (episodes) once the risk process has caught up with it."""
+
+    def __init__(self, answer: Answer, states: VehicleRows | None = None,
+                 changed: np.ndarray | None = None, gone: list[tuple[str, int]] | None = None,
+                 meta: dict[str, Any] | None = None) -> None:
+        self._answer, self._states, self._changed = answer, states, changed
+        self._gone, self._meta = gone or [], meta or {}
+
+    @property
+    def ready(self) -> bool:
+        """The assessments before the point are done (their alerts can be collected)."""
+        return self._answer.ready
+
+    def result(self) -> Checkpoint:
+        """The checkpoint (waiting for the answer): the vehicles changed since the previous
+        point, in the state store or in their episodes."""
+        changed_ids, episodes, prev_t = self._answer.result()
+        vs = self._states
+        if vs is None or self._changed is None:
+            return Checkpoint(meta=self._meta)
+        index = {v: i for i, v in enumerate(vs.ids)}
+
+        def take(rows: Sequence[int]) -> VehicleRows:
+            ids = [vs.ids[i] for i in rows]
+            return VehicleRows(ids, [vs.partitions[i] for i in rows], [vs.slots[i] for i in rows],
+                               vs.rows[rows], vs.rec[rows],
+                               {v: e for v in ids if (e := episodes.get(v)) is not None})
+
+        more = np.fromiter((index[v] for v in changed_ids if v in index), dtype=np.int64)
+        return Checkpoint(take(np.union1d(self._changed, more).tolist()), self._gone,
+                          {**self._meta, "prev_t": prev_t},
+                          lambda ids: take([index[v] for v in ids if v in index]))
 
 
 class Engine:
@@ -211,9 +247,10 @@ class Engine:
         """Assessments running (in the risk process) or alerts not yet returned."""
         return self.conflicts.busy
 
-    def settle(self) -> Outputs:
-        """The alerts of every assessment still running (in the risk process)."""
-        return Outputs(alerts=self.conflicts.collect(wait=True))
+    def settle(self, *, wait: bool = True) -> Outputs:
+        """The alerts of every assessment still running (in the risk process); without
+        ``wait``, of those finished so far."""
+        return Outputs(alerts=self.conflicts.collect(wait=wait))
 
     def flush(self) -> Outputs:
         """Release every buffered record (end of input)."""
@@ -291,36 +328,34 @@ class Engine:
     # -- checkpoints (stream/checkpoint.py) --------------------------------------------------
 
     def checkpoint(self) -> Checkpoint:
-        """What changed since the previous call, and the event-time position.
+        """What changed since the previous call, and the event-time position (waits for the
+        risk process to catch up: :meth:`cut` does not)."""
+        return self.cut().result()
 
-        Taken at a commit point: everything handed to :meth:`process` so far is either
-        applied (in the state) or still buffered (read again after a restart).
+    def cut(self, *, states: bool = True) -> CommitCut:
+        """A commit point here, its conflict-stage half still to come from the risk process.
+
+        Everything handed to :meth:`process` so far is either applied (in the state) or
+        still buffered (read again after a restart). The vehicle states are copied now,
+        all live ones (the changelog writes whole shards, which need the unchanged vehicles
+        beside the changed ones), so the loop can go on stepping them while the assessments
+        before this point finish. ``states=False``: only the point (no changelog to write).
         """
-        store, conflicts = self.store, self.conflicts
-        slots, gone = store.take_changes()
-        changed = conflicts.call("changed_vehicles")
-        if changed:
-            extra = store.lookup(sorted(changed))
-            slots = np.union1d(slots, extra[extra >= 0])
+        answer = self.conflicts.ask("cut")
+        if not states:
+            return CommitCut(answer)
+        store = self.store
+        changed, gone = store.take_changes()
+        live = np.flatnonzero(store.used[: store.high])
+        rows, rec = store.export_rows(live)
+        ids = [store.ids[s] for s in live.tolist()]
         meta = {
             **self.admission.meta(),
             "next_evict": self.vehicles.next_evict, "newest": self.vehicles.newest_applied_ts,
-            "prev_t": conflicts.call("prev_t"), "tick_s": self._dt,
-            "model": self.vehicles.model_id,
+            "prev_t": None, "tick_s": self._dt, "model": self.vehicles.model_id,
         }
-        return Checkpoint(self._rows(slots), gone, meta, self.export)
-
-    def export(self, ids: Sequence[str]) -> VehicleRows:
-        """The current state of those of ``ids`` that are live (the changelog's shards)."""
-        slots = self.store.lookup(ids)
-        return self._rows(slots[slots >= 0])
-
-    def _rows(self, slots: np.ndarray) -> VehicleRows:
-        store = self.store
-        ids = [store.ids[s] for s in slots.tolist()]
-        eps = self.conflicts.call("snapshot", ids) if ids else {}
-        rows, rec = store.export_rows(slots)
-        return VehicleRows(ids, store.partition[slots].tolist(), slots.tolist(), rows, rec, eps)
+        states_now = VehicleRows(ids, store.partition[live].tolist(), live.tolist(), rows, rec)
+        return CommitCut(answer, states_now, np.searchsorted(live, changed), gone, meta)
 
     def restore(self, vehicles: list[VehicleState], metas: dict[int, dict[str, Any]]) -> None:
         """Load states and event-time positions read back from the changelog; ``metas`` has

@@ -41,7 +41,7 @@ from trajstream.stream.conflicts import ConflictStage, PredictedTick, TickResult
 from trajstream.stream.episodes import EpisodeConfig
 from trajstream.stream.risk import RiskConfig
 
-__all__ = ["ConflictRunner", "RiskProcessDied", "RiskProcessUnavailable"]
+__all__ = ["Answer", "ConflictRunner", "RiskProcessDied", "RiskProcessUnavailable"]
 
 Alert = tuple[bytes, bytes]
 
@@ -124,6 +124,15 @@ class ConflictRunner:
         self._submit(_call, method, *args, partial=False)
         return self._take(wait=True)
 
+    def ask(self, method: str, *args: Any) -> Answer:
+        """:meth:`call` without waiting: the method runs after every job queued so far, and
+        once its answer is :attr:`Answer.ready` so are theirs (:meth:`collect` hands over
+        their alerts). A commit point is cut this way while the assessments catch up."""
+        if self._stage is not None:
+            return Answer(value=getattr(self._stage, method)(*args))
+        self._submit(_call, method, *args, partial=False)
+        return Answer(self._jobs[-1][0])
+
     def collect(self, *, wait: bool = False) -> list[Alert]:
         """The alerts of the jobs finished so far, in order; ``wait``: of every job."""
         self._take(wait=wait)
@@ -182,6 +191,26 @@ class ConflictRunner:
             count_alerts(result.severities, None if partial else result.seconds, self.stats,
                          self.metrics)
             self._alerts.extend(result.alerts)
+
+
+class Answer:
+    """A stage method's result that may still be on its way (:meth:`ConflictRunner.ask`)."""
+
+    def __init__(self, job: Future[Any] | None = None, value: Any = None) -> None:
+        self._job, self._value = job, value
+
+    @property
+    def ready(self) -> bool:
+        return self._job is None or self._job.done()
+
+    def result(self) -> Any:
+        """The method's return value, waiting for it."""
+        if self._job is None:
+            return self._value
+        try:
+            return self._job.result()[0]
+        except BrokenProcessPool as exc:
+            raise _died() from exc
 
 
 class _Assessed(NamedTuple):

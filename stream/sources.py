@@ -402,7 +402,10 @@ class KafkaSource:
                pending: Mapping[int, int] | None = None) -> bool:
         """Commit, per partition, up to the first record not done (see :meth:`offsets`).
         True when there was something to commit (the broker answered)."""
-        offsets = self.offsets(done_before, pending)
+        return self.commit_offsets(self.offsets(done_before, pending))
+
+    def commit_offsets(self, offsets: dict[tuple[str, int], int]) -> bool:
+        """Commit ``offsets`` (from :meth:`offsets`); True when there were any."""
         if not offsets:
             return False
         self._c.commit(offsets)

@@ -88,6 +88,38 @@ def test_checkpoints_beside_the_risk_process_hold_the_inline_episodes(traffic):
     assert points[True] == points[False]
 
 
+def test_a_commit_point_cut_while_the_risk_process_assesses_holds_its_own_state(traffic):
+    """The processor cuts a commit point and goes on (Engine.cut): the checkpoint taken
+    once the risk process has caught up, after more records were applied, is the one of
+    the point, as an inline engine gives it there (vehicle states, the shards' other
+    vehicles, episodes, event-time position)."""
+    cut, more = len(traffic) // 2, len(traffic) * 3 // 4
+
+    def content(cp):
+        every = cp.export(ids)
+        return (cp.vehicles.ids, cp.vehicles.rows.tolist(), cp.vehicles.rec.tolist(),
+                cp.vehicles.episodes, cp.tombstones, cp.meta, every.ids, every.rows.tolist(),
+                every.episodes)
+
+    ref = _engine(False)
+    try:
+        _feed(ref, traffic, 0, cut)
+        ids = sorted(v for v in ref.store.ids if v is not None)
+        want = content(ref.checkpoint())
+    finally:
+        ref.close()
+    eng = _engine(True)
+    try:
+        _feed(eng, traffic, 0, cut)
+        point = eng.cut()
+        _feed(eng, traffic, cut, more)  # the states move on meanwhile
+        got = content(point.result())
+    finally:
+        eng.close()
+    assert want[3]  # episodes to compare
+    assert got == want
+
+
 def test_a_dead_risk_process_stops_the_engine_with_a_clear_error(traffic):
     eng = _engine(True)
     try:
