@@ -612,9 +612,9 @@ class Processor:
         revoke): an earlier point still waiting for it first. True when offsets reached the
         broker (a commit with nothing to commit proves nothing about it)."""
         point, self._point = self._point, None
-        if point is not None:  # its changes were taken from the engine: written first
-            self._finish(point)
-        return self._finish(self._cut())
+        # its changes were taken from the engine: written first
+        reached = point is not None and self._finish(point)
+        return self._finish(self._cut()) or reached
 
     def _cut(self) -> _CommitPoint:
         """A commit point here: the offsets of what is fully processed and the engine's
@@ -713,16 +713,19 @@ class Processor:
 
     def _try_commit(self, *, wait: bool) -> bool | None:
         """The periodic commit: a point cut now (or the one cut before), finished once the
-        risk process has caught up with it (``wait``: now), so the loop goes on reading
-        meanwhile. None while it waits; False when a retriable Kafka failure makes it a
-        later retry."""
+        risk process has caught up with it, so the loop goes on reading meanwhile (``wait``:
+        everything processed so far, now: the end of the input, a transaction). None while
+        it waits; False when a retriable Kafka failure makes it a later retry."""
         try:
-            if self._point is None:
-                self._point = self._cut()
-            if not (wait or self._point.ready()):
-                return None
-            point, self._point = self._point, None
-            reached = self._finish(point)
+            if wait:
+                reached = self._commit()
+            else:
+                if self._point is None:
+                    self._point = self._cut()
+                if not self._point.ready():
+                    return None
+                point, self._point = self._point, None
+                reached = self._finish(point)
         except Stalled:
             raise
         except KafkaUnavailable as exc:
