@@ -452,14 +452,14 @@ class Processor:
         perf, mono, wall = time.perf_counter, time.monotonic, time.time
         emit = self._emit
 
-        def hand_over() -> None:
-            """Emit the alerts of the assessments the risk process has finished. Never
-            waits for the rest: that idles the loop while records may come (in a drain,
-            ~80 ms at every lag query and every poll that found the client's queue empty);
-            the polls meanwhile wait ASSESSING_POLL_S at most, so each finished alert is
-            out within that."""
+        def hand_over(*, wait: bool = False) -> None:
+            """Emit the alerts of the assessments the risk process has finished (``wait``:
+            of all, waiting for them). Waiting idles the loop, so it is only for a loop
+            caught up with its input: a drain waited ~80 ms at every lag query and at every
+            poll that found the client's queue empty. Without it the polls wait
+            ASSESSING_POLL_S at most, so a finished alert is out within that."""
             if settle is not None and eng.assessing:
-                emit(settle(wait=False))
+                emit(settle(wait=wait))
 
         commit_every = cfg.commit_interval_s
         t_start, cpu_start, sched_start = mono(), time.process_time(), main_thread_times()
@@ -488,10 +488,13 @@ class Processor:
                 if self._hook_error is not None:
                     raise self._hook_error
                 n = len(rb)
+                held = blocking()
                 if not n:
-                    # Caught up with the input: the risk process's finished alerts now,
-                    # rather than held until the next batch (or behind a ping of the broker).
-                    hand_over()
+                    # Nothing read: the risk process's alerts now, rather than held until
+                    # the next batch (or behind a ping of the broker). Caught up with the
+                    # input (no partition has records left), wait for them: nothing else
+                    # to do, and they go out the moment they are ready.
+                    hand_over(wait=not held)
                 if not n and mono() >= next_ping:
                     # Quiet, or no partitions (the group may have revoked them when the
                     # broker went away): only the broker answering counts as progress.
@@ -502,7 +505,6 @@ class Processor:
                             self._succeeded()         # the commit, is not progress
                     except KafkaUnavailable as exc:
                         self._failed("consume", exc)
-                held = blocking()
                 if n:
                     if self.first_record_at is None:
                         self.first_record_at = mono()

@@ -12,7 +12,7 @@ the same alerts, byte for byte (the worker starts from a fork server, never a fo
 process that has loaded TensorFlow). What changes is when they come out: an assessment's
 alerts are handed over by the first :meth:`ConflictRunner.collect` after it has finished,
 and ``collect(wait=True)`` waits for all of them. The processor collects at every poll and
-never waits: it cuts a commit point with :meth:`ConflictRunner.ask`, whose answer comes
+waits only when caught up with its input; it cuts a commit point with :meth:`ConflictRunner.ask`, whose answer comes
 after every assessment queued before it, and finishes the commit once it has come (so no
 committed record has alerts still to come).
 
