@@ -11,10 +11,11 @@ submitted, so the conflict stage sees the same ticks in the same order as inline
 the same alerts, byte for byte (the worker starts from a fork server, never a fork of a
 process that has loaded TensorFlow). What changes is when they come out: an assessment's
 alerts are handed over by the first :meth:`ConflictRunner.collect` after it has finished,
-and ``collect(wait=True)`` waits for all of them. The processor collects at every poll and
-waits only when caught up with its input; it cuts a commit point with :meth:`ConflictRunner.ask`, whose answer comes
-after every assessment queued before it, and finishes the commit once it has come (so no
-committed record has alerts still to come).
+and ``collect(wait=True)`` waits for all of them. The processor collects at every poll
+and waits only when caught up with its input. It cuts a commit point with
+:meth:`ConflictRunner.ask`, whose answer comes after every assessment queued before it,
+and finishes the commit once it has come (so no committed record has alerts still to
+come).
 
 A partial assessment (stream/episodes.py: the vehicles of conflicts awaiting confirmation)
 needs the watched set, which only exists once the assessments before it have run; a
