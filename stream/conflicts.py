@@ -137,12 +137,6 @@ class ConflictStage:
     def changed_vehicles(self) -> set[str]:
         return self.tracker.changed_vehicles()
 
-    def snapshot(self, vehicle_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        return self.tracker.snapshot(vehicle_ids)
-
-    def prev_t(self) -> float | None:
-        return self.tracker.prev_t
-
     def cut(self) -> tuple[set[str], dict[str, dict[str, Any]], float | None]:
         """What a commit point needs of the episodes: the vehicles changed since the last
         one, every open episode and :attr:`prev_t` (:meth:`Engine.cut`)."""
